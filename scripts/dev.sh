@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# One entry point for the README's commands. Each sub-command first makes sure the virtual environment
+# exists (idempotent: a second run reuses .venv), then does its job.
+#
+#   bash scripts/dev.sh train   # set up, then run the main job: GRPO on the tiny CPU preset
+#   bash scripts/dev.sh test    # set up, then run every test: unit tests and all notebooks (nbmake)
+#   bash scripts/dev.sh lab     # set up, then open the course in JupyterLab (widgets work)
+#
+# Only Python 3 (>= 3.10) and pip are needed. torch is pinned and installed first: on the CPU path
+# `pip install torch==2.13.0` takes the CPU build; an unpinned torch would pull a multi-GB CUDA build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PYTHON:-python3}
+VENV=${VENV:-.venv}
+
+# No hub, no W&B server: everything runs offline. (Never export MPLBACKEND=Agg: plots would vanish.)
+export WANDB_MODE=${WANDB_MODE:-offline}
+export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1}
+export HF_DATASETS_OFFLINE=${HF_DATASETS_OFFLINE:-1}
+export HF_HOME=${HF_HOME:-$PWD/.cache/hf}
+export TOKENIZERS_PARALLELISM=false
+
+setup() {
+  local stamp="$VENV/.grpo_lib-installed"
+  if [ -f "$stamp" ] && [ "$stamp" -nt pyproject.toml ]; then
+    return 0
+  fi
+  [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+  "$VENV/bin/python" -m pip install -q --upgrade pip
+  "$VENV/bin/python" -m pip install -q "torch==2.13.0"
+  "$VENV/bin/python" -m pip install -q -e ".[dev]"
+  touch "$stamp"
+}
+
+cmd=${1:-}
+shift || true
+case "$cmd" in
+  train)
+    setup
+    exec "$VENV/bin/python" -m grpo_lib.train --preset tiny --output-dir "${OUTPUT_DIR:-runs/tiny}" "$@"
+    ;;
+  test)
+    setup
+    # unit tests first (fast feedback), then every notebook top to bottom in a fresh kernel
+    "$VENV/bin/python" -m pytest tests -q "$@"
+    exec "$VENV/bin/python" -m pytest --nbmake --nbmake-timeout=900 notebooks -q
+    ;;
+  lab)
+    setup
+    exec "$VENV/bin/jupyter-lab" notebooks "$@"
+    ;;
+  *)
+    echo "usage: bash scripts/dev.sh {train|test|lab} [extra args]" >&2
+    exit 2
+    ;;
+esac
