@@ -1,0 +1,124 @@
+"""Group-relative advantages: the "G" in GRPO (Shao et al. 2024, DeepSeekMath, section 4.1.2).
+
+GRPO drops PPO's value network. For each prompt q it samples a group of G completions, scores them, and
+uses the group itself as the baseline: a completion is good if it scored above its siblings.
+
+    A_i = (r_i - mean(r_1..r_G)) / (std(r_1..r_G) + std_floor)
+
+Every token of completion o_i gets the same A_i (outcome supervision).
+
+Choices made here (each shown in notebooks/01_worked_example_2plus3.ipynb or notebooks/02_advantages.ipynb):
+1. The std is the sample std (ddof=1, Bessel-corrected), as in the tutorial and TRL (`torch.std`'s
+   default). ddof=0 gives the population std (nano-aha-moment). For the 2+3 example r = [1, 0, 2] the
+   sample std is exactly 1, so A = [0, -1, 1]; the population std gives A = [0, -1.22, 1.22].
+2. std_floor = 1e-4 is added to the std (TRL's constant), so A stays finite when the std is tiny.
+3. A group whose rewards are all equal gets A = 0 exactly (never NaN, never 1e-4-sized noise from
+   float rounding of the mean): it carries no learning signal, and `zero_std_fraction` counts such groups
+   (TRL logs it as `frac_reward_zero_std`).
+4. scale="batch" divides by the std of the whole batch instead of each group's (TRL's
+   scale_rewards="batch"); scale="none" only centres (Dr. GRPO, Liu et al. 2025; nanochat), which
+   removes the "difficulty bias" of dividing by a small group std.
+5. G < 2 is refused: with one completion per prompt there is nothing to compare with, and the sample
+   std is undefined.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+SCALES = ("group", "batch", "none")
+
+
+def _as_rewards(rewards: Any) -> Tensor:
+    """Convert rewards (tensor, numpy array or nested list) to a floating (N, G) tensor, or raise."""
+    r = rewards if isinstance(rewards, Tensor) else torch.as_tensor(rewards)
+    if not torch.is_floating_point(r):
+        r = r.to(torch.get_default_dtype())
+    if r.ndim != 2:
+        hint = " Reshape the flat rewards to (N, G), e.g. r.view(-1, G)." if r.ndim == 1 else ""
+        raise ValueError(
+            f"rewards must have shape (N, G): N prompts, G completions each; got shape {tuple(r.shape)}.{hint}"
+        )
+    N, G = r.shape
+    if G < 2:
+        raise ValueError(
+            f"group size G must be >= 2, got rewards of shape {tuple(r.shape)}: with one completion per "
+            "prompt there is nothing to compare it with, so a group-relative advantage is undefined."
+        )
+    if N == 0:
+        raise ValueError("rewards is empty: shape (0, G) holds no prompts.")
+    if not torch.isfinite(r).all():
+        raise ValueError("rewards contain NaN or inf; every completion needs a finite reward.")
+    return r
+
+
+def _all_equal(r: Tensor) -> Tensor:
+    """(N, G) -> (N, 1) bool: True for a group whose rewards are all identical (std exactly 0)."""
+    return (r.amax(dim=-1, keepdim=True) == r.amin(dim=-1, keepdim=True))  # (N, 1)
+
+
+def group_advantages(rewards: Any, scale: str = "group", std_floor: float = 1e-4, ddof: int = 1) -> Tensor:
+    """Group-relative advantage A_i = (r_i - mean_group(r)) / (std(r) + std_floor), per row.
+
+    Args:
+        rewards: r, shape (N, G): N prompts, G completions each (TRL: `num_generations`). A torch tensor,
+            numpy array or nested list. A flat (B,) vector is refused: reshape it with `r.view(-1, G)`.
+        scale: which std divides the centred rewards.
+            "group": the group's own std (paper, tutorial, TRL default).
+            "batch": the std of all N*G rewards together (TRL scale_rewards="batch").
+            "none":  no division, A_i = r_i - mean_group(r) (Dr. GRPO, nanochat).
+        std_floor: added to the std so A stays finite when the std is tiny (TRL: 1e-4).
+        ddof: 1 = sample std (TRL, tutorial), 0 = population std (nano-aha-moment). For G = 4 and
+            r = [1, 0, 0, 0] this is the difference between A_1 = 1.50 and A_1 = 1.73.
+
+    Returns:
+        A, shape (N, G), floating, on the device of `rewards`. A row whose rewards are all equal gives
+        exactly zeros. Each row sums to 0 (up to float rounding).
+
+    Raises:
+        ValueError: rewards not 2-D, G < 2, non-finite rewards, unknown scale, bad ddof or std_floor.
+
+    Taught in: notebooks/01_worked_example_2plus3.ipynb, notebooks/02_advantages.ipynb
+    """
+    if scale not in SCALES:
+        raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
+    if std_floor < 0:
+        raise ValueError(f"std_floor must be >= 0, got {std_floor}")
+    r = _as_rewards(rewards)                                        # (N, G)
+    G = r.shape[1]
+    if not (0 <= ddof < G):
+        raise ValueError(f"ddof must satisfy 0 <= ddof < G = {G} (1 = sample std, 0 = population std), got {ddof}")
+
+    flat = _all_equal(r)                                            # (N, 1) groups with std exactly 0
+    mean = r.mean(dim=-1, keepdim=True)                             # (N, 1)
+    A = r - mean                                                    # (N, G)
+    if scale == "group":
+        std = r.std(dim=-1, keepdim=True, correction=ddof)          # (N, 1)
+        A = A / (std + std_floor)                                   # (N, G)
+    elif scale == "batch":
+        std = r.std(correction=ddof)                                # () one std for all N*G rewards
+        A = A / (std + std_floor)                                   # (N, G)
+    # A flat group teaches nothing: force exact zeros (no rounding noise from the mean, no 0/0 when
+    # std_floor = 0).
+    return torch.where(flat, torch.zeros_like(A), A)                # (N, G)
+
+
+def zero_std_fraction(rewards: Any) -> float:
+    """Fraction of groups whose rewards are all equal (std = 0), so their advantages are all 0.
+
+    These groups teach nothing: every completion got the same score. TRL logs this as
+    `frac_reward_zero_std`; when it approaches 1 the task is too easy or too hard for the policy.
+
+    Args:
+        rewards: r, shape (N, G) (tensor, numpy array or nested list).
+
+    Returns:
+        A Python float in [0, 1].
+
+    Taught in: notebooks/02_advantages.ipynb
+    """
+    r = _as_rewards(rewards)                                        # (N, G)
+    return _all_equal(r).float().mean().item()

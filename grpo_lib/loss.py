@@ -1,0 +1,212 @@
+"""GRPO surrogate loss: the GRPO objective of Shao et al. (2024), DeepSeekMath, eq. 3, negated.
+
+    J(θ) = 1/G Σ_i 1/|o_i| Σ_t [ min(ρ_{i,t} A_i, clip(ρ_{i,t}, 1-ε, 1+ε) A_i) - β D_KL[π_θ ‖ π_ref] ]
+    ρ_{i,t} = π_θ(o_{i,t} | q, o_{i,<t}) / π_θold(o_{i,t} | q, o_{i,<t})
+
+The loss is -J, computed per token from log-probabilities and then aggregated over the batch.
+
+Choices made here (each shown in notebooks/04_the_loss.ipynb):
+1. The KL to π_ref uses the k3 estimator of the paper, e^d - d - 1 with d = logp_ref - logp (Schulman's
+   "k3"; unbiased, always >= 0, 0 only where the two log-probs agree). It is computed as expm1(d) - d,
+   the same number without the cancellation of e^d - 1 for small d. The KL is added to the loss, not to
+   the reward.
+2. The clip range may be asymmetric, [1 - ε, 1 + ε_high] (DAPO's "clip-higher"); ε_high defaults to ε,
+   which is the paper.
+3. Aggregation is a named option, `loss_type` (the four normalisations of TRL, formulas in
+   `grpo_loss`). The default "grpo" is the paper's eq. 3: mean over each completion's tokens, then over
+   completions. TRL's current default is "dapo" (token-level); β = 0.04 is the paper's and the tutorial's
+   value, TRL's current default is 0.
+4. Denominators are clamped at 1, so a fully masked completion contributes 0 (and still counts in the
+   1/B of "grpo", as in TRL), and a fully masked batch gives loss 0, never NaN. Masked positions are
+   zero-filled before any arithmetic, so whatever sits there (even inf or NaN) cannot leak into the loss
+   or its gradient.
+5. With μ = 1 (one update per sampled batch) logp_old = logp.detach(), so ρ = 1 in value and clipping is
+   inactive: the gradient is exactly REINFORCE with the group-mean baseline, -1/B Σ_i A_i ∇ (1/|o_i|)
+   Σ_t log π_θ(o_{i,t}), and the loss value at β = 0 is -mean(A) = 0 when the batch holds whole groups.
+6. Stats (kl, clip_fraction, ratio_mean) are token means over all active tokens of the batch whatever
+   the loss_type (TRL's `masked_batch_mean`), detached, so they can be logged under the same names.
+7. bf16/fp16 log-probs are upcast to fp32 before exp and the sums: the (B, T) tensors are small, and
+   half precision would round ρ to steps of 0.008 (bf16) near 1, coarser than typical updates.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
+
+
+def kl_k3(logp: Tensor, logp_ref: Tensor) -> Tensor:
+    """Per-token KL estimate k3 = e^d - d - 1, d = logp_ref - logp (DeepSeekMath's D_KL).
+
+    Equals π_ref/π_θ - log(π_ref/π_θ) - 1 per token; always >= 0, and 0 exactly where logp == logp_ref.
+    Its expectation under π_θ is KL(π_θ ‖ π_ref).
+
+    Args:
+        logp: log π_θ per token, (B, T).
+        logp_ref: log π_ref for the same tokens, (B, T).
+
+    Returns:
+        kl, (B, T).
+
+    Taught in: notebooks/04_the_loss.ipynb
+    """
+    d = logp_ref - logp                                             # (B, T)
+    return torch.expm1(d) - d                                       # (B, T) = e^d - 1 - d, accurate for small d
+
+
+def clipped_surrogate(rho: Tensor, A: Tensor, epsilon: float, epsilon_high: float | None = None) -> Tensor:
+    """PPO's clipped surrogate min(ρ·A, clip(ρ, 1-ε, 1+ε_high)·A), per token.
+
+    Where ρ has left [1-ε, 1+ε_high] in the direction that A rewards (ρ > 1+ε_high with A > 0, or
+    ρ < 1-ε with A < 0) the clipped term wins and is constant in θ: that token gets no gradient.
+
+    Args:
+        rho: importance ratio ρ = π_θ / π_θold, (B, T).
+        A: advantage, (B,) (one per completion, broadcast over its tokens) or (B, T).
+        epsilon: ε, lower clip range (ρ >= 1 - ε).
+        epsilon_high: ε_high, upper clip range (ρ <= 1 + ε_high); None means ε.
+
+    Returns:
+        surrogate, (B, T).
+
+    Taught in: notebooks/04_the_loss.ipynb
+    """
+    epsilon_high = epsilon if epsilon_high is None else epsilon_high
+    if A.ndim == rho.ndim - 1:
+        A = A.unsqueeze(-1)                                         # (B,) -> (B, 1): same A_i for every t
+    return torch.minimum(rho * A,                                   # (B, T)
+                         rho.clamp(1 - epsilon, 1 + epsilon_high) * A)
+
+
+def _check_inputs(logp, logp_old, logp_ref, advantages, mask, epsilon, epsilon_high, beta, loss_type,
+                  max_completion_length, world_size):
+    if loss_type not in LOSS_TYPES:
+        raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
+    if logp.ndim != 2:
+        raise ValueError(f"logp must be (B, T) per-token log-probs, got shape {tuple(logp.shape)}")
+    B, T = logp.shape
+    if B == 0:
+        raise ValueError("empty batch: logp has shape (0, T)")
+    if tuple(mask.shape) != (B, T):
+        raise ValueError(f"mask shape {tuple(mask.shape)} does not match logp shape {(B, T)}")
+    if logp_old is not None and logp_old.shape != logp.shape:
+        raise ValueError(f"logp_old shape {tuple(logp_old.shape)} does not match logp shape {(B, T)}")
+    if beta > 0 and logp_ref is None:
+        raise ValueError(f"beta = {beta} > 0 needs logp_ref (the reference log-probs); pass beta=0.0 to train without KL")
+    if logp_ref is not None and logp_ref.shape != logp.shape:
+        raise ValueError(f"logp_ref shape {tuple(logp_ref.shape)} does not match logp shape {(B, T)}")
+    if tuple(advantages.shape) != (B,):
+        raise ValueError(
+            f"advantages must have shape (B,) = ({B},), one A_i per completion; got {tuple(advantages.shape)}. "
+            "Flatten (N, G) advantages with A.reshape(-1)."
+        )
+    if not ((mask == 0) | (mask == 1)).all():
+        raise ValueError("mask must contain only 0 and 1 (1 on completion tokens up to and including EOS)")
+    if epsilon < 0 or (epsilon_high is not None and epsilon_high < 0):
+        raise ValueError(f"clip ranges must be >= 0, got epsilon={epsilon}, epsilon_high={epsilon_high}")
+    if beta < 0:
+        raise ValueError(f"beta must be >= 0, got {beta}")
+    if loss_type == "dr_grpo" and (max_completion_length is None or max_completion_length <= 0):
+        raise ValueError(
+            "loss_type='dr_grpo' divides by B * max_completion_length: pass max_completion_length "
+            f"(the generation budget in tokens, > 0), got {max_completion_length!r}"
+        )
+    if not isinstance(world_size, int) or world_size < 1:
+        raise ValueError(f"world_size must be a positive int (number of DDP ranks), got {world_size!r}")
+
+
+def grpo_loss(logp: Tensor, logp_old: Tensor | None, logp_ref: Tensor | None, advantages: Tensor, mask: Tensor, *,
+              epsilon: float = 0.2, epsilon_high: float | None = None, beta: float = 0.04,
+              loss_type: str = "grpo", max_completion_length: int | None = None,
+              global_num_tokens: int | float | Tensor | None = None,
+              world_size: int = 1) -> tuple[Tensor, dict[str, Tensor]]:
+    """Negated GRPO objective: ℓ_{i,t} = -(min(ρA, clip(ρ, 1-ε, 1+ε_high)A) - β·k3), masked and aggregated.
+
+    With m the mask and |o_i| = Σ_t m_{i,t}, the loss_type picks the normalisation:
+        "grpo":    1/B Σ_i (Σ_t m ℓ / max(1, |o_i|))             paper eq. 3: per-sequence mean, then mean
+        "bnpo":    Σ_{i,t} m ℓ / max(1, Σ_i |o_i|)               token mean over this batch
+        "dr_grpo": Σ_{i,t} m ℓ / (B · max_completion_length)     Dr. GRPO: constant denominator
+        "dapo":    Σ_{i,t} m ℓ / (max(1, global_num_tokens) / world_size)
+                   token mean over the whole global batch. DDP *averages* gradients over its world_size
+                   ranks, so each rank multiplies by world_size: after the average the gradient is that of
+                   Σ over all ranks' tokens / global_num_tokens. With one process and the default
+                   global_num_tokens (this batch's active tokens) it equals "bnpo".
+
+    Args:
+        logp: log π_θ per completion token, (B, T), carries grad.
+        logp_old: log π_θold for the same tokens, (B, T), detached. None means on-policy (μ = 1):
+            logp.detach(), so ρ = 1 in value.
+        logp_ref: log π_ref, (B, T), detached; may be None when beta == 0.
+        advantages: A_i per completion, (B,) (group_advantages(...).reshape(-1)).
+        mask: m, (B, T), 0/1 (any numeric or bool dtype), 1 on completion tokens up to and including EOS.
+        epsilon: ε, clip range below 1 (and above, unless epsilon_high is given).
+        epsilon_high: ε_high, clip range above 1 (DAPO: 0.28); None means ε.
+        beta: β, weight of the k3 KL term (paper 0.04; TRL's default is now 0).
+        loss_type: "grpo", "bnpo", "dr_grpo" or "dapo" (see above).
+        max_completion_length: generation budget in tokens; required by "dr_grpo".
+        global_num_tokens: "dapo" only: active tokens summed over all ranks (an all-reduced count);
+            None means this batch's own count.
+        world_size: "dapo" only: number of DDP ranks.
+
+    Returns:
+        loss: 0-dim tensor to minimise (fp32 when logp is bf16/fp16).
+        stats: detached 0-dim tensors, token means over the active tokens of the batch:
+            "kl": mean k3 (0 when logp_ref is None), "clip_fraction": share of tokens where clipping
+            changed the min (ρ < 1-ε with A < 0, or ρ > 1+ε_high with A > 0), "clip_fraction_low" and
+            "clip_fraction_high": the two halves of it, "ratio_mean": mean ρ. All 0 for an empty mask.
+
+    Taught in: notebooks/04_the_loss.ipynb
+    """
+    _check_inputs(logp, logp_old, logp_ref, advantages, mask, epsilon, epsilon_high, beta, loss_type,
+                  max_completion_length, world_size)
+    epsilon_high = epsilon if epsilon_high is None else epsilon_high
+    if logp.dtype in (torch.float16, torch.bfloat16):
+        logp = logp.float()                                         # (B, T) the loss is computed in fp32
+    B = logp.shape[0]
+    keep = mask != 0                                                # (B, T) bool
+    m = keep.to(logp.dtype)                                         # (B, T) 0./1.
+    if logp_old is None:
+        logp_old = logp.detach()                                    # (B, T) on-policy: ρ == 1 in value
+    # zero-fill padded positions first, so nothing there can become inf/NaN in the loss or its gradient
+    logp = logp.masked_fill(~keep, 0.0)                             # (B, T)
+    logp_old = logp_old.to(logp.dtype).masked_fill(~keep, 0.0)      # (B, T)
+    A = advantages.to(logp.dtype)                                   # (B,)
+
+    rho = torch.exp(logp - logp_old)                                # (B, T)
+    surr = clipped_surrogate(rho, A, epsilon, epsilon_high)         # (B, T)
+    per_token = -surr                                               # (B, T)
+    kl = None
+    if logp_ref is not None:
+        kl = kl_k3(logp, logp_ref.to(logp.dtype).masked_fill(~keep, 0.0))  # (B, T)
+        if beta != 0:
+            per_token = per_token + beta * kl                       # (B, T)
+
+    masked = per_token * m                                          # (B, T) m ℓ
+    if loss_type == "grpo":      # 1/B Σ_i 1/|o_i| Σ_t
+        o_len = m.sum(dim=-1).clamp(min=1)                          # (B,) |o_i|
+        loss = (masked.sum(dim=-1) / o_len).mean()
+    elif loss_type == "bnpo":    # Σ_i Σ_t / Σ_i |o_i|
+        loss = masked.sum() / m.sum().clamp(min=1)
+    elif loss_type == "dr_grpo":  # Σ_i Σ_t / (B · L_max)
+        loss = masked.sum() / (B * max_completion_length)
+    else:                        # "dapo": Σ_i Σ_t / (N_global / world_size)
+        n_global = m.sum() if global_num_tokens is None else torch.as_tensor(
+            global_num_tokens, dtype=logp.dtype, device=logp.device)
+        loss = masked.sum() / (n_global.clamp(min=1) / world_size)
+
+    with torch.no_grad():
+        n_tok = m.sum().clamp(min=1)
+        A_t = A[:, None]                                            # (B, 1)
+        low = (rho < 1 - epsilon) & (A_t < 0)                       # (B, T) clipped from below
+        high = (rho > 1 + epsilon_high) & (A_t > 0)                 # (B, T) clipped from above
+        stats = {
+            "kl": (kl * m).sum() / n_tok if kl is not None else logp.new_zeros(()),
+            "clip_fraction": ((low | high).to(m.dtype) * m).sum() / n_tok,
+            "clip_fraction_low": (low.to(m.dtype) * m).sum() / n_tok,
+            "clip_fraction_high": (high.to(m.dtype) * m).sum() / n_tok,
+            "ratio_mean": (rho * m).sum() / n_tok,
+        }
+    stats = {k: v.detach() for k, v in stats.items()}
+    return loss, stats

@@ -1,0 +1,134 @@
+"""Tests for grpo_lib.advantages: hand-computed values (the 2+3 example), properties, and bad input."""
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from grpo_lib.advantages import group_advantages, zero_std_fraction
+
+
+def test_two_plus_three_example_sample_std():
+    # r = [1, 0, 2]: mean 1, deviations [0, -1, 1], sample var (0 + 1 + 1) / (3 - 1) = 1, std 1
+    # A = [0, -1, 1] / (1 + 1e-4) = [0, -0.9999, 0.9999]
+    A = group_advantages(torch.tensor([[1.0, 0.0, 2.0]]))
+    assert A.shape == (1, 3)
+    torch.testing.assert_close(A, torch.tensor([[0.0, -1.0, 1.0]]), atol=1e-3, rtol=0)
+    torch.testing.assert_close(A, torch.tensor([[0.0, -1.0, 1.0]]) / (1 + 1e-4))
+
+
+def test_two_plus_three_example_population_std():
+    # population var (0 + 1 + 1) / 3 = 2/3, std = sqrt(2/3) = 0.8165, A = ±1 / 0.8165 = ±1.2247
+    A = group_advantages([[1.0, 0.0, 2.0]], ddof=0)
+    torch.testing.assert_close(A, torch.tensor([[0.0, -1.2247, 1.2247]]), atol=1e-3, rtol=0)
+
+
+def test_style_guide_example_g4():
+    # r = [1, 0, 0, 0]: mean .25, squared deviations .5625 + 3 * .0625 = .75
+    # sample std sqrt(.75/3) = .5 -> A_1 = .75/.5 = 1.5; population std sqrt(.75/4) = .433 -> A_1 = 1.732
+    r = [[1.0, 0.0, 0.0, 0.0]]
+    assert group_advantages(r)[0, 0].item() == pytest.approx(1.5, abs=1e-3)
+    assert group_advantages(r, ddof=0)[0, 0].item() == pytest.approx(math.sqrt(3), abs=1e-3)
+
+
+def test_all_equal_group_is_exactly_zero_in_every_mode():
+    # 0.1 * 3 / 3 is not exactly 0.1 in float: the zero must come from the all-equal rule, not rounding
+    r = torch.tensor([[0.1, 0.1, 0.1], [2.0, 2.0, 2.0], [1.0, 0.0, 2.0]])
+    for scale in ("group", "batch", "none"):
+        A = group_advantages(r, scale=scale)
+        assert torch.isfinite(A).all()
+        assert (A[:2] == 0).all(), (scale, A)
+        assert (A[2] != 0).any()
+    # even with no floor at all: 0/0 must not appear
+    A = group_advantages(torch.full((2, 4), 3.0), std_floor=0.0)
+    assert (A == 0).all()
+
+
+def test_batch_scale_hand_values():
+    # r = [[1, 0, 2], [0, 0, 3]]; group means 1 and 1; centred [[0, -1, 1], [-1, -1, 2]]
+    # all six rewards: mean 1, squared deviations 0+1+1+1+1+4 = 8, sample var 8/5 = 1.6, std 1.26491
+    r = torch.tensor([[1.0, 0.0, 2.0], [0.0, 0.0, 3.0]])
+    A = group_advantages(r, scale="batch")
+    expected = torch.tensor([[0.0, -1.0, 1.0], [-1.0, -1.0, 2.0]]) / (math.sqrt(1.6) + 1e-4)
+    torch.testing.assert_close(A, expected)
+    # differs from per-group scaling: group 2 has its own std sqrt(3) -> A = [-1, -1, 2] / 1.732
+    A_group = group_advantages(r)
+    torch.testing.assert_close(A_group[1], torch.tensor([-1.0, -1.0, 2.0]) / (math.sqrt(3) + 1e-4))
+
+
+def test_none_scale_only_centres():
+    r = torch.tensor([[1.0, 0.0, 2.0, 5.0], [0.5, 0.5, 0.5, 2.5]])
+    # means 2.0 and 1.0
+    torch.testing.assert_close(group_advantages(r, scale="none"),
+                               torch.tensor([[-1.0, -2.0, 0.0, 3.0], [-0.5, -0.5, -0.5, 1.5]]))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 5), st.integers(2, 8), st.sampled_from(["group", "batch", "none"]), st.data())
+def test_advantages_sum_to_zero_per_group(N, G, scale, data):
+    values = data.draw(st.lists(st.lists(st.floats(-10, 10, allow_nan=False), min_size=G, max_size=G),
+                                min_size=N, max_size=N))
+    r = torch.tensor(values, dtype=torch.float64)
+    A = group_advantages(r, scale=scale)
+    assert A.shape == (N, G)
+    assert torch.isfinite(A).all()
+    torch.testing.assert_close(A.sum(dim=1), torch.zeros(N, dtype=torch.float64), atol=1e-6, rtol=0)
+    # the order of completions inside a group is preserved: higher reward -> advantage not lower (rounding is monotone)
+    for i in range(N):
+        for j in range(G):
+            for k in range(G):
+                if r[i, j] > r[i, k]:
+                    assert A[i, j] >= A[i, k]
+
+
+def test_group_scale_has_unit_sample_std():
+    torch.manual_seed(0)
+    r = torch.randn(6, 8) * 3 + 1
+    A = group_advantages(r, std_floor=0.0)
+    torch.testing.assert_close(A.std(dim=1), torch.ones(6))
+    A0 = group_advantages(r, std_floor=0.0, ddof=0)
+    torch.testing.assert_close(A0.std(dim=1, correction=0), torch.ones(6))
+
+
+def test_accepts_numpy_int_lists_and_keeps_device_dtype():
+    A_np = group_advantages(np.array([[1, 0, 2]]))
+    A_list = group_advantages([[1, 0, 2]])
+    assert A_np.dtype == torch.float32 and A_list.dtype == torch.float32
+    torch.testing.assert_close(A_np, A_list)
+    A64 = group_advantages(torch.tensor([[1.0, 0.0, 2.0]], dtype=torch.float64))
+    assert A64.dtype == torch.float64
+
+
+def test_rejects_one_completion_per_prompt():
+    with pytest.raises(ValueError, match="G must be >= 2"):
+        group_advantages(torch.tensor([[1.0], [0.0]]))
+    with pytest.raises(ValueError, match="nothing to compare"):
+        zero_std_fraction([[1.0], [0.0]])
+
+
+def test_rejects_flat_vector_with_reshape_hint():
+    with pytest.raises(ValueError, match=r"\(N, G\).*view"):
+        group_advantages(torch.tensor([1.0, 0.0, 2.0]))
+    with pytest.raises(ValueError, match="shape"):
+        group_advantages(torch.zeros(2, 3, 4))
+
+
+def test_rejects_unknown_scale_listing_options():
+    with pytest.raises(ValueError, match="'group', 'batch', 'none'"):
+        group_advantages([[1.0, 0.0]], scale="global")
+
+
+def test_rejects_nan_rewards_and_bad_ddof():
+    with pytest.raises(ValueError, match="NaN"):
+        group_advantages([[1.0, float("nan")]])
+    with pytest.raises(ValueError, match="ddof"):
+        group_advantages([[1.0, 0.0]], ddof=2)
+
+
+def test_zero_std_fraction():
+    r = torch.tensor([[1.0, 1.0, 1.0], [0.0, 2.0, 1.0], [0.0, 0.0, 0.0], [0.2, 0.2, 2.2]])
+    assert zero_std_fraction(r) == pytest.approx(0.5)
+    assert zero_std_fraction([[0.0, 1.0]]) == 0.0
+    assert zero_std_fraction([[3.0, 3.0]]) == 1.0

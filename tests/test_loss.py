@@ -1,0 +1,423 @@
+"""Tests for grpo_lib.loss: hand-computed values, properties of k3 and of the clipped surrogate, the
+REINFORCE limit, every loss_type against a straightforward loop implementation written here, and the
+DDP arithmetic of loss_type="dapo"."""
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from grpo_lib.advantages import group_advantages
+from grpo_lib.loss import LOSS_TYPES, clipped_surrogate, grpo_loss, kl_k3
+
+LN2 = math.log(2.0)
+
+
+# ---------------------------------------------------------------- a 2 x 3 example, by hand
+#
+# rho = exp(logp - logp_old) = [[1.0, 1.5, 0.5],      A = [+1, -1], epsilon = 0.2 -> clip to [0.8, 1.2]
+#                               [1.0, 1.5, 0.5]]      mask = [[1, 1, 1], [1, 1, 0]]
+# row 0 (A = +1): min(rho, clip(rho)) = [min(1, 1), min(1.5, 1.2), min(0.5, 0.8)] = [1, 1.2, 0.5]
+# row 1 (A = -1): min(-rho, -clip(rho)) = [-1, min(-1.5, -1.2), min(-0.5, -0.8)] = [-1, -1.5, -0.8]
+# beta = 0: per-token loss = -surrogate = [[-1, -1.2, -0.5], [1, 1.5, 0.8 (masked)]]
+#   grpo:    row means -2.7/3 = -0.9 and 2.5/2 = 1.25 -> (-0.9 + 1.25)/2 = 0.175
+#   bnpo:    (-2.7 + 2.5) / 5 tokens = -0.04          (dapo in one process: the same)
+#   dr_grpo: -0.2 / (B * L_max) = -0.2 / (2 * 4) = -0.025
+# clipped tokens: row 0 t=1 (rho 1.5 > 1.2, A > 0). Row 1 t=2 (rho 0.5 < 0.8, A < 0) is masked.
+#   row 0 t=2 (rho 0.5, A > 0) and row 1 t=1 (rho 1.5, A < 0) are outside the range but the min keeps
+#   the unclipped term there. -> clip_fraction = 1/5 = 0.2
+# ratio_mean = (1 + 1.5 + 0.5 + 1 + 1.5) / 5 = 1.1
+# KL: logp_ref - logp = [[ln 2, 0, 0], [0, 0, ln 2]] -> k3 = [[1 - ln 2, 0, 0], [0, 0, (masked)]]
+#   kl stat = (1 - ln 2)/5 = 0.0613706; with beta = 0.1 row 0's mean becomes (-2.7 + 0.1(1 - ln 2))/3
+#   = -0.8897715 and grpo = (-0.8897715 + 1.25)/2 = 0.1801142
+
+def hand_batch():
+    logp_old = torch.tensor([[-1.0, -2.0, -0.5], [-1.5, -1.0, -2.0]])
+    rho = torch.tensor([[1.0, 1.5, 0.5], [1.0, 1.5, 0.5]])
+    logp = logp_old + rho.log()
+    logp_ref = logp + torch.tensor([[LN2, 0.0, 0.0], [0.0, 0.0, LN2]])
+    A = torch.tensor([1.0, -1.0])
+    mask = torch.tensor([[1, 1, 1], [1, 1, 0]])
+    return logp, logp_old, logp_ref, A, mask
+
+
+@pytest.mark.parametrize("loss_type, expected", [
+    ("grpo", 0.175), ("bnpo", -0.04), ("dr_grpo", -0.025), ("dapo", -0.04)])
+def test_hand_values_beta0(loss_type, expected):
+    logp, logp_old, logp_ref, A, mask = hand_batch()
+    loss, stats = grpo_loss(logp, logp_old, logp_ref, A, mask, epsilon=0.2, beta=0.0,
+                            loss_type=loss_type, max_completion_length=4)
+    assert loss.item() == pytest.approx(expected, abs=1e-6)
+    assert stats["clip_fraction"].item() == pytest.approx(0.2, abs=1e-6)
+    assert stats["clip_fraction_high"].item() == pytest.approx(0.2, abs=1e-6)
+    assert stats["clip_fraction_low"].item() == 0.0
+    assert stats["ratio_mean"].item() == pytest.approx(1.1, abs=1e-6)
+    assert stats["kl"].item() == pytest.approx((1 - LN2) / 5, abs=1e-6)
+
+
+def test_hand_value_with_kl():
+    logp, logp_old, logp_ref, A, mask = hand_batch()
+    loss, stats = grpo_loss(logp, logp_old, logp_ref, A, mask, epsilon=0.2, beta=0.1)
+    assert loss.item() == pytest.approx(0.1801142, abs=1e-6)
+    assert stats["kl"].item() == pytest.approx(0.0613706, abs=1e-6)
+
+
+def test_stats_are_detached_scalars():
+    logp, logp_old, logp_ref, A, mask = hand_batch()
+    logp = logp.clone().requires_grad_(True)
+    loss, stats = grpo_loss(logp, logp_old, logp_ref, A, mask)
+    assert loss.ndim == 0 and loss.requires_grad
+    assert {"kl", "clip_fraction", "ratio_mean"} <= set(stats)
+    for v in stats.values():
+        assert isinstance(v, torch.Tensor) and v.ndim == 0 and not v.requires_grad
+
+
+def test_first_step_values_from_the_anchors():
+    # G = 3, A = [0, -1, 1], lengths [40, 120, 60], beta 0, rho = 1:
+    # grpo: -mean(A) = 0; dapo: -(0*40 - 120 + 60)/220 = +0.2727; dr_grpo: 60/(3 * 400) = 0.05
+    T = 120
+    lengths = torch.tensor([40, 120, 60])
+    mask = (torch.arange(T)[None, :] < lengths[:, None]).int()
+    logp = -torch.rand(3, T)
+    A = torch.tensor([0.0, -1.0, 1.0])
+    kw = dict(beta=0.0, max_completion_length=400)
+    assert grpo_loss(logp, None, None, A, mask, loss_type="grpo", **kw)[0].item() == pytest.approx(0.0, abs=1e-7)
+    assert grpo_loss(logp, None, None, A, mask, loss_type="dapo", **kw)[0].item() == pytest.approx(60 / 220)
+    assert grpo_loss(logp, None, None, A, mask, loss_type="dr_grpo", **kw)[0].item() == pytest.approx(0.05)
+
+
+# ---------------------------------------------------------------- k3
+
+def test_k3_hand_values():
+    logp = torch.zeros(3)
+    logp_ref = torch.tensor([LN2, -LN2, 0.0])
+    # d = ln 2: 2 - ln 2 - 1 = 0.3069;  d = -ln 2: 0.5 + ln 2 - 1 = 0.1931;  d = 0: 0
+    torch.testing.assert_close(kl_k3(logp, logp_ref), torch.tensor([1 - LN2, LN2 - 0.5, 0.0]))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.floats(-20, 5), st.floats(-20, 5))
+def test_k3_nonnegative_and_zero_only_where_equal(a, b):
+    logp = torch.tensor([a], dtype=torch.float64)
+    logp_ref = torch.tensor([b], dtype=torch.float64)
+    k = kl_k3(logp, logp_ref).item()
+    assert k >= 0
+    if a == b:
+        assert k == 0.0
+    elif abs(a - b) > 1e-6:
+        assert k > 0
+
+
+def test_k3_expectation_is_the_exact_kl():
+    # E_{x ~ pi_theta}[k3(x)] = KL(pi_theta || pi_ref) for a categorical distribution
+    torch.manual_seed(0)
+    logp = torch.log_softmax(torch.randn(10, dtype=torch.float64), 0)
+    logp_ref = torch.log_softmax(torch.randn(10, dtype=torch.float64), 0)
+    expected_kl = (logp.exp() * (logp - logp_ref)).sum()
+    torch.testing.assert_close((logp.exp() * kl_k3(logp, logp_ref)).sum(), expected_kl)
+
+
+# ---------------------------------------------------------------- clipped surrogate
+
+def test_clipped_surrogate_hand_values_and_broadcast():
+    rho = torch.tensor([[0.5, 1.0, 1.5], [0.5, 1.0, 1.5]])
+    A = torch.tensor([2.0, -1.0])                       # (B,) broadcast over T
+    # row 0: min(2 rho, 2 clip(rho)) = [min(1, 1.6), 2, min(3, 2.4)] = [1, 2, 2.4]
+    # row 1: min(-rho, -clip) = [min(-0.5, -0.8), -1, min(-1.5, -1.2)] = [-0.8, -1, -1.5]
+    expected = torch.tensor([[1.0, 2.0, 2.4], [-0.8, -1.0, -1.5]])
+    torch.testing.assert_close(clipped_surrogate(rho, A, 0.2), expected)
+    torch.testing.assert_close(clipped_surrogate(rho, A[:, None].expand(2, 3), 0.2), expected)
+    # epsilon_high = 0.6 lets rho = 1.5 through for A > 0 -> 3.0
+    assert clipped_surrogate(rho, A, 0.2, epsilon_high=0.6)[0, 2].item() == pytest.approx(3.0)
+
+
+def test_clipping_zeroes_the_gradient_in_the_direction_of_A():
+    epsilon = 0.2
+    logp_old = torch.zeros(4, 1)
+    # rho = [1.5, 1.5, 0.5, 0.5] with A = [+1, -1, -1, +1]
+    logp = torch.log(torch.tensor([[1.5], [1.5], [0.5], [0.5]])).requires_grad_(True)
+    A = torch.tensor([1.0, -1.0, -1.0, 1.0])
+    mask = torch.ones(4, 1)
+    loss, stats = grpo_loss(logp, logp_old, None, A, mask, epsilon=epsilon, beta=0.0, loss_type="bnpo")
+    (g,) = torch.autograd.grad(loss, logp)
+    # rows 0 (rho > 1+eps, A > 0) and 2 (rho < 1-eps, A < 0) are clipped: no gradient
+    assert g[0, 0].item() == 0.0 and g[2, 0].item() == 0.0
+    # rows 1 and 3 keep the unclipped term: d(-rho A)/d logp / 4 tokens = -rho A / 4
+    assert g[1, 0].item() == pytest.approx(1.5 / 4)
+    assert g[3, 0].item() == pytest.approx(-0.5 / 4)
+    assert stats["clip_fraction"].item() == pytest.approx(0.5)
+    assert stats["clip_fraction_high"].item() == pytest.approx(0.25)
+    assert stats["clip_fraction_low"].item() == pytest.approx(0.25)
+
+
+def test_epsilon_high_is_asymmetric():
+    logp_old = torch.zeros(2, 1)
+    logp = torch.log(torch.tensor([[1.25], [0.75]])).requires_grad_(True)
+    A = torch.tensor([1.0, -1.0])
+    mask = torch.ones(2, 1)
+    # symmetric 0.2: both tokens are clipped (1.25 > 1.2 with A > 0; 0.75 < 0.8 with A < 0)
+    _, stats = grpo_loss(logp, logp_old, None, A, mask, epsilon=0.2, beta=0.0)
+    assert stats["clip_fraction"].item() == pytest.approx(1.0)
+    # clip-higher 0.28: the upper bound moves to 1.28, so only the lower one is clipped
+    loss, stats = grpo_loss(logp, logp_old, None, A, mask, epsilon=0.2, epsilon_high=0.28, beta=0.0)
+    assert stats["clip_fraction"].item() == pytest.approx(0.5)
+    assert stats["clip_fraction_high"].item() == 0.0
+    (g,) = torch.autograd.grad(loss, logp)
+    assert g[0, 0].item() == pytest.approx(-1.25 / 2)   # grpo: -(rho A)/1 token, mean over 2 rows
+    assert g[1, 0].item() == 0.0
+
+
+# ---------------------------------------------------------------- the REINFORCE limit
+
+def test_on_policy_beta0_equals_reinforce_with_group_mean_baseline():
+    torch.manual_seed(0)
+    N, G, T = 2, 3, 5
+    r = torch.tensor([[1.0, 0.0, 2.0], [0.0, 0.0, 3.0]])
+    A = group_advantages(r, scale="none").reshape(-1)               # (B,) r - group mean
+    logp = (-torch.rand(N * G, T, dtype=torch.float64) * 3).requires_grad_(True)
+    mask = (torch.arange(T)[None, :] < torch.tensor([5, 2, 4, 1, 3, 5])[:, None]).int()
+    A = A.double()
+
+    loss, stats = grpo_loss(logp, logp.detach(), None, A, mask, beta=0.0, loss_type="grpo")
+    (g,) = torch.autograd.grad(loss, logp)
+    m = mask.double()
+    reinforce = -(A * (logp * m).sum(-1) / m.sum(-1)).mean()         # -(1/B) Σ_i A_i · mean_t log π
+    (g_ref,) = torch.autograd.grad(reinforce, logp)
+
+    # value: rho = 1, so the loss reads -mean(A) = 0 since A sums to 0 in each group...
+    assert loss.item() == pytest.approx(-A.mean().item(), abs=1e-12)
+    assert loss.item() == pytest.approx(0.0, abs=1e-12)
+    # ...but its gradient is REINFORCE's, and not zero
+    torch.testing.assert_close(g, g_ref)
+    assert g.abs().max() > 0.1
+    assert stats["ratio_mean"].item() == pytest.approx(1.0) and stats["clip_fraction"].item() == 0.0
+    # logp_old=None means the same thing
+    loss2, _ = grpo_loss(logp, None, None, A, mask, beta=0.0)
+    (g2,) = torch.autograd.grad(loss2, logp)
+    torch.testing.assert_close(g2, g)
+
+
+# ---------------------------------------------------------------- every loss_type vs. plain loops
+
+def loop_loss(logp, logp_old, logp_ref, A, mask, epsilon, epsilon_high, beta, loss_type,
+              max_completion_length=None, global_num_tokens=None, world_size=1):
+    """Straightforward per-token loops: the formulas of grpo-anchors section (c) as written."""
+    if epsilon_high is None:
+        epsilon_high = epsilon
+    B, T = logp.shape
+    seq_means, total, n_active = [], torch.zeros((), dtype=logp.dtype), 0
+    for i in range(B):
+        seq_sum, n_i = torch.zeros((), dtype=logp.dtype), 0
+        for t in range(T):
+            if mask[i, t] == 0:
+                continue
+            rho = torch.exp(logp[i, t] - logp_old[i, t])
+            unclipped = rho * A[i]
+            clipped = torch.clamp(rho, 1 - epsilon, 1 + epsilon_high) * A[i]
+            surrogate = unclipped if unclipped < clipped else clipped
+            d = logp_ref[i, t] - logp[i, t]
+            kl = torch.exp(d) - d - 1
+            seq_sum = seq_sum + (-(surrogate - beta * kl))
+            n_i += 1
+        seq_means.append(seq_sum / max(n_i, 1))
+        total = total + seq_sum
+        n_active += n_i
+    if loss_type == "grpo":
+        return sum(seq_means) / B
+    if loss_type == "bnpo":
+        return total / max(n_active, 1)
+    if loss_type == "dr_grpo":
+        return total / (B * max_completion_length)
+    if loss_type == "dapo":
+        n = n_active if global_num_tokens is None else global_num_tokens
+        return total / (max(n, 1) / world_size)
+    raise AssertionError(loss_type)
+
+
+def random_batch(seed, B=6, T=7):
+    g = torch.Generator().manual_seed(seed)
+    logp_old = -torch.rand(B, T, generator=g, dtype=torch.float64) * 4
+    logp = (logp_old + 0.4 * torch.randn(B, T, generator=g, dtype=torch.float64)).requires_grad_(True)
+    logp_ref = logp_old + 0.3 * torch.randn(B, T, generator=g, dtype=torch.float64)
+    A = torch.randn(B, generator=g, dtype=torch.float64)
+    mask = (torch.rand(B, T, generator=g) < 0.7).int()
+    mask[2] = 0                                                         # a fully masked completion
+    return logp, logp_old, logp_ref, A, mask
+
+
+@pytest.mark.parametrize("loss_type", LOSS_TYPES)
+@pytest.mark.parametrize("epsilon, epsilon_high, beta", [(0.2, None, 0.04), (0.1, 0.28, 0.0), (0.2, 0.3, 0.5)])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_every_loss_type_matches_loops(loss_type, epsilon, epsilon_high, beta, seed):
+    logp, logp_old, logp_ref, A, mask = random_batch(seed)
+    kw = dict(epsilon=epsilon, epsilon_high=epsilon_high, beta=beta, loss_type=loss_type, max_completion_length=9)
+    loss, stats = grpo_loss(logp, logp_old, logp_ref, A, mask, **kw)
+    (g,) = torch.autograd.grad(loss, logp)
+    expected = loop_loss(logp, logp_old, logp_ref, A, mask, epsilon, epsilon_high, beta, loss_type, 9)
+    (g_expected,) = torch.autograd.grad(expected, logp)
+    assert torch.isfinite(loss)
+    torch.testing.assert_close(loss, expected)
+    torch.testing.assert_close(g, g_expected)
+    assert (g[2] == 0).all()                                            # the fully masked row gets nothing
+    assert stats["clip_fraction"].item() > 0                            # the random ratios do hit the clip
+    # explicit DAPO arguments
+    if loss_type == "dapo":
+        loss, _ = grpo_loss(logp, logp_old, logp_ref, A, mask, **kw, global_num_tokens=50, world_size=3)
+        expected = loop_loss(logp, logp_old, logp_ref, A, mask, epsilon, epsilon_high, beta, "dapo", None, 50, 3)
+        torch.testing.assert_close(loss, expected)
+
+
+def test_stats_match_loops():
+    logp, logp_old, logp_ref, A, mask = random_batch(3)
+    eps, eps_high = 0.1, 0.25
+    _, stats = grpo_loss(logp, logp_old, logp_ref, A, mask, epsilon=eps, epsilon_high=eps_high)
+    n, clipped, kl_sum, rho_sum = 0, 0, 0.0, 0.0
+    for i in range(logp.shape[0]):
+        for t in range(logp.shape[1]):
+            if mask[i, t]:
+                rho = math.exp(logp[i, t].item() - logp_old[i, t].item())
+                d = logp_ref[i, t].item() - logp[i, t].item()
+                n += 1
+                rho_sum += rho
+                kl_sum += math.exp(d) - d - 1
+                clipped += (rho < 1 - eps and A[i] < 0) or (rho > 1 + eps_high and A[i] > 0)
+    assert stats["clip_fraction"].item() == pytest.approx(clipped / n)
+    assert stats["ratio_mean"].item() == pytest.approx(rho_sum / n)
+    assert stats["kl"].item() == pytest.approx(kl_sum / n)
+
+
+# ---------------------------------------------------------------- DDP arithmetic of dapo
+
+def policy_logp(W, X, tokens):
+    """A tiny shared-parameter policy: logits = X W, log-probs of the given tokens. X (B, T, d), W (d, V)."""
+    return torch.log_softmax(X @ W, dim=-1).gather(-1, tokens[..., None]).squeeze(-1)   # (B, T)
+
+
+def ddp_setup(seed=0, B=6, T=8, d=5, V=11):
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(B, T, d, generator=g, dtype=torch.float64)
+    tokens = torch.randint(0, V, (B, T), generator=g)
+    W = torch.randn(d, V, generator=g, dtype=torch.float64).requires_grad_(True)
+    W_old = (W + 0.3 * torch.randn(d, V, generator=g, dtype=torch.float64)).detach()
+    W_ref = (W + 0.3 * torch.randn(d, V, generator=g, dtype=torch.float64)).detach()
+    A = torch.randn(B, generator=g, dtype=torch.float64)
+    lengths = torch.tensor([8, 2, 3, 8, 7, 6])                          # halves hold 13 and 21 tokens
+    mask = (torch.arange(T)[None, :] < lengths[:, None]).int()
+    return X, tokens, W, W_old, W_ref, A, mask
+
+
+def grad_of(W, X, tokens, W_old, W_ref, A, mask, rows, **kw):
+    logp = policy_logp(W, X[rows], tokens[rows])
+    logp_old = policy_logp(W_old, X[rows], tokens[rows])
+    logp_ref = policy_logp(W_ref, X[rows], tokens[rows])
+    loss, _ = grpo_loss(logp, logp_old, logp_ref, A[rows], mask[rows], epsilon=0.2, beta=0.04, **kw)
+    (g,) = torch.autograd.grad(loss, W)
+    return g
+
+
+def test_dapo_two_ranks_averaged_equal_the_full_batch():
+    X, tokens, W, W_old, W_ref, A, mask = ddp_setup()
+    full, half1, half2 = slice(0, 6), slice(0, 3), slice(3, 6)
+    n_global = int(mask.sum())                                          # 34 active tokens in all
+    g_full = grad_of(W, X, tokens, W_old, W_ref, A, mask, full, loss_type="dapo")
+    g1 = grad_of(W, X, tokens, W_old, W_ref, A, mask, half1, loss_type="dapo",
+                 global_num_tokens=n_global, world_size=2)
+    g2 = grad_of(W, X, tokens, W_old, W_ref, A, mask, half2, loss_type="dapo",
+                 global_num_tokens=torch.tensor(n_global), world_size=2)
+    torch.testing.assert_close((g1 + g2) / 2, g_full)                   # what DDP's all-reduce mean does
+
+    # bnpo normalises by each rank's own token count (13 vs 21), so its average is NOT the full batch's
+    b_full = grad_of(W, X, tokens, W_old, W_ref, A, mask, full, loss_type="bnpo")
+    b1 = grad_of(W, X, tokens, W_old, W_ref, A, mask, half1, loss_type="bnpo")
+    b2 = grad_of(W, X, tokens, W_old, W_ref, A, mask, half2, loss_type="bnpo")
+    assert not torch.allclose((b1 + b2) / 2, b_full, atol=1e-6)
+
+    # grpo (per-sequence mean, then mean over rows) splits exactly when the halves hold equal rows
+    s_full = grad_of(W, X, tokens, W_old, W_ref, A, mask, full, loss_type="grpo")
+    s1 = grad_of(W, X, tokens, W_old, W_ref, A, mask, half1, loss_type="grpo")
+    s2 = grad_of(W, X, tokens, W_old, W_ref, A, mask, half2, loss_type="grpo")
+    torch.testing.assert_close((s1 + s2) / 2, s_full)
+    u1 = grad_of(W, X, tokens, W_old, W_ref, A, mask, slice(0, 2), loss_type="grpo")
+    u2 = grad_of(W, X, tokens, W_old, W_ref, A, mask, slice(2, 6), loss_type="grpo")
+    assert not torch.allclose((u1 + u2) / 2, s_full, atol=1e-6)
+
+
+# ---------------------------------------------------------------- masks and NaN safety
+
+def test_fully_masked_batch_gives_zero_not_nan():
+    logp = (-torch.rand(3, 4)).requires_grad_(True)
+    mask = torch.zeros(3, 4)
+    A = torch.tensor([1.0, -1.0, 0.5])
+    for loss_type in LOSS_TYPES:
+        loss, stats = grpo_loss(logp, logp.detach() - 0.1, logp.detach() + 0.2, A, mask,
+                                loss_type=loss_type, max_completion_length=4)
+        assert loss.item() == 0.0
+        (g,) = torch.autograd.grad(loss, logp)
+        assert (g == 0).all()
+        assert all(v.item() == 0.0 for v in stats.values())
+
+
+def test_garbage_at_masked_positions_cannot_leak():
+    logp, logp_old, logp_ref, A, mask = random_batch(5)
+    clean_loss, _ = grpo_loss(logp, logp_old, logp_ref, A, mask)
+    (clean_g,) = torch.autograd.grad(clean_loss, logp)
+    keep = mask.bool()
+    dirty = torch.where(keep, logp, torch.tensor(float("-inf"), dtype=logp.dtype))
+    dirty_old = torch.where(keep, logp_old, torch.tensor(float("nan"), dtype=logp.dtype))
+    dirty_ref = torch.where(keep, logp_ref, torch.tensor(float("inf"), dtype=logp.dtype))
+    loss, stats = grpo_loss(dirty, dirty_old, dirty_ref, A, mask)
+    (g,) = torch.autograd.grad(loss, logp)
+    torch.testing.assert_close(loss, clean_loss)
+    torch.testing.assert_close(g, clean_g)
+    assert all(torch.isfinite(v) for v in stats.values())
+
+
+def test_bool_and_float_masks_give_the_same_loss():
+    logp, logp_old, logp_ref, A, mask = random_batch(6)
+    a, _ = grpo_loss(logp, logp_old, logp_ref, A, mask)
+    b, _ = grpo_loss(logp, logp_old, logp_ref, A, mask.bool())
+    c, _ = grpo_loss(logp, logp_old, logp_ref, A, mask.double())
+    torch.testing.assert_close(a, b)
+    torch.testing.assert_close(a, c)
+
+
+# ---------------------------------------------------------------- bad input
+
+def test_bad_input_messages():
+    logp, logp_old, logp_ref, A, mask = hand_batch()
+    with pytest.raises(ValueError, match="mask shape"):
+        grpo_loss(logp, logp_old, logp_ref, A, mask[:, :2])
+    with pytest.raises(ValueError, match=r"advantages must have shape \(B,\)"):
+        grpo_loss(logp, logp_old, logp_ref, A[:, None], mask)
+    with pytest.raises(ValueError, match=r"advantages must have shape \(B,\)"):
+        grpo_loss(logp, logp_old, logp_ref, torch.zeros(3), mask)
+    with pytest.raises(ValueError, match="'grpo', 'bnpo', 'dr_grpo', 'dapo'"):
+        grpo_loss(logp, logp_old, logp_ref, A, mask, loss_type="token_mean")
+    with pytest.raises(ValueError, match="max_completion_length"):
+        grpo_loss(logp, logp_old, logp_ref, A, mask, loss_type="dr_grpo")
+    with pytest.raises(ValueError, match="logp_ref"):
+        grpo_loss(logp, logp_old, None, A, mask, beta=0.04)
+    with pytest.raises(ValueError, match="logp_old shape"):
+        grpo_loss(logp, logp_old[:1], logp_ref, A, mask)
+    with pytest.raises(ValueError, match="only 0 and 1"):
+        grpo_loss(logp, logp_old, logp_ref, A, mask * 2)
+    with pytest.raises(ValueError, match=r"\(B, T\)"):
+        grpo_loss(logp[0], logp_old[0], logp_ref[0], A, mask[0])
+    with pytest.raises(ValueError, match="world_size"):
+        grpo_loss(logp, logp_old, logp_ref, A, mask, loss_type="dapo", world_size=0)
+    # beta = 0 without a reference is fine, and the KL stat then reads 0
+    loss, stats = grpo_loss(logp, logp_old, None, A, mask, beta=0.0)
+    assert stats["kl"].item() == 0.0 and loss.item() == pytest.approx(0.175, abs=1e-6)
+
+
+def test_half_precision_log_probs_are_upcast():
+    logp, logp_old, logp_ref, A, mask = random_batch(7)
+    half = [t.detach().to(torch.bfloat16) for t in (logp, logp_old, logp_ref)]
+    logp_bf16 = half[0].clone().requires_grad_(True)
+    loss, _ = grpo_loss(logp_bf16, half[1], half[2], A.float(), mask)
+    assert loss.dtype == torch.float32
+    expected, _ = grpo_loss(half[0].float(), half[1].float(), half[2].float(), A.float(), mask)
+    torch.testing.assert_close(loss, expected)
+    (g,) = torch.autograd.grad(loss, logp_bf16)
+    assert g.dtype == torch.bfloat16 and torch.isfinite(g.float()).all()
