@@ -1,0 +1,92 @@
+"""Small display helpers used only by the notebooks (nothing in the training path imports this).
+
+- `show_source(obj)` prints a library function's code in the notebook, so a lesson can walk through
+  code that is too long to retype (STYLE.md B.7 (b)). The notebook then shows the tested code itself,
+  never a copy that could drift.
+- `markdown_table(header, rows)` turns a small sweep (a loop over cases) into a table that renders
+  on GitHub, so the numbers in the prose come from code that runs in CI.
+
+Both degrade gracefully: without IPython (or pygments) they fall back to plain text.
+
+Taught in: notebooks/01_worked_example_2plus3.ipynb (used by every notebook)
+"""
+
+from __future__ import annotations
+
+import inspect
+import textwrap
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+
+def source_of(obj: Any) -> str:
+    """The source code of a function, class, method or module, dedented; a clear error if there is none.
+
+    Taught in: notebooks/01_worked_example_2plus3.ipynb
+    """
+    try:
+        return textwrap.dedent(inspect.getsource(obj))
+    except (TypeError, OSError) as err:
+        raise TypeError(
+            f"cannot show the source of {obj!r}: only Python functions, classes, methods and modules "
+            f"defined in a file have source ({err})"
+        ) from None
+
+
+def show_source(obj: Any) -> None:
+    """Display the source of `obj` with syntax highlighting (IPython + pygments), else print it.
+
+    Args:
+        obj: a function, class, method or module, e.g. `grpo_lib.toy.score_answer`.
+
+    Taught in: notebooks/01_worked_example_2plus3.ipynb
+    """
+    src = source_of(obj)
+    try:
+        import pygments  # noqa: F401  (IPython's Code needs it for the highlighted HTML)
+        from IPython import get_ipython
+        from IPython.display import Code, display
+    except ImportError:
+        print(src)
+        return
+    if get_ipython() is None:          # plain Python (a script, a test): no rich display to show it
+        print(src)
+        return
+    display(Code(src, language="python"))
+
+
+def _cell(value: Any, floatfmt: str) -> str:
+    """One table cell as text: floats (and 0-dim tensors) formatted, '|' escaped for markdown."""
+    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
+        value = value.item()
+    text = format(value, floatfmt) if isinstance(value, float) else str(value)
+    return text.replace("|", r"\|")
+
+
+def markdown_table(header: Sequence[Any], rows: Iterable[Sequence[Any]], floatfmt: str = ".4f") -> Any:
+    """A markdown table from a header and rows; an IPython `Markdown` object if IPython is present, else str.
+
+    Args:
+        header: column titles, length C.
+        rows: each a sequence of C values; floats are formatted with `floatfmt`.
+        floatfmt: format spec for floats, e.g. ".4f" or ".2e".
+
+    Returns:
+        `IPython.display.Markdown` (shows as a table when it is a cell's last expression) or the text.
+
+    Taught in: notebooks/01_worked_example_2plus3.ipynb
+    """
+    header = list(header)
+    lines = ["| " + " | ".join(_cell(h, floatfmt) for h in header) + " |",
+             "|" + "---|" * len(header)]
+    for i, row in enumerate(rows):
+        row = list(row)
+        if len(row) != len(header):
+            raise ValueError(f"row {i} has {len(row)} values for {len(header)} columns: {row!r}")
+        lines.append("| " + " | ".join(_cell(v, floatfmt) for v in row) + " |")
+    text = "\n".join(lines)
+    try:
+        from IPython.display import Markdown
+    except ImportError:
+        return text
+    return Markdown(text)
