@@ -1,0 +1,256 @@
+"""Policy models: the tiny Qwen2 shipped with the course (CPU) and the real Qwen2.5 loader (GPU).
+
+Both presets load through `load_policy`, so the training engine has one code path; only the folder
+or hub name differs.
+
+Choices made here (each shown in notebooks/05_full_run.ipynb):
+1. The tiny model is a real `Qwen2ForCausalLM` (RMSNorm, RoPE, grouped-query attention, SwiGLU MLP), only
+   small: hidden size 128, 4 layers, 4 query heads sharing 2 key/value heads, 263-token vocabulary,
+   tied input/output embeddings: about 1.0M parameters, against 1.5B for Qwen2.5-1.5B-Instruct.
+2. Its weights are *shipped* (`TINY_MODEL_DIR`, built by scripts/build_tiny_model.py), so notebooks and
+   tests never retrain it. They are a deliberately partial warm-up: 52% held-out greedy accuracy
+   (build_info.json), which GRPO raises to about 90% in 20-50 steps.
+3. On CUDA the policy loads in bf16 with FlashAttention-2 when the `flash_attn` package imports, else
+   PyTorch's SDPA; on CPU it loads in fp32 with SDPA (bf16 matmuls are slow on most CPUs).
+4. The pad token must differ from the EOS token. Padding positions are masked out of the loss; if pad
+   were EOS, the real EOS would be masked too and the model would never learn to stop (tiny-grpo and the
+   tutorial's Qwen run both hit this). Qwen2.5-Instruct already pads with `<|endoftext|>` and stops with
+   `<|im_end|>`; a tokenizer with no distinct pad token gets one.
+5. Padding is on the left, so that generation continues every prompt right after its last token.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+
+TINY_MODEL_NAME = "tiny-qwen2-addition"
+TINY_MODEL_DIR = Path(__file__).resolve().parent / "assets" / TINY_MODEL_NAME
+"""The shipped tiny model (config, safetensors, tokenizer), found next to this file from any cwd."""
+
+BUILD_COMMAND = f"python scripts/build_tiny_model.py --output-dir grpo_lib/assets/{TINY_MODEL_NAME}"
+
+_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+           "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+
+
+def tiny_qwen2_config(vocab_size: int, **overrides) -> Qwen2Config:
+    """Qwen2Config of the tiny policy: hidden 128, 4 layers, 4 heads / 2 KV heads, MLP 512, tied embeddings.
+
+    Parameters = V·d + L·(3d² + 4d + 3·d·d_ff) + d, with d = 128, L = 4, d_ff = 512: attention has
+    q and o of d×d and k, v of d×d/2 (2 KV heads), plus q/k/v biases (2d); the SwiGLU MLP has three d×d_ff
+    matrices; two RMSNorms per layer (2d) and a final one (d). The embedding counts once (tied).
+    For V = 263 that is 33,664 + 985,216 = 1,018,880.
+
+    Args:
+        vocab_size: V, the tokenizer's `len(tokenizer)` (263 for grpo_lib.tokenizer).
+        **overrides: any Qwen2Config field, e.g. num_hidden_layers=2 for an even smaller test model.
+
+    Returns:
+        the config; `Qwen2ForCausalLM(config)` is a random-initialised model.
+
+    Taught in: notebooks/05_full_run.ipynb
+    """
+    if not isinstance(vocab_size, int) or vocab_size < 1:
+        raise ValueError(f"vocab_size must be a positive int (len(tokenizer)), got {vocab_size!r}")
+    fields = dict(
+        vocab_size=vocab_size,
+        hidden_size=128,
+        intermediate_size=512,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,  # grouped-query attention, as in Qwen2.5: 2 query heads share each KV head
+        max_position_embeddings=128,  # prompt ≈ 17 tokens + completion ≈ 22 tokens fit easily
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+        tie_word_embeddings=True,  # the output layer reuses the embedding matrix (as Qwen2.5-0.5B/1.5B do)
+        pad_token_id=0,
+        eos_token_id=1,
+        bos_token_id=None,
+    )
+    unknown = set(overrides) - set(Qwen2Config().to_dict()) - set(fields)
+    if unknown:
+        raise ValueError(f"unknown Qwen2Config field(s) in overrides: {sorted(unknown)}")
+    fields.update(overrides)
+    return Qwen2Config(**fields)
+
+
+def count_parameters(model: torch.nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameters; tied weights (embedding = output layer) count once.
+
+    Args:
+        model: any torch module.
+        trainable_only: count only parameters with requires_grad.
+
+    Taught in: notebooks/05_full_run.ipynb
+    """
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def _missing_tiny_model_error(path: Path, what: str) -> FileNotFoundError:
+    return FileNotFoundError(
+        f"tiny model not found: {what} in {path}. Build it (about 2-3 minutes on 2 CPU cores) with:\n"
+        f"    {BUILD_COMMAND}"
+    )
+
+
+def _check_tiny_folder(path: Path) -> None:
+    if not path.is_dir():
+        raise _missing_tiny_model_error(path, "no such folder")
+    for name in ("config.json", "model.safetensors", "tokenizer.json"):
+        if not (path / name).is_file():
+            raise _missing_tiny_model_error(path, f"no {name}")
+
+
+def load_tiny_model(path: str | os.PathLike | None = None,
+                    dtype: torch.dtype = torch.float32) -> tuple[Qwen2ForCausalLM, object]:
+    """Load the shipped tiny policy π_θ and its character tokenizer (CPU, fp32, SDPA).
+
+    Args:
+        path: a folder written by scripts/build_tiny_model.py; None means TINY_MODEL_DIR.
+        dtype: parameter dtype; fp32 is the sensible choice on CPU.
+
+    Returns:
+        (model, tokenizer): a `Qwen2ForCausalLM` in eval mode and the tokenizer as
+        `AutoTokenizer.from_pretrained` loads it (a `Qwen2Tokenizer`, pad `<pad>`=0, eos `<eos>`=1,
+        left padding).
+
+    Raises:
+        FileNotFoundError: naming the path and the command that builds the model.
+
+    Taught in: notebooks/05_full_run.ipynb
+    """
+    path = Path(path) if path is not None else TINY_MODEL_DIR
+    _check_tiny_folder(path)
+    model = Qwen2ForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation="sdpa")
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer.padding_side = "left"
+    model.eval()
+    return model, tokenizer
+
+
+def flash_attn_available() -> bool:
+    """True when the `flash_attn` package imports and CUDA is available (FlashAttention-2 can run).
+
+    Taught in: notebooks/05_full_run.ipynb
+    """
+    if not torch.cuda.is_available():
+        return False
+    try:
+        import flash_attn  # noqa: F401  (GPU-only extra: pip install grpo_lib[gpu])
+    except Exception:  # ImportError, or a broken CUDA build that fails while importing
+        return False
+    return True
+
+
+def pick_attn_implementation(device: torch.device | str, dtype: torch.dtype) -> str:
+    """"flash_attention_2" on CUDA in bf16/fp16 when flash_attn imports, else "sdpa".
+
+    Taught in: notebooks/05_full_run.ipynb
+    """
+    device = torch.device(device)
+    if device.type == "cuda" and dtype in (torch.bfloat16, torch.float16) and flash_attn_available():
+        return "flash_attention_2"
+    return "sdpa"
+
+
+def _resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if dtype in _DTYPES:
+        return _DTYPES[dtype]
+    raise ValueError(f"dtype must be 'auto', a torch.dtype or one of {sorted(_DTYPES)}, got {dtype!r}")
+
+
+def ensure_pad_token(tokenizer, model=None) -> str:
+    """Make sure the tokenizer has a pad token distinct from its EOS token (choice 4); say what was done.
+
+    Order of preference: keep an existing distinct pad token; else use `<|endoftext|>` if the vocabulary
+    has it and it is not the EOS (Qwen's own choice); else add a new special token `<pad>` and, if the
+    model's embedding matrix is too small for it, grow the matrix.
+
+    Args:
+        tokenizer: a Hugging Face tokenizer; modified in place.
+        model: the matching model, needed only if a token must be added.
+
+    Returns:
+        a one-line explanation of the pad token in use.
+
+    Taught in: notebooks/05_full_run.ipynb
+    """
+    eos = tokenizer.eos_token
+    if tokenizer.pad_token is not None and tokenizer.pad_token_id != tokenizer.eos_token_id:
+        return f"pad token {tokenizer.pad_token!r} (id {tokenizer.pad_token_id}) is distinct from eos {eos!r}"
+    vocab = tokenizer.get_vocab()
+    if "<|endoftext|>" in vocab and "<|endoftext|>" != eos:
+        tokenizer.pad_token = "<|endoftext|>"
+        why = "set pad to '<|endoftext|>': pad must differ from eos, or masking padding would also mask the EOS"
+    else:
+        tokenizer.add_special_tokens({"pad_token": "<pad>"})
+        why = "added a new '<pad>' token: the tokenizer had no pad distinct from eos"
+        if model is not None and len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+            model.resize_token_embeddings(len(tokenizer))
+            why += " (embedding matrix grown by one row)"
+    if model is not None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    return why
+
+
+def load_policy(model_name_or_path: str | os.PathLike, *, device: torch.device | str,
+                dtype: str | torch.dtype = "auto") -> tuple[torch.nn.Module, object]:
+    """Load a causal LM policy π_θ and its tokenizer, ready for left-padded batched generation.
+
+    The same function loads `Qwen/Qwen2.5-1.5B-Instruct` (hub name or local folder) and the shipped tiny
+    model ("tiny", "tiny-qwen2-addition" or its folder), so both presets share one code path.
+
+    Args:
+        model_name_or_path: hub name, local folder, or "tiny" / "tiny-qwen2-addition" for TINY_MODEL_DIR.
+        device: where the model goes ("cpu", "cuda", "cuda:1", a torch.device).
+        dtype: "auto" = bf16 on CUDA, fp32 on CPU; or a torch.dtype, or "bfloat16"/"float32"/"float16".
+
+    Returns:
+        (model, tokenizer): the model on `device` in eval mode, with
+        `config._attn_implementation` "flash_attention_2" (CUDA + flash_attn + bf16/fp16) or "sdpa";
+        the tokenizer with padding_side "left" and a pad token distinct from eos.
+
+    Raises:
+        FileNotFoundError: a local path that does not exist, or a hub name that cannot be loaded
+            (no network and not in the cache).
+
+    Taught in: notebooks/05_full_run.ipynb
+    """
+    device = torch.device(device)
+    torch_dtype = _resolve_dtype(dtype, device)
+    name = os.fspath(model_name_or_path)
+    if name in ("tiny", TINY_MODEL_NAME):
+        name = os.fspath(TINY_MODEL_DIR)
+    if Path(name).resolve() == TINY_MODEL_DIR:
+        _check_tiny_folder(TINY_MODEL_DIR)
+    looks_local = os.path.isabs(name) or name.startswith((".", "~")) or os.path.exists(name)
+    if looks_local:
+        folder = Path(name).expanduser()
+        if not folder.is_dir():
+            raise FileNotFoundError(f"model folder not found: {name}")
+        if not (folder / "config.json").is_file():
+            raise FileNotFoundError(f"not a model folder: {name} has no config.json")
+    attn = pick_attn_implementation(device, torch_dtype)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(os.path.expanduser(name), dtype=torch_dtype,
+                                                     attn_implementation=attn)
+        tokenizer = AutoTokenizer.from_pretrained(os.path.expanduser(name))
+    except OSError as err:
+        raise FileNotFoundError(
+            f"could not load model {name!r}: {err}\nWith HF_HUB_OFFLINE=1 (or no network) the model must already "
+            "be in the Hugging Face cache, or pass a local folder."
+        ) from err
+    tokenizer.padding_side = "left"  # choice 5
+    ensure_pad_token(tokenizer, model)
+    if model.generation_config is not None and model.generation_config.pad_token_id is None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.to(device)
+    model.eval()
+    return model, tokenizer
