@@ -1,0 +1,461 @@
+"""Rollouts: sample G completions per prompt with the KV cache, then score them and attach log-probs.
+
+One GRPO step starts here. For N prompts q_1..q_N the policy samples G completions each; the rewards,
+group advantages A_i and the old / reference log-probs of every completion token are then fixed for the
+μ updates that follow (`score_rollout`).
+
+Layout: B = N·G rows, prompt-major. Group n (prompt n) is rows n·G .. n·G + G - 1, so
+`rewards.view(N, G)` puts each group on a row, exactly what `group_advantages` expects.
+
+Choices made here (each shown in notebooks/05_full_run.ipynb):
+1. One `model.generate` call for all B rows, with the KV cache (`use_cache=True`): each new token costs one
+   position of attention, not a re-run of the whole prefix (the tutorial generated without the cache).
+2. Prompts are left-padded: every row's prompt ends at the same column P, so the first generated token of
+   every row lands at column P and the completion is simply `sequences[:, P:]`.
+3. Sampling is plain temperature sampling (`do_sample=True, temperature=τ, top_k=0, top_p=1.0,
+   repetition_penalty=1.0`), passed explicitly so a checkpoint's generation_config (Qwen2.5-Instruct
+   ships its own temperature, top_k, top_p and repetition penalty) cannot change the distribution: the
+   log-probs in the loss are those of softmax(logits / τ), and they must describe the distribution that
+   sampled.
+4. Generation runs in eval mode, under no_grad, with gradient checkpointing switched off (and switched
+   back on afterwards): checkpointing only saves memory for a backward pass, and transformers turns the
+   KV cache off while it is on in training mode.
+5. The completion mask is 1 up to and including the first EOS (`completion_mask`): the EOS is trained, so
+   the model learns when to stop. Completions are decoded up to (not including) that EOS, with special
+   tokens kept, so reward functions see exactly the text the model wrote.
+6. A reward function that raises is re-run one completion at a time to find the completion it fails
+   on; the error names the function and shows that completion.
+7. With μ = 1 the old log-probs are not computed: log π_θold = log π_θ (detached) at the only update,
+   so ρ = 1 exactly (TRL does the same). With μ > 1 they are computed once, before the first update.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+RewardFunc = Callable[..., list]
+
+
+@dataclass
+class Rollout:
+    """G sampled completions for each of N prompts, B = N·G rows in prompt-major order.
+
+    Attributes:
+        prompts: the N prompt strings q.
+        prompt_ids: (B, P) left-padded prompt ids, each prompt repeated G times.
+        prompt_mask: (B, P) 1 on real prompt tokens, 0 on left padding.
+        completion_ids: (B, T) generated ids o; after the first EOS only padding.
+        completion_mask: (B, T) 1 up to and including the first EOS, 0 after it.
+        texts: B decoded completions (up to, not including, the EOS).
+        G: group size; group n is rows n·G .. n·G + G - 1.
+        eos_token_id: the id that ends a completion.
+        generation_seconds: wall time of the generate() call.
+
+    Taught in: notebooks/05_full_run.ipynb
+    """
+
+    prompts: list[str]
+    prompt_ids: Tensor
+    prompt_mask: Tensor
+    completion_ids: Tensor
+    completion_mask: Tensor
+    texts: list[str]
+    G: int
+    eos_token_id: int
+    generation_seconds: float = 0.0
+
+    @property
+    def N(self) -> int:
+        """number of prompts"""
+        return len(self.prompts)
+
+    @property
+    def B(self) -> int:
+        """number of completions, N · G"""
+        return self.completion_ids.shape[0]
+
+    @property
+    def T(self) -> int:
+        """completion length after padding (the longest completion)"""
+        return self.completion_ids.shape[1]
+
+    @property
+    def input_ids(self) -> Tensor:
+        """(B, P + T) prompt and completion ids, what the loss-side forward pass reads"""
+        return torch.cat([self.prompt_ids, self.completion_ids], dim=1)
+
+    @property
+    def attention_mask(self) -> Tensor:
+        """(B, P + T) 1 on real prompt tokens and on completion tokens up to the first EOS"""
+        return torch.cat([self.prompt_mask, self.completion_mask.to(self.prompt_mask.dtype)], dim=1)
+
+    @property
+    def completion_lengths(self) -> Tensor:
+        """(B,) |o_i| = completion_mask.sum(-1), EOS included"""
+        return self.completion_mask.sum(dim=-1)
+
+    @property
+    def truncated(self) -> Tensor:
+        """(B,) bool: True for a completion that never emitted EOS (cut at max_new_tokens)"""
+        has_eos = ((self.completion_ids == self.eos_token_id) & (self.completion_mask == 1)).any(dim=-1)  # (B,)
+        return ~has_eos
+
+    def group(self, n: int) -> list[str]:
+        """the G completion texts of prompt n"""
+        return self.texts[n * self.G:(n + 1) * self.G]
+
+
+def gradient_checkpointing_on(model: nn.Module) -> bool:
+    """True when the model recomputes activations in backward (transformers 5: "activation checkpointing")."""
+    if hasattr(type(model), "is_activation_checkpointing"):        # transformers >= 5.x
+        return bool(model.is_activation_checkpointing)
+    return bool(getattr(model, "is_gradient_checkpointing", False))
+
+
+def set_gradient_checkpointing(model: nn.Module, on: bool) -> None:
+    """Switch gradient (activation) checkpointing on or off, with non-reentrant checkpoints.
+
+    Taught in: notebooks/05_full_run.ipynb
+    """
+    new_api = hasattr(model, "activation_checkpointing_enable")   # transformers >= 5.x renamed it
+    if on:
+        kwargs = {"use_reentrant": False}
+        if new_api:
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    elif new_api:
+        model.activation_checkpointing_disable()
+    else:
+        model.gradient_checkpointing_disable()
+
+
+@contextlib.contextmanager
+def generation_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode, no gradients and no gradient checkpointing for the duration; restored afterwards.
+
+    Taught in: notebooks/05_full_run.ipynb
+    """
+    was_training = model.training
+    checkpointing = gradient_checkpointing_on(model)
+    if checkpointing:
+        set_gradient_checkpointing(model, False)
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield model
+    finally:
+        if checkpointing:
+            set_gradient_checkpointing(model, True)
+        model.train(was_training)
+
+
+def _eos_id(tokenizer: Any) -> int:
+    eos = getattr(tokenizer, "eos_token_id", None)
+    if eos is None:
+        raise ValueError("the tokenizer has no eos_token_id: a completion could never end")
+    return eos
+
+
+def _check_pad(tokenizer: Any) -> int:
+    pad = getattr(tokenizer, "pad_token_id", None)
+    if pad is None:
+        raise ValueError(
+            "the tokenizer has no pad_token_id; batched generation needs one. Set a pad token that differs "
+            "from EOS (grpo_lib.models.load_policy does), or the EOS of finished rows cannot be told apart "
+            "from padding"
+        )
+    return pad
+
+
+def decode_completions(tokenizer: Any, completion_ids: Tensor, completion_mask: Tensor, eos_token_id: int,
+                       ) -> list[str]:
+    """Decode each completion up to (not including) its first EOS, special tokens kept.
+
+    Args:
+        completion_ids: (B, T); completion_mask: (B, T) from `completion_mask`.
+
+    Returns:
+        B strings.
+    """
+    texts = []
+    for ids, m in zip(completion_ids.tolist(), completion_mask.sum(dim=-1).tolist()):
+        ids = ids[:m]                                              # up to and including the first EOS
+        if ids and ids[-1] == eos_token_id:
+            ids = ids[:-1]                                         # the EOS is not part of the text
+        texts.append(tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False))
+    return texts
+
+
+def generate_completions(model: nn.Module, tokenizer: Any, prompts: Sequence[str], G: int, *,
+                         max_new_tokens: int, temperature: float = 1.0, do_sample: bool = True,
+                         seed: int | None = None) -> Rollout:
+    """Sample G completions o_1..o_G ~ π_θ(· | q) for each prompt q, in one batched generate() call.
+
+    Args:
+        model: a causal LM (not DDP-wrapped: pass `ddp_model.module`).
+        tokenizer: its tokenizer; needs pad_token_id and eos_token_id. Left padding is forced here.
+        prompts: N prompt strings (already built by `data.build_prompt`).
+        G: completions per prompt (>= 1; GRPO needs >= 2, evaluation uses 1).
+        max_new_tokens: |o|_max.
+        temperature: τ > 0 (ignored when do_sample=False).
+        do_sample: False gives greedy decoding (evaluation).
+        seed: if given, `torch.manual_seed(seed)` first, so the samples are reproducible (this reseeds
+            the global RNG).
+
+    Returns:
+        Rollout with B = N·G rows; group n is rows n·G .. n·G + G - 1.
+
+    Taught in: notebooks/05_full_run.ipynb
+    """
+    if isinstance(prompts, str) or not prompts:
+        raise ValueError("prompts must be a non-empty list of prompt strings")
+    if G < 1:
+        raise ValueError(f"G must be >= 1, got {G}")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    if do_sample and not temperature > 0:
+        raise ValueError(f"temperature must be > 0 for sampling, got {temperature}")
+    pad_id, eos_id = _check_pad(tokenizer), _eos_id(tokenizer)
+    from grpo_lib.logprobs import completion_mask
+
+    device = next(model.parameters()).device
+    enc = tokenizer(list(prompts), return_tensors="pt", padding=True, padding_side="left",
+                    add_special_tokens=False)
+    prompt_ids = enc["input_ids"].to(device).repeat_interleave(G, dim=0)           # (N, P) -> (B, P)
+    prompt_mask = enc["attention_mask"].to(device).repeat_interleave(G, dim=0)      # (B, P)
+    P = prompt_ids.shape[1]
+
+    sampling = dict(do_sample=True, temperature=float(temperature), top_k=0, top_p=1.0) if do_sample \
+        else dict(do_sample=False, temperature=None, top_k=None, top_p=None)
+    if seed is not None:
+        torch.manual_seed(seed)
+    t0 = time.perf_counter()
+    with generation_mode(model):
+        sequences = model.generate(
+            input_ids=prompt_ids, attention_mask=prompt_mask, max_new_tokens=max_new_tokens,
+            use_cache=True, pad_token_id=pad_id, eos_token_id=eos_id, repetition_penalty=1.0,
+            **sampling,
+        )                                                                            # (B, P + T)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - t0
+
+    completion_ids = sequences[:, P:]                                                # (B, T)
+    mask = completion_mask(completion_ids, eos_id)                                   # (B, T), EOS included
+    texts = decode_completions(tokenizer, completion_ids, mask, eos_id)
+    return Rollout(prompts=list(prompts), prompt_ids=prompt_ids, prompt_mask=prompt_mask,
+                   completion_ids=completion_ids, completion_mask=mask, texts=texts, G=G,
+                   eos_token_id=eos_id, generation_seconds=seconds)
+
+
+# --- scoring ---------------------------------------------------------------------------------------
+class RewardFunctionError(RuntimeError):
+    """A reward function failed (raised, or returned the wrong number of values or a non-finite value)."""
+
+
+def _call_reward(name: str, fn: RewardFunc, prompts: list[str], texts: list[str], answers: list[str]) -> list:
+    completions = [[{"content": t}] for t in texts]
+    return fn(prompts=prompts, completions=completions, answer=answers)
+
+
+def score_completions(rollout: Rollout, answers: Sequence[str], reward_funcs: Mapping[str, RewardFunc],
+                      ) -> tuple[Tensor, dict[str, Tensor]]:
+    """r_i = Σ_k r_k(q, o_i): run every reward function on the B completions and add them up.
+
+    Each function is called as the tutorial and TRL call them:
+    `fn(prompts=[q]*B, completions=[[{"content": o_i}], ...], answer=[gold]*B)` (each prompt and gold
+    repeated G times), and must return B numbers.
+
+    Args:
+        rollout: from `generate_completions`.
+        answers: N gold answers, one per prompt.
+        reward_funcs: name -> function, e.g. {"correctness": correctness_reward, "format": format_reward}.
+
+    Returns:
+        r (B,) float32 total reward, and name -> (B,) per-function rewards.
+
+    Raises:
+        RewardFunctionError: a function raised (the message names it and shows the completion it failed
+            on), returned a wrong count, or returned NaN / inf / a non-number.
+
+    Taught in: notebooks/05_full_run.ipynb
+    """
+    if len(answers) != rollout.N:
+        raise ValueError(f"got {len(answers)} gold answers for {rollout.N} prompts")
+    if not reward_funcs:
+        raise ValueError("reward_funcs is empty: at least one reward function is needed")
+    G, B = rollout.G, rollout.B
+    prompts = [p for p in rollout.prompts for _ in range(G)]                 # (B,) q repeated per group
+    golds = [a for a in answers for _ in range(G)]                           # (B,)
+    per_func = {}
+    for name, fn in reward_funcs.items():
+        try:
+            values = _call_reward(name, fn, prompts, rollout.texts, golds)
+        except Exception as batch_error:
+            _raise_for_failing_completion(name, fn, prompts, rollout.texts, golds, batch_error)
+        if not isinstance(values, (list, tuple, Tensor)) or len(values) != B:
+            got = len(values) if hasattr(values, "__len__") else type(values).__name__
+            raise RewardFunctionError(f"reward function {name!r} must return {B} numbers (one per completion), got {got}")
+        try:
+            r_k = torch.as_tensor([float(v) for v in values], dtype=torch.float32)      # (B,)
+        except (TypeError, ValueError) as e:
+            raise RewardFunctionError(f"reward function {name!r} returned a value that is not a number: {e}") from e
+        bad = (~torch.isfinite(r_k)).nonzero().flatten()
+        if len(bad):
+            i = int(bad[0])
+            raise RewardFunctionError(
+                f"reward function {name!r} returned {values[i]} for completion {i} (prompt {i // G}); rewards "
+                f"must be finite. The completion:\n{rollout.texts[i]!r}"
+            )
+        per_func[name] = r_k
+    r = torch.stack(list(per_func.values())).sum(dim=0)                        # (B,)
+    return r, per_func
+
+
+def _raise_for_failing_completion(name: str, fn: RewardFunc, prompts: list[str], texts: list[str],
+                                  golds: list[str], batch_error: Exception) -> None:
+    """Re-run `fn` one completion at a time to find the one it fails on, then raise naming both."""
+    for i in range(len(texts)):
+        try:
+            _call_reward(name, fn, prompts[i:i + 1], texts[i:i + 1], golds[i:i + 1])
+        except Exception as e:
+            raise RewardFunctionError(
+                f"reward function {name!r} raised {type(e).__name__}: {e}\n"
+                f"on completion {i} (gold answer {golds[i]!r}):\n{texts[i]!r}"
+            ) from e
+    raise RewardFunctionError(
+        f"reward function {name!r} raised {type(batch_error).__name__}: {batch_error} on the batch of "
+        f"{len(texts)} completions, but on none of them alone"
+    ) from batch_error
+
+
+def compute_advantages(r: Tensor, G: int, scale: str = "group", std_floor: float = 1e-4) -> Tensor:
+    """A_i = (r_i - mean_group(r)) / (std + std_floor), flattened back to one value per completion.
+
+    Args:
+        r: rewards, (B,) in prompt-major order, B = N·G.
+        G: group size.
+        scale: "group" (paper), "batch" or "none"; see `grpo_lib.advantages.group_advantages`. Under
+            torchrun, "batch" uses the std of the rewards of *all* ranks (all-reduced), so the result does
+            not depend on how the batch is split.
+
+    Returns:
+        A, (B,).
+
+    Taught in: notebooks/05_full_run.ipynb
+    """
+    from grpo_lib import dist
+    from grpo_lib.advantages import group_advantages
+
+    if r.ndim != 1 or r.shape[0] % G:
+        raise ValueError(f"r must be (B,) with B a multiple of G = {G}, got shape {tuple(r.shape)}")
+    N = r.shape[0] // G
+    r_NG = r.view(N, G)                                                        # (B,) -> (N, G)
+    if scale == "batch" and dist.get_world_size() > 1:
+        A = group_advantages(r_NG, scale="none", std_floor=std_floor)          # (N, G) centred, flat groups 0
+        stats = torch.stack([r.new_tensor(float(r.numel())), r.sum(), (r * r).sum()]).double()
+        n, s, ss = dist.all_reduce_sum(stats).tolist()
+        std = math.sqrt(max(ss - s * s / n, 0.0) / max(n - 1, 1))              # sample std over all ranks
+        A = A / (std + std_floor)                                              # (N, G)
+    else:
+        A = group_advantages(r_NG, scale=scale, std_floor=std_floor)           # (N, G)
+    return A.reshape(-1)                                                       # (N, G) -> (B,)
+
+
+def completion_logprobs(model: nn.Module, rollout: Rollout, temperature: float = 1.0,
+                        chunk_size: int | None = None) -> Tensor:
+    """log π(o_{i,t} | q_i, o_{i,<t}) for every completion token, (B, T); grads flow unless under no_grad.
+
+    Taught in: notebooks/05_full_run.ipynb
+    """
+    from grpo_lib.logprobs import token_logprobs
+
+    return token_logprobs(model, rollout.input_ids, rollout.attention_mask, logits_to_keep=rollout.T,
+                          temperature=temperature, chunk_size=chunk_size)   # (B, T)
+
+
+@dataclass
+class ScoredRollout:
+    """A rollout with everything the μ updates need, fixed for the whole step.
+
+    Attributes:
+        rollout: the sampled completions.
+        answers: N gold answers.
+        rewards: r, (B,) total reward.
+        rewards_per_func: name -> (B,) reward of each function.
+        advantages: A, (B,).
+        logp_old: log π_θold, (B, T), or None when μ = 1 (then the loss uses log π_θ detached).
+        logp_ref: log π_ref, (B, T), or None when β = 0.
+        correct: (B,) bool, strict correctness of each completion (for the batch accuracy).
+        scoring_seconds: wall time of rewards + advantages + old/ref log-probs.
+    """
+
+    rollout: Rollout
+    answers: list[str]
+    rewards: Tensor
+    rewards_per_func: dict[str, Tensor]
+    advantages: Tensor
+    logp_old: Tensor | None = None
+    logp_ref: Tensor | None = None
+    correct: Tensor | None = None
+    scoring_seconds: float = 0.0
+
+    @property
+    def mask(self) -> Tensor:
+        """(B, T) completion mask"""
+        return self.rollout.completion_mask
+
+
+def score_rollout(rollout: Rollout, answers: Sequence[str], reward_funcs: Mapping[str, RewardFunc], *,
+                  policy: nn.Module | None = None, ref_model: nn.Module | None = None,
+                  scale_rewards: str = "group", temperature: float = 1.0, need_old: bool = False,
+                  chunk_size: int | None = None) -> ScoredRollout:
+    """Rewards r, advantages A and the no-grad log-probs of π_θold and π_ref for one rollout.
+
+    Args:
+        rollout: from `generate_completions`.
+        answers: N gold strings.
+        reward_funcs: name -> reward function.
+        policy: π_θ (unwrapped); used only when need_old (μ > 1) to record log π_θold.
+        ref_model: π_ref, or None when β = 0.
+        scale_rewards: "group", "batch" or "none" (see `compute_advantages`).
+        temperature: τ used for sampling; the log-probs use the same τ.
+        need_old: compute log π_θold now (needed when μ > 1, since π_θ moves between updates).
+        chunk_size: rows per forward for the log-probs.
+
+    Returns:
+        ScoredRollout.
+
+    Taught in: notebooks/05_full_run.ipynb
+    """
+    from grpo_lib.rewards import strict_correct
+
+    t0 = time.perf_counter()
+    device = rollout.completion_ids.device
+    r, per_func = score_completions(rollout, answers, reward_funcs)             # (B,), {name: (B,)}
+    r = r.to(device)                                                            # (B,) on the model's device
+    A = compute_advantages(r, rollout.G, scale=scale_rewards)                   # (B,)
+    golds = [a for a in answers for _ in range(rollout.G)]
+    correct = torch.tensor([strict_correct(t, g) for t, g in zip(rollout.texts, golds)])  # (B,) bool
+    logp_old = logp_ref = None
+    if need_old:
+        if policy is None:
+            raise ValueError("need_old=True (μ > 1) needs the policy to record log π_θold")
+        with generation_mode(policy):   # eval mode + no_grad: same numbers the first update will see
+            logp_old = completion_logprobs(policy, rollout, temperature, chunk_size)   # (B, T)
+    if ref_model is not None:
+        with torch.no_grad():
+            logp_ref = completion_logprobs(ref_model, rollout, temperature, chunk_size)  # (B, T)
+    return ScoredRollout(rollout=rollout, answers=list(answers), rewards=r,
+                         rewards_per_func={k: v.to(device) for k, v in per_func.items()},
+                         advantages=A.to(device), logp_old=logp_old, logp_ref=logp_ref, correct=correct,
+                         scoring_seconds=time.perf_counter() - t0)

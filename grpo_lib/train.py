@@ -1,0 +1,594 @@
+"""GRPO training, top to bottom: DeepSeekMath's Algorithm 1 with μ inner updates, one process or many.
+
+Commands (all options: `python -m grpo_lib.train --help`; any config field is an option):
+
+    # CPU, one process: the tiny preset (1M-param Qwen2 on two-digit addition), about 2 minutes on 2 cores
+    python -m grpo_lib.train --preset tiny --output-dir runs/tiny
+
+    # one GPU: the tutorial's run, Qwen2.5-1.5B-Instruct on GSM8K (hub, or a local copy with --data-dir)
+    python -m grpo_lib.train --preset qwen2.5-1.5b-gsm8k --data-dir ../shared/data/gsm8k --output-dir runs/qwen
+
+    # k GPUs on one machine: DistributedDataParallel over nccl; N (prompts per step) must divide by k
+    torchrun --standalone --nproc_per_node=8 -m grpo_lib.train --preset qwen2.5-1.5b-gsm8k --N 8
+
+    # 2 CPU processes (DDP over gloo): the same code path as the GPU run, on a laptop
+    torchrun --standalone --nproc_per_node=2 -m grpo_lib.train --preset tiny --output-dir runs/tiny-ddp
+
+From Python (a notebook): `result = train(GRPOConfig.tiny(steps=20))`, then `result["reward"]`,
+`result.summary`, `result.eval_after`. The pieces of one step are importable on their own:
+`generate_completions` and `score_rollout` (grpo_lib.rollout) and `policy_update` (here).
+
+The algorithm (Shao et al. 2024, DeepSeekMath, Algorithm 1; rule-based rewards, so no reward-model update):
+
+    for iteration = 1..I:                                    I = cfg.num_iterations
+        π_ref ← π_θ                                           the reference moves once per iteration
+        for step = 1..M:                                     M = cfg.steps
+            sample N prompts; π_θold ← π_θ
+            sample G completions o_1..o_G ~ π_θold(·|q) per prompt
+            r_i = Σ_k r_k(q, o_i);  A_i = (r_i - mean_group r) / std_group r
+            for μ updates:  minimise grpo_loss  (clipped ratio ρ = π_θ/π_θold, β·KL(π_θ‖π_ref))
+
+Choices made here (each shown in notebooks/05_full_run.ipynb):
+1. One code path for 1 process and `torchrun`: each rank samples whole groups for its N/K prompts, so
+   advantages need no communication; DistributedDataParallel averages the gradients; metrics are
+   all-reduced; only rank 0 logs and writes files. Generation uses the unwrapped module (DDP's forward
+   hooks are for training passes only), updates go through the DDP wrapper.
+2. The model init is the same on every rank (seed = cfg.seed); sampling uses a different stream per rank
+   and step (seed = cfg.seed·1,000,003 + step·K + rank), so a run is reproducible step by step.
+3. The reference model is a frozen copy of the policy, refreshed at the start of every outer iteration
+   (Algorithm 1); with β = 0 there is no reference model at all. The optimizer (AdamW) lives for the
+   whole run; the tutorial re-created it every outer iteration, which restarts Adam's moment estimates.
+4. With μ = 1, log π_θold is the current log π_θ detached (ρ = 1 exactly), which saves a forward pass.
+5. Evaluation (greedy, held-out) runs before and after training; `eval_every` adds evaluations in between.
+6. W&B is offline unless you are logged in: `WANDB_MODE=offline` is set in the environment (before wandb
+   is imported) when WANDB_MODE is unset and no API key is configured. `--report-to none` turns it off.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from grpo_lib import dist
+from grpo_lib.advantages import zero_std_fraction
+from grpo_lib.config import PRESETS, SYMBOLS, GRPOConfig, base_type, field_docs, field_types
+from grpo_lib.data import build_prompt, check_prompts_fit, load_problems, max_context, prompts_for_step
+from grpo_lib.evaluation import EvalResult, evaluate
+from grpo_lib.logprobs import token_logprobs
+from grpo_lib.loss import grpo_loss
+from grpo_lib.rollout import RewardFunc, ScoredRollout, generate_completions, score_rollout, set_gradient_checkpointing
+
+METRICS_FILE = "metrics.jsonl"
+EVALS_FILE = "evals.jsonl"
+SUMMARY_FILE = "summary.json"
+MODEL_SUBDIR = "model"
+
+METRICS = {
+    "step": "1-based step; the record describes the batch sampled at this step and the updates on it",
+    "iteration": "outer iteration of Algorithm 1 (π_ref was reset at its start)",
+    "reward": "mean total reward r over the B completions (the sum of the reward functions)",
+    "reward_std": "std of r over the batch (not within groups)",
+    "reward/<name>": "mean reward of one reward function, e.g. reward/correctness, reward/format",
+    "accuracy": "share of the batch's sampled completions that are strictly correct (answer in tags)",
+    "loss": "grpo_loss, averaged over the μ updates (with loss_type 'grpo' and μ = 1 it is ≈ β·KL: the surrogate term is -mean(A) = 0)",
+    "kl": "mean per-token k3 KL estimate between π_θ and π_ref (0 when β = 0)",
+    "clip_fraction": "share of tokens where clipping changed the objective (always 0 when μ = 1)",
+    "ratio_mean": "mean ratio ρ = π_θ / π_θold over tokens (exactly 1 when μ = 1)",
+    "grad_norm": "global gradient norm before clipping, averaged over the μ updates",
+    "completion_length": "mean |o_i| in tokens, EOS included",
+    "truncated_fraction": "share of completions cut at max_completion_length without an EOS",
+    "frac_zero_std": "share of groups whose G rewards are all equal: their advantages are 0, they teach nothing",
+    "generation_seconds": "wall time of generate() for this step's rollouts",
+    "scoring_seconds": "wall time of rewards, advantages and the old / reference log-probs",
+    "update_seconds": "wall time of the μ updates (forward, backward, AdamW)",
+    "lr": "learning rate after this step",
+    "step_seconds": "wall time of the whole step",
+    "tokens_per_second": "completion tokens generated over all ranks / step_seconds",
+    "wall_seconds": "time since train() started (model loading and the first evaluation included)",
+}
+"""the per-step metrics of metrics.jsonl (and W&B, same names), defined once"""
+
+
+def reward_functions(names: Sequence[str]) -> dict[str, RewardFunc]:
+    """name -> reward function from grpo_lib.rewards, for cfg.reward_funcs.
+
+    Taught in: notebooks/05_full_run.ipynb
+    """
+    from grpo_lib import rewards
+
+    table = {"correctness": rewards.correctness_reward, "format": rewards.format_reward,
+             "strict_format": rewards.strict_format_reward}
+    unknown = [n for n in names if n not in table]
+    if unknown:
+        raise ValueError(f"reward_funcs: unknown reward function(s) {unknown}; choose from {sorted(table)}")
+    return {n: table[n] for n in names}
+
+
+def load_model(cfg: GRPOConfig, device: str) -> tuple[nn.Module, Any]:
+    """π_θ and its tokenizer for cfg.model ('tiny' = the shipped tiny Qwen2), on `device`, in cfg.dtype."""
+    from grpo_lib.models import load_policy
+
+    return load_policy(cfg.model, device=device, dtype=cfg.dtype)
+
+
+def make_optimizer(model: nn.Module, cfg: GRPOConfig) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW(η, (β1, β2), weight_decay) and its schedule: linear warm-up, then constant or cosine to 10%.
+
+    The schedule is stepped once per optimizer step (I·M·μ in all).
+
+    Taught in: notebooks/05_full_run.ipynb
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2),
+                                  weight_decay=cfg.weight_decay)
+    total, warmup = cfg.total_updates, cfg.warmup_steps
+
+    def factor(t: int) -> float:  # t = optimizer steps taken so far
+        if warmup and t < warmup:
+            return (t + 1) / (warmup + 1)
+        if cfg.lr_schedule == "cosine":
+            progress = min(1.0, (t - warmup) / max(1, total - warmup))
+            return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+        return 1.0
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def policy_update(policy: nn.Module, optimizer: torch.optim.Optimizer, batch: ScoredRollout, cfg: GRPOConfig,
+                  ) -> dict[str, float]:
+    """One of the μ updates: log π_θ with gradients, grpo_loss, backward, gradient clipping, AdamW step.
+
+    With cfg.micro_batch_size = b the B completions go through forward and backward b rows at a time
+    and the gradients add up (gradient accumulation). Each micro-batch's loss is weighted so that the sum
+    is the loss of the whole batch: b/B for the per-sequence losses ("grpo", "dr_grpo"), its share of the
+    tokens for "bnpo", and 1 for "dapo" (already divided by the global token count). Same update, only
+    one micro-batch of B×T×V logits in memory at a time. Under DDP, `no_sync` skips the gradient
+    all-reduce on all but the last micro-batch.
+
+    Args:
+        policy: π_θ, DDP-wrapped under torchrun (so backward averages the gradients over ranks).
+        optimizer: from `make_optimizer`.
+        batch: from `score_rollout`: advantages A (B,), mask (B, T), log π_θold (or None when μ = 1),
+            log π_ref (or None when β = 0).
+        cfg: epsilon, epsilon_high, beta, loss_type, temperature, max_grad_norm, micro_batch_size.
+
+    Returns:
+        floats: loss, kl, clip_fraction, ratio_mean (token means over the batch), grad_norm (before clipping).
+
+    Taught in: notebooks/05_full_run.ipynb
+    """
+    policy.train()
+    rollout = batch.rollout
+    input_ids, attention_mask = rollout.input_ids, rollout.attention_mask                # (B, P+T)
+    mask, A = batch.mask, batch.advantages                                               # (B, T), (B,)
+    B, T = mask.shape
+    b = cfg.micro_batch_size or B
+    n_local = mask.sum().item()                                                          # active tokens here
+    # "dapo" normalises by the active tokens of the whole global batch: count them over all ranks
+    n_global = dist.all_reduce_sum(mask.sum().float()).item()
+    starts = list(range(0, B, b))
+    optimizer.zero_grad(set_to_none=True)
+    totals = {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0, "ratio_mean": 0.0}
+    for start in starts:
+        rows = slice(start, start + b)
+        last = start == starts[-1]
+        sync = contextlib.nullcontext() if last or not hasattr(policy, "no_sync") else policy.no_sync()
+        with sync:
+            logp = token_logprobs(policy, input_ids[rows], attention_mask[rows], logits_to_keep=T,
+                                  temperature=cfg.temperature)                           # (b, T) with grad
+            loss, stats = grpo_loss(
+                logp, None if batch.logp_old is None else batch.logp_old[rows],
+                None if batch.logp_ref is None else batch.logp_ref[rows], A[rows], mask[rows],
+                epsilon=cfg.epsilon, epsilon_high=cfg.epsilon_high, beta=cfg.beta, loss_type=cfg.loss_type,
+                max_completion_length=cfg.max_completion_length, global_num_tokens=n_global,
+                world_size=dist.get_world_size(),
+            )
+            n_rows, n_tok = logp.shape[0], mask[rows].sum().item()
+            weight = {"grpo": n_rows / B, "dr_grpo": n_rows / B, "bnpo": n_tok / max(n_local, 1),
+                      "dapo": 1.0}[cfg.loss_type]
+            (loss * weight).backward()
+        totals["loss"] += loss.item() * weight
+        for k in ("kl", "clip_fraction", "ratio_mean"):                                  # token means: weight by tokens
+            totals[k] += stats[k].item() * n_tok / max(n_local, 1)
+    grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
+    optimizer.step()
+    return {**totals, "grad_norm": float(grad_norm)}
+
+
+@dataclass
+class TrainResult:
+    """What `train` returns: per-step history, evaluations, the summary, and the trained model.
+
+    `result["reward"]` is the list of a metric over steps (None where a step lacks it).
+
+    Attributes:
+        history: one dict per step (the records of metrics.jsonl).
+        evals: one dict per evaluation: step and the EvalResult fields.
+        summary: the content of summary.json.
+        eval_before, eval_after: EvalResult before and after training.
+        model, tokenizer: the trained policy (unwrapped) and its tokenizer.
+        output_dir: where the files were written.
+    """
+
+    history: list[dict[str, Any]]
+    evals: list[dict[str, Any]]
+    summary: dict[str, Any]
+    eval_before: EvalResult
+    eval_after: EvalResult
+    model: nn.Module = field(repr=False)
+    tokenizer: Any = field(repr=False)
+    output_dir: Path | None = None
+
+    def __getitem__(self, key: str) -> list:
+        if not any(key in rec for rec in self.history):
+            raise KeyError(f"no metric {key!r}; metrics: {sorted(self.history[0]) if self.history else []}")
+        return [rec.get(key) for rec in self.history]
+
+
+def _sampling_seed(seed: int, step: int, rank: int, world_size: int) -> int:
+    return seed * 1_000_003 + step * world_size + rank
+
+
+def _cpu_threads(cfg: GRPOConfig) -> int | None:
+    """Threads per process on CPU: cfg.num_threads, else the usable cores divided by local processes."""
+    if cfg.num_threads is not None:
+        return cfg.num_threads
+    if "LOCAL_WORLD_SIZE" not in os.environ:
+        return None                                 # one plain process: leave torch's default (all cores)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // int(os.environ["LOCAL_WORLD_SIZE"]))
+
+
+def _wandb_logged_in() -> bool:
+    """True when W&B credentials exist (API key variable or a netrc entry); never reads the key out."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        import netrc
+        from urllib.parse import urlparse
+
+        host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname or "api.wandb.ai"
+        return netrc.netrc().authenticators(host) is not None
+    except Exception:  # no ~/.netrc, or an unreadable one
+        return False
+
+
+def init_wandb(cfg: GRPOConfig, out: Path) -> Any:
+    """Start a W&B run on rank 0 (offline unless logged in, see choice 6); None when report_to='none'."""
+    if cfg.report_to != "wandb":
+        return None
+    if "WANDB_MODE" not in os.environ and not _wandb_logged_in():
+        os.environ["WANDB_MODE"] = "offline"        # in the environment, before import (tooling-notes §3)
+    try:
+        import wandb
+    except ImportError as e:
+        raise ImportError("report_to='wandb' needs the wandb package (pip install wandb), or pass --report-to none") from e
+    return wandb.init(project=cfg.wandb_project, name=out.name, dir=str(out), config=cfg.to_dict())
+
+
+def train(cfg: GRPOConfig, *, model: nn.Module | None = None, tokenizer: Any = None,
+          reward_funcs: Mapping[str, RewardFunc] | None = None,
+          callback: Callable[[dict[str, Any], ScoredRollout], None] | None = None) -> TrainResult:
+    """Run GRPO with `cfg`: evaluate, I·M steps of sample → score → μ updates, evaluate, save.
+
+    Args:
+        cfg: the run's settings (`GRPOConfig.tiny()`, `GRPOConfig.full()`, ...).
+        model, tokenizer: an already loaded policy and tokenizer (e.g. a random tiny Qwen2 in a test);
+            None loads cfg.model. The model is trained in place.
+        reward_funcs: name -> reward function; None uses cfg.reward_funcs from grpo_lib.rewards.
+        callback: called on every rank after every step with (metrics record, scored rollout).
+
+    Returns:
+        TrainResult. On rank 0, cfg.output_dir holds metrics.jsonl (one record per step, keys in
+        `METRICS`), evals.jsonl, summary.json and model/ (save_pretrained of the model and tokenizer).
+
+    Raises:
+        ValueError: a setting that cannot work here (N not divisible by the processes, a prompt too long
+            for the model's context, ...), before any training.
+        FileNotFoundError: a GSM8K --data-dir without its jsonl files, or a model folder that does not exist.
+        RewardFunctionError: a reward function failed; the message shows the completion.
+
+    Taught in: notebooks/05_full_run.ipynb
+    """
+    t_start = time.perf_counter()
+
+    # --- bookkeeping: processes, device, seeds ---
+    info = dist.init_distributed(cfg.device)
+    rank, world = info.rank, info.world_size
+    N_local = cfg.N_per_rank(world)                  # fails early, naming N, if it does not divide
+    torch.manual_seed(cfg.seed)                      # same model init on every rank
+
+    # --- bookkeeping: problems first (a missing data file fails before a model download) ---
+    train_problems = load_problems(cfg.task, "train", data_dir=cfg.data_dir)
+    eval_problems = load_problems(cfg.task, "test", data_dir=cfg.data_dir, n=cfg.eval_n)
+
+    # --- bookkeeping: model, tokenizer, reward functions ---
+    if model is None:
+        model, tokenizer = load_model(cfg, info.device)
+        model_name = cfg.model
+    elif tokenizer is None:
+        raise ValueError("train(cfg, model=...) needs the model's tokenizer too: train(cfg, model=m, tokenizer=tok)")
+    else:
+        model.to(info.device)
+        model_name = f"{type(model).__name__} passed to train()"
+    reward_funcs = dict(reward_funcs) if reward_funcs is not None else reward_functions(cfg.reward_funcs)
+    if cfg.gradient_checkpointing:
+        set_gradient_checkpointing(model, True)      # for the updates; generation switches it off
+
+    # --- bookkeeping: every prompt plus max_completion_length must fit the model's context ---
+    for what, problems in (("training prompt", train_problems), ("evaluation prompt", eval_problems)):
+        prompts = [build_prompt(tokenizer, p["question"], cfg.system_prompt) for p in problems]
+        check_prompts_fit(tokenizer, prompts, cfg.max_completion_length, max_context(model.config), what=what)
+    n_params = sum(p.numel() for p in model.parameters())
+    dist.print0(f"GRPO | preset {cfg.preset} | model {model_name} ({n_params:,} parameters) on {info.device} "
+                f"x {world} process(es)")
+    dist.print0(f"effective batch: N = {cfg.N} prompts x G = {cfg.G} = B = {cfg.B} completions per step "
+                f"({N_local} prompts per rank), {cfg.total_steps} steps x mu = {cfg.mu} updates; "
+                f"{len(train_problems)} training / {len(eval_problems)} held-out problems")
+
+    # --- bookkeeping: output files and W&B (rank 0 only) ---
+    out = Path(cfg.output_dir)
+    run = metrics_file = evals_file = None
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        run = init_wandb(cfg, out)
+        metrics_file = open(out / METRICS_FILE, "w")
+        evals_file = open(out / EVALS_FILE, "w")
+    history: list[dict[str, Any]] = []
+    evals: list[dict[str, Any]] = []
+
+    def run_eval(step: int, desc: str) -> EvalResult:
+        t0 = time.perf_counter()
+        result = evaluate(model, tokenizer, eval_problems, system_prompt=cfg.system_prompt,
+                          max_new_tokens=cfg.max_completion_length, batch_size=cfg.eval_batch_size,
+                          progress=cfg.progress, desc=desc)
+        record = {"step": step, "eval_seconds": time.perf_counter() - t0, **result.to_dict()}
+        evals.append(record)
+        if info.is_main:
+            evals_file.write(json.dumps(record) + "\n")
+            evals_file.flush()
+            if run is not None:
+                run.log({"eval/strict_accuracy": result.strict_accuracy, "eval/lenient_accuracy": result.lenient_accuracy,
+                         "eval/format_rate": result.format_rate}, step=step)
+        dist.print0(f"[eval @ step {step}] {result}")
+        return result
+
+    threads_before = torch.get_num_threads()
+    threads = _cpu_threads(cfg)
+    if threads is not None and info.device == "cpu":
+        torch.set_num_threads(threads)              # restored when train() returns (a notebook keeps its own)
+    try:
+        # --- bookkeeping: evaluate before training ---
+        eval_before = run_eval(0, "eval before")
+
+        # --- GRPO: the policy π_θ, its optimizer, and the DDP wrapper used for the updates ---
+        optimizer, scheduler = make_optimizer(model, cfg)
+        policy = model
+        if world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            policy = DistributedDataParallel(model, device_ids=[info.local_rank] if info.device.startswith("cuda") else None)
+        ref_model = None
+        bar = tqdm(total=cfg.total_steps, desc="GRPO steps", disable=not cfg.progress or not info.is_main)
+        t_train = time.perf_counter()
+
+        for step in range(cfg.total_steps):          # I outer iterations of M steps, as one loop
+            t_step = time.perf_counter()
+            iteration = step // cfg.steps
+            if step % cfg.steps == 0 and cfg.beta > 0:
+                # --- GRPO: π_ref ← π_θ at the start of every outer iteration (Algorithm 1) ---
+                ref_model = None                     # free the old copy first
+                ref_model = copy.deepcopy(model).eval().requires_grad_(False)
+
+            # --- GRPO: sample N prompts (N/K on this rank), G completions each; π_θold = π_θ ---
+            problems = prompts_for_step(train_problems, step, cfg.N, cfg.seed, rank, world)
+            prompts = [build_prompt(tokenizer, p["question"], cfg.system_prompt) for p in problems]
+            rollout = generate_completions(model, tokenizer, prompts, cfg.G,       # unwrapped module: no DDP hooks
+                                           max_new_tokens=cfg.max_completion_length, temperature=cfg.temperature,
+                                           seed=_sampling_seed(cfg.seed, step, rank, world))
+
+            # --- GRPO: rewards r, group advantages A, log π_θold (only if μ > 1), log π_ref ---
+            batch = score_rollout(rollout, [p["answer"] for p in problems], reward_funcs, policy=model,
+                                  ref_model=ref_model, scale_rewards=cfg.scale_rewards,
+                                  temperature=cfg.temperature, need_old=cfg.mu > 1,
+                                  chunk_size=cfg.micro_batch_size)
+
+            # --- GRPO: μ policy updates on the same batch ---
+            t_update = time.perf_counter()
+            updates = []
+            for _ in range(cfg.mu):
+                updates.append(policy_update(policy, optimizer, batch, cfg))
+                scheduler.step()
+            update_seconds = time.perf_counter() - t_update
+
+            # --- bookkeeping: metrics of this step, averaged over ranks ---
+            r = batch.rewards                                                      # (B,)
+            lengths = rollout.completion_lengths.float()                           # (B,)
+            local = {
+                "reward": r.mean().item(),
+                "reward_std": r.std().item() if r.numel() > 1 else 0.0,
+                **{f"reward/{name}": v.mean().item() for name, v in batch.rewards_per_func.items()},
+                "accuracy": batch.correct.float().mean().item(),
+                **{k: sum(u[k] for u in updates) / len(updates) for k in updates[0]},
+                "completion_length": lengths.mean().item(),
+                "truncated_fraction": rollout.truncated.float().mean().item(),
+                "frac_zero_std": zero_std_fraction(r.view(-1, cfg.G).cpu()),
+                "generation_seconds": rollout.generation_seconds,
+                "scoring_seconds": batch.scoring_seconds,
+                "update_seconds": update_seconds,
+            }
+            record = dist.all_reduce_metrics(local, op="mean", device=info.device)
+            tokens = dist.all_reduce_metrics({"t": lengths.sum().item()}, op="sum", device=info.device)["t"]
+            step_seconds = time.perf_counter() - t_step
+            record = {"step": step + 1, "iteration": iteration + 1, **record, "lr": scheduler.get_last_lr()[0],
+                      "step_seconds": step_seconds, "tokens_per_second": tokens / step_seconds,
+                      "wall_seconds": time.perf_counter() - t_start}
+            history.append(record)
+
+            # --- bookkeeping: logging (rank 0), callback, evaluation every eval_every steps ---
+            if info.is_main:
+                metrics_file.write(json.dumps(record) + "\n")
+                metrics_file.flush()
+                if run is not None:
+                    run.log({k: v for k, v in record.items() if k != "step"}, step=step + 1)
+                bar.update(1)
+                bar.set_postfix(reward=f"{record['reward']:.2f}", acc=f"{record['accuracy']:.2f}")
+                if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.total_steps:
+                    bar.write(_format_record(record, cfg.total_steps))
+            if callback is not None:
+                callback(record, batch)
+            if cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.total_steps:
+                run_eval(step + 1, f"eval @ {step + 1}")
+        bar.close()
+        train_seconds = time.perf_counter() - t_train
+        del ref_model
+
+        # --- bookkeeping: evaluate after training, save the model, write the summary ---
+        eval_after = run_eval(cfg.total_steps, "eval after")
+        summary = {
+            "preset": cfg.preset, "model": model_name,
+            "accuracy_before": eval_before.strict_accuracy, "accuracy_after": eval_after.strict_accuracy,
+            "accuracy_before_ci": list(eval_before.strict_ci), "accuracy_after_ci": list(eval_after.strict_ci),
+            "lenient_accuracy_before": eval_before.lenient_accuracy, "lenient_accuracy_after": eval_after.lenient_accuracy,
+            "format_rate_before": eval_before.format_rate, "format_rate_after": eval_after.format_rate,
+            "eval_n": eval_after.n, "steps": cfg.total_steps, "world_size": world, "device": info.device,
+            "parameters": n_params, "train_seconds": train_seconds,
+            "wall_seconds": time.perf_counter() - t_start,
+            "samples_before": eval_before.samples, "samples_after": eval_after.samples,
+            "versions": _versions(), "config": cfg.to_dict(),
+        }
+        if info.is_main:
+            model.save_pretrained(out / MODEL_SUBDIR)
+            tokenizer.save_pretrained(out / MODEL_SUBDIR)
+            summary["wall_seconds"] = time.perf_counter() - t_start
+            (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
+            if run is not None:
+                run.summary.update({k: v for k, v in summary.items() if isinstance(v, (int, float, str))})
+            dist.print0(f"accuracy {eval_before.strict_accuracy:.1%} -> {eval_after.strict_accuracy:.1%} "
+                        f"in {summary['wall_seconds']:.0f} s; outputs in {out}")
+        dist.barrier()
+    finally:
+        for f in (metrics_file, evals_file):
+            if f is not None:
+                f.close()
+        if run is not None:
+            run.finish()
+        torch.set_num_threads(threads_before)
+    model.eval()
+    return TrainResult(history=history, evals=evals, summary=summary, eval_before=eval_before,
+                       eval_after=eval_after, model=model, tokenizer=tokenizer, output_dir=out)
+
+
+def _format_record(rec: dict[str, Any], total: int) -> str:
+    return (f"step {rec['step']:>4}/{total} | reward {rec['reward']:.3f} | acc {rec['accuracy']:.2f} | "
+            f"loss {rec['loss']:+.4f} | kl {rec['kl']:.4f} | len {rec['completion_length']:.1f} | "
+            f"zero-std {rec['frac_zero_std']:.2f} | gen {rec['generation_seconds']:.2f}s "
+            f"upd {rec['update_seconds']:.2f}s | {rec['tokens_per_second']:.0f} tok/s")
+
+
+def _versions() -> dict[str, str]:
+    import transformers
+
+    return {"python": sys.version.split()[0], "torch": torch.__version__, "transformers": transformers.__version__}
+
+
+# --- the command line: one option per GRPOConfig field, generated from the dataclass ---------------
+def _parse_value(kind: Any, optional: bool, name: str) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        if optional and text.lower() in ("none", "null"):
+            return None
+        if kind is bool:
+            if text.lower() in ("1", "true", "yes", "on"):
+                return True
+            if text.lower() in ("0", "false", "no", "off"):
+                return False
+            raise argparse.ArgumentTypeError(f"--{name} expects true or false, got {text!r}")
+        if kind is tuple:
+            return tuple(s.strip() for s in text.split(",") if s.strip())
+        try:
+            return kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"--{name} expects {kind.__name__}, got {text!r}") from None
+
+    parse.__name__ = getattr(kind, "__name__", "value")
+    return parse
+
+
+def build_arg_parser() -> argparse.ArgumentParser:
+    """argparse parser with --preset and one --option per GRPOConfig field (help = the field's docstring).
+
+    Taught in: notebooks/05_full_run.ipynb
+    """
+    parser = argparse.ArgumentParser(
+        prog="python -m grpo_lib.train",
+        description="GRPO (DeepSeekMath, arXiv 2402.03300) on the tiny CPU preset or Qwen2.5 on GSM8K. "
+                    "Start from --preset, then override any option. Paper symbols in [brackets].",
+        epilog="Example: python -m grpo_lib.train --preset tiny --steps 50 --output-dir runs/tiny50",
+    )
+    parser.add_argument("--preset", default="tiny", choices=list(PRESETS),
+                        help="starting values: 'tiny' (CPU, minutes; the default) or 'qwen2.5-1.5b-gsm8k' "
+                             "(the tutorial's GPU run)")
+    docs, types_ = field_docs(), field_types()
+    tiny = GRPOConfig.tiny()
+    for f in fields(GRPOConfig):
+        if f.name == "preset":
+            continue
+        kind, optional = base_type(types_[f.name])
+        symbol = f"[{SYMBOLS[f.name]}] " if f.name in SYMBOLS else ""
+        flags = [f"--{f.name.replace('_', '-')}"] + ([f"--{f.name}"] if "_" in f.name else [])
+        parser.add_argument(*flags, dest=f.name, default=argparse.SUPPRESS, type=_parse_value(kind, optional, f.name),
+                            metavar=kind.__name__.upper() if kind is not tuple else "A,B",
+                            help=(f"{symbol}{docs.get(f.name, '')}" + (" ('none' for None)" if optional else "")
+                                  + f" (tiny: {_show(getattr(tiny, f.name))})").replace("%", "%%"))
+    return parser
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, tuple):
+        return ",".join(value)
+    return "none" if value is None else str(value)
+
+
+def parse_config(argv: Sequence[str] | None = None) -> GRPOConfig:
+    """The GRPOConfig described by command-line arguments (preset values, then the overrides).
+
+    A bad value exits with argparse's usage message naming the option.
+
+    Taught in: notebooks/05_full_run.ipynb
+    """
+    parser = build_arg_parser()
+    ns = vars(parser.parse_args(argv))
+    preset = ns.pop("preset")
+    try:
+        return GRPOConfig.from_preset(preset, **ns)
+    except (ValueError, TypeError) as e:
+        parser.error(str(e))
+        raise  # pragma: no cover  (parser.error exits)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `python -m grpo_lib.train` and of `torchrun ... -m grpo_lib.train`."""
+    cfg = parse_config(argv)
+    try:
+        train(cfg)
+    finally:
+        dist.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""Problems and prompts: GSM8K from local jsonl (and clear errors), chat template vs plain prompts, step batches."""
+import json
+
+import pytest
+
+from grpo_lib.data import (
+    build_prompt,
+    check_prompts_fit,
+    has_chat_template,
+    load_gsm8k,
+    load_problems,
+    prompts_for_step,
+)
+from grpo_lib.rewards import SYSTEM_PROMPT
+from grpo_lib.tasks import addition_problems
+from grpo_lib.tokenizer import build_char_tokenizer
+
+# Qwen2.5's turn markup, reduced to what matters: <|im_start|>role\ncontent<|im_end|>\n per message
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+@pytest.fixture()
+def chat_tok():
+    tok = build_char_tokenizer()
+    tok.chat_template = CHAT_TEMPLATE
+    return tok
+
+
+def test_plain_prompt_without_chat_template():
+    tok = build_char_tokenizer()
+    assert not has_chat_template(tok)
+    assert build_prompt(tok, "What is 47 + 85?") == "What is 47 + 85?\n"          # the tiny task's format
+    assert build_prompt(tok, "What is 47 + 85?", "") == "What is 47 + 85?\n"
+    expected = ("Respond in the following format:\n<reasoning>\n...\n</reasoning>\n<answer>\n...\n</answer>\n"
+                "What is 47 + 85?\n")
+    assert build_prompt(tok, "What is 47 + 85?", SYSTEM_PROMPT) == expected      # the tutorial's "\n".join
+
+
+def test_chat_template_prompt(chat_tok):
+    assert has_chat_template(chat_tok)
+    got = build_prompt(chat_tok, "How many eggs?", "Answer in tags.")
+    assert got == ("<|im_start|>system\nAnswer in tags.<|im_end|>\n"
+                   "<|im_start|>user\nHow many eggs?<|im_end|>\n"
+                   "<|im_start|>assistant\n")                                     # ends with the generation prompt
+    assert build_prompt(chat_tok, "How many eggs?") == (
+        "<|im_start|>user\nHow many eggs?<|im_end|>\n<|im_start|>assistant\n")      # no system message at all
+    with pytest.raises(TypeError, match="question must be a str"):
+        build_prompt(chat_tok, 42)
+
+
+def test_load_gsm8k_local(gsm8k_dir):
+    test = load_gsm8k("test", gsm8k_dir)
+    assert len(test) == 1319
+    assert test[0]["question"].startswith("Janet")
+    assert test[0]["answer"] == "18"                                              # the text after ####
+    assert test[0]["solution"].endswith("#### 18")
+    assert len(load_gsm8k("train", gsm8k_dir)) == 7473
+    assert load_problems("gsm8k", "test", data_dir=gsm8k_dir, n=5) == test[:5]
+
+
+def test_gsm8k_missing_folder_or_split_names_the_option(tmp_path):
+    with pytest.raises(FileNotFoundError, match="--data-dir") as err:
+        load_gsm8k("train", tmp_path / "nowhere")
+    assert "nowhere" in str(err.value)
+    (tmp_path / "train.jsonl").write_text(json.dumps({"question": "q", "answer": "x #### 1"}) + "\n")
+    assert load_gsm8k("train", tmp_path) == [{"question": "q", "answer": "1", "solution": "x #### 1"}]
+    with pytest.raises(FileNotFoundError, match=r"test\.jsonl does not exist.*--data-dir"):
+        load_gsm8k("test", tmp_path)
+    with pytest.raises(ValueError, match="split must be one of"):
+        load_gsm8k("validation", tmp_path)
+
+
+def test_gsm8k_malformed_rows(tmp_path):
+    (tmp_path / "train.jsonl").write_text(json.dumps({"question": "q", "answer": "no marker"}) + "\n")
+    with pytest.raises(ValueError, match=r"row 0.*'####'"):
+        load_gsm8k("train", tmp_path)
+    (tmp_path / "test.jsonl").write_text(json.dumps({"prompt": "q", "answer": "#### 1"}) + "\n")
+    with pytest.raises(ValueError, match=r"missing \['question'\]"):
+        load_gsm8k("test", tmp_path)
+
+
+def test_gsm8k_hub_offline_suggests_data_dir(monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import datasets
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("Couldn't reach 'openai/gsm8k' on the Hub (OfflineModeIsEnabled)")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(ConnectionError, match=r"openai/gsm8k.*--data-dir"):
+        load_gsm8k("train")
+
+
+def test_load_problems_addition():
+    test = load_problems("addition", "test")
+    assert len(test) == 300 and test == addition_problems("test", seed=None)
+    assert load_problems("addition", "test", n=7) == test[:7]
+    assert len(load_problems("addition", "train")) == 9700
+    with pytest.raises(ValueError, match="only 300"):
+        load_problems("addition", "test", n=301)
+    with pytest.raises(ValueError, match="task must be"):
+        load_problems("sums", "test")
+
+
+def test_check_prompts_fit():
+    tok = build_char_tokenizer()
+    prompts = ["What is 1 + 2?\n", "What is 47 + 85?\n"]                   # 15 and 17 tokens
+    assert check_prompts_fit(tok, prompts, 40, context=128) == 17
+    assert check_prompts_fit(tok, prompts, 111, context=128) == 17           # 17 + 111 = 128 fits exactly
+    with pytest.raises(ValueError) as err:
+        check_prompts_fit(tok, prompts, 112, context=128, what="training prompt")
+    msg = str(err.value)
+    assert "max_completion_length = 112" in msg and "max_position_embeddings is 128" in msg
+    assert "at most 111" in msg and "What is 47 + 85?" in msg
+    assert check_prompts_fit(tok, prompts, 10_000, context=None) == 17       # unknown context: no check
+
+
+def test_prompts_for_step_is_a_pure_function_of_seed_and_step():
+    problems = [{"question": f"q{i}", "answer": str(i)} for i in range(10)]
+    a = prompts_for_step(problems, step=3, N=4, seed=0)
+    assert a == prompts_for_step(problems, step=3, N=4, seed=0)
+    assert a != prompts_for_step(problems, step=3, N=4, seed=1)
+    # one epoch = 10 problems: steps 0 and 1 with N = 5 visit every problem exactly once
+    epoch = prompts_for_step(problems, 0, 5, seed=7) + prompts_for_step(problems, 1, 5, seed=7)
+    assert sorted(p["question"] for p in epoch) == sorted(p["question"] for p in problems)
+    # the ranks' contiguous slices put together are the single-process batch
+    whole = prompts_for_step(problems, 2, N=4, seed=0)
+    parts = [prompts_for_step(problems, 2, N=4, seed=0, rank=k, world_size=2) for k in range(2)]
+    assert parts[0] + parts[1] == whole and len(parts[0]) == 2
+    with pytest.raises(ValueError, match="divisible"):
+        prompts_for_step(problems, 0, N=3, world_size=2)

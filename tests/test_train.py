@@ -1,0 +1,305 @@
+"""The training engine: CLI, an in-process smoke run, μ > 1, the reference reset, the Qwen preset's code path,
+W&B offline, and errors that name the problem. The tiny preset's accuracy target is the one slow test."""
+import copy
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, Qwen2ForCausalLM
+
+from grpo_lib.config import GRPOConfig
+from grpo_lib.models import TINY_MODEL_DIR, tiny_qwen2_config
+from grpo_lib.rollout import RewardFunctionError, generate_completions, score_rollout
+from grpo_lib.tokenizer import build_char_tokenizer
+from grpo_lib.train import (METRICS, build_arg_parser, make_optimizer, parse_config, policy_update, reward_functions,
+                            train)
+
+from conftest import REPO
+
+STEP_KEYS = {
+    "step", "iteration", "reward", "reward_std", "reward/correctness", "reward/format", "accuracy", "loss", "kl",
+    "clip_fraction", "ratio_mean", "grad_norm", "completion_length", "truncated_fraction", "frac_zero_std",
+    "generation_seconds", "scoring_seconds", "update_seconds", "lr", "step_seconds", "tokens_per_second",
+    "wall_seconds",
+}
+SUMMARY_KEYS = {
+    "preset", "accuracy_before", "accuracy_after", "accuracy_before_ci", "accuracy_after_ci",
+    "lenient_accuracy_before", "lenient_accuracy_after", "format_rate_before", "format_rate_after", "eval_n",
+    "steps", "world_size", "device", "parameters", "train_seconds", "wall_seconds", "samples_before",
+    "samples_after", "versions", "config",
+}
+
+
+def random_tiny(tok, **overrides):
+    torch.manual_seed(0)
+    return Qwen2ForCausalLM(tiny_qwen2_config(len(tok), num_hidden_layers=2, **overrides))
+
+
+def small_cfg(tmp_path, **overrides):
+    values = dict(steps=2, N=2, G=4, eval_n=4, max_completion_length=12, lr=1e-3, report_to="none",
+                  progress=False, output_dir=str(tmp_path / "run"), log_every=1)
+    return GRPOConfig.tiny(**{**values, **overrides})
+
+
+# --- command line ------------------------------------------------------------------------------------------
+def test_cli_overrides_any_field():
+    cfg = parse_config(["--preset", "tiny", "--G", "4", "--max-completion-length", "20", "--eval_n", "none",
+                        "--eval-n", "50", "--reward-funcs", "correctness,strict_format", "--gradient-checkpointing",
+                        "true", "--lr", "1e-5", "--epsilon-high", "0.28", "--output-dir", "/tmp/x"])
+    assert (cfg.G, cfg.max_completion_length, cfg.eval_n, cfg.lr, cfg.epsilon_high) == (4, 20, 50, 1e-5, 0.28)
+    assert cfg.reward_funcs == ("correctness", "strict_format") and cfg.gradient_checkpointing is True
+    assert cfg.output_dir == "/tmp/x" and cfg.steps == GRPOConfig.tiny().steps      # untouched fields keep the preset
+    qwen = parse_config(["--preset", "qwen2.5-1.5b-gsm8k", "--data-dir", "../shared/data/gsm8k", "--system-prompt", "none"])
+    assert qwen.G == 12 and qwen.data_dir == "../shared/data/gsm8k" and qwen.system_prompt is None
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--G", "1"], "G must be >= 2"),
+    (["--G", "four"], "--G expects int"),
+    (["--preset", "huge"], "invalid choice: 'huge'"),
+    (["--gradient-checkpointing", "maybe"], "expects true or false"),
+    (["--task", "addition", "--data-dir", "/tmp"], "data_dir is only used with task='gsm8k'"),
+])
+def test_cli_bad_values_exit_naming_the_option(argv, message, capsys):
+    with pytest.raises(SystemExit) as err:
+        parse_config(argv)
+    assert err.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_help_explains_options_with_paper_symbols():
+    text = " ".join(build_arg_parser().format_help().split())   # undo line wrapping
+    for expected in ("--G", "[G] group size G", "--epsilon", "[ε]", "[β]", "[μ]", "TRL calls this num_iterations",
+                     "--num-iterations", "[I]", "π_ref ← π_θ", "--max-completion-length", "--report-to",
+                     "qwen2.5-1.5b-gsm8k", "--data-dir"):
+        assert expected in text, expected
+
+
+def test_module_help_runs_as_a_command():
+    out = subprocess.run([sys.executable, "-m", "grpo_lib.train", "--help"], capture_output=True, text=True,
+                         cwd=REPO, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert out.returncode == 0, out.stderr
+    assert "--preset" in out.stdout and "[ε]" in out.stdout
+
+
+# --- optimizer -------------------------------------------------------------------------------------------------
+def test_lr_schedule_warmup_then_cosine_to_ten_percent():
+    model = torch.nn.Linear(2, 2)
+    cfg = GRPOConfig.tiny(lr=1.0, steps=10, warmup_steps=3, lr_schedule="cosine")
+    opt, sched = make_optimizer(model, cfg)
+    assert opt.defaults["betas"] == (0.9, 0.99) and opt.defaults["weight_decay"] == 0.0
+    lrs = []
+    for _ in range(cfg.total_updates):
+        lrs.append(sched.get_last_lr()[0])
+        opt.step()
+        sched.step()
+    assert lrs[:3] == pytest.approx([0.25, 0.5, 0.75])                  # linear warm-up
+    assert lrs[3] == pytest.approx(1.0) and lrs[-1] > 0.1 and lrs[-1] < 0.2
+    assert all(a >= b for a, b in zip(lrs[3:], lrs[4:]))               # then monotone decay
+
+
+# --- one update, in micro-batches or not -----------------------------------------------------------------------
+@pytest.mark.parametrize("loss_type", ["grpo", "bnpo", "dr_grpo", "dapo"])
+def test_micro_batches_give_the_same_update_as_the_whole_batch(loss_type):
+    tok = build_char_tokenizer()
+    base = random_tiny(tok)
+    prompts = ["What is 1 + 2?\n", "What is 47 + 85?\n", "Hi\n"]
+    rollout = generate_completions(base, tok, prompts, G=4, max_new_tokens=10, seed=0)
+    lengths = torch.tensor([10, 3, 7, 1, 10, 5, 2, 9, 4, 10, 6, 8]).clamp(max=rollout.T)  # |o_i| differ
+    rollout.completion_mask = (torch.arange(rollout.T)[None, :] < lengths[:, None]).int()  # (B, T)
+    ref = random_tiny(tok, num_attention_heads=2)                         # a different π_ref: KL > 0
+    batch = score_rollout(rollout, ["3", "132", "0"], {"chars": lambda completions, **kw: [
+        float(sum(map(ord, c[0]["content"])) % 5) for c in completions]}, policy=base, ref_model=ref, need_old=True)
+    batch.logp_old = batch.logp_old + 0.3 * torch.randn_like(batch.logp_old)   # as if π_θ had moved: ρ ≠ 1, clipping acts
+    cfg = GRPOConfig.tiny(loss_type=loss_type, max_completion_length=10, max_grad_norm=1e6)
+    results = {}
+    for b in (None, 5):                                                   # 12 rows as 12, or as 5 + 5 + 2
+        model = copy.deepcopy(base)
+        opt = torch.optim.SGD(model.parameters(), lr=1.0)                  # params move by exactly -grad
+        stats = policy_update(model, opt, batch, cfg.replace(micro_batch_size=b))
+        results[b] = (stats, torch.cat([p.detach().flatten() for p in model.parameters()]))
+    (whole, p_whole), (micro, p_micro) = results[None], results[5]
+    for k in ("loss", "kl", "clip_fraction", "ratio_mean", "grad_norm"):
+        assert micro[k] == pytest.approx(whole[k], rel=1e-4, abs=1e-6), k
+    assert whole["clip_fraction"] > 0 and whole["kl"] > 0
+    torch.testing.assert_close(p_micro, p_whole, atol=1e-5, rtol=1e-4)
+
+
+# --- in-process runs on a random tiny Qwen2 ----------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    tok = build_char_tokenizer()
+    cfg = small_cfg(tmp_path_factory.mktemp("smoke"))
+    seen = []
+    result = train(cfg, model=random_tiny(tok), tokenizer=tok, callback=lambda rec, batch: seen.append(batch))
+    return cfg, result, seen
+
+
+def test_smoke_run_writes_metrics_summary_and_model(smoke):
+    cfg, result, _ = smoke
+    out = result.output_dir
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2]
+    for rec in records:
+        assert STEP_KEYS <= set(rec), STEP_KEYS - set(rec)
+        assert all(math.isfinite(v) for v in rec.values() if isinstance(v, float))
+        assert 0 <= rec["accuracy"] <= 1 and 0 <= rec["frac_zero_std"] <= 1 and rec["grad_norm"] > 0
+        assert rec["reward"] == pytest.approx(rec["reward/correctness"] + rec["reward/format"], abs=1e-6)
+        assert rec["ratio_mean"] == pytest.approx(1.0)                   # μ = 1: ρ = 1 exactly
+        assert rec["clip_fraction"] == 0.0
+    assert records == result.history and result["step"] == [1, 2]
+    documented = {k for k in METRICS if "<" not in k}
+    assert {k for k in records[0] if not k.startswith("reward/")} == documented   # every metric defined once
+    summary = json.loads((out / "summary.json").read_text())
+    assert SUMMARY_KEYS <= set(summary), SUMMARY_KEYS - set(summary)
+    assert summary["preset"] == "tiny" and summary["steps"] == 2 and summary["eval_n"] == 4
+    assert summary["config"]["G"] == 4 and summary["world_size"] == 1
+    assert 0 <= summary["accuracy_before"] <= 1 and summary["wall_seconds"] > 0
+    evals = [json.loads(line) for line in (out / "evals.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in evals] == [0, 2]
+    reloaded = AutoModelForCausalLM.from_pretrained(out / "model")
+    for (name, p), q in zip(result.model.state_dict().items(), reloaded.state_dict().values()):
+        assert torch.equal(p, q), name
+    with pytest.raises(KeyError, match="no metric 'nope'"):
+        result["nope"]
+
+
+def test_smoke_run_batches_have_whole_groups(smoke):
+    cfg, _, batches = smoke
+    assert len(batches) == 2
+    for batch in batches:
+        assert batch.rollout.B == cfg.N * cfg.G and batch.advantages.shape == (cfg.B,)
+        A = batch.advantages.view(cfg.N, cfg.G)
+        torch.testing.assert_close(A.sum(-1), torch.zeros(cfg.N), atol=1e-4, rtol=0)  # each group sums to 0
+        assert batch.logp_ref is not None and batch.logp_old is None    # β > 0 needs π_ref; μ = 1 needs no π_old
+
+
+def test_the_reference_is_reset_at_the_start_of_every_outer_iteration(smoke, tmp_path):
+    # One iteration of 2 steps: at step 2 π_θ has moved away from π_ref, so the KL is > 0.
+    _, one_iteration, _ = smoke
+    assert one_iteration.history[0]["kl"] < 1e-8 and one_iteration.history[1]["kl"] > 1e-6
+    # Two iterations of 1 step: π_ref ← π_θ before step 2 too, so its KL is 0 again (Algorithm 1).
+    tok = build_char_tokenizer()
+    two = train(small_cfg(tmp_path, steps=1, num_iterations=2), model=random_tiny(tok), tokenizer=tok)
+    assert [r["iteration"] for r in two.history] == [1, 2]
+    assert two.history[0]["kl"] < 1e-8 and two.history[1]["kl"] < 1e-8
+    # same first step in both runs (same seed): the only difference is the reset
+    assert two.history[0]["loss"] == pytest.approx(one_iteration.history[0]["loss"], abs=1e-7)
+
+
+def test_mu_greater_than_one_with_token_level_loss_and_no_reference(tmp_path):
+    tok = build_char_tokenizer()
+    seen = []
+    cfg = small_cfg(tmp_path, steps=1, mu=3, beta=0.0, loss_type="dapo", epsilon_high=0.28, scale_rewards="batch",
+                    lr=3e-3)
+    result = train(cfg, model=random_tiny(tok), tokenizer=tok, callback=lambda rec, batch: seen.append(batch))
+    rec = result.history[0]
+    assert seen[0].logp_old is not None and seen[0].logp_ref is None     # μ > 1 records π_old; β = 0 has no π_ref
+    assert rec["kl"] == 0.0
+    assert rec["ratio_mean"] != pytest.approx(1.0, abs=1e-7)             # updates 2 and 3 see ρ ≠ 1
+    assert all(math.isfinite(v) for v in rec.values() if isinstance(v, float))
+
+
+def test_qwen_preset_code_path_with_chat_template_and_local_gsm8k(gsm8k_dir, tmp_path):
+    """The GSM8K preset's path on CPU: tiny Qwen2 + a tokenizer with a chat template + a few GSM8K rows."""
+    data = tmp_path / "gsm8k"
+    data.mkdir()
+    for split, n in (("train", 6), ("test", 3)):
+        rows = (gsm8k_dir / f"{split}.jsonl").read_text().splitlines()[:n]
+        (data / f"{split}.jsonl").write_text("\n".join(rows) + "\n")
+    tok = build_char_tokenizer()
+    tok.chat_template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+                         "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    tok.model_max_length = 1024
+    model = random_tiny(tok, max_position_embeddings=1024)
+    cfg = GRPOConfig.from_preset("qwen2.5-1.5b-gsm8k", data_dir=str(data), steps=1, N=2, G=2,
+                                 max_completion_length=8, eval_n=2, eval_batch_size=2, report_to="none",
+                                 progress=False, output_dir=str(tmp_path / "run"))
+    assert cfg.gradient_checkpointing and cfg.micro_batch_size == 12 and cfg.max_grad_norm == 0.1
+    prompts = []
+    # the preset's rewards plus an arbitrary text score, so that a random model's group rewards differ and
+    # gradients flow
+    funcs = {**reward_functions(cfg.reward_funcs),
+             "chars": lambda completions, **kw: [float(sum(map(ord, c[0]["content"])) % 7) for c in completions]}
+    result = train(cfg, model=model, tokenizer=tok, reward_funcs=funcs,
+                   callback=lambda rec, batch: prompts.extend(batch.rollout.prompts))
+    assert result.summary["preset"] == "qwen2.5-1.5b-gsm8k" and result.summary["eval_n"] == 2
+    assert all(p.startswith("<|im_start|>system\n\nRespond in the following format:") for p in prompts)
+    assert all(p.endswith("<|im_end|>\n<|im_start|>assistant\n") for p in prompts)
+    rec = result.history[0]
+    assert set(rec) >= STEP_KEYS | {"reward/chars"} and math.isfinite(rec["loss"])
+    assert rec["grad_norm"] > 0                                          # gradients flow with checkpointing on
+    assert result.eval_before.samples[0]["answer"] == "18"               # evaluated on the TEST split (Janet's ducks)
+
+
+def test_prompt_longer_than_the_context_fails_before_training(tmp_path):
+    tok = build_char_tokenizer()
+    model = random_tiny(tok, max_position_embeddings=32)
+    cfg = small_cfg(tmp_path, max_completion_length=20)                  # ~17-token prompts + 20 > 32
+    with pytest.raises(ValueError, match=r"max_completion_length = 20.*max_position_embeddings is 32"):
+        train(cfg, model=model, tokenizer=tok)
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def test_train_needs_the_tokenizer_with_a_model(tmp_path):
+    tok = build_char_tokenizer()
+    with pytest.raises(ValueError, match="needs the model's tokenizer"):
+        train(small_cfg(tmp_path), model=random_tiny(tok))
+
+
+def test_a_reward_function_that_raises_is_reported_with_its_completion(tmp_path):
+    tok = build_char_tokenizer()
+    seen = []
+
+    def fragile(prompts, completions, answer, **kw):
+        seen.append(completions[0][0]["content"])
+        raise KeyError("no parse")
+
+    with pytest.raises(RewardFunctionError) as err:
+        train(small_cfg(tmp_path, eval_n=1), model=random_tiny(tok), tokenizer=tok, reward_funcs={"fragile": fragile})
+    msg = str(err.value)
+    assert "reward function 'fragile' raised KeyError" in msg and "completion 0" in msg
+    assert repr(seen[-1]) in msg                                         # the completion text itself is shown
+
+
+def test_wandb_is_offline_when_not_logged_in(tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))                            # no ~/.netrc login
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    tok = build_char_tokenizer()
+    cfg = small_cfg(tmp_path, steps=1, eval_n=1, report_to="wandb")
+    train(cfg, model=random_tiny(tok), tokenizer=tok)
+    assert os.environ["WANDB_MODE"] == "offline"
+    runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+
+
+def test_wandb_login_detection_never_needs_the_network(tmp_path, monkeypatch):
+    from grpo_lib.train import _wandb_logged_in
+
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_BASE_URL", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert not _wandb_logged_in()
+    (tmp_path / ".netrc").write_text("machine api.wandb.ai\n  login user\n  password not-a-real-key\n")
+    (tmp_path / ".netrc").chmod(0o600)
+    assert _wandb_logged_in()
+
+
+# --- the tiny preset's target: the course's headline result at laptop scale -----------------------------------
+@pytest.mark.slow
+def test_tiny_preset_meets_the_target(tmp_path):
+    """`python -m grpo_lib.train --preset tiny`: held-out accuracy +30 points or more, ending at >= 80%."""
+    if not (TINY_MODEL_DIR / "model.safetensors").exists():
+        pytest.skip(f"shipped tiny model not found at {TINY_MODEL_DIR}")
+    result = train(GRPOConfig.tiny(output_dir=str(tmp_path / "tiny"), report_to="none", progress=False))
+    before, after = result.summary["accuracy_before"], result.summary["accuracy_after"]
+    assert after >= 0.80, (before, after)
+    assert after - before >= 0.30, (before, after)
