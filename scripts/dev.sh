@@ -4,7 +4,8 @@
 #
 #   bash scripts/dev.sh train   # set up, then run the main job: GRPO on the tiny CPU preset
 #   bash scripts/dev.sh test    # set up, then run every test: unit tests and all notebooks (nbmake)
-#   bash scripts/dev.sh lab     # set up, then open the course in JupyterLab (widgets work)
+#   bash scripts/dev.sh lab     # set up, then open the course in JupyterLab (widgets work); extra args go
+#                               # to jupyter-lab, e.g. --no-browser --port 8890
 #
 # Only Python 3 (>= 3.10) and pip are needed. torch is pinned and installed first: on the CPU path
 # `pip install torch==2.13.0` takes the CPU build; an unpinned torch would pull a multi-GB CUDA build.
@@ -47,8 +48,14 @@ case "$cmd" in
     exec "$VENV/bin/python" -m pytest --nbmake --nbmake-timeout=900 notebooks -q
     ;;
   lab)
-    setup
-    exec "$VENV/bin/jupyter-lab" notebooks "$@"
+    # GRPO_LAB_ROOT: the folder to serve (default notebooks/; tests/test_browser_sliders.py serves a temporary
+    # copy through this same command). GRPO_SKIP_SETUP=1 skips the pip step (the test runs inside the venv).
+    [ "${GRPO_SKIP_SETUP:-0}" = 1 ] || setup
+    root=${GRPO_LAB_ROOT:-notebooks}
+    # as root (containers, CI) JupyterLab refuses to start without --allow-root
+    as_root=()
+    if [ "$(id -u)" = 0 ]; then as_root=(--allow-root); fi
+    exec "$VENV/bin/jupyter-lab" "$root" ${as_root[@]+"${as_root[@]}"} "$@"
     ;;
   *)
     echo "usage: bash scripts/dev.sh {train|test|lab} [extra args]" >&2
