@@ -2,8 +2,9 @@
 
 Each `check_*` function runs a learner's function on a few fixed cases (and one random batch), compares
 it with the tested grpo_lib answer, prints ✓ or ✗ with the first failing case and a hint, and returns a
-`CheckResult` that is truthy when every case passed. A checker never raises: a notebook whose exercise
-cells still hold the placeholder runs green under nbmake and simply reports "not yet".
+`CheckResult` that is truthy when every case passed. A checker never raises: a student copy whose exercise
+cells still hold the placeholder (`raise NotImplementedError("Exercise 2.1")`) runs green under nbmake and
+reports "✗ Not yet: Exercise 2.1 is not filled in yet" with a hint. The shared machinery is in grpo_lib.checks.
 
 The reference answers are the library's own functions (`group_advantages`, `strict_format_reward`,
 `evaluation.wilson_interval`) or a closed form written here once (`zero_std_probability`), so the solution
@@ -16,60 +17,25 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from grpo_lib.advantages import group_advantages
+from grpo_lib.checks import (CheckResult, as_tensor, call, exercise_of, fail, fmt, is_unfilled, never_raises, not_yet,
+                             report)
 from grpo_lib.evaluation import wilson_interval
 from grpo_lib.rewards import strict_format_reward
 
 
-@dataclass(frozen=True)
-class CheckResult:
-    """Outcome of a checker: truthy when the learner's answer passed every case.
-
-    Attributes:
-        passed: True when every case matched the reference.
-        message: what was printed, "✓ ..." or "✗ Not yet. ... Hint: ...".
-    """
-
-    passed: bool
-    message: str
-
-    def __bool__(self) -> bool:
-        return self.passed
-
-    def __repr__(self) -> str:
-        return self.message
-
-
-def _report(passed: bool, message: str) -> CheckResult:
-    result = CheckResult(passed, message)
-    print(message)
-    return result
-
-
-def _fail(case: str, expected: Any, got: Any, hint: str) -> CheckResult:
-    return _report(False, f"✗ Not yet. For {case} expected {expected}, got {got}.\n  Hint: {hint}")
-
-
-def _call(fn: Callable, *args: Any) -> tuple[Any, str | None]:
-    """fn(*args), or the exception as text: a learner's bug must not crash the notebook."""
-    try:
-        return fn(*args), None
-    except Exception as err:  # noqa: BLE001 - any error in learner code becomes a hint, never a crash
-        return None, f"{type(err).__name__}: {err}"
-
-
-def _fmt(t: torch.Tensor) -> str:
-    return str([[round(float(v), 4) for v in row] for row in t.reshape(t.shape[0], -1)])
+# The shared machinery lives in grpo_lib.checks; the old private names stay importable from here.
+_report, _fail, _call, _fmt = report, fail, call, fmt
 
 
 # --- notebook 02 ----------------------------------------------------------------------------------
 
 
+@never_raises("2.1")
 def check_centered_advantages(fn: Callable[[torch.Tensor], Any]) -> CheckResult:
     """Check A_i = r_i - mean(r) per group (Dr. GRPO, scale="none") for rewards r of shape (N, G).
 
@@ -88,12 +54,17 @@ def check_centered_advantages(fn: Callable[[torch.Tensor], Any]) -> CheckResult:
     for name, r in cases:
         expected = group_advantages(r, scale="none")                       # (N, G)
         got, error = _call(fn, r.clone())
+        if is_unfilled(error):
+            return not_yet(exercise_of(error, "2.1"), "subtract each row's own mean: r - r.mean(dim=-1, keepdim=True).")
         if error:
             hint = ("the mean of each row has shape (N,); keep it (N, 1) with keepdim=True so it broadcasts over "
                     "the G columns." if "size of tensor" in error else
                     "take r (N, G) and return a tensor of the same shape.")
             return _fail(name, _fmt(expected), error, hint)
-        got = torch.as_tensor(got, dtype=torch.float32) if not isinstance(got, torch.Tensor) else got.float()
+        got = as_tensor(got)
+        if got is None:
+            return _fail(name, _fmt(expected), "something that is not a tensor",
+                         "return a tensor A of shape (N, G), the same shape as r.")
         if got.shape != expected.shape:
             return _fail(name, f"shape {tuple(expected.shape)}", f"shape {tuple(got.shape)}",
                          "keep the (N, 1) shape of the mean with keepdim=True so it broadcasts over each row.")
@@ -120,6 +91,7 @@ def zero_std_probability(p: float, G: int) -> float:
     return p**G + (1 - p) ** G
 
 
+@never_raises("2.2")
 def check_zero_std_probability(fn: Callable[[float, int], float]) -> CheckResult:
     """Check the probability that a group of G Bernoulli(p) rewards has std 0 (all right or all wrong).
 
@@ -129,12 +101,15 @@ def check_zero_std_probability(fn: Callable[[float, int], float]) -> CheckResult
         expected = zero_std_probability(p, G)
         got, error = _call(fn, p, G)
         name = f"p = {p}, G = {G}"
+        if is_unfilled(error):
+            return not_yet(exercise_of(error, "2.2"), "a group has std 0 when all G answers are right or all are "
+                                                      "wrong; the answers are independent.")
         if error:
             return _fail(name, f"{expected:.6f}", error, "return a float for a success rate p and a group size G.")
         try:
             got = float(got)
-        except (TypeError, ValueError):
-            return _fail(name, f"{expected:.6f}", repr(got), "return a single number (a float).")
+        except (TypeError, ValueError, RuntimeError):
+            return _fail(name, f"{expected:.6f}", repr(got)[:80], "return a single number (a float).")
         if math.isclose(got, expected, rel_tol=1e-6, abs_tol=1e-9):
             continue
         if math.isclose(got, p**G, rel_tol=1e-6, abs_tol=1e-12):
@@ -163,6 +138,7 @@ STRICT_FORMAT_CASES = (
 """(name, completion text) pairs on which `check_strict_format` compares a learner's rule with the library."""
 
 
+@never_raises("3.1")
 def check_strict_format(fn: Callable[[str], Any]) -> CheckResult:
     """Check a strict-format rule fn(text) -> True/False (or 0.8/0.0) against `strict_format_reward`.
 
@@ -180,16 +156,24 @@ def check_strict_format(fn: Callable[[str], Any]) -> CheckResult:
     for name, text in STRICT_FORMAT_CASES:
         expected = strict_format_reward([[{"content": text}]])[0] > 0
         got, error = _call(fn, text)
+        if is_unfilled(error):
+            return not_yet(exercise_of(error, "3.1"), "one <reasoning>…</reasoning> then one <answer>…</answer>, "
+                                                      "non-empty, nothing but whitespace around them; mind newlines.")
         if error:
             return _fail(f"{name} {text!r}", expected, error, "return True or False for a completion text.")
-        if bool(got) != expected:
+        try:
+            got = bool(got)
+        except Exception:  # noqa: BLE001 - e.g. a tensor with several values
+            return _fail(f"{name} {text!r}", expected, repr(got)[:80], "return True or False for a completion text.")
+        if got != expected:
             hint = hints.get(name, "one <reasoning>…</reasoning> then one <answer>…</answer>, non-empty, "
                                    "nothing but whitespace around them.")
-            return _fail(f"{name} {text!r}", expected, bool(got), hint)
+            return _fail(f"{name} {text!r}", expected, got, hint)
     return _report(True, f"✓ Correct: your rule agrees with strict_format_reward on all "
                          f"{len(STRICT_FORMAT_CASES)} cases.")
 
 
+@never_raises("3.2")
 def check_wilson_interval(fn: Callable[[int, int], tuple[float, float]]) -> CheckResult:
     """Check a 95% Wilson interval fn(k, n) -> (low, high) against `grpo_lib.evaluation.wilson_interval`.
 
@@ -200,12 +184,15 @@ def check_wilson_interval(fn: Callable[[int, int], tuple[float, float]]) -> Chec
         got, error = _call(fn, k, n)
         name = f"k = {k}, n = {n}"
         shown = f"({expected[0]:.4f}, {expected[1]:.4f})"
+        if is_unfilled(error):
+            return not_yet(exercise_of(error, "3.2"), "centre = (p + z²/2n)/(1 + z²/n), half-width = "
+                                                      "z·√(p(1-p)/n + z²/4n²)/(1 + z²/n), z = 1.96, p = k/n.")
         if error:
             return _fail(name, shown, error, "return a pair (low, high).")
         try:
             low, high = (float(v) for v in got)
-        except (TypeError, ValueError):
-            return _fail(name, shown, repr(got), "return a pair (low, high) of floats.")
+        except (TypeError, ValueError, RuntimeError):
+            return _fail(name, shown, repr(got)[:80], "return a pair (low, high) of floats.")
         if math.isclose(low, expected[0], abs_tol=5e-4) and math.isclose(high, expected[1], abs_tol=5e-4):
             continue
         p = k / n

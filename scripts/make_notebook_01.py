@@ -65,6 +65,17 @@ def code(text: str):
     return new_code_cell(textwrap.dedent(text).strip("\n"))
 
 
+def solution(text: str):
+    """A fill-in exercise cell: tagged "solution", its answer between ### BEGIN/END SOLUTION (nbgrader's markers).
+
+    scripts/make_student_notebooks.py turns the marked lines into `raise NotImplementedError("Exercise N.K")`
+    and drops the cell's outputs in the student copy (notebooks/student/).
+    """
+    cell = code(text)
+    cell.metadata["tags"] = ["solution"]
+    return cell
+
+
 def cells() -> list:
     legend_names = [n for _, names, _, _ in LEGEND for n in names]
     return [
@@ -99,6 +110,7 @@ def cells() -> list:
 
         import grpo_lib
         from grpo_lib.advantages import group_advantages
+        from grpo_lib.checks_01 import check_group_advantages
         from grpo_lib.loss import grpo_loss              # notebook 04 takes it apart; here we only use it
         from grpo_lib.notebook import markdown_table, show_source
         from grpo_lib.plots import toy_probabilities, toy_training_panels
@@ -534,25 +546,44 @@ def cells() -> list:
         - `grpo_lib.plots.toy_probabilities`, `toy_training_panels`: the figures of 1.8 and 1.9, tested in
           `tests/test_plots.py`.
         - `grpo_lib.notebook.show_source`, `markdown_table`: the display helpers used above.
+        - `grpo_lib.checks_01.check_group_advantages`: the checker of exercise 1.1, tested in
+          `tests/test_checks_01.py`.
 
         Used here, taught later: `grpo_lib.advantages.group_advantages` (notebook 02) and
         `grpo_lib.loss.grpo_loss` (notebook 04).
 
         ## Exercises
 
-        **1.1 · Relative, not absolute.** Before running anything, predict the advantages of the group
+        **1.1 · The advantages by hand (fill in).** Write `my_group_advantages(r)` for one group of rewards `r`
+        of shape `(G,)`: $A_i = (r_i - \\operatorname{mean}(r)) / (\\operatorname{std}(r) + 10^{-4})$ with the
+        *sample* std of section 1.5. The checker tries the 2+3 group first, then other groups, one of them with
+        all rewards equal, and tells you which group failed. Compare with `group_advantages` when done.
+        """),
+        solution("""
+        def my_group_advantages(r):          # r: (G,) rewards of one group -> A: (G,)
+            ### BEGIN SOLUTION
+            mean = r.mean()
+            std = r.std()                    # sample std: divide by G - 1 (torch's default, correction=1)
+            return (r - mean) / (std + 1e-4)
+            ### END SOLUTION
+
+        check_group_advantages(my_group_advantages);
+        """),
+        md("""
+        **1.2 · Relative, not absolute.** Before running anything, predict the advantages of the group
         ("5", "5", "6"). Which answer gets pushed *up*, although a better answer exists? Check with
         `group_advantages` and `grpo_step`. What does the group never tell the model?
 
-        **1.2 · Two answers.** With $G = 2$ and the sample std, show that *any* group of two different rewards
+        **1.3 · Two answers.** With $G = 2$ and the sample std, show that *any* group of two different rewards
         gets $A = \\pm 0.7071$ (without the floor), whether the rewards are 1 and 2 or 0 and 2. Why can that be a
         problem, and which variant of section 1.5 avoids it?
 
-        **1.3 · More than one update per group.** Run `grpo_step` on the tutorial's group with `mu=2` and an SGD
-        learning rate of 3. Look at `step.stats["clip_fraction"]` and `step.grad` (the gradient of the second
-        update). Why is that gradient exactly zero? (Notebook 04 returns to clipping.)
+        **1.4 · More than one update per group.** Run `grpo_step` on the tutorial's group with `mu=2`, `beta=0`
+        and an SGD learning rate of 3. Look at `step.stats["clip_fraction"]` and `step.grad` (the gradient of the
+        second update). Why is that gradient exactly zero? What is left of it with `beta=0.04`? (Notebook 04
+        returns to clipping.)
 
-        **1.4 · Reward design.** Suppose the scorer gave "5" the same 2 points as "2 + 3 = 5". Compute the
+        **1.5 · Reward design.** Suppose the scorer gave "5" the same 2 points as "2 + 3 = 5". Compute the
         advantages of the group with `group_advantages` (rewards 2, 0, 2). Which answers are pushed up now, and
         what happened to the incentive to show the working? What does that say about designing rewards?
 

@@ -29,6 +29,17 @@ def code(text: str):
     return new_code_cell(textwrap.dedent(text).strip("\n"))
 
 
+def solution(text: str):
+    """A fill-in exercise cell: tagged "solution", its answer between ### BEGIN/END SOLUTION (nbgrader's markers).
+
+    scripts/make_student_notebooks.py turns the marked lines into `raise NotImplementedError("Exercise N.K")`
+    and drops the cell's outputs in the student copy (notebooks/student/).
+    """
+    cell = code(text)
+    cell.metadata["tags"] = ["solution"]
+    return cell
+
+
 def cells() -> list:
     return [
         # ---------------------------------------------------------------- opening
@@ -623,10 +634,11 @@ def cells() -> list:
         $A_i = r_i - \operatorname{mean}(r)$ for a batch of groups `r` of shape `(N, G)`. When you are done,
         compare with `group_advantages(r, scale="none")`.
         """),
-        code(r"""
+        solution(r"""
         def my_centered_advantages(r):      # r: (N, G) -> (N, G)
-            # YOUR CODE HERE
-            return torch.zeros_like(r)      # placeholder so the notebook runs
+            ### BEGIN SOLUTION
+            return r - r.mean(dim=-1, keepdim=True)      # (N, G) - (N, 1): one mean per group
+            ### END SOLUTION
 
         check_centered_advantages(my_centered_advantages);
         """),
@@ -635,10 +647,11 @@ def cells() -> list:
         right/wrong answers, each right with probability $p$, has std 0. Then use it: which $G$ does a model
         with $p = 0.05$ need so that fewer than 10% of its groups are flat?
         """),
-        code(r"""
+        solution(r"""
         def my_zero_std_probability(p, G):  # p: float in [0, 1], G: int -> float
-            # YOUR CODE HERE
-            return 0.0                      # placeholder so the notebook runs
+            ### BEGIN SOLUTION
+            return p**G + (1 - p) ** G      # all right, or all wrong
+            ### END SOLUTION
 
         check_zero_std_probability(my_zero_std_probability);
         """),

@@ -11,7 +11,7 @@ metadata, so re-running gives the same file unless a number really changed.
 from __future__ import annotations
 
 import nbformat
-from make_notebook_02 import REPO, code, md, write
+from make_notebook_02 import REPO, code, md, solution, write
 from nbformat.v4 import new_notebook
 
 NOTEBOOK = REPO / "notebooks" / "03_reward_design.ipynb"
@@ -39,6 +39,7 @@ def cells() -> list:
         """),
         code(r"""
         %matplotlib inline
+        import math
         import os
         import re
         from pathlib import Path
@@ -821,10 +822,14 @@ def cells() -> list:
         and not "...", with nothing but whitespace around them. Use a regular expression or `str.find`; mind
         newlines. Compare with `grpo_lib.rewards.strict_format_reward` when done.
         """),
-        code(r"""
+        solution(r"""
         def my_strict_format(text):      # text: str -> bool
-            # YOUR CODE HERE
-            return "<answer>" in text    # placeholder so the notebook runs (it is the lenient idea)
+            ### BEGIN SOLUTION
+            m = re.fullmatch(r"\s*<reasoning>(.*?)</reasoning>\s*<answer>(.*?)</answer>\s*", text, re.DOTALL)
+            return (m is not None
+                    and all(text.count(tag) == 1 for tag in ("<reasoning>", "</reasoning>", "<answer>", "</answer>"))
+                    and all(part.strip() not in ("", "...") for part in m.groups()))
+            ### END SOLUTION
 
         check_strict_format(my_strict_format);
         """),
@@ -833,10 +838,14 @@ def cells() -> list:
         `(low, high)` for k successes out of n. Then answer: how many evaluation questions would separate 78%
         from 90% accuracy? Compare with `grpo_lib.evaluation.wilson_interval` when done.
         """),
-        code(r"""
+        solution(r"""
         def my_wilson(k, n):             # k, n: int -> (low, high)
-            # YOUR CODE HERE
-            return (0.0, 1.0)            # placeholder so the notebook runs
+            ### BEGIN SOLUTION
+            z, p = 1.96, k / n
+            centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+            half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+            return centre - half, centre + half
+            ### END SOLUTION
 
         check_wilson_interval(my_wilson);
         """),

@@ -38,6 +38,15 @@ def code(text: str) -> None:
     CELLS.append(("code", text.strip("\n")))
 
 
+def solution(text: str) -> None:
+    """A fill-in exercise cell: tagged "solution", its answer between ### BEGIN/END SOLUTION (nbgrader's markers).
+
+    scripts/make_student_notebooks.py turns the marked lines into `raise NotImplementedError("Exercise N.K")`
+    and drops the cell's outputs in the student copy (notebooks/student/).
+    """
+    CELLS.append(("solution", text.strip("\n")))
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Opening
 # ---------------------------------------------------------------------------------------------------------
@@ -71,6 +80,7 @@ from transformers.utils import logging as hf_logging
 
 from grpo_lib import plots
 from grpo_lib.advantages import group_advantages
+from grpo_lib.checks_04 import check_kl_k3, check_seq_mean_loss
 from grpo_lib.logprobs import completion_mask, naive_token_logprobs, selective_log_softmax, token_logprobs
 from grpo_lib.loss import clipped_surrogate, grpo_loss, kl_k3
 from grpo_lib.memory import qwen2_5_1_5b_instruct_config
@@ -82,7 +92,7 @@ from grpo_lib.tokenizer import build_char_tokenizer
 from grpo_lib.widgets import beta_slider, epsilon_slider
 
 hf_logging.disable_progress_bar()          # no "Loading weights" bars in the outputs
-torch.manual_seed(0)
+_ = torch.manual_seed(0)                    # assigned: no "<torch._C.Generator at 0x...>" output
 """)
 
 md(r"""
@@ -829,32 +839,70 @@ hard each token is pushed: the paper's $1/|o_i|$ pushes long wrong answers less 
 - `grpo_lib.plots.clipped_surrogate_vs_ratio`, `per_token_objective_vs_ratio`, `kl_estimators`,
   `loss_type_token_weights`: the figures, tested in `tests/test_plots_04.py`.
 - `grpo_lib.widgets.epsilon_slider`, `beta_slider`: the sliders, driven in `tests/test_widgets.py`.
+- `grpo_lib.checks_04.check_seq_mean_loss`, `check_kl_k3`: the checkers of exercises 4.1 and 4.2, tested in
+  `tests/test_checks_04.py`.
 
 ## Exercises
 
-**4.1 · Clip-higher.** DAPO clips asymmetrically, $[1-\epsilon, 1+\epsilon_{high}]$ with $\epsilon = 0.2$
+**4.1 · The masked per-sequence mean (fill in).** Write `my_seq_mean_loss(per_token_loss, mask)`: given the
+per-token losses $\ell_{i,t}$ and the mask $m$, both `(B, T)`, return the paper's aggregation
+(`loss_type="grpo"` in 4.8) as one number,
+$\frac{1}{B}\sum_i \frac{1}{|o_i|}\sum_t m_{i,t}\,\ell_{i,t}$ with $|o_i| = \sum_t m_{i,t}$. The values of
+`per_token_loss` at padding positions are garbage and must not count, and a completion with no token at all
+contributes 0 (clamp $|o_i|$ at 1, as `grpo_loss` does).
+""")
+
+solution(r"""
+def my_seq_mean_loss(per_token_loss, mask):     # (B, T), (B, T) -> a 0-dim tensor
+    ### BEGIN SOLUTION
+    m = mask.to(per_token_loss.dtype)                         # (B, T)
+    o_len = m.sum(dim=-1).clamp(min=1)                        # (B,) |o_i|; padding does not count
+    return ((per_token_loss * m).sum(dim=-1) / o_len).mean()  # mean per completion, then over completions
+    ### END SOLUTION
+
+check_seq_mean_loss(my_seq_mean_loss);
+""")
+
+md(r"""
+**4.2 · The k3 estimator (fill in).** Write `my_kl_k3(logp, logp_ref)`: DeepSeekMath's per-token KL estimate
+of 4.4, $e^{d} - d - 1$ with $d = \log\pi_{ref} - \log\pi_\theta$, token by token (same shape as `logp`).
+Mind the order inside $d$: the checker knows what the swapped sign and the plain log-ratio look like.
+""")
+
+solution(r"""
+def my_kl_k3(logp, logp_ref):                   # (B, T), (B, T) -> (B, T)
+    ### BEGIN SOLUTION
+    d = logp_ref - logp                         # log(pi_ref / pi_theta)
+    return torch.exp(d) - d - 1                 # >= 0, and 0 where pi_theta = pi_ref
+    ### END SOLUTION
+
+check_kl_k3(my_kl_k3);
+""")
+
+md(r"""
+**4.3 · Clip-higher.** DAPO clips asymmetrically, $[1-\epsilon, 1+\epsilon_{high}]$ with $\epsilon = 0.2$
 and $\epsilon_{high} = 0.28$ (`epsilon_high` in `clipped_surrogate` and `grpo_loss`). A token with
 $\pi_{\theta_{old}} = 0.01$ and $A > 0$: how likely can it become in one batch before its gradient stops,
 with and without clip-higher? The cell below computes it. Extend it to $\pi_{\theta_{old}} = 0.9$ and
 explain why DAPO says the upper clip, not the lower one, decides whether rare tokens (exploration,
 entropy) can grow.
 
-**4.2 · Predict, then run.** In 4.7, change `beta=0.04` to `beta=0.5`, then `lr=5e-5` to `lr=5e-4`.
+**4.4 · Predict, then run.** In 4.7, change `beta=0.04` to `beta=0.5`, then `lr=5e-5` to `lr=5e-4`.
 Before running, predict how `clip_fraction` and `kl` change after 8 updates. Which knob limits how far one
 batch moves the policy, and which one limits how far many batches move it?
 
-**4.3 · A baseline that is off.** In 4.6, replace `A` by `A + 1`. What does the loss read at the first
+**4.5 · A baseline that is off.** In 4.6, replace `A` by `A + 1`. What does the loss read at the first
 step now? Compare the gradient with the one for `A`: it changed, although adding a constant to every
 advantage leaves the *expected* policy gradient unchanged ($\mathbb{E}[\nabla\log\pi_\theta] = 0$). Why does
 the shift still matter for a group of $G = 3$ samples?
 
-**4.4 · Normalisation by hand.** For the group of 4.8, find the `max_completion_length` at which
+**4.6 · Normalisation by hand.** For the group of 4.8, find the `max_completion_length` at which
 `dr_grpo`'s first-step loss equals `dapo`'s, and check it with `grpo_loss`. Then explain why, under
 `dr_grpo`, the push on one token of a completion does not depend on how long that completion is.
 """)
 
 code(r"""
-# Exercise 4.1, first part: the largest pi_theta a rewarded token can reach before its gradient stops
+# Exercise 4.3, first part: the largest pi_theta a rewarded token can reach before its gradient stops
 p_old = 0.01                                   # pi_old of a rare token with A > 0
 for eps_high in (0.2, 0.28):
     print(f"epsilon_high = {eps_high}: pi_theta can grow from {p_old} to {p_old * (1 + eps_high):.4f}")
@@ -879,6 +927,8 @@ def build() -> nbformat.NotebookNode:
     }
     for kind, text in CELLS:
         nb.cells.append(new_markdown_cell(text) if kind == "markdown" else new_code_cell(text))
+        if kind == "solution":
+            nb.cells[-1].metadata["tags"] = ["solution"]
     for i, cell in enumerate(nb.cells):
         cell.id = f"nb04-{i:03d}"                       # stable ids: no churn in diffs
     return nb

@@ -149,3 +149,36 @@ def test_wilson_checker_both_ways(capsys):
     _fails(check_wilson_interval(lambda k, n: independent_wilson(k, n)[::-1]), capsys, "in that order")
     _fails(check_wilson_interval(lambda k, n: (0.0, 1.0)), capsys, "centre = ")                 # the placeholder
     _fails(check_wilson_interval(lambda k, n: k / n), capsys, "pair (low, high) of floats")
+
+
+# --- every checker: the student placeholder is "not yet", garbage never raises ----------------------
+
+
+def _placeholder(exercise):
+    def fn(*args):
+        # YOUR CODE HERE
+        raise NotImplementedError(f"Exercise {exercise}")
+    return fn
+
+
+@pytest.mark.parametrize("check, exercise", [
+    (check_centered_advantages, "2.1"), (check_zero_std_probability, "2.2"),
+    (check_strict_format, "3.1"), (check_wilson_interval, "3.2"),
+])
+def test_student_placeholder_is_not_yet_with_a_hint(check, exercise, capsys):
+    result = check(_placeholder(exercise))
+    out = capsys.readouterr().out
+    assert not result and out.startswith(f"✗ Not yet: Exercise {exercise} is not filled in yet."), out
+    assert "\n  Hint: " in out and len(out.split("Hint: ")[1].strip()) > 20
+
+
+@pytest.mark.parametrize("check", [check_centered_advantages, check_zero_std_probability, check_strict_format,
+                                   check_wilson_interval])
+@pytest.mark.parametrize("garbage", [
+    None, "a string, not a function", lambda *a: None, lambda *a: "text", lambda *a: torch.ones(2, 2, 2),
+    lambda *a: [1, [2, 3]], lambda *a: float("nan"), lambda *a: torch.tensor([True, False]),
+])
+def test_checkers_never_raise_on_garbage(check, garbage, capsys):
+    result = check(garbage)
+    out = capsys.readouterr().out
+    assert isinstance(result, CheckResult) and not result and out.startswith("✗ Not yet"), out
