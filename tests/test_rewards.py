@@ -543,7 +543,9 @@ def test_200kb_adversarial_completion_is_fast(name):
         fn(answer)
     lenient_correct(text, "72"), strict_correct(text, "72")
     elapsed = time.perf_counter() - start
-    assert elapsed < 0.5, f"{name}: {elapsed:.3f} s"      # generous: a guard, not a benchmark
+    # A guard against catastrophic backtracking, not a benchmark: alone this takes ~0.1 s, while a quadratic
+    # pattern on 200,000 characters needs ~4e10 steps (minutes). 3 s leaves room for a loaded CI machine.
+    assert elapsed < 3.0, f"{name}: {elapsed:.3f} s"
     assert rewards[0] == [0.0] and rewards[2] == [0.0]
 
 
