@@ -31,6 +31,7 @@ import dataclasses
 import difflib
 import functools
 import inspect
+import math
 import re
 import typing
 from dataclasses import dataclass
@@ -161,6 +162,14 @@ class GRPOConfig:
     preset: str = "tiny"
     """name of the preset these values started from (recorded in summary.json; set by from_preset)"""
 
+    # --- checkpoints, resume and failures ---
+    save_every: int = 0
+    """write a checkpoint every this many steps to OUTPUT_DIR/checkpoints/step-XXXXXX (model as safetensors, optimizer, schedule, RNG of every rank, history); 0 = never"""
+    resume: str | None = None
+    """continue from a checkpoint folder, or from an output dir (its latest complete checkpoint); the configuration must match the saved one except output and logging options"""
+    dist_timeout_minutes: float = 30.0
+    """torchrun only: a collective that waits longer than this raises instead of hanging (process-group timeout); must exceed the slowest evaluation"""
+
     # ------------------------------------------------------------------------------------------
     def __post_init__(self) -> None:
         _coerce_and_check_types(self)
@@ -190,7 +199,7 @@ class GRPOConfig:
         need(len(set(self.reward_funcs)) == len(self.reward_funcs), f"reward_funcs lists a function twice: {self.reward_funcs}")
         need(self.max_completion_length >= 1,
              f"max_completion_length must be >= 1 new token, got {self.max_completion_length}")
-        need(self.lr > 0, f"lr (η) must be > 0, got {self.lr}")
+        need(self.lr > 0 and math.isfinite(self.lr), f"lr (η) must be a finite number > 0, got {self.lr}")
         need(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
         need(0 <= self.adam_beta1 < 1, f"adam_beta1 must be in [0, 1), got {self.adam_beta1}")
         need(0 <= self.adam_beta2 < 1, f"adam_beta2 must be in [0, 1), got {self.adam_beta2}")
@@ -213,6 +222,10 @@ class GRPOConfig:
         need(bool(self.output_dir.strip()), "output_dir must be a folder path, got an empty string")
         need(self.report_to in REPORT_TO, f"report_to must be one of {REPORT_TO}, got {self.report_to!r}")
         need(self.log_every >= 1, f"log_every must be >= 1, got {self.log_every}")
+        need(self.save_every >= 0, f"save_every must be >= 0 (0 = no checkpoints), got {self.save_every}")
+        need(self.resume is None or bool(self.resume.strip()),
+             "resume must be None or a checkpoint / output folder, got an empty string")
+        need(self.dist_timeout_minutes > 0, f"dist_timeout_minutes must be > 0, got {self.dist_timeout_minutes}")
         if problems:
             raise ValueError("invalid GRPOConfig:\n  - " + "\n  - ".join(problems))
 

@@ -11,6 +11,11 @@ Choices made here (each shown in notebooks/05_full_run.ipynb):
 3. Only metrics cross ranks (`all_reduce_metrics`): each rank samples whole groups for its own prompts,
    so group means and stds need no communication. Gradients are averaged by DistributedDataParallel.
 4. Only rank 0 prints (`print0`), logs and writes files (`is_main`).
+5. The process group has a timeout (`init_distributed(timeout_minutes=...)`, GRPOConfig.dist_timeout_minutes):
+   a collective that waits longer than that raises instead of hanging forever. A rank that *dies* is
+   handled sooner by torchrun, whose agent stops the other ranks and exits non-zero.
+6. Metrics are reduced in float64 on the rank's device (`cuda:LOCAL_RANK` under nccl, which only
+   reduces GPU tensors; the CPU under gloo).
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
 
 import torch
 
@@ -77,11 +84,13 @@ def resolve_device(device: str = "auto", local_rank: int = 0) -> str:
     return device
 
 
-def init_distributed(device: str = "auto") -> DistInfo:
+def init_distributed(device: str = "auto", timeout_minutes: float | None = None) -> DistInfo:
     """Start the process group when launched by torchrun (nccl on CUDA, gloo on CPU); else do nothing.
 
     Args:
         device: 'auto', 'cpu', 'cuda' or 'cuda:K' (see `resolve_device`).
+        timeout_minutes: how long a collective may wait for the other ranks before it raises
+            (None: torch's default, 10 min for nccl, 30 min for gloo).
 
     Returns:
         DistInfo(rank, local_rank, world_size, device). A plain `python` process gets rank 0 of 1 and
@@ -97,7 +106,8 @@ def init_distributed(device: str = "auto") -> DistInfo:
         backend = "nccl" if dev.startswith("cuda") else "gloo"
         if dev.startswith("cuda"):
             torch.cuda.set_device(dev)
-        tdist.init_process_group(backend=backend)
+        kwargs = {} if timeout_minutes is None else {"timeout": timedelta(minutes=timeout_minutes)}
+        tdist.init_process_group(backend=backend, **kwargs)
     return DistInfo(rank=rank, local_rank=local_rank, world_size=world_size, device=dev)
 
 
@@ -152,7 +162,8 @@ def all_reduce_metrics(metrics: Mapping[str, float], op: str = "mean", device: s
     Args:
         metrics: name -> number (or 0-dim tensor).
         op: 'mean' or 'sum'.
-        device: where the reduction tensor lives (the rank's GPU under nccl).
+        device: where the reduction tensor lives: the rank's GPU under nccl (which reduces GPU tensors
+            only), "cpu" under gloo.
 
     Taught in: notebooks/05_full_run.ipynb
     """
@@ -162,11 +173,23 @@ def all_reduce_metrics(metrics: Mapping[str, float], op: str = "mean", device: s
     values = [float(metrics[k]) for k in keys]
     if not is_initialized() or not keys:
         return dict(zip(keys, values))
-    t = torch.tensor(values, dtype=torch.float64 if str(device) == "cpu" else torch.float32, device=device)
+    t = torch.tensor(values, dtype=torch.float64, device=device)      # float64: sums of many steps stay exact
     torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.SUM)
     if op == "mean":
         t = t / get_world_size()
     return dict(zip(keys, t.tolist()))
+
+
+def all_gather_objects(obj: Any) -> list[Any]:
+    """[obj of rank 0, obj of rank 1, ...]: every rank gets every rank's (picklable) object; [obj] alone.
+
+    Used to collect each rank's RNG state for a checkpoint that rank 0 writes.
+    """
+    if not is_initialized():
+        return [obj]
+    out: list[Any] = [None] * get_world_size()
+    torch.distributed.all_gather_object(out, obj)
+    return out
 
 
 def cleanup() -> None:

@@ -5,6 +5,10 @@ Commands (all options: `python -m grpo_lib.train --help`; any config field is an
     # CPU, one process: the tiny preset (1M-param Qwen2 on two-digit addition), about 2 minutes on 2 cores
     python -m grpo_lib.train --preset tiny --output-dir runs/tiny
 
+    # a checkpoint every 20 steps; after a crash or a kill, continue from the latest complete one
+    python -m grpo_lib.train --preset tiny --save-every 20 --output-dir runs/tiny
+    python -m grpo_lib.train --resume runs/tiny            # the saved configuration; same metrics as no stop
+
     # one GPU: the tutorial's run, Qwen2.5-1.5B-Instruct on GSM8K (hub, or a local copy with --data-dir)
     python -m grpo_lib.train --preset qwen2.5-1.5b-gsm8k --data-dir ../shared/data/gsm8k --output-dir runs/qwen
 
@@ -28,7 +32,8 @@ The algorithm (Shao et al. 2024, DeepSeekMath, Algorithm 1; rule-based rewards, 
             r_i = Σ_k r_k(q, o_i);  A_i = (r_i - mean_group r) / std_group r
             for μ updates:  minimise grpo_loss  (clipped ratio ρ = π_θ/π_θold, β·KL(π_θ‖π_ref))
 
-Choices made here (each shown in notebooks/05_full_run.ipynb):
+Choices made here (1-6 shown in notebooks/05_full_run.ipynb; 7-8 tested in tests/test_checkpoint.py and
+tests/test_ddp.py):
 1. One code path for 1 process and `torchrun`: each rank samples whole groups for its N/K prompts, so
    advantages need no communication; DistributedDataParallel averages the gradients; metrics are
    all-reduced; only rank 0 logs and writes files. Generation uses the unwrapped module (DDP's forward
@@ -42,6 +47,18 @@ Choices made here (each shown in notebooks/05_full_run.ipynb):
 5. Evaluation (greedy, held-out) runs before and after training; `eval_every` adds evaluations in between.
 6. W&B is offline unless you are logged in: `WANDB_MODE=offline` is set in the environment (before wandb
    is imported) when WANDB_MODE is unset and no API key is configured. `--report-to none` turns it off.
+7. Checkpoints (`--save-every K`) hold everything the next step depends on: weights, AdamW, the schedule,
+   π_ref inside an outer iteration, every rank's RNG states, the metrics so far (grpo_lib.checkpoint).
+   `--resume DIR` continues from one and gives the same metrics, step for step, as a run never stopped;
+   metrics.jsonl is rewritten up to the checkpoint and then continued, never duplicated.
+8. Failures stop the run loudly: a NaN or inf loss, grad norm, KL or reward stops it at that step with
+   a message naming the step and the metric (`NonFiniteMetricError`); the AdamW step with a non-finite
+   gradient is skipped, no checkpoint is written after it, summary.json gets "status": "failed", and
+   the command exits non-zero. Under torchrun a rank that raises makes torchrun stop the others and
+   exit non-zero; a collective never waits longer than `dist_timeout_minutes`.
+   Test hook: the environment variable GRPO_LIB_FAULT="raise@S" or "nan@S", optionally ":rankR"
+   (comma-separated for several), raises on (or poisons the advantages of) step S, so the tests can
+   go through these paths. Real runs leave it unset.
 """
 
 from __future__ import annotations
@@ -61,9 +78,10 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.distributed.elastic.multiprocessing.errors import record
 from tqdm.auto import tqdm
 
-from grpo_lib import dist
+from grpo_lib import checkpoint, dist
 from grpo_lib.advantages import zero_std_fraction
 from grpo_lib.config import PRESETS, SYMBOLS, GRPOConfig, base_type, field_docs, field_types
 from grpo_lib.data import build_prompt, check_prompts_fit, load_problems, max_context, prompts_for_step
@@ -72,6 +90,10 @@ from grpo_lib.logprobs import token_logprobs
 from grpo_lib.loss import grpo_loss
 from grpo_lib.rollout import RewardFunc, ScoredRollout, generate_completions, score_rollout, set_gradient_checkpointing
 
+FAULT_ENV = "GRPO_LIB_FAULT"
+"""test hook (choice 8): "raise@S", "nan@S", optionally ":rankR"; unset in real runs"""
+CHECKED_METRICS = ("loss", "grad_norm", "kl", "reward")
+"""metrics that must stay finite; the run stops at the first step where one is NaN or inf"""
 METRICS_FILE = "metrics.jsonl"
 EVALS_FILE = "evals.jsonl"
 SUMMARY_FILE = "summary.json"
@@ -159,6 +181,11 @@ def policy_update(policy: nn.Module, optimizer: torch.optim.Optimizer, batch: Sc
     one micro-batch of B×T×V logits in memory at a time. Under DDP, `no_sync` skips the gradient
     all-reduce on all but the last micro-batch.
 
+    Under DDP (K ranks, each with B/K rows, gradients averaged): "grpo" and "dr_grpo" give the update of
+    one process on all B rows; so does "dapo", whose token count is all-reduced over the ranks (as TRL
+    does). "bnpo" is normalised per process (as in TRL): the update is the average of the K ranks'
+    token means, which equals the 1-process update only when every rank has as many active tokens.
+
     Args:
         policy: π_θ, DDP-wrapped under torchrun (so backward averages the gradients over ranks).
         optimizer: from `make_optimizer`.
@@ -168,6 +195,7 @@ def policy_update(policy: nn.Module, optimizer: torch.optim.Optimizer, batch: Sc
 
     Returns:
         floats: loss, kl, clip_fraction, ratio_mean (token means over the batch), grad_norm (before clipping).
+        When grad_norm is NaN or inf the AdamW step is skipped (the weights stay as they were).
 
     Taught in: notebooks/05_full_run.ipynb
     """
@@ -205,7 +233,8 @@ def policy_update(policy: nn.Module, optimizer: torch.optim.Optimizer, batch: Sc
         for k in ("kl", "clip_fraction", "ratio_mean"):                                  # token means: weight by tokens
             totals[k] += stats[k].item() * n_tok / max(n_local, 1)
     grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
-    optimizer.step()
+    if torch.isfinite(grad_norm):        # a NaN/inf gradient would poison every weight: skip; train() stops
+        optimizer.step()
     return {**totals, "grad_norm": float(grad_norm)}
 
 
@@ -294,11 +323,17 @@ def train(cfg: GRPOConfig, *, model: nn.Module | None = None, tokenizer: Any = N
 
     Returns:
         TrainResult. On rank 0, cfg.output_dir holds metrics.jsonl (one record per step, keys in
-        `METRICS`), evals.jsonl, summary.json and model/ (save_pretrained of the model and tokenizer).
+        `METRICS`), evals.jsonl, summary.json, model/ (save_pretrained of the model and tokenizer) and,
+        with cfg.save_every, checkpoints/step-XXXXXX/ (grpo_lib.checkpoint). With cfg.resume the run
+        continues from a checkpoint and the history holds the steps before it too.
 
     Raises:
         ValueError: a setting that cannot work here (N not divisible by the processes, a prompt too long
             for the model's context, ...), before any training.
+        CheckpointError: cfg.resume names no complete checkpoint, or one written with another
+            configuration or number of processes (the message lists the differences).
+        NonFiniteMetricError: a NaN or inf loss, grad norm, KL or reward (names the step and the metric);
+            summary.json then has "status": "failed" and the last good checkpoint is kept.
         FileNotFoundError: a GSM8K --data-dir without its jsonl files, or a model folder that does not exist.
         RewardFunctionError: a reward function failed; the message shows the completion.
 
@@ -307,10 +342,12 @@ def train(cfg: GRPOConfig, *, model: nn.Module | None = None, tokenizer: Any = N
     t_start = time.perf_counter()
 
     # --- bookkeeping: processes, device, seeds ---
-    info = dist.init_distributed(cfg.device)
+    N_local = cfg.N_per_rank(dist.env_rank()[2])     # fails before the process group starts, naming --N
+    info = dist.init_distributed(cfg.device, timeout_minutes=cfg.dist_timeout_minutes)
     rank, world = info.rank, info.world_size
-    N_local = cfg.N_per_rank(world)                  # fails early, naming N, if it does not divide
-    torch.manual_seed(cfg.seed)                      # same model init on every rank
+    torch.manual_seed(cfg.seed)                      # same model init on every rank (and DDP broadcasts rank 0's)
+    faults = _parse_faults(os.environ.get(FAULT_ENV, ""))
+    ckpt = checkpoint.open_checkpoint(cfg.resume, cfg.to_dict(), world) if cfg.resume else None
 
     # --- bookkeeping: problems first (a missing data file fails before a model download) ---
     train_problems = load_problems(cfg.task, "train", data_dir=cfg.data_dir)
@@ -325,6 +362,8 @@ def train(cfg: GRPOConfig, *, model: nn.Module | None = None, tokenizer: Any = N
     else:
         model.to(info.device)
         model_name = f"{type(model).__name__} passed to train()"
+    if ckpt is not None:
+        ckpt.load_model(model)                       # π_θ as it was after step ckpt.step
     reward_funcs = dict(reward_funcs) if reward_funcs is not None else reward_functions(cfg.reward_funcs)
     if cfg.gradient_checkpointing:
         set_gradient_checkpointing(model, True)      # for the updates; generation switches it off
@@ -339,17 +378,21 @@ def train(cfg: GRPOConfig, *, model: nn.Module | None = None, tokenizer: Any = N
     dist.print0(f"effective batch: N = {cfg.N} prompts x G = {cfg.G} = B = {cfg.B} completions per step "
                 f"({N_local} prompts per rank), {cfg.total_steps} steps x mu = {cfg.mu} updates; "
                 f"{len(train_problems)} training / {len(eval_problems)} held-out problems")
+    if ckpt is not None:
+        dist.print0(f"resuming from {ckpt.path} after step {ckpt.step}")
 
     # --- bookkeeping: output files and W&B (rank 0 only) ---
     out = Path(cfg.output_dir)
     run = metrics_file = evals_file = None
+    history: list[dict[str, Any]] = ckpt.history if ckpt is not None else []   # a resumed run continues them
+    evals: list[dict[str, Any]] = ckpt.evals if ckpt is not None else []
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
         run = init_wandb(cfg, out)
-        metrics_file = open(out / METRICS_FILE, "w")
+        metrics_file = open(out / METRICS_FILE, "w")  # rewritten up to the checkpoint, then continued
         evals_file = open(out / EVALS_FILE, "w")
-    history: list[dict[str, Any]] = []
-    evals: list[dict[str, Any]] = []
+        metrics_file.writelines(json.dumps(rec) + "\n" for rec in history)
+        evals_file.writelines(json.dumps(rec) + "\n" for rec in evals)
 
     def run_eval(step: int, desc: str) -> EvalResult:
         t0 = time.perf_counter()
@@ -372,21 +415,33 @@ def train(cfg: GRPOConfig, *, model: nn.Module | None = None, tokenizer: Any = N
     if threads is not None and info.device == "cpu":
         torch.set_num_threads(threads)              # restored when train() returns (a notebook keeps its own)
     try:
-        # --- bookkeeping: evaluate before training ---
-        eval_before = run_eval(0, "eval before")
-
         # --- GRPO: the policy π_θ, its optimizer, and the DDP wrapper used for the updates ---
         optimizer, scheduler = make_optimizer(model, cfg)
         policy = model
         if world > 1:
             from torch.nn.parallel import DistributedDataParallel
 
+            # the constructor broadcasts rank 0's weights, so every rank starts from the same π_θ
             policy = DistributedDataParallel(model, device_ids=[info.local_rank] if info.device.startswith("cuda") else None)
         ref_model = None
-        bar = tqdm(total=cfg.total_steps, desc="GRPO steps", disable=not cfg.progress or not info.is_main)
+        start_step, last_checkpoint = 0, None
+        if ckpt is not None:
+            # --- bookkeeping: resume: AdamW, schedule, π_ref (mid-iteration), this rank's RNG ---
+            ckpt.load_optimizer(optimizer, scheduler)
+            start_step, last_checkpoint = ckpt.step, ckpt.path
+            if cfg.beta > 0 and start_step % cfg.steps:
+                ref_model = copy.deepcopy(model).eval().requires_grad_(False)
+                if not ckpt.load_reference(ref_model):
+                    raise checkpoint.CheckpointError(f"--resume {cfg.resume}: {ckpt.path.name} is inside an outer "
+                                                     "iteration with beta > 0 but holds no reference model")
+            ckpt.restore_rng(rank)
+        # --- bookkeeping: evaluate before training (after DDP's broadcast; a resumed run kept the first run's) ---
+        eval_before = run_eval(0, "eval before") if ckpt is None else _eval_result(ckpt.state["eval_before"])
+        bar = tqdm(total=cfg.total_steps, initial=start_step, desc="GRPO steps",
+                   disable=not cfg.progress or not info.is_main)
         t_train = time.perf_counter()
 
-        for step in range(cfg.total_steps):          # I outer iterations of M steps, as one loop
+        for step in range(start_step, cfg.total_steps):    # I outer iterations of M steps, as one loop
             t_step = time.perf_counter()
             iteration = step // cfg.steps
             if step % cfg.steps == 0 and cfg.beta > 0:
@@ -406,6 +461,8 @@ def train(cfg: GRPOConfig, *, model: nn.Module | None = None, tokenizer: Any = N
                                   ref_model=ref_model, scale_rewards=cfg.scale_rewards,
                                   temperature=cfg.temperature, need_old=cfg.mu > 1,
                                   chunk_size=cfg.micro_batch_size)
+            if faults:
+                _inject_fault(faults, step + 1, rank, batch)        # test hook (GRPO_LIB_FAULT); never in real runs
 
             # --- GRPO: μ policy updates on the same batch ---
             t_update = time.perf_counter()
@@ -438,6 +495,7 @@ def train(cfg: GRPOConfig, *, model: nn.Module | None = None, tokenizer: Any = N
                       "step_seconds": step_seconds, "tokens_per_second": tokens / step_seconds,
                       "wall_seconds": time.perf_counter() - t_start}
             history.append(record)
+            bad = {k: record[k] for k in CHECKED_METRICS if not math.isfinite(record[k])}
 
             # --- bookkeeping: logging (rank 0), callback, evaluation every eval_every steps ---
             if info.is_main:
@@ -449,10 +507,28 @@ def train(cfg: GRPOConfig, *, model: nn.Module | None = None, tokenizer: Any = N
                 bar.set_postfix(reward=f"{record['reward']:.2f}", acc=f"{record['accuracy']:.2f}")
                 if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.total_steps:
                     bar.write(_format_record(record, cfg.total_steps))
+            if bad:                                  # same on every rank: the record is all-reduced
+                error = NonFiniteMetricError(step + 1, bad, last_checkpoint)
+                if info.is_main:
+                    _write_summary(out, {"status": "failed", "error": str(error), "failed_step": step + 1,
+                                         "last_checkpoint": None if last_checkpoint is None else str(last_checkpoint),
+                                         "preset": cfg.preset, "model": model_name, "world_size": world,
+                                         "accuracy_before": eval_before.strict_accuracy, "config": cfg.to_dict()})
+                raise error
             if callback is not None:
                 callback(record, batch)
             if cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.total_steps:
                 run_eval(step + 1, f"eval @ {step + 1}")
+
+            # --- bookkeeping: checkpoint every save_every steps (rank 0 writes, all ranks send their RNG) ---
+            if cfg.save_every and (step + 1) % cfg.save_every == 0:
+                keep_ref = ref_model if (step + 1) % cfg.steps else None   # iteration end: next step resets π_ref
+                state = {"step": step + 1, "iteration": iteration + 1, "world_size": world, "config": cfg.to_dict(),
+                         "history": history, "evals": evals, "eval_before": eval_before.to_dict(),
+                         "versions": _versions()}
+                last_checkpoint = checkpoint.save_checkpoint(out, step + 1, model=model, optimizer=optimizer,
+                                                             scheduler=scheduler, reference=keep_ref, state=state)
+                dist.print0(f"checkpoint: {last_checkpoint}")
         bar.close()
         train_seconds = time.perf_counter() - t_train
         del ref_model
@@ -460,7 +536,7 @@ def train(cfg: GRPOConfig, *, model: nn.Module | None = None, tokenizer: Any = N
         # --- bookkeeping: evaluate after training, save the model, write the summary ---
         eval_after = run_eval(cfg.total_steps, "eval after")
         summary = {
-            "preset": cfg.preset, "model": model_name,
+            "status": "completed", "preset": cfg.preset, "model": model_name,
             "accuracy_before": eval_before.strict_accuracy, "accuracy_after": eval_after.strict_accuracy,
             "accuracy_before_ci": list(eval_before.strict_ci), "accuracy_after_ci": list(eval_after.strict_ci),
             "lenient_accuracy_before": eval_before.lenient_accuracy, "lenient_accuracy_after": eval_after.lenient_accuracy,
@@ -475,7 +551,7 @@ def train(cfg: GRPOConfig, *, model: nn.Module | None = None, tokenizer: Any = N
             model.save_pretrained(out / MODEL_SUBDIR)
             tokenizer.save_pretrained(out / MODEL_SUBDIR)
             summary["wall_seconds"] = time.perf_counter() - t_start
-            (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
+            _write_summary(out, summary)
             if run is not None:
                 run.summary.update({k: v for k, v in summary.items() if isinstance(v, (int, float, str))})
             dist.print0(f"accuracy {eval_before.strict_accuracy:.1%} -> {eval_after.strict_accuracy:.1%} "
@@ -491,6 +567,54 @@ def train(cfg: GRPOConfig, *, model: nn.Module | None = None, tokenizer: Any = N
     model.eval()
     return TrainResult(history=history, evals=evals, summary=summary, eval_before=eval_before,
                        eval_after=eval_after, model=model, tokenizer=tokenizer, output_dir=out)
+
+
+class NonFiniteMetricError(FloatingPointError):
+    """A NaN or inf loss, grad norm, KL or reward: the run stops at that step (the message names both)."""
+
+    def __init__(self, step: int, bad: Mapping[str, float], last_checkpoint: Path | None):
+        self.step, self.bad, self.last_checkpoint = step, dict(bad), last_checkpoint
+        what = ", ".join(f"{k} = {v}" for k, v in bad.items())
+        keep = (f"the last good checkpoint is {last_checkpoint} (resume with --resume {last_checkpoint})"
+                if last_checkpoint is not None else "no checkpoint was written before it (see --save-every)")
+        super().__init__(f"training stopped at step {step}: non-finite {what}; {keep}. Try a lower --lr or "
+                         "--max-grad-norm, or check the reward functions.")
+
+
+def _write_summary(out: Path, summary: dict[str, Any]) -> None:
+    tmp = out / (SUMMARY_FILE + ".tmp")
+    tmp.write_text(json.dumps(summary, indent=2))
+    os.replace(tmp, out / SUMMARY_FILE)
+
+
+def _eval_result(d: Mapping[str, Any]) -> EvalResult:
+    return EvalResult(n=d["n"], n_strict=d["n_strict"], n_lenient=d["n_lenient"], n_format=d["n_format"],
+                      samples=list(d.get("samples", [])))
+
+
+def _parse_faults(spec: str) -> list[tuple[str, int, int | None]]:
+    """GRPO_LIB_FAULT="raise@2:rank1,nan@3" -> [("raise", 2, 1), ("nan", 3, None)] (test hook, choice 8)."""
+    faults = []
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        try:
+            what, _, where = item.partition("@")
+            step_text, _, rank_text = where.partition(":")
+            rank = int(rank_text.removeprefix("rank")) if rank_text else None
+            if what not in ("raise", "nan"):
+                raise ValueError(what)
+            faults.append((what, int(step_text), rank))
+        except ValueError:
+            raise ValueError(f"{FAULT_ENV}={spec!r}: each item must be 'raise@STEP' or 'nan@STEP', optionally "
+                             f"followed by ':rankR' (a test hook; unset it for real runs)") from None
+    return faults
+
+
+def _inject_fault(faults: list[tuple[str, int, int | None]], step: int, rank: int, batch: ScoredRollout) -> None:
+    for what, at, on_rank in faults:
+        if at == step and on_rank in (None, rank):
+            if what == "raise":
+                raise RuntimeError(f"{FAULT_ENV}: injected failure on rank {rank} at step {step}")
+            batch.advantages = torch.full_like(batch.advantages, float("nan"))   # -> NaN loss and gradient
 
 
 def _format_record(rec: dict[str, Any], total: int) -> str:
@@ -539,9 +663,9 @@ def build_arg_parser() -> argparse.ArgumentParser:
                     "Start from --preset, then override any option. Paper symbols in [brackets].",
         epilog="Example: python -m grpo_lib.train --preset tiny --steps 50 --output-dir runs/tiny50",
     )
-    parser.add_argument("--preset", default="tiny", choices=list(PRESETS),
+    parser.add_argument("--preset", default=argparse.SUPPRESS, choices=list(PRESETS),
                         help="starting values: 'tiny' (CPU, minutes; the default) or 'qwen2.5-1.5b-gsm8k' "
-                             "(the tutorial's GPU run)")
+                             "(the tutorial's GPU run). With --resume the starting values are the checkpoint's")
     docs, types_ = field_docs(), field_types()
     tiny = GRPOConfig.tiny()
     for f in fields(GRPOConfig):
@@ -566,25 +690,42 @@ def _show(value: Any) -> str:
 def parse_config(argv: Sequence[str] | None = None) -> GRPOConfig:
     """The GRPOConfig described by command-line arguments (preset values, then the overrides).
 
-    A bad value exits with argparse's usage message naming the option.
+    With `--resume DIR` the starting values are the configuration saved in the checkpoint, so
+    `--resume DIR` alone continues the same run; options given with it override the saved values, and
+    `train` refuses those that would change the training (grpo_lib.checkpoint.RESUME_MAY_DIFFER lists
+    the ones that may change). A bad value, or a --resume folder without a complete checkpoint, exits
+    with argparse's usage message naming the option.
 
     Taught in: notebooks/05_full_run.ipynb
     """
     parser = build_arg_parser()
     ns = vars(parser.parse_args(argv))
-    preset = ns.pop("preset")
+    preset = ns.pop("preset", None)
     try:
-        return GRPOConfig.from_preset(preset, **ns)
+        if ns.get("resume"):
+            names = {f.name for f in fields(GRPOConfig)}
+            saved = {k: v for k, v in checkpoint.saved_config(ns["resume"]).items() if k in names}
+            return GRPOConfig(**{**saved, **ns, **({"preset": preset} if preset else {})})
+        return GRPOConfig.from_preset(preset or "tiny", **ns)
     except (ValueError, TypeError) as e:
         parser.error(str(e))
         raise  # pragma: no cover  (parser.error exits)
 
 
+@record        # under torchrun: the failing rank's traceback goes into torchrun's error report
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of `python -m grpo_lib.train` and of `torchrun ... -m grpo_lib.train`."""
+    """Entry point of `python -m grpo_lib.train` and of `torchrun ... -m grpo_lib.train`.
+
+    Returns 0 when training completed, 1 when it stopped on a NaN/inf metric (`NonFiniteMetricError`),
+    2 for a --resume checkpoint that cannot be continued; any other error propagates (exit status 1).
+    """
     cfg = parse_config(argv)
     try:
         train(cfg)
+    except (NonFiniteMetricError, checkpoint.CheckpointError) as e:
+        if dist.env_rank()[0] == 0:
+            print(f"error: {e}", file=sys.stderr, flush=True)
+        return 1 if isinstance(e, NonFiniteMetricError) else 2
     finally:
         dist.cleanup()
     return 0

@@ -15,8 +15,8 @@ from grpo_lib.config import GRPOConfig
 from grpo_lib.models import TINY_MODEL_DIR, tiny_qwen2_config
 from grpo_lib.rollout import RewardFunctionError, generate_completions, score_rollout
 from grpo_lib.tokenizer import build_char_tokenizer
-from grpo_lib.train import (METRICS, build_arg_parser, make_optimizer, parse_config, policy_update, reward_functions,
-                            train)
+from grpo_lib.train import (METRICS, NonFiniteMetricError, build_arg_parser, main, make_optimizer, parse_config,
+                            policy_update, reward_functions, train)
 
 from conftest import REPO
 
@@ -30,7 +30,7 @@ SUMMARY_KEYS = {
     "preset", "accuracy_before", "accuracy_after", "accuracy_before_ci", "accuracy_after_ci",
     "lenient_accuracy_before", "lenient_accuracy_after", "format_rate_before", "format_rate_after", "eval_n",
     "steps", "world_size", "device", "parameters", "train_seconds", "wall_seconds", "samples_before",
-    "samples_after", "versions", "config",
+    "samples_after", "versions", "config", "status",
 }
 
 
@@ -291,6 +291,74 @@ def test_wandb_login_detection_never_needs_the_network(tmp_path, monkeypatch):
     (tmp_path / ".netrc").write_text("machine api.wandb.ai\n  login user\n  password not-a-real-key\n")
     (tmp_path / ".netrc").chmod(0o600)
     assert _wandb_logged_in()
+
+
+# --- failures: NaN/inf stops the run naming the step and the metric; bad settings fail before any work ----------
+def test_an_overflowing_reward_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
+    tok = build_char_tokenizer()
+    calls = []
+
+    def overflow_at_step_2(completions, **kw):
+        # NaN itself is refused by score_completions, but 3e38 is a finite float32: two of them overflow the
+        # group mean to inf, so A, the loss and the gradient become inf/NaN through the real code path
+        calls.append(1)
+        return [3e38 if len(calls) == 2 and i < 2 else float(len(c[0]["content"]) % 3)
+                for i, c in enumerate(completions)]
+
+    model = random_tiny(tok)
+    cfg = small_cfg(tmp_path, steps=4, save_every=1)
+    with pytest.raises(NonFiniteMetricError) as err:
+        train(cfg, model=model, tokenizer=tok, reward_funcs={"huge": overflow_at_step_2})
+    msg = str(err.value)
+    assert msg.startswith("training stopped at step 2: non-finite loss = ") and err.value.step == 2
+    assert set(err.value.bad) == {"loss", "grad_norm", "reward"} and err.value.bad["reward"] == math.inf
+    assert "step-000001" in msg                                          # where to resume from
+    out = tmp_path / "run"
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-000001"]   # nothing saved after it
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "failed" and summary["failed_step"] == 2
+    assert summary["last_checkpoint"].endswith("step-000001") and "step 2" in summary["error"]
+    assert [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    assert all(torch.isfinite(p).all() for p in model.parameters())     # the NaN gradient was never applied
+
+
+@pytest.mark.filterwarnings("ignore:Unable to enable fault handler")   # torchrun's @record, under pytest's capture
+def test_cli_exits_non_zero_on_a_nan_loss(tmp_path, monkeypatch, capsys):
+    if not (TINY_MODEL_DIR / "model.safetensors").exists():
+        pytest.skip(f"shipped tiny model not found at {TINY_MODEL_DIR}")
+    monkeypatch.setenv("GRPO_LIB_FAULT", "nan@2")                        # test hook: NaN advantages at step 2
+    rc = main(["--steps", "3", "--N", "2", "--G", "4", "--eval-n", "4", "--report-to", "none", "--progress", "false",
+               "--save-every", "1", "--output-dir", str(tmp_path / "run")])
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert "error: training stopped at step 2: non-finite loss = nan" in err
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "failed"
+
+
+@pytest.mark.parametrize("spec", ["boom@2", "raise@two", "nan@2:node1", "raise"])
+def test_a_malformed_fault_hook_fails_naming_the_variable(tmp_path, monkeypatch, spec):
+    monkeypatch.setenv("GRPO_LIB_FAULT", spec)
+    tok = build_char_tokenizer()
+    with pytest.raises(ValueError, match="GRPO_LIB_FAULT"):
+        train(small_cfg(tmp_path), model=random_tiny(tok), tokenizer=tok)
+
+
+def test_n_not_divisible_by_the_processes_fails_before_the_process_group_starts(tmp_path, monkeypatch):
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")                                # as torchrun --nproc_per_node=2 sets it
+    tok = build_char_tokenizer()
+    with pytest.raises(ValueError, match=r"N = 3 prompts per step must be divisible by the number of processes \(2\)"
+                                         r".*--N 2 or --N 4"):
+        train(small_cfg(tmp_path, N=3), model=random_tiny(tok), tokenizer=tok)
+    assert not torch.distributed.is_initialized()
+
+
+def test_sampling_streams_differ_per_rank_and_step():
+    from grpo_lib.train import _sampling_seed
+
+    seeds = {_sampling_seed(0, step, rank, 4) for step in range(50) for rank in range(4)}
+    assert len(seeds) == 200                                             # no two (step, rank) pairs share a stream
+    assert _sampling_seed(0, 3, 1, 2) != _sampling_seed(1, 3, 1, 2)      # and the run's seed moves them all
 
 
 # --- the tiny preset's target: the course's headline result at laptop scale -----------------------------------

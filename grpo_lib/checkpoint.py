@@ -1,0 +1,336 @@
+"""Checkpoints that a run can resume from exactly, and that are never loaded half-written.
+
+A checkpoint is one folder, OUTPUT_DIR/checkpoints/step-XXXXXX/ (the step is the number of completed
+sampling steps), holding:
+
+    model.safetensors        π_θ's weights (safetensors: tensors only, no pickled code)
+    reference.safetensors    π_ref's weights, only when β > 0 and π_ref differs from π_θ (mid-iteration)
+    optimizer.pt             AdamW state (moments, step counts, param groups)
+    scheduler.pt             the learning-rate schedule's position
+    rng-rank0.pt ...         python `random`, numpy and torch (CPU, and CUDA when used) RNG states of
+                             EVERY rank, one file per rank
+    trainer_state.json       step, outer iteration, world size, the config, the metrics history, the
+                             evaluations so far
+    manifest.json            written last: the files above with their sizes
+
+Choices made here (tested in tests/test_checkpoint.py; the 2-process case in tests/test_ddp.py):
+1. Atomic writes: everything is written into a hidden temporary folder (`.tmp-step-XXXXXX-<pid>`),
+   manifest.json last, then the folder is renamed to its final name with `os.replace` (atomic on one
+   file system). A run killed while writing leaves only a temporary folder, which is never loaded; a
+   folder without a manifest, or whose files do not match it, is refused with a clear message.
+2. Safe loading: weights through safetensors, everything else through `torch.load(weights_only=True)`
+   (no arbitrary pickles), or JSON.
+3. Rank 0 writes the whole checkpoint. The other ranks send it their RNG states (an all-gather), so a
+   checkpoint needs no shared file system and every rank's sampling stream is restored on resume.
+4. The reference model: DeepSeekMath's outer loop resets π_ref ← π_θ at the start of every iteration. A
+   checkpoint taken at an iteration boundary needs no π_ref (the next step resets it); one taken inside
+   an iteration saves π_ref, since it can no longer be re-derived from π_θ.
+5. A resumed run must use the same configuration: `config_differences` lists the fields that differ,
+   except harmless ones (`RESUME_MAY_DIFFER`: where to write, how to log, threads, device), and
+   `train` refuses to continue when the list is not empty. It must also use the same number of
+   processes, since every rank restores its own RNG state and its own slice of the prompts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+CHECKPOINTS_SUBDIR = "checkpoints"
+MANIFEST = "manifest.json"
+STATE_FILE = "trainer_state.json"
+MODEL_FILE = "model.safetensors"
+REFERENCE_FILE = "reference.safetensors"
+OPTIMIZER_FILE = "optimizer.pt"
+SCHEDULER_FILE = "scheduler.pt"
+FORMAT_VERSION = 1
+
+RESUME_MAY_DIFFER = frozenset({
+    "output_dir", "report_to", "wandb_project", "log_every", "progress", "eval_every", "eval_batch_size",
+    "num_threads", "device", "save_every", "resume", "dist_timeout_minutes",
+})
+"""config fields that may change between a run and its resumption (they do not change the training)"""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be resumed from: missing, half-written, or written by another configuration."""
+
+
+def checkpoint_dir(output_dir: str | os.PathLike, step: int) -> Path:
+    """OUTPUT_DIR/checkpoints/step-XXXXXX for `step` completed steps (zero-padded so names sort by step)."""
+    return Path(output_dir) / CHECKPOINTS_SUBDIR / f"step-{step:06d}"
+
+
+def rng_state() -> dict[str, Any]:
+    """This process's random number generator states: python `random`, numpy, torch CPU (and CUDA if used).
+
+    Stored as tensors, ints and tuples only, so `torch.load(weights_only=True)` can read it back.
+    """
+    import numpy as np
+
+    version, py_state, gauss = random.getstate()
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    state = {
+        "python": (version, torch.tensor(py_state, dtype=torch.int64), gauss),
+        "numpy": (np_name, torch.from_numpy(np_keys.astype(np.int64)), int(np_pos), int(np_has_gauss),
+                  float(np_gauss)),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what `rng_state` recorded (the CUDA part only where CUDA is in use)."""
+    import numpy as np
+
+    version, py_state, gauss = state["python"]
+    random.setstate((version, tuple(int(x) for x in py_state.tolist()), gauss))
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = state["numpy"]
+    np.random.set_state((np_name, np_keys.numpy().astype(np.uint32), np_pos, np_has_gauss, np_gauss))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(output_dir: str | os.PathLike, step: int, *, model: nn.Module,
+                    optimizer: torch.optim.Optimizer, scheduler: Any, reference: nn.Module | None,
+                    state: dict[str, Any]) -> Path | None:
+    """Write checkpoint `step` atomically. Called on EVERY rank (it gathers the RNG states); rank 0 writes.
+
+    Args:
+        output_dir: the run's output folder; the checkpoint goes to output_dir/checkpoints/step-XXXXXX.
+        step: completed sampling steps.
+        model: π_θ, unwrapped (not DDP).
+        optimizer, scheduler: AdamW and its LambdaLR.
+        reference: π_ref when it must be saved (β > 0 and inside an outer iteration), else None.
+        state: JSON-ready trainer state (step, iteration, world_size, config, history, evals, ...).
+
+    Returns:
+        The checkpoint folder on rank 0, None on the other ranks.
+
+    Used by: grpo_lib.train (the engine that notebooks/05_full_run.ipynb runs)
+    """
+    from safetensors.torch import save_model
+
+    from grpo_lib import dist
+
+    rng_states = dist.all_gather_objects(rng_state())              # every rank's, in rank order
+    final = None
+    if dist.is_main():
+        final = checkpoint_dir(output_dir, step)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        for stale in final.parent.glob(".tmp-step-*"):              # left by a run killed while writing
+            shutil.rmtree(stale, ignore_errors=True)
+        tmp = final.parent / f".tmp-{final.name}-{os.getpid()}"
+        tmp.mkdir()
+        save_model(model, str(tmp / MODEL_FILE))                    # handles tied embeddings
+        if reference is not None:
+            save_model(reference, str(tmp / REFERENCE_FILE))
+        torch.save(optimizer.state_dict(), tmp / OPTIMIZER_FILE)
+        torch.save(scheduler.state_dict(), tmp / SCHEDULER_FILE)
+        for r, rng in enumerate(rng_states):
+            torch.save(rng, tmp / f"rng-rank{r}.pt")
+        (tmp / STATE_FILE).write_text(json.dumps({"format": FORMAT_VERSION, **state}, indent=1))
+        _write_manifest(tmp, step)                                  # last: its presence means "complete"
+        if final.exists():                                         # an older checkpoint of the same step
+            shutil.rmtree(final)
+        os.replace(tmp, final)                                      # atomic: the folder appears whole
+    dist.barrier()
+    return final
+
+
+def _write_manifest(folder: Path, step: int) -> None:
+    files = {p.name: p.stat().st_size for p in sorted(folder.iterdir()) if p.name != MANIFEST}
+    manifest = {"format": FORMAT_VERSION, "step": step, "files": files, "written": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    path = folder / MANIFEST
+    path.write_text(json.dumps(manifest, indent=1))
+    with open(path, "rb+") as f:
+        os.fsync(f.fileno())
+
+
+def is_complete(folder: str | os.PathLike) -> bool:
+    """True when `folder` has a manifest and every file it lists, with the listed size."""
+    return _incomplete_reason(Path(folder)) is None
+
+
+def _incomplete_reason(folder: Path) -> str | None:
+    path = folder / MANIFEST
+    if not path.is_file():
+        return f"no {MANIFEST} (a checkpoint gets it last, so this one was not completely written)"
+    try:
+        manifest = json.loads(path.read_text())
+        files = manifest["files"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return f"{MANIFEST} is unreadable"
+    for name, size in files.items():
+        f = folder / name
+        if not f.is_file():
+            return f"{name} is listed in {MANIFEST} but missing"
+        if f.stat().st_size != size:
+            return f"{name} has {f.stat().st_size} bytes, {MANIFEST} says {size}"
+    return None
+
+
+def latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
+    """The complete checkpoint with the highest step under output_dir/checkpoints, or None.
+
+    Temporary folders (a write in progress or killed) and incomplete folders are skipped.
+    """
+    root = Path(output_dir) / CHECKPOINTS_SUBDIR
+    if not root.is_dir():
+        return None
+    found = []
+    for p in root.iterdir():
+        if p.is_dir() and p.name.startswith("step-") and p.name[5:].isdigit() and is_complete(p):
+            found.append((int(p.name[5:]), p))
+    return max(found)[1] if found else None
+
+
+def find_checkpoint(path: str | os.PathLike) -> Path:
+    """Resolve a --resume argument: a checkpoint folder itself, or an output dir (its latest complete checkpoint).
+
+    Raises:
+        CheckpointError: the folder does not exist, holds no complete checkpoint, or is a half-written
+            one; the message names --resume.
+    """
+    folder = Path(path)
+    if not folder.is_dir():
+        raise CheckpointError(f"--resume {path}: no such folder (give a checkpoint folder such as "
+                              f"runs/tiny/{CHECKPOINTS_SUBDIR}/step-000010, or the run's output dir)")
+    if (folder / STATE_FILE).exists() or (folder / MANIFEST).exists() or folder.name.startswith((".tmp-", "step-")):
+        why = _incomplete_reason(folder)
+        if why is not None:
+            raise CheckpointError(f"--resume {path}: not a complete checkpoint: {why}. Use an earlier checkpoint, "
+                                  f"or the output dir to pick the latest complete one.")
+        return folder
+    latest = latest_checkpoint(folder)
+    if latest is None:
+        raise CheckpointError(f"--resume {path}: no complete checkpoint in {folder / CHECKPOINTS_SUBDIR} "
+                              "(was the run started with --save-every K?)")
+    return latest
+
+
+@dataclass
+class Checkpoint:
+    """A complete checkpoint folder, opened for resuming (see `open_checkpoint`).
+
+    Attributes:
+        path: the folder.
+        state: trainer_state.json: step, iteration, world_size, config, history, evals, eval_before.
+
+    Used by: grpo_lib.train (the engine that notebooks/05_full_run.ipynb runs)
+    """
+
+    path: Path
+    state: dict[str, Any]
+
+    @property
+    def step(self) -> int:
+        """completed sampling steps: the resumed run continues with step + 1 (1-based)"""
+        return int(self.state["step"])
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        """the metric records of steps 1..step (metrics.jsonl is rewritten from them, then continued)"""
+        return list(self.state["history"])
+
+    @property
+    def evals(self) -> list[dict[str, Any]]:
+        """the evaluation records up to this step"""
+        return list(self.state["evals"])
+
+    def load_model(self, model: nn.Module) -> None:
+        """Copy the saved π_θ weights into `model` (same architecture), with safetensors."""
+        _load_weights(model, self.path / MODEL_FILE)
+
+    def load_reference(self, model: nn.Module) -> bool:
+        """Copy the saved π_ref into `model` and return True; False when the checkpoint has no π_ref."""
+        if not (self.path / REFERENCE_FILE).exists():
+            return False
+        _load_weights(model, self.path / REFERENCE_FILE)
+        return True
+
+    def load_optimizer(self, optimizer: torch.optim.Optimizer, scheduler: Any) -> None:
+        """Restore AdamW's state and the schedule's position (`torch.load(weights_only=True)`)."""
+        device = next((p.device for g in optimizer.param_groups for p in g["params"]), torch.device("cpu"))
+        optimizer.load_state_dict(torch.load(self.path / OPTIMIZER_FILE, map_location=device, weights_only=True))
+        scheduler.load_state_dict(torch.load(self.path / SCHEDULER_FILE, weights_only=True))
+
+    def restore_rng(self, rank: int) -> None:
+        """Restore rank `rank`'s RNG states (python, numpy, torch, CUDA)."""
+        set_rng_state(torch.load(self.path / f"rng-rank{rank}.pt", weights_only=True))
+
+
+def _load_weights(model: nn.Module, path: Path) -> None:
+    from safetensors.torch import load_model
+
+    missing, unexpected = load_model(model, str(path), strict=False, device=str(next(model.parameters()).device))
+    if missing or unexpected:
+        raise CheckpointError(f"{path}: weights do not fit the model (missing {sorted(missing)[:5]}, "
+                              f"unexpected {sorted(unexpected)[:5]})")
+
+
+def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """'field: saved X, now Y' for every config field that differs, except those in RESUME_MAY_DIFFER.
+
+    Both are `GRPOConfig.to_dict()` dicts; a JSON round trip makes tuples and lists compare equal.
+    """
+    saved, current = json.loads(json.dumps(saved)), json.loads(json.dumps(current))
+    out = []
+    for name in sorted(set(saved) | set(current)):
+        if name in RESUME_MAY_DIFFER:
+            continue
+        if saved.get(name) != current.get(name):
+            out.append(f"{name}: saved {saved.get(name)!r}, now {current.get(name)!r}")
+    return out
+
+
+def open_checkpoint(path: str | os.PathLike, config: dict[str, Any], world_size: int) -> Checkpoint:
+    """Find, check and open the checkpoint to resume from.
+
+    Args:
+        path: the --resume argument (a checkpoint folder or an output dir).
+        config: the resuming run's `GRPOConfig.to_dict()`.
+        world_size: the resuming run's number of processes.
+
+    Raises:
+        CheckpointError: no complete checkpoint there, a different configuration (the message lists the
+            differing fields), or a different number of processes.
+
+    Used by: grpo_lib.train (the engine that notebooks/05_full_run.ipynb runs)
+    """
+    folder = find_checkpoint(path)
+    try:
+        state = json.loads((folder / STATE_FILE).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"--resume {path}: cannot read {folder / STATE_FILE}: {e}") from None
+    diffs = config_differences(state["config"], config)
+    if diffs:
+        raise CheckpointError(
+            f"--resume {path}: {folder.name} was written with a different configuration, so the run would not "
+            "continue the same training. Differing options:\n  - " + "\n  - ".join(diffs)
+            + f"\nUse the saved values (only {', '.join(sorted(RESUME_MAY_DIFFER - {'resume'}))} may change), "
+            "or start a new run without --resume.")
+    if int(state["world_size"]) != world_size:
+        raise CheckpointError(
+            f"--resume {path}: {folder.name} was written by {state['world_size']} process(es), this run has "
+            f"{world_size}; each rank resumes its own RNG stream and prompts, so use "
+            f"--nproc_per_node={state['world_size']}.")
+    return Checkpoint(path=folder, state=state)
+
+
+def saved_config(path: str | os.PathLike) -> dict[str, Any]:
+    """The configuration stored in the checkpoint that `path` (a --resume argument) resolves to."""
+    folder = find_checkpoint(path)
+    return json.loads((folder / STATE_FILE).read_text())["config"]
