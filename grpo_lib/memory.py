@@ -12,7 +12,8 @@ a model trained with AdamW in mixed precision holds, per parameter Ψ,
 which is 2 + 2 + 12 = 16 bytes for bf16. A frozen model (the reference policy π_ref, a learned reward
 model) holds only its weights.
 
-Choices made here (each shown in notebooks/02_advantages.ipynb):
+Choices made here (each shown in notebooks/02_advantages.ipynb; the per-GPU planner at the end of
+this module, `plan_gpu_memory`, is taught in notebooks/05_full_run.ipynb and documented there):
 1. Mixed precision is assumed whenever dtype_bytes < 4: the optimizer keeps fp32 m, v and an fp32 master
    copy of the weights, and gradients live in the training dtype. With dtype_bytes = 4 (plain fp32) there
    is no master copy. Pass `master_weights=False` for "pure bf16" training (torch AdamW straight on bf16
@@ -23,8 +24,9 @@ Choices made here (each shown in notebooks/02_advantages.ipynb):
    `AutoModelForSequenceClassification(num_labels=1)`), trained like the policy, so it carries weights,
    gradients and optimizer state. A learned reward model (DeepSeekMath, PPO-RLHF) has the same shape but
    is frozen during RL: weights only.
-4. Only states tied to parameters are counted. Activations, logits (B·T·V), the KV cache and framework
-   overhead come on top; `MemoryTable.with_rows` is the hook for adding them.
+4. `training_memory_table` counts only states tied to parameters. Activations, logits (B·T·V) and the
+   KV cache come on top: `plan_gpu_memory` adds them per GPU (a Korthikanti et al. 2022 style count of
+   the tensors autograd saves, checked against torch in tests/test_memory.py).
 5. Sizes are reported in GiB (2^30 bytes), the unit `torch.cuda.memory_allocated` and `nvidia-smi` use.
 """
 
@@ -294,3 +296,463 @@ def training_memory_table(
     title = f"{algo}: {getattr(config, 'model_type', 'model')} with {psi / 1e9:.2f}B parameters, {dtype} + {optimizer}"
     meta = {"params": psi, "dtype_bytes": dtype_bytes, "optimizer": optimizer, "master_weights": master_weights}
     return MemoryTable(tuple(rows), title, meta)
+
+
+# --- the per-GPU planner (notebook 05) ----------------------------------------------------------------
+#
+# Activations are counted the way Korthikanti et al. (2022), "Reducing Activation Recomputation in Large
+# Transformer Models" (arXiv 2205.05198, section 4.1) count them: every tensor that autograd saves for the
+# backward pass, layer by layer. Their GPT layer (LayerNorm, GeLU MLP of 4h, dropout, attention scores
+# kept) gives s·b·h·(34 + 5·n_heads·s/h) bytes in 16-bit. Applied to transformers' Qwen2 decoder layer instead (RMSNorm
+# computed in fp32, no dropout, SwiGLU MLP of width f, SDPA / flash attention that keeps no s×s scores),
+# the same count gives, per token and per layer, with a = bytes per activation (2 for bf16):
+#
+#     2 RMSNorms        2·((4 + a)·h + 4)     fp32 copy of the input, normalised input, 1/rms
+#     their outputs     2·a·h                 saved by q/k/v_proj and by gate/up_proj
+#     attention         a·h_q + 2·a·h_kv' + a·h_q + 4·n_heads
+#                                             q, k, v (after RoPE), the output (also o_proj's input),
+#                                             SDPA's log-sum-exp in fp32
+#     SwiGLU MLP        4·a·f                 gate, up, silu(gate), silu(gate)·up (down_proj's input)
+#
+# with h_q = n_heads·head_dim and h_kv' = n_kv_heads·head_dim, except that with a padding mask (GRPO's
+# left-padded batches) transformers repeats K and V to every query head before SDPA (h_kv' = h_q) and
+# SDPA keeps the mask as a bias of s per token per layer (a bytes each). Around the layers: the final
+# RMSNorm ((4 + a)·h + 4 per token), the LM-head input (a·h for the T + 1 kept positions), the token ids
+# (8 bytes per token) and RoPE's cos and sin (2·a·head_dim per token). tests/test_memory.py measures all
+# of this with torch.autograd.graph.saved_tensors_hooks on a small Qwen2 and finds the same bytes.
+#
+# Gradient checkpointing (transformers checkpoints each decoder layer) keeps only each layer's input,
+# a·h per token per layer, and recomputes one layer at a time during the backward pass: so one layer's
+# full activations are added back at the peak.
+
+DTYPE_BYTES = {"float32": 4, "fp32": 4, "bfloat16": 2, "bf16": 2, "float16": 2, "fp16": 2}
+ATTENTION_IMPLEMENTATIONS = ("sdpa", "flash_attention_2")
+LOGITS_MODES = ("grpo_lib", "full_fp32")
+GPU_USABLE_FRACTION = 0.9
+"""share of a GPU's memory the planner lets a run use: the rest is the CUDA context (~0.5 GiB), the
+caching allocator's fragmentation and short-lived buffers not listed in the plan"""
+
+
+def _cfg_int(config, name: str) -> int:
+    value = getattr(config, name, None)
+    if not isinstance(value, int) or value < 1:
+        raise ValueError(f"model config: {name} must be a positive int, got {value!r}")
+    return value
+
+
+def _qwen2_shape(config) -> dict[str, int | bool]:
+    """The numbers of a Qwen2-style config the planner needs, validated (clear errors name the field)."""
+    h, n_heads = _cfg_int(config, "hidden_size"), _cfg_int(config, "num_attention_heads")
+    n_kv = getattr(config, "num_key_value_heads", None) or n_heads
+    head_dim = getattr(config, "head_dim", None) or h // n_heads
+    if n_heads % n_kv:
+        raise ValueError(f"model config: num_attention_heads ({n_heads}) must be a multiple of "
+                         f"num_key_value_heads ({n_kv})")
+    return {"h": h, "f": _cfg_int(config, "intermediate_size"), "L": _cfg_int(config, "num_hidden_layers"),
+            "V": _cfg_int(config, "vocab_size"), "n_heads": n_heads, "n_kv": n_kv, "head_dim": head_dim,
+            "tied": bool(getattr(config, "tie_word_embeddings", False))}
+
+
+def qwen2_parameter_count(config) -> int:
+    """Ψ of a Qwen2ForCausalLM from its config, in closed form (no model is built).
+
+    Ψ = V·h + L·(attention + mlp + 2h) + h (+ V·h when the LM head is not tied), with
+    attention = h·h_q + h_q (q_proj, bias) + 2·(h·h_kv + h_kv) (k_proj, v_proj, biases) + h_q·h (o_proj),
+    mlp = 3·h·f (gate, up, down), h_q = n_heads·head_dim, h_kv = n_kv_heads·head_dim.
+
+    Args:
+        config: a `transformers.Qwen2Config` (any object with the same fields).
+
+    Returns:
+        the parameter count, an int (a tied embedding / LM head counted once, as torch does).
+
+    Taught in: notebooks/05_full_run.ipynb
+    """
+    s = _qwen2_shape(config)
+    h, hq, hkv = s["h"], s["n_heads"] * s["head_dim"], s["n_kv"] * s["head_dim"]
+    attention = h * hq + hq + 2 * (h * hkv + hkv) + hq * h
+    mlp = 3 * h * s["f"]
+    embedding = s["V"] * h
+    return embedding + s["L"] * (attention + mlp + 2 * h) + h + (0 if s["tied"] else embedding)
+
+
+def layer_activation_bytes(config, *, dtype_bytes: float = 2, seq_len: int, padded: bool = True,
+                           attention: str = "sdpa") -> float:
+    """Bytes autograd keeps for one decoder layer, per token: the Korthikanti-style count above.
+
+    per token = 2·((4 + a)·h + 4) + 2·a·h + 2·a·h_q + 2·a·h_kv' + 4·n_heads + 4·a·f  (+ a·s with a mask)
+
+    Args:
+        config: a Qwen2 config.
+        dtype_bytes: a, bytes per activation (2 bf16, 4 fp32); RMSNorm's upcast is fp32 regardless.
+        seq_len: s = P + T, the padded prompt + completion length (the mask term grows with it).
+        padded: True when the batch has a padding mask (GRPO's left-padded prompts): K and V are
+            repeated to every query head and SDPA saves the mask. flash_attention_2 needs neither.
+        attention: "sdpa" or "flash_attention_2" (both keep no s×s scores; eager attention would).
+
+    Returns:
+        bytes per token for one layer (a float; multiply by tokens and layers).
+
+    Taught in: notebooks/05_full_run.ipynb
+    """
+    if attention not in ATTENTION_IMPLEMENTATIONS:
+        raise ValueError(f"attention must be one of {ATTENTION_IMPLEMENTATIONS} (eager attention keeps the "
+                         f"s×s scores and is not modelled), got {attention!r}")
+    s, a = _qwen2_shape(config), dtype_bytes
+    h, f, hq = s["h"], s["f"], s["n_heads"] * s["head_dim"]
+    masked = padded and attention == "sdpa"
+    hkv_saved = hq if masked else s["n_kv"] * s["head_dim"]
+    norms = 2 * ((4 + a) * h + 4)
+    norm_outputs = 2 * a * h
+    attn = a * hq + 2 * a * hkv_saved + a * hq + 4 * s["n_heads"]
+    mlp = 4 * a * f
+    mask = a * seq_len if masked else 0
+    return norms + norm_outputs + attn + mlp + mask
+
+
+def activation_breakdown(config, *, micro_batch_size: int, prompt_len: int, completion_len: int,
+                         dtype_bytes: float = 2, gradient_checkpointing: bool = False, padded: bool = True,
+                         attention: str = "sdpa", logits: str = "grpo_lib") -> dict[str, int]:
+    """Activation memory of one forward + backward on b completions of P + T tokens, by part, in bytes.
+
+    n = b·(P + T) tokens go through the model (prompt and completion), logits are kept for the T
+    completion positions only (grpo_lib.logprobs, `logits_to_keep`):
+
+        layers          L · n · layer_activation_bytes          (no checkpointing)
+        checkpointed    L · n · a·h  +  n · layer_activation_bytes (one layer recomputed at a time)
+        outside layers  n·((4 + a)·h + 4 + 8 + 2·a·head_dim) + b·(T + 1)·a·h
+                        (final norm, token ids, RoPE cos/sin (not with checkpointing), LM-head input)
+        logits          b·T·V·a   (grpo_lib: log-softmax rows of the completion positions, model dtype)
+                        b·(P+T)·V·4 (full_fp32: the tutorial's fp32 log-softmax over every position)
+
+    Args:
+        config: a Qwen2 config.
+        micro_batch_size: b, completions per forward/backward pass.
+        prompt_len: P, padded prompt tokens; completion_len: T, completion tokens.
+        dtype_bytes, padded, attention: as in `layer_activation_bytes`.
+        gradient_checkpointing: keep only each layer's input and recompute in backward.
+        logits: "grpo_lib" or "full_fp32".
+
+    Returns:
+        dict of bytes: "layers" (saved inside the decoder layers), "recompute" (the one layer rebuilt
+        during backward; 0 without checkpointing), "outside_layers", "logits".
+
+    Taught in: notebooks/05_full_run.ipynb
+    """
+    if logits not in LOGITS_MODES:
+        raise ValueError(f"logits must be one of {LOGITS_MODES}, got {logits!r}")
+    for name, value in (("micro_batch_size", micro_batch_size), ("prompt_len", prompt_len),
+                        ("completion_len", completion_len)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    s, a = _qwen2_shape(config), dtype_bytes
+    b, P, T = micro_batch_size, prompt_len, completion_len
+    n = b * (P + T)                                                            # tokens through the model
+    per_layer = layer_activation_bytes(config, dtype_bytes=a, seq_len=P + T, padded=padded, attention=attention)
+    if gradient_checkpointing:
+        layers, recompute = s["L"] * n * a * s["h"], n * per_layer
+    else:
+        layers, recompute = s["L"] * n * per_layer, 0
+    rope = 0 if gradient_checkpointing else 2 * a * s["head_dim"]          # cos, sin: saved inside the layers
+    outside = n * ((4 + a) * s["h"] + 4 + 8 + rope) + b * (T + 1) * a * s["h"]
+    logit_bytes = b * T * s["V"] * a if logits == "grpo_lib" else b * (P + T) * s["V"] * 4
+    return {"layers": int(round(layers)), "recompute": int(round(recompute)),
+            "outside_layers": int(round(outside)), "logits": int(round(logit_bytes))}
+
+
+def kv_cache_bytes(config, *, batch: int, seq_len: int, dtype_bytes: float = 2) -> int:
+    """KV cache of generate(): batch · (P + T) · L · 2 · n_kv_heads · head_dim · a bytes.
+
+    Only the KV heads are cached (grouped-query attention: Qwen2.5-1.5B caches 2 heads, not 12).
+
+    Taught in: notebooks/05_full_run.ipynb
+    """
+    s = _qwen2_shape(config)
+    return int(batch * seq_len * s["L"] * 2 * s["n_kv"] * s["head_dim"] * dtype_bytes)
+
+
+@dataclass(frozen=True, repr=False)
+class GPUMemoryPlan:
+    """What one GPU holds during a GRPO run, by phase, and whether it fits.
+
+    Rows whose `model` is "policy" or "reference" are model states; "update" rows exist during the
+    policy update (one micro-batch at a time), "generation" rows while sampling. grpo_lib's update starts
+    with `optimizer.zero_grad(set_to_none=True)`, so the gradients are freed while the forward pass
+    builds its activations and come back as the backward pass frees them; they stay allocated between
+    updates, through generation. Hence, with states = weights + reference + AdamW state + master copy:
+
+        update peak      = states + max(update rows, gradients)
+        generation peak  = states + gradients + max(KV cache at P tokens + prefill buffer,
+                                                     full KV cache + sampling logits)
+        peak             = max(update peak, generation peak)
+
+    Attributes:
+        table: the rows (a `MemoryTable`).
+        settings: the arguments the plan was made with.
+    """
+
+    table: MemoryTable
+    settings: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def rows(self) -> tuple[MemoryRow, ...]:
+        return self.table.rows
+
+    def row(self, model: str, component: str) -> MemoryRow:
+        """The row with this model and component (KeyError naming what exists otherwise)."""
+        for r in self.rows:
+            if r.model == model and r.component == component:
+                return r
+        raise KeyError(f"no row ({model!r}, {component!r}); rows: {[(r.model, r.component) for r in self.rows]}")
+
+    def _bytes(self, model: str, component: str) -> int:
+        return sum(r.bytes for r in self.rows if r.model == model and r.component == component)
+
+    @property
+    def gradient_bytes(self) -> int:
+        return self._bytes("policy", "gradients")
+
+    @property
+    def states_bytes(self) -> int:
+        """Weights, reference weights, optimizer state, master copy: allocated for the whole run."""
+        return self.table.bytes_of("policy") + self.table.bytes_of("reference") - self.gradient_bytes
+
+    @property
+    def persistent_bytes(self) -> int:
+        """States plus gradients: what the GPU holds between updates."""
+        return self.states_bytes + self.gradient_bytes
+
+    @property
+    def update_bytes(self) -> int:
+        """Activations and logits of one micro-batch (the "update" rows)."""
+        return self.table.bytes_of("update")
+
+    @property
+    def generation_bytes(self) -> int:
+        """max(KV cache at P tokens + prefill buffer, full KV cache + sampling logits)."""
+        kv = self._bytes("generation", "KV cache")
+        prompt_share = self.settings.get("prompt_len", 1) / (self.settings.get("prompt_len", 1)
+                                                               + self.settings.get("completion_len", 0))
+        prefill = int(round(kv * prompt_share)) + self._bytes("generation", "prefill MLP buffer")
+        decode = kv + self._bytes("generation", "sampling logits")
+        return max(prefill, decode)
+
+    @property
+    def update_peak_bytes(self) -> int:
+        return self.states_bytes + max(self.update_bytes, self.gradient_bytes)
+
+    @property
+    def generation_peak_bytes(self) -> int:
+        return self.persistent_bytes + self.generation_bytes
+
+    @property
+    def peak_bytes(self) -> int:
+        return max(self.update_peak_bytes, self.generation_peak_bytes)
+
+    @property
+    def peak_gib(self) -> float:
+        return self.peak_bytes / GIB
+
+    def fits(self, gpu_gib: float, usable_fraction: float = GPU_USABLE_FRACTION) -> bool:
+        """True when the peak stays within usable_fraction of a GPU of `gpu_gib` GiB."""
+        if not gpu_gib > 0 or not 0 < usable_fraction <= 1:
+            raise ValueError(f"gpu_gib must be > 0 and usable_fraction in (0, 1], got {gpu_gib}, {usable_fraction}")
+        return self.peak_gib <= usable_fraction * gpu_gib
+
+    def verdict(self, gpu_gib: float) -> str:
+        """'fits' or 'does not fit', with the numbers: e.g. 'fits on 80 GiB: 18.3 of 72.0 usable GiB'."""
+        word = "fits" if self.fits(gpu_gib) else "does not fit"
+        return f"{word} on {gpu_gib:g} GiB: {self.peak_gib:.1f} of {GPU_USABLE_FRACTION * gpu_gib:.1f} usable GiB"
+
+    def to_markdown(self) -> str:
+        lines = [f"**{self.table.title}**", ""] if self.table.title else []
+        lines += ["| phase | component | numbers | bytes each | GiB | note |", "|---|---|---:|---:|---:|---|"]
+        for r in self.rows:
+            lines.append(f"| {r.model} | {r.component} | {r.numel:,} | {r.bytes_per_element:.4g} | {r.gib:.2f} | {r.note} |")
+        lines.append(f"| update peak | states + max(update, gradients) | | | {self.update_peak_bytes / GIB:.2f} | "
+                     f"{self.states_bytes / GIB:.2f} + max({self.update_bytes / GIB:.2f}, "
+                     f"{self.gradient_bytes / GIB:.2f}) |")
+        lines.append(f"| generation peak | states + gradients + generation | | | "
+                     f"{self.generation_peak_bytes / GIB:.2f} | {self.persistent_bytes / GIB:.2f} + "
+                     f"{self.generation_bytes / GIB:.2f} |")
+        lines.append(f"| **peak** | | | | **{self.peak_gib:.2f}** | |")
+        return "\n".join(lines)
+
+    def _repr_markdown_(self) -> str:
+        return self.to_markdown()
+
+    def __str__(self) -> str:
+        return self.to_markdown()
+
+    def __repr__(self) -> str:
+        return f"GPUMemoryPlan({self.table.title}: peak {self.peak_gib:.2f} GiB)"
+
+
+def plan_gpu_memory(
+    config,
+    *,
+    G: int,
+    N: int,
+    prompt_len: int,
+    completion_len: int,
+    world_size: int = 1,
+    dtype: str = "bfloat16",
+    optimizer: str = "adamw",
+    master_weights: bool | None = None,
+    optimizer_state_bytes: float | None = None,
+    gradient_checkpointing: bool = False,
+    micro_batch_size: int | None = None,
+    beta: float = 0.04,
+    zero_stage: int = 0,
+    attention: str = "sdpa",
+    padded: bool = True,
+    logits: str = "grpo_lib",
+) -> GPUMemoryPlan:
+    """Per-GPU memory of a GRPO run, from the model config: model states, activations, logits, KV cache.
+
+    Each of the K = world_size GPUs holds N·G/K completions (whole groups stay on one rank).
+
+        policy      weights Ψ·a, gradients Ψ·a, AdamW m and v Ψ·2·o, fp32 master Ψ·4 (if used)
+        reference   weights Ψ·a (only when β > 0)
+        update      activations of one micro-batch of b completions (`activation_breakdown`), and the
+                    logits b·T·V·a kept for backward plus 2·b·T·V·a alive for a moment (the raw logits
+                    and their temperature-scaled copy in the forward; their gradient in the backward)
+        generation  KV cache (N·G/K)·(P+T)·L·2·n_kv·head_dim·a, the sampling logits (N·G/K)·V·4, and the
+                    prefill's widest no-grad buffer (N·G/K)·P·3·f·a (gate, up and their product)
+
+    and the peak is combined as `GPUMemoryPlan` explains (gradients are freed during the update's forward
+    pass). Measured on an H100 (scripts/measure_gpu_memory.py, Qwen2.5-1.5B shapes, G = 12, N = 7,
+    P + T = 256 + 400, micro-batch 12): peak 17.3 GiB with checkpointing (planned 17.1), 37.1 GiB
+    without (planned 38.2), 16.4 GiB while generating (planned 16.0).
+
+    a = bytes of `dtype`; o = `optimizer_state_bytes`. With ZeRO (DeepSpeed, FSDP; grpo_lib itself runs
+    plain DDP, stage 0) stage 1 shards the AdamW state and master weights over the K GPUs, stage 2 also
+    the gradients, stage 3 also the weights.
+
+    Args:
+        config: the model's `transformers.Qwen2Config` (e.g. `qwen2_5_1_5b_instruct_config()`).
+        G: completions per prompt. N: prompts per step over all GPUs (must divide by world_size).
+        prompt_len: P, padded prompt tokens. completion_len: T, max_completion_length.
+        world_size: K, number of GPUs (DDP ranks).
+        dtype: weights and activations: "bfloat16" / "float16" (2 bytes) or "float32" (4).
+        optimizer: "adamw" or "sgd" (no state).
+        master_weights: keep an fp32 copy of the weights (mixed precision). Default: True exactly when
+            dtype has fewer than 4 bytes. grpo_lib (like the tutorial) runs torch AdamW straight on bf16
+            parameters: pass master_weights=False.
+        optimizer_state_bytes: bytes per AdamW moment; default 4 (fp32) with master weights, else the
+            dtype's bytes (torch AdamW keeps moments in the parameter dtype).
+        gradient_checkpointing: recompute each layer in the backward pass.
+        micro_batch_size: b, completions per forward/backward (gradient accumulation); None = all N·G/K.
+        beta: KL coefficient β; β = 0 means no reference model.
+        zero_stage: 0 (DDP: everything replicated), 1, 2 or 3.
+        attention, padded, logits: as in `activation_breakdown`.
+
+    Returns:
+        a `GPUMemoryPlan`: `.peak_gib`, `.fits(80)`, `.verdict(24)`, `.row("policy", "weights")`, and a
+        markdown table in a notebook.
+
+    Raises:
+        ValueError: naming the argument (N not divisible by world_size, unknown dtype, ...).
+
+    Taught in: notebooks/05_full_run.ipynb
+    """
+    if dtype not in DTYPE_BYTES:
+        raise ValueError(f"dtype must be one of {sorted(DTYPE_BYTES)}, got {dtype!r}")
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
+    for name, value in (("G", G), ("N", N), ("world_size", world_size)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    if N % world_size:
+        raise ValueError(f"N = {N} prompts must divide by world_size = {world_size} (whole groups per GPU): "
+                         f"use N = {world_size * max(1, round(N / world_size))}")
+    if zero_stage not in (0, 1, 2, 3):
+        raise ValueError(f"zero_stage must be 0 (plain DDP), 1, 2 or 3, got {zero_stage!r}")
+    if not beta >= 0:
+        raise ValueError(f"beta must be >= 0, got {beta!r}")
+    a = DTYPE_BYTES[dtype]
+    if master_weights is None:
+        master_weights = a < 4
+    if optimizer_state_bytes is None:
+        optimizer_state_bytes = 4 if master_weights else a
+    per_gpu = N * G // world_size                                           # completions on this GPU
+    b = per_gpu if micro_batch_size is None else micro_batch_size
+    if not isinstance(b, int) or not 1 <= b <= per_gpu:
+        raise ValueError(f"micro_batch_size must be an int in [1, N·G/world_size = {per_gpu}], got {micro_batch_size!r}")
+    P, T = prompt_len, completion_len
+    s = _qwen2_shape(config)
+    psi = qwen2_parameter_count(config)
+    K = world_size
+
+    def shard(stage: int) -> tuple[int, str]:
+        on = zero_stage >= stage and K > 1
+        return (-(-psi // K), f", sharded over {K} GPUs (ZeRO-{zero_stage})") if on else (psi, "")
+
+    (w, w_note), (g, g_note), (o, o_note) = shard(3), shard(2), shard(1)
+    rows = [MemoryRow("weights", "policy", w, a, f"π_θ in {dtype}{w_note}"),
+            MemoryRow("gradients", "policy", g, a, f"one per weight{g_note}")]
+    if optimizer == "adamw":
+        rows.append(MemoryRow("AdamW m and v", "policy", o, 2 * optimizer_state_bytes,
+                              f"two moments, {optimizer_state_bytes:g} B each{o_note}"))
+    if master_weights:
+        rows.append(MemoryRow("fp32 master weights", "policy", o, 4, f"mixed precision{o_note}"))
+    if beta > 0:
+        rows.append(MemoryRow("weights", "reference", psi, a, "frozen π_ref for the β·KL term"))
+
+    act = activation_breakdown(config, micro_batch_size=b, prompt_len=P, completion_len=T, dtype_bytes=a,
+                               gradient_checkpointing=gradient_checkpointing, padded=padded,
+                               attention=attention, logits=logits)
+    n = b * (P + T)
+    if gradient_checkpointing:
+        rows.append(MemoryRow("activations: layer inputs", "update", n, act["layers"] / n,
+                              f"checkpointing keeps a·h per token per layer ({s['L']} layers)"))
+        rows.append(MemoryRow("activations: one layer recomputed", "update", n, act["recompute"] / n,
+                              "rebuilt in backward, one layer at a time"))
+    else:
+        rows.append(MemoryRow("activations: decoder layers", "update", n, act["layers"] / n,
+                              f"{s['L']} layers × per-token bytes (Korthikanti-style count)"))
+    rows.append(MemoryRow("activations: final norm, LM-head input", "update", n, act["outside_layers"] / n,
+                          "around the layers"))
+    if logits == "grpo_lib":
+        rows.append(MemoryRow("logits kept for backward", "update", b * T * s["V"], a,
+                              f"b·T·V, completion positions only, {dtype}"))
+        rows.append(MemoryRow("logits in flight", "update", 2 * b * T * s["V"], a,
+                              "raw + temperature-scaled logits (forward), their gradient (backward)"))
+    else:
+        rows.append(MemoryRow("logits kept for backward", "update", b * (P + T) * s["V"], 4,
+                              "b·(P+T)·V fp32 log-softmax over every position (the tutorial's way)"))
+        rows.append(MemoryRow("logits in flight", "update", b * (P + T) * s["V"], 4,
+                              "the fp32 logits before their log-softmax"))
+    kv = kv_cache_bytes(config, batch=per_gpu, seq_len=P + T, dtype_bytes=a)
+    rows.append(MemoryRow("KV cache", "generation", kv // a, a,
+                          f"{per_gpu} rows × (P+T) × L × 2 × {s['n_kv']} KV heads × {s['head_dim']}"))
+    rows.append(MemoryRow("sampling logits", "generation", per_gpu * s["V"], 4, "last position, fp32 softmax"))
+    rows.append(MemoryRow("prefill MLP buffer", "generation", per_gpu * P * 3 * s["f"], a,
+                          "widest no-grad tensor of the prompt pass: gate, up, product"))
+
+    mp = "fp32 master" if master_weights else f"pure {dtype}"
+    title = (f"{psi / 1e9:.2f}B params, {K} GPU(s), {per_gpu} completions/GPU (G = {G}), P + T = {P} + {T}, "
+             f"micro-batch {b}, {'checkpointing' if gradient_checkpointing else 'no checkpointing'}, {mp}"
+             f"{', β = 0' if beta == 0 else ''}{f', ZeRO-{zero_stage}' if zero_stage else ''}")
+    settings = dict(G=G, N=N, prompt_len=P, completion_len=T, world_size=K, dtype=dtype, optimizer=optimizer,
+                    master_weights=master_weights, optimizer_state_bytes=optimizer_state_bytes,
+                    gradient_checkpointing=gradient_checkpointing, micro_batch_size=b, beta=beta,
+                    zero_stage=zero_stage, attention=attention, padded=padded, logits=logits, params=psi,
+                    completions_per_gpu=per_gpu)
+    return GPUMemoryPlan(MemoryTable(tuple(rows), title, {"params": psi}), settings)
+
+
+def plan_for_run(cfg, config, *, prompt_len: int, world_size: int = 1, **overrides) -> GPUMemoryPlan:
+    """`plan_gpu_memory` with G, N, T, β, checkpointing, micro-batch and dtype taken from a `GRPOConfig`.
+
+    grpo_lib trains with torch AdamW on the parameters in cfg.dtype (no fp32 master copy, moments in
+    that dtype), so that is the default here; any `plan_gpu_memory` argument can be overridden.
+
+    Taught in: notebooks/05_full_run.ipynb
+    """
+    dtype = "bfloat16" if cfg.dtype == "auto" else cfg.dtype
+    kwargs = dict(G=cfg.G, N=cfg.N, prompt_len=prompt_len, completion_len=cfg.max_completion_length,
+                  world_size=world_size, dtype=dtype, master_weights=False, beta=cfg.beta,
+                  gradient_checkpointing=cfg.gradient_checkpointing, micro_batch_size=cfg.micro_batch_size)
+    kwargs.update(overrides)
+    return plan_gpu_memory(config, **kwargs)

@@ -1,20 +1,32 @@
-"""grpo_lib.memory: parameter counts from a config, and the GRPO vs PPO memory table.
+"""grpo_lib.memory: parameter counts from a config, the GRPO vs PPO memory table, and the per-GPU planner.
 
-Counts are checked against an independent closed-form count of a Qwen2 decoder written here, and against
-the published size of Qwen2.5-1.5B (1.54B parameters, 1.31B without the embedding).
+Counts are checked against an independent closed-form count of a Qwen2 decoder written here, against real
+models' parameters, and against the published size of Qwen2.5-1.5B (1.54B parameters, 1.31B without the
+embedding). The planner is checked line by line by hand on a small config, by monotonicity properties, and
+its activation estimate against the bytes torch's autograd actually saves (saved_tensors_hooks).
 """
 import pytest
-from transformers import Qwen2Config
+import torch
+from transformers import Qwen2Config, Qwen2ForCausalLM
 
+from grpo_lib.config import GRPOConfig
+from grpo_lib.logprobs import token_logprobs
 from grpo_lib.memory import (
     GIB,
     MemoryRow,
     MemoryTable,
+    activation_breakdown,
     count_parameters_from_config,
+    kv_cache_bytes,
+    layer_activation_bytes,
     parameter_breakdown,
+    plan_for_run,
+    plan_gpu_memory,
     qwen2_5_1_5b_instruct_config,
+    qwen2_parameter_count,
     training_memory_table,
 )
+from grpo_lib.rollout import set_gradient_checkpointing
 
 
 def qwen2_params_by_hand(V, d, d_ff, L, n_heads, n_kv, tied):
@@ -127,3 +139,191 @@ def test_table_rows_extend_and_render():
     assert "| policy | weights | 1,000 | 2 |" in md and "**toy**" in md and "total" in md
     assert "logits" in str(t2)
     assert MemoryRow("x", "m", GIB, 1).gib == 1.0
+
+
+# --- the per-GPU planner (notebook 05) ---------------------------------------------------------------
+
+
+def small_cfg(tied=True, **kw):
+    """h = 8, f = 16, L = 2, 2 query heads sharing 1 KV head (head_dim 4), V = 10: numbers small enough
+    to write every line of the plan by hand."""
+    fields = dict(vocab_size=10, hidden_size=8, intermediate_size=16, num_hidden_layers=2,
+                  num_attention_heads=2, num_key_value_heads=1, tie_word_embeddings=tied)
+    return Qwen2Config(**{**fields, **kw})
+
+
+def test_closed_form_count_by_hand_and_against_torch():
+    # q 8·8 + 8, k and v 2·(8·4 + 4), o 8·8  -> 208; mlp 3·8·16 = 384; norms 16: 608 per layer
+    assert qwen2_parameter_count(small_cfg()) == 10 * 8 + 2 * 608 + 8 == 1304
+    assert qwen2_parameter_count(small_cfg(tied=False)) == 1304 + 80
+    for tied in (True, False):                                 # real models, real parameters, both ways
+        for kw in ({}, dict(hidden_size=64, intermediate_size=96, num_attention_heads=8, num_key_value_heads=2,
+                            vocab_size=37, num_hidden_layers=3)):
+            cfg = small_cfg(tied=tied, **kw)
+            model = Qwen2ForCausalLM(cfg)
+            assert qwen2_parameter_count(cfg) == sum(p.numel() for p in model.parameters()), (tied, kw)
+
+
+def test_closed_form_count_matches_qwen_2_5_1_5b(qwen_cfg):
+    assert qwen2_parameter_count(qwen_cfg) == count_parameters_from_config(qwen_cfg) == 1_543_714_304
+
+
+def test_plan_every_line_by_hand():
+    """G = 2, N = 2 on 1 GPU: 4 completions of P + T = 3 + 5 tokens, bf16 (a = 2), pure-bf16 AdamW, β > 0."""
+    plan = plan_gpu_memory(small_cfg(), G=2, N=2, prompt_len=3, completion_len=5, dtype="bfloat16",
+                           master_weights=False, beta=0.04)
+    psi = 1304
+    assert plan.row("policy", "weights").bytes == psi * 2 == 2608
+    assert plan.row("policy", "gradients").bytes == 2608
+    assert plan.row("policy", "AdamW m and v").bytes == psi * 2 * 2 == 5216          # bf16 moments
+    assert plan.row("reference", "weights").bytes == 2608
+    # per token per layer (s = 8): norms 2·((4+2)·8 + 4) = 104, their outputs 2·2·8 = 32,
+    # attention q 16 + k, v repeated to 2 heads 2·16 + out 16 + lse 4·2 = 72, MLP 4·2·16 = 128, mask 2·8 = 16
+    assert layer_activation_bytes(small_cfg(), dtype_bytes=2, seq_len=8) == 104 + 32 + 72 + 128 + 16 == 352
+    n = 4 * 8                                                                           # tokens in the micro-batch
+    assert plan.row("update", "activations: decoder layers").bytes == 2 * n * 352 == 22528
+    # final norm (6·8 + 4) + ids 8 + cos/sin 2·2·4 per token, LM-head input 4·(5+1)·2·8
+    assert plan.row("update", "activations: final norm, LM-head input").bytes == n * 76 + 384 == 2816
+    assert plan.row("update", "logits kept for backward").bytes == 4 * 5 * 10 * 2 == 400
+    assert plan.row("update", "logits in flight").bytes == 800
+    assert plan.update_bytes == 22528 + 2816 + 400 + 800 == 26544
+    assert plan.row("generation", "KV cache").bytes == 4 * 8 * 2 * 2 * 1 * 4 * 2 == 1024
+    assert plan.row("generation", "sampling logits").bytes == 4 * 10 * 4 == 160
+    assert plan.row("generation", "prefill MLP buffer").bytes == 4 * 3 * 3 * 16 * 2 == 1152
+    assert plan.generation_bytes == max(1024 * 3 // 8 + 1152, 1024 + 160) == 1536
+    assert plan.states_bytes == 2608 + 5216 + 2608 and plan.gradient_bytes == 2608
+    assert plan.update_peak_bytes == 10432 + 26544 == 36976                # gradients freed in the forward
+    assert plan.generation_peak_bytes == 10432 + 2608 + 1536 == 14576
+    assert plan.peak_bytes == 36976 and plan.settings["completions_per_gpu"] == 4
+
+    ckpt = plan_gpu_memory(small_cfg(), G=2, N=2, prompt_len=3, completion_len=5, master_weights=False,
+                           gradient_checkpointing=True)
+    assert ckpt.row("update", "activations: layer inputs").bytes == 2 * n * 2 * 8 == 1024
+    assert ckpt.row("update", "activations: one layer recomputed").bytes == n * 352 == 11264
+    assert ckpt.row("update", "activations: final norm, LM-head input").bytes == 2816 - n * 16   # no cos/sin
+    assert ckpt.peak_bytes == 10432 + 1024 + 11264 + 2816 - n * 16 + 1200
+
+    mixed = plan_gpu_memory(small_cfg(), G=2, N=2, prompt_len=3, completion_len=5)   # default: fp32 master
+    assert mixed.row("policy", "AdamW m and v").bytes == psi * 8                      # two fp32 moments
+    assert mixed.row("policy", "fp32 master weights").bytes == psi * 4
+    full = plan_gpu_memory(small_cfg(), G=2, N=2, prompt_len=3, completion_len=5, logits="full_fp32")
+    assert full.row("update", "logits kept for backward").bytes == 4 * 8 * 10 * 4   # b·(P+T)·V fp32
+
+
+def qwen_plan(qwen_cfg, **kw):
+    args = dict(G=12, N=7, prompt_len=256, completion_len=400, master_weights=False, micro_batch_size=None)
+    return plan_gpu_memory(qwen_cfg, **{**args, **kw})
+
+
+def test_qwen_weight_line_and_kv_cache(qwen_cfg):
+    plan = qwen_plan(qwen_cfg, micro_batch_size=12, gradient_checkpointing=True)
+    assert plan.row("policy", "weights").bytes == 2 * 1_543_714_304
+    # 84 rows × 656 positions × 28 layers × K and V × 2 KV heads × 128 dims × 2 bytes
+    assert plan.row("generation", "KV cache").bytes == 84 * 656 * 28 * 2 * 2 * 128 * 2
+    assert kv_cache_bytes(qwen_cfg, batch=1, seq_len=1) == 28 * 2 * 2 * 128 * 2     # 28 KiB per token
+    assert plan.fits(80) and plan.fits(24)                     # 17.1 GiB: the tutorial's run fits a 24 GB card
+    assert not qwen_plan(qwen_cfg, micro_batch_size=12).fits(24)                    # 38.2 GiB without checkpointing
+    assert "does not fit" in qwen_plan(qwen_cfg).verdict(80)   # all 84 completions at once: ~210 GiB
+
+
+def test_plan_monotone_properties(qwen_cfg):
+    sizes = [qwen_plan(qwen_cfg, G=g).update_bytes for g in (4, 8, 12, 16)]
+    assert sizes == sorted(sizes) and len(set(sizes)) == 4     # more G -> more activation memory
+    for T in (64, 400, 1024):
+        with_ckpt = qwen_plan(qwen_cfg, completion_len=T, gradient_checkpointing=True)
+        without = qwen_plan(qwen_cfg, completion_len=T)
+        act = lambda p: sum(r.bytes for r in p.rows if r.component.startswith("activations"))  # noqa: E731
+        assert act(with_ckpt) < act(without)                  # checkpointing strictly reduces activations
+        assert with_ckpt.peak_bytes < without.peak_bytes
+    no_ref = qwen_plan(qwen_cfg, beta=0.0)
+    assert qwen_plan(qwen_cfg).states_bytes - no_ref.states_bytes == 2 * 1_543_714_304   # β = 0: no π_ref
+    with pytest.raises(KeyError, match="reference"):
+        no_ref.row("reference", "weights")
+    lengths = [qwen_plan(qwen_cfg, completion_len=T).peak_bytes for T in (100, 200, 400, 800)]
+    assert lengths == sorted(lengths)
+    one, eight = qwen_plan(qwen_cfg, N=8), qwen_plan(qwen_cfg, N=8, world_size=8)
+    assert eight.settings["completions_per_gpu"] == 12 and eight.peak_bytes < one.peak_bytes
+    assert eight.states_bytes == one.states_bytes              # plain DDP replicates the model states
+    z1 = qwen_plan(qwen_cfg, N=8, world_size=8, zero_stage=1)
+    assert z1.row("policy", "AdamW m and v").bytes == 1_543_714_304 // 8 * 4      # ZeRO-1 shards the moments
+    z3 = qwen_plan(qwen_cfg, N=8, world_size=8, zero_stage=3)
+    assert z3.row("policy", "weights").bytes == 1_543_714_304 // 8 * 2
+
+
+def test_plan_for_run_reads_the_grpo_config(qwen_cfg):
+    cfg = GRPOConfig.from_preset("qwen2.5-1.5b-gsm8k")
+    plan = plan_for_run(cfg, qwen_cfg, prompt_len=256)
+    s = plan.settings
+    assert (s["G"], s["N"], s["completion_len"], s["micro_batch_size"], s["gradient_checkpointing"]) == (
+        12, 7, 400, 12, True)
+    assert s["master_weights"] is False and s["dtype"] == "bfloat16"
+    assert plan.peak_bytes == qwen_plan(qwen_cfg, micro_batch_size=12, gradient_checkpointing=True).peak_bytes
+    assert "does not fit" not in plan.verdict(80) and plan._repr_markdown_().count("| policy |") == 3
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(N=7, world_size=2), "N = 7 prompts must divide by world_size = 2"),
+    (dict(dtype="int8"), "dtype must be one of"),
+    (dict(micro_batch_size=100), "micro_batch_size must be an int in"),
+    (dict(zero_stage=4), "zero_stage must be"),
+    (dict(G=0), "G must be a positive int"),
+    (dict(attention="eager"), "attention must be one of"),
+    (dict(logits="half"), "logits must be one of"),
+    (dict(beta=-1.0), "beta must be >= 0"),
+])
+def test_planner_bad_arguments_name_the_problem(qwen_cfg, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        qwen_plan(qwen_cfg, **kwargs)
+
+
+def test_planner_bad_config_names_the_field():
+    with pytest.raises(ValueError, match="hidden_size must be a positive int"):
+        qwen2_parameter_count(object())
+    with pytest.raises(ValueError, match="must be a multiple of"):
+        qwen2_parameter_count(small_cfg(num_attention_heads=4, num_key_value_heads=3, hidden_size=12))
+
+
+def saved_tensor_bytes(cfg, dtype, *, b, P, T, padded, checkpointing):
+    """Bytes of the distinct tensors autograd saves for backward (parameters excluded), measured with
+    torch.autograd.graph.saved_tensors_hooks around the same token_logprobs call the update makes."""
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(cfg).to(dtype).train()
+    if checkpointing:
+        set_gradient_checkpointing(model, True)
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    seen = {}
+
+    def pack(t):
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in params:
+            seen[storage.data_ptr()] = storage.nbytes()             # views of one tensor count once
+        return t
+
+    ids = torch.randint(0, cfg.vocab_size, (b, P + T))
+    mask = torch.ones_like(ids)
+    if padded:
+        mask[0, :2] = 0                                                 # a left-padded prompt
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        token_logprobs(model, ids, mask, logits_to_keep=T)
+    return sum(seen.values())
+
+
+@pytest.mark.parametrize("dtype, padded, checkpointing", [
+    (torch.float32, True, False), (torch.float32, False, False), (torch.bfloat16, True, False),
+    (torch.float32, True, True), (torch.bfloat16, False, True),
+])
+def test_activation_estimate_matches_saved_tensors(dtype, padded, checkpointing):
+    """The planner's activation formula is a count of what autograd saves in transformers' Qwen2, so it
+    should agree with torch's own count closely: measured/planned = 1.000 in all five cases on
+    transformers 5.24 / torch 2.13 (fp32 is 96 bytes over: the per-row logsumexp values). The allowed
+    factor, 0.9-1.1, leaves room for small tensors another version may add or drop (RoPE tables, the
+    1/rms vectors), while dropping even one of the four MLP tensors (about 12% of the total here) fails."""
+    cfg = small_cfg(hidden_size=64, intermediate_size=160, num_hidden_layers=3, num_attention_heads=4,
+                    num_key_value_heads=2, vocab_size=64)
+    b, P, T = 3, 12, 8
+    measured = saved_tensor_bytes(cfg, dtype, b=b, P=P, T=T, padded=padded, checkpointing=checkpointing)
+    act = activation_breakdown(cfg, micro_batch_size=b, prompt_len=P, completion_len=T,
+                               dtype_bytes=2 if dtype == torch.bfloat16 else 4,
+                               gradient_checkpointing=checkpointing, padded=padded)
+    planned = act["layers"] + act["outside_layers"] + act["logits"]    # the recomputed layer is not saved
+    assert 0.9 <= measured / planned <= 1.1, (measured, planned, act)
