@@ -166,9 +166,12 @@ def token_logprobs(model: nn.Module, input_ids: Tensor, attention_mask: Tensor |
             logits_to_keep=T + 1,
             use_cache=False,
         ).logits                                                            # (b, T+1, V)
-        logits = logits[:, :-1, :] / temperature                            # (b, T, V); logit t predicts token t+1
+        logits = logits[:, :-1, :]                                          # (b, T, V) view; logit t predicts token t+1
+        if temperature != 1.0:                                              # at τ = 1 skip the division: it would
+            logits = logits / temperature                                   # copy all b·T·V logits (2× the peak)
         targets = ids[:, ids.shape[1] - T:]                                 # (b, T) the completion tokens
         logp_chunks.append(selective_log_softmax(logits, targets))          # (b, T)
+        del logits                                                          # free this chunk's logits before the next forward
     if not logp_chunks:                                                     # B == 0
         return input_ids.new_zeros((0, T), dtype=torch.get_default_dtype())
     return torch.cat(logp_chunks, dim=0)                                    # (B, T)
