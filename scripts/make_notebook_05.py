@@ -647,8 +647,9 @@ def cells() -> list:
         ### The tiny preset on 2 CPU processes
 
         The same `torchrun` line, on this CPU: 2 processes over `gloo`, 10 steps, evaluation on 100 held-out
-        problems. Each rank samples 8 of the 16 prompts (64 of the 128 completions); rank 0 logs, evaluates
-        and writes the files. On 2 CPU cores this is not faster than one process (they share the cores); the
+        problems. Each rank samples 8 of the 16 prompts (64 of the 128 completions); evaluation is sharded too
+        (each rank scores half of the held-out problems, the counts are summed), and rank 0 alone logs,
+        reports and writes the files. On 2 CPU cores this is not faster than one process (they share the cores); the
         point is that the code path is the one the GPUs use.
         """),
         code(r"""
