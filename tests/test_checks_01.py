@@ -7,25 +7,8 @@ import pytest
 import torch
 
 from grpo_lib.advantages import group_advantages
-from grpo_lib.checks import CheckResult
 from grpo_lib.checks_01 import GROUP_ADVANTAGE_CASES, check_group_advantages
-
-
-def _passes(result, capsys):
-    out = capsys.readouterr().out
-    assert isinstance(result, CheckResult)
-    assert bool(result) and out.startswith("✓"), out
-    return out
-
-
-def _fails(result, capsys, *parts):
-    out = capsys.readouterr().out
-    assert isinstance(result, CheckResult)
-    assert not result and out.startswith("✗ Not yet"), out
-    assert result.message == out.rstrip("\n")
-    for part in parts:
-        assert part in out, out
-    return out
+from checker_helpers import passes as _passes, fails as _fails
 
 
 def independent_advantages(r):

@@ -6,32 +6,9 @@ import math
 import pytest
 import torch
 
-from grpo_lib.checks import CheckResult
 from grpo_lib.checks_04 import _seq_mean_cases, check_kl_k3, check_seq_mean_loss, seq_mean_loss
 from grpo_lib.loss import clipped_surrogate, grpo_loss, kl_k3
-
-
-def _passes(result, capsys):
-    out = capsys.readouterr().out
-    assert isinstance(result, CheckResult)
-    assert bool(result) and out.startswith("✓"), out
-    return out
-
-
-def _fails(result, capsys, *parts):
-    out = capsys.readouterr().out
-    assert isinstance(result, CheckResult)
-    assert not result and out.startswith("✗ Not yet"), out
-    for part in parts:
-        assert part in out, out
-    return out
-
-
-def _placeholder(exercise):
-    def fn(*args):
-        # YOUR CODE HERE
-        raise NotImplementedError(f"Exercise {exercise}")
-    return fn
+from checker_helpers import passes as _passes, fails as _fails, placeholder as _placeholder
 
 
 # --- 4.1 the masked per-sequence mean ---------------------------------------------------------------

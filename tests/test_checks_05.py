@@ -8,7 +8,6 @@ import pytest
 import torch
 from transformers import Qwen2Config
 
-from grpo_lib.checks import CheckResult
 from grpo_lib.checks_05 import (
     DAPO_CASES,
     adamw_moment_bytes,
@@ -19,29 +18,7 @@ from grpo_lib.checks_05 import (
 )
 from grpo_lib.loss import grpo_loss
 from grpo_lib.memory import plan_gpu_memory, qwen2_parameter_count
-
-
-def _passes(result, capsys):
-    out = capsys.readouterr().out
-    assert isinstance(result, CheckResult)
-    assert bool(result) and out.startswith("✓"), out
-    return out
-
-
-def _fails(result, capsys, *parts):
-    out = capsys.readouterr().out
-    assert isinstance(result, CheckResult)
-    assert not result and out.startswith("✗ Not yet"), out
-    for part in parts:
-        assert part in out, out
-    return out
-
-
-def _placeholder(exercise):
-    def fn(*args):
-        # YOUR CODE HERE
-        raise NotImplementedError(f"Exercise {exercise}")
-    return fn
+from checker_helpers import passes as _passes, fails as _fails, placeholder as _placeholder
 
 
 # --- 5.2 AdamW moments per GPU ---------------------------------------------------------------------------

@@ -18,22 +18,7 @@ from grpo_lib.checks_02_03 import (
 )
 from grpo_lib.evaluation import wilson_interval
 from grpo_lib.rewards import strict_format_reward
-
-
-def _passes(result, capsys):
-    out = capsys.readouterr().out
-    assert isinstance(result, CheckResult)
-    assert bool(result) and out.startswith("✓"), out
-    return out
-
-
-def _fails(result, capsys, hint_part):
-    out = capsys.readouterr().out
-    assert isinstance(result, CheckResult)
-    assert not result and out.startswith("✗ Not yet."), out
-    assert hint_part in out, out
-    assert repr(result) == result.message
-    return out
+from checker_helpers import passes as _passes, fails as _fails, placeholder as _placeholder
 
 
 # --- 2.1 centred advantages -------------------------------------------------------------------------
@@ -152,13 +137,6 @@ def test_wilson_checker_both_ways(capsys):
 
 
 # --- every checker: the student placeholder is "not yet", garbage never raises ----------------------
-
-
-def _placeholder(exercise):
-    def fn(*args):
-        # YOUR CODE HERE
-        raise NotImplementedError(f"Exercise {exercise}")
-    return fn
 
 
 @pytest.mark.parametrize("check, exercise", [
