@@ -192,7 +192,16 @@ def all_gather_objects(obj: Any) -> list[Any]:
     return out
 
 
-def cleanup() -> None:
-    """Destroy the process group if there is one (call once at the end of a torchrun job)."""
+def cleanup(barrier: bool = False) -> None:
+    """Destroy the process group if there is one (call once at the end of a torchrun job).
+
+    Args:
+        barrier: wait for every rank first (after a successful run). Without it a rank that finishes early
+            can close its gloo connections while a peer is still tearing down, which occasionally aborts the
+            peer (SIGABRT) on a loaded machine. Leave it False on an error path: a dead peer would make the
+            barrier wait for the whole process-group timeout.
+    """
     if is_initialized():
+        if barrier:
+            torch.distributed.barrier()
         torch.distributed.destroy_process_group()

@@ -720,14 +720,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     2 for a --resume checkpoint that cannot be continued; any other error propagates (exit status 1).
     """
     cfg = parse_config(argv)
+    completed = False
     try:
         train(cfg)
+        completed = True
     except (NonFiniteMetricError, checkpoint.CheckpointError) as e:
         if dist.env_rank()[0] == 0:
             print(f"error: {e}", file=sys.stderr, flush=True)
         return 1 if isinstance(e, NonFiniteMetricError) else 2
     finally:
-        dist.cleanup()
+        dist.cleanup(barrier=completed)     # all ranks leave together after a good run; never wait on a dead one
     return 0
 
 
