@@ -10,14 +10,10 @@ metadata, so re-running gives the same file unless a number really changed.
 
 from __future__ import annotations
 
-import argparse
-import textwrap
-from pathlib import Path
 
 import nbformat
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+from nbbuild import REPO, code, md, notebook, solution, write
 
-REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "notebooks" / "01_worked_example_2plus3.ipynb"
 
 # The symbol legend (STYLE.md B.2) as rows; `code` holds the code names, each of which must appear in the
@@ -51,29 +47,6 @@ def legend_markdown() -> str:
     for paper, names, shape, meaning in LEGEND:
         rows.append(f"| {paper} | {', '.join(f'`{n}`' for n in names)} | {shape} | {meaning} |")
     return "\n".join(rows)
-
-
-def md(text: str, **fields: str):
-    """A markdown cell; each `{name}` in `fields` is filled in after dedenting (so inserted text may be flush left)."""
-    source = textwrap.dedent(text).strip("\n")
-    for name, value in fields.items():
-        source = source.replace("{" + name + "}", value)
-    return new_markdown_cell(source)
-
-
-def code(text: str):
-    return new_code_cell(textwrap.dedent(text).strip("\n"))
-
-
-def solution(text: str):
-    """A fill-in exercise cell: tagged "solution", its answer between ### BEGIN/END SOLUTION (nbgrader's markers).
-
-    scripts/make_student_notebooks.py turns the marked lines into `raise NotImplementedError("Exercise N.K")`
-    and drops the cell's outputs in the student copy (notebooks/student/).
-    """
-    cell = code(text)
-    cell.metadata["tags"] = ["solution"]
-    return cell
 
 
 def cells() -> list:
@@ -596,36 +569,8 @@ def cells() -> list:
 
 
 def build() -> nbformat.NotebookNode:
-    nb = new_notebook(cells=cells())
-    for i, cell in enumerate(nb.cells):
-        cell.id = f"cell-{i:02d}"                        # stable ids: regenerating gives the same file
-    nb.metadata["kernelspec"] = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
-    nb.metadata["language_info"] = {"name": "python"}
-    return nb
-
-
-def execute(nb: nbformat.NotebookNode) -> None:
-    """Run every cell in a fresh kernel, in the notebook's folder, without timing metadata."""
-    from nbclient import NotebookClient
-
-    NotebookClient(nb, timeout=300, kernel_name="python3", record_timing=False,
-                   resources={"metadata": {"path": str(NOTEBOOK.parent)}}).execute()
-    for cell in nb.cells:
-        cell.metadata.pop("execution", None)
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--execute", action="store_true", help="run the notebook and save it with outputs")
-    args = parser.parse_args()
-    nb = build()
-    if args.execute:
-        execute(nb)
-    nbformat.validate(nb)
-    NOTEBOOK.parent.mkdir(parents=True, exist_ok=True)
-    nbformat.write(nb, NOTEBOOK)
-    print(f"wrote {NOTEBOOK.relative_to(REPO)} ({len(nb.cells)} cells{', executed' if args.execute else ''})")
+    return notebook(cells())
 
 
 if __name__ == "__main__":
-    main()
+    write(build, NOTEBOOK, __doc__)

@@ -10,34 +10,11 @@ metadata, so re-running gives the same file unless a number really changed.
 
 from __future__ import annotations
 
-import argparse
-import textwrap
-from pathlib import Path
 
 import nbformat
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+from nbbuild import REPO, code, md, notebook, solution, write
 
-REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "notebooks" / "02_advantages.ipynb"
-
-
-def md(text: str):
-    return new_markdown_cell(textwrap.dedent(text).strip("\n"))
-
-
-def code(text: str):
-    return new_code_cell(textwrap.dedent(text).strip("\n"))
-
-
-def solution(text: str):
-    """A fill-in exercise cell: tagged "solution", its answer between ### BEGIN/END SOLUTION (nbgrader's markers).
-
-    scripts/make_student_notebooks.py turns the marked lines into `raise NotImplementedError("Exercise N.K")`
-    and drops the cell's outputs in the student copy (notebooks/student/).
-    """
-    cell = code(text)
-    cell.metadata["tags"] = ["solution"]
-    return cell
 
 
 def cells() -> list:
@@ -677,43 +654,8 @@ def cells() -> list:
 
 
 def build() -> nbformat.NotebookNode:
-    nb = new_notebook(cells=cells())
-    for i, cell in enumerate(nb.cells):
-        cell.id = f"cell-{i:02d}"                        # stable ids: regenerating gives the same file
-    nb.metadata["kernelspec"] = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
-    nb.metadata["language_info"] = {"name": "python"}
-    return nb
-
-
-def execute(nb: nbformat.NotebookNode, notebook_path: Path = NOTEBOOK) -> None:
-    """Run every cell in a fresh kernel, in the notebook's folder, then strip volatile metadata."""
-    from nbclient import NotebookClient
-
-    NotebookClient(nb, timeout=300, kernel_name="python3", record_timing=False,
-                   resources={"metadata": {"path": str(notebook_path.parent)}}).execute()
-    for cell in nb.cells:
-        cell.metadata.pop("execution", None)
-    nb.metadata.pop("widgets", None)
-
-
-def write(build_fn, notebook_path: Path) -> None:
-    """The command line shared by make_notebook_02.py and make_notebook_03.py."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--execute", action="store_true", help="run the notebook and save it with outputs")
-    args = parser.parse_args()
-    nb = build_fn()
-    if args.execute:
-        try:
-            execute(nb, notebook_path)
-        except Exception:
-            nbformat.write(nb, notebook_path)           # keep the partial outputs to debug from, then fail
-            print(f"execution failed; partial outputs written to {notebook_path.relative_to(REPO)}")
-            raise
-    nbformat.validate(nb)
-    notebook_path.parent.mkdir(parents=True, exist_ok=True)
-    nbformat.write(nb, notebook_path)
-    print(f"wrote {notebook_path.relative_to(REPO)} ({len(nb.cells)} cells{', executed' if args.execute else ''})")
+    return notebook(cells())
 
 
 if __name__ == "__main__":
-    write(build, NOTEBOOK)
+    write(build, NOTEBOOK, __doc__)

@@ -11,8 +11,7 @@ metadata, so re-running gives the same file unless a number really changed.
 from __future__ import annotations
 
 import nbformat
-from make_notebook_02 import REPO, code, md, solution, write
-from nbformat.v4 import new_notebook
+from nbbuild import REPO, code, md, notebook, solution, write
 
 NOTEBOOK = REPO / "notebooks" / "03_reward_design.ipynb"
 
@@ -871,13 +870,8 @@ def cells() -> list:
 
 
 def build() -> nbformat.NotebookNode:
-    nb = new_notebook(cells=cells())
-    for i, cell in enumerate(nb.cells):
-        cell.id = f"cell-{i:02d}"                        # stable ids: regenerating gives the same file
-    nb.metadata["kernelspec"] = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
-    nb.metadata["language_info"] = {"name": "python"}
-    return nb
+    return notebook(cells())
 
 
 if __name__ == "__main__":
-    write(build, NOTEBOOK)
+    write(build, NOTEBOOK, __doc__)
