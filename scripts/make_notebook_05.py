@@ -815,7 +815,8 @@ def cells() -> list:
         parameter, $m$ (a running mean of the gradients) and $v$ (of their squares), each in fp32. Return the
         bytes these take on **each** GPU for a model of `P` parameters trained with plain DDP on
         `world_size` GPUs. Compare with `plan_gpu_memory(..., master_weights=True).row("policy", "AdamW m and v")`
-        when you are done.
+        when you are done. (The Qwen preset trains in pure bf16, where torch's AdamW keeps its moments in the
+        parameters' dtype: half of this, as the planner's table above shows.)
         """),
         solution(r"""
         def my_adamw_moment_bytes(P, world_size):   # P: int, world_size: int -> int (bytes per GPU)
