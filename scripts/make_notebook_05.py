@@ -495,7 +495,7 @@ def cells() -> list:
         same code).
         """),
         code(r"""
-        import subprocess, sys
+        from grpo_lib.notebook import run_torchrun    # torchrun --standalone from a cell (retries once, visibly)
 
         DDP_SCRIPT = '''
         import sys
@@ -515,15 +515,13 @@ def cells() -> list:
         loss.backward()                                      # DDP all-reduces and averages the gradients here
         torch.save({"rank": rank, "loss": loss.item(), "grads": [p.grad for p in model.parameters()]},
                    f"{sys.argv[1]}/rank{rank}.pt")
-        dist.barrier()                                       # leave together: a clean shutdown of gloo
+        dist.barrier()                                       # leave together ...
+        del ddp, loss                                        # ... with no DDP reducer still holding gloo work
         dist.destroy_process_group()
         '''
         ddp_dir = Path(tempfile.mkdtemp(prefix="ddp-demo-"))
         (ddp_dir / "ddp_grad.py").write_text(DDP_SCRIPT)
-        proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                               str(ddp_dir / "ddp_grad.py"), str(ddp_dir)],
-                              capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
-        assert proc.returncode == 0, proc.stderr[-6000:]
+        proc = run_torchrun([ddp_dir / "ddp_grad.py", ddp_dir], nproc=2)   # torchrun --standalone --nproc_per_node=2 ...
         ranks = [torch.load(ddp_dir / f"rank{r}.pt", weights_only=True) for r in range(2)]
         print("local losses (each on its own 4 rows):", [round(r["loss"], 4) for r in ranks])
         print("rank 0, first layer's weight gradient:\n", ranks[0]["grads"][0])
@@ -628,14 +626,11 @@ def cells() -> list:
         """),
         code(r"""
         ddp_out = Path(tempfile.mkdtemp(prefix="grpo05-ddp-"))
-        ddp_cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                   "-m", "grpo_lib.train", "--preset", "tiny", "--steps", "10", "--eval-n", "100", "--num-threads", "1",
+        ddp_args = ["-m", "grpo_lib.train", "--preset", "tiny", "--steps", "10", "--eval-n", "100", "--num-threads", "1",
                    "--report-to", "none", "--progress", "false", "--log-every", "2", "--output-dir", str(ddp_out)]
         print("torchrun --standalone --nproc_per_node=2 -m grpo_lib.train --preset tiny --steps 10 --eval-n 100 "
               "--num-threads 1 --report-to none --progress false --log-every 2")
-        ddp_run = subprocess.run(ddp_cmd, capture_output=True, text=True, timeout=600,
-                                 env={**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"})
-        assert ddp_run.returncode == 0, ddp_run.stderr[-3000:]
+        ddp_run = run_torchrun(ddp_args, nproc=2, env={"WANDB_MODE": "offline"})
         print(ddp_run.stdout.replace(str(ddp_out), "<output_dir>"))
         """),
         code(r"""
