@@ -1,15 +1,12 @@
 """Write notebooks/05_full_run.ipynb from the cells below, so the notebook is reviewable as code.
 
-    python scripts/make_notebook_05.py             # write the notebook without outputs
     python scripts/make_notebook_05.py --execute   # write it, run it top to bottom, save it with outputs
 
-Edit the cells here, not in the .ipynb, then regenerate with --execute: the notebook is committed with its
-outputs (they are deterministic and cheap) so it reads well on GitHub. Executing here records no timing
-metadata, so re-running gives the same file unless a number really changed.
+Edit the cells here, never the .ipynb; what every notebook script shares (and why the outputs are
+committed) is in scripts/nbbuild.py. Then refresh the student copies: python scripts/make_student_notebooks.py
 """
 
 from __future__ import annotations
-
 
 import nbformat
 from nbbuild import REPO, code, md, notebook, solution, write
