@@ -133,7 +133,7 @@ def batch_std(r: Tensor) -> float:
     Under torchrun each rank holds B/K rewards; this is the std `scale="batch"` divides by, so that the
     advantages do not depend on how the batch is split over the ranks. In one process it is the std of `r`.
 
-    Taught in: notebooks/02_advantages.ipynb
+    Used by: `compute_advantages` (scale="batch" under torchrun)
     """
     stats = torch.stack([r.new_tensor(float(r.numel())), r.sum(), (r * r).sum()]).double()
     n, s, ss = dist.all_reduce_sum(stats).tolist()
@@ -153,7 +153,7 @@ def compute_advantages(r: Tensor, G: int, scale: str = "group", std_floor: float
     Returns:
         A, (B,).
 
-    Taught in: notebooks/05_full_run.ipynb
+    Used by: `grpo_lib.rollout.score_rollout`
     """
     if r.ndim != 1 or r.shape[0] % G:
         raise ValueError(f"r must be (B,) with B a multiple of G = {G}, got shape {tuple(r.shape)}")

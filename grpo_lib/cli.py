@@ -56,7 +56,7 @@ def _parse_value(kind: Any, optional: bool, name: str) -> Callable[[str], Any]:
 def build_arg_parser() -> argparse.ArgumentParser:
     """argparse parser with --preset and one --option per GRPOConfig field (help = the field's docstring).
 
-    Taught in: notebooks/05_full_run.ipynb
+    Used by: `parse_config` (and `python -m grpo_lib.train --help`)
     """
     parser = argparse.ArgumentParser(
         prog="python -m grpo_lib.train",

@@ -361,7 +361,7 @@ def _tiny_preset() -> dict[str, Any]:
 
 
 def _qwen_gsm8k_preset() -> dict[str, Any]:
-    # The tutorial's hyperparameters (../shared/reference/grpo-anchors.md, section f): 7 prompts x 12
+    # The tutorial's hyperparameters: 7 prompts x 12
     # completions, 400 new tokens, β = 0.04, lr 5e-6 (AdamW, no schedule), ε = 0.1, μ = 1, grad clip 0.1,
     # T = 1.0, 500 steps, one outer iteration, bf16. Evaluation is on GSM8K's *test* split (the tutorial
     # evaluated 30 train questions). With torchrun on k GPUs, N must divide by k: use --N 8 on 2/4/8 GPUs.
@@ -386,7 +386,7 @@ SYMBOLS = {f.name: f.metadata["symbol"] for f in dataclasses.fields(GRPOConfig) 
 def field_docs() -> dict[str, str]:
     """field name -> its help text (the `option(...)` of the field; the source of --help and the table).
 
-    Taught in: notebooks/05_full_run.ipynb
+    Used by: `grpo_lib.cli.build_arg_parser` (--help) and the config's markdown table
     """
     return {f.name: f.metadata["help"] for f in dataclasses.fields(GRPOConfig) if "help" in f.metadata}
 

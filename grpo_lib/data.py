@@ -52,7 +52,7 @@ def load_gsm8k(split: str, data_dir: str | os.PathLike | None = None) -> list[di
         ValueError: unknown split, or a row without "question" / "answer" / "####".
         ConnectionError: the hub is unreachable and no data_dir was given (suggests --data-dir).
 
-    Taught in: notebooks/03_reward_design.ipynb, notebooks/05_full_run.ipynb
+    Taught in: notebooks/03_reward_design.ipynb
     """
     if split not in GSM8K_SPLITS:
         raise ValueError(f"GSM8K split must be one of {GSM8K_SPLITS}, got {split!r}")
@@ -106,7 +106,7 @@ def load_problems(task: str, split: str, *, data_dir: str | os.PathLike | None =
         data_dir: GSM8K only, see `load_gsm8k`.
         n: keep the first n problems (a fixed subset, in the split's canonical order); None keeps all.
 
-    Taught in: notebooks/05_full_run.ipynb
+    Used by: `grpo_lib.train.train`
     """
     if task == "addition":
 
@@ -179,7 +179,7 @@ def check_prompts_fit(tokenizer: Any, prompts: Sequence[str], max_completion_len
     Raises:
         ValueError: names max_completion_length, the model's max_position_embeddings and the prompt.
 
-    Taught in: notebooks/05_full_run.ipynb
+    Used by: `grpo_lib.train.train` (before any training)
     """
     if not prompts:
         return 0
@@ -214,7 +214,7 @@ def prompts_for_step(problems: Sequence[dict], step: int, N: int, seed: int = 0,
     Returns:
         list of N / world_size problem dicts.
 
-    Taught in: notebooks/05_full_run.ipynb
+    Used by: `grpo_lib.train.train`
     """
     if N % world_size:
         raise ValueError(f"N = {N} must be divisible by world_size = {world_size}")

@@ -105,7 +105,7 @@ def normalise_token_losses(per_token: Tensor, mask: Tensor, loss_type: str, *,
     Returns:
         a 0-dim tensor.
 
-    Taught in: notebooks/04_the_loss.ipynb
+    Used by: `grpo_loss`, and as the reference of `grpo_lib.course.exercises.ex04.seq_mean_loss`
     """
     m = mask.to(per_token.dtype)                                    # (B, T) 0./1.
     masked = per_token * m                                          # (B, T) m ℓ
@@ -129,7 +129,7 @@ def dapo_divisor(n_global: Tensor, world_size: int) -> Tensor:
     DDP *averages* gradients over its world_size ranks, so each rank multiplies by world_size: after the
     average the gradient is that of Σ over all ranks' tokens / N_global, the token mean of the global batch.
 
-    Taught in: notebooks/05_full_run.ipynb
+    Used by: `normalise_token_losses` ("dapo") and `grpo_lib.course.exercises.ex05.dapo_normaliser`
     """
     return n_global.clamp(min=1) / world_size
 
@@ -146,7 +146,7 @@ def micro_batch_weight(loss_type: str, *, rows: int, tokens: int, batch_rows: in
         rows, tokens: the micro-batch's completions and active tokens.
         batch_rows, batch_tokens: the same for the whole batch of this process.
 
-    Taught in: notebooks/05_full_run.ipynb
+    Used by: `grpo_lib.train.policy_update` (gradient accumulation)
     """
     if loss_type in ("grpo", "dr_grpo"):
         return rows / batch_rows

@@ -217,7 +217,7 @@ def extract_last_number(text: Any) -> float | None:
     Returns:
         The value as a float, or None if the text has no number or the last one is not finite.
 
-    Taught in: notebooks/03_reward_design.ipynb
+    Used by: `lenient_correct`
     """
     last = None
     for last in _number_matches(text):
@@ -251,7 +251,7 @@ def _answer_value(answer: Any) -> float | None:
 def numbers_equal(a: float | None, b: float | None) -> bool:
     """a ≡ b: both numbers and |a - b| ≤ 1e-9 · max(1, |a|, |b|).
 
-    Taught in: notebooks/03_reward_design.ipynb
+    Used by: `correctness_reward` and `lenient_correct`
     """
     if a is None or b is None:
         return False

@@ -115,11 +115,15 @@ def lr_factor(cfg: GRPOConfig) -> Callable[[int], float]:
         if warmup and t < warmup:
             return (t + 1) / (warmup + 1)
         if cfg.lr_schedule == "cosine":
-            progress = min(1.0, (t - warmup) / max(1, total - warmup))
-            return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+            return cosine_decay(min(1.0, (t - warmup) / max(1, total - warmup)))
         return 1.0
 
     return factor
+
+
+def cosine_decay(progress: float, floor: float = 0.1) -> float:
+    """Cosine from 1 at progress 0 down to `floor` at progress 1 (the schedule's decay after the warm-up)."""
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 def policy_update(policy: nn.Module, optimizer: torch.optim.Optimizer, batch: ScoredRollout, cfg: GRPOConfig,

@@ -29,7 +29,7 @@ from typing import Any
 def source_of(obj: Any) -> str:
     """The source code of a function, class, method or module, dedented; a clear error if there is none.
 
-    Taught in: notebooks/01_worked_example_2plus3.ipynb
+    Used by: `show_source`
     """
     try:
         return textwrap.dedent(inspect.getsource(obj))
