@@ -102,7 +102,7 @@ def chromium() -> str:
 def lab(chromium, tmp_path):
     """JupyterLab serving a fresh folder with an output-free copy of notebook 04; always shut down."""
     if not NOTEBOOK.exists():
-        pytest.fail(f"{NOTEBOOK} is missing (generate it with scripts/make_notebook_04.py --execute)")
+        pytest.fail(f"{NOTEBOOK} is missing (build it with: python scripts/build_notebooks.py 04)")
     if not jupyter_lab_executable().exists():
         _unavailable(f"jupyter-lab not found at {jupyter_lab_executable()}: pip install -e '.[dev]'")
     root = tmp_path / "course"
