@@ -126,11 +126,10 @@ def notebook_from_source(source: Path) -> nbformat.NotebookNode:
     text_nb = jupytext.read(source, fmt="py:percent")
     nb = nbformat.v4.new_notebook()
     nb.metadata = copy.deepcopy(NOTEBOOK_METADATA)
+    new_cell = {"code": nbformat.v4.new_code_cell, "markdown": nbformat.v4.new_markdown_cell,
+                "raw": nbformat.v4.new_raw_cell}
     for index, cell in enumerate(text_nb.cells):
-        new = nbformat.v4.new_code_cell if cell.cell_type == "code" else nbformat.v4.new_markdown_cell
-        if cell.cell_type not in ("code", "markdown"):
-            new = nbformat.v4.new_raw_cell
-        built = new(cell.source)
+        built = new_cell[cell.cell_type](cell.source)
         built.metadata = {k: v for k, v in cell.metadata.items() if k not in VOLATILE_CELL_METADATA}
         built.id = cell_id(index)
         nb.cells.append(built)
@@ -167,6 +166,7 @@ def build(source: Path, timeout: int = CELL_TIMEOUT) -> Path:
     partial run is written to artifacts/notebooks/, and the error is raised."""
     nb = notebook_from_source(source)
     target = notebook_path(source)
+    student_notebook(nb, target.name)          # unbalanced solution markers stop the build before it runs
     try:
         execute(nb, timeout)
     except Exception:

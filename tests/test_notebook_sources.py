@@ -252,3 +252,12 @@ def test_the_committed_sources_are_what_jupyter_writes(tmp_path):
     for source in SOURCES:
         manager.save(manager.get(f"{source.stem}.ipynb"), f"{source.stem}.ipynb")
         assert (notebooks / "src" / source.name).read_bytes() == source.read_bytes(), source.name
+
+
+def test_build_refuses_unbalanced_solution_markers_before_running(tiny_repo, monkeypatch):
+    source = tiny_repo / "notebooks" / "src" / "07_example.py"
+    source.write_text(TINY_SOURCE.replace("    ### END SOLUTION\n", ""), encoding="utf-8")
+    monkeypatch.setattr(build, "execute", lambda *a, **k: pytest.fail("executed a notebook with broken markers"))
+    with pytest.raises(build.SolutionMarkerError, match=r"07_example.ipynb, cell 2 .*never closed"):
+        build.build(source)
+    assert not (tiny_repo / "notebooks" / "07_example.ipynb").exists()
