@@ -56,7 +56,7 @@ FORMAT_VERSION = 1
 
 RESUME_MAY_DIFFER = frozenset({
     "output_dir", "report_to", "wandb_project", "log_every", "progress", "eval_every", "eval_batch_size",
-    "num_threads", "device", "save_every", "resume", "dist_timeout_minutes",
+    "num_threads", "device", "save_every", "resume", "dist_timeout_minutes", "overwrite",
 })
 """config fields that may change between a run and its resumption (they do not change the training)"""
 
