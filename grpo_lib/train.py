@@ -81,11 +81,13 @@ from torch import nn
 from torch.distributed.elastic.multiprocessing.errors import record
 from tqdm.auto import tqdm
 
-from grpo_lib import checkpoint, dist
+from grpo_lib import checkpoint, dist, rundir
 from grpo_lib.advantages import zero_std_fraction
 from grpo_lib.config import PRESETS, SYMBOLS, GRPOConfig, base_type, field_docs, field_types
 from grpo_lib.data import build_prompt, check_prompts_fit, load_problems, max_context, prompts_for_step
 from grpo_lib.evaluation import EvalResult, evaluate
+from grpo_lib.failures import (FailureRecorder, NonFiniteMetricError, NonFiniteWeightsError, RunFailed, describe,
+                               known_error, parameters_finite, write_summary)
 from grpo_lib.logprobs import token_logprobs
 from grpo_lib.loss import grpo_loss
 from grpo_lib.rollout import RewardFunc, ScoredRollout, generate_completions, score_rollout, set_gradient_checkpointing
@@ -349,11 +351,44 @@ def train(cfg: GRPOConfig, *, model: nn.Module | None = None, tokenizer: Any = N
     faults = _parse_faults(os.environ.get(FAULT_ENV, ""))
     ckpt = checkpoint.open_checkpoint(cfg.resume, cfg.to_dict(), world) if cfg.resume else None
 
+    # --- bookkeeping: the output folder, checked (and cleared with --overwrite) before any heavy work ---
+    out = Path(cfg.output_dir)
+    if info.is_main:
+        continuing = ckpt is not None and _same_folder(rundir.run_dir_of(ckpt.path), out)
+        cleared = rundir.prepare_output_dir(out, overwrite=cfg.overwrite, continuing=continuing)
+        if cleared:
+            dist.print0(f"--overwrite: deleted the earlier run's {', '.join(cleared)} in {out}")
+    failure = FailureRecorder(out, cfg.to_dict(), world, None if ckpt is None else ckpt.path,
+                              None if ckpt is None else ckpt.skipped, write=info.is_main)
+    try:
+        return _train(cfg, info, ckpt, faults, out, failure, t_start, model=model, tokenizer=tokenizer,
+                      reward_funcs=reward_funcs, callback=callback)
+    except Exception as e:                           # every failure: summary.json "failed", one clear error
+        wrapped = failure.fail(e)
+        if wrapped is None:
+            raise
+        raise wrapped from e
+
+
+def _same_folder(a: Path | None, b: Path) -> bool:
+    return a is not None and os.path.realpath(a) == os.path.realpath(b)
+
+
+def _train(cfg: GRPOConfig, info: dist.DistInfo, ckpt: checkpoint.Checkpoint | None, faults: list, out: Path,
+           failure: FailureRecorder, t_start: float, *, model: nn.Module | None, tokenizer: Any,
+           reward_funcs: Mapping[str, RewardFunc] | None,
+           callback: Callable[[dict[str, Any], ScoredRollout], None] | None) -> TrainResult:
+    """The body of `train` once the output folder is known good; `failure` tracks where it is."""
+    rank, world = info.rank, info.world_size
+    N_local = cfg.N_per_rank(world)
+    failure.phase = "loading the data"
+
     # --- bookkeeping: problems first (a missing data file fails before a model download) ---
     train_problems = load_problems(cfg.task, "train", data_dir=cfg.data_dir)
     eval_problems = load_problems(cfg.task, "test", data_dir=cfg.data_dir, n=cfg.eval_n)
 
     # --- bookkeeping: model, tokenizer, reward functions ---
+    failure.phase = "loading the model"
     if model is None:
         model, tokenizer = load_model(cfg, info.device)
         model_name = cfg.model
@@ -379,10 +414,12 @@ def train(cfg: GRPOConfig, *, model: nn.Module | None = None, tokenizer: Any = N
                 f"({N_local} prompts per rank), {cfg.total_steps} steps x mu = {cfg.mu} updates; "
                 f"{len(train_problems)} training / {len(eval_problems)} held-out problems")
     if ckpt is not None:
+        for note in ckpt.skipped:
+            dist.print0(f"warning: skipped damaged checkpoint {note}")
         dist.print0(f"resuming from {ckpt.path} after step {ckpt.step}")
 
     # --- bookkeeping: output files and W&B (rank 0 only) ---
-    out = Path(cfg.output_dir)
+    failure.phase = "opening the output files"
     run = metrics_file = evals_file = None
     history: list[dict[str, Any]] = ckpt.history if ckpt is not None else []   # a resumed run continues them
     evals: list[dict[str, Any]] = ckpt.evals if ckpt is not None else []
@@ -436,14 +473,18 @@ def train(cfg: GRPOConfig, *, model: nn.Module | None = None, tokenizer: Any = N
                                                      "iteration with beta > 0 but holds no reference model")
             ckpt.restore_rng(rank)
         # --- bookkeeping: evaluate before training (after DDP's broadcast; a resumed run kept the first run's) ---
+        failure.phase = "evaluation before training"
         eval_before = run_eval(0, "eval before") if ckpt is None else _eval_result(ckpt.state["eval_before"])
+        failure.accuracy_before = eval_before.strict_accuracy
         bar = tqdm(total=cfg.total_steps, initial=start_step, desc="GRPO steps",
                    disable=not cfg.progress or not info.is_main)
         t_train = time.perf_counter()
 
+        failure.in_loop = True
         for step in range(start_step, cfg.total_steps):    # I outer iterations of M steps, as one loop
             t_step = time.perf_counter()
             iteration = step // cfg.steps
+            failure.step, failure.phase = step + 1, "sampling"
             if step % cfg.steps == 0 and cfg.beta > 0:
                 # --- GRPO: π_ref ← π_θ at the start of every outer iteration (Algorithm 1) ---
                 ref_model = None                     # free the old copy first
@@ -457,6 +498,7 @@ def train(cfg: GRPOConfig, *, model: nn.Module | None = None, tokenizer: Any = N
                                            seed=_sampling_seed(cfg.seed, step, rank, world))
 
             # --- GRPO: rewards r, group advantages A, log π_θold (only if μ > 1), log π_ref ---
+            failure.phase = "scoring (reward functions, advantages, log-probs)"
             batch = score_rollout(rollout, [p["answer"] for p in problems], reward_funcs, policy=model,
                                   ref_model=ref_model, scale_rewards=cfg.scale_rewards,
                                   temperature=cfg.temperature, need_old=cfg.mu > 1,
@@ -464,12 +506,15 @@ def train(cfg: GRPOConfig, *, model: nn.Module | None = None, tokenizer: Any = N
             if faults:
                 _inject_fault(faults, step + 1, rank, batch)        # test hook (GRPO_LIB_FAULT); never in real runs
 
-            # --- GRPO: μ policy updates on the same batch ---
+            # --- GRPO: μ policy updates on the same batch; the weights must stay finite ---
+            failure.phase = "the policy update"
             t_update = time.perf_counter()
             updates = []
-            for _ in range(cfg.mu):
+            for k in range(cfg.mu):
                 updates.append(policy_update(policy, optimizer, batch, cfg))
                 scheduler.step()
+                if not parameters_finite(model.parameters()):      # before the next sampling, before any save
+                    raise NonFiniteWeightsError(step + 1, k + 1, cfg.mu, last_checkpoint)
             update_seconds = time.perf_counter() - t_update
 
             # --- bookkeeping: metrics of this step, averaged over ranks ---
@@ -508,20 +553,17 @@ def train(cfg: GRPOConfig, *, model: nn.Module | None = None, tokenizer: Any = N
                 if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.total_steps:
                     bar.write(_format_record(record, cfg.total_steps))
             if bad:                                  # same on every rank: the record is all-reduced
-                error = NonFiniteMetricError(step + 1, bad, last_checkpoint)
-                if info.is_main:
-                    _write_summary(out, {"status": "failed", "error": str(error), "failed_step": step + 1,
-                                         "last_checkpoint": None if last_checkpoint is None else str(last_checkpoint),
-                                         "preset": cfg.preset, "model": model_name, "world_size": world,
-                                         "accuracy_before": eval_before.strict_accuracy, "config": cfg.to_dict()})
-                raise error
+                raise NonFiniteMetricError(step + 1, bad, last_checkpoint)
             if callback is not None:
+                failure.phase = "the step's callback"
                 callback(record, batch)
             if cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.total_steps:
+                failure.phase = "evaluation"
                 run_eval(step + 1, f"eval @ {step + 1}")
 
             # --- bookkeeping: checkpoint every save_every steps (rank 0 writes, all ranks send their RNG) ---
             if cfg.save_every and (step + 1) % cfg.save_every == 0:
+                failure.phase = f"writing checkpoint step-{step + 1:06d}"
                 keep_ref = ref_model if (step + 1) % cfg.steps else None   # iteration end: next step resets π_ref
                 state = {"step": step + 1, "iteration": iteration + 1, "world_size": world, "config": cfg.to_dict(),
                          "history": history, "evals": evals, "eval_before": eval_before.to_dict(),
@@ -529,11 +571,13 @@ def train(cfg: GRPOConfig, *, model: nn.Module | None = None, tokenizer: Any = N
                 last_checkpoint = checkpoint.save_checkpoint(out, step + 1, model=model, optimizer=optimizer,
                                                              scheduler=scheduler, reference=keep_ref, state=state)
                 dist.print0(f"checkpoint: {last_checkpoint}")
+                failure.last_checkpoint = last_checkpoint
         bar.close()
         train_seconds = time.perf_counter() - t_train
         del ref_model
 
         # --- bookkeeping: evaluate after training, save the model, write the summary ---
+        failure.phase = "evaluation after training"
         eval_after = run_eval(cfg.total_steps, "eval after")
         summary = {
             "status": "completed", "preset": cfg.preset, "model": model_name,
@@ -546,7 +590,9 @@ def train(cfg: GRPOConfig, *, model: nn.Module | None = None, tokenizer: Any = N
             "wall_seconds": time.perf_counter() - t_start,
             "samples_before": eval_before.samples, "samples_after": eval_after.samples,
             "versions": _versions(), "config": cfg.to_dict(),
+            **failure.resume_record(),
         }
+        failure.phase = "saving the final model"
         if info.is_main:
             model.save_pretrained(out / MODEL_SUBDIR)
             tokenizer.save_pretrained(out / MODEL_SUBDIR)
@@ -569,22 +615,8 @@ def train(cfg: GRPOConfig, *, model: nn.Module | None = None, tokenizer: Any = N
                        eval_after=eval_after, model=model, tokenizer=tokenizer, output_dir=out)
 
 
-class NonFiniteMetricError(FloatingPointError):
-    """A NaN or inf loss, grad norm, KL or reward: the run stops at that step (the message names both)."""
-
-    def __init__(self, step: int, bad: Mapping[str, float], last_checkpoint: Path | None):
-        self.step, self.bad, self.last_checkpoint = step, dict(bad), last_checkpoint
-        what = ", ".join(f"{k} = {v}" for k, v in bad.items())
-        keep = (f"the last good checkpoint is {last_checkpoint} (resume with --resume {last_checkpoint})"
-                if last_checkpoint is not None else "no checkpoint was written before it (see --save-every)")
-        super().__init__(f"training stopped at step {step}: non-finite {what}; {keep}. Try a lower --lr or "
-                         "--max-grad-norm, or check the reward functions.")
-
-
 def _write_summary(out: Path, summary: dict[str, Any]) -> None:
-    tmp = out / (SUMMARY_FILE + ".tmp")
-    tmp.write_text(json.dumps(summary, indent=2))
-    os.replace(tmp, out / SUMMARY_FILE)
+    write_summary(out, summary)
 
 
 def _eval_result(d: Mapping[str, Any]) -> EvalResult:
@@ -666,6 +698,8 @@ def build_arg_parser() -> argparse.ArgumentParser:
     parser.add_argument("--preset", default=argparse.SUPPRESS, choices=list(PRESETS),
                         help="starting values: 'tiny' (CPU, minutes; the default) or 'qwen2.5-1.5b-gsm8k' "
                              "(the tutorial's GPU run). With --resume the starting values are the checkpoint's")
+    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="on an error, show the Python traceback too (by default: the message only)")
     docs, types_ = field_docs(), field_types()
     tiny = GRPOConfig.tiny()
     for f in fields(GRPOConfig):
@@ -693,18 +727,23 @@ def parse_config(argv: Sequence[str] | None = None) -> GRPOConfig:
     With `--resume DIR` the starting values are the configuration saved in the checkpoint, so
     `--resume DIR` alone continues the same run; options given with it override the saved values, and
     `train` refuses those that would change the training (grpo_lib.checkpoint.RESUME_MAY_DIFFER lists
-    the ones that may change). A bad value, or a --resume folder without a complete checkpoint, exits
-    with argparse's usage message naming the option.
+    the ones that may change). The resumed run writes into DIR (the run folder the checkpoint sits in),
+    never into the output folder recorded in the checkpoint, so resuming a copy leaves the original
+    alone; `--output-dir` given with it continues the run in another folder. A bad value, or a --resume
+    folder without a complete checkpoint, exits with argparse's usage message naming the option.
 
     Taught in: notebooks/05_full_run.ipynb
     """
     parser = build_arg_parser()
     ns = vars(parser.parse_args(argv))
     preset = ns.pop("preset", None)
+    ns.pop("debug", None)
     try:
         if ns.get("resume"):
             names = {f.name for f in fields(GRPOConfig)}
             saved = {k: v for k, v in checkpoint.saved_config(ns["resume"]).items() if k in names}
+            if "output_dir" not in ns:
+                saved["output_dir"] = str(_resume_output_dir(ns["resume"]))
             return GRPOConfig(**{**saved, **ns, **({"preset": preset} if preset else {})})
         return GRPOConfig.from_preset(preset or "tiny", **ns)
     except (ValueError, TypeError) as e:
@@ -712,25 +751,56 @@ def parse_config(argv: Sequence[str] | None = None) -> GRPOConfig:
         raise  # pragma: no cover  (parser.error exits)
 
 
+def _resume_output_dir(resume: str) -> Path:
+    """Where `--resume DIR` writes: DIR itself for a run folder, RUN for RUN/checkpoints/step-XXXXXX."""
+    folder = Path(resume)
+    if (folder / checkpoint.CHECKPOINTS_SUBDIR).is_dir() or not folder.name.startswith("step-"):
+        return folder
+    run = rundir.run_dir_of(folder)
+    if run is None:
+        raise ValueError(f"--resume {resume}: this checkpoint does not sit in a run folder (RUN/checkpoints/"
+                         "step-XXXXXX), so there is no run to continue in; pass --output-dir for the resumed run")
+    return run
+
+
 @record        # under torchrun: the failing rank's traceback goes into torchrun's error report
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `python -m grpo_lib.train` and of `torchrun ... -m grpo_lib.train`.
 
-    Returns 0 when training completed, 1 when it stopped on a NaN/inf metric (`NonFiniteMetricError`),
-    2 for a --resume checkpoint that cannot be continued; any other error propagates (exit status 1).
+    Returns 0 when training completed and 1 for every failure. A known error (bad option or file, a
+    run that stopped: grpo_lib.failures.KNOWN_ERRORS) prints one "error: ..." paragraph on stderr, from
+    each rank that has it (rank 0 only when every rank failed the same way), without a traceback;
+    `--debug` adds the traceback. Any other exception propagates with its traceback (exit status 1).
     """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
     cfg = parse_config(argv)
     completed = False
     try:
         train(cfg)
         completed = True
-    except (NonFiniteMetricError, checkpoint.CheckpointError) as e:
-        if dist.env_rank()[0] == 0:
-            print(f"error: {e}", file=sys.stderr, flush=True)
-        return 1 if isinstance(e, NonFiniteMetricError) else 2
+    except Exception as e:
+        if not known_error(e):
+            raise
+        same_everywhere = isinstance(e, NonFiniteMetricError)      # the metrics and weights agree on every rank
+        rank, _, world = dist.env_rank()
+        if rank == 0 or not same_everywhere:
+            if debug:
+                import traceback
+
+                traceback.print_exc()
+            prefix = f"[rank {rank}] " if world > 1 and not same_everywhere else ""
+            print(f"{prefix}error: {_one_paragraph(e)}", file=sys.stderr, flush=True)
+        return 1
     finally:
         dist.cleanup(barrier=completed)     # all ranks leave together after a good run; never wait on a dead one
     return 0
+
+
+def _one_paragraph(e: BaseException) -> str:
+    """The error's message as one paragraph (a list of differing options joined with '; ')."""
+    lines = [line.strip().lstrip("- ").strip() for line in str(e).splitlines()]
+    return "; ".join(line for line in lines if line).replace(":;", ":")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from grpo_lib.config import GRPOConfig
 from grpo_lib.models import TINY_MODEL_DIR, tiny_qwen2_config
 from grpo_lib.rollout import RewardFunctionError, generate_completions, score_rollout
 from grpo_lib.tokenizer import build_char_tokenizer
-from grpo_lib.train import (METRICS, NonFiniteMetricError, build_arg_parser, main, make_optimizer, parse_config,
+from grpo_lib.train import (METRICS, NonFiniteMetricError, RunFailed, build_arg_parser, main, make_optimizer, parse_config,
                             policy_update, reward_functions, train)
 
 from conftest import REPO
@@ -259,11 +259,15 @@ def test_a_reward_function_that_raises_is_reported_with_its_completion(tmp_path)
         seen.append(completions[0][0]["content"])
         raise KeyError("no parse")
 
-    with pytest.raises(RewardFunctionError) as err:
+    with pytest.raises(RunFailed) as err:
         train(small_cfg(tmp_path, eval_n=1), model=random_tiny(tok), tokenizer=tok, reward_funcs={"fragile": fragile})
+    assert isinstance(err.value.cause, RewardFunctionError) and err.value.step == 1
     msg = str(err.value)
-    assert "reward function 'fragile' raised KeyError" in msg and "completion 0" in msg
-    assert repr(seen[-1]) in msg                                         # the completion text itself is shown
+    assert msg.startswith("training stopped at step 1 (scoring (reward functions, advantages, log-probs)): "
+                          "RewardFunctionError: reward function 'fragile' raised KeyError")
+    assert "completion 0" in msg and repr(seen[-1]) in msg               # the completion text itself is shown
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "failed" and summary["error"] == msg and summary["failed_step"] == 1
 
 
 def test_wandb_is_offline_when_not_logged_in(tmp_path, monkeypatch):
