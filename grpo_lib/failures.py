@@ -41,14 +41,15 @@ class NonFiniteMetricError(FloatingPointError):
 
 
 class NonFiniteWeightsError(NonFiniteMetricError):
-    """The weights hold NaN or inf after an update (the loss and gradient may have been finite)."""
+    """The weights blew up in an update (the loss and gradient before it may have been finite): they hold
+    NaN or inf, or they are so large that the model's logits overflow."""
 
-    def __init__(self, step: int, update: int, mu: int, last_checkpoint: Path | None):
+    def __init__(self, step: int, what: str, last_checkpoint: Path | None):
         self.step, self.bad, self.last_checkpoint = step, {"weights": math.nan}, last_checkpoint
         FloatingPointError.__init__(
-            self, f"training stopped at step {step}: the weights hold NaN or inf after update {update} of "
-            f"mu = {mu}, so the next sampling would fail; {_keep(last_checkpoint)}. Try a lower --lr or "
-            "--max-grad-norm, or --dtype float32 (float16 overflows easily, especially on a CPU).")
+            self, f"training stopped at step {step}: {what}, so the next sampling would fail and no checkpoint "
+            f"is written with them; {_keep(last_checkpoint)}. Try a lower --lr or --max-grad-norm, or --dtype "
+            "float32 (float16 overflows easily, especially on a CPU).")
 
 
 class RunFailed(RuntimeError):
@@ -86,6 +87,20 @@ def parameters_finite(parameters: Iterable[torch.Tensor]) -> bool:
         return True
     maxima = torch._foreach_norm(params, ord=math.inf)       # per tensor: max |w| (inf or NaN if any is)
     return bool(torch.isfinite(torch.stack([m.float() for m in maxima])).all())
+
+
+def max_abs_weight(parameters: Iterable[torch.Tensor]) -> float:
+    """max |w| over all parameters (for the message when the weights blew up)."""
+    params = [p.detach() for p in parameters]
+    return max((m.float().item() for m in torch._foreach_norm(params, ord=math.inf)), default=0.0)
+
+
+@torch.no_grad()
+def logits_finite(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> bool:
+    """True when the model's logits for one sequence are finite: a one-row forward pass that catches
+    weights that are finite but so large (a learning rate of 1e10) that every forward overflows."""
+    logits = model(input_ids=input_ids[:1], attention_mask=attention_mask[:1]).logits
+    return bool(torch.isfinite(logits).all())
 
 
 def write_summary(out: Path, summary: Mapping[str, Any]) -> None:

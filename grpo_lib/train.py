@@ -87,7 +87,8 @@ from grpo_lib.config import PRESETS, SYMBOLS, GRPOConfig, base_type, field_docs,
 from grpo_lib.data import build_prompt, check_prompts_fit, load_problems, max_context, prompts_for_step
 from grpo_lib.evaluation import EvalResult, evaluate
 from grpo_lib.failures import (FailureRecorder, NonFiniteMetricError, NonFiniteWeightsError, RunFailed, describe,
-                               known_error, parameters_finite, write_summary)
+                               known_error, logits_finite, max_abs_weight, parameters_finite,
+                               write_summary)
 from grpo_lib.logprobs import token_logprobs
 from grpo_lib.loss import grpo_loss
 from grpo_lib.rollout import RewardFunc, ScoredRollout, generate_completions, score_rollout, set_gradient_checkpointing
@@ -514,7 +515,13 @@ def _train(cfg: GRPOConfig, info: dist.DistInfo, ckpt: checkpoint.Checkpoint | N
                 updates.append(policy_update(policy, optimizer, batch, cfg))
                 scheduler.step()
                 if not parameters_finite(model.parameters()):      # before the next sampling, before any save
-                    raise NonFiniteWeightsError(step + 1, k + 1, cfg.mu, last_checkpoint)
+                    raise NonFiniteWeightsError(step + 1, f"the weights hold NaN or inf after update {k + 1} of "
+                                                f"mu = {cfg.mu}", last_checkpoint)
+            # one row through the updated model: finite weights can still be too large for a forward pass
+            probe_ok = logits_finite(model, rollout.input_ids, rollout.attention_mask)
+            if dist.all_reduce_sum(torch.tensor(float(not probe_ok), device=info.device)).item():
+                raise NonFiniteWeightsError(step + 1, "the updated weights give NaN or inf logits (largest |w| = "
+                                            f"{max_abs_weight(model.parameters()):.3g})", last_checkpoint)
             update_seconds = time.perf_counter() - t_update
 
             # --- bookkeeping: metrics of this step, averaged over ranks ---
