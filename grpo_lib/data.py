@@ -27,6 +27,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from grpo_lib.rewards import extract_answer_from_dataset
+from grpo_lib.tasks import PLAIN_PROMPT, addition_problems
+
 GSM8K_HUB = ("openai/gsm8k", "main")
 """hub name and config of GSM8K"""
 
@@ -144,7 +147,6 @@ def load_problems(task: str, split: str, *, data_dir: str | os.PathLike | None =
     Taught in: notebooks/05_full_run.ipynb
     """
     if task == "addition":
-        from grpo_lib.tasks import addition_problems
 
         problems = addition_problems(split, seed=None)
     elif task == "gsm8k":
@@ -182,7 +184,6 @@ def build_prompt(tokenizer: Any, question: str, system_prompt: str | None = None
 
     Taught in: notebooks/05_full_run.ipynb
     """
-    from grpo_lib.tasks import PLAIN_PROMPT
 
     if not isinstance(question, str):
         raise TypeError(f"question must be a str, got {type(question).__name__}")

@@ -18,26 +18,14 @@ Choices made here (tested in tests/test_failures.py and tests/test_train.py):
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
-SUMMARY_FILE = "summary.json"
-
-
-class NonFiniteMetricError(FloatingPointError):
-    """A NaN or inf loss, grad norm, KL or reward: the run stops at that step (the message names both)."""
-
-    def __init__(self, step: int, bad: Mapping[str, float], last_checkpoint: Path | None):
-        self.step, self.bad, self.last_checkpoint = step, dict(bad), last_checkpoint
-        what = ", ".join(f"{k} = {v}" for k, v in bad.items())
-        super().__init__(f"training stopped at step {step}: non-finite {what}; {_keep(last_checkpoint)}. Try a "
-                         "lower --lr or --max-grad-norm, or check the reward functions.")
+from grpo_lib.runlog import SUMMARY_FILE, NonFiniteMetricError, write_summary
 
 
 class NonFiniteWeightsError(NonFiniteMetricError):
@@ -74,7 +62,7 @@ def _keep(last_checkpoint: Path | None) -> str:
 
 def describe(e: BaseException, limit: int = 600) -> str:
     """'TypeName: message' on one line (whitespace collapsed), at most `limit` characters."""
-    text = " ".join(str(e).split())
+    text = " ".join(str(e).split()).rstrip(".")
     if len(text) > limit:
         text = text[:limit] + " ..."
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
@@ -101,17 +89,6 @@ def logits_finite(model: torch.nn.Module, input_ids: torch.Tensor, attention_mas
     weights that are finite but so large (a learning rate of 1e10) that every forward overflows."""
     logits = model(input_ids=input_ids[:1], attention_mask=attention_mask[:1]).logits
     return bool(torch.isfinite(logits).all())
-
-
-def write_summary(out: Path, summary: Mapping[str, Any]) -> None:
-    """Write summary.json atomically (a temporary file renamed); the temporary file never stays behind."""
-    tmp = out / (SUMMARY_FILE + ".tmp")
-    try:
-        tmp.write_text(json.dumps(summary, indent=2))
-        os.replace(tmp, out / SUMMARY_FILE)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 class FailureRecorder:

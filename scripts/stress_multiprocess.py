@@ -3,7 +3,7 @@
 A multi-process job that fails once in twenty is a bug, not bad luck: this script is how the course shows
 that its gloo jobs (DDP on CPU processes) end cleanly every time. Each round runs, in fresh processes:
 
-1. `pytest tests/test_run_torchrun.py tests/test_ddp.py` (torchrun jobs, a torch.multiprocessing spawn of
+1. `pytest tests/test_course_notebook.py tests/test_ddp.py` (torchrun jobs, a torch.multiprocessing spawn of
    2 gloo ranks, a rank that dies on purpose);
 2. the code cells of notebooks/05_full_run.ipynb that call `run_torchrun` (the 2-rank DDP gradient demo
    and the tiny preset on 2 processes), taken from the committed notebook and run as one script after
@@ -33,7 +33,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "notebooks" / "05_full_run.ipynb"
-TESTS = ("tests/test_run_torchrun.py", "tests/test_ddp.py")
+TESTS = ("tests/test_course_notebook.py", "tests/test_ddp.py")
 ABORT_SIGNS = ("terminate called", "SIGABRT", "Signal 6")
 PARTS = ("tests", "notebook")
 

@@ -161,7 +161,7 @@ def test_every_float_option_must_be_finite(field, value):
 
 
 def test_cli_refuses_inf_temperature_and_beta_before_any_work(capsys):
-    from grpo_lib.train import parse_config
+    from grpo_lib.cli import parse_config
 
     for option in ("--temperature", "--beta"):
         with pytest.raises(SystemExit):
