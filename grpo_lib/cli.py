@@ -171,8 +171,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _one_paragraph(e: BaseException) -> str:
     """The error's message as one paragraph (a list of differing options joined with '; ')."""
-    lines = [line.strip().lstrip("- ").strip() for line in str(e).splitlines()]
-    return "; ".join(line for line in lines if line).replace(":;", ":")
+    lines = [line.strip() for line in str(e).splitlines()]
+    lines = [line[2:] if line.startswith("- ") else line for line in lines if line]
+    return "; ".join(lines).replace(":;", ":")
 
 
 if __name__ == "__main__":
