@@ -86,8 +86,11 @@ def max_abs_weight(parameters: Iterable[torch.Tensor]) -> float:
 @torch.no_grad()
 def logits_finite(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> bool:
     """True when the model's logits for one sequence are finite: a one-row forward pass that catches
-    weights that are finite but so large (a learning rate of 1e10) that every forward overflows."""
-    logits = model(input_ids=input_ids[:1], attention_mask=attention_mask[:1]).logits
+    weights that are finite but so large (a learning rate of 1e10) that every forward overflows.
+
+    Only the last position's logits are computed (`logits_to_keep=1`: one vocabulary row, not P+T of
+    them); every layer still runs on the whole row, so an overflow anywhere in it shows there."""
+    logits = model(input_ids=input_ids[:1], attention_mask=attention_mask[:1], logits_to_keep=1).logits
     return bool(torch.isfinite(logits).all())
 
 
