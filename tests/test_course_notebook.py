@@ -66,6 +66,12 @@ rank = int(os.environ["RANK"])
 folder = pathlib.Path(sys.argv[1])
 starts = len(list(folder.glob(f"start-rank{rank}-*")))
 (folder / f"start-rank{rank}-{starts}").write_text("x")
+# Exit only once both ranks have started: torchrun stops the other rank when one fails, so a rank that
+# failed at once could end the job before a slow sibling (a loaded machine) had written its start file.
+import time
+deadline = time.monotonic() + 60
+while len(list(folder.glob("start-rank*"))) < 2 and time.monotonic() < deadline:
+    time.sleep(0.05)
 os.write(2, f"rank {rank}: boom on purpose\\n".encode())
 sys.exit(5)
 """
