@@ -86,9 +86,9 @@ from grpo_lib.advantages import zero_std_fraction
 from grpo_lib.config import PRESETS, SYMBOLS, GRPOConfig, base_type, field_docs, field_types
 from grpo_lib.data import build_prompt, check_prompts_fit, load_problems, max_context, prompts_for_step
 from grpo_lib.evaluation import EvalResult, evaluate
-from grpo_lib.logprobs import token_logprobs
 from grpo_lib.loss import grpo_loss
-from grpo_lib.rollout import RewardFunc, ScoredRollout, generate_completions, score_rollout, set_gradient_checkpointing
+from grpo_lib.rollout import (RewardFunc, ScoredRollout, completion_logprobs, generate_completions, score_rollout,
+                              set_gradient_checkpointing)
 
 FAULT_ENV = "GRPO_LIB_FAULT"
 """test hook (choice 8): "raise@S", "nan@S", optionally ":rankR"; unset in real runs"""
@@ -201,7 +201,6 @@ def policy_update(policy: nn.Module, optimizer: torch.optim.Optimizer, batch: Sc
     """
     policy.train()
     rollout = batch.rollout
-    input_ids, attention_mask = rollout.input_ids, rollout.attention_mask                # (B, P+T)
     mask, A = batch.mask, batch.advantages                                               # (B, T), (B,)
     B, T = mask.shape
     b = cfg.micro_batch_size or B
@@ -216,8 +215,7 @@ def policy_update(policy: nn.Module, optimizer: torch.optim.Optimizer, batch: Sc
         last = start == starts[-1]
         sync = contextlib.nullcontext() if last or not hasattr(policy, "no_sync") else policy.no_sync()
         with sync:
-            logp = token_logprobs(policy, input_ids[rows], attention_mask[rows], logits_to_keep=T,
-                                  temperature=cfg.temperature)                           # (b, T) with grad
+            logp = completion_logprobs(policy, rollout, cfg.temperature, rows=rows)       # (b, T) with grad
             loss, stats = grpo_loss(
                 logp, None if batch.logp_old is None else batch.logp_old[rows],
                 None if batch.logp_ref is None else batch.logp_ref[rows], A[rows], mask[rows],

@@ -7,8 +7,9 @@ show that grpo_lib computes the same numbers:
 - `trl_loss` calls `GRPOTrainer._compute_loss` of a real trainer (the tiny Qwen2, on the CPU). The model
   forward is TRL's too: TRL patches the model with its fused LM head (`add_fused_lm_head`), which
   returns temperature-scaled per-token log-probs; nothing of TRL is replaced or mocked.
-- `our_loss` runs `grpo_lib.logprobs.token_logprobs` and `grpo_lib.loss.grpo_loss` on a second copy of
-  the same weights.
+- `our_loss` runs the engine's log-probs (`grpo_lib.rollout.completion_logprobs`: each distinct prompt
+  once, its KV cache shared by its G completions) and `grpo_lib.loss.grpo_loss` on a second copy of the
+  same weights.
 - `trl_advantages` calls `GRPOTrainer._generate_and_score_completions` (which really generates with the
   tiny model) with a reward function that returns given rewards, and reads TRL's advantages.
 
@@ -207,15 +208,28 @@ def our_loss(model: nn.Module, batch: LossBatch, *, loss_type: str, beta: float,
              epsilon_high: float | None = None, temperature: float = 1.0,
              max_completion_length: int | None = None) -> tuple[Tensor, dict[str, Tensor]]:
     """grpo_lib's log-probs and `grpo_loss` on `batch` (as `grpo_lib.train.policy_update` calls them)."""
-    from grpo_lib.logprobs import token_logprobs
     from grpo_lib.loss import grpo_loss
+    from grpo_lib.rollout import Rollout, completion_logprobs
 
-    T = batch.completion_ids.shape[1]
+    B, T = batch.completion_ids.shape
+    G = _group_size(batch)
+    rollout = Rollout(prompts=[""] * (B // G), prompt_ids=batch.prompt_ids, prompt_mask=batch.prompt_mask,
+                      completion_ids=batch.completion_ids, completion_mask=batch.completion_mask, texts=[""] * B,
+                      G=G, eos_token_id=-1)
     model.train()
-    logp = token_logprobs(model, batch.input_ids, batch.attention_mask, logits_to_keep=T, temperature=temperature)
+    logp = completion_logprobs(model, rollout, temperature)          # the engine's path (each prompt once)
     return grpo_loss(logp, batch.logp_old, batch.logp_ref if beta > 0 else None, batch.advantages,
                      batch.completion_mask, epsilon=epsilon, epsilon_high=epsilon_high, beta=beta,
                      loss_type=loss_type, max_completion_length=max_completion_length or T)
+
+
+def _group_size(batch: LossBatch) -> int:
+    """G: rows n·G .. n·G + G - 1 share a prompt (the largest such G that divides B, 1 if none)."""
+    ids, B = batch.prompt_ids, batch.prompt_ids.shape[0]
+    for G in range(B, 1, -1):
+        if B % G == 0 and all(torch.equal(ids[s:s + G], ids[s:s + 1].expand(G, -1)) for s in range(0, B, G)):
+            return G
+    return 1
 
 
 def trl_advantages(trainer: Any) -> Tensor:

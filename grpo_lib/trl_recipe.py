@@ -2,8 +2,11 @@
 
     python -m grpo_lib.trl_recipe --preset tiny                     # the tiny CPU run, trained by TRL
     python -m grpo_lib.trl_recipe --preset tiny --steps 40 --output-dir runs/tiny-trl
+    accelerate launch --num_processes 8 -m grpo_lib.trl_recipe --preset qwen2.5-1.5b-gsm8k --N 8 \
+        --trl use_vllm=true --trl vllm_mode=colocate        # 8 GPUs (docs/trl.md); not run here
 
-Every option of `python -m grpo_lib.train` is accepted (same parser, same presets). `trl_args` maps
+Every option of `python -m grpo_lib.train` is accepted (same parser, same presets), plus
+`--trl KEY=VALUE` (repeatable) for TRL-only options such as vLLM generation. `trl_args` maps
 our GRPOConfig onto TRL's `GRPOConfig` field by field (`TRL_NAMES` is the table; docs/trl.md prints it);
 the model, tokenizer, prompts (same order, step by step), reward functions and held-out evaluation are
 grpo_lib's, so the two runs differ only in the trainer. The output folder gets the same summary.json
@@ -92,7 +95,13 @@ TRL_NAMES: dict[str, str] = {
 def _resolve_device(cfg: GRPOConfig) -> str:
     if cfg.device != "auto":
         return cfg.device
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    if torch.cuda.is_available():                 # under accelerate launch / torchrun: this process's GPU
+        return f"cuda:{os.environ['LOCAL_RANK']}" if "LOCAL_RANK" in os.environ else "cuda"
+    return "cpu"
+
+
+def _world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def _resolved_dtype(cfg: GRPOConfig, device: str) -> str:
@@ -101,12 +110,16 @@ def _resolved_dtype(cfg: GRPOConfig, device: str) -> str:
     return "bfloat16" if device.startswith("cuda") else "float32"
 
 
-def trl_args(cfg: GRPOConfig, output_dir: str | os.PathLike | None = None) -> Any:
+def trl_args(cfg: GRPOConfig, output_dir: str | os.PathLike | None = None, *, world_size: int | None = None,
+             overrides: dict[str, Any] | None = None) -> Any:
     """TRL's `GRPOConfig` for our `cfg`: every field we set, and TRL's defaults that would change the run.
 
     Args:
         cfg: our run (e.g. `GRPOConfig.tiny()`).
         output_dir: where TRL writes (checkpoints); None uses cfg.output_dir.
+        world_size: processes (GPUs) sharing the B = N·G completions of a step; None reads WORLD_SIZE
+            (set by accelerate launch / torchrun), 1 without it.
+        overrides: TRL-only options on top (e.g. {"use_vllm": True, "vllm_mode": "colocate"}); they win.
 
     Returns:
         a `trl.GRPOConfig`.
@@ -120,15 +133,21 @@ def trl_args(cfg: GRPOConfig, output_dir: str | os.PathLike | None = None) -> An
 
     device = _resolve_device(cfg)
     dtype = _resolved_dtype(cfg, device)
-    b = cfg.micro_batch_size or cfg.B
-    if cfg.B % b:
-        raise ValueError(f"micro_batch_size = {b} must divide B = N·G = {cfg.B} for TRL (completions per step)")
+    world = _world_size() if world_size is None else world_size
+    if cfg.B % world:
+        raise ValueError(f"B = N·G = {cfg.B} completions per step must divide by the {world} processes; "
+                         f"change --N")
+    per_rank = cfg.B // world
+    b = min(cfg.micro_batch_size or per_rank, per_rank)
+    if per_rank % b:
+        raise ValueError(f"micro_batch_size = {b} must divide the {per_rank} completions per process and step "
+                         f"(B = N·G = {cfg.B} over {world} process(es)) for TRL")
     if cfg.lr_schedule == "cosine":
         schedule, schedule_kwargs = "cosine_with_min_lr", {"min_lr_rate": 0.1}
     else:
         schedule, schedule_kwargs = ("constant_with_warmup" if cfg.warmup_steps else "constant"), None
     sync_ref = cfg.num_iterations > 1 and cfg.beta > 0
-    return TRLConfig(
+    return TRLConfig(**_merge(dict(
         output_dir=str(output_dir or cfg.output_dir),
         # --- the GRPO objective ---
         num_generations=cfg.G, epsilon=cfg.epsilon,
@@ -139,8 +158,8 @@ def trl_args(cfg: GRPOConfig, output_dir: str | os.PathLike | None = None) -> An
         sync_ref_model=sync_ref, ref_model_sync_steps=cfg.steps if sync_ref else 512,
         ref_model_mixup_alpha=1.0 if sync_ref else 0.6,
         # --- the batch and the budget: TRL counts completions ---
-        per_device_train_batch_size=b, gradient_accumulation_steps=cfg.B // b,
-        steps_per_generation=cfg.B // b, max_steps=cfg.total_steps,
+        per_device_train_batch_size=b, gradient_accumulation_steps=per_rank // b,
+        steps_per_generation=per_rank // b, max_steps=cfg.total_steps,
         max_completion_length=cfg.max_completion_length, shuffle_dataset=False,
         # --- the optimiser ---
         learning_rate=cfg.lr, weight_decay=cfg.weight_decay, adam_beta1=cfg.adam_beta1, adam_beta2=cfg.adam_beta2,
@@ -153,7 +172,46 @@ def trl_args(cfg: GRPOConfig, output_dir: str | os.PathLike | None = None) -> An
         seed=cfg.seed, data_seed=cfg.seed, report_to=cfg.report_to, logging_steps=cfg.log_every,
         disable_tqdm=not cfg.progress, save_strategy="steps" if cfg.save_every else "no",
         save_steps=cfg.save_every or 500, ddp_timeout=int(cfg.dist_timeout_minutes * 60),
-    )
+    ), overrides))
+
+
+def _merge(mapped: dict[str, Any], overrides: dict[str, Any] | None) -> dict[str, Any]:
+    from trl import GRPOConfig as TRLConfig
+
+    fields = set(TRLConfig.__dataclass_fields__)
+    unknown = sorted(set(overrides or {}) - fields)
+    if unknown:
+        import difflib
+
+        hints = [f"{k} (did you mean {difflib.get_close_matches(k, fields, n=1)[0]}?)"
+                 if difflib.get_close_matches(k, fields, n=1) else k for k in unknown]
+        raise ValueError(f"--trl: TRL's GRPOConfig has no option {', '.join(hints)}")
+    return {**mapped, **(overrides or {})}
+
+
+def parse_trl_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """["use_vllm=true", "vllm_mode=colocate", "vllm_gpu_memory_utilization=0.3"] -> a dict of values
+    (true/false, ints, floats, none, else the string)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--trl expects KEY=VALUE (a field of TRL's GRPOConfig), got {item!r}")
+        low = text.lower()
+        if low in ("true", "false"):
+            value: Any = low == "true"
+        elif low in ("none", "null"):
+            value = None
+        else:
+            try:
+                value = int(text)
+            except ValueError:
+                try:
+                    value = float(text)
+                except ValueError:
+                    value = text
+        out[key.strip().replace("-", "_")] = value
+    return out
 
 
 def training_dataset(cfg: GRPOConfig, tokenizer: Any, problems: Sequence[dict]) -> Any:
@@ -170,7 +228,8 @@ def training_dataset(cfg: GRPOConfig, tokenizer: Any, problems: Sequence[dict]) 
     return Dataset.from_list(rows)
 
 
-def train_with_trl(cfg: GRPOConfig, output_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+def train_with_trl(cfg: GRPOConfig, output_dir: str | os.PathLike | None = None,
+                   trl_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train cfg's run with TRL's GRPOTrainer; evaluate before and after with grpo_lib; write the outputs.
 
     Returns:
@@ -191,7 +250,7 @@ def train_with_trl(cfg: GRPOConfig, output_dir: str | os.PathLike | None = None)
     t_start = time.perf_counter()
     out = Path(output_dir or cfg.output_dir)
     device = _resolve_device(cfg)
-    args = trl_args(cfg, out)                                  # bad settings fail before any loading
+    args = trl_args(cfg, out, overrides=trl_overrides)         # bad settings fail before any loading
     threads_before = torch.get_num_threads()
     if cfg.num_threads is not None and device == "cpu":
         torch.set_num_threads(cfg.num_threads)
@@ -287,10 +346,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     from grpo_lib.train import parse_config
 
+    trl_items, rest, it = [], [], iter(argv)
+    for a in it:                                # --trl KEY=VALUE (repeatable): TRL-only options
+        if a == "--trl":
+            trl_items.append(next(it, ""))
+        elif a.startswith("--trl="):
+            trl_items.append(a.split("=", 1)[1])
+        else:
+            rest.append(a)
+    argv = rest
+    try:
+        overrides = parse_trl_overrides(trl_items)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     cfg = parse_config(argv)
     given_out = any(a in ("--output-dir", "--output_dir") or a.startswith(("--output-dir=", "--output_dir="))
                     for a in argv)
-    train_with_trl(cfg, cfg.output_dir if given_out else cfg.output_dir.rstrip("/") + "-trl")
+    train_with_trl(cfg, cfg.output_dir if given_out else cfg.output_dir.rstrip("/") + "-trl", overrides)
     return 0
 
 

@@ -81,7 +81,7 @@ def test_micro_batches_outer_iterations_and_bad_micro_batch(needs_trl, tmp_path)
     assert args.max_steps == 10
     # π_ref ← π_θ at the start of each outer iteration = a full sync every M steps
     assert (args.sync_ref_model, args.ref_model_sync_steps, args.ref_model_mixup_alpha) == (True, 5, 1.0)
-    with pytest.raises(ValueError, match="micro_batch_size = 48 must divide B"):
+    with pytest.raises(ValueError, match="micro_batch_size = 48 must divide the 128 completions per process"):
         trl_recipe.trl_args(GRPOConfig.tiny(micro_batch_size=48), tmp_path)
 
 
@@ -145,3 +145,25 @@ def test_tiny_preset_learns_with_trl(needs_trl, tmp_path):
     log = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert any("frac_reward_zero_std" in rec for rec in log)
     assert (out / "model" / "model.safetensors").exists()
+
+
+def test_processes_share_the_completions_of_a_step(needs_trl, tmp_path):
+    """8 GPUs: each takes B / 8 completions; B must divide by the processes (the 1.5B preset needs --N 8)."""
+    cfg = GRPOConfig.full(N=8, device="cpu")                       # G = 12, micro_batch_size = 12
+    args = trl_recipe.trl_args(cfg, tmp_path, world_size=8)
+    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (12, 1)
+    assert args.bf16 is True and args.gradient_checkpointing is True and (args.loss_type, args.beta) == ("grpo", 0.04)
+    with pytest.raises(ValueError, match="must divide by the 8 processes"):
+        trl_recipe.trl_args(GRPOConfig.full(device="cpu"), tmp_path, world_size=8)   # N = 7: B = 84
+
+
+def test_trl_only_options_pass_through_and_typos_are_named(needs_trl, tmp_path):
+    over = trl_recipe.parse_trl_overrides(["use_vllm=true", "vllm_mode=colocate", "vllm_gpu_memory_utilization=0.3",
+                                           "logging_steps=5"])
+    assert over == {"use_vllm": True, "vllm_mode": "colocate", "vllm_gpu_memory_utilization": 0.3, "logging_steps": 5}
+    args = trl_recipe.trl_args(GRPOConfig.tiny(device="cpu"), tmp_path, overrides={"logging_steps": 5, "log_completions": True})
+    assert args.logging_steps == 5 and args.log_completions is True
+    with pytest.raises(ValueError, match=r"no option use_vlm \(did you mean use_vllm\?\)"):
+        trl_recipe.trl_args(GRPOConfig.tiny(device="cpu"), tmp_path, overrides={"use_vlm": True})
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        trl_recipe.parse_trl_overrides(["use_vllm"])
