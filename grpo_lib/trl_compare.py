@@ -243,3 +243,44 @@ def trl_advantages(trainer: Any) -> Tensor:
     with torch.no_grad():
         out = trainer._generate_and_score_completions(rows)
     return out["advantages"]
+
+
+def agreement(loss_types: Sequence[str] = ("grpo", "bnpo", "dr_grpo", "dapo"), *, beta: float = 0.04,
+              epsilon_high: float | None = 0.28, temperature: float = 0.9, show: bool = True) -> list[dict[str, Any]]:
+    """TRL's loss and grpo_lib's on one small batch of the tiny model, for each loss_type: values and gradients.
+
+    The batch is `make_batch` (3 prompts x 4 completions, log π_old and log π_ref perturbed so that
+    clipping and the KL term act). Each row: loss_type, the two loss values, |difference|, and the largest
+    gradient difference relative to the largest gradient entry.
+
+    Taught in: notebooks/04_the_loss.ipynb
+    """
+    import copy
+
+    from grpo_lib.models import load_policy
+
+    require_trl()
+    base, tok = load_policy("tiny", device="cpu", dtype="float32")
+    batch = make_batch(base, tok, G=4, T=8, temperature=temperature)
+    rows = []
+    for loss_type in loss_types:
+        ours = copy.deepcopy(base)
+        trainer = make_trainer(copy.deepcopy(base), tok, loss_type=loss_type, beta=beta, epsilon_high=epsilon_high,
+                               temperature=temperature, max_completion_length=10)
+        loss_trl, _ = trl_loss(trainer, batch)
+        loss_ours, _ = our_loss(ours, batch, loss_type=loss_type, beta=beta, epsilon_high=epsilon_high,
+                                temperature=temperature, max_completion_length=10)
+        loss_trl.backward()
+        loss_ours.backward()
+        g_trl = dict(trainer.model.named_parameters())
+        scale = max(p.grad.abs().max().item() for p in ours.parameters())
+        diff = max((p.grad - g_trl[n].grad).abs().max().item() for n, p in ours.named_parameters())
+        rows.append({"loss_type": loss_type, "TRL loss": loss_trl.item(), "grpo_lib loss": loss_ours.item(),
+                     "|Δ loss|": abs(loss_trl.item() - loss_ours.item()), "max |Δ grad| / max |grad|": diff / scale})
+    if show:
+        print(f"beta = {beta}, epsilon_high = {epsilon_high}, temperature = {temperature}; TRL {importlib.metadata.version('trl')}")
+        print(f"{'loss_type':<9} {'TRL loss':>12} {'grpo_lib loss':>14} {'|Δ loss|':>10} {'max|Δgrad|/max|grad|':>22}")
+        for r in rows:
+            print(f"{r['loss_type']:<9} {r['TRL loss']:>12.7f} {r['grpo_lib loss']:>14.7f} {r['|Δ loss|']:>10.1e} "
+                  f"{r['max |Δ grad| / max |grad|']:>22.1e}")
+    return rows

@@ -220,3 +220,10 @@ def test_flat_group_is_exactly_zero_here_but_rounding_noise_in_trl(base):
     assert (A_ours[:6] == 0).all()
     assert 0 < A_trl[:6].abs().max() < 1e-2
     torch.testing.assert_close(A_trl[6:], A_ours[6:], rtol=1e-5, atol=1e-6)
+
+
+def test_agreement_summary_for_notebook_04():
+    rows = tc.agreement(show=False)
+    assert [r["loss_type"] for r in rows] == ["grpo", "bnpo", "dr_grpo", "dapo"]
+    for r in rows:
+        assert r["|Δ loss|"] < 1e-5 and r["max |Δ grad| / max |grad|"] < 1e-4 and abs(r["grpo_lib loss"]) > 1e-3

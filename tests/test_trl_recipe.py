@@ -11,6 +11,7 @@ import dataclasses
 import json
 import math
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -49,6 +50,9 @@ def test_without_trl_the_command_says_how_to_install(monkeypatch, capsys, tmp_pa
 def test_every_option_of_ours_has_a_trl_name():
     ours = {f.name for f in dataclasses.fields(GRPOConfig)}
     assert set(trl_recipe.TRL_NAMES) == ours
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "trl.md").read_text()
+    for name, trl_name in trl_recipe.TRL_NAMES.items():
+        assert f"| `{name}` |" in doc and trl_name in doc, f"docs/trl.md: no row for {name}"
 
 
 def test_tiny_preset_maps_onto_trl_with_cpu_overrides(needs_trl, tmp_path):
