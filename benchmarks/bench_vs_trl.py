@@ -65,7 +65,8 @@ def run(args: argparse.Namespace) -> dict:
     from grpo_lib.evaluation import evaluate
     from grpo_lib.models import load_policy
     from grpo_lib.rollout import generate_completions, score_rollout
-    from grpo_lib.train import _sampling_seed, make_optimizer, policy_update, reward_functions
+    from grpo_lib.rewards import reward_functions
+    from grpo_lib.train import make_optimizer, policy_update, sampling_seed
     from grpo_lib.trl_recipe import training_dataset, trl_args
 
     steps = args.steps if args.steps is not None else (4 if args.quick else 40)
@@ -94,7 +95,7 @@ def run(args: argparse.Namespace) -> dict:
         problems = prompts_for_step(train_problems, step, cfg.N, cfg.seed)
         prompts = [build_prompt(tok, p["question"], cfg.system_prompt) for p in problems]
         rollout = generate_completions(ours, tok, prompts, cfg.G, max_new_tokens=cfg.max_completion_length,
-                                       temperature=cfg.temperature, seed=_sampling_seed(cfg.seed, step, 0, 1))
+                                       temperature=cfg.temperature, seed=sampling_seed(cfg.seed, step, 0, 1))
         batch = score_rollout(rollout, [p["answer"] for p in problems], reward_funcs, policy=ours, ref_model=ref,
                               scale_rewards=cfg.scale_rewards, temperature=cfg.temperature, need_old=cfg.mu > 1,
                               chunk_size=cfg.micro_batch_size)

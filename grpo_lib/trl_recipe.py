@@ -237,7 +237,6 @@ def train_with_trl(cfg: GRPOConfig, output_dir: str | os.PathLike | None = None,
     """
     if not trl_available():
         raise ImportError(INSTALL_HINT)
-    import transformers
     import trl
     from transformers import TrainerCallback
     from trl import GRPOTrainer
@@ -245,7 +244,8 @@ def train_with_trl(cfg: GRPOConfig, output_dir: str | os.PathLike | None = None,
     from grpo_lib.data import load_problems
     from grpo_lib.evaluation import evaluate
     from grpo_lib.models import load_policy
-    from grpo_lib.train import reward_functions
+    from grpo_lib.rewards import reward_functions
+    from grpo_lib.runlog import EVALS_FILE, METRICS_FILE, MODEL_SUBDIR, completed_summary, write_summary
 
     t_start = time.perf_counter()
     out = Path(output_dir or cfg.output_dir)
@@ -297,28 +297,20 @@ def train_with_trl(cfg: GRPOConfig, output_dir: str | os.PathLike | None = None,
     finally:
         torch.set_num_threads(threads_before)
 
-    summary = {
-        "status": "completed", "trainer": "trl", "preset": cfg.preset, "model": cfg.model,
-        "accuracy_before": eval_before.strict_accuracy, "accuracy_after": eval_after.strict_accuracy,
-        "accuracy_before_ci": list(eval_before.strict_ci), "accuracy_after_ci": list(eval_after.strict_ci),
-        "lenient_accuracy_before": eval_before.lenient_accuracy, "lenient_accuracy_after": eval_after.lenient_accuracy,
-        "format_rate_before": eval_before.format_rate, "format_rate_after": eval_after.format_rate,
-        "eval_n": eval_after.n, "steps": cfg.total_steps, "world_size": trainer.accelerator.num_processes,
-        "device": device, "parameters": n_params, "train_seconds": train_seconds,
-        "wall_seconds": time.perf_counter() - t_start,
-        "samples_before": eval_before.samples, "samples_after": eval_after.samples,
-        "versions": {"python": sys.version.split()[0], "torch": torch.__version__,
-                     "transformers": transformers.__version__, "trl": trl.__version__},
-        "config": cfg.to_dict(), "trl_args": {k: _jsonable(v) for k, v in args.to_dict().items()},
-    }
+    # the fields of grpo_lib.train's summary.json (grpo_lib.runlog.completed_summary), plus TRL's own
+    summary = completed_summary(cfg, model_name=cfg.model, world_size=trainer.accelerator.num_processes,
+                                device=device, n_params=n_params, eval_before=eval_before, eval_after=eval_after,
+                                train_seconds=train_seconds, wall_seconds=time.perf_counter() - t_start)
+    summary["versions"]["trl"] = trl.__version__
+    summary.update({"trainer": "trl", "trl_args": {k: _jsonable(v) for k, v in args.to_dict().items()}})
     if trainer.accelerator.is_main_process:
-        with open(out / "metrics.jsonl", "w") as f:
+        with open(out / METRICS_FILE, "w") as f:
             f.writelines(json.dumps(rec) + "\n" for rec in trainer.state.log_history)
-        with open(out / "evals.jsonl", "w") as f:
+        with open(out / EVALS_FILE, "w") as f:
             f.writelines(json.dumps(rec) + "\n" for rec in evals)
-        model.save_pretrained(out / "model")
-        tokenizer.save_pretrained(out / "model")
-        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        model.save_pretrained(out / MODEL_SUBDIR)
+        tokenizer.save_pretrained(out / MODEL_SUBDIR)
+        write_summary(out, summary)
         print(f"accuracy {eval_before.strict_accuracy:.1%} -> {eval_after.strict_accuracy:.1%} in "
               f"{summary['wall_seconds']:.0f} s (TRL); outputs in {out}", flush=True)
     return summary
@@ -344,7 +336,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not trl_available():
         print(f"error: python -m grpo_lib.trl_recipe trains with TRL's GRPOTrainer. {INSTALL_HINT}", file=sys.stderr)
         return 2
-    from grpo_lib.train import parse_config
+    from grpo_lib.cli import parse_config
 
     trl_items, rest, it = [], [], iter(argv)
     for a in it:                                # --trl KEY=VALUE (repeatable): TRL-only options
