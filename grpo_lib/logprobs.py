@@ -202,7 +202,7 @@ def grouped_token_logprobs(model: nn.Module, prompt_ids: Tensor, prompt_mask: Te
         logp, (B, T): equal (up to float rounding) to `token_logprobs(model, cat(prompt_ids repeated G
         times, completion_ids), cat(masks), T, temperature)`. Carries gradients unless under no_grad.
 
-    Taught in: notebooks/05_full_run.ipynb
+    Used by: grpo_lib.rollout.completion_logprobs (π_ref, π_old and the update's log-probs in training).
     """
     from transformers import DynamicCache
 
