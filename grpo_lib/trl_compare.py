@@ -255,18 +255,30 @@ def agreement(loss_types: Sequence[str] = ("grpo", "bnpo", "dr_grpo", "dapo"), *
 
     Taught in: notebooks/04_the_loss.ipynb
     """
+    import contextlib
     import copy
+    import io
+    import warnings
 
     from grpo_lib.models import load_policy
 
-    require_trl()
-    base, tok = load_policy("tiny", device="cpu", dtype="float32")
+    @contextlib.contextmanager
+    def quiet():     # TRL's and transformers' start-up chatter (W&B mode, progress bars, deprecations)
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), \
+                warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+
+    with quiet():
+        require_trl()
+        base, tok = load_policy("tiny", device="cpu", dtype="float32")
     batch = make_batch(base, tok, G=4, T=8, temperature=temperature)
     rows = []
     for loss_type in loss_types:
         ours = copy.deepcopy(base)
-        trainer = make_trainer(copy.deepcopy(base), tok, loss_type=loss_type, beta=beta, epsilon_high=epsilon_high,
-                               temperature=temperature, max_completion_length=10)
+        with quiet():
+            trainer = make_trainer(copy.deepcopy(base), tok, loss_type=loss_type, beta=beta,
+                                   epsilon_high=epsilon_high, temperature=temperature, max_completion_length=10)
         loss_trl, _ = trl_loss(trainer, batch)
         loss_ours, _ = our_loss(ours, batch, loss_type=loss_type, beta=beta, epsilon_high=epsilon_high,
                                 temperature=temperature, max_completion_length=10)
