@@ -88,6 +88,7 @@ TRL_NAMES: dict[str, str] = {
     "preset": "(recorded in summary.json)",
     "save_every": "save_strategy='steps', save_steps (0 -> save_strategy='no')",
     "resume": "trainer.train(resume_from_checkpoint=...)",
+    "overwrite": "the same output-folder check before training (grpo_lib.rundir.prepare_output_dir; TRL has none)",
     "dist_timeout_minutes": "ddp_timeout (seconds)",
 }
 
@@ -251,6 +252,10 @@ def train_with_trl(cfg: GRPOConfig, output_dir: str | os.PathLike | None = None,
     out = Path(output_dir or cfg.output_dir)
     device = _resolve_device(cfg)
     args = trl_args(cfg, out, overrides=trl_overrides)         # bad settings fail before any loading
+    if int(os.environ.get("RANK", "0")) == 0:                   # an earlier run there is refused unless --overwrite
+        from grpo_lib.rundir import prepare_output_dir
+
+        prepare_output_dir(out, overwrite=cfg.overwrite, continuing=cfg.resume is not None)
     threads_before = torch.get_num_threads()
     if cfg.num_threads is not None and device == "cpu":
         torch.set_num_threads(cfg.num_threads)

@@ -171,3 +171,15 @@ def test_trl_only_options_pass_through_and_typos_are_named(needs_trl, tmp_path):
         trl_recipe.trl_args(GRPOConfig.tiny(device="cpu"), tmp_path, overrides={"use_vlm": True})
     with pytest.raises(ValueError, match="KEY=VALUE"):
         trl_recipe.parse_trl_overrides(["use_vllm"])
+
+
+def test_an_earlier_run_is_refused_without_overwrite(needs_trl, tmp_path):
+    """The recipe checks --output-dir like grpo_lib.train, before loading anything."""
+    from grpo_lib.rundir import OutputDirError
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "summary.json").write_text("{}")
+    with pytest.raises(OutputDirError, match="already holds a run"):
+        trl_recipe.train_with_trl(GRPOConfig.tiny(device="cpu", report_to="none"), out)
+    assert (out / "summary.json").read_text() == "{}"
