@@ -228,29 +228,38 @@ def generate_completions(model: nn.Module, tokenizer: Any, prompts: Sequence[str
     if do_sample and not temperature > 0:
         raise ValueError(f"temperature must be > 0 for sampling, got {temperature}")
     pad_id, eos_id = _check_pad(tokenizer), _eos_id(tokenizer)
+    from transformers import PreTrainedModel
+
+    from grpo_lib.sampling import sample_tokens
+
     device = next(model.parameters()).device
     enc = tokenizer(list(prompts), return_tensors="pt", padding=True, padding_side="left",
                     add_special_tokens=False)
-    prompt_ids = enc["input_ids"].to(device).repeat_interleave(G, dim=0)           # (N, P) -> (B, P)
-    prompt_mask = enc["attention_mask"].to(device).repeat_interleave(G, dim=0)      # (B, P)
-    P = prompt_ids.shape[1]
+    unique_ids, unique_mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)   # (N, P)
+    prompt_ids = unique_ids.repeat_interleave(G, dim=0)                              # (N, P) -> (B, P)
+    prompt_mask = unique_mask.repeat_interleave(G, dim=0)                            # (B, P)
 
-    sampling = dict(do_sample=True, temperature=float(temperature), top_k=0, top_p=1.0) if do_sample \
-        else dict(do_sample=False, temperature=None, top_k=None, top_p=None)
     if seed is not None:
         torch.manual_seed(seed)
     t0 = time.perf_counter()
     with generation_mode(model):
-        sequences = model.generate(
-            input_ids=prompt_ids, attention_mask=prompt_mask, max_new_tokens=max_new_tokens,
-            use_cache=True, pad_token_id=pad_id, eos_token_id=eos_id, repetition_penalty=1.0,
-            **sampling,
-        )                                                                            # (B, P + T)
+        if isinstance(model, PreTrainedModel) and not model.config.is_encoder_decoder:
+            # the loop of model.generate(do_sample, top_k=0, top_p=1) with each prompt prefilled once, not
+            # G times: the same tokens for the same seed (grpo_lib.sampling; tests/test_sampling.py)
+            completion_ids = sample_tokens(model, unique_ids, unique_mask, max_new_tokens=max_new_tokens,
+                                           eos_token_id=eos_id, pad_token_id=pad_id, temperature=float(temperature),
+                                           do_sample=do_sample, G=G)                 # (B, T)
+        else:                   # any other module with a generate() method (e.g. a scripted test policy)
+            sampling = dict(do_sample=True, temperature=float(temperature), top_k=0, top_p=1.0) if do_sample \
+                else dict(do_sample=False, temperature=None, top_k=None, top_p=None)
+            completion_ids = model.generate(
+                input_ids=prompt_ids, attention_mask=prompt_mask, max_new_tokens=max_new_tokens,
+                use_cache=True, pad_token_id=pad_id, eos_token_id=eos_id, repetition_penalty=1.0, **sampling,
+            )[:, prompt_ids.shape[1]:]                                               # (B, T)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - t0
 
-    completion_ids = sequences[:, P:]                                                # (B, T)
     mask = completion_mask(completion_ids, eos_id)                                   # (B, T), EOS included
     texts = decode_completions(tokenizer, completion_ids, mask, eos_id)
     return Rollout(prompts=list(prompts), prompt_ids=prompt_ids, prompt_mask=prompt_mask,
@@ -340,13 +349,40 @@ def _raise_for_failing_completion(name: str, fn: RewardFunc, prompts: list[str],
 
 
 def completion_logprobs(model: nn.Module, rollout: Rollout, temperature: float = 1.0,
-                        chunk_size: int | None = None) -> Tensor:
+                        chunk_size: int | None = None, rows: slice | None = None) -> Tensor:
     """log π(o_{i,t} | q_i, o_{i,<t}) for every completion token, (B, T); grads flow unless under no_grad.
 
-    Used by: `score_rollout`
+    Each distinct prompt goes through the model once and its KV cache serves its G completions
+    (`grpo_lib.logprobs.grouped_token_logprobs`), when that is possible: G > 1, `rows` and `chunk_size`
+    made of whole groups, a plain module (not DDP-wrapped) without gradient checkpointing. Otherwise
+    the plain `token_logprobs` over prompt + completion. Both give the same numbers up to float rounding.
+
+    Args:
+        model: π_θ or π_ref.
+        rollout: the sampled batch.
+        temperature: τ of the sampling.
+        chunk_size: rows per forward (None: all at once).
+        rows: a slice of the B rows (a micro-batch); None = all.
+
+    Used by: `score_rollout` (π_ref, π_old) and `grpo_lib.train.policy_update` (π_θ, with gradients)
     """
-    return token_logprobs(model, rollout.input_ids, rollout.attention_mask, logits_to_keep=rollout.T,
-                          temperature=temperature, chunk_size=chunk_size)   # (B, T)
+    from grpo_lib.logprobs import grouped_token_logprobs
+
+    start, stop, _ = (rows or slice(None)).indices(rollout.B)
+    G, b = rollout.G, stop - start
+    chunk = chunk_size or max(b, 1)
+    grouped = (G > 1 and start % G == 0 and b % G == 0 and chunk % G == 0 and not hasattr(model, "no_sync")
+               and not gradient_checkpointing_on(model))
+    if not grouped:
+        return token_logprobs(model, rollout.input_ids[start:stop], rollout.attention_mask[start:stop],
+                              logits_to_keep=rollout.T, temperature=temperature, chunk_size=chunk_size)   # (b, T)
+    parts = []
+    for s in range(start, stop, chunk):
+        e = min(s + chunk, stop)
+        parts.append(grouped_token_logprobs(model, rollout.prompt_ids[s:e:G], rollout.prompt_mask[s:e:G],
+                                            rollout.completion_ids[s:e], rollout.completion_mask[s:e], G,
+                                            temperature=temperature))                     # (e - s, T)
+    return torch.cat(parts, dim=0)                                                        # (b, T)
 
 
 @dataclass

@@ -84,11 +84,11 @@ from grpo_lib.data import build_prompt, check_prompts_fit, load_problems, max_co
 from grpo_lib.evaluation import EvalResult, evaluate
 from grpo_lib.failures import (FailureRecorder, NonFiniteWeightsError, RunFailed, logits_finite, max_abs_weight,
                                parameters_finite)
-from grpo_lib.logprobs import token_logprobs
 from grpo_lib.loss import grpo_loss, micro_batch_weight
 from grpo_lib.models import count_parameters, frozen_copy, load_policy
 from grpo_lib.rewards import reward_functions
-from grpo_lib.rollout import RewardFunc, ScoredRollout, generate_completions, score_rollout, set_gradient_checkpointing
+from grpo_lib.rollout import (RewardFunc, ScoredRollout, completion_logprobs, generate_completions, score_rollout,
+                              set_gradient_checkpointing)
 from grpo_lib.runlog import (MODEL_SUBDIR, NonFiniteMetricError, RunLog, completed_summary, non_finite,
                              step_metrics, versions)
 
@@ -158,7 +158,6 @@ def policy_update(policy: nn.Module, optimizer: torch.optim.Optimizer, batch: Sc
     """
     policy.train()
     rollout = batch.rollout
-    input_ids, attention_mask = rollout.input_ids, rollout.attention_mask                # (B, P+T)
     mask, A = batch.mask, batch.advantages                                               # (B, T), (B,)
     B, T = mask.shape
     b = cfg.micro_batch_size or B
@@ -173,8 +172,7 @@ def policy_update(policy: nn.Module, optimizer: torch.optim.Optimizer, batch: Sc
         last = start == starts[-1]
         sync = contextlib.nullcontext() if last or not hasattr(policy, "no_sync") else policy.no_sync()
         with sync:
-            logp = token_logprobs(policy, input_ids[rows], attention_mask[rows], logits_to_keep=T,
-                                  temperature=cfg.temperature)                           # (b, T) with grad
+            logp = completion_logprobs(policy, rollout, cfg.temperature, rows=rows)       # (b, T) with grad
             loss, stats = grpo_loss(
                 logp, None if batch.logp_old is None else batch.logp_old[rows],
                 None if batch.logp_ref is None else batch.logp_ref[rows], A[rows], mask[rows],

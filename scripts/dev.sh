@@ -30,7 +30,8 @@ setup() {
   [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
   "$VENV/bin/python" -m pip install -q --upgrade pip
   "$VENV/bin/python" -m pip install -q "torch==2.13.0"
-  "$VENV/bin/python" -m pip install -q -e ".[dev]"
+  # [trl]: TRL, pinned, for the golden tests against TRL's GRPOTrainer and `python -m grpo_lib.trl_recipe`
+  "$VENV/bin/python" -m pip install -q -e ".[dev,trl]"
   touch "$stamp"
 }
 

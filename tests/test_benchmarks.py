@@ -85,7 +85,7 @@ def test_cpu_peak_sees_torch_allocations_and_not_earlier_ones():
     assert peak_small < 16 * MIB
 
 
-@pytest.mark.parametrize("script", ["bench_logprobs.py", "bench_kv_cache.py", "bench_step.py"])
+@pytest.mark.parametrize("script", ["bench_logprobs.py", "bench_kv_cache.py", "bench_step.py", "bench_vs_trl.py"])
 def test_help_documents_quick(script):
     proc = run_script(script, "--help", timeout=120)
     assert proc.returncode == 0, proc.stderr
@@ -184,3 +184,31 @@ def test_step_two_processes_under_torchrun():
     proc = run_script("bench_step.py", "--quick", "--configs", "2x1")
     assert proc.returncode == 0, proc.stderr[-3000:]
     check_step_table(proc.stdout, "2 × 1")
+
+
+# --- (d) grpo_lib's step vs TRL's ---------------------------------------------------------------------------
+def test_vs_trl_quick_reports_ratio_spread_and_accuracy():
+    from grpo_lib.trl_compare import INSTALL_HINT, trl_available
+
+    if not trl_available():
+        if os.environ.get("GRPO_REQUIRE_TRL") == "1":
+            pytest.fail(f"GRPO_REQUIRE_TRL=1 but {INSTALL_HINT}", pytrace=False)
+        pytest.skip(INSTALL_HINT)
+    proc = run_script("bench_vs_trl.py", "--quick")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (steps_table,), (ratio_table,) = [t for t in tables(proc.stdout) if len(t) == 2], \
+        [t for t in tables(proc.stdout) if len(t) == 1]
+    rows = {r["trainer"]: r for r in steps_table}
+    assert set(rows) == {"grpo_lib", "TRL"}
+    for r in rows.values():
+        assert 0 < number(r["min s"]) <= number(r["median s/step"]) <= number(r["max s"])
+        assert 0 <= number(r["held-out acc before"]) <= 100 and 0 <= number(r["after 4 steps"]) <= 100
+    # both start from the same shipped model, evaluated on the same problems
+    assert rows["grpo_lib"]["held-out acc before"] == rows["TRL"]["held-out acc before"]
+    ratio = ratio_table[0]
+    assert int(ratio["pairs"]) == 3                                      # 4 steps, the first is a warm-up
+    lo, hi = (float(x) for x in ratio["min-max"].split("-"))
+    assert 0 < lo <= float(ratio["median ratio"]) <= hi
+    medians = number(rows["TRL"]["median s/step"]) / number(rows["grpo_lib"]["median s/step"])
+    assert float(ratio["ratio of medians"]) == pytest.approx(medians, abs=0.02)
+    assert "load average at start" in proc.stdout and "load average at end" in proc.stdout

@@ -25,10 +25,19 @@ def _conda_pip_and_comments():
     return pip, commented
 
 
-def test_core_and_dev_requirements_match_exactly():
+def test_core_dev_and_trl_requirements_match_exactly():
     core, extras = _pyproject()
     pip, _ = _conda_pip_and_comments()
-    assert sorted(pip) == sorted(core + extras["dev"]), "environment.yml pip list differs from pyproject"
+    assert sorted(pip) == sorted(core + extras["dev"] + extras["trl"]), "environment.yml pip list differs from pyproject"
+
+
+def test_trl_is_pinned_and_installed_by_the_test_command():
+    _, extras = _pyproject()
+    assert extras["trl"] == ["trl==1.16.0"]
+    dev_sh = (REPO / "scripts" / "dev.sh").read_text()
+    assert 'pip install -q -e ".[dev,trl]"' in dev_sh
+    ci = (REPO / ".ci" / "run").read_text()
+    assert "export GRPO_REQUIRE_TRL=1" in ci, "CI must fail, not skip, when the TRL golden tests cannot run"
 
 
 def test_gpu_extra_is_listed_but_not_installed_by_conda():

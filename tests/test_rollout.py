@@ -109,26 +109,24 @@ def test_same_seed_same_samples_other_seed_differs(model, tok, rollout):
 
 
 def test_sampling_distribution_is_plain_softmax_over_temperature_scaled_logits(model, tok):
-    """generate must sample from softmax(logits / τ) even when the checkpoint asks for top-k / top-p /
-    repetition penalty, so that the loss's log-probs describe the distribution that sampled."""
+    """Rollouts must sample from softmax(logits / τ) even when the checkpoint asks for top-k / top-p /
+    repetition penalty, so that the loss's log-probs describe the distribution that sampled. The rollout
+    (grpo_lib.sampling's loop) gives the very tokens of `generate` with every processor switched off."""
     gc = model.generation_config
     saved = (gc.top_k, gc.top_p, gc.repetition_penalty)
     gc.top_k, gc.top_p, gc.repetition_penalty = 5, 0.5, 1.3        # what a Qwen-like checkpoint might ship
-    captured = {}
-    real_generate = model.generate
-
-    def spy(**kwargs):
-        out = real_generate(**kwargs, output_scores=True, return_dict_in_generate=True)
-        captured["scores"] = out.scores
-        return out.sequences
-
-    model.generate = spy
     try:
         r = generate_completions(model, tok, PROMPTS, G=2, max_new_tokens=12, temperature=0.7, seed=3)
+        torch.manual_seed(3)
+        with generation_mode(model):
+            out = model.generate(input_ids=r.prompt_ids, attention_mask=r.prompt_mask, max_new_tokens=12,
+                                 do_sample=True, temperature=0.7, top_k=0, top_p=1.0, repetition_penalty=1.0,
+                                 pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+                                 output_scores=True, return_dict_in_generate=True)
     finally:
-        del model.generate
         gc.top_k, gc.top_p, gc.repetition_penalty = saved
-    scores = torch.stack(captured["scores"], dim=1)                       # (B, T, V) processed logits
+    assert torch.equal(r.completion_ids, out.sequences[:, r.prompt_ids.shape[1]:])
+    scores = torch.stack(out.scores, dim=1)                               # (B, T, V) processed logits
     from_generate = torch.log_softmax(scores.float(), -1).gather(-1, r.completion_ids[..., None]).squeeze(-1)
     with torch.no_grad():
         from_loss = token_logprobs(model, r.input_ids, r.attention_mask, r.T, temperature=0.7)  # (B, T)
@@ -140,22 +138,21 @@ def test_sampling_distribution_is_plain_softmax_over_temperature_scaled_logits(m
 def test_generation_runs_in_eval_mode_without_checkpointing_and_restores_both(model, tok):
     model.train()
     set_gradient_checkpointing(model, True)
-    seen = {}
-    real_generate = model.generate
+    seen = []
 
-    def spy(**kwargs):
-        seen["training"] = model.training
-        seen["checkpointing"] = gradient_checkpointing_on(model)
-        seen["grad"] = torch.is_grad_enabled()
-        seen["use_cache"] = kwargs.get("use_cache")
-        return real_generate(**kwargs)
+    def spy(module, args, kwargs):                       # every forward call of the decoding loop
+        seen.append({"training": model.training, "checkpointing": gradient_checkpointing_on(model),
+                     "grad": torch.is_grad_enabled(), "use_cache": kwargs.get("use_cache"),
+                     "cache": kwargs.get("cache") is not None})
 
-    model.generate = spy
+    handle = model.register_forward_pre_hook(spy, with_kwargs=True)
     try:
         generate_completions(model, tok, PROMPTS[:1], G=2, max_new_tokens=4, seed=0)
     finally:
-        del model.generate
-    assert seen == {"training": False, "checkpointing": False, "grad": False, "use_cache": True}
+        handle.remove()
+    assert len(seen) >= 1
+    assert all(s == {"training": False, "checkpointing": False, "grad": False, "use_cache": True, "cache": True}
+               for s in seen)
     assert model.training and gradient_checkpointing_on(model)           # restored for the update
     set_gradient_checkpointing(model, False)
     model.eval()

@@ -587,6 +587,24 @@ assert math.isclose(total["dapo"], first_loss["dapo"], rel_tol=1e-6)     # dapo:
 assert not math.isclose(total["bnpo"], first_loss["bnpo"], rel_tol=1e-2)  # bnpo: depends on how the batch is split
 
 # %% [markdown]
+# **Is this what TRL computes?** TRL's `GRPOTrainer` has the same four `loss_type`s. `grpo_lib.trl_compare.agreement`
+# builds a real TRL 1.16 trainer around the tiny model and feeds one batch (3 prompts × 4 completions, old
+# log-probs perturbed so the clip acts on both sides, β = 0.04, ε_high = 0.28) to TRL's own `_compute_loss` and
+# to `grpo_loss`, each on its own copy of the weights: the loss values and the gradient of every weight. (TRL's
+# default multiplies the KL term by ρ, `use_bias_correction_kl=True`, which this comparison turns off: see
+# docs/trl.md.) `tests/test_golden_trl.py` checks every `loss_type` × β × ε_high and the advantages in CI. TRL is
+# optional here: without it the cell says how to install it.
+
+# %%
+from grpo_lib.trl_compare import INSTALL_HINT, agreement, trl_available
+
+if trl_available():
+    trl_rows = agreement()                      # TRL's _compute_loss vs grpo_loss on one batch, per loss_type
+    assert all(r["|Δ loss|"] < 1e-5 and r["max |Δ grad| / max |grad|"] < 1e-4 for r in trl_rows)
+else:
+    print(INSTALL_HINT)
+
+# %% [markdown]
 # ## 4.9 One GRPO step on the tiny model, end to end
 #
 # Everything together, on the course's tiny model: a real `Qwen2ForCausalLM` of about 1M parameters, warmed

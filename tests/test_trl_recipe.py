@@ -1,0 +1,185 @@
+"""grpo_lib.trl_recipe: our GRPOConfig on TRL's GRPOTrainer (the same run, for learners who outgrow the engine).
+
+The mapping tests are fast; test_tiny_preset_learns_with_trl trains 40 steps with TRL (about 1.5 min on a
+quiet 2-core machine, marked slow). Without TRL the tests that need it skip with the reason; with
+GRPO_REQUIRE_TRL=1 (set by .ci/run) they fail instead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from grpo_lib import trl_recipe
+from grpo_lib.config import GRPOConfig
+from grpo_lib.trl_compare import INSTALL_HINT, trl_available
+
+
+
+@pytest.fixture
+def needs_trl():
+    if not trl_available():
+        if os.environ.get("GRPO_REQUIRE_TRL") == "1":
+            pytest.fail(f"GRPO_REQUIRE_TRL=1 but {INSTALL_HINT}", pytrace=False)
+        pytest.skip(INSTALL_HINT)
+
+
+def test_without_trl_the_command_says_how_to_install(monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr(trl_recipe, "trl_available", lambda: False)
+    assert trl_recipe.main(["--preset", "tiny", "--output-dir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert 'pip install -e ".[trl]"' in err and "trl==1.16.0" in err
+    assert not (tmp_path / "run").exists(), "nothing is written before TRL is known to be there"
+    with pytest.raises(ImportError, match=r"pip install -e"):
+        trl_recipe.trl_args(GRPOConfig.tiny())
+
+
+def test_every_option_of_ours_has_a_trl_name():
+    ours = {f.name for f in dataclasses.fields(GRPOConfig)}
+    assert set(trl_recipe.TRL_NAMES) == ours
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "trl.md").read_text()
+    for name, trl_name in trl_recipe.TRL_NAMES.items():
+        assert f"| `{name}` |" in doc and trl_name in doc, f"docs/trl.md: no row for {name}"
+
+
+def test_tiny_preset_maps_onto_trl_with_cpu_overrides(needs_trl, tmp_path):
+    cfg = GRPOConfig.tiny(steps=40, device="cpu")
+    args = trl_recipe.trl_args(cfg, tmp_path)
+    # the GRPO objective
+    assert (args.num_generations, args.epsilon, args.epsilon_high) == (8, 0.2, 0.2)
+    assert (args.loss_type, args.beta, args.use_bias_correction_kl) == ("grpo", 0.04, False)  # TRL: dapo, 0, True
+    assert (args.num_iterations, args.scale_rewards, args.temperature) == (1, "group", 1.0)
+    assert (args.top_k, args.top_p, args.repetition_penalty) == (0, 1.0, 1.0)
+    assert args.sync_ref_model is False
+    # completions, not prompts: one optimizer step = N prompts x G completions
+    assert args.per_device_train_batch_size == cfg.B == 128 and args.gradient_accumulation_steps == 1
+    assert args.generation_batch_size == 128 and args.max_steps == 40
+    assert args.max_completion_length == 40 and args.shuffle_dataset is False
+    # optimiser and schedule (TRL: lr 1e-6 with linear decay, beta2 0.999, fused AdamW)
+    assert (args.learning_rate, args.adam_beta1, args.adam_beta2, args.weight_decay) == (5e-5, 0.9, 0.99, 0.0)
+    assert args.max_grad_norm == 1.0 and str(args.lr_scheduler_type.value) == "constant"
+    assert str(args.optim.value) == "adamw_torch" and args.warmup_steps == 0
+    # CPU overrides of TRL's GPU defaults
+    assert args.bf16 is False and args.fp16 is False and args.gradient_checkpointing is False and args.use_cpu
+    assert args.seed == 0 and args.logging_steps == 10 and args.report_to == ["wandb"]
+
+
+def test_micro_batches_outer_iterations_and_bad_micro_batch(needs_trl, tmp_path):
+    cfg = GRPOConfig.tiny(micro_batch_size=32, num_iterations=2, steps=5, device="cpu")
+    args = trl_recipe.trl_args(cfg, tmp_path)
+    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (32, 4)
+    assert args.generation_batch_size == 128 and args.steps_per_generation == 4   # one generation per step
+    assert args.max_steps == 10
+    # π_ref ← π_θ at the start of each outer iteration = a full sync every M steps
+    assert (args.sync_ref_model, args.ref_model_sync_steps, args.ref_model_mixup_alpha) == (True, 5, 1.0)
+    with pytest.raises(ValueError, match="micro_batch_size = 48 must divide the 128 completions per process"):
+        trl_recipe.trl_args(GRPOConfig.tiny(micro_batch_size=48), tmp_path)
+
+
+@pytest.mark.parametrize("warmup", [0, 3])
+def test_cosine_schedule_matches_ours(needs_trl, tmp_path, warmup):
+    """TRL's cosine_with_min_lr (min_lr_rate=0.1) is our cosine-to-10%; TRL's warm-up is t/w, ours (t+1)/(w+1)."""
+    from transformers.optimization import get_scheduler
+
+    from grpo_lib.train import make_optimizer
+
+    cfg = GRPOConfig.tiny(lr_schedule="cosine", steps=20, warmup_steps=warmup)
+    args = trl_recipe.trl_args(cfg, tmp_path)
+    p = torch.nn.Parameter(torch.zeros(1))
+    _, ours = make_optimizer(torch.nn.Linear(1, 1), cfg)
+    theirs = get_scheduler(args.lr_scheduler_type, torch.optim.AdamW([p], lr=cfg.lr), num_warmup_steps=args.warmup_steps,
+                           num_training_steps=cfg.total_steps, scheduler_specific_kwargs=args.lr_scheduler_kwargs)
+    lr_ours, lr_trl = [], []
+    for _ in range(cfg.total_steps):
+        lr_ours.append(ours.get_last_lr()[0])
+        lr_trl.append(theirs.get_last_lr()[0])
+        ours.step()
+        theirs.step()
+    assert lr_ours[warmup:] == pytest.approx(lr_trl[warmup:], rel=1e-9)
+    assert lr_ours[-1] == pytest.approx(cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (19 - warmup) / (20 - warmup)))))
+    if warmup:
+        assert lr_trl[0] == 0.0 and lr_ours[0] == pytest.approx(cfg.lr / (warmup + 1))   # the stated difference
+
+
+def test_trl_sees_our_prompts_step_by_step(needs_trl, tmp_path):
+    """TRL's sampler (no shuffling) hands each step the N prompts of our engine, each repeated G times."""
+    from grpo_lib.data import build_prompt, load_problems, prompts_for_step
+    from grpo_lib.models import load_policy
+
+    cfg = GRPOConfig.tiny(steps=3, N=4, G=2, device="cpu")
+    model, tok = load_policy("tiny", device="cpu")
+    problems = load_problems("addition", "train")
+    dataset = trl_recipe.training_dataset(cfg, tok, problems)
+    from trl import GRPOTrainer
+
+    def zero_reward(completions, **kwargs):
+        return [0.0] * len(completions)
+
+    trainer = GRPOTrainer(model=model, reward_funcs=zero_reward, args=trl_recipe.trl_args(cfg, tmp_path), train_dataset=dataset, processing_class=tok)
+    order = list(trainer._get_train_sampler(dataset))
+    for step in range(cfg.steps):
+        want = [build_prompt(tok, p["question"]) for p in prompts_for_step(problems, step, cfg.N, cfg.seed)]
+        got = [dataset[i]["prompt"] for i in order[step * cfg.B:(step + 1) * cfg.B]]
+        assert got == [q for q in want for _ in range(cfg.G)]
+
+
+@pytest.mark.slow
+def test_tiny_preset_learns_with_trl(needs_trl, tmp_path):
+    """40 steps of the tiny preset on TRL: held-out strict accuracy up by at least 20 points (100 problems)."""
+    out = tmp_path / "tiny-trl"
+    assert trl_recipe.main(["--preset", "tiny", "--steps", "40", "--eval-n", "100", "--report-to", "none",
+                            "--progress", "false", "--output-dir", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    from grpo_lib.evaluation import EvalResult
+    from grpo_lib.runlog import completed_summary
+
+    ours = completed_summary(GRPOConfig.tiny(), model_name="tiny", world_size=1, device="cpu", n_params=1,
+                             eval_before=EvalResult(n=1, n_strict=0, n_lenient=0, n_format=0),
+                             eval_after=EvalResult(n=1, n_strict=0, n_lenient=0, n_format=0),
+                             train_seconds=0.0, wall_seconds=0.0)
+    assert set(ours) <= set(summary) and summary["trainer"] == "trl"      # grpo_lib.train's fields, and more
+    assert summary["status"] == "completed" and summary["steps"] == 40 and summary["eval_n"] == 100
+    assert summary["accuracy_after"] - summary["accuracy_before"] >= 0.20, summary
+    log = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert any("frac_reward_zero_std" in rec for rec in log)
+    assert (out / "model" / "model.safetensors").exists()
+
+
+def test_processes_share_the_completions_of_a_step(needs_trl, tmp_path):
+    """8 GPUs: each takes B / 8 completions; B must divide by the processes (the 1.5B preset needs --N 8)."""
+    cfg = GRPOConfig.full(N=8, device="cpu")                       # G = 12, micro_batch_size = 12
+    args = trl_recipe.trl_args(cfg, tmp_path, world_size=8)
+    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (12, 1)
+    assert args.bf16 is True and args.gradient_checkpointing is True and (args.loss_type, args.beta) == ("grpo", 0.04)
+    with pytest.raises(ValueError, match="must divide by the 8 processes"):
+        trl_recipe.trl_args(GRPOConfig.full(device="cpu"), tmp_path, world_size=8)   # N = 7: B = 84
+
+
+def test_trl_only_options_pass_through_and_typos_are_named(needs_trl, tmp_path):
+    over = trl_recipe.parse_trl_overrides(["use_vllm=true", "vllm_mode=colocate", "vllm_gpu_memory_utilization=0.3",
+                                           "logging_steps=5"])
+    assert over == {"use_vllm": True, "vllm_mode": "colocate", "vllm_gpu_memory_utilization": 0.3, "logging_steps": 5}
+    args = trl_recipe.trl_args(GRPOConfig.tiny(device="cpu"), tmp_path, overrides={"logging_steps": 5, "log_completions": True})
+    assert args.logging_steps == 5 and args.log_completions is True
+    with pytest.raises(ValueError, match=r"no option use_vlm \(did you mean use_vllm\?\)"):
+        trl_recipe.trl_args(GRPOConfig.tiny(device="cpu"), tmp_path, overrides={"use_vlm": True})
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        trl_recipe.parse_trl_overrides(["use_vllm"])
+
+
+def test_an_earlier_run_is_refused_without_overwrite(needs_trl, tmp_path):
+    """The recipe checks --output-dir like grpo_lib.train, before loading anything."""
+    from grpo_lib.rundir import OutputDirError
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "summary.json").write_text("{}")
+    with pytest.raises(OutputDirError, match="already holds a run"):
+        trl_recipe.train_with_trl(GRPOConfig.tiny(device="cpu", report_to="none"), out)
+    assert (out / "summary.json").read_text() == "{}"
