@@ -90,6 +90,7 @@ def test_check_lists_what_it_verified_collapsed():
     html_ = shown._repr_html_()
     assert html_.startswith("<details><summary>✓ 1.6 · demo: 3 facts checked</summary>") and "<details open" not in html_
     assert html_.count("<li>") == 3
+    assert repr(check("one", ("alone", True))).startswith("✓ one: 1 fact checked")
 
 
 def test_check_raises_naming_every_failing_fact():

@@ -151,11 +151,14 @@ class Checked:
     facts: tuple[str, ...]
 
     def __repr__(self) -> str:
-        return "\n".join([f"✓ {self.section}: {len(self.facts)} facts checked"] + [f"  ✓ {f}" for f in self.facts])
+        return "\n".join([f"✓ {self.section}: {self._count()}"] + [f"  ✓ {f}" for f in self.facts])
+
+    def _count(self) -> str:
+        return f"{len(self.facts)} fact{'s' if len(self.facts) != 1 else ''} checked"
 
     def _repr_html_(self) -> str:
         items = "".join(f"<li>{html.escape(f)}</li>" for f in self.facts)
-        return (f"<details><summary>✓ {html.escape(self.section)}: {len(self.facts)} facts checked</summary>"
+        return (f"<details><summary>✓ {html.escape(self.section)}: {self._count()}</summary>"
                 f"<ul>{items}</ul></details>")
 
 
