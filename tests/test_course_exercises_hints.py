@@ -186,3 +186,15 @@ def test_std_choice_with_sgd_and_adam():
     assert torch.allclose(ex02.toy_run(0, 0.5, 0.0), ex02.toy_run(1, 0.5 * C, 0.0), atol=1e-6)     # β = 0: lr only
     assert not torch.allclose(ex02.toy_run(0, 0.5, 0.04), ex02.toy_run(1, 0.5 * C, 0.04), atol=1e-3)
     assert torch.allclose(ex02.toy_run(0, 0.5, 0.04), ex02.toy_run(1, 0.5 * C, 0.04 / C), atol=1e-6)
+
+
+def test_each_new_checker_called_by_name(capsys):
+    """The reference answers pass when each checker is called by its own name (as the notebooks call them)."""
+    assert ex01.check_loo_advantages(ex01.loo_advantages)
+    assert ex02.check_flat_fraction(ex02.flat_fraction)
+    assert ex02.check_population_settings(lambda lr, beta, G: (lr * math.sqrt(G / (G - 1)), beta / math.sqrt(G / (G - 1))))
+    assert ex03.check_fisher(fisher_exact_2x2)
+    assert ex04.check_clipped_tokens(ex04.clipped_tokens)
+    assert ex04.check_exact_kl(ex04.exact_kl)
+    assert ex05.check_decode_floor(ex05.decode_seconds_floor)
+    assert capsys.readouterr().out.count("✓ Correct") == 7
