@@ -381,9 +381,9 @@ p_q, p_mean = right.mean(-1), right.mean().item()                          # eac
 measured = zero_std_fraction(right.view(Q * n // G, G))                   # flat groups of 8, as training sees them
 at_mean = p_mean**G + (1 - p_mean) ** G                                   # the formula with one p for all
 per_question = sum((comb(int(x), G) + comb(n - int(x), G)) / comb(n, G) for x in k) / Q   # the formula per question
-plots.accuracy_spread(p_q, p_mean)
 print(f"mean accuracy {p_mean:.3f}; flat groups of {G}: measured {measured:.1%}, "
       f"formula at the mean {at_mean:.1%}, formula per question {per_question:.1%}")
+plots.accuracy_spread(p_q, p_mean)
 
 # %% [markdown]
 # The questions range from almost never right to almost always right, and each extreme question is flat most
