@@ -275,6 +275,7 @@ J = (pi.probs() * r_all).sum()                                 # exact: three te
 p = pi.probs().detach()
 print(f"π = {p.numpy().round(4)}   J = {J.item():.4f}   ∇J = {grad_exact.numpy().round(4)}")
 
+
 # %% [markdown]
 # **The score-function (REINFORCE) estimate.** A language model has far too many answers to enumerate, but it
 # can *sample*. Because $\nabla\pi = \pi\,\nabla\log\pi$ (the log-derivative trick), the gradient is an
@@ -396,6 +397,7 @@ rho_all = pi_new.probs() / pi_old.probs()                                 # (K,)
 J_reweighted = (pi_old.probs() * rho_all * r_all).sum()                   # E_{o ~ π_old}[ρ r], by enumeration
 J_new = (pi_new.probs() * r_all).sum()
 J_reweighted.item(), J_new.item()
+
 
 # %% [markdown]
 # **Why clip.** The reweighted objective is exact in expectation, but estimated from $G$ samples it is only

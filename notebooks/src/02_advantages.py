@@ -663,6 +663,7 @@ def my_flat_fraction(probs, G):     # probs: (Q, K), rows sum to 1; G: int -> fl
 
 check_flat_fraction(my_flat_fraction);
 
+
 # %% [markdown]
 # **2.2 · Same run, other std (fill in).** A paper trains with the *population* std, learning rate `lr` and KL
 # coefficient `beta`, plain SGD, groups of `G`. Your code divides by the *sample* std. Write

@@ -729,6 +729,7 @@ def my_clipped(rho, A, epsilon):    # (B, T), (B,), float -> bool (B, T)
 
 check_clipped_tokens(my_clipped);
 
+
 # %% [markdown]
 # **4.2 · The exact KL the loop does not compute (fill in).** Write `my_exact_kl(logits, logits_ref)`: from the
 # full logits of $\pi_\theta$ and $\pi_{ref}$, both `(B, T, V)`, return $\mathrm{KL}(\pi_\theta\|\pi_{ref})$ at
