@@ -23,8 +23,7 @@ The exercise convention of the course (docs/teaching.md has the instructor's sid
   line that answers the exercise) is printed only by `hint("N.K")` or after `SHOW_KEY_STEP_AFTER` wrong
   answers. A blank exercise is not a wrong answer, so Run All on a student copy shows no answer.
 
-Taught in: every notebook's "Exercises" section (notebooks/01_worked_example_2plus3.ipynb to
-notebooks/05_full_run.ipynb).
+Used by: every checker of grpo_lib.course.exercises (ex01 ... ex05), in each notebook's "Exercises" section.
 """
 
 from __future__ import annotations
