@@ -77,7 +77,8 @@ def check_group_advantages(fn: Callable[[torch.Tensor], Any]) -> CheckResult:
     Returns:
         CheckResult, truthy when every case of `GROUP_ADVANTAGE_CASES` matches `group_advantages` (atol 1e-3).
 
-    Taught in: notebooks/01_worked_example_2plus3.ipynb
+    Used by: tests/test_course_exercises_ex01.py. Exercise 1.1 of the notebook is now `check_loo_advantages` (issue 12);
+    this checker stays for student copies made before.
     """
     cases = [Case(name, (r,), group_advantages(r[None])[0])                 # (G,) sample std + 1e-4
              for name, r in ((name, torch.tensor(rewards)) for name, rewards in GROUP_ADVANTAGE_CASES)]

@@ -66,7 +66,8 @@ def check_centered_advantages(fn: Callable[[torch.Tensor], Any]) -> CheckResult:
 
     Reference: `group_advantages(r, scale="none")`.
 
-    Taught in: notebooks/02_advantages.ipynb
+    Used by: tests/test_course_exercises_ex02.py. Exercise 2.1 of the notebook is now `check_flat_fraction` (issue 12);
+    this checker stays for student copies made before.
     """
     return run_cases(
         fn, _centred_cases(), exercise="2.1",
@@ -111,7 +112,8 @@ def _zero_std_hint(case: Case, got: float) -> str:
 def check_zero_std_probability(fn: Callable[[float, int], float]) -> CheckResult:
     """Check the probability that a group of G Bernoulli(p) rewards has std 0 (all right or all wrong).
 
-    Taught in: notebooks/02_advantages.ipynb
+    Used by: tests/test_course_exercises_ex02.py. Exercise 2.2 of the notebook is now `check_population_settings` (issue 12);
+    this checker stays for student copies made before.
     """
     cases = [Case(f"p = {p}, G = {G}", (p, G), zero_std_probability(p, G)) for p, G in ZERO_STD_CASES]
     return run_cases(

@@ -104,7 +104,8 @@ def _wilson_hint(case: Case, got: tuple[float, float]) -> str:
 def check_wilson_interval(fn: Callable[[int, int], tuple[float, float]]) -> CheckResult:
     """Check a 95% Wilson interval fn(k, n) -> (low, high) against `grpo_lib.evaluation.wilson_interval`.
 
-    Taught in: notebooks/03_reward_design.ipynb
+    Used by: tests/test_course_exercises_ex03.py. Exercise 3.2 of the notebook is now `check_fisher` (issue 12);
+    this checker stays for student copies made before.
     """
     cases = [Case(f"k = {k}, n = {n}", (k, n), wilson_interval(k, n)) for k, n in WILSON_CASES]
     return run_cases(

@@ -103,7 +103,8 @@ def check_seq_mean_loss(fn: Callable[[torch.Tensor, torch.Tensor], Any]) -> Chec
 
     Reference: `seq_mean_loss`, the aggregation of `grpo_loss(..., loss_type="grpo")`.
 
-    Taught in: notebooks/04_the_loss.ipynb
+    Used by: tests/test_course_exercises_ex04.py. Exercise 4.1 of the notebook is now `check_clipped_tokens` (issue 12);
+    this checker stays for student copies made before.
     """
     cases = [Case(name, (loss, mask), float(seq_mean_loss(loss, mask))) for name, loss, mask in _seq_mean_cases()]
     return run_cases(
@@ -168,7 +169,8 @@ def check_kl_k3(fn: Callable[[torch.Tensor, torch.Tensor], Any]) -> CheckResult:
 
     Reference: `grpo_lib.loss.kl_k3`.
 
-    Taught in: notebooks/04_the_loss.ipynb
+    Used by: tests/test_course_exercises_ex04.py. Exercise 4.2 of the notebook is now `check_exact_kl` (issue 12);
+    this checker stays for student copies made before.
     """
     cases = [Case(name, (logp, logp_ref), kl_k3(logp, logp_ref)) for name, logp, logp_ref in _kl_cases()]
     return run_cases(
