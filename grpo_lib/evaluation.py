@@ -66,6 +66,36 @@ def wilson_interval(k: int, n: int, z: float = Z_95) -> tuple[float, float]:
     return low, high
 
 
+
+def fisher_exact_2x2(k1: int, n1: int, k2: int, n2: int) -> float:
+    """Two-sided Fisher exact test of k1/n1 against k2/n2: could both samples share one success rate?
+
+    With the totals fixed (K = k1 + k2 successes among n1 + n2 tries), the number of successes x in the first
+    sample is hypergeometric, P(x) = C(n1, x) C(n2, K - x) / C(n1 + n2, K), if both rates are equal. The p-value
+    is the sum of P(x) over every x no more likely than the observed k1 (a relative tolerance of 1e-9 keeps
+    ties that differ only by rounding). Exact integer binomials (`math.comb`), no scipy.
+
+    Args:
+        k1, n1: successes and trials of the first sample, 0 <= k1 <= n1.
+        k2, n2: the same for the second, 0 <= k2 <= n2.
+
+    Returns:
+        the p-value in (0, 1]; 7 of 9 against 27 of 30 gives 0.5716 (the tutorial's tagged answers before
+        training against its answers after).
+
+    Raises:
+        ValueError: a count outside 0 <= k <= n.
+
+    Taught in: notebooks/03_reward_design.ipynb
+    """
+    for k, n, name in ((k1, n1, "first"), (k2, n2, "second")):
+        if not (isinstance(k, int) and isinstance(n, int) and 0 <= k <= n):
+            raise ValueError(f"need integers 0 <= k <= n for the {name} sample, got k={k!r}, n={n!r}")
+    K, N = k1 + k2, n1 + n2
+    total = math.comb(N, K)
+    pmf = {x: math.comb(n1, x) * math.comb(n2, K - x) / total for x in range(max(0, K - n2), min(n1, K) + 1)}
+    return min(1.0, sum(p for p in pmf.values() if p <= pmf[k1] * (1 + 1e-9)))
+
 @dataclass
 class EvalResult:
     """Greedy evaluation of a policy on n held-out problems.

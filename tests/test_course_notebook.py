@@ -93,3 +93,38 @@ def test_a_failed_job_runs_once_and_raises_with_its_status_and_stderr(tmp_path, 
     assert "exitcode  : 5" in str(info.value)                   # torchrun's report names the rank's exit code
     assert sorted(p.name for p in tmp_path.glob("start-*")) == ["start-rank0-0", "start-rank1-0"]  # never rerun
     assert capsys.readouterr().out == ""                        # no "starting it once more" note
+
+
+# --- check(...): the one collapsed check of a lesson section (issue 12, item 4) ---------------------------------
+def test_check_lists_what_it_verified_collapsed():
+    import torch
+
+    from grpo_lib.course.notebook import Checked, check
+    shown = check("1.6 · demo", ("1 + 1 = 2", 1 + 1 == 2), ("a tensor fact", torch.tensor(True)), ("lazy", lambda: True))
+    assert isinstance(shown, Checked) and shown.facts == ("1 + 1 = 2", "a tensor fact", "lazy")
+    assert repr(shown).splitlines() == ["✓ 1.6 · demo: 3 facts checked", "  ✓ 1 + 1 = 2", "  ✓ a tensor fact", "  ✓ lazy"]
+    html_ = shown._repr_html_()
+    assert html_.startswith("<details><summary>✓ 1.6 · demo: 3 facts checked</summary>") and "<details open" not in html_
+    assert html_.count("<li>") == 3
+    assert repr(check("one", ("alone", True))).startswith("✓ one: 1 fact checked")
+
+
+def test_check_raises_naming_every_failing_fact():
+    import pytest
+    import torch
+
+    from grpo_lib.course.notebook import check
+    with pytest.raises(AssertionError) as err:
+        check("demo", ("true", True), ("false one", False), ("raises", lambda: 1 / 0), ("many", torch.ones(3)))
+    msg = str(err.value)
+    assert msg.startswith("demo: 3 of 4 facts do not hold")
+    assert "✗ false one" in msg and "ZeroDivisionError" in msg and "use .all()" in msg and "✗ true" not in msg
+
+
+def test_check_refuses_malformed_facts():
+    import pytest
+
+    from grpo_lib.course.notebook import check
+    for bad in ((), (("no value",),), ((1, True),)):
+        with pytest.raises(ValueError):
+            check("demo", *bad)

@@ -365,3 +365,23 @@ def test_loss_type_panel_count_and_errors():
         plots.loss_type_token_weights({}, [3, 5], [1, -1])
     with pytest.raises(ValueError, match="A has"):
         plots.loss_type_token_weights({"grpo": [0.1, -0.1]}, [3, 5], [1])
+
+
+# --- issue 12: notebook 01's baseline figure, notebook 02's accuracy spread -------------------------------------
+def test_variance_vs_baseline_draws_the_curve_and_the_points_on_fixed_axes():
+    b = np.linspace(-1, 3, 5)
+    v = (b - 0.9) ** 2 / 10 + 0.07
+    fig = plots.variance_vs_baseline(b, v, {"b = 0": (0.0, 0.2), "b = J": (0.9, 0.08)}, J=0.9)
+    ax = fig.axes[0]
+    lines = ax.get_lines()
+    assert np.allclose(lines[0].get_xdata(), b) and np.allclose(lines[0].get_ydata(), v)
+    assert [tuple(np.ravel(line.get_xydata())) for line in lines[1:3]] == [(0.0, 0.2), (0.9, 0.08)]
+    assert ax.get_xlim() == (-1.0, 3.0) and ax.get_ylim() == (0.0, 0.5)
+
+
+def test_accuracy_spread_counts_every_question():
+    p = [0.0, 0.05, 0.5, 0.55, 0.95, 1.0]
+    fig = plots.accuracy_spread(p, 0.5)
+    ax = fig.axes[0]
+    heights = [patch.get_height() for patch in ax.patches]
+    assert sum(heights) == len(p) and ax.get_xlim() == (0.0, 1.0)

@@ -6,6 +6,10 @@
 - `markdown_table(header, rows)` turns a small sweep (a loop over cases) into a table that renders
   on GitHub, so the numbers in the prose come from code that runs in CI.
 
+- `check(section, *facts)` is the one check cell of a lesson section (issue 12): it verifies the section's
+  claims, shows "✓ <section>: N facts checked" that expands to the list (collapsed by default), and raises
+  naming every fact that fails, so CI fails on a broken lesson while the notebook reads like prose.
+
 - `run_torchrun(args, nproc=2)` launches `torchrun --standalone` from a cell (notebook 05's DDP demos) and
   returns the finished process; a job that fails raises, with its exit status and stderr (never rerun).
 
@@ -16,12 +20,14 @@ Taught in: notebooks/01_worked_example_2plus3.ipynb (used by every notebook)
 
 from __future__ import annotations
 
+import html
 import inspect
 import os
 import subprocess
 import sys
 import textwrap
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -133,3 +139,64 @@ def run_torchrun(args: Sequence[str], nproc: int = 2, *, env: dict[str, str] | N
         raise RuntimeError(f"torchrun exited with status {proc.returncode} ({nproc} processes: "
                            f"{' '.join(map(str, args))}); end of its stderr:\n{proc.stderr[-6000:]}")
     return proc
+
+
+@dataclass(frozen=True)
+class Checked:
+    """What `check` verified; renders as a collapsed list in Jupyter, as lines in plain text."""
+
+    section: str
+    facts: tuple[str, ...]
+
+    def __repr__(self) -> str:
+        return "\n".join([f"✓ {self.section}: {self._count()}"] + [f"  ✓ {f}" for f in self.facts])
+
+    def _count(self) -> str:
+        return f"{len(self.facts)} fact{'s' if len(self.facts) != 1 else ''} checked"
+
+    def _repr_html_(self) -> str:
+        items = "".join(f"<li>{html.escape(f)}</li>" for f in self.facts)
+        return (f"<details><summary>✓ {html.escape(self.section)}: {self._count()}</summary>"
+                f"<ul>{items}</ul></details>")
+
+
+def _truth(value: Any) -> tuple[bool, str | None]:
+    """(holds, error) for a fact's value: bool, numpy/torch scalar, or a callable returning one."""
+    try:
+        if callable(value):
+            value = value()
+        if hasattr(value, "numel") and value.numel() != 1:
+            return False, f"a tensor of {value.numel()} values is not one truth value (use .all())"
+        return bool(value), None
+    except Exception as err:  # noqa: BLE001 - a fact that cannot be evaluated is a failing fact
+        return False, f"{type(err).__name__}: {err}"
+
+
+def check(section: str, *facts: tuple[str, Any]) -> Checked:
+    """Verify a section's claims; show them collapsed; raise AssertionError naming every fact that fails.
+
+    The teaching goes in the prose above; the facts prove it. In the notebook source the cell that calls
+    `check` is written `# %% jupyter={"source_hidden": true}`, so JupyterLab shows only its one-line result.
+
+    Args:
+        section: the section's name, as in its heading ("1.6 · the policy gradient").
+        *facts: (text, value) pairs; value is a bool, a one-element tensor or array, or a callable returning one.
+
+    Raises:
+        ValueError: no facts, or a fact that is not a (text, value) pair.
+        AssertionError: one or more facts do not hold; the message lists each, with the error if one was raised.
+
+    Taught in: notebooks/01_worked_example_2plus3.ipynb (used by every notebook)
+    """
+    if not facts:
+        raise ValueError(f"check({section!r}) needs at least one (text, value) fact")
+    failing = []
+    for i, fact in enumerate(facts):
+        if not (isinstance(fact, tuple) and len(fact) == 2 and isinstance(fact[0], str)):
+            raise ValueError(f"check({section!r}): fact {i + 1} must be a (text, value) pair, got {fact!r:.80}")
+        ok, error = _truth(fact[1])
+        if not ok:
+            failing.append(f"✗ {fact[0]}" + (f" ({error})" if error else ""))
+    if failing:
+        raise AssertionError(f"{section}: {len(failing)} of {len(facts)} facts do not hold:\n  " + "\n  ".join(failing))
+    return Checked(section, tuple(text for text, _ in facts))

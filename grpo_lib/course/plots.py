@@ -664,3 +664,51 @@ def accuracy_with_ci(
     ax.set_ylabel("accuracy (bars: 95% CI)")
     ax.grid(axis="y", alpha=0.3)
     return fig
+
+
+# --- notebook 01 §1.6: the variance of the policy-gradient estimate against its baseline ----------------------
+def variance_vs_baseline(b_grid: Sequence[float], exact_var: Sequence[float],
+                         measured: Mapping[str, tuple[float, float]], J: float) -> Figure:
+    """The exact variance of the REINFORCE estimate against a constant baseline b, with measured points.
+
+    Args:
+        b_grid: the baselines b of the curve.
+        exact_var: the exact variance (summed over the logits) at each b.
+        measured: label -> (b where the dot goes, the variance measured over sampled groups).
+        J: the true mean reward, marked by a dotted line.
+
+    Axes are fixed: b in [-1, 3], variance in [0, 0.5] (the toy of notebook 01).
+
+    Taught in: notebooks/01_worked_example_2plus3.ipynb
+    """
+    fig = Figure(figsize=(6.4, 3.4))
+    ax = fig.subplots()
+    ax.plot(np.asarray(b_grid, dtype=float), np.asarray(exact_var, dtype=float), lw=1.6, color="tab:blue",
+            label="exact, constant baseline b")
+    for i, (name, (b, v)) in enumerate(measured.items()):
+        ax.plot([b], [v], "o", color=f"C{i + 1}", label=f"sampled groups: {name}")
+    ax.axvline(J, color="grey", ls=":", lw=1)
+    ax.annotate("J", (J, 0.47), ha="center", color="grey")
+    ax.set(xlabel="baseline b", ylabel="variance of the estimate\n(sum over the logits)", xlim=(-1, 3), ylim=(0, 0.5),
+           title="same mean for every b, not the same spread")
+    ax.legend(fontsize=8, loc="upper left")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+# --- notebook 02 §2.4: questions are not equally hard ---------------------------------------------------------
+def accuracy_spread(p_per_question: Sequence[float], p_mean: float, bins: int = 16) -> Figure:
+    """A histogram of each question's accuracy on [0, 1], with the mean accuracy marked.
+
+    Taught in: notebooks/02_advantages.ipynb
+    """
+    fig = Figure(figsize=(6.4, 3.0))
+    ax = fig.subplots()
+    ax.hist(np.asarray(p_per_question, dtype=float), bins=np.linspace(0, 1, bins + 1), color="tab:blue", alpha=0.8)
+    ax.axvline(p_mean, color="k", ls="--", lw=1, label=f"mean accuracy {p_mean:.2f}")
+    ax.set(xlim=(0, 1), xlabel="accuracy of one question", ylabel="questions",
+           title="questions are not equally hard")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

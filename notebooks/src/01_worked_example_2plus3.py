@@ -13,6 +13,9 @@
 # > the library, then by autograd.
 #
 # You will:
+# - derive the policy gradient on a three-answer policy: the objective $J = \mathbb{E}[r]$, its exact gradient,
+#   the REINFORCE estimate from samples, why a baseline (the group mean) cuts its variance without a critic,
+#   and why reusing samples brings in the ratio $\pi_\theta/\pi_{old}$ and its clip;
 # - score a group of three answers and turn the scores into group-relative advantages $A = [0, -1, +1]$,
 #   and see why the *sample* standard deviation makes them come out exactly so;
 # - train a three-answer policy with the GRPO update (`group_advantages` + `grpo_loss` + autograd) and
@@ -22,7 +25,7 @@
 #
 # **Needs:** nothing; this is the first notebook (`pip install -e ".[dev]"` from the README).
 #
-# **Runs in:** ~15 s on a laptop CPU.
+# **Runs in:** ~20 s on a laptop CPU.
 #
 # The example is the worked example of the tutorial this course grew from ("一个例子理解GRPO",
 # *understanding GRPO through one example*); the method is GRPO from Shao et al. (2024),
@@ -36,9 +39,10 @@ import torch
 
 import grpo_lib
 from grpo_lib.advantages import group_advantages
-from grpo_lib.course.exercises.ex01 import check_group_advantages
+from grpo_lib.course.exercises.checking import hint
+from grpo_lib.course.exercises.ex01 import check_loo_advantages
 from grpo_lib.loss import grpo_loss              # notebook 04 takes it apart; here we only use it
-from grpo_lib.course.notebook import markdown_table, show_source
+from grpo_lib.course.notebook import check, markdown_table, show_source
 from grpo_lib.course.plots import toy_probabilities, toy_training_panels
 from grpo_lib.toy import ANSWERS, QUESTION, ToyPolicy, grpo_step, score_answer, train_toy
 
@@ -94,10 +98,11 @@ torch.set_printoptions(precision=4, sci_mode=False)
 # | $\pi_\theta$ | `ToyPolicy` | a softmax over 3 logits $\theta$ |
 # | $\lvert o_i\rvert$ | `T = 1` | each answer is one "token": `logp` is `(3, 1)`, `mask` is all ones |
 
-# %%
+# %% jupyter={"source_hidden": true}
 legend_names = ['q', 'q_ids', 'G', 'o', 'o_ids', 'o_len', 'r', 'A', 'pi_theta', 'logp_old', 'logp_ref', 'logp', 'rho', 'epsilon', 'beta', 'mu', 'kl', 'mask']
-for name in legend_names:                        # the table above uses the package legend's names
-    assert f"``{name}``" in grpo_lib.__doc__, name
+check("Paper → code",
+      ("every code name in the table is in the package's legend (grpo_lib/__init__.py)",
+       all(f"``{name}``" in grpo_lib.__doc__ for name in legend_names)))
 
 # %% [markdown]
 # ## 1.1 Step 1: the question and a group of answers
@@ -111,9 +116,10 @@ o = list(ANSWERS)          # the group: G completions of the same question q
 G = len(o)
 q, o, G
 
-# %%
-assert q == "What is 2 + 3?"
-assert o == ["5", "6", "2 + 3 = 5"] and G == 3
+# %% jupyter={"source_hidden": true}
+check("1.1 · the question and the group",
+      ("q is the tutorial's question", q == "What is 2 + 3?"),
+      ("the group is \"5\", \"6\", \"2 + 3 = 5\", so G = 3", o == ["5", "6", "2 + 3 = 5"] and G == 3))
 
 # %% [markdown]
 # ## 1.2 Step 2: score each answer
@@ -131,19 +137,23 @@ show_source(score_answer)
 r_list = [score_answer(o_i) for o_i in o]
 r_list
 
-# %%
-assert r_list == [1.0, 0.0, 2.0]
-
 # %% [markdown]
 # Because it reads the last number, the rule also scores answers the tutorial did not list: spacing
 # does not matter, a trailing period is fine, and a wrong result scores 0 even with the working shown.
+# And "5 = 2 + 3" is right but scores 0: its last number is 3. A rule checks a position in the text,
+# not its meaning. GRPO cannot tell such a false negative from a real mistake: next to "2 + 3 = 5" this
+# right answer gets a negative advantage and becomes less likely, so the policy learns the *form* the
+# scorer reads. Notebook 03 meets the same thing on GSM8K.
 
 # %%
 more = ["2+3=5", "The answer is 5.", "2 + 3 = 6", "5 = 2 + 3", "five"]
 markdown_table(["answer $o$", "reward $r$"], [[repr(t), score_answer(t)] for t in more], floatfmt="g")
 
-# %%
-assert [score_answer(t) for t in more] == [2.0, 1.0, 0.0, 0.0, 0.0]
+# %% jupyter={"source_hidden": true}
+check("1.2 · scores",
+      ("the tutorial's scores: 1, 0, 2", r_list == [1.0, 0.0, 2.0]),
+      ("the rule on the other answers: 2, 1, 0, 0, 0", [score_answer(t) for t in more] == [2.0, 1.0, 0.0, 0.0, 0.0]),
+      ("\"5 = 2 + 3\" scores 0 because its last number is 3", score_answer("5 = 2 + 3") == 0.0))
 
 # %% [markdown]
 # ## 1.3 Step 3: the group mean
@@ -157,9 +167,10 @@ r = torch.tensor([r_list])                       # (N, G) = (1, 3)
 r_mean = r.mean(dim=-1, keepdim=True)            # (N, 1)
 r_mean
 
-# %%
-assert r.shape == (1, 3), r.shape
-assert r_mean.item() == 1.0
+# %% jupyter={"source_hidden": true}
+check("1.3 · the group mean",
+      ("rewards have shape (N, G) = (1, 3)", r.shape == (1, 3)),
+      ("the mean is 1", r_mean.item() == 1.0))
 
 # %% [markdown]
 # ## 1.4 Step 4: compare each score with the mean
@@ -170,9 +181,6 @@ assert r_mean.item() == 1.0
 # %%
 A = r - r_mean                                   # (N, G)
 A
-
-# %%
-assert torch.equal(A, torch.tensor([[0.0, -1.0, 1.0]]))
 
 # %% [markdown]
 # The tutorial stops here, but the formula also divides by the standard deviation. For this group that
@@ -185,10 +193,6 @@ assert torch.equal(A, torch.tensor([[0.0, -1.0, 1.0]]))
 std = r.std(dim=-1, keepdim=True)                # (N, 1); correction=1 (sample std) is the default
 std
 
-# %%
-assert std.item() == 1.0
-assert torch.equal((r - r_mean) / std, A)        # dividing by 1 leaves A = [0, -1, +1]
-
 # %% [markdown]
 # The library's `group_advantages` computes the same thing. Its small safety floor on the std
 # (`std_floor`, next section) is switched off here, so the match is exact. From now on we use the
@@ -198,8 +202,12 @@ assert torch.equal((r - r_mean) / std, A)        # dividing by 1 leaves A = [0, 
 A_lib = group_advantages(r, std_floor=0.0)       # (N, G)
 A_lib
 
-# %%
-assert torch.equal(A_lib, A)
+# %% jupyter={"source_hidden": true}
+check("1.4 · compare each score with the mean",
+      ("r − mean = [0, −1, +1]", torch.equal(A, torch.tensor([[0.0, -1.0, 1.0]]))),
+      ("the sample std of [1, 0, 2] is exactly 1", std.item() == 1.0),
+      ("so dividing by it leaves A = [0, −1, +1]", torch.equal((r - r_mean) / std, A)),
+      ("group_advantages (no floor) gives the same", torch.equal(A_lib, A)))
 
 # %% [markdown]
 # ## 1.5 Which std? Sample, population, and the 1e-4 floor
@@ -226,15 +234,17 @@ variants = {
 A_by = {name: group_advantages(r, **kw)[0] for name, kw in variants.items()}     # each (G,)
 markdown_table(["variant", *(f'A("{o_i}")' for o_i in o)], [[k, *a.tolist()] for k, a in A_by.items()])
 
-# %%
+# %% jupyter={"source_hidden": true}
 pop = 1 / math.sqrt(2 / 3)                       # 1.2247
-assert torch.allclose(A_by["population std"], torch.tensor([0.0, -pop, pop]))
-assert torch.allclose(A_by["sample std + 1e-4 (library default, TRL)"],
-                      torch.tensor([0.0, -1 / 1.0001, 1 / 1.0001]))
-assert torch.equal(A_by["sample std (tutorial)"], A_by["centre only (Dr. GRPO)"])
-for a in A_by.values():
-    assert abs(a.sum().item()) < 1e-6            # every variant sums to 0 within the group
-    assert torch.equal(torch.sign(a), torch.tensor([0.0, -1.0, 1.0]))   # same signs, same order
+check("1.5 · which std",
+      ("population std: ±1.2247", torch.allclose(A_by["population std"], torch.tensor([0.0, -pop, pop]))),
+      ("the 1e-4 floor: ±0.9999", torch.allclose(A_by["sample std + 1e-4 (library default, TRL)"],
+                                                torch.tensor([0.0, -1 / 1.0001, 1 / 1.0001]))),
+      ("sample std = centre only here (the std is 1)", torch.equal(A_by["sample std (tutorial)"],
+                                                                   A_by["centre only (Dr. GRPO)"])),
+      ("every variant sums to 0", all(abs(a.sum().item()) < 1e-6 for a in A_by.values())),
+      ("every variant has the same signs, in the same order",
+       all(torch.equal(torch.sign(a), torch.tensor([0.0, -1.0, 1.0])) for a in A_by.values())))
 
 # %% [markdown]
 # The signs and the ordering never change; only the size of the push does. From here on the update
@@ -242,7 +252,189 @@ for a in A_by.values():
 # when the choice matters (small $G$, a group with a single right answer).
 
 # %% [markdown]
-# ## 1.6 Step 5: a policy to update
+# ## 1.6 Before the update: the policy gradient, from scratch
+#
+# GRPO is a policy-gradient method. Before using its update, derive what it estimates, on the same
+# three-answer policy $\pi_\theta = \operatorname{softmax}(\theta)$ over "5", "6", "2 + 3 = 5" (rewards 1, 0, 2).
+#
+# **The objective** is the expected reward of one answer drawn from the policy,
+# $J(\theta) = \mathbb{E}_{o\sim\pi_\theta}[r(o)] = \sum_o \pi_\theta(o)\,r(o)$. With three answers the sum has
+# three terms, so $J$ and its exact gradient can be computed by enumeration, and autograd does the
+# differentiating. For a softmax the gradient has a closed form, $\partial J/\partial\theta_k = \pi_k\,(r_k - J)$:
+# an answer's logit rises when its reward beats the average. Take a policy that prefers the bare "5":
+
+# %%
+import itertools
+
+from grpo_lib.course.plots import variance_vs_baseline
+
+r_all = torch.tensor([score_answer(a) for a in ANSWERS])      # (K,) = [1, 0, 2]
+pi = ToyPolicy([0.5, 0.0, -0.5])
+J = (pi.probs() * r_all).sum()                                 # exact: three terms
+(grad_exact,) = torch.autograd.grad(J, pi.logits)
+p = pi.probs().detach()
+print(f"π = {p.numpy().round(4)}   J = {J.item():.4f}   ∇J = {grad_exact.numpy().round(4)}")
+
+
+# %% [markdown]
+# **The score-function (REINFORCE) estimate.** A language model has far too many answers to enumerate, but it
+# can *sample*. Because $\nabla\pi = \pi\,\nabla\log\pi$ (the log-derivative trick), the gradient is an
+# expectation over samples:
+#
+# $$\nabla_\theta J = \sum_o r(o)\,\nabla\pi_\theta(o) = \mathbb{E}_{o\sim\pi_\theta}\big[r(o)\,\nabla\log\pi_\theta(o)\big].$$
+#
+# In code that is one line: sample $G$ answers and differentiate `(r[o] * pi.log_prob(o)).mean()`. The rewards
+# are plain numbers; only $\log\pi_\theta$ is differentiated. One group gives a noisy estimate. With three
+# answers there are only $3^G$ possible groups, so the estimate's *expectation* and variance can be computed
+# exactly too: weight every group by its probability (`reinforce_batch` is the same estimate for many groups
+# at once, using $\nabla_\theta\log\operatorname{softmax}(\theta)_k = e_k - \pi$).
+
+# %%
+def reinforce_estimate(policy, o, baseline=0.0):
+    """(1/G) Σ_i (r_i - b) ∇log π(o_i) from one group o, by autograd: the line above."""
+    surrogate = ((r_all[o] - baseline) * policy.log_prob(o)).mean()
+    return torch.autograd.grad(surrogate, policy.logits)[0]               # (K,)
+
+
+def reinforce_batch(policy, groups, baseline=0.0):
+    """The same estimate for n groups at once: (n, G) -> (n, K)."""
+    p = policy.probs().detach()
+    score = torch.nn.functional.one_hot(groups, len(p)).float() - p       # (n, G, K) ∇log π(o_i)
+    b = torch.as_tensor(baseline, dtype=torch.float32).reshape(-1, 1)     # a constant, or one b per group
+    return ((r_all[groups] - b)[..., None] * score).mean(dim=1)           # (n, K)
+
+
+def exact_moments(policy, G, baseline=lambda rewards: 0.0):
+    """Exact mean and variance per logit of the estimate over all 3**G groups, each weighted by its probability."""
+    groups = torch.tensor(list(itertools.product(range(len(ANSWERS)), repeat=G)))   # (3**G, G)
+    weights = policy.probs().detach()[groups].prod(dim=-1)                          # (3**G,) P(group)
+    values = reinforce_batch(policy, groups, baseline(r_all[groups]))               # (3**G, K)
+    mean = (weights[:, None] * values).sum(0)
+    return mean, (weights[:, None] * (values - mean) ** 2).sum(0)
+
+
+gen = torch.Generator().manual_seed(0)
+o_pg = pi.sample(4, gen)                                                     # one group, G = 4
+mean_plain, var_plain = exact_moments(pi, G=4)
+print("one group:", [ANSWERS[k] for k in o_pg.tolist()], "→ estimate", reinforce_estimate(pi, o_pg).numpy().round(4))
+print("mean over all 81 groups:", mean_plain.numpy().round(4))
+
+# %% [markdown]
+# **A baseline.** Subtracting a constant $b$ from every reward leaves the estimate unbiased, because the score
+# has mean zero: $\mathbb{E}[\nabla\log\pi_\theta(o)] = \sum_o \nabla\pi_\theta(o) = \nabla\sum_o\pi_\theta(o) = \nabla 1 = 0$.
+# It does change the *variance*: with $b = 0$ every sampled answer is pushed up (all rewards are $\ge 0$), and
+# only the size of the pushes tells good from bad. The figure sweeps $b$ and shows the exact variance of the
+# estimate from one group of $G = 4$ (summed over the three logits), with the variance measured over 2,000
+# sampled groups at $b = 0$, at $b = J$ (the true mean reward, which a real model does not know) and with the
+# group's own mean reward as $b$.
+
+# %%
+gen = torch.Generator().manual_seed(1)
+groups = torch.stack([pi.sample(4, gen) for _ in range(2000)])            # (2000, G)
+measured = {
+    "b = 0": (0.0, reinforce_batch(pi, groups).var(0).sum().item()),
+    "b = J": (J.item(), reinforce_batch(pi, groups, J.item()).var(0).sum().item()),
+    "b = group mean": (J.item(), reinforce_batch(pi, groups, r_all[groups].mean(-1)).var(0).sum().item()),
+}
+b_grid = torch.linspace(-1, 3, 41)
+exact_var = torch.stack([exact_moments(pi, 4, lambda rw, b=b: b)[1].sum() for b in b_grid])
+print("variance over 2,000 groups:", {name: round(v, 4) for name, (b, v) in measured.items()})
+variance_vs_baseline(b_grid, exact_var, measured, J=J.item())
+
+# %% [markdown]
+# **The group mean: a critic for free.** $b = J$ is what PPO's value network (the *critic*) learns to predict,
+# one number per prompt, with a second network as large as the policy. GRPO samples $G$ answers to the same
+# prompt anyway, so their mean reward estimates $J$ at no extra cost. The figure shows it works at least as
+# well here. One subtlety: the group mean contains $r_i$ itself, so answer $i$'s baseline is correlated with
+# its own reward, and the expectation comes out as exactly $\frac{G-1}{G}\nabla J$: the same direction,
+# shorter (exercise 1.1 removes the factor). GRPO also divides by the group's std (notebook 02). That makes
+# $A$ independent of the reward's units, but it is a different scale for every group, so the expectation is no
+# longer parallel to $\nabla J$: the three logits' gradients are scaled by different factors (Dr. GRPO calls
+# this a bias).
+
+# %%
+mean_J, var_J = exact_moments(pi, 4, lambda rw: J.item())
+mean_group, var_group = exact_moments(pi, 4, lambda rw: rw.mean(-1))
+p0 = ToyPolicy([0.5, 0.0, -0.5]).probs().detach()                        # fixed here, whatever `pi` is above
+grad0 = p0 * (r_all - (p0 * r_all).sum())                                 # its exact gradient
+all_groups = torch.tensor(list(itertools.product(range(3), repeat=4)))   # (81, G)
+w0 = p0[all_groups].prod(-1)                                              # (81,)
+score0 = torch.nn.functional.one_hot(all_groups, 3).float() - p0          # (81, G, K)
+mean_grpo = (w0[:, None] * (group_advantages(r_all[all_groups])[..., None] * score0).mean(1)).sum(0)
+print(f"group-mean baseline: E = {mean_group.numpy().round(4)} = 3/4 × ∇J = {(0.75 * grad_exact).numpy().round(4)}")
+print(f"GRPO's advantage (÷ std): E / ∇J per logit = {(mean_grpo / grad0).numpy().round(3)}")
+
+# %% jupyter={"source_hidden": true}
+score_mean = sum(p[k] * torch.autograd.grad(pi.log_prob(torch.tensor(k)), pi.logits)[0] for k in range(3))
+check("1.6 · the policy gradient and its baselines",
+      ("autograd's ∇J is the closed form π_k (r_k − J)", torch.allclose(grad_exact, p * (r_all - J.detach()), atol=1e-6)),
+      ("REINFORCE's exact mean over all 81 groups of 4 is ∇J", torch.allclose(mean_plain, grad_exact, atol=1e-6)),
+      ("the batched closed form equals the autograd line", torch.allclose(reinforce_batch(pi, o_pg[None])[0],
+                                                                          reinforce_estimate(pi, o_pg), atol=1e-6)),
+      ("the score has mean 0: E[∇log π] = 0", torch.allclose(score_mean, torch.zeros(3), atol=1e-7)),
+      ("b = J keeps the mean ...", torch.allclose(mean_J, grad_exact, atol=1e-6)),
+      ("... and more than halves the exact variance", bool(var_J.sum() < 0.5 * var_plain.sum())),
+      ("2,000 sampled groups agree with the exact variance at b = 0 (within 10%)",
+       abs(measured["b = 0"][1] - var_plain.sum().item()) < 0.1 * var_plain.sum().item()),
+      ("the group-mean baseline gives exactly (G−1)/G ∇J", torch.allclose(mean_group, 0.75 * grad_exact, atol=1e-6)),
+      ("... with less variance than no baseline", bool(var_group.sum() < 0.5 * var_plain.sum())),
+      ("dividing by the group std scales the logits differently (same signs)",
+       bool((mean_grpo / grad0).max() - (mean_grpo / grad0).min() > 0.3 and (mean_grpo / grad0 > 0).all())))
+
+# %% [markdown]
+# **Reusing samples: the ratio $\pi_\theta/\pi_{old}$.** Sampling is the expensive part of a step (notebook 05),
+# so one may take $\mu > 1$ gradient steps on the same group. After the first step the samples come from
+# $\pi_{old}$, the policy *before* the step, not from $\pi_\theta$, and the plain estimate is biased.
+# Importance sampling repairs it: $J(\theta) = \mathbb{E}_{o\sim\pi_{old}}\big[\tfrac{\pi_\theta(o)}{\pi_{old}(o)}\,r(o)\big]$
+# for any $\theta$. At $\theta = \theta_{old}$ the ratio $\rho$ is 1 and its gradient is $\nabla\log\pi_\theta$:
+# the surrogate $\rho A$ is REINFORCE again, which is why GRPO's loss at $\mu = 1$ is REINFORCE with the group
+# baseline (section 1.8).
+
+# %%
+pi_old = ToyPolicy([0.5, 0.0, -0.5])
+pi_new = ToyPolicy([0.2, -0.4, 0.6])                                      # a policy a few steps later
+rho_all = pi_new.probs() / pi_old.probs()                                 # (K,) ratio for every answer
+J_reweighted = (pi_old.probs() * rho_all * r_all).sum()                   # E_{o ~ π_old}[ρ r], by enumeration
+J_new = (pi_new.probs() * r_all).sum()
+J_reweighted.item(), J_new.item()
+
+
+# %% [markdown]
+# **Why clip.** The reweighted objective is exact in expectation, but estimated from $G$ samples it is only
+# trustworthy while $\pi_\theta$ stays near $\pi_{old}$: maximise $\rho_i A_i$ on one group and the answer with
+# $A > 0$ keeps gaining, far beyond what 3 samples justify. PPO's clip,
+# $\min(\rho A, \operatorname{clip}(\rho, 1-\epsilon, 1+\epsilon)A)$, is flat once $\rho$ has left
+# $[1-\epsilon, 1+\epsilon]$ in the direction $A$ favours, so the gradient there is zero and a reused group stops
+# pushing. Take 20 updates ($\mu = 20$, SGD, learning rate 1) on the worked group with the library's
+# `grpo_step`, with the clip ($\epsilon = 0.2$) and almost without it ($\epsilon = 0.99$):
+
+# %%
+def reuse(epsilon, mu=20):
+    policy = ToyPolicy()
+    p_start = policy.probs().detach()
+    step = grpo_step(policy, torch.optim.SGD(policy.parameters(), lr=1.0), [0, 1, 2], epsilon=epsilon, beta=0.0, mu=mu)
+    return policy.probs().detach() / p_start, step                         # ratio π_θ / π_old per answer
+
+rho_clip, step_clip = reuse(0.2)
+rho_free, step_free = reuse(0.99)
+print(f"π_θ/π_old after 20 updates on one group:  ε = 0.2: {rho_clip.numpy().round(3)}   ε = 0.99: {rho_free.numpy().round(3)}")
+
+# %% [markdown]
+# With the clip, the very first update (a big one: learning rate 1) already moves "2 + 3 = 5" to 1.35 times and
+# "6" to 0.69 times their old probabilities, past the edges 1.2 and 0.8, and the other 19 updates have exactly
+# zero gradient. Almost without the clip, the same group keeps pushing: "2 + 3 = 5" reaches 2.48 times its old
+# probability and "6" falls to 0.08 of it, all on the evidence of one group of three answers.
+
+# %% jupyter={"source_hidden": true}
+check("1.6 · reusing samples",
+      ("E_{π_old}[ρ r] is the new policy's J exactly", torch.isclose(J_reweighted, J_new, atol=1e-6)),
+      ("with ε = 0.2 the last of 20 updates has exactly zero gradient", torch.equal(step_clip.grad, torch.zeros(3))),
+      ("... so 20 clipped updates moved π exactly as far as one", torch.allclose(rho_clip, reuse(0.2, mu=1)[0])),
+      ("with ε = 0.2 the favoured answer stops below 1.5 π_old", bool(rho_clip[2] < 1.5)),
+      ("with ε = 0.99 it moves much further", bool(rho_free[2] > 2.0 and rho_free[1] < 0.2)))
+
+# %% [markdown]
+# ## 1.7 Step 5: a policy to update
 #
 # "Reinforce the model to prefer higher scores" needs a model with parameters. The smallest one that
 # can produce our three answers is a categorical policy with one logit per answer:
@@ -255,9 +447,6 @@ show_source(ToyPolicy.log_prob)
 # %%
 pi_theta = ToyPolicy()                           # θ = [0, 0, 0]
 pi_theta.probs().detach()                        # π_θ(o | q) for "5", "6", "2 + 3 = 5"
-
-# %%
-assert torch.allclose(pi_theta.probs(), torch.full((3,), 1 / 3))
 
 # %% [markdown]
 # Now one GRPO update, written out. Each answer is a single "token", so the per-token tensors have shape
@@ -291,11 +480,17 @@ loss, pi_theta.logits.grad
 
 # %%
 grad_grpo = pi_theta.logits.grad.clone()         # (K,) = (3,)
-assert torch.allclose(grad_grpo, -A_flat / G)
-assert grad_grpo[2] < 0 and grad_grpo[1] > 0 and grad_grpo[0].item() == 0.0
+grad_grpo
+
+# %% jupyter={"source_hidden": true}
+check("1.7 · one GRPO update, written out",
+      ("π_θ starts uniform", torch.allclose(pi_theta.probs(), torch.full((3,), 1 / 3))),
+      ("the gradient is −A/G", torch.allclose(grad_grpo, -A_flat / G)),
+      ("descent raises \"2 + 3 = 5\", lowers \"6\", leaves \"5\"",
+       bool(grad_grpo[2] < 0 and grad_grpo[1] > 0 and grad_grpo[0].item() == 0.0)))
 
 # %% [markdown]
-# ## 1.7 Why the loss is 0 while the gradient is not (a preview of notebook 04)
+# ## 1.8 Why the loss is 0 while the gradient is not (a preview of notebook 04)
 #
 # The printed loss is exactly 0, and it stays 0 at every step of the fixed-group training below.
 # Nothing is broken:
@@ -310,7 +505,7 @@ assert grad_grpo[2] < 0 and grad_grpo[1] > 0 and grad_grpo[0].item() == 0.0
 # $\nabla \log\pi_\theta$. So the gradient is REINFORCE's with the group mean as baseline, which the
 # next cell confirms with a plain REINFORCE loss. A zero loss curve in a GRPO log is expected at
 # $\mu = 1$ (trl#2703, trl#3452): watch the reward instead. (Once the policy has drifted from
-# $\pi_{ref}$, the loss is $\beta$ times the KL estimate, still no measure of progress; section 1.9
+# $\pi_{ref}$, the loss is $\beta$ times the KL estimate, still no measure of progress; section 1.10
 # checks it.)
 
 # %%
@@ -319,15 +514,16 @@ loss_pg = -(A_flat * pi_pg.log_prob(o_idx)).mean()    # REINFORCE, baseline = gr
 loss_pg.backward()
 pi_pg.logits.grad
 
-# %%
-assert loss.item() == 0.0
-assert stats["ratio_mean"].item() == 1.0 and stats["kl"].item() == 0.0
-assert stats["clip_fraction"].item() == 0.0      # ρ = 1 sits inside [1 - ε, 1 + ε]: nothing is clipped
-assert grad_grpo.abs().sum() > 0
-assert torch.allclose(pi_pg.logits.grad, grad_grpo)
+# %% jupyter={"source_hidden": true}
+check("1.8 · loss 0, gradient not",
+      ("the loss is exactly 0", loss.item() == 0.0),
+      ("ρ = 1 and the KL is 0", stats["ratio_mean"].item() == 1.0 and stats["kl"].item() == 0.0),
+      ("nothing is clipped: ρ = 1 is inside [1 − ε, 1 + ε]", stats["clip_fraction"].item() == 0.0),
+      ("the gradient is not 0", bool(grad_grpo.abs().sum() > 0)),
+      ("it is REINFORCE's with the group mean as baseline", torch.allclose(pi_pg.logits.grad, grad_grpo)))
 
 # %% [markdown]
-# ## 1.8 One step of SGD, then repeat
+# ## 1.9 One step of SGD, then repeat
 #
 # `grpo_step` packages the cells above: score the group, `group_advantages`, then `grpo_loss`,
 # backward, and an optimizer step. Here is all of it; nothing else touches the policy.
@@ -352,16 +548,9 @@ pi_theta.logits.detach(), p_before, p_after
 # probability fell a little (to 0.321): a softmax is relative, so when "2 + 3 = 5" gains, everything
 # else shares the loss. "Keep" means no push of its own.
 
-# %%
-assert torch.allclose(pi_theta.logits.detach(), A_flat / 3)
-assert pi_theta.logits[0].item() == 0.0                      # keep 1: no push on "5"
-assert p_after[2] > p_before[2] and p_after[1] < p_before[1]  # prefer 3, avoid 2
-assert p_after[0] < p_before[0]                              # ...and "5" still loses a little mass
-assert torch.allclose(p_after, torch.tensor([0.3213, 0.2302, 0.4484]), atol=1e-4)
-
 # %% [markdown]
 # "This process is repeated." `train_toy` repeats the step with the tutorial's group, `("5", "6",
-# "2 + 3 = 5")`, every time, and records the three probabilities after each update. $eta = 0$ here,
+# "2 + 3 = 5")`, every time, and records the three probabilities after each update. $\beta = 0$ here,
 # so only the advantages act:
 
 # %%
@@ -373,26 +562,32 @@ toy_probabilities(history_fixed, title='the same group every step: "5", "6", "2 
 # advantages never change, so each step adds the same $A/3$ to the logits: they move on straight lines,
 # and the logit of "5" stays at 0 while its probability drains away to "2 + 3 = 5".
 
-# %%
+# %% jupyter={"source_hidden": true}
 p = history_fixed["probs"]                       # (steps + 1, K)
 dp = p[1:] - p[:-1]                              # (steps, K) change per step
-assert (dp[:, 2] > 0).all() and (dp[:, 1] < 0).all()         # prefer 3, avoid 2, every step
-assert (dp[:, 0] < 0).all()                                  # "5" drains away...
-assert torch.equal(history_fixed["logits"][:, 0], torch.zeros(16))   # keep 1: its logit never moves
-steps_col = torch.arange(16.0)[:, None]
-assert torch.allclose(history_fixed["logits"], steps_col * A_flat / 3, atol=1e-5)  # straight lines
-assert p[-1, 2] > 0.99
-assert torch.equal(history_fixed["loss"], torch.zeros(15))   # the loss was 0 at every step
+check("1.9 · one step of SGD, then repeat",
+      ("one step moves the logits by A/3", torch.allclose(pi_theta.logits.detach(), A_flat / 3)),
+      ("...so the logit of \"5\" does not move", pi_theta.logits[0].item() == 0.0),
+      ("\"2 + 3 = 5\" gains, \"6\" loses, \"5\" loses a little", bool(p_after[2] > p_before[2] and p_after[1] < p_before[1]
+                                                                   and p_after[0] < p_before[0])),
+      ("after one step π = [0.3213, 0.2302, 0.4484]", torch.allclose(p_after, torch.tensor([0.3213, 0.2302, 0.4484]), atol=1e-4)),
+      ("repeated: \"2 + 3 = 5\" rises and \"6\" falls at every step", bool((dp[:, 2] > 0).all() and (dp[:, 1] < 0).all())),
+      ("\"5\" drains away although its logit never moves", bool((dp[:, 0] < 0).all())
+       and torch.equal(history_fixed["logits"][:, 0], torch.zeros(16))),
+      ("the logits move on straight lines", torch.allclose(history_fixed["logits"],
+                                                           torch.arange(16.0)[:, None] * A_flat / 3, atol=1e-5)),
+      ("\"2 + 3 = 5\" ends above 0.99", bool(p[-1, 2] > 0.99)),
+      ("the loss was 0 at every step", torch.equal(history_fixed["loss"], torch.zeros(15))))
 
 # %% [markdown]
-# ## 1.9 Sampled groups: what GRPO really does
+# ## 1.10 Sampled groups: what GRPO really does
 #
 # The fixed group is the tutorial's cartoon. Real GRPO samples each step's group from the current
 # policy. At first the groups are mixed and the update looks like the one above. As the policy improves,
-# more and more groups are all "2 + 3 = 5": every answer scores 2, every $A_i$ is 0 (section 1.10), and
+# more and more groups are all "2 + 3 = 5": every answer scores 2, every $A_i$ is 0 (section 1.11), and
 # learning stops. Only the weak KL pull toward the uniform $\pi_{ref}$ ($\beta = 0.04$) is left, so the
 # curve goes flat just short of 1. Here $G = 4$ answers are sampled per step, and the loss of every
-# step is exactly $\beta$ times the mean KL estimate: the advantage part is 0 at $\rho = 1$, as in 1.7.
+# step is exactly $\beta$ times the mean KL estimate: the advantage part is 0 at $\rho = 1$, as in 1.8.
 
 # %%
 history_sampled = train_toy(steps=40, G=4, lr=1.0, seed=0, group="sampled", beta=0.04)
@@ -406,18 +601,19 @@ print(f"all-equal groups: first 10 steps {all_equal[:10].mean():.0%}, last 10 st
 print(f"mean reward:      first 10 steps {history_sampled['reward_mean'][:10].mean():.2f}, "
       f"last 10 steps {history_sampled['reward_mean'][-10:].mean():.2f}")
 
-# %%
+# %% jupyter={"source_hidden": true}
 p_s = history_sampled["probs"]
-assert p_s[-1].argmax().item() == 2 and p_s[-1, 2] > 0.9       # converged to "2 + 3 = 5"
-assert (groups[:10] != groups[:10, :1]).any()                  # mixed groups at first
-assert (groups[-10:] == 2).all()                               # ...at the end every group is all "2 + 3 = 5"
-assert 0.9 < p_s[-1, 2] < 0.99                                 # flat just short of 1
-assert torch.allclose(history_sampled["loss"], 0.04 * history_sampled["kl"], atol=1e-6)   # loss = β·KL
-assert history_sampled["reward_mean"][-10:].mean() > history_sampled["reward_mean"][:10].mean()
-assert (p_s[-10:, 2] - p_s[-1, 2]).abs().max() < 1e-3          # flat at the end: no signal left
+check("1.10 · sampled groups",
+      ("converged to \"2 + 3 = 5\", just short of 1", bool(p_s[-1].argmax().item() == 2 and 0.9 < p_s[-1, 2] < 0.99)),
+      ("mixed groups at first", bool((groups[:10] != groups[:10, :1]).any())),
+      ("at the end every group is all \"2 + 3 = 5\"", bool((groups[-10:] == 2).all())),
+      ("the loss of every step is β times the KL", torch.allclose(history_sampled["loss"],
+                                                                  0.04 * history_sampled["kl"], atol=1e-6)),
+      ("the reward went up", bool(history_sampled["reward_mean"][-10:].mean() > history_sampled["reward_mean"][:10].mean())),
+      ("flat at the end: no signal left", bool((p_s[-10:, 2] - p_s[-1, 2]).abs().max() < 1e-3)))
 
 # %% [markdown]
-# ## 1.10 The all-equal group: (2, 2, 2) gives exactly zero gradient
+# ## 1.11 The all-equal group: (2, 2, 2) gives exactly zero gradient
 #
 # Suppose all three answers are "2 + 3 = 5". Each scores 2, the mean is 2, every $r_i - \operatorname{mean}$
 # is 0 and so is the std. The library returns $A = 0$ exactly (never $0/0$ = NaN): no answer beat its
@@ -430,12 +626,6 @@ before = pi_theta.logits.detach().clone()
 optimizer = torch.optim.SGD(pi_theta.parameters(), lr=1.0)
 step = grpo_step(pi_theta, optimizer, torch.tensor([2, 2, 2]), epsilon=0.2, beta=0.04)
 step.r, step.A, step.grad
-
-# %%
-assert torch.equal(step.r, torch.tensor([2.0, 2.0, 2.0]))
-assert torch.equal(step.A, torch.zeros(3))
-assert torch.equal(step.grad, torch.zeros(3))                  # exactly zero, not just small
-assert torch.equal(pi_theta.logits.detach(), before)           # the policy did not move
 
 
 # %% [markdown]
@@ -455,16 +645,24 @@ def grad_for_group(o_group, ref_logits=None):
 
 grad_for_group([1, 1, 1]), grad_for_group([0, 0, 0]), grad_for_group([2, 2, 2], ref_logits=torch.zeros(3))
 
-# %%
-assert torch.equal(grad_for_group([1, 1, 1]), torch.zeros(3))                 # all wrong: no signal
-assert torch.equal(grad_for_group([0, 0, 0]), torch.zeros(3))                 # all "5": no signal
-assert grad_for_group([2, 2, 2], ref_logits=torch.zeros(3)).abs().sum() > 0   # the KL pull alone
+# %% jupyter={"source_hidden": true}
+check("1.11 · the all-equal group",
+      ("(2, 2, 2): rewards 2, 2, 2 and A = 0", torch.equal(step.r, torch.tensor([2.0, 2.0, 2.0]))
+       and torch.equal(step.A, torch.zeros(3))),
+      ("the gradient is exactly zero, not just small", torch.equal(step.grad, torch.zeros(3))),
+      ("the policy did not move", torch.equal(pi_theta.logits.detach(), before)),
+      ("three \"6\"s or three \"5\"s: exactly zero too", torch.equal(grad_for_group([1, 1, 1]), torch.zeros(3))
+       and torch.equal(grad_for_group([0, 0, 0]), torch.zeros(3))),
+      ("with a drifted reference the KL term alone still pulls",
+       bool(grad_for_group([2, 2, 2], ref_logits=torch.zeros(3)).abs().sum() > 0)))
 
 
 # %% [markdown]
 # ## Summary
 #
-# GRPO scores a group of answers to one question and uses the group as its own baseline: for "5", "6",
+# GRPO is REINFORCE, $\nabla J = \mathbb{E}[r\,\nabla\log\pi_\theta]$, with the mean reward of a group of
+# answers to the same question as its baseline (no critic), a ratio to reuse samples, and a clip to keep the
+# reused steps small. It scores a group of answers to one question and uses the group as its own baseline: for "5", "6",
 # "2 + 3 = 5" the scores 1, 0, 2 have mean 1 and sample std exactly 1, so the advantages are
 # $[0, -1, +1]$ (±1.22 with the population std, ±0.9999 with the 1e-4 floor). One update with those
 # advantages pushes "2 + 3 = 5" up, "6" down and leaves the logit of "5" alone, and repeating it drives
@@ -474,13 +672,13 @@ assert grad_for_group([2, 2, 2], ref_logits=torch.zeros(3)).abs().sum() > 0   # 
 # ## What this notebook added to grpo_lib
 #
 # - `grpo_lib.toy.score_answer`: the 0 / 1 / 2 rule of section 1.2, tested in `tests/test_toy.py`.
-# - `grpo_lib.toy.ToyPolicy`: a softmax over the three answers (1.6), with `probs`, `log_prob`, `sample`.
-# - `grpo_lib.toy.grpo_step`: one GRPO step on one group through `group_advantages` and `grpo_loss` (1.8).
-# - `grpo_lib.toy.train_toy`: repeat `grpo_step` with a fixed or sampled group, recording π_θ (1.8, 1.9).
-# - `grpo_lib.course.plots.toy_probabilities`, `toy_training_panels`: the figures of 1.8 and 1.9, tested in
+# - `grpo_lib.toy.ToyPolicy`: a softmax over the three answers (1.7), with `probs`, `log_prob`, `sample`.
+# - `grpo_lib.toy.grpo_step`: one GRPO step on one group through `group_advantages` and `grpo_loss` (1.9).
+# - `grpo_lib.toy.train_toy`: repeat `grpo_step` with a fixed or sampled group, recording π_θ (1.9, 1.10).
+# - `grpo_lib.course.plots.toy_probabilities`, `toy_training_panels`: the figures of 1.9 and 1.10, tested in
 #   `tests/test_course_plots.py`.
 # - `grpo_lib.course.notebook.show_source`, `markdown_table`: the display helpers used above.
-# - `grpo_lib.course.exercises.ex01.check_group_advantages`: the checker of exercise 1.1, tested in
+# - `grpo_lib.course.exercises.ex01.check_loo_advantages`: the checker of exercise 1.1, tested in
 #   `tests/test_course_exercises_ex01.py`.
 #
 # Used here, taught later: `grpo_lib.advantages.group_advantages` (notebook 02) and
@@ -488,20 +686,21 @@ assert grad_for_group([2, 2, 2], ref_logits=torch.zeros(3)).abs().sum() > 0   # 
 #
 # ## Exercises
 #
-# **1.1 · The advantages by hand (fill in).** Write `my_group_advantages(r)` for one group of rewards `r`
-# of shape `(G,)`: $A_i = (r_i - \operatorname{mean}(r)) / (\operatorname{std}(r) + 10^{-4})$ with the
-# *sample* std of section 1.5. The checker tries the 2+3 group first, then other groups, one of them with
-# all rewards equal, and tells you which group failed. Compare with `group_advantages` when done.
+# **1.1 · A baseline without your own reward (fill in).** Section 1.6 found that the group-mean baseline
+# gives only $\frac{G-1}{G}\nabla J$ in expectation, because $r_i$ sits inside its own baseline. Write
+# `my_loo_advantages(r)` for one group of rewards `r` of shape `(G,)`: advantages whose baseline does not
+# contain the answer's own reward, so that the estimate is unbiased. The checker tries the 2+3 group first,
+# then other groups, and finally averages your estimate exactly over all 81 groups of 4 of section 1.6's
+# policy. Stuck? `hint("1.1")`.
 
 # %% tags=["solution"]
-def my_group_advantages(r):          # r: (G,) rewards of one group -> A: (G,)
+def my_loo_advantages(r):            # r: (G,) rewards of one group -> A: (G,)
     ### BEGIN SOLUTION
-    mean = r.mean()
-    std = r.std()                    # sample std: divide by G - 1 (torch's default, correction=1)
-    return (r - mean) / (std + 1e-4)
+    G = r.numel()
+    return r - (r.sum() - r) / (G - 1)   # compare r_i with the mean of the *other* G - 1 rewards
     ### END SOLUTION
 
-check_group_advantages(my_group_advantages);
+check_loo_advantages(my_loo_advantages);
 
 # %% [markdown]
 # **1.2 · Relative, not absolute.** Before running anything, predict the advantages of the group
@@ -520,6 +719,10 @@ check_group_advantages(my_group_advantages);
 # **1.5 · Reward design.** Suppose the scorer gave "5" the same 2 points as "2 + 3 = 5". Compute the
 # advantages of the group with `group_advantages` (rewards 2, 0, 2). Which answers are pushed up now, and
 # what happened to the incentive to show the working? What does that say about designing rewards?
+#
+# **1.6 · The best constant baseline.** In section 1.6's figure the lowest variance is not exactly at
+# $b = J$. Find the best constant $b^*$ from the exact variance (a finer `b_grid`, or a formula: the variance
+# is a parabola in $b$), and compare its variance with the one at $J$. Is the difference worth a critic?
 #
 # ## Next
 #

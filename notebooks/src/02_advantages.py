@@ -30,11 +30,12 @@ import torch
 
 from grpo_lib.course import plots
 from grpo_lib.advantages import group_advantages, zero_std_fraction
-from grpo_lib.course.exercises.ex02 import check_centered_advantages, check_zero_std_probability
+from grpo_lib.course.exercises.checking import hint
+from grpo_lib.course.exercises.ex02 import check_flat_fraction, check_population_settings
 from grpo_lib.loss import grpo_loss              # notebook 04 takes it apart; here we only use it
 from grpo_lib.course.memory import (count_parameters_from_config, parameter_breakdown,
                                     qwen2_5_1_5b_instruct_config, training_memory_table)
-from grpo_lib.course.notebook import markdown_table
+from grpo_lib.course.notebook import check, markdown_table
 
 torch.manual_seed(0)
 torch.set_printoptions(precision=4, sci_mode=False)
@@ -202,9 +203,12 @@ std_sample, std_population, group_advantages(r, ddof=1), group_advantages(r, ddo
 # %% [markdown]
 # The lone right answer gets $+1.50$ with the sample std and $+1.73$ with the population std (a hair less
 # with the floor). For every
-# group of size $G$ the two differ by the same factor $\sqrt{G/(G-1)}$, so on a fixed $G$ the choice only
-# rescales the learning rate; it matters when you compare numbers across codebases, and most for small
-# groups:
+# group of size $G$ the two differ by the same factor $\sqrt{G/(G-1)}$. With $\beta = 0$ and plain SGD that is
+# only a rescaled learning rate. With $\beta > 0$ the factor reaches the advantage term of the loss but not the
+# KL term, so it also changes how hard the policy is held to $\pi_{ref}$ (exercise 2.2 asks by how much). Adam
+# divides every gradient by its own running size: with $\beta = 0$ the choice then changes nothing at all, with
+# $\beta > 0$ only the balance between reward and KL. It matters most when you compare numbers across
+# codebases, and for small groups:
 
 # %%
 rows = []
@@ -348,6 +352,58 @@ markdown_table(["p (right)", "flat groups, G = 4", "G = 12 (tutorial)", "G = 64 
 assert rows[0][2] > 0.75 and rows[2][2] < 0.05      # p = 0.02 vs p = 0.25 at the tutorial's G = 12
 
 # %% [markdown]
+# **Real questions are not equally hard.** The formula treats every question alike: one $p$ for all. Notebook
+# 05's run says otherwise: in its first 10 steps the batch accuracy is 0.61, where the formula predicts 2% flat
+# groups at $G = 8$, and it logs 23%. Measure why on the same tiny model, before training: sample 32
+# completions for each of 32 training questions, estimate each question's own accuracy, and cut each
+# question's 32 answers into 4 groups of $G = 8$.
+
+# %%
+from math import comb
+
+from grpo_lib.data import build_prompt
+from grpo_lib.models import load_tiny_model
+from grpo_lib.rewards import correctness_reward
+from grpo_lib.rollout import generate_completions
+from grpo_lib.tasks import addition_problems
+from transformers.utils import logging as hf_logging
+
+hf_logging.disable_progress_bar()          # no "Loading weights" bar in the output
+tiny, tiny_tok = load_tiny_model()
+Q, n, G = 32, 32, 8
+questions = addition_problems("train", n=Q, seed=0)
+rollout = generate_completions(tiny, tiny_tok, [build_prompt(tiny_tok, q["question"]) for q in questions], n,
+                               max_new_tokens=40, temperature=1.0, seed=0)
+golds = [q["answer"] for q in questions for _ in range(n)]
+right = torch.tensor(correctness_reward(None, [[{"content": t}] for t in rollout.texts], golds)).gt(0).float().view(Q, n)
+k = right.sum(-1).long()                                                  # (Q,) right answers per question
+p_q, p_mean = right.mean(-1), right.mean().item()                          # each question's accuracy, and the mean
+measured = zero_std_fraction(right.view(Q * n // G, G))                   # flat groups of 8, as training sees them
+at_mean = p_mean**G + (1 - p_mean) ** G                                   # the formula with one p for all
+per_question = sum((comb(int(x), G) + comb(n - int(x), G)) / comb(n, G) for x in k) / Q   # the formula per question
+print(f"mean accuracy {p_mean:.3f}; flat groups of {G}: measured {measured:.1%}, "
+      f"formula at the mean {at_mean:.1%}, formula per question {per_question:.1%}")
+plots.accuracy_spread(p_q, p_mean)
+
+# %% [markdown]
+# The questions range from almost never right to almost always right, and each extreme question is flat most
+# of the time. Averaging $p^G + (1-p)^G$ over the questions matches the measurement; evaluating it at the mean
+# accuracy misses it by an order of magnitude. The reason is convexity: $p \mapsto p^G + (1-p)^G$ curves
+# upward, so the average over unequal questions lies above its value at the average question (Jensen's
+# inequality). (Per question, $\binom{k}{G}/\binom{n}{G}$ is the unbiased estimate of $p^G$ from $k$ right
+# answers out of $n$; plugging in $\hat p^G$ would overstate it.) The practical reading: expect many more flat
+# groups than the formula says, and filter or resample them (DAPO's dynamic sampling) rather than raise $G$
+# blindly. Exercise 2.1 asks for the general formula.
+
+# %% jupyter={"source_hidden": true}
+check("2.4 · flat groups on unequal questions",
+      ("the questions' accuracies spread widely (some below 0.2, some above 0.8)",
+       bool(p_q.min() < 0.2 and p_q.max() > 0.8)),
+      ("measured flat groups are over 5 times the formula at the mean accuracy", measured > 5 * at_mean),
+      ("the formula averaged per question is within 0.08 of the measurement", abs(per_question - measured) < 0.08),
+      ("Jensen: the per-question average is above the value at the mean", per_question > at_mean))
+
+# %% [markdown]
 # ## 2.5 `scale="group" | "batch" | "none"`: who gets the largest push?
 #
 # The three options differ only in what divides the centred rewards $r_i - \operatorname{mean}_{group}(r)$:
@@ -470,14 +526,17 @@ assert ppo.total_bytes - grpo.total_bytes == 16 * psi_value            # the cri
 assert 1.8 < ppo.total_gib / grpo.total_gib < 1.9                      # PPO needs ~1.9x GRPO's memory
 
 # %% [markdown]
-# DeepSeekMath itself scored its samples with a *learned* reward model, which is frozen during RL (weights
-# only); PPO-RLHF needs one too. With rule-based rewards (this course, DeepSeek-R1) it disappears as well.
-# The four setups side by side, against the 80 GB of one A100/H100 (74.5 GiB):
+# DeepSeekMath itself scored its samples with a *learned* reward model. Within an iteration of its
+# Algorithm 1 that model is frozen while the policy trains (weights only in memory); between iterations it
+# is trained further on the policy's new samples, with 10% replay of old data (notebook 03). PPO-RLHF needs
+# one too. With rule-based rewards (this course, DeepSeek-R1) it disappears as well. The four setups side
+# by side, against the 80 GB of one A100/H100 (74.5 GiB):
 
 # %%
 setups = {
     "GRPO, rule rewards\n(this course)": training_memory_table(cfg),
     "GRPO + learned RM\n(DeepSeekMath)": training_memory_table(cfg, with_reward_model=True),
+    "PPO, rule rewards": training_memory_table(cfg, with_value_model=True),
     "PPO + learned RM\n(RLHF)": training_memory_table(cfg, with_reward_model=True, with_value_model=True),
 }
 stacks = {label: {m: t.gib_of(m) for m in ("policy", "reference", "reward", "value")}
@@ -488,7 +547,9 @@ plots.memory_stacks(stacks, capacity_gib=80e9 / 2**30, capacity_label="one 80 GB
 totals = [t.total_gib for t in setups.values()]
 assert totals == sorted(totals)                                        # every extra model costs memory
 assert math.isclose(totals[1] - totals[0], 2 * psi_value / 2**30)      # a frozen RM: weights only
-assert 25 < totals[0] < 27 and totals[2] > 50
+assert math.isclose(totals[2] - totals[0], 16 * psi_value / 2**30)     # the critic: trained, 16 bytes each
+assert math.isclose(totals[3] - totals[2], totals[1] - totals[0])      # the RM costs the same beside PPO
+assert 25 < totals[0] < 27 and totals[3] > 50
 
 # %% [markdown]
 # These are only the model *states*. Activations and the $B \times T \times V$ logits come on top and
@@ -581,38 +642,43 @@ for i in range(3):                                    # outcome: one value on ev
 #   reference, and optionally PPO's value model or a learned reward model; tested in `tests/test_course_memory.py`.
 # - `grpo_lib.course.plots.advantage_by_correct_count`, `zero_std_curves`, `question_weights`, `memory_stacks`,
 #   `token_advantage_maps`: this notebook's figures, tested in `tests/test_course_plots.py`.
-# - `grpo_lib.course.exercises.ex02.check_centered_advantages`, `check_zero_std_probability`: the exercise checkers
-#   below, tested in `tests/test_course_exercises_ex02.py`.
+# - `grpo_lib.course.exercises.ex02.check_flat_fraction`, `check_population_settings`: the exercise checkers
+#   below, tested in `tests/test_course_exercises_hints.py`.
+# - `grpo_lib.course.plots.accuracy_spread`: the per-question accuracies of 2.4.
 #
 # `group_advantages` and `zero_std_fraction` come from notebook 01's foundation and are used, not changed.
 #
 # ## Exercises
 #
-# **2.1 · Advantages without the std (fill in).** Dr. GRPO drops the division by the std. Implement
-# $A_i = r_i - \operatorname{mean}(r)$ for a batch of groups `r` of shape `(N, G)`. When you are done,
-# compare with `group_advantages(r, scale="none")`.
+# **2.1 · Flat groups when questions differ (fill in).** Section 2.4's formula assumes one accuracy $p$ for
+# every question and two reward values. Write `my_flat_fraction(probs, G)`: `probs` has one row per question,
+# its probability of each possible reward value (K columns, e.g. 0, 0.8 and 2.8 with the format reward of
+# notebook 03); return the expected share of flat groups of size `G` over the questions. Stuck? `hint("2.1")`.
 
 # %% tags=["solution"]
-def my_centered_advantages(r):      # r: (N, G) -> (N, G)
+def my_flat_fraction(probs, G):     # probs: (Q, K), rows sum to 1; G: int -> float
     ### BEGIN SOLUTION
-    return r - r.mean(dim=-1, keepdim=True)      # (N, G) - (N, 1): one mean per group
+    return float((probs ** G).sum(dim=-1).mean())   # per question: all G on one value; then average the questions
     ### END SOLUTION
 
-check_centered_advantages(my_centered_advantages);
+check_flat_fraction(my_flat_fraction);
 
 
 # %% [markdown]
-# **2.2 · How many groups are wasted? (fill in).** Write the probability that a group of $G$ independent
-# right/wrong answers, each right with probability $p$, has std 0. Then use it: which $G$ does a model
-# with $p = 0.05$ need so that fewer than 10% of its groups are flat?
+# **2.2 · Same run, other std (fill in).** A paper trains with the *population* std, learning rate `lr` and KL
+# coefficient `beta`, plain SGD, groups of `G`. Your code divides by the *sample* std. Write
+# `my_population_settings(lr, beta, G)` returning the `(lr_new, beta_new)` for your code that reproduce the
+# paper's run step for step; the checker runs both on a small policy and compares. Then say what would change
+# with Adam. Stuck? `hint("2.2")`.
 
 # %% tags=["solution"]
-def my_zero_std_probability(p, G):  # p: float in [0, 1], G: int -> float
+def my_population_settings(lr, beta, G):   # floats, int -> (lr_new, beta_new)
     ### BEGIN SOLUTION
-    return p**G + (1 - p) ** G      # all right, or all wrong
+    c = math.sqrt(G / (G - 1))              # population-std advantages are c times the sample-std ones
+    return c * lr, beta / c                 # scale the advantage term up, and keep the KL term where it was
     ### END SOLUTION
 
-check_zero_std_probability(my_zero_std_probability);
+check_population_settings(my_population_settings);
 
 # %% [markdown]
 # **2.3 · Two completions per prompt.** Set $G = 2$. What values can $A$ take with the sample std, and

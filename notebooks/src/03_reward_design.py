@@ -36,13 +36,14 @@ from transformers import LogitsProcessor, LogitsProcessorList, Qwen2ForCausalLM
 
 from grpo_lib.course import plots
 from grpo_lib.advantages import group_advantages, zero_std_fraction
-from grpo_lib.course.exercises.ex03 import check_strict_format, check_wilson_interval
+from grpo_lib.course.exercises.checking import hint
+from grpo_lib.course.exercises.ex03 import check_fisher, check_strict_format
 from grpo_lib.data import build_prompt, load_gsm8k
-from grpo_lib.evaluation import judge, wilson_interval
+from grpo_lib.evaluation import fisher_exact_2x2, judge, wilson_interval
 from grpo_lib.logprobs import completion_mask        # notebook 04 explains it; here we only use it
 from grpo_lib.course.memory import count_parameters_from_config, qwen2_5_1_5b_instruct_config
 from grpo_lib.models import tiny_qwen2_config
-from grpo_lib.course.notebook import markdown_table
+from grpo_lib.course.notebook import check, markdown_table
 from grpo_lib.rewards import (SYSTEM_PROMPT, combined_reward, correctness_reward, extract_answer_from_dataset,
                               extract_answer_from_model_output, format_reward,
                               lenient_correct, parse_number, strict_correct, strict_format_reward)
@@ -395,8 +396,9 @@ assert [row[1:] for row in rows] == [[False, True, False, True],    # a real com
 # ## 3.6 Rules, or a learned reward model?
 #
 # DeepSeekMath trained GRPO with a **learned** reward model: a 7B network, initialised from
-# DeepSeekMath-Base, that reads a question and a completion and outputs a score, and that it kept
-# retraining during RL (Algorithm 1, with 10% replay of old data). DeepSeek-R1 went back to **rules**
+# DeepSeekMath-Base, that reads a question and a completion and outputs a score. Within an iteration of
+# its Algorithm 1 the reward model is frozen while the policy trains; between iterations it is trained
+# further on the policy's new samples, with 10% replay of old data. DeepSeek-R1 went back to **rules**
 # (accuracy and format), reasoning that a neural reward model "may suffer from reward hacking" at scale and
 # costs resources to retrain. The tutorial, and this course, follow R1.
 #
@@ -562,7 +564,8 @@ assert ids[0] == tok.convert_tokens_to_ids("<|im_start|>") and tok.eos_token_id 
 
 
 # %% [markdown]
-# Now generate. The engine calls `model.generate(..., eos_token_id=tokenizer.eos_token_id)`, which stops a
+# **The mechanics of stopping (an illustration, not evidence).** The engine calls
+# `model.generate(..., eos_token_id=tokenizer.eos_token_id)`, which stops a
 # row as soon as it emits `<|im_end|>`, and `completion_mask` keeps every token up to and including that
 # EOS (the EOS is trained, so the model learns to stop). A tiny random Qwen2 model cannot write sensible
 # text, so a logits processor makes it replay a given text, one token per step; everything else is the
@@ -625,9 +628,13 @@ assert correctness_reward([None] * 2, both, ["18"] * 2) == [2.0, 0.0]
 assert format_reward(both) == [0.8, 0.8] and strict_format_reward(both) == [0.8, 0.0]
 
 # %% [markdown]
-# The tutorial blamed the missing stop on its reward, which had no term for stopping. The prompt is the more
-# likely cause: with the chat template, the model's turn ends the way every turn it was tuned on ended.
-# The strict format reward then adds a direct penalty for anything written after `</answer>`.
+# Both texts were written by us and replayed: the logits processor put `<|im_end|>` there itself, so this
+# shows what `generate`, the mask and the rewards *do* with a stop and with a run-on, and proves nothing about
+# what a real model writes. The evidence that the prompt matters is elsewhere: Qwen2.5-Instruct was tuned on
+# ChatML turns that end in `<|im_end|>`, the tutorial's plain prompt is not such a turn, and its saved outputs
+# run on into invented "Human: …" turns (theLMbook#16). We did not run Qwen here. The tutorial blamed the
+# missing stop on its reward, which had no term for stopping; the prompt is the more likely cause. The strict
+# format reward then adds a direct penalty for anything written after `</answer>`.
 
 # %% [markdown]
 # ## 3.8 Strict vs lenient accuracy: what 23% → 90% measured
@@ -702,16 +709,32 @@ for name, (k, n) in bars.items():
 lo_after, hi_after = wilson_interval(27, 30)
 assert (round(lo_after, 3), round(hi_after, 3)) == (0.744, 0.965)
 lo_tagged, hi_tagged = wilson_interval(7, 9)
-assert lo_tagged < 0.9 < hi_tagged                   # 90% after is inside the "when tagged" interval before
+assert (round(lo_tagged, 3), round(hi_tagged, 3)) == (0.453, 0.937)   # 0.90 sits near the top of it
 
 # %%
 plots.accuracy_with_ci(list(bars), [k for k, _ in bars.values()], [n for _, n in bars.values()],
                        [lo for lo, _ in intervals.values()], [hi for _, hi in intervals.values()])
 
 # %% [markdown]
-# The jump in strict accuracy is real (the intervals of 7/30 and 27/30 do not overlap), but the maths part
-# of it is not measurable on 30 questions: 90% lies well inside the interval for 7 of 9 tagged answers.
-# How many questions would it take? The half-width of the interval shrinks like $1/\sqrt n$:
+# The jump in strict accuracy is real (the intervals of 7/30 and 27/30 do not overlap). Is the maths part real
+# too: is 27 of 30 after better than 7 of 9 tagged answers before? 0.90 sits near the top of the 7-of-9
+# interval [0.453, 0.937], and an interval around one proportion is not a test of two anyway. A test asks how
+# surprising the data would be if both had the same accuracy. Fisher's exact test fixes the totals (34 right
+# answers among 39) and counts how likely each split of them between the 9 and the 30 would be; the p-value
+# adds up every split no more likely than the one observed (exercise 3.2 asks you to write it):
+
+# %%
+p_fisher = fisher_exact_2x2(7, 9, 27, 30)
+print(f"Fisher's exact test, 7/9 vs 27/30: p = {p_fisher:.3f}")
+
+# %% jupyter={"source_hidden": true}
+check("3.8 · is 7 of 9 different from 27 of 30?",
+      ("p = 0.572: no evidence either way", abs(p_fisher - 0.5716) < 1e-4),
+      ("the test is symmetric in the two samples", abs(fisher_exact_2x2(27, 30, 7, 9) - p_fisher) < 1e-12))
+
+# %% [markdown]
+# No evidence either way: on this few questions a maths gain of 12 points cannot be told from chance. How many
+# questions would it take? The half-width of an interval shrinks like $1/\sqrt n$:
 
 # %%
 rows = [[n, *[(wilson_interval(round(p * n), n)[1] - wilson_interval(round(p * n), n)[0]) / 2 for p in (0.5, 0.9)]]
@@ -753,7 +776,7 @@ c = [[{"content": t}] for t in texts]
 r_combined = torch.tensor(combined_reward([None] * len(c), c, golds), dtype=torch.float64).view(N, G)    # (N, G)
 r_correct = torch.tensor(correctness_reward([None] * len(c), c, golds), dtype=torch.float64).view(N, G)  # (N, G)
 plots.reward_strips(r_combined, group_advantages(r_combined),
-                    labels=[f"p = {p:.2f}" for p in p_right.tolist()])
+                    labels=[f"p(right) = {p:.2f}" for p in p_right.tolist()])
 
 # %%
 assert r_combined.shape == (N, G)
@@ -761,10 +784,13 @@ assert set(r_combined.unique().tolist()) <= {0.0, 0.8, 2.8}
 # here a combined value fixes both of its parts, so a flat combined group is flat in correctness too
 assert zero_std_fraction(r_combined) <= zero_std_fraction(r_correct)
 assert torch.allclose(group_advantages(r_combined).sum(dim=-1), torch.zeros(N, dtype=torch.float64), atol=1e-9)
+assert r_combined[-1].mean() < 1.0 < 2.8                     # p(right) = 0.90, yet most answers are untagged: 0
 
 # %% [markdown]
 # Three kinds of reward appear: 0 (untagged, right or wrong), 0.8 (tagged but wrong) and 2.8 (tagged and
-# right). Because most completions are untagged, the biggest differences inside a group are about the
+# right). The labels are the chance of being right, but only tagged answers can earn it: with 30% tagged even
+# the group labelled 0.90 averages only 0.70 here (3 of 12 tagged; 0.3 × (0.9 × 2.8 + 0.1 × 0.8) = 0.78 expected),
+# against 2.8 for a group that is tagged and right throughout. Because most completions are untagged, the biggest differences inside a group are about the
 # format; the push towards tagging comes from every group, the push towards the right number only from
 # the tagged right ones. That is the dynamic behind 23% → 90%, seen in the rewards themselves. Compare the
 # share of groups that teach nothing with and without the format reward:
@@ -794,8 +820,8 @@ assert 0 <= zero_std_fraction(r_combined) <= zero_std_fraction(r_correct) <= 1
 # - `grpo_lib.course.plots.reward_strips`: the rewards and advantages of each group as strips of dots (3.3, 3.9).
 # - `grpo_lib.course.plots.accuracy_with_ci`: accuracy bars with their 95% intervals (3.8). Both tested in
 #   `tests/test_course_plots.py`.
-# - `grpo_lib.course.exercises.ex03.check_strict_format`, `check_wilson_interval`: the exercise checkers below,
-#   tested in `tests/test_course_exercises_ex03.py`.
+# - `grpo_lib.course.exercises.ex03.check_strict_format`, `check_fisher`: the exercise checkers below, tested in
+#   `tests/test_course_exercises_ex03.py` and `tests/test_course_exercises_hints.py`.
 #
 # The rewards themselves (`grpo_lib.rewards`), prompt building (`grpo_lib.data.build_prompt`) and the
 # Wilson interval (`grpo_lib.evaluation.wilson_interval`) belong to the foundation and the engine; this
@@ -821,20 +847,20 @@ check_strict_format(my_strict_format);
 
 
 # %% [markdown]
-# **3.2 · The Wilson interval (fill in).** Write `my_wilson(k, n)` returning the 95% Wilson score interval
-# `(low, high)` for k successes out of n. Then answer: how many evaluation questions would separate 78%
-# from 90% accuracy? Compare with `grpo_lib.evaluation.wilson_interval` when done.
+# **3.2 · Is 7 of 9 different from 27 of 30? (fill in).** Write `my_fisher_p(k1, n1, k2, n2)`, the
+# two-sided p-value of Fisher's exact test of section 3.8, from the idea there (fixed totals, how likely each
+# split is). Use `math.comb`; no statistics library. Then: what does p = 0.57 say about "the maths improved from
+# 78% to 90%"? Compare with `grpo_lib.evaluation.fisher_exact_2x2` when done. Stuck? `hint("3.2")`.
 
 # %% tags=["solution"]
-def my_wilson(k, n):             # k, n: int -> (low, high)
+def my_fisher_p(k1, n1, k2, n2):     # ints -> the two-sided p-value
     ### BEGIN SOLUTION
-    z, p = 1.96, k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return centre - half, centre + half
+    K, N = k1 + k2, n1 + n2
+    P = {x: math.comb(n1, x) * math.comb(n2, K - x) / math.comb(N, K) for x in range(max(0, K - n2), min(n1, K) + 1)}
+    return sum(p for p in P.values() if p <= P[k1] * (1 + 1e-9))   # every split no more likely than the one seen
     ### END SOLUTION
 
-check_wilson_interval(my_wilson);
+check_fisher(my_fisher_p);
 
 # %% [markdown]
 # **3.3 · Partial credit.** Replace the format reward by `strict_format_reward` in section 3.9's

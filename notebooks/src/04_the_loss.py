@@ -35,12 +35,13 @@ from transformers.utils import logging as hf_logging
 
 from grpo_lib.course import plots
 from grpo_lib.advantages import group_advantages
-from grpo_lib.course.exercises.ex04 import check_kl_k3, check_seq_mean_loss
+from grpo_lib.course.exercises.checking import hint
+from grpo_lib.course.exercises.ex04 import check_clipped_tokens, check_exact_kl
 from grpo_lib.logprobs import completion_mask, naive_token_logprobs, selective_log_softmax, token_logprobs
 from grpo_lib.loss import clipped_surrogate, grpo_loss, kl_k3
 from grpo_lib.course.memory import qwen2_5_1_5b_instruct_config
 from grpo_lib.models import count_parameters, load_tiny_model, tiny_qwen2_config
-from grpo_lib.course.notebook import markdown_table, show_source
+from grpo_lib.course.notebook import check, markdown_table, show_source
 from grpo_lib.rewards import correctness_reward
 from grpo_lib.tasks import PLAIN_PROMPT, addition_problems
 from grpo_lib.tokenizer import build_char_tokenizer
@@ -272,8 +273,20 @@ for eps in (0.1, 0.3):
 # ## 4.4 The KL term: the k3 estimator
 #
 # The exact $\mathrm{KL}(\pi_\theta\,\|\,\pi_{ref}) = \sum_o \pi_\theta(o)\log\frac{\pi_\theta(o)}{\pi_{ref}(o)}$
-# is a sum over the whole vocabulary at every position. The training loop only has the log-probabilities
-# of the tokens it sampled, so DeepSeekMath estimates the KL per sampled token with
+# is a sum over the whole vocabulary at every position. The training loop does compute the policy's full
+# logits, but it *keeps* only the sampled tokens' log-probabilities (`selective_log_softmax`, row by row, 4.2):
+# the exact KL would also need $\pi_{ref}$'s whole distribution at every completion position, another
+# $(B, T+1, V)$ tensor:
+
+# %%
+exact_kl_extra_gb = B_tut * (T_tut + 1) * V_qwen * 2 / 1e9       # π_ref's logits at the tutorial's batch, bf16
+print(f"π_ref's (B, T+1, V) = ({B_tut}, {T_tut + 1}, {V_qwen:,}) logits in bf16: {exact_kl_extra_gb:.1f} GB")
+
+# %% jupyter={"source_hidden": true}
+check("4.4 · why not the exact KL", ("10.2 GB more, for the exact KL alone", 10.1 < exact_kl_extra_gb < 10.3))
+
+# %% [markdown]
+# So DeepSeekMath estimates the KL per sampled token with
 #
 # $$\mathbb{D}_{KL} \approx \frac{\pi_{ref}}{\pi_\theta} - \log\frac{\pi_{ref}}{\pi_\theta} - 1 = e^{d} - d - 1,
 # \qquad d = \log\pi_{ref}(o_t) - \log\pi_\theta(o_t),$$
@@ -682,17 +695,17 @@ markdown_table(["i", "A", "pi(o_i) before", "pi(o_i) after", "change in log pi(o
 assert abs(loss.item()) < 1e-6 and grad_norm > 0              # 4.6 again: value 0, gradient not 0
 assert loss_after.item() < 0                                  # the step improved the objective on this batch
 assert (delta[A_e2e > 0] > 0).all()                           # every above-average completion became more likely
-assert delta[A_e2e < 0].mean() < 0                            # below-average ones, on average, less likely
+assert (delta[A_e2e < 0] < 0).all()                           # here both below-average ones became less likely
 
 
 # %% [markdown]
 # The loss printed 0 before the step, yet the step did what the advantages asked: every completion that
 # beat its group's mean became more likely, and the loss on the same batch is now negative (the objective
-# went up). Below-average completions lost probability on average. One of them can still gain a little when
-# most of its tokens are also tokens of a rewarded completion (the same reasoning with one wrong digit):
-# GRPO gives every token of a completion the same advantage, so shared tokens are pushed up by the right
-# answers and down by the wrong ones, and the net effect on a wrong completion can be positive. Notebook 05
-# repeats this step for many batches.
+# went up). Here both below-average completions lost probability too. That is not guaranteed: GRPO gives every
+# token of a completion the same advantage, so the tokens a wrong completion shares with right ones (the same
+# reasoning with one wrong digit) are pushed up by the right answers, and when the shared part outweighs the
+# differing digits the net change of a wrong completion can be positive. It does not happen in this batch.
+# Notebook 05 repeats this step for many batches.
 
 # %% [markdown]
 # ## Summary
@@ -715,42 +728,40 @@ assert delta[A_e2e < 0].mean() < 0                            # below-average on
 # - `grpo_lib.course.plots.clipped_surrogate_vs_ratio`, `per_token_objective_vs_ratio`, `kl_estimators`,
 #   `loss_type_token_weights`: the figures, tested in `tests/test_course_plots.py`.
 # - `grpo_lib.course.widgets.epsilon_slider`, `beta_slider`: the sliders, driven in `tests/test_course_widgets.py`.
-# - `grpo_lib.course.exercises.ex04.check_seq_mean_loss`, `check_kl_k3`: the checkers of exercises 4.1 and 4.2, tested in
-#   `tests/test_course_exercises_ex04.py`.
+# - `grpo_lib.course.exercises.ex04.check_clipped_tokens`, `check_exact_kl`: the checkers of exercises 4.1 and
+#   4.2, tested in `tests/test_course_exercises_hints.py`.
 #
 # ## Exercises
 #
-# **4.1 · The masked per-sequence mean (fill in).** Write `my_seq_mean_loss(per_token_loss, mask)`: given the
-# per-token losses $\ell_{i,t}$ and the mask $m$, both `(B, T)`, return the paper's aggregation
-# (`loss_type="grpo"` in 4.8) as one number,
-# $\frac{1}{B}\sum_i \frac{1}{|o_i|}\sum_t m_{i,t}\,\ell_{i,t}$ with $|o_i| = \sum_t m_{i,t}$. The values of
-# `per_token_loss` at padding positions are garbage and must not count, and a completion with no token at all
-# contributes 0 (clamp $|o_i|$ at 1, as `grpo_loss` does).
+# **4.1 · Which tokens does the clip silence? (fill in).** Write `my_clipped(rho, A, epsilon)`: for ratios
+# `rho` of shape `(B, T)` and advantages `A` of shape `(B,)`, return a boolean `(B, T)` that is True exactly where
+# the clipped surrogate of 4.3 gives the token no gradient because of the clip (the tokens TRL's clip ratio
+# counts). The checker compares with autograd. Stuck? `hint("4.1")`.
 
 # %% tags=["solution"]
-def my_seq_mean_loss(per_token_loss, mask):     # (B, T), (B, T) -> a 0-dim tensor
+def my_clipped(rho, A, epsilon):    # (B, T), (B,), float -> bool (B, T)
     ### BEGIN SOLUTION
-    m = mask.to(per_token_loss.dtype)                         # (B, T)
-    o_len = m.sum(dim=-1).clamp(min=1)                        # (B,) |o_i|; padding does not count
-    return ((per_token_loss * m).sum(dim=-1) / o_len).mean()  # mean per completion, then over completions
+    A = A[:, None]                  # one advantage per completion, for all its tokens
+    return ((A > 0) & (rho > 1 + epsilon)) | ((A < 0) & (rho < 1 - epsilon))   # one-sided
     ### END SOLUTION
 
-check_seq_mean_loss(my_seq_mean_loss);
+check_clipped_tokens(my_clipped);
 
 
 # %% [markdown]
-# **4.2 · The k3 estimator (fill in).** Write `my_kl_k3(logp, logp_ref)`: DeepSeekMath's per-token KL estimate
-# of 4.4, $e^{d} - d - 1$ with $d = \log\pi_{ref} - \log\pi_\theta$, token by token (same shape as `logp`).
-# Mind the order inside $d$: the checker knows what the swapped sign and the plain log-ratio look like.
+# **4.2 · The exact KL the loop does not compute (fill in).** Write `my_exact_kl(logits, logits_ref)`: from the
+# full logits of $\pi_\theta$ and $\pi_{ref}$, both `(B, T, V)`, return $\mathrm{KL}(\pi_\theta\|\pi_{ref})$ at
+# every position, `(B, T)`. On 4.4's two 4-token distributions it should give the `exact_kl` of that section.
+# Stuck? `hint("4.2")`.
 
 # %% tags=["solution"]
-def my_kl_k3(logp, logp_ref):                   # (B, T), (B, T) -> (B, T)
+def my_exact_kl(logits, logits_ref):   # (B, T, V), (B, T, V) -> (B, T)
     ### BEGIN SOLUTION
-    d = logp_ref - logp                         # log(pi_ref / pi_theta)
-    return torch.exp(d) - d - 1                 # >= 0, and 0 where pi_theta = pi_ref
+    logp, logq = logits.log_softmax(-1), logits_ref.log_softmax(-1)
+    return (logp.exp() * (logp - logq)).sum(-1)                  # weighted by π_θ, summed over the vocabulary
     ### END SOLUTION
 
-check_kl_k3(my_kl_k3);
+check_exact_kl(my_exact_kl);
 
 # %% [markdown]
 # **4.3 · Clip-higher.** DAPO clips asymmetrically, $[1-\epsilon, 1+\epsilon_{high}]$ with $\epsilon = 0.2$
@@ -769,9 +780,11 @@ check_kl_k3(my_kl_k3);
 # advantage leaves the *expected* policy gradient unchanged ($\mathbb{E}[\nabla\log\pi_\theta] = 0$). Why does
 # the shift still matter for a group of $G = 3$ samples?
 #
-# **4.6 · Normalisation by hand.** For the group of 4.8, find the `max_completion_length` at which
-# `dr_grpo`'s first-step loss equals `dapo`'s, and check it with `grpo_loss`. Then explain why, under
-# `dr_grpo`, the push on one token of a completion does not depend on how long that completion is.
+# **4.6 · When can `dr_grpo`'s loss exceed `dapo`'s?** At the first step (ρ = 1, β = 0) write both losses of 4.8
+# for any group, and prove when `dr_grpo`'s can and cannot be larger than `dapo`'s. (Hint: every $|o_i|$ is at
+# most `max_completion_length`.) Check your answer with `grpo_loss` on 4.8's group and on the same group with
+# the advantages of the long and the short answer swapped. Then explain why, under `dr_grpo`, the push on one
+# token does not depend on how long its completion is.
 
 # %%
 # Exercise 4.3, first part: the largest pi_theta a rewarded token can reach before its gradient stops

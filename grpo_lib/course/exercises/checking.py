@@ -18,6 +18,10 @@ The exercise convention of the course (docs/teaching.md has the instructor's sid
 
 - A checker never raises, whatever the learner's function does (raises, returns None, a string, a tensor of
   the wrong shape, NaN): a student copy with every exercise still blank runs top to bottom under nbmake.
+- Hints are progressive (issue 12) for a checker that passes `run_cases(..., key_step=...)`: every "not yet"
+  names the failing case and gives a nudge toward the idea, never the formula; the key step (the formula or
+  line that answers the exercise) is printed only by `hint("N.K")` or after `SHOW_KEY_STEP_AFTER` wrong
+  answers. A blank exercise is not a wrong answer, so Run All on a student copy shows no answer.
 
 Used by: every checker of grpo_lib.course.exercises (ex01 ... ex05), in each notebook's "Exercises" section.
 """
@@ -126,6 +130,56 @@ def never_raises(exercise: str) -> Callable:
     return wrap
 
 
+SHOW_KEY_STEP_AFTER = 3
+"""Wrong answers (not blanks) to one exercise after which its key step is printed without being asked for."""
+
+KEY_STEPS: dict[str, tuple[str, str]] = {}
+"""exercise "N.K" -> (nudge, key step), registered by `run_cases(..., key_step=...)` and `register_hints`."""
+
+_wrong_answers: dict[str, int] = {}
+
+
+def register_hints(exercise: str, nudge: str, key_step: str) -> None:
+    """Make `hint("N.K")` work before the exercise's checker has run once."""
+    KEY_STEPS[exercise] = (nudge, key_step)
+
+
+def hint(exercise: str, level: int = 2) -> str:
+    """Print (and return) exercise N.K's hint: level 1 the nudge the checker prints, level 2 the key step.
+
+    The key step is the formula or the line that answers the exercise; a checker prints it by itself only
+    after `SHOW_KEY_STEP_AFTER` wrong answers, so Run All on a student copy never shows it.
+    """
+    if exercise not in KEY_STEPS:
+        text = f"No hints for exercise {exercise!r}; exercises with hints: {', '.join(sorted(KEY_STEPS)) or 'none yet'}."
+    elif level not in (1, 2):
+        text = f"level must be 1 (a nudge) or 2 (the key step), got {level!r}."
+    else:
+        text = f"Exercise {exercise}, hint {level}: {KEY_STEPS[exercise][level - 1]}"
+    print(text)
+    return text
+
+
+def reset_attempts(exercise: str | None = None) -> None:
+    """Forget the wrong-answer counts (all of them, or one exercise's)."""
+    if exercise is None:
+        _wrong_answers.clear()
+    else:
+        _wrong_answers.pop(exercise, None)
+
+
+def _with_key_step(exercise: str, message: str, wrong: bool) -> str:
+    """Append the key step after repeated wrong answers, else the pointer to `hint("N.K")`."""
+    if exercise not in KEY_STEPS:
+        return message
+    if wrong:
+        _wrong_answers[exercise] = _wrong_answers.get(exercise, 0) + 1
+        n = _wrong_answers[exercise]
+        if n >= SHOW_KEY_STEP_AFTER:
+            return f"{message}\n  Wrong answer {n}, so here is the key step: {KEY_STEPS[exercise][1]}"
+    return f'{message}\n  (hint("{exercise}") shows the key step, when you want it.)'
+
+
 class Case(NamedTuple):
     """One case of a checker: the learner's function is called as fn(*args) and must give `expected`."""
 
@@ -160,7 +214,8 @@ def _fresh(args: tuple) -> tuple:
 def run_cases(fn: Callable, cases: Iterable[Case], *, exercise: str, blank_hint: str,
               error_hint: str | Callable[[str], str], read: Callable[[Any, Case], Any],
               matches: Callable[[Any, Any], bool], hint: Callable[[Case, Any], str], show: Callable[[Any], str],
-              success: str, show_got: Callable[[Any], str] | None = None) -> CheckResult:
+              success: str, show_got: Callable[[Any], str] | None = None,
+              key_step: str | None = None) -> CheckResult:
     """The loop every checker runs: call the learner's function on each case, stop at the first failure.
 
     For each case, in order: the placeholder's NotImplementedError gives "✗ Not yet: Exercise N.K is not
@@ -174,21 +229,35 @@ def run_cases(fn: Callable, cases: Iterable[Case], *, exercise: str, blank_hint:
         cases: the `Case`s, tried in order (the most telling case first).
         exercise: "N.K", used when the placeholder's message does not name it.
         show: formats an expected value for the message; `show_got` (default `show`) formats the learner's.
+        key_step: the formula or line that answers the exercise (issue 12's progressive hints). When given,
+            `blank_hint` must be a nudge that does not give it away; the key step is printed only by
+            `hint("N.K")` or after `SHOW_KEY_STEP_AFTER` wrong answers (a blank exercise is not one).
 
     Returns:
         the printed `CheckResult`, truthy only when every case passed.
     """
     show_got = show_got or show
+    if key_step is not None:
+        KEY_STEPS[exercise] = (blank_hint, key_step)
+
+    def say(message: str, wrong: bool) -> CheckResult:
+        return report(False, _with_key_step(exercise, message, wrong))
+
     for case in cases:
         got, error = call(fn, *_fresh(case.args))
         if is_unfilled(error):
-            return not_yet(exercise_of(error, exercise), blank_hint)
+            return say(f"✗ Not yet: Exercise {exercise_of(error, exercise)} is not filled in yet.\n  Hint: {blank_hint}",
+                       wrong=False)
         if error:
-            return fail(case.name, show(case.expected), error, error_hint(error) if callable(error_hint) else error_hint)
+            hint_text = error_hint(error) if callable(error_hint) else error_hint
+            return say(f"✗ Not yet. For {case.name} expected {show(case.expected)}, got {error}.\n  Hint: {hint_text}",
+                       wrong=True)
         value = read(got, case)
         if isinstance(value, Rejected):
             expected = show(case.expected) if value.expected is None else value.expected
-            return fail(case.name, expected, value.got, value.hint)
+            return say(f"✗ Not yet. For {case.name} expected {expected}, got {value.got}.\n  Hint: {value.hint}",
+                       wrong=True)
         if not matches(value, case.expected):
-            return fail(case.name, show(case.expected), show_got(value), hint(case, value))
+            return say(f"✗ Not yet. For {case.name} expected {show(case.expected)}, got {show_got(value)}.\n"
+                       f"  Hint: {hint(case, value)}", wrong=True)
     return report(True, success)

@@ -23,6 +23,7 @@ import torch
 
 from grpo_lib.advantages import group_advantages
 from grpo_lib.course.exercises.checking import Case, CheckResult, Rejected, as_tensor, fmt, never_raises, run_cases
+from grpo_lib.loss import grpo_loss
 
 
 def _centred_cases() -> list[Case]:
@@ -65,7 +66,8 @@ def check_centered_advantages(fn: Callable[[torch.Tensor], Any]) -> CheckResult:
 
     Reference: `group_advantages(r, scale="none")`.
 
-    Taught in: notebooks/02_advantages.ipynb
+    Used by: tests/test_course_exercises_ex02.py. Exercise 2.1 of the notebook is now `check_flat_fraction` (issue 12);
+    this checker stays for student copies made before.
     """
     return run_cases(
         fn, _centred_cases(), exercise="2.1",
@@ -110,7 +112,8 @@ def _zero_std_hint(case: Case, got: float) -> str:
 def check_zero_std_probability(fn: Callable[[float, int], float]) -> CheckResult:
     """Check the probability that a group of G Bernoulli(p) rewards has std 0 (all right or all wrong).
 
-    Taught in: notebooks/02_advantages.ipynb
+    Used by: tests/test_course_exercises_ex02.py. Exercise 2.2 of the notebook is now `check_population_settings` (issue 12);
+    this checker stays for student copies made before.
     """
     cases = [Case(f"p = {p}, G = {G}", (p, G), zero_std_probability(p, G)) for p, G in ZERO_STD_CASES]
     return run_cases(
@@ -120,3 +123,109 @@ def check_zero_std_probability(fn: Callable[[float, int], float]) -> CheckResult
         read=_read_float, matches=lambda got, expected: math.isclose(got, expected, rel_tol=1e-6, abs_tol=1e-9),
         hint=_zero_std_hint, show=lambda x: f"{x:.6f}",
         success="✓ Correct: P(std = 0) = p^G + (1-p)^G.")
+
+# --- issue 12: exercises that need the idea, with progressive hints (key_step) ---------------------------
+
+ERROR_HINT = "your function raised; read the exercise's signature again: what goes in, and what must come back."
+
+
+def _one_number(got: Any, case: Case) -> Any:
+    value = as_tensor(got)
+    if value is None or value.numel() != 1 or isinstance(got, bool):
+        return Rejected(repr(got)[:60], "return one number.")
+    return float(value.reshape(-1)[0])
+
+
+FLAT_NUDGE = ("a group is flat when all G answers land on the same reward value: for each question add up the "
+              "chance of that for every value, then combine the questions.")
+FLAT_KEY = "(probs ** G).sum(dim=-1).mean(): per question Σ_k p_k^G, then the mean over the questions."
+FLAT_CASES = (("one question, right half the time, G = 2: probs = [[0.5, 0.5]]", [[0.5, 0.5]], 2),
+              ("one question with three reward values (0, 0.8, 2.8), G = 4: probs = [[0.5, 0.3, 0.2]]",
+               [[0.5, 0.3, 0.2]], 4),
+              ("two questions, one easy and one hard, G = 8: probs = [[0.1, 0.9], [0.9, 0.1]]",
+               [[0.1, 0.9], [0.9, 0.1]], 8),
+              ("a solved question and a 50/50 one, G = 4: probs = [[0.0, 1.0], [0.5, 0.5]]", [[0.0, 1.0], [0.5, 0.5]], 4))
+
+
+def flat_fraction(probs: torch.Tensor, G: int) -> float:
+    """Expected share of flat groups: probs (Q, K), row q = question q's distribution over K reward values."""
+    return float((probs.double() ** G).sum(-1).mean())
+
+
+def _flat_hint(case: Case, value: float) -> str:
+    probs, G = case.args
+    if math.isclose(value, flat_fraction(probs.mean(0, keepdim=True), G), abs_tol=1e-4):
+        return ("you averaged the questions first. Is a batch of one easy and one hard question as likely to give "
+                "flat groups as two medium ones?")
+    if probs.shape[1] > 2 and math.isclose(value, float((probs[:, 0] ** G + probs[:, -1] ** G).mean()), abs_tol=1e-4):
+        return "a group can also be flat on a middle reward value (every answer tagged but wrong, say)."
+    if math.isclose(value, float((probs ** G).sum()), abs_tol=1e-4):
+        return "that is a sum over the questions; a share is per question, so average."
+    return "for one question, list the ways a group can be flat, one per reward value; then combine the questions."
+
+
+@never_raises("2.1")
+def check_flat_fraction(fn: Callable[[torch.Tensor, int], Any]) -> CheckResult:
+    """Exercise 2.1: the share of flat groups for questions of unequal difficulty, any number of reward values."""
+    cases = [Case(name, (torch.tensor(rows, dtype=torch.float64), G),
+                  flat_fraction(torch.tensor(rows, dtype=torch.float64), G)) for name, rows, G in FLAT_CASES]
+    return run_cases(fn, cases, exercise="2.1", blank_hint=FLAT_NUDGE, key_step=FLAT_KEY, error_hint=ERROR_HINT,
+                     read=_one_number, matches=lambda got, exp: math.isclose(got, exp, abs_tol=1e-4),
+                     hint=_flat_hint, show=lambda v: f"{v:.4f}",
+                     success="✓ Correct: every reward value can make a flat group, and unequal questions add up "
+                             "to far more flat groups than the average question: 0.4305 for [[0.1, 0.9], [0.9, 0.1]] "
+                             "at G = 8, where p = 0.5 alone gives 0.0078.")
+
+
+STD_NUDGE = ("switching the std multiplies every advantage by one factor. Which terms of the loss does that factor "
+             "reach, and which does it not?")
+STD_KEY = "c = sqrt(G / (G - 1)): lr_new = c * lr and beta_new = beta / c."
+
+
+def toy_run(ddof: int, lr: float, beta: float, steps: int = 6) -> torch.Tensor:
+    """SGD on a 3-answer softmax policy with one fixed group of G = 4 (r = [1, 0, 0, 0]); the final logits (3,)."""
+    theta = torch.zeros(3, requires_grad=True)
+    o = torch.tensor([0, 1, 1, 2])
+    logp_ref = torch.log_softmax(torch.zeros(3), -1)[o][:, None]
+    A = group_advantages(torch.tensor([[1.0, 0.0, 0.0, 0.0]]), ddof=ddof, std_floor=0.0).reshape(-1)
+    opt = torch.optim.SGD([theta], lr=lr)
+    for _ in range(steps):
+        logp = torch.log_softmax(theta, -1)[o][:, None]
+        loss, _ = grpo_loss(logp, logp.detach(), logp_ref, A, torch.ones(4, 1), beta=beta)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return theta.detach()
+
+
+def _settings(got: Any, case: Case) -> Any:
+    try:
+        lr_new, beta_new = (float(v) for v in got)
+    except Exception:  # noqa: BLE001
+        return Rejected(repr(got)[:60], "return two numbers, (lr_new, beta_new).")
+    if not (lr_new > 0 and beta_new >= 0 and math.isfinite(lr_new) and math.isfinite(beta_new)):
+        return Rejected(f"({lr_new}, {beta_new})", "a learning rate > 0 and a β >= 0.")
+    return toy_run(1, lr_new, beta_new), (lr_new, beta_new)
+
+
+def _std_hint(case: Case, value: Any) -> str:
+    (lr, beta, G), (lr_new, beta_new) = case.args, value[1]
+    c = math.sqrt(G / (G - 1))
+    if math.isclose(lr_new, c * lr, rel_tol=1e-4) and math.isclose(beta_new, beta, rel_tol=1e-4):
+        return "the learning rate is right, but the runs still differ: does β's term see the std at all?"
+    if math.isclose(lr_new, lr / c, rel_tol=1e-4):
+        return "which std is larger, the sample one or the population one? So which advantages are larger?"
+    return "compare one SGD step of both runs term by term: the advantage term and the KL term."
+
+
+@never_raises("2.2")
+def check_population_settings(fn: Callable[[float, float, int], Any]) -> CheckResult:
+    """Exercise 2.2: fn(lr, beta, G) -> (lr_new, beta_new) so that a sample-std SGD run reproduces a population-std one."""
+    cases = [Case(f"lr = {lr}, β = {beta}, G = {G}", (lr, beta, G), toy_run(0, lr, beta))
+             for lr, beta, G in ((0.5, 0.04, 4), (0.3, 0.5, 4))]
+    return run_cases(fn, cases, exercise="2.2", blank_hint=STD_NUDGE, key_step=STD_KEY, error_hint=ERROR_HINT,
+                     read=_settings, matches=lambda got, exp: bool(torch.allclose(got[0], exp, atol=1e-5)),
+                     hint=_std_hint, show=lambda v: f"final logits {fmt(v)}",
+                     show_got=lambda v: f"final logits {fmt(v[0])}",
+                     success="✓ Correct: with your settings the sample-std run follows the population-std run step "
+                             "for step. The learning rate alone was not enough: β's term does not see the std.")

@@ -16,8 +16,8 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from grpo_lib.course.exercises.checking import Case, CheckResult, Rejected, never_raises, run_cases
-from grpo_lib.evaluation import wilson_interval
+from grpo_lib.course.exercises.checking import Case, CheckResult, Rejected, as_tensor, never_raises, run_cases
+from grpo_lib.evaluation import fisher_exact_2x2, wilson_interval
 from grpo_lib.rewards import strict_format_reward
 
 STRICT_FORMAT_CASES = (
@@ -104,7 +104,8 @@ def _wilson_hint(case: Case, got: tuple[float, float]) -> str:
 def check_wilson_interval(fn: Callable[[int, int], tuple[float, float]]) -> CheckResult:
     """Check a 95% Wilson interval fn(k, n) -> (low, high) against `grpo_lib.evaluation.wilson_interval`.
 
-    Taught in: notebooks/03_reward_design.ipynb
+    Used by: tests/test_course_exercises_ex03.py. Exercise 3.2 of the notebook is now `check_fisher` (issue 12);
+    this checker stays for student copies made before.
     """
     cases = [Case(f"k = {k}, n = {n}", (k, n), wilson_interval(k, n)) for k, n in WILSON_CASES]
     return run_cases(
@@ -117,3 +118,46 @@ def check_wilson_interval(fn: Callable[[int, int], tuple[float, float]]) -> Chec
                                        and math.isclose(got[1], expected[1], abs_tol=5e-4)),
         hint=_wilson_hint, show=lambda pair: f"({pair[0]:.4f}, {pair[1]:.4f})",
         success="✓ Correct: your interval matches the Wilson score interval.")
+
+# --- issue 12: exercises that need the idea, with progressive hints (key_step) ---------------------------
+
+ERROR_HINT = "your function raised; read the exercise's signature again: what goes in, and what must come back."
+
+
+def _one_number(got: Any, case: Case) -> Any:
+    value = as_tensor(got)
+    if value is None or value.numel() != 1 or isinstance(got, bool):
+        return Rejected(repr(got)[:60], "return one number.")
+    return float(value.reshape(-1)[0])
+
+
+FISHER_NUDGE = ("fix the totals: k1 + k2 right answers among n1 + n2 tries. If both had the same accuracy, how "
+                "likely is each way of splitting the right answers between the two samples? How surprising is "
+                "the split you saw?")
+FISHER_KEY = ("P(x) = comb(n1, x) * comb(n2, K - x) / comb(n1 + n2, K) with K = k1 + k2; the p-value is the sum "
+              "of P(x) over every x with P(x) <= P(k1).")
+
+
+def _fisher_hint(case: Case, value: float) -> str:
+    k1, n1, k2, n2 = case.args
+    K, N = k1 + k2, n1 + n2
+    pmf = {x: math.comb(n1, x) * math.comb(n2, K - x) / math.comb(N, K) for x in range(max(0, K - n2), min(n1, K) + 1)}
+    if math.isclose(value, pmf[k1], abs_tol=1e-4):
+        return "that is the chance of exactly the split you saw; the p-value also counts the splits that are no more likely."
+    if any(math.isclose(value, sum(p for x, p in pmf.items() if side(x)), abs_tol=1e-4)
+           for side in (lambda x: x <= k1, lambda x: x >= k1)):
+        return "that is one-sided; the question is whether the two differ in either direction."
+    return "fix the totals and count how likely each split of the right answers is, if both accuracies were equal."
+
+
+@never_raises("3.2")
+def check_fisher(fn: Callable[[int, int, int, int], Any]) -> CheckResult:
+    """Exercise 3.2: the two-sided Fisher exact test p-value."""
+    cases = [Case(name, args, fisher_exact_2x2(*args)) for name, args in (
+        ("7 of 9 vs 27 of 30 (the tutorial, tagged answers before vs after)", (7, 9, 27, 30)),
+        ("5 of 10 vs 5 of 10", (5, 10, 5, 10)), ("1 of 10 vs 9 of 10", (1, 10, 9, 10)),
+        ("27 of 30 vs 7 of 9 (the same two, swapped)", (27, 30, 7, 9)))]
+    return run_cases(fn, cases, exercise="3.2", blank_hint=FISHER_NUDGE, key_step=FISHER_KEY, error_hint=ERROR_HINT,
+                     read=_one_number, matches=lambda got, exp: math.isclose(got, exp, abs_tol=1e-4),
+                     hint=_fisher_hint, show=lambda v: f"{v:.4f}",
+                     success="✓ Correct: 7/9 vs 27/30 gives p = 0.572. Thirty questions cannot tell 78% from 90% apart.")

@@ -20,8 +20,9 @@ from typing import Any
 
 import torch
 
-from grpo_lib.course.exercises.checking import Case, CheckResult, Rejected, as_tensor, fmt, never_raises, run_cases
-from grpo_lib.loss import kl_k3, normalise_token_losses
+from grpo_lib.course.exercises.checking import (Case, CheckResult, Rejected, as_tensor, fmt, never_raises, report,
+                                                run_cases)
+from grpo_lib.loss import clipped_surrogate, kl_k3, normalise_token_losses
 
 
 def seq_mean_loss(per_token_loss: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -102,7 +103,8 @@ def check_seq_mean_loss(fn: Callable[[torch.Tensor, torch.Tensor], Any]) -> Chec
 
     Reference: `seq_mean_loss`, the aggregation of `grpo_loss(..., loss_type="grpo")`.
 
-    Taught in: notebooks/04_the_loss.ipynb
+    Used by: tests/test_course_exercises_ex04.py. Exercise 4.1 of the notebook is now `check_clipped_tokens` (issue 12);
+    this checker stays for student copies made before.
     """
     cases = [Case(name, (loss, mask), float(seq_mean_loss(loss, mask))) for name, loss, mask in _seq_mean_cases()]
     return run_cases(
@@ -167,7 +169,8 @@ def check_kl_k3(fn: Callable[[torch.Tensor, torch.Tensor], Any]) -> CheckResult:
 
     Reference: `grpo_lib.loss.kl_k3`.
 
-    Taught in: notebooks/04_the_loss.ipynb
+    Used by: tests/test_course_exercises_ex04.py. Exercise 4.2 of the notebook is now `check_exact_kl` (issue 12);
+    this checker stays for student copies made before.
     """
     cases = [Case(name, (logp, logp_ref), kl_k3(logp, logp_ref)) for name, logp, logp_ref in _kl_cases()]
     return run_cases(
@@ -178,3 +181,115 @@ def check_kl_k3(fn: Callable[[torch.Tensor, torch.Tensor], Any]) -> CheckResult:
         read=_read_tensor, matches=lambda got, expected: torch.allclose(got, expected, atol=1e-5, rtol=1e-4),
         hint=lambda case, got: _diagnose_kl(*case.args, got), show=fmt,
         success=f"✓ Correct: your k3 matches grpo_lib.loss.kl_k3 on all {len(cases)} cases, and it is never negative.")
+
+# --- issue 12: exercises that need the idea, with progressive hints (key_step) ---------------------------
+
+ERROR_HINT = "your function raised; read the exercise's signature again: what goes in, and what must come back."
+
+
+def _tensor_like(got: Any, case: Case) -> Any:
+    value = as_tensor(got)
+    if value is None:
+        return Rejected("something that is not a tensor", "return a tensor.")
+    if value.shape != case.expected.shape:
+        return Rejected(f"shape {tuple(value.shape)}", "check the shape the exercise asks for.",
+                        expected=f"shape {tuple(case.expected.shape)}")
+    return value
+
+
+CLIP_NUDGE = ("the clip is one-sided: it only stops tokens that already moved far enough *in the direction their "
+              "advantage asks for*.")
+CLIP_KEY = "((A > 0) & (rho > 1 + epsilon)) | ((A < 0) & (rho < 1 - epsilon)), with A[:, None] broadcast over tokens."
+
+
+def clipped_tokens(rho: torch.Tensor, A: torch.Tensor, epsilon: float) -> torch.Tensor:
+    """True where the clipped surrogate's gradient in ρ is zero because of the clip; ρ (B, T), A (B,) -> bool (B, T)."""
+    A_t = A[:, None].expand_as(rho)
+    return ((A_t > 0) & (rho > 1 + epsilon)) | ((A_t < 0) & (rho < 1 - epsilon))
+
+
+def _clip_cases() -> list[Case]:
+    g = torch.Generator().manual_seed(41)
+    rho_r = torch.exp(torch.randn(6, 5, generator=g) * 0.4)
+    rho_r = torch.where(((rho_r - 1).abs() - 0.2).abs() < 1e-3, rho_r + 0.01, rho_r)   # no ties at the edges
+    raw = [("one completion with A = +1 and ratios [0.5, 0.9, 1.1, 1.5], ε = 0.2",
+            torch.tensor([[0.5, 0.9, 1.1, 1.5]]), torch.tensor([1.0])),
+           ("one completion with A = -1 and ratios [0.5, 0.9, 1.1, 1.5], ε = 0.2",
+            torch.tensor([[0.5, 0.9, 1.1, 1.5]]), torch.tensor([-1.0])),
+           ("A = [0, 2] and ratios [[0.5, 1.5], [0.5, 1.5]], ε = 0.2",
+            torch.tensor([[0.5, 1.5], [0.5, 1.5]]), torch.tensor([0.0, 2.0])),
+           ("a random batch of 6 completions × 5 tokens, ε = 0.2", rho_r, torch.tensor([1.0, -1.0, 0.5, -0.5, 2.0, -2.0]))]
+    return [Case(name, (rho, A, 0.2), clipped_tokens(rho, A, 0.2)) for name, rho, A in raw]
+
+
+def _bool_read(got: Any, case: Case) -> Any:
+    value = got if isinstance(got, torch.Tensor) else as_tensor(got)
+    if value is None or value.shape != case.expected.shape:
+        return Rejected("something else" if value is None else f"shape {tuple(value.shape)}",
+                        "one True/False per token, the shape of rho.", expected=f"shape {tuple(case.expected.shape)}")
+    return value.bool()
+
+
+def _clip_hint(case: Case, got: torch.Tensor) -> str:
+    rho, A, eps = case.args
+    outside = (rho < 1 - eps) | (rho > 1 + eps)
+    if torch.equal(got, outside) or torch.equal(got, outside & (A[:, None] != 0)):
+        return ("you flagged every ratio outside [1 - ε, 1 + ε]. Take a token with A > 0 whose ratio fell to 0.5: "
+                "does the min(...) leave it flat, or does it still get pushed back up?")
+    if torch.equal(got, ((A[:, None] < 0) & (rho > 1 + eps)) | ((A[:, None] > 0) & (rho < 1 - eps))):
+        return "the sides are swapped: which way does a token with A > 0 want its ratio to move?"
+    return "for each token ask: has its ratio already gone past the edge in the direction its advantage asks for?"
+
+
+@never_raises("4.1")
+def check_clipped_tokens(fn: Callable[[torch.Tensor, torch.Tensor, float], Any]) -> CheckResult:
+    """Exercise 4.1: the tokens whose gradient the clip switches off (what the clip fraction counts)."""
+    result = run_cases(fn, _clip_cases(), exercise="4.1", blank_hint=CLIP_NUDGE, key_step=CLIP_KEY,
+                       error_hint=ERROR_HINT, read=_bool_read, matches=lambda got, exp: bool(torch.equal(got, exp)),
+                       hint=_clip_hint, show=lambda t: fmt(t.float()),
+                       success="✓ Correct: one-sided, exactly as the min(...) of the surrogate decides.")
+    if not result:
+        return result
+    rho, A, eps = _clip_cases()[3].args
+    rho = rho.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(clipped_surrogate(rho, A[:, None], eps).sum(), rho)
+    return report(bool(torch.equal(grad == 0, clipped_tokens(rho.detach(), A, eps))),
+                  "  Autograd agrees: those are exactly the tokens of the random batch with zero gradient.")
+
+
+KL_NUDGE = ("at every position the model gives a whole distribution over the vocabulary; the exact KL is a sum "
+            "over it, weighted by π_θ. Work with log_softmax over the last dimension.")
+KL_KEY = "logp, logq = logits.log_softmax(-1), logits_ref.log_softmax(-1); return (logp.exp() * (logp - logq)).sum(-1)."
+
+
+def exact_kl(logits: torch.Tensor, logits_ref: torch.Tensor) -> torch.Tensor:
+    """KL(π_θ ‖ π_ref) at every position from full logits: (B, T, V), (B, T, V) -> (B, T)."""
+    logp, logq = logits.log_softmax(-1), logits_ref.log_softmax(-1)
+    return (logp.exp() * (logp - logq)).sum(-1)
+
+
+def _kl_hint(case: Case, got: torch.Tensor) -> str:
+    logits, logits_ref = case.args
+    logp, logq = logits.log_softmax(-1), logits_ref.log_softmax(-1)
+    if torch.allclose(got, (logq.exp() * (logq - logp)).sum(-1), atol=1e-5):
+        return "that is KL(π_ref ‖ π_θ): which distribution weights the sum in the KL the paper writes?"
+    if torch.allclose(got, (logits.softmax(-1) * (logits - logits_ref)).sum(-1), atol=1e-5):
+        return "logits are not log-probabilities: two logit vectors that differ by a constant are the same policy."
+    return "at one position: a distribution over V tokens for π_θ and one for π_ref; sum over the tokens."
+
+
+@never_raises("4.2")
+def check_exact_kl(fn: Callable[[torch.Tensor, torch.Tensor], Any]) -> CheckResult:
+    """Exercise 4.2: the exact per-position KL from full logits."""
+    g = torch.Generator().manual_seed(42)
+    same = torch.randn(1, 2, 3, generator=g)
+    raw = [("one position, π_θ = [0.1, 0.2, 0.3, 0.4] and π_ref = [0.4, 0.4, 0.1, 0.1] as log-probs (1, 1, 4)",
+            torch.tensor([[[0.1, 0.2, 0.3, 0.4]]]).log(), torch.tensor([[[0.4, 0.4, 0.1, 0.1]]]).log()),
+           ("the same policy twice, its logits shifted by +5, shape (1, 2, 3)", same, same + 5.0),
+           ("random logits of shape (2, 3, 7)", torch.randn(2, 3, 7, generator=g) * 2, torch.randn(2, 3, 7, generator=g))]
+    cases = [Case(name, (a, b), exact_kl(a, b)) for name, a, b in raw]
+    return run_cases(fn, cases, exercise="4.2", blank_hint=KL_NUDGE, key_step=KL_KEY, error_hint=ERROR_HINT,
+                     read=_tensor_like, matches=lambda got, exp: bool(torch.allclose(got, exp, atol=1e-5)),
+                     hint=_kl_hint, show=fmt,
+                     success="✓ Correct: the exact KL at every position. It needs π_ref's whole (B, T, V) distribution, "
+                             "which is why the training loop keeps one log-prob per token and uses k3.")

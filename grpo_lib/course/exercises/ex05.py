@@ -24,10 +24,11 @@ from typing import Any
 
 import torch
 
-from grpo_lib.course.exercises.checking import Case, CheckResult, Rejected, never_raises, run_cases
+from grpo_lib.course.exercises.checking import Case, CheckResult, Rejected, as_tensor, never_raises, run_cases
 from grpo_lib.loss import dapo_divisor
 
-__all__ = ["CheckResult", "adamw_moment_bytes", "dapo_normaliser", "DAPO_CASES", "check_adamw_moment_bytes",
+__all__ = ["CheckResult", "DECODE_KEY", "DECODE_NUDGE", "check_decode_floor", "decode_seconds_floor",
+           "adamw_moment_bytes", "dapo_normaliser", "DAPO_CASES", "check_adamw_moment_bytes",
            "check_dapo_normaliser", "ddp_loss_with"]
 
 
@@ -197,3 +198,49 @@ def check_dapo_normaliser(fn: Callable[[list[torch.Tensor], int], Any]) -> Check
         hint=_dapo_hint, show=lambda x: f"{x:g}",
         success="✓ Correct: every rank divides by N_global / K, so after DDP's average the loss is the token mean "
                 "over the global batch, as in TRL's 'dapo'.")
+
+# --- issue 12: exercises that need the idea, with progressive hints (key_step) ---------------------------
+
+ERROR_HINT = "your function raised; read the exercise's signature again: what goes in, and what must come back."
+
+
+def _one_number(got: Any, case: Case) -> Any:
+    value = as_tensor(got)
+    if value is None or value.numel() != 1 or isinstance(got, bool):
+        return Rejected(repr(got)[:60], "return one number.")
+    return float(value.reshape(-1)[0])
+
+
+DECODE_NUDGE = ("each new token of every row needs a forward pass, and the T new tokens come one after another. What "
+                "must the GPU read from memory for one decode step, and does that depend on how many rows there are?")
+DECODE_KEY = "seconds >= T * n_params * bytes_per_param / bandwidth: each decode step reads every weight once, for all B rows."
+
+
+def decode_seconds_floor(n_params: int, bytes_per_param: int, T: int, B: int, bandwidth: float) -> float:
+    """The memory-bandwidth floor of T decode steps: every step reads all weights once (the KV cache adds more)."""
+    return T * n_params * bytes_per_param / bandwidth
+
+
+def _decode_hint(case: Case, value: float) -> str:
+    n_params, bpp, T, B, bw = case.args
+    if math.isclose(value, case.expected * B, rel_tol=1e-3):
+        return "you multiplied by B. Does reading the weights once serve one row, or all of them?"
+    if math.isclose(value, case.expected / bpp, rel_tol=1e-3):
+        return "count bytes, not parameters: how many bytes does one bf16 weight take?"
+    return "what does one decode step read, and how many decode steps are there?"
+
+
+@never_raises("5.2")
+def check_decode_floor(fn: Callable[[int, int, int, int, float], Any]) -> CheckResult:
+    """Exercise 5.2: the floor on generation time set by memory bandwidth (B must not matter)."""
+    raw = (("Qwen2.5-1.5B in bf16, T = 400 new tokens, B = 84 rows, 4.8e12 bytes/s (an H200)",
+            (1_543_714_304, 2, 400, 84, 4.8e12)),
+           ("the same with B = 1 row", (1_543_714_304, 2, 400, 1, 4.8e12)),
+           ("a 7e9-parameter model in bf16, T = 1024, B = 512, 3.35e12 bytes/s", (7_000_000_000, 2, 1024, 512, 3.35e12)))
+    cases = [Case(name, args, decode_seconds_floor(*args)) for name, args in raw]
+    return run_cases(fn, cases, exercise="5.2", blank_hint=DECODE_NUDGE, key_step=DECODE_KEY, error_hint=ERROR_HINT,
+                     read=_one_number, matches=lambda got, exp: math.isclose(got, exp, rel_tol=1e-3),
+                     hint=_decode_hint, show=lambda v: f"{v:.4g} s",
+                     success="✓ Correct: 0.257 s is the floor for 400 tokens of Qwen2.5-1.5B on an H200, whatever B. "
+                             "The 20.4 s measured in docs/performance.md is ~80 times that: per-step overhead, "
+                             "repeated T times in sequence.")
