@@ -58,14 +58,19 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import torch
 
-from grpo_lib.course.exercises.ex05 import check_adamw_moment_bytes, check_dapo_normaliser
+from grpo_lib.course.exercises.checking import hint
+from grpo_lib.course.exercises.ex05 import check_dapo_normaliser, check_decode_floor
 from grpo_lib.config import GRPOConfig
 from grpo_lib.data import build_prompt, has_chat_template
 from grpo_lib.evaluation import wilson_interval
 from grpo_lib.models import count_parameters, load_tiny_model
-from grpo_lib.course.notebook import markdown_table
+from grpo_lib.course.notebook import check, markdown_table
 from grpo_lib.rewards import reward_functions
-from grpo_lib.rollout import generate_completions, score_rollout
+from grpo_lib.advantages import group_advantages
+from grpo_lib.logprobs import completion_mask, token_logprobs
+from grpo_lib.loss import grpo_loss
+from grpo_lib.rollout import RewardFunctionError, generate_completions, score_completions, score_rollout
+from grpo_lib.toy import ToyPolicy, grpo_step
 from grpo_lib.tasks import addition_problems
 from grpo_lib.train import make_optimizer, policy_update, train
 
@@ -87,6 +92,45 @@ cfg
 assert (cfg.G, cfg.N, cfg.steps, cfg.mu, cfg.beta, cfg.epsilon) == (8, 16, 100, 1, 0.04, 0.2)
 assert cfg.B == cfg.N * cfg.G == 128 and cfg.total_steps == cfg.num_iterations * cfg.steps == 100
 print("B =", cfg.B, "completions per step;", cfg.total_steps, "steps")
+
+# %% [markdown]
+# ### μ and the outer iterations are different loops
+#
+# Three loops hide behind two names. DeepSeekMath's Algorithm 1 has **outer iterations** (I; the tutorial's
+# `num_iterations`) that reset $\pi_{ref} \leftarrow \pi_\theta$, **steps** (M) that each sample a new batch, and
+# **μ** updates on every sampled batch. TRL's `num_iterations` is μ, not I, and TRL never resets π_ref.
+# Run both loops on notebook 01's three-answer policy (G = 4 sampled answers per step, SGD) and watch two
+# numbers: the clip fraction (only μ > 1 makes it non-zero) and the KL to π_ref (an outer reset sends it
+# back to 0).
+
+# %%
+def toy_run(I, M, mu, beta=0.04, epsilon=0.2, lr=0.5, G=4, seed=0):
+    """Algorithm 1 on the toy: I outer iterations (π_ref reset) × M steps (a new group) × μ updates per group."""
+    gen = torch.Generator().manual_seed(seed)
+    policy = ToyPolicy()
+    optimizer = torch.optim.SGD(policy.parameters(), lr=lr)
+    rows = []
+    for iteration in range(I):
+        ref_logits = policy.logits.detach().clone()                        # π_ref ← π_θ (Algorithm 1, line 3)
+        for step in range(M):
+            o = policy.sample(G, gen)                                      # π_old := π_θ; sample a group
+            rec = grpo_step(policy, optimizer, o, epsilon=epsilon, beta=beta, ref_logits=ref_logits, mu=mu)
+            rows.append((iteration + 1, step + 1, rec.stats["clip_fraction"].item(), rec.stats["kl"].item()))
+    return rows
+
+runs = {"μ = 1, I = 1 (DeepSeekMath, TRL default)": toy_run(I=1, M=6, mu=1),
+        "μ = 4, I = 1 (TRL num_iterations=4)": toy_run(I=1, M=6, mu=4),
+        "μ = 1, I = 3 (tutorial num_iterations=3)": toy_run(I=3, M=2, mu=1)}
+markdown_table(["run", "(iteration, step): clip fraction of the last update / KL to π_ref"],
+               [(name, "  ".join(f"({i},{s}): {c:.2f} / {k:.3f}" for i, s, c, k in rows)) for name, rows in runs.items()])
+
+# %% jupyter={"source_hidden": true}
+check("μ vs outer iterations",
+      ("μ = 1: nothing is ever clipped", all(c == 0 for _, _, c, _ in runs["μ = 1, I = 1 (DeepSeekMath, TRL default)"])),
+      ("μ = 4: the clip binds on reused groups", any(c > 0 for _, _, c, _ in runs["μ = 4, I = 1 (TRL num_iterations=4)"])),
+      ("I = 3: the KL to π_ref is 0 again at the first step of every iteration",
+       all(k == 0 for i, s, _, k in runs["μ = 1, I = 3 (tutorial num_iterations=3)"] if s == 1)),
+      ("... and not 0 within an iteration", any(k > 0 for i, s, _, k in runs["μ = 1, I = 3 (tutorial num_iterations=3)"] if s > 1)))
 
 # %% [markdown]
 # ## 2 · One rollout, token by token
@@ -120,6 +164,44 @@ assert (o_ids[:o_len - 1] != tok.eos_token_id).all()
 print(f"|o_{i}| = {o_len} tokens, EOS included; text: {rollout.texts[i]!r}")
 
 # %% [markdown]
+# ### The model that never stops (pad = EOS, EOS masked out)
+#
+# Some training scripts set `tokenizer.pad_token = tokenizer.eos_token` and then mask every pad position out
+# of the loss (`mask[ids == pad_id] = 0`, as in tiny-grpo). Since pad *is* EOS, that also masks the real EOS:
+# the stop token never gets a gradient, so nothing ever teaches the model to stop. On the tiny model: take a
+# group, mask it both ways, and ask the loss how hard it pushes on the EOS token's logit at the EOS position.
+
+# %%
+from grpo_lib.logprobs import completion_mask, token_logprobs
+from grpo_lib.loss import grpo_loss
+
+eos = tok.eos_token_id
+ids = rollout.completion_ids                                                   # (B, T)
+mask_right = completion_mask(ids, eos)                                         # 1 up to and including the first EOS
+tok_pad_is_eos = copy.deepcopy(tok)
+tok_pad_is_eos.pad_token = tok_pad_is_eos.eos_token                           # the common "fix" for a missing pad
+mask_pad_is_eos = (ids != tok_pad_is_eos.pad_token_id).int() * mask_right     # "mask out the padding": EOS goes too
+seq = torch.cat([rollout.prompt_ids, ids], dim=1)
+attn = torch.cat([rollout.prompt_mask, mask_right], dim=1)
+A_demo = torch.ones(ids.shape[0])                                              # pretend every completion was good
+
+def eos_push(mask):
+    logp = token_logprobs(model, seq, attn, logits_to_keep=ids.shape[1])      # (B, T)
+    loss, _ = grpo_loss(logp, logp.detach(), None, A_demo, mask, beta=0.0)
+    (g,) = torch.autograd.grad(loss, logp)
+    return -(g * (ids == eos)).sum().item()                                    # total push on the EOS tokens
+
+push_right, push_pad_is_eos = eos_push(mask_right), eos_push(mask_pad_is_eos) + 0.0   # + 0.0: no "-0.0"
+print(f"push on the EOS tokens: mask keeps EOS {push_right:.4f}, pad = EOS masked out {push_pad_is_eos:.4f}")
+
+# %% jupyter={"source_hidden": true}
+check("pad = EOS masked out of the loss",
+      ("the course's mask trains the EOS token", push_right > 0),
+      ("with pad = EOS masked out, the EOS token gets exactly no gradient", push_pad_is_eos == 0.0),
+      ("every completion here ends in EOS, so the difference is the whole stopping signal",
+       bool((mask_right.sum(-1) > mask_pad_is_eos.sum(-1)).all())))
+
+# %% [markdown]
 # Now the rewards ($r$ = correctness + format, notebook 03) and the group advantages
 # $A_i = (r_i - \mathrm{mean}(r))/\mathrm{std}(r)$ (notebook 02), one row per group.
 
@@ -142,6 +224,46 @@ for n in range(len(problems)):
     assert torch.allclose(A[n], expected, atol=1e-4), n
     assert abs(A[n].sum()) < 1e-4
 print("advantages match (r - mean) / std per group")
+
+# %% [markdown]
+# ### A reward function that returns None or NaN
+#
+# A reward function that cannot score a completion may return `None` (TRL allows it, for a function that does
+# not apply to a sample) or NaN (a 0/0 inside it). One NaN reward makes its group's mean and std NaN, so every
+# advantage of the group is NaN, the loss is NaN and the whole batch's gradient with it: one bad completion
+# poisons the update. The library refuses both before any gradient is computed: `group_advantages` rejects
+# NaN rewards, and `score_completions` names the reward function, the completion and the prompt.
+
+# %%
+from grpo_lib.advantages import group_advantages
+from grpo_lib.rollout import RewardFunctionError, score_completions
+
+r_nan = torch.tensor([[1.0, float("nan"), 0.0, 1.0], [1.0, 0.0, 0.0, 0.0]])        # (N, G): one NaN in group 0
+A_by_hand = (r_nan - r_nan.mean(-1, keepdim=True)) / (r_nan.std(-1, keepdim=True) + 1e-4)   # the formula, unguarded
+print("advantages by hand:", A_by_hand)
+try:
+    group_advantages(r_nan)
+    library_refuses = False
+except ValueError as err:
+    library_refuses = True
+    print("group_advantages:", err)
+
+def flaky_reward(prompts, completions, answer, **kw):
+    return [None if i == 3 else 1.0 for i in range(len(completions))]              # cannot score completion 3
+
+try:
+    score_completions(rollout, [p["answer"] for p in problems], {"flaky": flaky_reward})
+    refusal = None
+except RewardFunctionError as err:
+    refusal = str(err)
+    print("RewardFunctionError:", refusal.splitlines()[0])
+
+# %% jupyter={"source_hidden": true}
+check("a reward of None or NaN",
+      ("one NaN makes every advantage of its group NaN", bool(torch.isnan(A_by_hand[0]).all())),
+      ("... and leaves the other groups alone", bool(torch.isfinite(A_by_hand[1]).all())),
+      ("group_advantages refuses NaN rewards", library_refuses),
+      ("score_completions refuses None, naming the function", refusal is not None and "'flaky'" in refusal))
 
 # %% [markdown]
 # ## 3 · One update
@@ -336,12 +458,16 @@ print("chat template applied")
 #
 # The tutorial reported 23% → 90% accuracy. Three things to know about those numbers:
 #
-# - They were measured on **30 questions from GSM8K's train split** (the same pool it trained on), not
-#   on the test split.
+# - They were measured on **30 questions from GSM8K's train split**, held out of its training: the same
+#   split as the training data, not the same examples, and not the test split.
 # - Before training, **21 of the 30** completions had no `<answer>` tags at all, and its evaluation only
 #   accepted tagged answers. So most of the gain is **format**: the model learning to put its answer in
 #   tags, not learning arithmetic it could not already do.
 # - With n = 30 the uncertainty is large: a 95% interval around 23% spans roughly 12% to 41%.
+#
+# The last two rows of the table are **this course's tiny model on two-digit addition** (300 test problems),
+# not a model on GSM8K: no Qwen2.5 result is reported here, because the Qwen preset has not been run to the end
+# for this course. The rows show what an evaluation with intervals looks like, next to the tutorial's.
 #
 # Our evaluation uses the **test** split, greedy decoding, and reports strict accuracy, lenient accuracy
 # (last number right, tags or not) and format rate separately, each with a Wilson interval, so a format
@@ -355,8 +481,10 @@ tagged_before = n_tut - untagged
 markdown_table(["", "count", "rate", "95% low", "95% high"], [
     ("tutorial before (train split)", f"{k_before}/30", k_before / n_tut, *ci_b),
     ("tutorial after (train split)", f"{k_after}/30", k_after / n_tut, *ci_a),
-    ("ours before (test split)", f"{eb.n_strict}/{eb.n}", eb.strict_accuracy, *eb.strict_ci),
-    ("ours after (test split)", f"{ea.n_strict}/{ea.n}", ea.strict_accuracy, *ea.strict_ci),
+    ("this course, tiny model on addition, before (test split)", f"{eb.n_strict}/{eb.n}", eb.strict_accuracy,
+     *eb.strict_ci),
+    ("this course, tiny model on addition, after (test split)", f"{ea.n_strict}/{ea.n}", ea.strict_accuracy,
+     *ea.strict_ci),
 ], floatfmt=".3f")
 
 # %%
@@ -786,20 +914,54 @@ print("planner within 10% of the H100 measurement")
 
 
 # %% [markdown]
-# **5.2 · AdamW's memory on each GPU (fill in).** In mixed precision AdamW keeps two moments per
-# parameter, $m$ (a running mean of the gradients) and $v$ (of their squares), each in fp32. Return the
-# bytes these take on **each** GPU for a model of `P` parameters trained with plain DDP on
-# `world_size` GPUs. Compare with `plan_gpu_memory(..., master_weights=True).row("policy", "AdamW m and v")`
-# when you are done. (The Qwen preset trains in pure bf16, where torch's AdamW keeps its moments in the
-# parameters' dtype: half of this, as the planner's table above shows.)
+# ### Why generation dominates a step at LLM scale
+#
+# The update runs every token of the batch through the model in a few large parallel passes. Generation makes
+# T passes one after another, one new token per row each, and every pass reads all the weights. For the
+# tutorial's run (Qwen2.5-1.5B, 84 rows, up to 400 new tokens), the planner's arithmetic and the H200
+# measurement of docs/performance.md:
+
+# %%
+psi = qwen2_parameter_count(qwen_config)                                       # 1,543,714,304
+B_tut, P_tut, T_tut = 84, 256, 400
+update_flops = 6 * psi * B_tut * (P_tut + T_tut)                               # forward + backward, every token
+generation_flops = 2 * psi * B_tut * T_tut                                     # forward only, new tokens
+weights_bytes = 2 * psi                                                        # bf16, read once per decode step
+measured_generation_s = 33_600 / 1650                                          # docs/performance.md: 84 x 400 tokens at 1,650 tok/s, H200
+markdown_table(["quantity", "value"], [
+    ("update: FLOPs (6 Ψ per token, all B·(P+T) tokens)", f"{update_flops:.3g}"),
+    ("generation: FLOPs (2 Ψ per new token)", f"{generation_flops:.3g}"),
+    ("generation: sequential forward passes", T_tut),
+    ("generation: bytes of weights read per pass", f"{weights_bytes / 1e9:.2f} GB"),
+    ("generation measured on an H200 (KV cache, 2026-11-26)", f"{measured_generation_s:.1f} s"),
+])
+
+# %% [markdown]
+# Generation does about 5 times fewer FLOPs than the update, yet on the GPU it takes most of the step: 400 passes
+# that cannot run in parallel, each a full read of the weights plus kernel-launch and Python overhead for one
+# token per row. Exercise 5.2 asks for the floor this sets. Faster inference engines (vLLM, SGLang) attack
+# exactly this part, which is why production GRPO trainers generate with them.
+
+# %% jupyter={"source_hidden": true}
+check("why generation dominates",
+      ("the update does about 5 times the arithmetic of generation", 4.5 < update_flops / generation_flops < 5.5),
+      ("the measured generation time is over 50 times the bandwidth floor (4.8 TB/s)",
+       measured_generation_s > 50 * T_tut * weights_bytes / 4.8e12))
+
+# %% [markdown]
+# **5.2 · The floor under generation time (fill in).** Write `my_decode_floor(n_params, bytes_per_param, T, B,
+# bandwidth)`: a lower bound, in seconds, on generating `T` new tokens for `B` rows at once with a model of
+# `n_params` weights of `bytes_per_param` bytes each, on a GPU that reads `bandwidth` bytes per second from its
+# memory (ignore the KV cache and all overheads). Then compare it with the measured 20.4 s above: what takes the
+# rest of the time? Stuck? `hint("5.2")`.
 
 # %% tags=["solution"]
-def my_adamw_moment_bytes(P, world_size):   # P: int, world_size: int -> int (bytes per GPU)
+def my_decode_floor(n_params, bytes_per_param, T, B, bandwidth):   # -> seconds
     ### BEGIN SOLUTION
-    return 2 * 4 * P        # m and v, 4 bytes each; DDP replicates them on every GPU
+    return T * n_params * bytes_per_param / bandwidth    # every decode step reads all weights once, for all B rows
     ### END SOLUTION
 
-check_adamw_moment_bytes(my_adamw_moment_bytes);
+check_decode_floor(my_decode_floor);
 
 # %% [markdown]
 # ## Summary
@@ -836,7 +998,8 @@ check_adamw_moment_bytes(my_adamw_moment_bytes);
 # - `grpo_lib.course.memory.plan_gpu_memory`, `plan_for_run`, `qwen2_parameter_count`, `activation_breakdown`,
 #   `kv_cache_bytes`: the per-GPU memory planner, tested in `tests/test_course_memory.py` (by hand, against torch's
 #   parameter count and against the bytes autograd saves); `scripts/measure_gpu_memory.py` measures it on a GPU.
-# - `grpo_lib.course.exercises.ex05`: the checkers of exercises 5.1 and 5.2, tested in `tests/test_course_exercises_ex05.py`.
+# - `grpo_lib.course.exercises.ex05`: the checkers of exercises 5.1 and 5.2, tested in
+#   `tests/test_course_exercises_ex05.py` and `tests/test_course_exercises_hints.py`.
 #
 # ## Exercises
 #
