@@ -201,7 +201,8 @@ def ensure_pad_token(tokenizer, model=None) -> str:
 
 
 def load_policy(model_name_or_path: str | os.PathLike, *, device: torch.device | str,
-                dtype: str | torch.dtype = "auto") -> tuple[torch.nn.Module, object]:
+                dtype: str | torch.dtype = "auto", compute_dtype: str | torch.dtype | None = None,
+                ) -> tuple[torch.nn.Module, object]:
     """Load a causal LM policy π_θ and its tokenizer, ready for left-padded batched generation.
 
     The same function loads `Qwen/Qwen2.5-1.5B-Instruct` (hub name or local folder) and the shipped tiny
@@ -210,7 +211,9 @@ def load_policy(model_name_or_path: str | os.PathLike, *, device: torch.device |
     Args:
         model_name_or_path: hub name, local folder, or "tiny" / "tiny-qwen2-addition" for TINY_MODEL_DIR.
         device: where the model goes ("cpu", "cuda", "cuda:1", a torch.device).
-        dtype: "auto" = bf16 on CUDA, fp32 on CPU; or a torch.dtype, or "bfloat16"/"float32"/"float16".
+        dtype: parameter dtype: "auto" = bf16 on CUDA, fp32 on CPU; or a torch.dtype, or "bfloat16"/"float32"/"float16".
+        compute_dtype: the dtype the matmuls run in (bf16 under autocast with fp32 parameters); picks the
+            attention implementation. None = dtype.
 
     Returns:
         (model, tokenizer): the model on `device` in eval mode, with
@@ -237,7 +240,11 @@ def load_policy(model_name_or_path: str | os.PathLike, *, device: torch.device |
             raise FileNotFoundError(f"model folder not found: {name}")
         if not (folder / "config.json").is_file():
             raise FileNotFoundError(f"not a model folder: {name} has no config.json")
-    attn = pick_attn_implementation(device, torch_dtype)
+    compute = torch_dtype if compute_dtype is None else _resolve_dtype(compute_dtype, device)
+    attn = pick_attn_implementation(device, compute)
+    if device.type == "cuda" and attn != "flash_attention_2":
+        print(f"flash-attn is not installed (or cannot run here): attention uses PyTorch's {attn}. To use "
+              "FlashAttention-2: pip install flash-attn --no-build-isolation", flush=True)
     try:
         model = AutoModelForCausalLM.from_pretrained(os.path.expanduser(name), dtype=torch_dtype,
                                                      attn_implementation=attn)

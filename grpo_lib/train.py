@@ -88,6 +88,7 @@ from grpo_lib.data import build_prompt, check_prompts_fit, load_problems, max_co
 from grpo_lib.evaluation import EvalResult, evaluate
 from grpo_lib.logprobs import token_logprobs
 from grpo_lib.loss import grpo_loss
+from grpo_lib.precision import Precision, dtype_name, resolve_precision
 from grpo_lib.rollout import RewardFunc, ScoredRollout, generate_completions, score_rollout, set_gradient_checkpointing
 
 FAULT_ENV = "GRPO_LIB_FAULT"
@@ -102,22 +103,25 @@ MODEL_SUBDIR = "model"
 METRICS = {
     "step": "1-based step; the record describes the batch sampled at this step and the updates on it",
     "iteration": "outer iteration of Algorithm 1 (π_ref was reset at its start)",
-    "reward": "mean total reward r over the B completions (the sum of the reward functions)",
-    "reward_std": "std of r over the batch (not within groups)",
+    "reward": "mean total reward r over the B completions of all ranks (the sum of the reward functions)",
+    "reward_std": "sample std of r over all B completions of all ranks (not within groups; TRL's reward_std)",
     "reward/<name>": "mean reward of one reward function, e.g. reward/correctness, reward/format",
     "accuracy": "share of the batch's sampled completions that are strictly correct (answer in tags)",
-    "loss": "grpo_loss, averaged over the μ updates (with loss_type 'grpo' and μ = 1 it is ≈ β·KL: the surrogate term is -mean(A) = 0)",
-    "kl": "mean per-token k3 KL estimate between π_θ and π_ref (0 when β = 0)",
-    "clip_fraction": "share of tokens where clipping changed the objective (always 0 when μ = 1)",
-    "ratio_mean": "mean ratio ρ = π_θ / π_θold over tokens (exactly 1 when μ = 1)",
+    "loss": "grpo_loss, averaged over the μ updates and the ranks (with loss_type 'grpo' and μ = 1 it is ≈ β·KL: the surrogate term is -mean(A) = 0)",
+    "kl": "per-token k3 KL estimate between π_θ and π_ref, mean over all ranks' tokens (0 when β = 0)",
+    "entropy": "mean per-token entropy of π_θ's (temperature-scaled) distribution over all ranks' completion tokens (TRL: entropy)",
+    "clip_ratio/low_mean": "share of tokens clipped from below (ρ < 1-ε with A < 0), over all ranks (TRL's name; 0 when μ = 1)",
+    "clip_ratio/high_mean": "share of tokens clipped from above (ρ > 1+ε_high with A > 0), over all ranks (TRL's name)",
+    "clip_ratio/region_mean": "share of tokens where clipping changed the objective: low + high (TRL's name)",
+    "ratio_mean": "mean ratio ρ = π_θ / π_θold over all ranks' tokens (exactly 1 when μ = 1)",
     "grad_norm": "global gradient norm before clipping, averaged over the μ updates",
-    "completion_length": "mean |o_i| in tokens, EOS included",
-    "truncated_fraction": "share of completions cut at max_completion_length without an EOS",
-    "frac_zero_std": "share of groups whose G rewards are all equal: their advantages are 0, they teach nothing",
-    "generation_seconds": "wall time of generate() for this step's rollouts",
-    "scoring_seconds": "wall time of rewards, advantages and the old / reference log-probs",
-    "update_seconds": "wall time of the μ updates (forward, backward, AdamW)",
-    "lr": "learning rate after this step",
+    "completions/mean_length": "mean |o_i| in tokens over all ranks, EOS included (TRL's name)",
+    "completions/clipped_ratio": "share of completions cut at max_completion_length without an EOS (TRL's name)",
+    "frac_reward_zero_std": "share of all groups whose G rewards are all equal: their advantages are 0, they teach nothing (TRL's name)",
+    "generation_seconds": "wall time of generate() for this step's rollouts (mean over ranks)",
+    "scoring_seconds": "wall time of rewards, advantages and the old / reference log-probs (mean over ranks)",
+    "update_seconds": "wall time of the μ updates (forward, backward, AdamW) (mean over ranks)",
+    "learning_rate": "learning rate after this step (TRL's name)",
     "step_seconds": "wall time of the whole step",
     "tokens_per_second": "completion tokens generated over all ranks / step_seconds",
     "wall_seconds": "time since train() started (model loading and the first evaluation included)",
@@ -140,11 +144,18 @@ def reward_functions(names: Sequence[str]) -> dict[str, RewardFunc]:
     return {n: table[n] for n in names}
 
 
-def load_model(cfg: GRPOConfig, device: str) -> tuple[nn.Module, Any]:
-    """π_θ and its tokenizer for cfg.model ('tiny' = the shipped tiny Qwen2), on `device`, in cfg.dtype."""
+def load_model(cfg: GRPOConfig, device: str, precision: Precision | None = None) -> tuple[nn.Module, Any]:
+    """π_θ and its tokenizer for cfg.model ('tiny' = the shipped tiny Qwen2), on `device`.
+
+    The parameters are in `precision.param_dtype` (fp32 master weights in mixed precision); the
+    attention implementation is chosen for the compute dtype (flash-attn needs bf16/fp16 inputs, which
+    autocast gives it).
+    """
     from grpo_lib.models import load_policy
 
-    return load_policy(cfg.model, device=device, dtype=cfg.dtype)
+    precision = precision or resolve_precision(cfg.dtype, cfg.precision, device)
+    return load_policy(cfg.model, device=device, dtype=precision.param_dtype,
+                       compute_dtype=precision.compute_dtype)
 
 
 def make_optimizer(model: nn.Module, cfg: GRPOConfig) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
@@ -171,7 +182,7 @@ def make_optimizer(model: nn.Module, cfg: GRPOConfig) -> tuple[torch.optim.Optim
 
 
 def policy_update(policy: nn.Module, optimizer: torch.optim.Optimizer, batch: ScoredRollout, cfg: GRPOConfig,
-                  ) -> dict[str, float]:
+                  precision: Precision | None = None) -> dict[str, float]:
     """One of the μ updates: log π_θ with gradients, grpo_loss, backward, gradient clipping, AdamW step.
 
     With cfg.micro_batch_size = b the B completions go through forward and backward b rows at a time
@@ -192,14 +203,19 @@ def policy_update(policy: nn.Module, optimizer: torch.optim.Optimizer, batch: Sc
         batch: from `score_rollout`: advantages A (B,), mask (B, T), log π_θold (or None when μ = 1),
             log π_ref (or None when β = 0).
         cfg: epsilon, epsilon_high, beta, loss_type, temperature, max_grad_norm, micro_batch_size.
+        precision: the forward passes run under `precision.context()` (bf16 autocast in mixed
+            precision); None = no autocast. The backward pass runs outside it, as torch recommends.
 
     Returns:
-        floats: loss, kl, clip_fraction, ratio_mean (token means over the batch), grad_norm (before clipping).
+        floats: loss, kl, clip_fraction (= clip_fraction_low + clip_fraction_high), ratio_mean and
+        entropy (token means over this rank's batch), grad_norm (before clipping), and tokens (this
+        rank's active tokens: `train` turns the token means into means over all ranks' tokens).
         When grad_norm is NaN or inf the AdamW step is skipped (the weights stay as they were).
 
     Taught in: notebooks/05_full_run.ipynb
     """
     policy.train()
+    autocast = precision.context if precision is not None else contextlib.nullcontext
     rollout = batch.rollout
     input_ids, attention_mask = rollout.input_ids, rollout.attention_mask                # (B, P+T)
     mask, A = batch.mask, batch.advantages                                               # (B, T), (B,)
@@ -210,14 +226,16 @@ def policy_update(policy: nn.Module, optimizer: torch.optim.Optimizer, batch: Sc
     n_global = dist.all_reduce_sum(mask.sum().float()).item()
     starts = list(range(0, B, b))
     optimizer.zero_grad(set_to_none=True)
-    totals = {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0, "ratio_mean": 0.0}
+    means = ("kl", "clip_fraction", "clip_fraction_low", "clip_fraction_high", "ratio_mean", "entropy")
+    totals = {"loss": 0.0, **{k: 0.0 for k in means}}
     for start in starts:
         rows = slice(start, start + b)
         last = start == starts[-1]
         sync = contextlib.nullcontext() if last or not hasattr(policy, "no_sync") else policy.no_sync()
         with sync:
-            logp = token_logprobs(policy, input_ids[rows], attention_mask[rows], logits_to_keep=T,
-                                  temperature=cfg.temperature)                           # (b, T) with grad
+            with autocast():
+                logp, entropy = token_logprobs(policy, input_ids[rows], attention_mask[rows], logits_to_keep=T,
+                                               temperature=cfg.temperature, return_entropy=True)  # (b, T) with grad
             loss, stats = grpo_loss(
                 logp, None if batch.logp_old is None else batch.logp_old[rows],
                 None if batch.logp_ref is None else batch.logp_ref[rows], A[rows], mask[rows],
@@ -225,17 +243,74 @@ def policy_update(policy: nn.Module, optimizer: torch.optim.Optimizer, batch: Sc
                 max_completion_length=cfg.max_completion_length, global_num_tokens=n_global,
                 world_size=dist.get_world_size(),
             )
+            m = mask[rows].float()
+            stats["entropy"] = (entropy * m).sum() / m.sum().clamp(min=1)
             n_rows, n_tok = logp.shape[0], mask[rows].sum().item()
             weight = {"grpo": n_rows / B, "dr_grpo": n_rows / B, "bnpo": n_tok / max(n_local, 1),
                       "dapo": 1.0}[cfg.loss_type]
             (loss * weight).backward()
         totals["loss"] += loss.item() * weight
-        for k in ("kl", "clip_fraction", "ratio_mean"):                                  # token means: weight by tokens
+        for k in means:                                                                  # token means: weight by tokens
             totals[k] += stats[k].item() * n_tok / max(n_local, 1)
     grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
     if torch.isfinite(grad_norm):        # a NaN/inf gradient would poison every weight: skip; train() stops
         optimizer.step()
-    return {**totals, "grad_norm": float(grad_norm)}
+    return {**totals, "grad_norm": float(grad_norm), "tokens": float(n_local)}
+
+
+def step_metrics(batch: ScoredRollout, updates: Sequence[Mapping[str, float]], G: int,
+                 device: str | torch.device = "cpu") -> dict[str, float]:
+    """The metrics of one step, computed over the completions of ALL ranks (TRL's definitions and names).
+
+    Per-completion values (rewards, lengths, truncation) are all-gathered, so `reward_std` is the sample
+    std of every reward in the global batch and `frac_reward_zero_std` the share of all groups whose G
+    rewards are equal (TRL: std of the group ≈ 0), whatever the number of GPUs. Token means (kl, entropy,
+    clip_ratio/*) are Σ over all ranks' tokens / all ranks' token count (TRL's `global_masked_mean`),
+    averaged over the μ updates. So 2 ranks × n prompts give the numbers of 1 rank × 2n prompts on the
+    same completions (tests/test_ddp.py). Differences from TRL: TRL takes the token means per
+    micro-batch and averages them over its logging window; here they are over the whole step's batch.
+
+    Args:
+        batch: this rank's scored rollout.
+        updates: `policy_update`'s return values for the μ updates of this step.
+        G: group size.
+        device: where collectives run (the rank's GPU under nccl, cpu under gloo).
+
+    Returns:
+        reward, reward_std, reward/<name>, accuracy, frac_reward_zero_std, completions/mean_length,
+        completions/clipped_ratio, loss, grad_norm (means over ranks), kl, entropy, clip_ratio/low_mean,
+        clip_ratio/high_mean, clip_ratio/region_mean, ratio_mean (token means over all ranks).
+
+    Taught in: notebooks/05_full_run.ipynb
+    """
+    rollout = batch.rollout
+    local = torch.stack([batch.rewards.detach().double().cpu(), rollout.completion_lengths.double().cpu(),
+                         rollout.truncated.double().cpu(), batch.correct.double().cpu(),
+                         *[v.detach().double().cpu() for _, v in sorted(batch.rewards_per_func.items())]])
+    every = torch.cat(dist.all_gather_objects(local), dim=1)                  # (4 + funcs, B_global) rank order
+    r = every[0].to(batch.rewards.dtype)                                      # statistics in the rewards' dtype (as TRL)
+    lengths, truncated, correct = every[1], every[2], every[3]
+    record = {
+        "reward": r.mean().item(),
+        "reward_std": r.std().item() if r.numel() > 1 else 0.0,                # TRL: nanstd, unbiased
+        **{f"reward/{name}": every[4 + i].mean().item() for i, name in enumerate(sorted(batch.rewards_per_func))},
+        "accuracy": correct.mean().item(),
+        "frac_reward_zero_std": zero_std_fraction(r.view(-1, G)),
+        "completions/mean_length": lengths.mean().item(),
+        "completions/clipped_ratio": truncated.mean().item(),
+    }
+    n = len(updates)
+    token_means = {"kl": "kl", "entropy": "entropy", "clip_ratio/low_mean": "clip_fraction_low",
+                   "clip_ratio/high_mean": "clip_fraction_high", "clip_ratio/region_mean": "clip_fraction",
+                   "ratio_mean": "ratio_mean"}
+    sums = {name: sum(u[key] * u["tokens"] for u in updates) / n for name, key in token_means.items()}
+    sums["_tokens"] = sum(u["tokens"] for u in updates) / n
+    sums = dist.all_reduce_metrics(sums, op="sum", device=device)
+    tokens = max(sums.pop("_tokens"), 1.0)
+    record.update({name: v / tokens for name, v in sums.items()})
+    record.update(dist.all_reduce_metrics({k: sum(u[k] for u in updates) / n for k in ("loss", "grad_norm")},
+                                          op="mean", device=device))
+    return record
 
 
 @dataclass
@@ -341,13 +416,17 @@ def train(cfg: GRPOConfig, *, model: nn.Module | None = None, tokenizer: Any = N
     """
     t_start = time.perf_counter()
 
-    # --- bookkeeping: processes, device, seeds ---
+    # --- bookkeeping: processes, device, precision, seeds (bad settings fail here, before any model) ---
     N_local = cfg.N_per_rank(dist.env_rank()[2])     # fails before the process group starts, naming --N
+    N_global = cfg.global_N(dist.env_rank()[2])
+    precision = resolve_precision(cfg.dtype, cfg.precision,
+                                  dist.resolve_device(cfg.device, dist.env_rank()[1]))   # names --dtype / --precision
     info = dist.init_distributed(cfg.device, timeout_minutes=cfg.dist_timeout_minutes)
     rank, world = info.rank, info.world_size
     torch.manual_seed(cfg.seed)                      # same model init on every rank (and DDP broadcasts rank 0's)
     faults = _parse_faults(os.environ.get(FAULT_ENV, ""))
-    ckpt = checkpoint.open_checkpoint(cfg.resume, cfg.to_dict(), world) if cfg.resume else None
+    # every rank must see the checkpoint: if one cannot, all fail now, naming the rank and the path
+    ckpt = checkpoint.open_checkpoint_on_every_rank(cfg.resume, cfg.to_dict(), world) if cfg.resume else None
 
     # --- bookkeeping: problems first (a missing data file fails before a model download) ---
     train_problems = load_problems(cfg.task, "train", data_dir=cfg.data_dir)
@@ -355,14 +434,25 @@ def train(cfg: GRPOConfig, *, model: nn.Module | None = None, tokenizer: Any = N
 
     # --- bookkeeping: model, tokenizer, reward functions ---
     if model is None:
-        model, tokenizer = load_model(cfg, info.device)
+        model, tokenizer = load_model(cfg, info.device, precision)
         model_name = cfg.model
     elif tokenizer is None:
         raise ValueError("train(cfg, model=...) needs the model's tokenizer too: train(cfg, model=m, tokenizer=tok)")
     else:
-        model.to(info.device)
+        model.to(device=info.device, dtype=precision.param_dtype)
         model_name = f"{type(model).__name__} passed to train()"
+    start_reference = None
+    start_fingerprint = weights_fingerprint(model)   # recorded in checkpoints whose π_ref is the starting model
     if ckpt is not None:
+        if ckpt.reference_is_initial and cfg.beta > 0 and ckpt.step % cfg.steps:
+            saved = ckpt.state.get("start_fingerprint")
+            if saved is not None and not math.isclose(saved, start_fingerprint, rel_tol=1e-6):
+                raise checkpoint.CheckpointError(
+                    f"--resume {cfg.resume}: {ckpt.path.name} was taken in the first outer iteration, where π_ref is "
+                    f"the starting model, so π_ref was not saved; but the model this run starts from is not that "
+                    f"model (weights fingerprint {start_fingerprint:.6g}, saved {saved:.6g}). Resume with the same "
+                    f"--model (or the same model passed to train()).")
+            start_reference = _frozen_copy(model, precision)   # π_ref = the starting model, not saved (choice 7)
         ckpt.load_model(model)                       # π_θ as it was after step ckpt.step
     reward_funcs = dict(reward_funcs) if reward_funcs is not None else reward_functions(cfg.reward_funcs)
     if cfg.gradient_checkpointing:
@@ -373,10 +463,16 @@ def train(cfg: GRPOConfig, *, model: nn.Module | None = None, tokenizer: Any = N
         prompts = [build_prompt(tokenizer, p["question"], cfg.system_prompt) for p in problems]
         check_prompts_fit(tokenizer, prompts, cfg.max_completion_length, max_context(model.config), what=what)
     n_params = sum(p.numel() for p in model.parameters())
+    attn = getattr(model.config, "_attn_implementation", None) or "eager"
+    run_info = {"world_size": world, "device": info.device, "attn_implementation": attn, **precision.to_dict(),
+                "prompts_per_device": N_local, "completions_per_device": N_local * cfg.G,
+                "global_prompts": N_global, "global_batch": N_global * cfg.G, "micro_batch_size": cfg.micro_batch_size}
     dist.print0(f"GRPO | preset {cfg.preset} | model {model_name} ({n_params:,} parameters) on {info.device} "
-                f"x {world} process(es)")
-    dist.print0(f"effective batch: N = {cfg.N} prompts x G = {cfg.G} = B = {cfg.B} completions per step "
-                f"({N_local} prompts per rank), {cfg.total_steps} steps x mu = {cfg.mu} updates; "
+                f"x {world} process(es) | attention {attn}")
+    dist.print0(f"precision: {precision.describe()}")
+    dist.print0(f"batch: {N_local} prompts x G = {cfg.G} = {N_local * cfg.G} completions per GPU (process); "
+                f"global batch over {world} process(es): {N_global} prompts = {N_global * cfg.G} completions per step; "
+                f"{cfg.total_steps} steps x mu = {cfg.mu} updates; "
                 f"{len(train_problems)} training / {len(eval_problems)} held-out problems")
     if ckpt is not None:
         dist.print0(f"resuming from {ckpt.path} after step {ckpt.step}")
@@ -396,9 +492,10 @@ def train(cfg: GRPOConfig, *, model: nn.Module | None = None, tokenizer: Any = N
 
     def run_eval(step: int, desc: str) -> EvalResult:
         t0 = time.perf_counter()
-        result = evaluate(model, tokenizer, eval_problems, system_prompt=cfg.system_prompt,
-                          max_new_tokens=cfg.max_completion_length, batch_size=cfg.eval_batch_size,
-                          progress=cfg.progress, desc=desc)
+        with precision.context():                   # bf16 matmuls on the current fp32 weights (mixed precision)
+            result = evaluate(model, tokenizer, eval_problems, system_prompt=cfg.system_prompt,
+                              max_new_tokens=cfg.max_completion_length, batch_size=cfg.eval_batch_size,
+                              progress=cfg.progress, desc=desc)
         record = {"step": step, "eval_seconds": time.perf_counter() - t0, **result.to_dict()}
         evals.append(record)
         if info.is_main:
@@ -430,10 +527,13 @@ def train(cfg: GRPOConfig, *, model: nn.Module | None = None, tokenizer: Any = N
             ckpt.load_optimizer(optimizer, scheduler)
             start_step, last_checkpoint = ckpt.step, ckpt.path
             if cfg.beta > 0 and start_step % cfg.steps:
-                ref_model = copy.deepcopy(model).eval().requires_grad_(False)
-                if not ckpt.load_reference(ref_model):
-                    raise checkpoint.CheckpointError(f"--resume {cfg.resume}: {ckpt.path.name} is inside an outer "
-                                                     "iteration with beta > 0 but holds no reference model")
+                if start_reference is not None:
+                    ref_model, start_reference = start_reference, None
+                else:
+                    ref_model = _frozen_copy(model, precision)
+                    if not ckpt.load_reference(ref_model):
+                        raise checkpoint.CheckpointError(f"--resume {cfg.resume}: {ckpt.path.name} is inside an outer "
+                                                         "iteration with beta > 0 but holds no reference model")
             ckpt.restore_rng(rank)
         # --- bookkeeping: evaluate before training (after DDP's broadcast; a resumed run kept the first run's) ---
         eval_before = run_eval(0, "eval before") if ckpt is None else _eval_result(ckpt.state["eval_before"])
@@ -447,20 +547,22 @@ def train(cfg: GRPOConfig, *, model: nn.Module | None = None, tokenizer: Any = N
             if step % cfg.steps == 0 and cfg.beta > 0:
                 # --- GRPO: π_ref ← π_θ at the start of every outer iteration (Algorithm 1) ---
                 ref_model = None                     # free the old copy first
-                ref_model = copy.deepcopy(model).eval().requires_grad_(False)
+                ref_model = _frozen_copy(model, precision)   # frozen, in the compute dtype (bf16 when mixed)
 
             # --- GRPO: sample N prompts (N/K on this rank), G completions each; π_θold = π_θ ---
-            problems = prompts_for_step(train_problems, step, cfg.N, cfg.seed, rank, world)
+            problems = prompts_for_step(train_problems, step, N_global, cfg.seed, rank, world)
             prompts = [build_prompt(tokenizer, p["question"], cfg.system_prompt) for p in problems]
-            rollout = generate_completions(model, tokenizer, prompts, cfg.G,       # unwrapped module: no DDP hooks
-                                           max_new_tokens=cfg.max_completion_length, temperature=cfg.temperature,
-                                           seed=_sampling_seed(cfg.seed, step, rank, world))
+            with precision.context():                # sampling uses the current weights, cast to bf16 on use
+                rollout = generate_completions(model, tokenizer, prompts, cfg.G,   # unwrapped module: no DDP hooks
+                                               max_new_tokens=cfg.max_completion_length, temperature=cfg.temperature,
+                                               seed=_sampling_seed(cfg.seed, step, rank, world))
 
             # --- GRPO: rewards r, group advantages A, log π_θold (only if μ > 1), log π_ref ---
-            batch = score_rollout(rollout, [p["answer"] for p in problems], reward_funcs, policy=model,
-                                  ref_model=ref_model, scale_rewards=cfg.scale_rewards,
-                                  temperature=cfg.temperature, need_old=cfg.mu > 1,
-                                  chunk_size=cfg.micro_batch_size)
+            with precision.context():
+                batch = score_rollout(rollout, [p["answer"] for p in problems], reward_funcs, policy=model,
+                                      ref_model=ref_model, scale_rewards=cfg.scale_rewards,
+                                      temperature=cfg.temperature, need_old=cfg.mu > 1,
+                                      chunk_size=cfg.micro_batch_size)
             if faults:
                 _inject_fault(faults, step + 1, rank, batch)        # test hook (GRPO_LIB_FAULT); never in real runs
 
@@ -468,30 +570,19 @@ def train(cfg: GRPOConfig, *, model: nn.Module | None = None, tokenizer: Any = N
             t_update = time.perf_counter()
             updates = []
             for _ in range(cfg.mu):
-                updates.append(policy_update(policy, optimizer, batch, cfg))
+                updates.append(policy_update(policy, optimizer, batch, cfg, precision))
                 scheduler.step()
             update_seconds = time.perf_counter() - t_update
 
-            # --- bookkeeping: metrics of this step, averaged over ranks ---
-            r = batch.rewards                                                      # (B,)
-            lengths = rollout.completion_lengths.float()                           # (B,)
-            local = {
-                "reward": r.mean().item(),
-                "reward_std": r.std().item() if r.numel() > 1 else 0.0,
-                **{f"reward/{name}": v.mean().item() for name, v in batch.rewards_per_func.items()},
-                "accuracy": batch.correct.float().mean().item(),
-                **{k: sum(u[k] for u in updates) / len(updates) for k in updates[0]},
-                "completion_length": lengths.mean().item(),
-                "truncated_fraction": rollout.truncated.float().mean().item(),
-                "frac_zero_std": zero_std_fraction(r.view(-1, cfg.G).cpu()),
-                "generation_seconds": rollout.generation_seconds,
-                "scoring_seconds": batch.scoring_seconds,
-                "update_seconds": update_seconds,
-            }
-            record = dist.all_reduce_metrics(local, op="mean", device=info.device)
-            tokens = dist.all_reduce_metrics({"t": lengths.sum().item()}, op="sum", device=info.device)["t"]
+            # --- bookkeeping: metrics of this step, over the completions and tokens of all ranks ---
+            record = step_metrics(batch, updates, cfg.G, device=info.device)
+            record.update(dist.all_reduce_metrics({"generation_seconds": rollout.generation_seconds,
+                                                   "scoring_seconds": batch.scoring_seconds,
+                                                   "update_seconds": update_seconds}, op="mean", device=info.device))
+            tokens = record["completions/mean_length"] * N_global * cfg.G
             step_seconds = time.perf_counter() - t_step
-            record = {"step": step + 1, "iteration": iteration + 1, **record, "lr": scheduler.get_last_lr()[0],
+            record = {"step": step + 1, "iteration": iteration + 1, **record,
+                      "learning_rate": scheduler.get_last_lr()[0],
                       "step_seconds": step_seconds, "tokens_per_second": tokens / step_seconds,
                       "wall_seconds": time.perf_counter() - t_start}
             history.append(record)
@@ -522,12 +613,19 @@ def train(cfg: GRPOConfig, *, model: nn.Module | None = None, tokenizer: Any = N
 
             # --- bookkeeping: checkpoint every save_every steps (rank 0 writes, all ranks send their RNG) ---
             if cfg.save_every and (step + 1) % cfg.save_every == 0:
-                keep_ref = ref_model if (step + 1) % cfg.steps else None   # iteration end: next step resets π_ref
+                # π_ref is needed inside an outer iteration (the next step does not reset it); in the first
+                # iteration it is the starting model, so it is not saved: resume rebuilds it from cfg.model
+                inside = cfg.beta > 0 and (step + 1) % cfg.steps != 0
+                initial = inside and iteration == 0
+                keep_ref = ref_model if inside and not initial else None
                 state = {"step": step + 1, "iteration": iteration + 1, "world_size": world, "config": cfg.to_dict(),
                          "history": history, "evals": evals, "eval_before": eval_before.to_dict(),
-                         "versions": _versions()}
+                         "reference": "initial" if initial else ("saved" if keep_ref is not None else "none"),
+                         "start_fingerprint": start_fingerprint,
+                         "run": run_info, "versions": _versions()}
                 last_checkpoint = checkpoint.save_checkpoint(out, step + 1, model=model, optimizer=optimizer,
-                                                             scheduler=scheduler, reference=keep_ref, state=state)
+                                                             scheduler=scheduler, reference=keep_ref, state=state,
+                                                             tokenizer=tokenizer, keep=cfg.save_total_limit)
                 dist.print0(f"checkpoint: {last_checkpoint}")
         bar.close()
         train_seconds = time.perf_counter() - t_train
@@ -542,14 +640,14 @@ def train(cfg: GRPOConfig, *, model: nn.Module | None = None, tokenizer: Any = N
             "lenient_accuracy_before": eval_before.lenient_accuracy, "lenient_accuracy_after": eval_after.lenient_accuracy,
             "format_rate_before": eval_before.format_rate, "format_rate_after": eval_after.format_rate,
             "eval_n": eval_after.n, "steps": cfg.total_steps, "world_size": world, "device": info.device,
-            "parameters": n_params, "train_seconds": train_seconds,
+            "parameters": n_params, "train_seconds": train_seconds, **run_info,
+            "saved_dtype": cfg.save_dtype or dtype_name(precision.param_dtype),
             "wall_seconds": time.perf_counter() - t_start,
             "samples_before": eval_before.samples, "samples_after": eval_after.samples,
             "versions": _versions(), "config": cfg.to_dict(),
         }
         if info.is_main:
-            model.save_pretrained(out / MODEL_SUBDIR)
-            tokenizer.save_pretrained(out / MODEL_SUBDIR)
+            checkpoint.save_pretrained_model(model, tokenizer, out / MODEL_SUBDIR, dtype=cfg.save_dtype)
             summary["wall_seconds"] = time.perf_counter() - t_start
             _write_summary(out, summary)
             if run is not None:
@@ -579,6 +677,26 @@ class NonFiniteMetricError(FloatingPointError):
                 if last_checkpoint is not None else "no checkpoint was written before it (see --save-every)")
         super().__init__(f"training stopped at step {step}: non-finite {what}; {keep}. Try a lower --lr or "
                          "--max-grad-norm, or check the reward functions.")
+
+
+def weights_fingerprint(model: nn.Module) -> float:
+    """A cheap number that identifies a model's weights: Σ over parameters of Σ w·(1 + position/numel), in fp64.
+
+    Recorded in checkpoints whose π_ref is the starting model (not saved), and compared on resume, so a
+    run never silently rebuilds π_ref from a different starting model.
+    """
+    total = 0.0
+    with torch.no_grad():
+        for p in model.parameters():
+            w = p.detach().reshape(-1).double()
+            ramp = torch.linspace(1.0, 2.0, w.numel(), dtype=torch.float64, device=w.device)
+            total += float((w * ramp).sum())
+    return total
+
+
+def _frozen_copy(model: nn.Module, precision: Precision) -> nn.Module:
+    """π_ref: a frozen copy of π_θ in the reference dtype (bf16 in mixed precision: half an fp32 copy)."""
+    return copy.deepcopy(model).to(precision.reference_dtype).eval().requires_grad_(False)
 
 
 def _write_summary(out: Path, summary: dict[str, Any]) -> None:
@@ -619,8 +737,9 @@ def _inject_fault(faults: list[tuple[str, int, int | None]], step: int, rank: in
 
 def _format_record(rec: dict[str, Any], total: int) -> str:
     return (f"step {rec['step']:>4}/{total} | reward {rec['reward']:.3f} | acc {rec['accuracy']:.2f} | "
-            f"loss {rec['loss']:+.4f} | kl {rec['kl']:.4f} | len {rec['completion_length']:.1f} | "
-            f"zero-std {rec['frac_zero_std']:.2f} | gen {rec['generation_seconds']:.2f}s "
+            f"loss {rec['loss']:+.4f} | kl {rec['kl']:.4f} | H {rec['entropy']:.3f} | "
+            f"len {rec['completions/mean_length']:.1f} | zero-std {rec['frac_reward_zero_std']:.2f} | "
+            f"gen {rec['generation_seconds']:.2f}s score {rec['scoring_seconds']:.2f}s "
             f"upd {rec['update_seconds']:.2f}s | {rec['tokens_per_second']:.0f} tok/s")
 
 
