@@ -83,7 +83,7 @@ from tqdm.auto import tqdm
 
 from grpo_lib import checkpoint, dist
 from grpo_lib.advantages import zero_std_fraction
-from grpo_lib.config import PRESETS, SYMBOLS, GRPOConfig, base_type, field_docs, field_types
+from grpo_lib.config import PRESETS, SYMBOLS, GRPOConfig, base_type, batch_override, field_docs, field_types
 from grpo_lib.data import build_prompt, check_prompts_fit, load_problems, max_context, prompts_for_step
 from grpo_lib.evaluation import EvalResult, evaluate
 from grpo_lib.logprobs import token_logprobs
@@ -785,19 +785,65 @@ def build_arg_parser() -> argparse.ArgumentParser:
     parser.add_argument("--preset", default=argparse.SUPPRESS, choices=list(PRESETS),
                         help="starting values: 'tiny' (CPU, minutes; the default) or 'qwen2.5-1.5b-gsm8k' "
                              "(the tutorial's GPU run). With --resume the starting values are the checkpoint's")
+    parser.add_argument("--config", dest="config_file", metavar="FILE.yaml", default=argparse.SUPPRESS,
+                        help="a recipe: a YAML mapping of option names to values (and optionally 'preset'), "
+                             "applied on top of the preset; options on the command line win over it")
     docs, types_ = field_docs(), field_types()
-    tiny = GRPOConfig.tiny()
+    tiny, qwen = GRPOConfig.tiny(), GRPOConfig.full()
     for f in fields(GRPOConfig):
         if f.name == "preset":
             continue
         kind, optional = base_type(types_[f.name])
         symbol = f"[{SYMBOLS[f.name]}] " if f.name in SYMBOLS else ""
         flags = [f"--{f.name.replace('_', '-')}"] + ([f"--{f.name}"] if "_" in f.name else [])
+        text = (f"{symbol}{docs.get(f.name, '')}" + (" ('none' for None)" if optional else "")
+                + f" (tiny: {_show(getattr(tiny, f.name))}; {qwen.preset}: {_show(getattr(qwen, f.name))})")
+        if kind is bool:                   # a bare flag turns it on, --no-X off; "--X false" still works
+            parser.add_argument(*flags, dest=f.name, default=argparse.SUPPRESS, nargs="?", const=True,
+                                type=_parse_value(kind, optional, f.name), metavar="BOOL",
+                                help=text.replace("%", "%%"))
+            parser.add_argument(f"--no-{f.name.replace('_', '-')}", dest=f.name, action="store_const", const=False,
+                                default=argparse.SUPPRESS, help=f"same as --{f.name.replace('_', '-')} false")
+            continue
         parser.add_argument(*flags, dest=f.name, default=argparse.SUPPRESS, type=_parse_value(kind, optional, f.name),
                             metavar=kind.__name__.upper() if kind is not tuple else "A,B",
-                            help=(f"{symbol}{docs.get(f.name, '')}" + (" ('none' for None)" if optional else "")
-                                  + f" (tiny: {_show(getattr(tiny, f.name))})").replace("%", "%%"))
+                            help=text.replace("%", "%%"))
     return parser
+
+
+def load_recipe(path: str | os.PathLike) -> dict[str, Any]:
+    """The option values of a YAML recipe (`--config FILE.yaml`): a mapping of GRPOConfig fields (and 'preset').
+
+    Keys may use dashes or underscores (`max-completion-length` or `max_completion_length`).
+
+    Raises:
+        ValueError: the file is missing, is not a YAML mapping, or names an unknown option (the message
+            names the file and the key, and suggests the closest option).
+    """
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"--config {path}: no such file")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ValueError(f"--config {path}: not valid YAML: {e}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ValueError(f"--config {path}: must be a mapping of option: value, got {type(data).__name__}")
+    names = {f.name for f in fields(GRPOConfig)}
+    out = {}
+    for key, value in data.items():
+        name = str(key).replace("-", "_")
+        if name not in names:
+            import difflib
+
+            close = difflib.get_close_matches(name, sorted(names), n=1)
+            raise ValueError(f"--config {path}: unknown option {key!r}" + (f"; did you mean {close[0]!r}?" if close else ""))
+        out[name] = tuple(value) if isinstance(value, list) else value
+    return out
 
 
 def _show(value: Any) -> str:
@@ -821,10 +867,14 @@ def parse_config(argv: Sequence[str] | None = None) -> GRPOConfig:
     ns = vars(parser.parse_args(argv))
     preset = ns.pop("preset", None)
     try:
+        recipe = load_recipe(ns.pop("config_file")) if "config_file" in ns else {}
+        preset = preset or recipe.pop("preset", None)
+        recipe.pop("preset", None)
+        ns = batch_override(recipe, ns)             # command line over the recipe (N / prompts_per_device replace each other)
         if ns.get("resume"):
             names = {f.name for f in fields(GRPOConfig)}
             saved = {k: v for k, v in checkpoint.saved_config(ns["resume"]).items() if k in names}
-            return GRPOConfig(**{**saved, **ns, **({"preset": preset} if preset else {})})
+            return GRPOConfig(**{**batch_override(saved, ns), **({"preset": preset} if preset else {})})
         return GRPOConfig.from_preset(preset or "tiny", **ns)
     except (ValueError, TypeError) as e:
         parser.error(str(e))
