@@ -444,12 +444,12 @@ def open_checkpoint_on_every_rank(path: str | os.PathLike, config: dict[str, Any
     except CheckpointError as e:
         ckpt, problem = None, str(e)
     host = os.uname().nodename if hasattr(os, "uname") else "?"
-    results = dist.all_gather_objects((problem, host))
-    failed = [(r, msg, h) for r, (msg, h) in enumerate(results) if msg is not None]
+    results = dist.all_gather_objects((problem, host, os.fspath(path)))
+    failed = [(r, msg, h, where) for r, (msg, h, where) in enumerate(results) if msg is not None]
     if failed:
         if len(results) == 1:
             raise CheckpointError(failed[0][1])
-        lines = [f"rank {r} (host {h}) cannot resume from {os.fspath(path)!r}: {msg}" for r, msg, h in failed]
+        lines = [f"rank {r} (host {h}) cannot resume from {where!r}: {msg}" for r, msg, h, where in failed]
         raise CheckpointError("--resume: every rank must be able to read the checkpoint (copy it to every "
                               "machine, or use a shared file system):\n  - " + "\n  - ".join(lines))
     return ckpt

@@ -442,7 +442,8 @@ def train(cfg: GRPOConfig, *, model: nn.Module | None = None, tokenizer: Any = N
         model.to(device=info.device, dtype=precision.param_dtype)
         model_name = f"{type(model).__name__} passed to train()"
     start_reference = None
-    start_fingerprint = weights_fingerprint(model)   # recorded in checkpoints whose π_ref is the starting model
+    # rank 0's starting weights are the run's (DDP broadcasts them); recorded in checkpoints whose π_ref is them
+    start_fingerprint = dist.all_gather_objects(weights_fingerprint(model))[0]
     if ckpt is not None:
         if ckpt.reference_is_initial and cfg.beta > 0 and ckpt.step % cfg.steps:
             saved = ckpt.state.get("start_fingerprint")
@@ -520,6 +521,8 @@ def train(cfg: GRPOConfig, *, model: nn.Module | None = None, tokenizer: Any = N
 
             # the constructor broadcasts rank 0's weights, so every rank starts from the same π_θ
             policy = DistributedDataParallel(model, device_ids=[info.local_rank] if info.device.startswith("cuda") else None)
+            if start_reference is not None:
+                dist.broadcast_module(start_reference)   # π_ref = rank 0's starting model on every rank
         ref_model = None
         start_step, last_checkpoint = 0, None
         if ckpt is not None:
