@@ -53,25 +53,9 @@ def qwen2_5_1_5b_instruct_config():
 
     Taught in: notebooks/02_advantages.ipynb
     """
-    from transformers import Qwen2Config
+    from grpo_lib.models import qwen2_5_1_5b_config
 
-    return Qwen2Config(
-        vocab_size=151936,
-        hidden_size=1536,
-        intermediate_size=8960,
-        num_hidden_layers=28,
-        num_attention_heads=12,
-        num_key_value_heads=2,
-        hidden_act="silu",
-        max_position_embeddings=32768,
-        rms_norm_eps=1e-6,
-        rope_theta=1_000_000.0,
-        tie_word_embeddings=True,
-        use_sliding_window=False,
-        max_window_layers=21,
-        bos_token_id=151643,
-        eos_token_id=151645,
-    )
+    return qwen2_5_1_5b_config()           # the numbers live in grpo_lib.models.QWEN2_5_1_5B_INSTRUCT
 
 
 def _build_on_meta(config, head: str) -> torch.nn.Module:

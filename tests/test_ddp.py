@@ -327,7 +327,8 @@ def test_torchrun_two_processes_finish_and_rank_0_writes_the_outputs(tmp_path):
     assert (run / "model" / "model.safetensors").exists()
     ckpt = run / "checkpoints" / "step-000002"
     assert (ckpt / "rng-rank0.pt").exists() and (ckpt / "rng-rank1.pt").exists()
-    assert out.stdout.count("effective batch") == 1                        # only rank 0 prints
+    assert out.stdout.count("global batch over 2 process(es): 4 prompts = 16 completions") == 1   # rank 0 only
+    assert (summary["prompts_per_device"], summary["global_batch"]) == (2, 16)
 
 
 @pytest.mark.slow
