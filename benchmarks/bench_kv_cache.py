@@ -99,7 +99,7 @@ def random_model(s: dict):
     from transformers import Qwen2ForCausalLM
 
     if s["model"] == "qwen2.5-1.5b":
-        from grpo_lib.memory import qwen2_5_1_5b_instruct_config
+        from grpo_lib.course.memory import qwen2_5_1_5b_instruct_config
 
         config = qwen2_5_1_5b_instruct_config()
     else:

@@ -125,7 +125,7 @@ def build_model(s: dict):
 
     dtype = getattr(torch, s["dtype"])
     if s["model"] == "qwen2.5-1.5b":
-        from grpo_lib.memory import qwen2_5_1_5b_instruct_config
+        from grpo_lib.course.memory import qwen2_5_1_5b_instruct_config
 
         config = qwen2_5_1_5b_instruct_config()
         config.vocab_size = s["vocab"]

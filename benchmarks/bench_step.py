@@ -107,8 +107,10 @@ def worker(args: argparse.Namespace) -> dict | None:
     from grpo_lib import dist
     from grpo_lib.config import GRPOConfig
     from grpo_lib.data import build_prompt, load_problems, prompts_for_step
+    from grpo_lib.models import load_policy
+    from grpo_lib.rewards import reward_functions
     from grpo_lib.rollout import completion_logprobs, generate_completions, generation_mode, score_rollout
-    from grpo_lib.train import load_model, make_optimizer, policy_update, reward_functions
+    from grpo_lib.train import make_optimizer, policy_update
 
     info = dist.init_distributed(resolve_device(args.device))
     rank, world = info.rank, info.world_size
@@ -121,7 +123,7 @@ def worker(args: argparse.Namespace) -> dict | None:
                           report_to="none")
     cfg.N_per_rank(world)                                   # a clear error if N does not divide by the ranks
     torch.manual_seed(cfg.seed)                             # same init on every rank
-    model, tok = load_model(cfg, info.device)
+    model, tok = load_policy(cfg.model, device=info.device, dtype=cfg.dtype)
     problems = load_problems(cfg.task, "train", data_dir=cfg.data_dir)
     reward_funcs = reward_functions(cfg.reward_funcs)
     optimizer, scheduler = make_optimizer(model, cfg)

@@ -16,7 +16,7 @@ Choices made here (each shown in notebooks/01_worked_example_2plus3.ipynb or not
    float rounding of the mean): it carries no learning signal, and `zero_std_fraction` counts such groups
    (TRL logs it as `frac_reward_zero_std`).
 4. scale="batch" divides by the std of the whole batch instead of each group's (TRL's
-   scale_rewards="batch"); scale="none" only centres (Dr. GRPO, Liu et al. 2025; nanochat), which
+   scale_rewards="batch"; under torchrun the std of all ranks' rewards, `batch_std`); scale="none" only centres (Dr. GRPO, Liu et al. 2025; nanochat), which
    removes the "difficulty bias" of dividing by a small group std.
 5. G < 2 is refused: with one completion per prompt there is nothing to compare with, and the sample
    std is undefined.
@@ -24,10 +24,13 @@ Choices made here (each shown in notebooks/01_worked_example_2plus3.ipynb or not
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 from torch import Tensor
+
+from grpo_lib import dist
 
 SCALES = ("group", "batch", "none")
 
@@ -122,3 +125,43 @@ def zero_std_fraction(rewards: Any) -> float:
     """
     r = _as_rewards(rewards)                                        # (N, G)
     return _all_equal(r).float().mean().item()
+
+
+def batch_std(r: Tensor) -> float:
+    """Sample std (ddof = 1) of the rewards of all ranks together: one all-reduce of (count, Σr, Σr²) in float64.
+
+    Under torchrun each rank holds B/K rewards; this is the std `scale="batch"` divides by, so that the
+    advantages do not depend on how the batch is split over the ranks. In one process it is the std of `r`.
+
+    Taught in: notebooks/02_advantages.ipynb
+    """
+    stats = torch.stack([r.new_tensor(float(r.numel())), r.sum(), (r * r).sum()]).double()
+    n, s, ss = dist.all_reduce_sum(stats).tolist()
+    return math.sqrt(max(ss - s * s / n, 0.0) / max(n - 1, 1))
+
+
+def compute_advantages(r: Tensor, G: int, scale: str = "group", std_floor: float = 1e-4) -> Tensor:
+    """A_i = (r_i - mean_group(r)) / (std + std_floor), flattened back to one value per completion.
+
+    Args:
+        r: rewards, (B,) in prompt-major order, B = N·G.
+        G: group size.
+        scale: "group" (paper), "batch" or "none"; see `group_advantages`. Under torchrun, "batch" uses
+            the std of the rewards of *all* ranks (`batch_std`), so the result does not depend on how
+            the batch is split.
+
+    Returns:
+        A, (B,).
+
+    Taught in: notebooks/05_full_run.ipynb
+    """
+    if r.ndim != 1 or r.shape[0] % G:
+        raise ValueError(f"r must be (B,) with B a multiple of G = {G}, got shape {tuple(r.shape)}")
+    N = r.shape[0] // G
+    r_NG = r.view(N, G)                                                        # (B,) -> (N, G)
+    if scale == "batch" and dist.get_world_size() > 1:
+        A = group_advantages(r_NG, scale="none", std_floor=std_floor)          # (N, G) centred, flat groups 0
+        A = A / (batch_std(r) + std_floor)                                     # (N, G)
+    else:
+        A = group_advantages(r_NG, scale=scale, std_floor=std_floor)           # (N, G)
+    return A.reshape(-1)                                                       # (N, G) -> (B,)

@@ -52,8 +52,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from safetensors.torch import load_model, save_model
 from torch import nn
+
+from grpo_lib import dist
+from grpo_lib.models import frozen_copy
 
 CHECKPOINTS_SUBDIR = "checkpoints"
 MANIFEST = "manifest.json"
@@ -88,8 +93,6 @@ def rng_state() -> dict[str, Any]:
 
     Stored as tensors, ints and tuples only, so `torch.load(weights_only=True)` can read it back.
     """
-    import numpy as np
-
     version, py_state, gauss = random.getstate()
     np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
     state = {
@@ -105,8 +108,6 @@ def rng_state() -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any]) -> None:
     """Restore what `rng_state` recorded (the CUDA part only where CUDA is in use)."""
-    import numpy as np
-
     version, py_state, gauss = state["python"]
     random.setstate((version, tuple(int(x) for x in py_state.tolist()), gauss))
     np_name, np_keys, np_pos, np_has_gauss, np_gauss = state["numpy"]
@@ -162,10 +163,6 @@ def save_checkpoint(output_dir: str | os.PathLike, step: int, *, model: nn.Modul
 
     Used by: grpo_lib.train (the engine that notebooks/05_full_run.ipynb runs)
     """
-    from safetensors.torch import save_model
-
-    from grpo_lib import dist
-
     rng_states = dist.all_gather_objects(rng_state())              # every rank's, in rank order
     final = None
     if dist.is_main():
@@ -297,12 +294,15 @@ class Checkpoint:
     Attributes:
         path: the folder.
         state: trainer_state.json: step, iteration, world_size, config, history, evals, eval_before.
+        requested: the --resume argument that led here.
 
     Used by: grpo_lib.train (the engine that notebooks/05_full_run.ipynb runs)
     """
 
     path: Path
     state: dict[str, Any]
+    requested: str | None = None
+    """the --resume argument that led here (an output dir or this folder), for messages"""
 
     @property
     def step(self) -> int:
@@ -349,10 +349,49 @@ class Checkpoint:
         """Restore rank `rank`'s RNG states (python, numpy, torch, CUDA)."""
         set_rng_state(torch.load(self.path / f"rng-rank{rank}.pt", weights_only=True))
 
+    def resume(self, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, *, rank: int,
+               beta: float, steps_per_iteration: int, start_reference: nn.Module | None = None,
+               reference_dtype: torch.dtype | None = None) -> nn.Module | None:
+        """Continue a run from here: AdamW, the schedule, π_ref (inside an outer iteration) and this rank's RNG.
+
+        π_θ's weights are loaded earlier (`load_model`, before the DDP wrapper broadcasts them).
+
+        Args:
+            model: π_θ (unwrapped), already holding this checkpoint's weights.
+            optimizer, scheduler: freshly built for the run (`grpo_lib.train.make_optimizer`).
+            rank: this process's rank.
+            beta, steps_per_iteration: the run's β and M; with β > 0 a checkpoint inside an outer iteration
+                must hold π_ref, or record that π_ref is the starting model (choice 4).
+            start_reference: π_ref rebuilt from the starting model (frozen), used when the checkpoint
+                records "reference": "initial".
+            reference_dtype: dtype of a π_ref loaded from the checkpoint (bf16 in mixed precision).
+
+        Returns:
+            π_ref, frozen, when β > 0 and the checkpoint is inside an outer iteration; else None (the next
+            step resets π_ref ← π_θ).
+
+        Raises:
+            CheckpointError: π_ref is needed but the checkpoint holds none.
+
+        Used by: grpo_lib.train (the engine that notebooks/05_full_run.ipynb runs)
+        """
+        self.load_optimizer(optimizer, scheduler)
+        ref_model = None
+        if beta > 0 and self.step % steps_per_iteration and self.reference_is_initial:
+            if start_reference is None:
+                raise CheckpointError(f"--resume {self.requested or self.path}: π_ref is the starting model here "
+                                      "(not saved), and no starting model was given to rebuild it")
+            ref_model = start_reference
+        elif beta > 0 and self.step % steps_per_iteration:
+            ref_model = frozen_copy(model, reference_dtype)
+            if not self.load_reference(ref_model):
+                raise CheckpointError(f"--resume {self.requested or self.path}: {self.path.name} is inside an outer iteration with "
+                                      "beta > 0 but holds no reference model")
+        self.restore_rng(rank)
+        return ref_model
+
 
 def _load_weights(model: nn.Module, path: Path) -> None:
-    from safetensors.torch import load_model
-
     missing, unexpected = load_model(model, str(path), strict=False, device=str(next(model.parameters()).device))
     if missing or unexpected:
         raise CheckpointError(f"{path}: weights do not fit the model (missing {sorted(missing)[:5]}, "
@@ -422,7 +461,7 @@ def open_checkpoint(path: str | os.PathLike, config: dict[str, Any], world_size:
             f"--resume {path}: {folder.name} was written by {state['world_size']} process(es), this run has "
             f"{world_size}; each rank resumes its own RNG stream and prompts, so use "
             f"--nproc_per_node={state['world_size']}.")
-    return Checkpoint(path=folder, state=state)
+    return Checkpoint(path=folder, state=state, requested=str(path))
 
 
 def open_checkpoint_on_every_rank(path: str | os.PathLike, config: dict[str, Any], world_size: int) -> Checkpoint:

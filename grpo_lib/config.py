@@ -20,47 +20,47 @@ Choices made here (each shown in notebooks/05_full_run.ipynb):
 4. A bad value fails at construction with a message that names the option (`G must be >= 2 ...`);
    the checks that need the world size (N divisible by it) run at the start of `train()`
    (`cfg.N_per_rank(world_size)`).
-5. The docstring under each field is the single source of its help: `--help` on the command line,
-   `field_docs()` and the `_repr_markdown_` table all read it from this file.
+5. Each field's help text (and paper symbol) is written once, in `option(...)`, and read from the
+   dataclass fields: `--help` on the command line (grpo_lib.cli), `field_docs()`, `SYMBOLS` and the
+   `_repr_markdown_` table.
+6. The tiny preset is the dataclass defaults, written once; a preset function lists only what differs.
 """
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import difflib
-import functools
-import inspect
 import math
 import re
 import typing
 from dataclasses import dataclass
 from typing import Any
 
-LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
-SCALE_REWARDS = ("group", "batch", "none")
+import torch
+
+from grpo_lib.advantages import SCALES as SCALE_REWARDS
+from grpo_lib.loss import LOSS_TYPES
+from grpo_lib.rewards import REWARD_FUNCTIONS, SYSTEM_PROMPT
+
 TASKS = ("addition", "gsm8k")
-REWARD_NAMES = ("correctness", "format", "strict_format")
-DTYPES = ("auto", "float32", "bfloat16", "float16")
+REWARD_NAMES = tuple(REWARD_FUNCTIONS)
+"""names accepted in reward_funcs: the keys of grpo_lib.rewards.REWARD_FUNCTIONS"""
+TORCH_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+                "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+"""weights dtype name (and its short alias) -> torch dtype: the one table (models, the memory planner, benchmarks)"""
+DTYPES = ("auto", *(name for name, dtype in TORCH_DTYPES.items() if str(dtype) == f"torch.{name}"))
+"""the values of the dtype option: 'auto' and the full names of TORCH_DTYPES"""
 PRECISIONS = ("mixed", "pure")
+"""the values of the precision option (grpo_lib.precision)"""
 SAVE_DTYPES = ("float32", "bfloat16")
 LR_SCHEDULES = ("constant", "cosine")
 REPORT_TO = ("wandb", "none")
 
-# paper symbol of each field, shown in the markdown table and in --help (fields without one show "—")
-SYMBOLS = {
-    "G": "G",
-    "N": "N",
-    "epsilon": "ε",
-    "epsilon_high": "ε_high",
-    "beta": "β",
-    "mu": "μ",
-    "num_iterations": "I",
-    "steps": "M",
-    "max_completion_length": "|o|_max",
-    "temperature": "τ",
-    "lr": "η",
-}
+
+def option(default: Any, help: str, *, symbol: str | None = None) -> Any:
+    """A GRPOConfig field with its help text (and paper symbol): the single source of --help and the table."""
+    metadata = {"help": help} if symbol is None else {"help": help, "symbol": symbol}
+    return dataclasses.field(default=default, metadata=metadata)
 
 
 @dataclass(frozen=True)
@@ -74,111 +74,148 @@ class GRPOConfig:
     Taught in: notebooks/05_full_run.ipynb
     """
 
+    # The defaults are the tiny preset (CPU, minutes). Measured in the course's tiny-model notes and re-tuned
+    # with this engine: lr 5e-5 (higher rates wreck it: a fresh AdamW moves every weight by ~lr on its first
+    # step), G = 8, β = 0.04, ε = 0.2, τ = 1, μ = 1, 40 new tokens cover the ~22-token completions.
+    # One CPU thread: on a quiet 2-core machine 2 threads are faster (0.70 s vs 1.06 s per step), but
+    # when anything else runs they fight it (3.2 s vs 1.2 s per step measured); one thread also makes
+    # the run bit-for-bit reproducible from the seed, whatever the machine's core count.
+    # Measured with the shipped model (2 CPU cores): held-out greedy accuracy 51.7% -> 93.7% in 100 steps,
+    # 122 s wall for the whole command (seeds 1 and 2: 91.7% and 94.0%); already ~88-90% after 20 steps.
+
     # --- the GRPO objective (paper symbols) ---
-    G: int = 8
-    """group size G: completions sampled per prompt (TRL: num_generations; tutorial: num_generations; DeepSeekMath: 64)"""
-    epsilon: float = 0.2
-    """clip range ε of the ratio ρ = π_θ / π_θold, 0 < ε < 1 (TRL: epsilon; tutorial: epsilon)"""
-    epsilon_high: float | None = None
-    """upper clip ε_high (DAPO's clip-higher: ρ is clipped to [1-ε, 1+ε_high]); None means ε_high = ε"""
-    beta: float = 0.04
-    """KL coefficient β toward π_ref (DeepSeekMath 0.04; TRL default 0.0). β = 0 skips the reference model entirely"""
-    mu: int = 1
-    """μ: policy updates per sampled batch (TRL calls this num_iterations!). μ = 1 (DeepSeekMath) makes ρ = 1 at the update, so clipping never acts"""
-    num_iterations: int = 1
-    """I: outer iterations of DeepSeekMath Algorithm 1; π_ref ← π_θ at the start of each (tutorial: num_iterations; TRL has no such loop)"""
-    loss_type: str = "grpo"
-    """how token losses are averaged: 'grpo' = per-sequence mean then batch mean (paper eq. 3), 'bnpo', 'dr_grpo', 'dapo' (token-level, TRL's default)"""
-    scale_rewards: str = "group"
-    """A_i = (r_i - mean) / std with the 'group' std (paper), the 'batch' std (TRL scale_rewards='batch'), or 'none' (Dr. GRPO: only centre)"""
-    temperature: float = 1.0
-    """sampling temperature τ > 0 of the rollouts; log-probs use the same τ-scaled logits, so ρ compares like with like"""
-    reward_funcs: tuple[str, ...] = ("correctness", "format")
-    """reward functions summed into r_i: any of 'correctness' (2.0 / 1.5 / 0), 'format' (0.2 per tag), 'strict_format' (0.8 if well-formed); CLI: comma-separated"""
+    G: int = option(8,
+        "group size G: completions sampled per prompt (TRL: num_generations; tutorial: num_generations; DeepSeekMath: "
+        "64)", symbol="G")
+    epsilon: float = option(0.2,
+        "clip range ε of the ratio ρ = π_θ / π_θold, 0 < ε < 1 (TRL: epsilon; tutorial: epsilon)", symbol="ε")
+    epsilon_high: float | None = option(None,
+        "upper clip ε_high (DAPO's clip-higher: ρ is clipped to [1-ε, 1+ε_high]); None means ε_high = ε", symbol="ε_high")
+    beta: float = option(0.04,
+        "KL coefficient β toward π_ref (DeepSeekMath 0.04; TRL default 0.0). β = 0 skips the reference model entirely", symbol="β")
+    mu: int = option(1,
+        "μ: policy updates per sampled batch (TRL calls this num_iterations!). μ = 1 (DeepSeekMath) makes ρ = 1 at "
+        "the update, so clipping never acts", symbol="μ")
+    num_iterations: int = option(1,
+        "I: outer iterations of DeepSeekMath Algorithm 1; π_ref ← π_θ at the start of each (tutorial: num_iterations; "
+        "TRL has no such loop)", symbol="I")
+    loss_type: str = option("grpo",
+        "how token losses are averaged: 'grpo' = per-sequence mean then batch mean (paper eq. 3), 'bnpo', 'dr_grpo', "
+        "'dapo' (token-level, TRL's default)")
+    scale_rewards: str = option("group",
+        "A_i = (r_i - mean) / std with the 'group' std (paper), the 'batch' std (TRL scale_rewards='batch'), or "
+        "'none' (Dr. GRPO: only centre)")
+    temperature: float = option(1.0,
+        "sampling temperature τ > 0 of the rollouts; log-probs use the same τ-scaled logits, so ρ compares like with "
+        "like", symbol="τ")
+    reward_funcs: tuple[str, ...] = option(("correctness", "format"),
+        "reward functions summed into r_i: any of 'correctness' (2.0 / 1.5 / 0), 'format' (0.2 per tag), "
+        "'strict_format' (0.8 if well-formed); CLI: comma-separated")
 
     # --- the batch and the budget ---
-    N: int | None = 16
-    """prompts per step, summed over all ranks (tutorial: batch_size); each gets G completions, so B = N·G completions per step. None = prompts_per_device × the number of processes"""
-    prompts_per_device: int | None = None
-    """prompts per GPU (process) per step, used when N is None (the Qwen preset): on k GPUs a step samples k × this many prompts, so the batch grows with the GPUs. Giving N replaces it"""
-    steps: int = 100
-    """M: steps per outer iteration (tutorial: num_steps); each step samples a fresh batch. Total steps = I · M"""
-    max_completion_length: int = 40
-    """|o|_max: new tokens generated per completion at most (TRL: max_completion_length; generate's max_new_tokens); also used at evaluation"""
+    N: int | None = option(16,
+        "prompts per step, summed over all ranks (tutorial: batch_size); each gets G completions, so B = N·G "
+        "completions per step. None = prompts_per_device × the number of processes", symbol="N")
+    prompts_per_device: int | None = option(None,
+        "prompts per GPU (process) per step, used when N is None (the Qwen preset): on k GPUs a step samples k × "
+        "this many prompts, so the batch grows with the GPUs. Giving N replaces it")
+    steps: int = option(100,
+        "M: steps per outer iteration (tutorial: num_steps); each step samples a fresh batch. Total steps = I · M", symbol="M")
+    max_completion_length: int = option(40,
+        "|o|_max: new tokens generated per completion at most (TRL: max_completion_length; generate's "
+        "max_new_tokens); also used at evaluation", symbol="|o|_max")
 
     # --- the optimiser ---
-    lr: float = 5e-5
-    """learning rate η of AdamW (DeepSeekMath 1e-6, tutorial 5e-6). A fresh AdamW's first step moves every weight by about η"""
-    weight_decay: float = 0.0
-    """AdamW weight decay (torch's default is 0.01)"""
-    adam_beta1: float = 0.9
-    """AdamW β1 (first-moment decay; not the KL β)"""
-    adam_beta2: float = 0.99
-    """AdamW β2 (second-moment decay; torch's default is 0.999)"""
-    max_grad_norm: float = 1.0
-    """clip the global gradient norm to this value before each update (tutorial: 0.1)"""
-    lr_schedule: str = "constant"
-    """'constant' (the tutorial) or 'cosine' decay to 10% over all steps, after warmup_steps of linear warm-up"""
-    warmup_steps: int = 0
-    """steps of linear learning-rate warm-up from 0 (0 = none, as in the tutorial)"""
+    lr: float = option(5e-5,
+        "learning rate η of AdamW (DeepSeekMath 1e-6, tutorial 5e-6). A fresh AdamW's first step moves every weight "
+        "by about η", symbol="η")
+    weight_decay: float = option(0.0,
+        "AdamW weight decay (torch's default is 0.01)")
+    adam_beta1: float = option(0.9,
+        "AdamW β1 (first-moment decay; not the KL β)")
+    adam_beta2: float = option(0.99,
+        "AdamW β2 (second-moment decay; torch's default is 0.999)")
+    max_grad_norm: float = option(1.0,
+        "clip the global gradient norm to this value before each update (tutorial: 0.1)")
+    lr_schedule: str = option("constant",
+        "'constant' (the tutorial) or 'cosine' decay to 10% over all steps, after warmup_steps of linear warm-up")
+    warmup_steps: int = option(0,
+        "steps of linear learning-rate warm-up from 0 (0 = none, as in the tutorial)")
 
     # --- model and data ---
-    model: str = "tiny"
-    """'tiny' = the shipped 1M-param Qwen2 in grpo_lib/assets/tiny-qwen2-addition (CPU); otherwise a hub name or a local folder"""
-    dtype: str = "auto"
-    """compute dtype: 'auto' (bfloat16 on CUDA, float32 on CPU), 'float32' or 'bfloat16' ('float16' is refused: it needs a gradient scaler). How the weights are kept is `precision`"""
-    precision: str = "mixed"
-    """'mixed': fp32 master weights and fp32 AdamW state, forward and backward under torch.autocast(dtype) (plain fp32 when dtype is float32); 'pure': weights and AdamW state in dtype itself (pure bf16: an lr 5e-6 update rounds away on most weights; notebook 05 shows it)"""
-    save_dtype: str | None = None
-    """dtype of the saved final model: None = the weights' own dtype (fp32 with precision 'mixed'), or 'float32' / 'bfloat16'"""
-    task: str = "addition"
-    """'addition' (synthetic two-digit sums, 300 held-out test problems) or 'gsm8k' (train split for training, test split for evaluation)"""
-    data_dir: str | None = None
-    """GSM8K only: a local folder holding train.jsonl and test.jsonl (e.g. ../shared/data/gsm8k); None loads 'openai/gsm8k' from the hub"""
-    system_prompt: str | None = None
-    """system prompt put before each question (the tutorial's SYSTEM_PROMPT in the GSM8K preset); None = just the question. Uses the chat template when the tokenizer has one"""
-    gradient_checkpointing: bool = False
-    """recompute activations in the backward pass to save memory (the update only: generation always runs without it)"""
-    micro_batch_size: int | None = None
-    """completions per forward/backward pass (gradient accumulation over the B rows; TRL: per_device_train_batch_size); None = all B at once. Same update, less memory"""
+    model: str = option("tiny",
+        "'tiny' = the shipped 1M-param Qwen2 in grpo_lib/assets/tiny-qwen2-addition (CPU); otherwise a hub name or a "
+        "local folder")
+    dtype: str = option("auto",
+        "compute dtype: 'auto' (bfloat16 on CUDA, float32 on CPU), 'float32' or 'bfloat16' ('float16' is refused: "
+        "it needs a gradient scaler). How the weights are kept is `precision`")
+    precision: str = option("mixed",
+        "'mixed': fp32 master weights and fp32 AdamW state, forward and backward under torch.autocast(dtype) (plain "
+        "fp32 when dtype is float32); 'pure': weights and AdamW state in dtype itself (pure bf16: an lr 5e-6 update "
+        "rounds away on most weights; notebook 05 shows it)")
+    save_dtype: str | None = option(None,
+        "dtype of the saved final model: None = the weights' own dtype (fp32 with precision 'mixed'), or 'float32' / "
+        "'bfloat16'")
+    task: str = option("addition",
+        "'addition' (synthetic two-digit sums, 300 held-out test problems) or 'gsm8k' (train split for training, test "
+        "split for evaluation)")
+    data_dir: str | None = option(None,
+        "GSM8K only: a local folder holding train.jsonl and test.jsonl (e.g. ../shared/data/gsm8k); None loads "
+        "'openai/gsm8k' from the hub")
+    system_prompt: str | None = option(None,
+        "system prompt put before each question (the tutorial's SYSTEM_PROMPT in the GSM8K preset); None = just the "
+        "question. Uses the chat template when the tokenizer has one")
+    gradient_checkpointing: bool = option(False,
+        "recompute activations in the backward pass to save memory (the update only: generation always runs without "
+        "it)")
+    micro_batch_size: int | None = option(None,
+        "completions per forward/backward pass (gradient accumulation over the B rows; TRL: "
+        "per_device_train_batch_size); None = all B at once. Same update, less memory")
 
     # --- evaluation ---
-    eval_n: int | None = None
-    """held-out problems evaluated with greedy decoding before and after training; None = the whole test split (300 addition, 1319 GSM8K)"""
-    eval_batch_size: int = 300
-    """prompts per greedy generate() call during evaluation"""
-    eval_every: int = 0
-    """also evaluate every this many steps (0 = only before and after training)"""
+    eval_n: int | None = option(None,
+        "held-out problems evaluated with greedy decoding before and after training; None = the whole test split (300 "
+        "addition, 1319 GSM8K)")
+    eval_batch_size: int = option(300,
+        "prompts per greedy generate() call during evaluation")
+    eval_every: int = option(0,
+        "also evaluate every this many steps (0 = only before and after training)")
 
     # --- bookkeeping ---
-    seed: int = 0
-    """random seed: model init and prompt order are the same on every rank; sampling uses a different stream per rank and step"""
-    device: str = "auto"
-    """'auto' (cuda:LOCAL_RANK when CUDA is available, else cpu), 'cpu', 'cuda' or 'cuda:K'"""
-    num_threads: int | None = 1
-    """CPU threads per process for torch during train(), restored afterwards (1: robust on a shared 2-core machine; None = torch's default, or the cores divided by the processes under torchrun)"""
-    output_dir: str = "runs/tiny"
-    """where metrics.jsonl, summary.json and the final model (save_pretrained) are written"""
-    report_to: str = "wandb"
-    """'wandb' (offline unless you are logged in; WANDB_MODE wins) or 'none'"""
-    wandb_project: str = "grpo-course"
-    """W&B project name (only used with report_to='wandb')"""
-    log_every: int = 10
-    """print one line of metrics every this many steps (metrics.jsonl always gets every step)"""
-    progress: bool = True
-    """show tqdm progress bars for training and evaluation"""
-    preset: str = "tiny"
-    """name of the preset these values started from (recorded in summary.json; set by from_preset)"""
+    seed: int = option(0,
+        "random seed: model init and prompt order are the same on every rank; sampling uses a different stream per "
+        "rank and step")
+    device: str = option("auto",
+        "'auto' (cuda:LOCAL_RANK when CUDA is available, else cpu), 'cpu', 'cuda' or 'cuda:K'")
+    num_threads: int | None = option(1,
+        "CPU threads per process for torch during train(), restored afterwards (1: robust on a shared 2-core machine; "
+        "None = torch's default, or the cores divided by the processes under torchrun)")
+    output_dir: str = option("runs/tiny",
+        "where metrics.jsonl, summary.json and the final model (save_pretrained) are written")
+    report_to: str = option("wandb",
+        "'wandb' (offline unless you are logged in; WANDB_MODE wins) or 'none'")
+    wandb_project: str = option("grpo-course",
+        "W&B project name (only used with report_to='wandb')")
+    log_every: int = option(10,
+        "print one line of metrics every this many steps (metrics.jsonl always gets every step)")
+    progress: bool = option(True,
+        "show tqdm progress bars for training and evaluation")
+    preset: str = option("tiny",
+        "name of the preset these values started from (recorded in summary.json; set by from_preset)")
 
     # --- checkpoints, resume and failures ---
-    save_every: int = 0
-    """write a checkpoint every this many steps to OUTPUT_DIR/checkpoints/step-XXXXXX (model as safetensors, optimizer, schedule, RNG of every rank, history); 0 = never"""
-    save_total_limit: int | None = None
-    """keep only the newest K complete checkpoints (K >= 1; older ones are deleted once the new one is complete); None keeps all"""
-    resume: str | None = None
-    """continue from a checkpoint folder, or from an output dir (its latest complete checkpoint); the configuration must match the saved one except output and logging options"""
-    dist_timeout_minutes: float = 30.0
-    """torchrun only: a collective that waits longer than this raises instead of hanging (process-group timeout); must exceed the slowest evaluation"""
+    save_every: int = option(0,
+        "write a checkpoint every this many steps to OUTPUT_DIR/checkpoints/step-XXXXXX (the model as save_pretrained "
+        "writes it, optimizer, schedule, RNG of every rank, history); 0 = never")
+    save_total_limit: int | None = option(None,
+        "keep only the newest K complete checkpoints (K >= 1; older ones are deleted once the new one is complete); "
+        "None keeps all")
+    resume: str | None = option(None,
+        "continue from a checkpoint folder, or from an output dir (its latest complete checkpoint); the configuration "
+        "must match the saved one except output and logging options")
+    dist_timeout_minutes: float = option(30.0,
+        "torchrun only: a collective that waits longer than this raises instead of hanging (process-group timeout); "
+        "must exceed the slowest evaluation")
 
     # ------------------------------------------------------------------------------------------
     def __post_init__(self) -> None:
@@ -369,21 +406,8 @@ class GRPOConfig:
 
 # --- presets ----------------------------------------------------------------------------------
 def _tiny_preset() -> dict[str, Any]:
-    # Measured in ../shared/reference/tiny-model-notes.md and re-tuned with this engine:
-    # lr 5e-5 (higher rates wreck it: a fresh AdamW moves every weight by ~lr on its first step),
-    # G = 8, β = 0.04, ε = 0.2, τ = 1, μ = 1, 40 new tokens cover the ~22-token completions.
-    # One CPU thread: on a quiet 2-core machine 2 threads are faster (0.70 s vs 1.06 s per step), but
-    # when anything else runs they fight it (3.2 s vs 1.2 s per step measured); one thread also makes
-    # the run bit-for-bit reproducible from the seed, whatever the machine's core count.
-    # Measured with the shipped model (2 CPU cores): held-out greedy accuracy 51.7% -> 93.7% in 100 steps,
-    # 122 s wall for the whole command (seeds 1 and 2: 91.7% and 94.0%); already ~88-90% after 20 steps.
-    return dict(num_threads=1,
-        G=8, N=16, steps=100, max_completion_length=40, lr=5e-5, beta=0.04, epsilon=0.2, mu=1,
-        num_iterations=1, temperature=1.0, loss_type="grpo", scale_rewards="group",
-        adam_beta1=0.9, adam_beta2=0.99, weight_decay=0.0, max_grad_norm=1.0,
-        model="tiny", task="addition", data_dir=None, system_prompt=None, dtype="auto", precision="mixed",
-        eval_n=None, eval_batch_size=300, output_dir="runs/tiny", log_every=10,
-    )
+    """The CPU preset is the dataclass defaults (written once, on the fields): nothing to override."""
+    return {}
 
 
 def _qwen_gsm8k_preset() -> dict[str, Any]:
@@ -393,9 +417,7 @@ def _qwen_gsm8k_preset() -> dict[str, Any]:
     # evaluated 30 train questions). Two changes from the tutorial (issue 10): the 7 prompts are *per GPU*
     # (on k GPUs a step samples 7k prompts, 84k completions), and bf16 means mixed precision (fp32 master
     # weights and AdamW state, bf16 autocast): the tutorial's pure-bf16 AdamW rounds most lr-5e-6 updates
-    # away. Checkpoints every 50 steps, the newest 2 kept (each about 18 GB: fp32 weights + fp32 AdamW).
-    from grpo_lib.rewards import SYSTEM_PROMPT
-
+    # away. Checkpoints every 50 steps, the newest 2 kept.
     return dict(
         G=12, N=None, prompts_per_device=7, steps=500, max_completion_length=400, lr=5e-6, beta=0.04, epsilon=0.1, mu=1,
         num_iterations=1, temperature=1.0, loss_type="grpo", scale_rewards="group",
@@ -408,25 +430,19 @@ def _qwen_gsm8k_preset() -> dict[str, Any]:
 
 
 PRESETS = {"tiny": _tiny_preset, "qwen2.5-1.5b-gsm8k": _qwen_gsm8k_preset}
-"""preset name -> function returning its field values (a function, so a preset is built fresh each time)"""
+"""preset name -> function returning the field values that differ from the defaults (built fresh each time)"""
+
+SYMBOLS = {f.name: f.metadata["symbol"] for f in dataclasses.fields(GRPOConfig) if "symbol" in f.metadata}
+"""paper symbol of each field, shown in the markdown table and in --help (fields without one show "—")"""
 
 
 # --- helpers: field docs, names, types ----------------------------------------------------------
-@functools.lru_cache(maxsize=1)
 def field_docs() -> dict[str, str]:
-    """field name -> the docstring written under it in this file (the source of --help and the table).
+    """field name -> its help text (the `option(...)` of the field; the source of --help and the table).
 
     Taught in: notebooks/05_full_run.ipynb
     """
-    tree = ast.parse(inspect.getsource(GRPOConfig))
-    body = tree.body[0].body
-    docs = {}
-    for node, after in zip(body, body[1:]):
-        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
-                and isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant)
-                and isinstance(after.value.value, str)):
-            docs[node.target.id] = " ".join(after.value.value.split())
-    return docs
+    return {f.name: f.metadata["help"] for f in dataclasses.fields(GRPOConfig) if "help" in f.metadata}
 
 
 def batch_override(values: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:

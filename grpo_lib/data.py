@@ -27,6 +27,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from grpo_lib.rewards import extract_answer_from_dataset
+from grpo_lib.tasks import PLAIN_PROMPT, addition_problems
+
 GSM8K_HUB = ("openai/gsm8k", "main")
 """hub name and config of GSM8K"""
 
@@ -51,11 +54,9 @@ def load_gsm8k(split: str, data_dir: str | os.PathLike | None = None) -> list[di
 
     Taught in: notebooks/03_reward_design.ipynb, notebooks/05_full_run.ipynb
     """
-    from grpo_lib.rewards import extract_answer_from_dataset
-
     if split not in GSM8K_SPLITS:
         raise ValueError(f"GSM8K split must be one of {GSM8K_SPLITS}, got {split!r}")
-    import datasets
+    import datasets  # here, not at the top: only GSM8K needs it, and it takes seconds to import
 
     if data_dir is not None:
         folder = Path(data_dir).expanduser()
@@ -108,7 +109,6 @@ def load_problems(task: str, split: str, *, data_dir: str | os.PathLike | None =
     Taught in: notebooks/05_full_run.ipynb
     """
     if task == "addition":
-        from grpo_lib.tasks import addition_problems
 
         problems = addition_problems(split, seed=None)
     elif task == "gsm8k":
@@ -146,7 +146,6 @@ def build_prompt(tokenizer: Any, question: str, system_prompt: str | None = None
 
     Taught in: notebooks/05_full_run.ipynb
     """
-    from grpo_lib.tasks import PLAIN_PROMPT
 
     if not isinstance(question, str):
         raise TypeError(f"question must be a str, got {type(question).__name__}")

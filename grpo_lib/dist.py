@@ -27,6 +27,7 @@ from datetime import timedelta
 from typing import Any
 
 import torch
+import torch.distributed as tdist
 
 
 @dataclass(frozen=True)
@@ -101,14 +102,25 @@ def init_distributed(device: str = "auto", timeout_minutes: float | None = None)
     rank, local_rank, world_size = env_rank()
     dev = resolve_device(device, local_rank)
     if world_size > 1 and not is_initialized():
-        import torch.distributed as tdist
-
         backend = "nccl" if dev.startswith("cuda") else "gloo"
         if dev.startswith("cuda"):
             torch.cuda.set_device(dev)
         kwargs = {} if timeout_minutes is None else {"timeout": timedelta(minutes=timeout_minutes)}
         tdist.init_process_group(backend=backend, **kwargs)
     return DistInfo(rank=rank, local_rank=local_rank, world_size=world_size, device=dev)
+
+
+def cpu_threads(num_threads: int | None) -> int | None:
+    """Torch threads per process on CPU: `num_threads`, else the usable cores divided by torchrun's local processes.
+
+    None for one plain process without num_threads: leave torch's default (all cores).
+    """
+    if num_threads is not None:
+        return num_threads
+    if "LOCAL_WORLD_SIZE" not in os.environ:
+        return None                                 # one plain process: leave torch's default (all cores)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // int(os.environ["LOCAL_WORLD_SIZE"]))
 
 
 def is_initialized() -> bool:

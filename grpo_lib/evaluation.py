@@ -27,6 +27,12 @@ from typing import Any
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
+
+from grpo_lib import dist
+from grpo_lib.data import build_prompt
+from grpo_lib.rewards import lenient_correct, strict_correct, strict_format_reward
+from grpo_lib.rollout import generate_completions
 
 Z_95 = 1.959963984540054
 """the 97.5% quantile of the standard normal: a two-sided 95% interval"""
@@ -102,6 +108,12 @@ class EvalResult:
     def format_ci(self) -> tuple[float, float]:
         return wilson_interval(self.n_format, self.n)
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> EvalResult:
+        """The EvalResult that `to_dict` described (a checkpoint's evaluation before training)."""
+        return cls(n=d["n"], n_strict=d["n_strict"], n_lenient=d["n_lenient"], n_format=d["n_format"],
+                   samples=list(d.get("samples", [])))
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: counts, rates, intervals and samples."""
         return {**asdict(self), "strict_accuracy": self.strict_accuracy, "lenient_accuracy": self.lenient_accuracy,
@@ -127,8 +139,6 @@ def judge(text: str, gold: str) -> dict[str, bool]:
 
     Taught in: notebooks/05_full_run.ipynb
     """
-    from grpo_lib.rewards import lenient_correct, strict_correct, strict_format_reward
-
     return {"strict": bool(strict_correct(text, gold)), "lenient": bool(lenient_correct(text, gold)),
             "format": strict_format_reward([[{"content": text}]])[0] > 0}
 
@@ -154,12 +164,6 @@ def evaluate(model: nn.Module, tokenizer: Any, problems: Sequence[dict], *, syst
 
     Taught in: notebooks/05_full_run.ipynb
     """
-    from tqdm.auto import tqdm
-
-    from grpo_lib import dist
-    from grpo_lib.data import build_prompt
-    from grpo_lib.rollout import generate_completions
-
     if not problems:
         raise ValueError("evaluate needs at least one problem")
     if batch_size < 1:

@@ -80,6 +80,83 @@ def clipped_surrogate(rho: Tensor, A: Tensor, epsilon: float, epsilon_high: floa
                          rho.clamp(1 - epsilon, 1 + epsilon_high) * A)
 
 
+def normalise_token_losses(per_token: Tensor, mask: Tensor, loss_type: str, *,
+                           max_completion_length: int | None = None,
+                           global_num_tokens: int | float | Tensor | None = None, world_size: int = 1) -> Tensor:
+    """Aggregate per-token losses ℓ (B, T) into one number with the loss_type's normalisation.
+
+    The one place each normalisation is written (m = mask, |o_i| = Σ_t m_{i,t}):
+        "grpo":    1/B Σ_i (Σ_t m ℓ / max(1, |o_i|))             paper eq. 3: per-sequence mean, then mean
+        "bnpo":    Σ_{i,t} m ℓ / max(1, Σ_i |o_i|)               token mean over this batch
+        "dr_grpo": Σ_{i,t} m ℓ / (B · max_completion_length)     Dr. GRPO: constant denominator
+        "dapo":    Σ_{i,t} m ℓ / dapo_divisor(global_num_tokens, world_size)
+
+    `grpo_loss` calls it on its per-token loss, `micro_batch_weight` says how the micro-batches of one update
+    add up to it, and the exercise checkers of notebooks 04 and 05 use it as their reference.
+
+    Args:
+        per_token: ℓ, (B, T); values at masked positions must be finite (they are multiplied by 0).
+        mask: m, (B, T), 0/1 in any numeric dtype.
+        loss_type: one of `LOSS_TYPES`.
+        max_completion_length: "dr_grpo" only: the generation budget in tokens.
+        global_num_tokens: "dapo" only: active tokens over all ranks; None means this batch's own count.
+        world_size: "dapo" only: number of DDP ranks.
+
+    Returns:
+        a 0-dim tensor.
+
+    Taught in: notebooks/04_the_loss.ipynb
+    """
+    m = mask.to(per_token.dtype)                                    # (B, T) 0./1.
+    masked = per_token * m                                          # (B, T) m ℓ
+    if loss_type == "grpo":      # 1/B Σ_i 1/|o_i| Σ_t
+        o_len = m.sum(dim=-1).clamp(min=1)                          # (B,) |o_i|
+        return (masked.sum(dim=-1) / o_len).mean()
+    if loss_type == "bnpo":      # Σ_i Σ_t / Σ_i |o_i|
+        return masked.sum() / m.sum().clamp(min=1)
+    if loss_type == "dr_grpo":   # Σ_i Σ_t / (B · L_max)
+        return masked.sum() / (per_token.shape[0] * max_completion_length)
+    if loss_type == "dapo":      # Σ_i Σ_t / (N_global / world_size)
+        n_global = m.sum() if global_num_tokens is None else torch.as_tensor(
+            global_num_tokens, dtype=per_token.dtype, device=per_token.device)
+        return masked.sum() / dapo_divisor(n_global, world_size)
+    raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
+
+
+def dapo_divisor(n_global: Tensor, world_size: int) -> Tensor:
+    """What each rank divides its token-loss sum by for "dapo": max(1, N_global) / world_size.
+
+    DDP *averages* gradients over its world_size ranks, so each rank multiplies by world_size: after the
+    average the gradient is that of Σ over all ranks' tokens / N_global, the token mean of the global batch.
+
+    Taught in: notebooks/05_full_run.ipynb
+    """
+    return n_global.clamp(min=1) / world_size
+
+
+def micro_batch_weight(loss_type: str, *, rows: int, tokens: int, batch_rows: int, batch_tokens: int) -> float:
+    """Weight of one micro-batch's `normalise_token_losses` so that the weighted micro-batches add up to the batch.
+
+    Gradient accumulation splits the B rows of an update into micro-batches; each one's loss is normalised
+    on its own rows, so it is weighted by the share of the batch's denominator it stands for: rows / B for
+    the per-sequence losses ("grpo", "dr_grpo"), its share of the batch's active tokens for "bnpo", and 1
+    for "dapo" (already divided by the global token count, the same for every micro-batch).
+
+    Args:
+        rows, tokens: the micro-batch's completions and active tokens.
+        batch_rows, batch_tokens: the same for the whole batch of this process.
+
+    Taught in: notebooks/05_full_run.ipynb
+    """
+    if loss_type in ("grpo", "dr_grpo"):
+        return rows / batch_rows
+    if loss_type == "bnpo":
+        return tokens / max(batch_tokens, 1)
+    if loss_type == "dapo":
+        return 1.0
+    raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
+
+
 def _check_inputs(logp, logp_old, logp_ref, advantages, mask, epsilon, epsilon_high, beta, loss_type,
                   max_completion_length, world_size):
     if loss_type not in LOSS_TYPES:
@@ -124,15 +201,11 @@ def grpo_loss(logp: Tensor, logp_old: Tensor | None, logp_ref: Tensor | None, ad
               world_size: int = 1) -> tuple[Tensor, dict[str, Tensor]]:
     """Negated GRPO objective: ℓ_{i,t} = -(min(ρA, clip(ρ, 1-ε, 1+ε_high)A) - β·k3), masked and aggregated.
 
-    With m the mask and |o_i| = Σ_t m_{i,t}, the loss_type picks the normalisation:
-        "grpo":    1/B Σ_i (Σ_t m ℓ / max(1, |o_i|))             paper eq. 3: per-sequence mean, then mean
-        "bnpo":    Σ_{i,t} m ℓ / max(1, Σ_i |o_i|)               token mean over this batch
-        "dr_grpo": Σ_{i,t} m ℓ / (B · max_completion_length)     Dr. GRPO: constant denominator
-        "dapo":    Σ_{i,t} m ℓ / (max(1, global_num_tokens) / world_size)
-                   token mean over the whole global batch. DDP *averages* gradients over its world_size
-                   ranks, so each rank multiplies by world_size: after the average the gradient is that of
-                   Σ over all ranks' tokens / global_num_tokens. With one process and the default
-                   global_num_tokens (this batch's active tokens) it equals "bnpo".
+    The loss_type picks the normalisation over tokens and completions (`normalise_token_losses` has the
+    formulas): "grpo" (paper eq. 3: per-sequence mean, then mean), "bnpo" (token mean over this batch),
+    "dr_grpo" (Dr. GRPO: Σ / (B · max_completion_length)) or "dapo" (token mean over the whole global batch:
+    DDP *averages* gradients over its world_size ranks, so each rank divides by global_num_tokens /
+    world_size; with one process and the default global_num_tokens it equals "bnpo").
 
     Args:
         logp: log π_θ per completion token, (B, T), carries grad.
@@ -164,7 +237,6 @@ def grpo_loss(logp: Tensor, logp_old: Tensor | None, logp_ref: Tensor | None, ad
     epsilon_high = epsilon if epsilon_high is None else epsilon_high
     if logp.dtype in (torch.float16, torch.bfloat16):
         logp = logp.float()                                         # (B, T) the loss is computed in fp32
-    B = logp.shape[0]
     keep = mask != 0                                                # (B, T) bool
     m = keep.to(logp.dtype)                                         # (B, T) 0./1.
     if logp_old is None:
@@ -183,18 +255,8 @@ def grpo_loss(logp: Tensor, logp_old: Tensor | None, logp_ref: Tensor | None, ad
         if beta != 0:
             per_token = per_token + beta * kl                       # (B, T)
 
-    masked = per_token * m                                          # (B, T) m ℓ
-    if loss_type == "grpo":      # 1/B Σ_i 1/|o_i| Σ_t
-        o_len = m.sum(dim=-1).clamp(min=1)                          # (B,) |o_i|
-        loss = (masked.sum(dim=-1) / o_len).mean()
-    elif loss_type == "bnpo":    # Σ_i Σ_t / Σ_i |o_i|
-        loss = masked.sum() / m.sum().clamp(min=1)
-    elif loss_type == "dr_grpo":  # Σ_i Σ_t / (B · L_max)
-        loss = masked.sum() / (B * max_completion_length)
-    else:                        # "dapo": Σ_i Σ_t / (N_global / world_size)
-        n_global = m.sum() if global_num_tokens is None else torch.as_tensor(
-            global_num_tokens, dtype=logp.dtype, device=logp.device)
-        loss = masked.sum() / (n_global.clamp(min=1) / world_size)
+    loss = normalise_token_losses(per_token, m, loss_type, max_completion_length=max_completion_length,
+                                  global_num_tokens=global_num_tokens, world_size=world_size)
 
     with torch.no_grad():
         n_tok = m.sum().clamp(min=1)

@@ -21,20 +21,20 @@ Choices made here (each shown in notebooks/05_full_run.ipynb):
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
 
+from grpo_lib.config import TORCH_DTYPES
+
 TINY_MODEL_NAME = "tiny-qwen2-addition"
 TINY_MODEL_DIR = Path(__file__).resolve().parent / "assets" / TINY_MODEL_NAME
 """The shipped tiny model (config, safetensors, tokenizer), found next to this file from any cwd."""
 
 BUILD_COMMAND = f"python scripts/build_tiny_model.py --output-dir grpo_lib/assets/{TINY_MODEL_NAME}"
-
-_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
-           "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
 
 
 def tiny_qwen2_config(vocab_size: int, **overrides) -> Qwen2Config:
@@ -116,6 +116,22 @@ def count_parameters(model: torch.nn.Module, trainable_only: bool = False) -> in
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
+def frozen_copy(model: torch.nn.Module, dtype: torch.dtype | None = None) -> torch.nn.Module:
+    """A copy of `model` in eval mode with no gradients: π_ref ← π_θ (DeepSeekMath Algorithm 1).
+
+    Args:
+        model: π_θ.
+        dtype: store the copy in this dtype (mixed precision keeps π_ref in bf16: half an fp32 copy;
+            grpo_lib.precision choice 3); None keeps the model's dtype.
+
+    Used by: grpo_lib.train and grpo_lib.checkpoint (the engine that notebooks/05_full_run.ipynb runs)
+    """
+    ref = copy.deepcopy(model)
+    if dtype is not None:
+        ref = ref.to(dtype)
+    return ref.eval().requires_grad_(False)
+
+
 def _missing_tiny_model_error(path: Path, what: str) -> FileNotFoundError:
     return FileNotFoundError(
         f"tiny model not found: {what} in {path}. Build it (about 2-3 minutes on 2 CPU cores) with:\n"
@@ -188,9 +204,9 @@ def _resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtyp
         return dtype
     if dtype == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
-    if dtype in _DTYPES:
-        return _DTYPES[dtype]
-    raise ValueError(f"dtype must be 'auto', a torch.dtype or one of {sorted(_DTYPES)}, got {dtype!r}")
+    if dtype in TORCH_DTYPES:
+        return TORCH_DTYPES[dtype]
+    raise ValueError(f"dtype must be 'auto', a torch.dtype or one of {sorted(TORCH_DTYPES)}, got {dtype!r}")
 
 
 def ensure_pad_token(tokenizer, model=None) -> str:

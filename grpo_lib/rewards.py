@@ -443,3 +443,23 @@ def combined_reward(prompts: Any, completions: Any, answer: Any, **kwargs: Any) 
     correctness = correctness_reward(prompts=prompts, completions=completions, answer=answer)
     formatting = format_reward(completions=completions)
     return [round(c + f, 10) for c, f in zip(correctness, formatting)]
+
+
+REWARD_FUNCTIONS = {"correctness": correctness_reward, "format": format_reward,
+                    "strict_format": strict_format_reward}
+"""name -> reward function: the names GRPOConfig.reward_funcs (and --reward-funcs) accept"""
+
+
+def reward_functions(names: Iterable[str]) -> dict[str, Any]:
+    """name -> reward function from `REWARD_FUNCTIONS`, for cfg.reward_funcs.
+
+    Raises:
+        ValueError: an unknown name (the message lists the known ones).
+
+    Taught in: notebooks/05_full_run.ipynb
+    """
+    names = list(names)
+    unknown = [n for n in names if n not in REWARD_FUNCTIONS]
+    if unknown:
+        raise ValueError(f"reward_funcs: unknown reward function(s) {unknown}; choose from {sorted(REWARD_FUNCTIONS)}")
+    return {n: REWARD_FUNCTIONS[n] for n in names}

@@ -32,7 +32,6 @@ Choices made here (each shown in notebooks/05_full_run.ipynb):
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -40,6 +39,10 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+from grpo_lib.advantages import compute_advantages
+from grpo_lib.logprobs import completion_mask, token_logprobs
+from grpo_lib.rewards import strict_correct
 
 RewardFunc = Callable[..., list]
 
@@ -225,8 +228,6 @@ def generate_completions(model: nn.Module, tokenizer: Any, prompts: Sequence[str
     if do_sample and not temperature > 0:
         raise ValueError(f"temperature must be > 0 for sampling, got {temperature}")
     pad_id, eos_id = _check_pad(tokenizer), _eos_id(tokenizer)
-    from grpo_lib.logprobs import completion_mask
-
     device = next(model.parameters()).device
     enc = tokenizer(list(prompts), return_tensors="pt", padding=True, padding_side="left",
                     add_special_tokens=False)
@@ -338,47 +339,12 @@ def _raise_for_failing_completion(name: str, fn: RewardFunc, prompts: list[str],
     ) from batch_error
 
 
-def compute_advantages(r: Tensor, G: int, scale: str = "group", std_floor: float = 1e-4) -> Tensor:
-    """A_i = (r_i - mean_group(r)) / (std + std_floor), flattened back to one value per completion.
-
-    Args:
-        r: rewards, (B,) in prompt-major order, B = N·G.
-        G: group size.
-        scale: "group" (paper), "batch" or "none"; see `grpo_lib.advantages.group_advantages`. Under
-            torchrun, "batch" uses the std of the rewards of *all* ranks (all-reduced), so the result does
-            not depend on how the batch is split.
-
-    Returns:
-        A, (B,).
-
-    Taught in: notebooks/05_full_run.ipynb
-    """
-    from grpo_lib import dist
-    from grpo_lib.advantages import group_advantages
-
-    if r.ndim != 1 or r.shape[0] % G:
-        raise ValueError(f"r must be (B,) with B a multiple of G = {G}, got shape {tuple(r.shape)}")
-    N = r.shape[0] // G
-    r_NG = r.view(N, G)                                                        # (B,) -> (N, G)
-    if scale == "batch" and dist.get_world_size() > 1:
-        A = group_advantages(r_NG, scale="none", std_floor=std_floor)          # (N, G) centred, flat groups 0
-        stats = torch.stack([r.new_tensor(float(r.numel())), r.sum(), (r * r).sum()]).double()
-        n, s, ss = dist.all_reduce_sum(stats).tolist()
-        std = math.sqrt(max(ss - s * s / n, 0.0) / max(n - 1, 1))              # sample std over all ranks
-        A = A / (std + std_floor)                                              # (N, G)
-    else:
-        A = group_advantages(r_NG, scale=scale, std_floor=std_floor)           # (N, G)
-    return A.reshape(-1)                                                       # (N, G) -> (B,)
-
-
 def completion_logprobs(model: nn.Module, rollout: Rollout, temperature: float = 1.0,
                         chunk_size: int | None = None) -> Tensor:
     """log π(o_{i,t} | q_i, o_{i,<t}) for every completion token, (B, T); grads flow unless under no_grad.
 
     Taught in: notebooks/05_full_run.ipynb
     """
-    from grpo_lib.logprobs import token_logprobs
-
     return token_logprobs(model, rollout.input_ids, rollout.attention_mask, logits_to_keep=rollout.T,
                           temperature=temperature, chunk_size=chunk_size)   # (B, T)
 
@@ -427,7 +393,7 @@ def score_rollout(rollout: Rollout, answers: Sequence[str], reward_funcs: Mappin
         reward_funcs: name -> reward function.
         policy: π_θ (unwrapped); used only when need_old (μ > 1) to record log π_θold.
         ref_model: π_ref, or None when β = 0.
-        scale_rewards: "group", "batch" or "none" (see `compute_advantages`).
+        scale_rewards: "group", "batch" or "none" (see `grpo_lib.advantages.compute_advantages`).
         temperature: τ used for sampling; the log-probs use the same τ.
         need_old: compute log π_θold now (needed when μ > 1, since π_θ moves between updates).
         chunk_size: rows per forward for the log-probs.
@@ -437,8 +403,6 @@ def score_rollout(rollout: Rollout, answers: Sequence[str], reward_funcs: Mappin
 
     Taught in: notebooks/05_full_run.ipynb
     """
-    from grpo_lib.rewards import strict_correct
-
     t0 = time.perf_counter()
     device = rollout.completion_ids.device
     r, per_func = score_completions(rollout, answers, reward_funcs)             # (B,), {name: (B,)}

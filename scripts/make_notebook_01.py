@@ -80,10 +80,10 @@ def cells() -> list:
 
         import grpo_lib
         from grpo_lib.advantages import group_advantages
-        from grpo_lib.checks_01 import check_group_advantages
+        from grpo_lib.course.exercises.ex01 import check_group_advantages
         from grpo_lib.loss import grpo_loss              # notebook 04 takes it apart; here we only use it
-        from grpo_lib.notebook import markdown_table, show_source
-        from grpo_lib.plots import toy_probabilities, toy_training_panels
+        from grpo_lib.course.notebook import markdown_table, show_source
+        from grpo_lib.course.plots import toy_probabilities, toy_training_panels
         from grpo_lib.toy import ANSWERS, QUESTION, ToyPolicy, grpo_step, score_answer, train_toy
 
         torch.manual_seed(0)
@@ -513,11 +513,11 @@ def cells() -> list:
         - `grpo_lib.toy.ToyPolicy`: a softmax over the three answers (1.6), with `probs`, `log_prob`, `sample`.
         - `grpo_lib.toy.grpo_step`: one GRPO step on one group through `group_advantages` and `grpo_loss` (1.8).
         - `grpo_lib.toy.train_toy`: repeat `grpo_step` with a fixed or sampled group, recording π_θ (1.8, 1.9).
-        - `grpo_lib.plots.toy_probabilities`, `toy_training_panels`: the figures of 1.8 and 1.9, tested in
-          `tests/test_plots.py`.
-        - `grpo_lib.notebook.show_source`, `markdown_table`: the display helpers used above.
-        - `grpo_lib.checks_01.check_group_advantages`: the checker of exercise 1.1, tested in
-          `tests/test_checks_01.py`.
+        - `grpo_lib.course.plots.toy_probabilities`, `toy_training_panels`: the figures of 1.8 and 1.9, tested in
+          `tests/test_course_plots.py`.
+        - `grpo_lib.course.notebook.show_source`, `markdown_table`: the display helpers used above.
+        - `grpo_lib.course.exercises.ex01.check_group_advantages`: the checker of exercise 1.1, tested in
+          `tests/test_course_exercises_ex01.py`.
 
         Used here, taught later: `grpo_lib.advantages.group_advantages` (notebook 02) and
         `grpo_lib.loss.grpo_loss` (notebook 04).

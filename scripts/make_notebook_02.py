@@ -39,13 +39,13 @@ def cells() -> list:
 
         import torch
 
-        from grpo_lib import plots
+        from grpo_lib.course import plots
         from grpo_lib.advantages import group_advantages, zero_std_fraction
-        from grpo_lib.checks_02_03 import check_centered_advantages, check_zero_std_probability
+        from grpo_lib.course.exercises.ex02 import check_centered_advantages, check_zero_std_probability
         from grpo_lib.loss import grpo_loss              # notebook 04 takes it apart; here we only use it
-        from grpo_lib.memory import (count_parameters_from_config, parameter_breakdown,
-                                     qwen2_5_1_5b_instruct_config, training_memory_table)
-        from grpo_lib.notebook import markdown_table
+        from grpo_lib.course.memory import (count_parameters_from_config, parameter_breakdown,
+                                            qwen2_5_1_5b_instruct_config, training_memory_table)
+        from grpo_lib.course.notebook import markdown_table
 
         torch.manual_seed(0)
         torch.set_printoptions(precision=4, sci_mode=False)
@@ -589,16 +589,16 @@ def cells() -> list:
 
         ## What this notebook added to grpo_lib
 
-        - `grpo_lib.memory.qwen2_5_1_5b_instruct_config`: Qwen2.5-1.5B-Instruct's published configuration,
+        - `grpo_lib.course.memory.qwen2_5_1_5b_instruct_config`: Qwen2.5-1.5B-Instruct's published configuration,
           built locally (2.6).
-        - `grpo_lib.memory.count_parameters_from_config`, `parameter_breakdown`: exact counts from a config via
+        - `grpo_lib.course.memory.count_parameters_from_config`, `parameter_breakdown`: exact counts from a config via
           the meta device, for the policy (`head="lm"`) or a critic / reward model (`head="value"`) (2.6).
-        - `grpo_lib.memory.training_memory_table`: weights, gradients, AdamW state, fp32 master weights, the
-          reference, and optionally PPO's value model or a learned reward model; tested in `tests/test_memory.py`.
-        - `grpo_lib.plots.advantage_by_correct_count`, `zero_std_curves`, `question_weights`, `memory_stacks`,
-          `token_advantage_maps`: this notebook's figures, tested in `tests/test_plots_02_03.py`.
-        - `grpo_lib.checks_02_03.check_centered_advantages`, `check_zero_std_probability`: the exercise checkers
-          below, tested in `tests/test_notebook_helpers_02_03.py`.
+        - `grpo_lib.course.memory.training_memory_table`: weights, gradients, AdamW state, fp32 master weights, the
+          reference, and optionally PPO's value model or a learned reward model; tested in `tests/test_course_memory.py`.
+        - `grpo_lib.course.plots.advantage_by_correct_count`, `zero_std_curves`, `question_weights`, `memory_stacks`,
+          `token_advantage_maps`: this notebook's figures, tested in `tests/test_course_plots.py`.
+        - `grpo_lib.course.exercises.ex02.check_centered_advantages`, `check_zero_std_probability`: the exercise checkers
+          below, tested in `tests/test_course_exercises_ex02.py`.
 
         `group_advantages` and `zero_std_fraction` come from notebook 01's foundation and are used, not changed.
 

@@ -45,15 +45,15 @@ def cells() -> list:
         import torch
         from transformers import LogitsProcessor, LogitsProcessorList, Qwen2ForCausalLM
 
-        from grpo_lib import plots
+        from grpo_lib.course import plots
         from grpo_lib.advantages import group_advantages, zero_std_fraction
-        from grpo_lib.checks_02_03 import check_strict_format, check_wilson_interval
+        from grpo_lib.course.exercises.ex03 import check_strict_format, check_wilson_interval
         from grpo_lib.data import build_prompt, load_gsm8k
         from grpo_lib.evaluation import judge, wilson_interval
         from grpo_lib.logprobs import completion_mask        # notebook 04 explains it; here we only use it
-        from grpo_lib.memory import count_parameters_from_config, qwen2_5_1_5b_instruct_config
+        from grpo_lib.course.memory import count_parameters_from_config, qwen2_5_1_5b_instruct_config
         from grpo_lib.models import tiny_qwen2_config
-        from grpo_lib.notebook import markdown_table
+        from grpo_lib.course.notebook import markdown_table
         from grpo_lib.rewards import (SYSTEM_PROMPT, combined_reward, correctness_reward, extract_answer_from_dataset,
                                       extract_answer_from_model_output, format_reward,
                                       lenient_correct, parse_number, strict_correct, strict_format_reward)
@@ -802,11 +802,11 @@ def cells() -> list:
 
         ## What this notebook added to grpo_lib
 
-        - `grpo_lib.plots.reward_strips`: the rewards and advantages of each group as strips of dots (3.3, 3.9).
-        - `grpo_lib.plots.accuracy_with_ci`: accuracy bars with their 95% intervals (3.8). Both tested in
-          `tests/test_plots_02_03.py`.
-        - `grpo_lib.checks_02_03.check_strict_format`, `check_wilson_interval`: the exercise checkers below,
-          tested in `tests/test_notebook_helpers_02_03.py`.
+        - `grpo_lib.course.plots.reward_strips`: the rewards and advantages of each group as strips of dots (3.3, 3.9).
+        - `grpo_lib.course.plots.accuracy_with_ci`: accuracy bars with their 95% intervals (3.8). Both tested in
+          `tests/test_course_plots.py`.
+        - `grpo_lib.course.exercises.ex03.check_strict_format`, `check_wilson_interval`: the exercise checkers below,
+          tested in `tests/test_course_exercises_ex03.py`.
 
         The rewards themselves (`grpo_lib.rewards`), prompt building (`grpo_lib.data.build_prompt`) and the
         Wilson interval (`grpo_lib.evaluation.wilson_interval`) belong to the foundation and the engine; this

@@ -78,18 +78,18 @@ import torch
 from transformers import Qwen2ForCausalLM
 from transformers.utils import logging as hf_logging
 
-from grpo_lib import plots
+from grpo_lib.course import plots
 from grpo_lib.advantages import group_advantages
-from grpo_lib.checks_04 import check_kl_k3, check_seq_mean_loss
+from grpo_lib.course.exercises.ex04 import check_kl_k3, check_seq_mean_loss
 from grpo_lib.logprobs import completion_mask, naive_token_logprobs, selective_log_softmax, token_logprobs
 from grpo_lib.loss import clipped_surrogate, grpo_loss, kl_k3
-from grpo_lib.memory import qwen2_5_1_5b_instruct_config
+from grpo_lib.course.memory import qwen2_5_1_5b_instruct_config
 from grpo_lib.models import count_parameters, load_tiny_model, tiny_qwen2_config
-from grpo_lib.notebook import markdown_table, show_source
+from grpo_lib.course.notebook import markdown_table, show_source
 from grpo_lib.rewards import correctness_reward
 from grpo_lib.tasks import PLAIN_PROMPT, addition_problems
 from grpo_lib.tokenizer import build_char_tokenizer
-from grpo_lib.widgets import beta_slider, epsilon_slider
+from grpo_lib.course.widgets import beta_slider, epsilon_slider
 
 hf_logging.disable_progress_bar()          # no "Loading weights" bars in the outputs
 _ = torch.manual_seed(0)                    # assigned: no "<torch._C.Generator at 0x...>" output
@@ -244,7 +244,7 @@ md(r"""
 With $V = 263$ none of this matters. Qwen2.5's vocabulary has 151,936 tokens, and the tutorial's batch is
 7 prompts × 12 completions = 84 sequences of about 150 prompt + 400 completion tokens. Every number a
 logits tensor holds costs 4 bytes in fp32 and 2 in bf16. The vocabulary size below is read from Qwen2.5's
-configuration (`grpo_lib.memory`), not typed in.
+configuration (`grpo_lib.course.memory`), not typed in.
 """)
 
 code(r"""
@@ -836,11 +836,11 @@ hard each token is pushed: the paper's $1/|o_i|$ pushes long wrong answers less 
   per-token log-probabilities of the completion (4.1), tested in `tests/test_logprobs.py`.
 - `grpo_lib.loss.clipped_surrogate`, `kl_k3`, `grpo_loss`: the objective of 4.3-4.8, tested in
   `tests/test_loss.py`.
-- `grpo_lib.plots.clipped_surrogate_vs_ratio`, `per_token_objective_vs_ratio`, `kl_estimators`,
-  `loss_type_token_weights`: the figures, tested in `tests/test_plots_04.py`.
-- `grpo_lib.widgets.epsilon_slider`, `beta_slider`: the sliders, driven in `tests/test_widgets.py`.
-- `grpo_lib.checks_04.check_seq_mean_loss`, `check_kl_k3`: the checkers of exercises 4.1 and 4.2, tested in
-  `tests/test_checks_04.py`.
+- `grpo_lib.course.plots.clipped_surrogate_vs_ratio`, `per_token_objective_vs_ratio`, `kl_estimators`,
+  `loss_type_token_weights`: the figures, tested in `tests/test_course_plots.py`.
+- `grpo_lib.course.widgets.epsilon_slider`, `beta_slider`: the sliders, driven in `tests/test_course_widgets.py`.
+- `grpo_lib.course.exercises.ex04.check_seq_mean_loss`, `check_kl_k3`: the checkers of exercises 4.1 and 4.2, tested in
+  `tests/test_course_exercises_ex04.py`.
 
 ## Exercises
 

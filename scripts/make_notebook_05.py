@@ -69,15 +69,16 @@ def cells() -> list:
         import matplotlib.pyplot as plt
         import torch
 
-        from grpo_lib.checks_05 import check_adamw_moment_bytes, check_dapo_normaliser
+        from grpo_lib.course.exercises.ex05 import check_adamw_moment_bytes, check_dapo_normaliser
         from grpo_lib.config import GRPOConfig
         from grpo_lib.data import build_prompt, has_chat_template
         from grpo_lib.evaluation import wilson_interval
         from grpo_lib.models import count_parameters, load_tiny_model
-        from grpo_lib.notebook import markdown_table
+        from grpo_lib.course.notebook import markdown_table
+        from grpo_lib.rewards import reward_functions
         from grpo_lib.rollout import generate_completions, score_rollout
         from grpo_lib.tasks import addition_problems
-        from grpo_lib.train import make_optimizer, policy_update, reward_functions, train
+        from grpo_lib.train import make_optimizer, policy_update, train
 
         os.environ.setdefault("WANDB_MODE", "offline")
         _ = torch.manual_seed(0)                             # `_ =`: no <torch._C.Generator at 0x...> output
@@ -492,7 +493,7 @@ def cells() -> list:
         same code).
         """),
         code(r"""
-        from grpo_lib.notebook import run_torchrun    # torchrun --standalone from a cell (retries once, visibly)
+        from grpo_lib.course.notebook import run_torchrun    # torchrun --standalone from a cell (retries once, visibly)
 
         DDP_SCRIPT = '''
         import sys
@@ -600,7 +601,7 @@ def cells() -> list:
         code(r"""
         # check: each launch's N divides by its K (train() checks this at start, naming N), and the tutorial's N = 7
         # is refused on 2 GPUs
-        from grpo_lib.train import parse_config
+        from grpo_lib.cli import parse_config
         for K, cmd in launch.items():
             run_cfg = parse_config(cmd.split("grpo_lib.train ", 1)[1].split())
             print(f"K = {K}: N = {run_cfg.N}, {run_cfg.N_per_rank(K)} prompt(s) x G = {run_cfg.G} per GPU")
@@ -647,7 +648,7 @@ def cells() -> list:
         md(r"""
         ### Will it fit? A memory planner for one GPU
 
-        Before renting GPUs, add up what each one holds. `grpo_lib.memory.plan_gpu_memory` does it from the
+        Before renting GPUs, add up what each one holds. `grpo_lib.course.memory.plan_gpu_memory` does it from the
         model's config alone (no weights), for a chosen $G$, $N$, number of GPUs $K$, prompt length $P$ and
         completion length $T$, with $a$ = 2 bytes per number in bf16:
 
@@ -662,7 +663,7 @@ def cells() -> list:
           on Qwen2's layer (RMSNorm in fp32, SwiGLU MLP of width $f$, grouped-query attention through SDPA,
           which keeps no $s\times s$ scores) gives per token and per layer
           $2((4+a)h + 4) + 2ah + 2ah_q + 2ah'_{kv} + 4n_{heads} + 4af$ (+ $as$ for the padding mask),
-          about 106 KiB per token per layer for Qwen2.5-1.5B. `tests/test_memory.py` measures this with
+          about 106 KiB per token per layer for Qwen2.5-1.5B. `tests/test_course_memory.py` measures this with
           `torch.autograd.graph.saved_tensors_hooks` on a small Qwen2 and gets the same bytes;
         - **gradient checkpointing** keeps only each layer's input ($ah$ per token per layer) and recomputes
           one layer at a time in the backward pass;
@@ -676,8 +677,8 @@ def cells() -> list:
         its longest) and the preset's $T = 400$.
         """),
         code(r"""
-        from grpo_lib.memory import (GIB, count_parameters_from_config, plan_for_run, plan_gpu_memory,
-                                     qwen2_5_1_5b_instruct_config, qwen2_parameter_count)
+        from grpo_lib.course.memory import (GIB, count_parameters_from_config, plan_for_run, plan_gpu_memory,
+                                            qwen2_5_1_5b_instruct_config, qwen2_parameter_count)
 
         qwen_config = qwen2_5_1_5b_instruct_config()
         P_BUDGET = 256
@@ -841,19 +842,20 @@ def cells() -> list:
 
         ## What this notebook added to grpo_lib
 
-        - `grpo_lib.train`: `train`, `policy_update`, `make_optimizer`, `reward_functions` and the CLI
+        - `grpo_lib.train`: `train`, `policy_update`, `make_optimizer` and the CLI (`grpo_lib.cli`)
           `python -m grpo_lib.train` (metrics.jsonl, evals.jsonl, summary.json, model/).
         - `grpo_lib.config.GRPOConfig` with the `tiny` and `qwen2.5-1.5b-gsm8k` presets.
-        - `grpo_lib.rollout`: `generate_completions`, `score_rollout`, `compute_advantages`, `completion_logprobs`.
+        - `grpo_lib.rollout`: `generate_completions`, `score_rollout`, `completion_logprobs`;
+          `grpo_lib.advantages.compute_advantages`.
         - `grpo_lib.evaluation`: `evaluate`, `judge`, `wilson_interval`, `EvalResult`.
         - `grpo_lib.data.build_prompt` (chat template or plain), `grpo_lib.models.load_tiny_model`,
           `grpo_lib.tasks.addition_problems`.
         - `grpo_lib.dist`: rank and world size from torchrun, `print0`, `all_reduce_metrics`; `train()` wraps the
           policy in DistributedDataParallel under torchrun.
-        - `grpo_lib.memory.plan_gpu_memory`, `plan_for_run`, `qwen2_parameter_count`, `activation_breakdown`,
-          `kv_cache_bytes`: the per-GPU memory planner, tested in `tests/test_memory.py` (by hand, against torch's
+        - `grpo_lib.course.memory.plan_gpu_memory`, `plan_for_run`, `qwen2_parameter_count`, `activation_breakdown`,
+          `kv_cache_bytes`: the per-GPU memory planner, tested in `tests/test_course_memory.py` (by hand, against torch's
           parameter count and against the bytes autograd saves); `scripts/measure_gpu_memory.py` measures it on a GPU.
-        - `grpo_lib.checks_05`: the checkers of exercises 5.1 and 5.2, tested in `tests/test_checks_05.py`.
+        - `grpo_lib.course.exercises.ex05`: the checkers of exercises 5.1 and 5.2, tested in `tests/test_course_exercises_ex05.py`.
 
         ## Exercises
 

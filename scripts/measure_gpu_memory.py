@@ -1,4 +1,4 @@
-"""Measure, on one CUDA GPU, the memory the planner (`grpo_lib.memory.plan_gpu_memory`) predicts.
+"""Measure, on one CUDA GPU, the memory the planner (`grpo_lib.course.memory.plan_gpu_memory`) predicts.
 
     python scripts/measure_gpu_memory.py                 # Qwen2.5-1.5B shapes, random bf16 weights
     python scripts/measure_gpu_memory.py --json out.json
@@ -32,7 +32,7 @@ import torch
 import transformers
 
 from grpo_lib.logprobs import token_logprobs
-from grpo_lib.memory import GIB, plan_gpu_memory, qwen2_5_1_5b_instruct_config
+from grpo_lib.course.memory import GIB, plan_gpu_memory, qwen2_5_1_5b_instruct_config
 from grpo_lib.rollout import set_gradient_checkpointing
 
 

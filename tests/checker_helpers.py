@@ -1,6 +1,6 @@
-"""What every exercise-checker test asserts about a checker's verdict (imported by tests/test_checks_*.py and
-tests/test_notebook_helpers_02_03.py; pytest puts tests/ on sys.path)."""
-from grpo_lib.checks import CheckResult
+"""What every exercise-checker test asserts about a checker's verdict (imported by tests/test_course_exercises_ex0N.py;
+pytest puts tests/ on sys.path)."""
+from grpo_lib.course.exercises.checking import CheckResult
 
 
 def passes(result, capsys):

@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from grpo_lib.advantages import group_advantages, zero_std_fraction
+from grpo_lib.advantages import batch_std, compute_advantages, group_advantages, zero_std_fraction
 
 
 def test_two_plus_three_example_sample_std():
@@ -132,3 +132,23 @@ def test_zero_std_fraction():
     assert zero_std_fraction(r) == pytest.approx(0.5)
     assert zero_std_fraction([[0.0, 1.0]]) == 0.0
     assert zero_std_fraction([[3.0, 3.0]]) == 1.0
+
+
+def test_compute_advantages_hand_values():
+    r = torch.tensor([1.0, 0.0, 2.0, 0.0, 0.0, 0.0])              # two groups of G = 3
+    A = compute_advantages(r, G=3)
+    # group 0: mean 1, sample std 1 -> [0, -1, 1] (up to the 1e-4 floor); group 1 is flat -> zeros
+    torch.testing.assert_close(A, torch.tensor([0.0, -1.0, 1.0, 0.0, 0.0, 0.0]), atol=2e-4, rtol=0)
+    assert A[3:].tolist() == [0.0, 0.0, 0.0]
+    torch.testing.assert_close(compute_advantages(r, G=3, scale="none"), torch.tensor([0.0, -1.0, 1.0, 0, 0, 0]))
+    with pytest.raises(ValueError, match="multiple of G"):
+        compute_advantages(torch.ones(5), G=2)
+
+
+def test_batch_std_in_one_process_is_the_sample_std():
+    g = torch.Generator().manual_seed(3)
+    r = torch.randint(0, 3, (24,), generator=g).float()
+    assert batch_std(r) == pytest.approx(r.std().item(), rel=1e-6)
+    assert batch_std(torch.tensor([1.0, 0.0, 2.0])) == pytest.approx(1.0)        # the 2+3 group: sample std 1
+    # scale="batch" in one process: the same as group_advantages with the batch std
+    torch.testing.assert_close(compute_advantages(r, G=4, scale="batch"), group_advantages(r.view(6, 4), scale="batch").reshape(-1))

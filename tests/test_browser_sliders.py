@@ -1,6 +1,6 @@
 """Notebook 04's ε and β sliders in a real browser: JupyterLab + headless Chromium, driven by Playwright.
 
-tests/test_widgets.py drives the sliders' Python side; this test checks what a student sees. It starts
+tests/test_course_widgets.py drives the sliders' Python side; this test checks what a student sees. It starts
 JupyterLab through the README's own command (`bash scripts/dev.sh lab`, see tests/lab_harness.py) on
 127.0.0.1 with a fresh root folder holding a copy of notebooks/04_the_loss.ipynb (outputs cleared), opens it
 in headless Chromium, runs all cells from the Run menu, then
@@ -77,7 +77,7 @@ def chromium_path() -> str:
 
 
 def slider_defaults(factory) -> dict[str, float]:
-    """value/min/max/step of a slider factory in grpo_lib.widgets, read from its signature (no figure drawn)."""
+    """value/min/max/step of a slider factory in grpo_lib.course.widgets, read from its signature (no figure drawn)."""
     params = inspect.signature(factory).parameters
     return {k: float(params[k].default) for k in ("value", "min", "max", "step")}
 
@@ -254,7 +254,7 @@ def test_lab_command_serves_the_notebooks_with_the_widgets_extension(tmp_path):
 def test_sliders_redraw_in_a_real_browser(chromium, lab, capsys):
     from playwright.sync_api import expect, sync_playwright
 
-    from grpo_lib.widgets import beta_slider, epsilon_slider
+    from grpo_lib.course.widgets import beta_slider, epsilon_slider
 
     eps_d, beta_d = slider_defaults(epsilon_slider), slider_defaults(beta_slider)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)

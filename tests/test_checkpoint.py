@@ -16,10 +16,11 @@ from grpo_lib import checkpoint
 from grpo_lib.checkpoint import (RESUME_MAY_DIFFER, CheckpointError, config_differences, find_checkpoint,
                                  is_complete, latest_checkpoint, open_checkpoint, rng_state, save_checkpoint,
                                  set_rng_state)
+from grpo_lib.cli import parse_config
 from grpo_lib.config import GRPOConfig
 from grpo_lib.models import tiny_qwen2_config
 from grpo_lib.tokenizer import build_char_tokenizer
-from grpo_lib.train import make_optimizer, parse_config, train
+from grpo_lib.train import make_optimizer, train
 
 from test_train import random_tiny, small_cfg
 

@@ -153,7 +153,7 @@ def _worker(rank: int, port: int, tmp: str) -> None:
             dist.all_reduce_sum = real_all_reduce_sum
     out["local_tokens"] = int(mine.mask.sum())
     # (4) the step's metrics over both ranks, from the "grpo" update on this rank's half
-    from grpo_lib.train import step_metrics
+    from grpo_lib.runlog import step_metrics
 
     out["metrics"] = step_metrics(mine, [out["grpo"][0]], G=mine.rollout.G)
     # (5) resume where rank 1 cannot see the checkpoint: both ranks fail at once, naming rank 1 and the path
@@ -246,7 +246,7 @@ def test_two_ranks_give_the_update_of_one_process_on_the_whole_batch(two_ranks, 
 
 def test_gathered_metrics_of_two_ranks_equal_one_rank_on_the_whole_batch(two_ranks):
     """reward_std, kl, entropy, clip ratios, frac_reward_zero_std...: 2 ranks x 2 prompts == 1 rank x 4 prompts."""
-    from grpo_lib.train import step_metrics
+    from grpo_lib.runlog import step_metrics
 
     _, base, batch, ranks = two_ranks
     stats, _ = one_update(copy.deepcopy(base), batch, update_cfg(loss_type="grpo"))

@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from grpo_lib.advantages import group_advantages
-from grpo_lib.loss import LOSS_TYPES, clipped_surrogate, grpo_loss, kl_k3
+from grpo_lib.loss import (LOSS_TYPES, clipped_surrogate, dapo_divisor, grpo_loss, kl_k3, micro_batch_weight,
+                           normalise_token_losses)
 
 LN2 = math.log(2.0)
 
@@ -421,3 +422,55 @@ def test_half_precision_log_probs_are_upcast():
     torch.testing.assert_close(loss, expected)
     (g,) = torch.autograd.grad(loss, logp_bf16)
     assert g.dtype == torch.bfloat16 and torch.isfinite(g.float()).all()
+
+
+# --- the normalisations, defined once (normalise_token_losses, micro_batch_weight, dapo_divisor) ---------------
+def _by_hand(loss_type, ell, m, L=None, n_global=None, K=1):
+    """Each normalisation written out with Python floats, row by row."""
+    rows = [[(a, b) for a, b in zip(r, mr)] for r, mr in zip(ell.tolist(), m.tolist())]
+    total = sum(a * b for r in rows for a, b in r)
+    if loss_type == "grpo":
+        return sum(sum(a * b for a, b in r) / max(1, sum(b for _, b in r)) for r in rows) / len(rows)
+    if loss_type == "bnpo":
+        return total / max(1, sum(b for r in rows for _, b in r))
+    if loss_type == "dr_grpo":
+        return total / (len(rows) * L)
+    return total / (max(1, n_global) / K)
+
+
+@pytest.mark.parametrize("loss_type", LOSS_TYPES)
+def test_normalise_token_losses_by_hand(loss_type):
+    ell = torch.tensor([[1.0, 3.0, 5.0, 7.0], [2.0, 2.0, 2.0, 2.0], [4.0, 9.0, 9.0, 9.0]])
+    m = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1], [0, 0, 0, 0]])
+    got = normalise_token_losses(ell, m, loss_type, max_completion_length=4, global_num_tokens=10, world_size=2)
+    assert got.item() == pytest.approx(_by_hand(loss_type, ell, m, L=4, n_global=10, K=2))
+    assert got.item() == pytest.approx({"grpo": (2.0 + 2.0 + 0.0) / 3, "bnpo": 12 / 6, "dr_grpo": 12 / 12,
+                                        "dapo": 12 / 5}[loss_type])
+
+
+@pytest.mark.parametrize("loss_type", LOSS_TYPES)
+def test_micro_batch_weights_add_up_to_the_whole_batch(loss_type):
+    """Σ_k weight_k · normalise(micro-batch k) == normalise(whole batch), for every split and loss_type."""
+    g = torch.Generator().manual_seed(5)
+    ell = torch.randn(7, 5, generator=g)
+    m = (torch.rand(7, 5, generator=g) > 0.4).int()
+    m[3] = 0                                                          # a completion with no token
+    kw = dict(max_completion_length=5, global_num_tokens=int(m.sum()), world_size=1)
+    whole = normalise_token_losses(ell, m, loss_type, **kw)
+    for b in (1, 2, 3, 7):
+        parts = 0.0
+        for s in range(0, 7, b):
+            rows = slice(s, s + b)
+            w = micro_batch_weight(loss_type, rows=ell[rows].shape[0], tokens=int(m[rows].sum()), batch_rows=7,
+                                   batch_tokens=int(m.sum()))
+            parts += w * normalise_token_losses(ell[rows], m[rows], loss_type, **kw).item()
+        assert parts == pytest.approx(whole.item(), rel=1e-6, abs=1e-7), b
+
+
+def test_dapo_divisor_and_unknown_loss_type():
+    assert dapo_divisor(torch.tensor(13.0), 2).item() == 6.5
+    assert dapo_divisor(torch.tensor(0.0), 4).item() == 0.25              # clamped at one token
+    with pytest.raises(ValueError, match="loss_type must be one of"):
+        normalise_token_losses(torch.ones(1, 1), torch.ones(1, 1), "mean")
+    with pytest.raises(ValueError, match="loss_type must be one of"):
+        micro_batch_weight("mean", rows=1, tokens=1, batch_rows=1, batch_tokens=1)

@@ -13,7 +13,9 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2ForCausalLM
 
 from grpo_lib.models import QWEN2_5_1_5B_INSTRUCT, qwen2_5_1_5b_config
-from grpo_lib.train import parse_config, reward_functions, train
+from grpo_lib.cli import parse_config
+from grpo_lib.rewards import reward_functions
+from grpo_lib.train import train
 
 TINY_SIZES = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4)
 

@@ -11,7 +11,6 @@ from grpo_lib.rewards import correctness_reward, format_reward
 from grpo_lib.rollout import (
     Rollout,
     RewardFunctionError,
-    compute_advantages,
     generate_completions,
     generation_mode,
     gradient_checkpointing_on,
@@ -249,17 +248,6 @@ def test_reward_function_wrong_count_or_non_finite():
         score_completions(rollout, ["1"], {"text": lambda **kw: ["yes", "no"]})
     with pytest.raises(ValueError, match="2 gold answers for 1 prompts"):
         score_completions(rollout, ["1", "2"], {"f": format_reward})
-
-
-def test_compute_advantages_hand_values():
-    r = torch.tensor([1.0, 0.0, 2.0, 0.0, 0.0, 0.0])              # two groups of G = 3
-    A = compute_advantages(r, G=3)
-    # group 0: mean 1, sample std 1 -> [0, -1, 1] (up to the 1e-4 floor); group 1 is flat -> zeros
-    torch.testing.assert_close(A, torch.tensor([0.0, -1.0, 1.0, 0.0, 0.0, 0.0]), atol=2e-4, rtol=0)
-    assert A[3:].tolist() == [0.0, 0.0, 0.0]
-    torch.testing.assert_close(compute_advantages(r, G=3, scale="none"), torch.tensor([0.0, -1.0, 1.0, 0, 0, 0]))
-    with pytest.raises(ValueError, match="multiple of G"):
-        compute_advantages(torch.ones(5), G=2)
 
 
 def test_score_rollout_logprobs_and_correctness(model, tok, rollout):

@@ -6,7 +6,7 @@
 - unbalanced markers are refused with a message naming the cell;
 - no solution text is left in any committed student copy, and every student exercise cell runs and reports
   "not yet" through its checker;
-- every checker in grpo_lib.checks_* answers the student placeholder with a falsy "not yet" and never raises.
+- every checker in grpo_lib.course.exercises.ex0N answers the student placeholder with a falsy "not yet" and never raises.
 
 Running the student copies top to bottom is nbmake's job: `pytest --nbmake notebooks` recurses into
 notebooks/student/ (CI does this).
@@ -24,8 +24,8 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
-import grpo_lib
-from grpo_lib.checks import CheckResult
+import grpo_lib.course.exercises
+from grpo_lib.course.exercises.checking import CheckResult
 
 REPO = Path(__file__).resolve().parents[1]
 SPEC = importlib.util.spec_from_file_location("make_student_notebooks", REPO / "scripts" / "make_student_notebooks.py")
@@ -235,9 +235,9 @@ def test_each_student_exercise_cell_runs_and_reports_not_yet(imports, source):
 
 
 def _all_checkers():
-    for info in pkgutil.iter_modules(grpo_lib.__path__):
-        if info.name.startswith("checks_"):
-            module = importlib.import_module(f"grpo_lib.{info.name}")
+    for info in pkgutil.iter_modules(grpo_lib.course.exercises.__path__):
+        if info.name.startswith("ex"):
+            module = importlib.import_module(f"grpo_lib.course.exercises.{info.name}")
             for name, fn in inspect.getmembers(module, inspect.isfunction):
                 if name.startswith("check_") and fn.__module__ == module.__name__:
                     yield pytest.param(fn, id=f"{info.name}.{name}")
@@ -265,10 +265,10 @@ def _instructor_solution_cells():
 
 @pytest.mark.parametrize("source", list(_instructor_solution_cells()))
 def test_every_exercise_calls_a_checker_that_has_tests(source):
-    """Each fill-in exercise ends with a call to a grpo_lib.checks_* checker, and some tests/ file tests it."""
+    """Each fill-in exercise ends with a call to a grpo_lib.course.exercises checker, and some tests/ file tests it."""
     names = {fn.values[0].__name__ for fn in _all_checkers()}
     called = set(re.findall(r"\b(check_\w+)\(", source)) & names
-    assert called, f"no grpo_lib.checks_* checker is called in:\n{source}"
+    assert called, f"no grpo_lib.course.exercises checker is called in:\n{source}"
     tests_text = "\n".join(p.read_text(encoding="utf-8") for p in (REPO / "tests").glob("test_*.py")
                            if p.name != "test_student_notebooks.py")
     for name in called:

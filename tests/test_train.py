@@ -1,5 +1,5 @@
-"""The training engine: CLI, an in-process smoke run, μ > 1, the reference reset, the Qwen preset's code path,
-W&B offline, and errors that name the problem. The tiny preset's accuracy target is the one slow test."""
+"""The training engine: an in-process smoke run, micro-batches, μ > 1, the reference reset, the Qwen preset's code
+path, W&B offline through train(), and errors that name the problem (the command line is tests/test_cli.py). The tiny preset's accuracy target is the one slow test."""
 import copy
 import json
 import math
@@ -15,8 +15,9 @@ from grpo_lib.config import GRPOConfig
 from grpo_lib.models import TINY_MODEL_DIR, tiny_qwen2_config
 from grpo_lib.rollout import RewardFunctionError, generate_completions, score_rollout
 from grpo_lib.tokenizer import build_char_tokenizer
-from grpo_lib.train import (METRICS, NonFiniteMetricError, build_arg_parser, main, make_optimizer, parse_config,
-                            policy_update, reward_functions, train)
+from grpo_lib.rewards import reward_functions
+from grpo_lib.runlog import METRICS, NonFiniteMetricError
+from grpo_lib.train import make_optimizer, policy_update, sampling_seed, train
 
 from conftest import REPO
 
@@ -45,78 +46,6 @@ def small_cfg(tmp_path, **overrides):
     values = dict(steps=2, N=2, G=4, eval_n=4, max_completion_length=12, lr=1e-3, report_to="none",
                   progress=False, output_dir=str(tmp_path / "run"), log_every=1)
     return GRPOConfig.tiny(**{**values, **overrides})
-
-
-# --- command line ------------------------------------------------------------------------------------------
-def test_cli_overrides_any_field():
-    cfg = parse_config(["--preset", "tiny", "--G", "4", "--max-completion-length", "20", "--eval_n", "none",
-                        "--eval-n", "50", "--reward-funcs", "correctness,strict_format", "--gradient-checkpointing",
-                        "true", "--lr", "1e-5", "--epsilon-high", "0.28", "--output-dir", "/tmp/x"])
-    assert (cfg.G, cfg.max_completion_length, cfg.eval_n, cfg.lr, cfg.epsilon_high) == (4, 20, 50, 1e-5, 0.28)
-    assert cfg.reward_funcs == ("correctness", "strict_format") and cfg.gradient_checkpointing is True
-    assert cfg.output_dir == "/tmp/x" and cfg.steps == GRPOConfig.tiny().steps      # untouched fields keep the preset
-    qwen = parse_config(["--preset", "qwen2.5-1.5b-gsm8k", "--data-dir", "../shared/data/gsm8k", "--system-prompt", "none"])
-    assert qwen.G == 12 and qwen.data_dir == "../shared/data/gsm8k" and qwen.system_prompt is None
-
-
-@pytest.mark.parametrize("argv, message", [
-    (["--G", "1"], "G must be >= 2"),
-    (["--G", "four"], "--G expects int"),
-    (["--preset", "huge"], "invalid choice: 'huge'"),
-    (["--gradient-checkpointing", "maybe"], "expects true or false"),
-    (["--task", "addition", "--data-dir", "/tmp"], "data_dir is only used with task='gsm8k'"),
-])
-def test_cli_bad_values_exit_naming_the_option(argv, message, capsys):
-    with pytest.raises(SystemExit) as err:
-        parse_config(argv)
-    assert err.value.code == 2
-    assert message in capsys.readouterr().err
-
-
-def test_boolean_options_are_bare_flags_and_their_no_forms():
-    assert parse_config(["--gradient-checkpointing", "--steps", "3"]).gradient_checkpointing is True
-    assert parse_config(["--preset", "qwen2.5-1.5b-gsm8k", "--no-gradient-checkpointing"]).gradient_checkpointing is False
-    assert parse_config(["--progress", "false"]).progress is False and parse_config(["--no-progress"]).progress is False
-
-
-def test_a_yaml_recipe_is_loaded_and_the_command_line_wins(tmp_path, capsys):
-    recipe = tmp_path / "run.yaml"
-    recipe.write_text("preset: qwen2.5-1.5b-gsm8k\nprompts-per-device: 4\nlr: 1.0e-6\n"
-                      "reward_funcs: [correctness]\ngradient_checkpointing: false\n")
-    cfg = parse_config(["--config", str(recipe), "--lr", "2e-6"])
-    assert cfg.preset == "qwen2.5-1.5b-gsm8k" and cfg.prompts_per_device == 4 and cfg.N is None
-    assert cfg.lr == 2e-6 and cfg.reward_funcs == ("correctness",) and cfg.gradient_checkpointing is False
-    assert parse_config(["--config", str(recipe), "--N", "8"]).N == 8        # N replaces the recipe's per-GPU count
-    (tmp_path / "bad.yaml").write_text("learning_rate: 1e-6\n")
-    with pytest.raises(SystemExit):
-        parse_config(["--config", str(tmp_path / "bad.yaml")])
-    assert "--config" in (err := capsys.readouterr().err) and "unknown option 'learning_rate'" in err
-    with pytest.raises(SystemExit):
-        parse_config(["--config", str(tmp_path / "missing.yaml")])
-    assert "no such file" in capsys.readouterr().err
-
-
-def test_help_shows_both_presets_values():
-    text = " ".join(build_arg_parser().format_help().split())
-    assert "(tiny: 16; qwen2.5-1.5b-gsm8k: none)" in text                       # --N
-    assert "(tiny: none; qwen2.5-1.5b-gsm8k: 7)" in text                        # --prompts-per-device
-    assert "(tiny: False; qwen2.5-1.5b-gsm8k: True)" in text                    # --gradient-checkpointing
-    assert "--no-gradient-checkpointing" in text and "--config FILE.yaml" in text
-
-
-def test_help_explains_options_with_paper_symbols():
-    text = " ".join(build_arg_parser().format_help().split())   # undo line wrapping
-    for expected in ("--G", "[G] group size G", "--epsilon", "[ε]", "[β]", "[μ]", "TRL calls this num_iterations",
-                     "--num-iterations", "[I]", "π_ref ← π_θ", "--max-completion-length", "--report-to",
-                     "qwen2.5-1.5b-gsm8k", "--data-dir"):
-        assert expected in text, expected
-
-
-def test_module_help_runs_as_a_command():
-    out = subprocess.run([sys.executable, "-m", "grpo_lib.train", "--help"], capture_output=True, text=True,
-                         cwd=REPO, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
-    assert out.returncode == 0, out.stderr
-    assert "--preset" in out.stdout and "[ε]" in out.stdout
 
 
 # --- optimizer -------------------------------------------------------------------------------------------------
@@ -319,18 +248,6 @@ def test_wandb_is_offline_when_not_logged_in(tmp_path, monkeypatch):
     assert len(runs) == 1
 
 
-def test_wandb_login_detection_never_needs_the_network(tmp_path, monkeypatch):
-    from grpo_lib.train import _wandb_logged_in
-
-    monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    monkeypatch.delenv("WANDB_BASE_URL", raising=False)
-    monkeypatch.setenv("HOME", str(tmp_path))
-    assert not _wandb_logged_in()
-    (tmp_path / ".netrc").write_text("machine api.wandb.ai\n  login user\n  password not-a-real-key\n")
-    (tmp_path / ".netrc").chmod(0o600)
-    assert _wandb_logged_in()
-
-
 # --- failures: NaN/inf stops the run naming the step and the metric; bad settings fail before any work ----------
 def test_an_overflowing_reward_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
     tok = build_char_tokenizer()
@@ -360,19 +277,6 @@ def test_an_overflowing_reward_stops_the_run_and_keeps_the_last_good_checkpoint(
     assert all(torch.isfinite(p).all() for p in model.parameters())     # the NaN gradient was never applied
 
 
-@pytest.mark.filterwarnings("ignore:Unable to enable fault handler")   # torchrun's @record, under pytest's capture
-def test_cli_exits_non_zero_on_a_nan_loss(tmp_path, monkeypatch, capsys):
-    if not (TINY_MODEL_DIR / "model.safetensors").exists():
-        pytest.skip(f"shipped tiny model not found at {TINY_MODEL_DIR}")
-    monkeypatch.setenv("GRPO_LIB_FAULT", "nan@2")                        # test hook: NaN advantages at step 2
-    rc = main(["--steps", "3", "--N", "2", "--G", "4", "--eval-n", "4", "--report-to", "none", "--progress", "false",
-               "--save-every", "1", "--output-dir", str(tmp_path / "run")])
-    assert rc == 1
-    err = capsys.readouterr().err
-    assert "error: training stopped at step 2: non-finite loss = nan" in err
-    assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "failed"
-
-
 @pytest.mark.parametrize("spec", ["boom@2", "raise@two", "nan@2:node1", "raise"])
 def test_a_malformed_fault_hook_fails_naming_the_variable(tmp_path, monkeypatch, spec):
     monkeypatch.setenv("GRPO_LIB_FAULT", spec)
@@ -392,11 +296,9 @@ def test_n_not_divisible_by_the_processes_fails_before_the_process_group_starts(
 
 
 def test_sampling_streams_differ_per_rank_and_step():
-    from grpo_lib.train import _sampling_seed
-
-    seeds = {_sampling_seed(0, step, rank, 4) for step in range(50) for rank in range(4)}
+    seeds = {sampling_seed(0, step, rank, 4) for step in range(50) for rank in range(4)}
     assert len(seeds) == 200                                             # no two (step, rank) pairs share a stream
-    assert _sampling_seed(0, 3, 1, 2) != _sampling_seed(1, 3, 1, 2)      # and the run's seed moves them all
+    assert sampling_seed(0, 3, 1, 2) != sampling_seed(1, 3, 1, 2)      # and the run's seed moves them all
 
 
 # --- the tiny preset's target: the course's headline result at laptop scale -----------------------------------

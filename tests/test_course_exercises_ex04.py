@@ -1,4 +1,4 @@
-"""grpo_lib.checks_04 (exercises 4.1 and 4.2): the reference aggregation agrees with grpo_loss; each checker accepts
+"""grpo_lib.course.exercises.ex04 (exercises 4.1 and 4.2): the reference aggregation agrees with grpo_loss; each checker accepts
 the right answer (library and independent), rejects a missing mask, DAPO's token mean, the swapped KL sign and k1
 with a specific message, reports the student placeholder as "not yet", and never raises."""
 import math
@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from grpo_lib.checks_04 import _seq_mean_cases, check_kl_k3, check_seq_mean_loss, seq_mean_loss
+from grpo_lib.course.exercises.ex04 import _seq_mean_cases, check_kl_k3, check_seq_mean_loss, seq_mean_loss
 from grpo_lib.loss import clipped_surrogate, grpo_loss, kl_k3
 from checker_helpers import passes as _passes, fails as _fails, placeholder as _placeholder
 

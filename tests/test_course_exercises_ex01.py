@@ -1,4 +1,4 @@
-"""grpo_lib.checks_01 (exercise 1.1): the checker accepts the library's answer and an independent one, rejects the
+"""grpo_lib.course.exercises.ex01 (exercise 1.1): the checker accepts the library's answer and an independent one, rejects the
 population std, a missing floor and the other plausible mistakes with a specific message, reports an unfilled
 exercise as "not yet", and never raises."""
 import math
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from grpo_lib.advantages import group_advantages
-from grpo_lib.checks_01 import GROUP_ADVANTAGE_CASES, check_group_advantages
+from grpo_lib.course.exercises.ex01 import GROUP_ADVANTAGE_CASES, check_group_advantages
 from checker_helpers import passes as _passes, fails as _fails
 
 

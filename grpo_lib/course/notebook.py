@@ -50,6 +50,7 @@ def show_source(obj: Any) -> None:
     """
     src = source_of(obj)
     try:
+        # here, not at the top: IPython and pygments are optional (plain text without them)
         import pygments  # noqa: F401  (IPython's Code needs it for the highlighted HTML)
         from IPython import get_ipython
         from IPython.display import Code, display
@@ -93,7 +94,7 @@ def markdown_table(header: Sequence[Any], rows: Iterable[Sequence[Any]], floatfm
         lines.append("| " + " | ".join(_cell(v, floatfmt) for v in row) + " |")
     text = "\n".join(lines)
     try:
-        from IPython.display import Markdown
+        from IPython.display import Markdown  # optional, as in show_source: plain text without it
     except ImportError:
         return text
     return Markdown(text)

@@ -13,7 +13,7 @@ import pytest  # noqa: E402
 from ipywidgets import FloatSlider, Output  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from grpo_lib.widgets import beta_slider, epsilon_slider  # noqa: E402
+from grpo_lib.course.widgets import beta_slider, epsilon_slider  # noqa: E402
 
 
 def by_gid(ax, gid):

@@ -17,8 +17,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+
+from grpo_lib.loss import clipped_surrogate, kl_k3
 
 # One colour per answer of the 2+3 world, the same in every figure: "5", "6", "2 + 3 = 5".
 TOY_COLORS = ("tab:blue", "tab:red", "tab:green")
@@ -107,7 +110,7 @@ def toy_training_panels(histories: Mapping[str, Mapping[str, Any]]) -> Figure:
 
 # --- notebook 04: the loss (ε and β sliders, k3 estimator, loss_type weights) -----------------------------
 # The slider figures evaluate grpo_lib.loss itself (imported inside each builder, so importing this module
-# stays free of torch): the curve you see is the library's math, and tests/test_plots_04.py checks it
+# stays free of torch): the curve you see is the library's math, and tests/test_course_plots.py checks it
 # against the formula written out independently.
 
 RATIO_XLIM = (0.0, 2.0)
@@ -146,9 +149,6 @@ def clipped_surrogate_vs_ratio(epsilon: float = 0.2) -> Figure:
 
     Taught in: notebooks/04_the_loss.ipynb
     """
-    import torch
-
-    from grpo_lib.loss import clipped_surrogate
 
     epsilon = _check_range("epsilon", epsilon, 0.0, 0.999)
     rho = _ratio_grid()                                                 # (R,)
@@ -199,9 +199,6 @@ def per_token_objective_vs_ratio(beta: float = 0.04, epsilon: float = 0.2) -> Fi
 
     Taught in: notebooks/04_the_loss.ipynb
     """
-    import torch
-
-    from grpo_lib.loss import clipped_surrogate, kl_k3
 
     beta = _check_range("beta", beta, 0.0, 1e6)
     epsilon = _check_range("epsilon", epsilon, 0.0, 0.999)

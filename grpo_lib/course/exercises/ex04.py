@@ -3,7 +3,7 @@
 Exercise 4.1 asks for the paper's aggregation of per-token losses ℓ (B, T) with a mask m (B, T)
 (`loss_type="grpo"`): loss = 1/B Σ_i (Σ_t m_{i,t} ℓ_{i,t}) / max(|o_i|, 1), |o_i| = Σ_t m_{i,t}. The checker
 rejects averaging over padding (no mask), DAPO's token mean, dividing by T instead of |o_i|, and a 0 / 0 on an
-empty completion. `seq_mean_loss` is the reference; tests/test_checks_04.py checks that it agrees with
+empty completion. `seq_mean_loss` is the reference; tests/test_course_exercises_ex04.py checks that it agrees with
 `grpo_loss(..., loss_type="grpo")`.
 
 Exercise 4.2 asks for the k3 estimator e^d - d - 1, d = logp_ref - logp. The reference is `grpo_lib.loss.kl_k3`;
@@ -20,9 +20,8 @@ from typing import Any
 
 import torch
 
-from grpo_lib.checks import CheckResult, as_tensor, call, exercise_of, fail, fmt, is_unfilled, never_raises, not_yet
-from grpo_lib.checks import report
-from grpo_lib.loss import kl_k3
+from grpo_lib.course.exercises.checking import Case, CheckResult, Rejected, as_tensor, fmt, never_raises, run_cases
+from grpo_lib.loss import kl_k3, normalise_token_losses
 
 
 def seq_mean_loss(per_token_loss: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -37,9 +36,7 @@ def seq_mean_loss(per_token_loss: torch.Tensor, mask: torch.Tensor) -> torch.Ten
 
     Taught in: notebooks/04_the_loss.ipynb
     """
-    m = mask.to(per_token_loss.dtype)                                        # (B, T)
-    o_len = m.sum(dim=-1).clamp(min=1)                                       # (B,) |o_i|
-    return ((per_token_loss * m).sum(dim=-1) / o_len).mean()                 # 0-dim
+    return normalise_token_losses(per_token_loss, mask, "grpo")              # 0-dim
 
 
 def _seq_mean_cases() -> list[tuple[str, torch.Tensor, torch.Tensor]]:
@@ -73,7 +70,7 @@ def _diagnose_seq_mean(loss: torch.Tensor, mask: torch.Tensor, got: float) -> st
                                    "divide each row by its own length |o_i| = mask.sum(-1), not by T."),
         (loss.mean(), "you averaged over the padding too: multiply by the mask, then divide each row by "
                       "|o_i| = mask.sum(-1)."),
-        ((loss * m).sum() / m.sum().clamp(min=1), "that is the token mean Σ m ℓ / Σ m (DAPO / bnpo): every token "
+        (normalise_token_losses(loss, m, "bnpo"), "that is the token mean Σ m ℓ / Σ m (DAPO / bnpo): every token "
                                                   "weighs the same. The paper first averages inside each "
                                                   "completion (÷ |o_i|), then over the B completions."),
         (((loss * m).sum(dim=-1) / loss.shape[-1]).mean(), "the mask is right but you divided each row by T (the "
@@ -89,6 +86,16 @@ def _diagnose_seq_mean(loss: torch.Tensor, mask: torch.Tensor, got: float) -> st
     return "loss = ((ℓ * m).sum(-1) / m.sum(-1).clamp(min=1)).mean(): a mean per completion, then over completions."
 
 
+def _read_number(got: Any, case: Case) -> Any:
+    value = as_tensor(got)
+    if value is None:
+        return Rejected(repr(got)[:80], "return a single number (a 0-dim tensor).")
+    if value.numel() != 1:
+        return Rejected(f"shape {tuple(value.shape)}: {fmt(value)[:80]}", "after the mean inside each completion, "
+                        "also average over the B completions: .mean().", expected=f"one number, {case.expected:.4f}")
+    return float(value.reshape(()))
+
+
 @never_raises("4.1")
 def check_seq_mean_loss(fn: Callable[[torch.Tensor, torch.Tensor], Any]) -> CheckResult:
     """Check fn(per_token_loss (B, T), mask (B, T)) -> the masked per-sequence mean, a single number.
@@ -97,26 +104,16 @@ def check_seq_mean_loss(fn: Callable[[torch.Tensor, torch.Tensor], Any]) -> Chec
 
     Taught in: notebooks/04_the_loss.ipynb
     """
-    cases = _seq_mean_cases()
-    for name, loss, mask in cases:
-        expected = float(seq_mean_loss(loss, mask))
-        got, error = call(fn, loss.clone(), mask.clone())
-        if is_unfilled(error):
-            return not_yet(exercise_of(error, "4.1"), "multiply by the mask, sum each row, divide by that row's "
-                                                      "length mask.sum(-1), then take the mean over the rows.")
-        if error:
-            return fail(name, f"{expected:.4f}", error, "take ℓ and m, both (B, T), and return one number.")
-        value = as_tensor(got)
-        if value is None:
-            return fail(name, f"{expected:.4f}", repr(got)[:80], "return a single number (a 0-dim tensor).")
-        if value.numel() != 1:
-            return fail(name, f"one number, {expected:.4f}", f"shape {tuple(value.shape)}: {fmt(value)[:80]}",
-                        "after the mean inside each completion, also average over the B completions: .mean().")
-        value = float(value.reshape(()))
-        if not math.isclose(value, expected, rel_tol=1e-4, abs_tol=1e-6):
-            return fail(name, f"{expected:.4f}", f"{value:.4f}", _diagnose_seq_mean(loss, mask, value))
-    return report(True, f"✓ Correct: your masked per-sequence mean matches grpo_loss(loss_type='grpo') on all "
-                        f"{len(cases)} batches; padding does not count.")
+    cases = [Case(name, (loss, mask), float(seq_mean_loss(loss, mask))) for name, loss, mask in _seq_mean_cases()]
+    return run_cases(
+        fn, cases, exercise="4.1",
+        blank_hint="multiply by the mask, sum each row, divide by that row's length mask.sum(-1), then take the "
+                   "mean over the rows.",
+        error_hint="take ℓ and m, both (B, T), and return one number.",
+        read=_read_number, matches=lambda got, expected: math.isclose(got, expected, rel_tol=1e-4, abs_tol=1e-6),
+        hint=lambda case, got: _diagnose_seq_mean(*case.args, got), show=lambda x: f"{x:.4f}",
+        success=f"✓ Correct: your masked per-sequence mean matches grpo_loss(loss_type='grpo') on all {len(cases)} "
+                "batches; padding does not count.")
 
 
 def _kl_cases() -> list[tuple[str, torch.Tensor, torch.Tensor]]:
@@ -154,6 +151,16 @@ def _diagnose_kl(logp: torch.Tensor, logp_ref: torch.Tensor, got: torch.Tensor) 
     return "d = logp_ref - logp, then kl = torch.exp(d) - d - 1, token by token (same shape as logp)."
 
 
+def _read_tensor(got: Any, case: Case) -> Any:
+    value = as_tensor(got)
+    if value is None:
+        return Rejected(repr(got)[:80], "return a tensor of the same shape as logp.")
+    if value.shape != case.expected.shape:
+        return Rejected(f"shape {tuple(value.shape)}", "k3 is per token: no sum or mean, return the same shape as "
+                        "logp.", expected=f"shape {tuple(case.expected.shape)}")
+    return value
+
+
 @never_raises("4.2")
 def check_kl_k3(fn: Callable[[torch.Tensor, torch.Tensor], Any]) -> CheckResult:
     """Check fn(logp, logp_ref) -> k3 = e^d - d - 1, d = logp_ref - logp, token by token (same shape as logp).
@@ -162,22 +169,12 @@ def check_kl_k3(fn: Callable[[torch.Tensor, torch.Tensor], Any]) -> CheckResult:
 
     Taught in: notebooks/04_the_loss.ipynb
     """
-    cases = _kl_cases()
-    for name, logp, logp_ref in cases:
-        expected = kl_k3(logp, logp_ref)
-        got, error = call(fn, logp.clone(), logp_ref.clone())
-        if is_unfilled(error):
-            return not_yet(exercise_of(error, "4.2"), "d = logp_ref - logp (mind the order), then e^d - d - 1.")
-        if error:
-            return fail(name, fmt(expected), error, "take logp and logp_ref (same shape) and return a tensor of "
-                                                    "that shape; use torch.exp, not math.exp, on tensors.")
-        value = as_tensor(got)
-        if value is None:
-            return fail(name, fmt(expected), repr(got)[:80], "return a tensor of the same shape as logp.")
-        if value.shape != expected.shape:
-            return fail(name, f"shape {tuple(expected.shape)}", f"shape {tuple(value.shape)}",
-                        "k3 is per token: no sum or mean, return the same shape as logp.")
-        if not torch.allclose(value, expected, atol=1e-5, rtol=1e-4):
-            return fail(name, fmt(expected), fmt(value), _diagnose_kl(logp, logp_ref, value))
-    return report(True, "✓ Correct: your k3 matches grpo_lib.loss.kl_k3 on all "
-                        f"{len(cases)} cases, and it is never negative.")
+    cases = [Case(name, (logp, logp_ref), kl_k3(logp, logp_ref)) for name, logp, logp_ref in _kl_cases()]
+    return run_cases(
+        fn, cases, exercise="4.2",
+        blank_hint="d = logp_ref - logp (mind the order), then e^d - d - 1.",
+        error_hint="take logp and logp_ref (same shape) and return a tensor of that shape; use torch.exp, not "
+                   "math.exp, on tensors.",
+        read=_read_tensor, matches=lambda got, expected: torch.allclose(got, expected, atol=1e-5, rtol=1e-4),
+        hint=lambda case, got: _diagnose_kl(*case.args, got), show=fmt,
+        success=f"✓ Correct: your k3 matches grpo_lib.loss.kl_k3 on all {len(cases)} cases, and it is never negative.")

@@ -26,7 +26,7 @@ this module, `plan_gpu_memory`, is taught in notebooks/05_full_run.ipynb and doc
    is frozen during RL: weights only.
 4. `training_memory_table` counts only states tied to parameters. Activations, logits (B·T·V) and the
    KV cache come on top: `plan_gpu_memory` adds them per GPU (a Korthikanti et al. 2022 style count of
-   the tensors autograd saves, checked against torch in tests/test_memory.py).
+   the tensors autograd saves, checked against torch in tests/test_course_memory.py).
 5. Sizes are reported in GiB (2^30 bytes), the unit `torch.cuda.memory_allocated` and `nvidia-smi` use.
 """
 
@@ -36,6 +36,10 @@ import copy
 from dataclasses import dataclass, field
 
 import torch
+from transformers import AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification, Qwen2Config
+
+from grpo_lib.config import TORCH_DTYPES
+from grpo_lib.models import count_parameters
 
 GIB = 2**30
 OPTIMIZERS = ("adamw", "sgd")
@@ -60,8 +64,6 @@ def qwen2_5_1_5b_instruct_config():
 
 def _build_on_meta(config, head: str) -> torch.nn.Module:
     """Instantiate the model described by `config` on the meta device (no storage, no weights)."""
-    from transformers import AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification
-
     if head == "lm":
         cls, cfg = AutoModelForCausalLM, config
     elif head == "value":
@@ -89,8 +91,7 @@ def count_parameters_from_config(config, *, head: str = "lm") -> int:
 
     Taught in: notebooks/02_advantages.ipynb
     """
-    model = _build_on_meta(config, head)
-    return sum(p.numel() for p in model.parameters())
+    return count_parameters(_build_on_meta(config, head))
 
 
 def parameter_breakdown(config, *, head: str = "lm") -> dict[str, int]:
@@ -302,14 +303,15 @@ def training_memory_table(
 # left-padded batches) transformers repeats K and V to every query head before SDPA (h_kv' = h_q) and
 # SDPA keeps the mask as a bias of s per token per layer (a bytes each). Around the layers: the final
 # RMSNorm ((4 + a)·h + 4 per token), the LM-head input (a·h for the T + 1 kept positions), the token ids
-# (8 bytes per token) and RoPE's cos and sin (2·a·head_dim per token). tests/test_memory.py measures all
+# (8 bytes per token) and RoPE's cos and sin (2·a·head_dim per token). tests/test_course_memory.py measures all
 # of this with torch.autograd.graph.saved_tensors_hooks on a small Qwen2 and finds the same bytes.
 #
 # Gradient checkpointing (transformers checkpoints each decoder layer) keeps only each layer's input,
 # a·h per token per layer, and recomputes one layer at a time during the backward pass: so one layer's
 # full activations are added back at the peak.
 
-DTYPE_BYTES = {"float32": 4, "fp32": 4, "bfloat16": 2, "bf16": 2, "float16": 2, "fp16": 2}
+DTYPE_BYTES = {name: dtype.itemsize for name, dtype in TORCH_DTYPES.items()}
+"""dtype name -> bytes per element (4 for float32, 2 for bfloat16 / float16), from grpo_lib.config.TORCH_DTYPES"""
 ATTENTION_IMPLEMENTATIONS = ("sdpa", "flash_attention_2")
 LOGITS_MODES = ("grpo_lib", "full_fp32")
 GPU_USABLE_FRACTION = 0.9

@@ -1,4 +1,4 @@
-"""grpo_lib.memory: parameter counts from a config, the GRPO vs PPO memory table, and the per-GPU planner.
+"""grpo_lib.course.memory: parameter counts from a config, the GRPO vs PPO memory table, and the per-GPU planner.
 
 Counts are checked against an independent closed-form count of a Qwen2 decoder written here, against real
 models' parameters, and against the published size of Qwen2.5-1.5B (1.54B parameters, 1.31B without the
@@ -11,7 +11,7 @@ from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from grpo_lib.config import GRPOConfig
 from grpo_lib.logprobs import token_logprobs
-from grpo_lib.memory import (
+from grpo_lib.course.memory import (
     GIB,
     MemoryRow,
     MemoryTable,

@@ -16,8 +16,7 @@ from typing import Any
 import torch
 
 from grpo_lib.advantages import group_advantages
-from grpo_lib.checks import CheckResult, as_tensor, call, exercise_of, fail, fmt, is_unfilled, never_raises, not_yet
-from grpo_lib.checks import report
+from grpo_lib.course.exercises.checking import Case, CheckResult, Rejected, as_tensor, fmt, never_raises, run_cases
 
 GROUP_ADVANTAGE_CASES = (
     ("the 2+3 group r = [1, 0, 2]", (1.0, 0.0, 2.0)),
@@ -56,6 +55,16 @@ def _diagnose(r: torch.Tensor, got: torch.Tensor) -> str:
     return "A_i = (r_i - mean(r)) / (r.std() + 1e-4), with torch's default sample std."
 
 
+def _read(got: Any, case: Case) -> Any:
+    value = as_tensor(got)
+    if value is None:
+        return Rejected("something that is not a tensor", "return A as a tensor of shape (G,).")
+    if value.shape != case.expected.shape:
+        return Rejected(f"shape {tuple(value.shape)}", "r is one group of shape (G,): return one advantage per "
+                        "answer, shape (G,).", expected=f"shape {tuple(case.expected.shape)}")
+    return value
+
+
 @never_raises("1.1")
 def check_group_advantages(fn: Callable[[torch.Tensor], Any]) -> CheckResult:
     """Check A_i = (r_i - mean(r)) / (sample std(r) + 1e-4) for one group of rewards r, shape (G,) -> (G,).
@@ -68,22 +77,13 @@ def check_group_advantages(fn: Callable[[torch.Tensor], Any]) -> CheckResult:
 
     Taught in: notebooks/01_worked_example_2plus3.ipynb
     """
-    for name, rewards in GROUP_ADVANTAGE_CASES:
-        r = torch.tensor(rewards)                                             # (G,)
-        expected = group_advantages(r[None])[0]                               # (G,) sample std + 1e-4
-        got, error = call(fn, r.clone())
-        if is_unfilled(error):
-            return not_yet(exercise_of(error, "1.1"), "mean = r.mean(), std = r.std() (the sample std), then "
-                                                      "A = (r - mean) / (std + 1e-4).")
-        if error:
-            return fail(name, fmt(expected), error, "take one group r of shape (G,) and return A of shape (G,).")
-        got = as_tensor(got)
-        if got is None:
-            return fail(name, fmt(expected), "something that is not a tensor", "return A as a tensor of shape (G,).")
-        if got.shape != expected.shape:
-            return fail(name, f"shape {tuple(expected.shape)}", f"shape {tuple(got.shape)}",
-                        "r is one group of shape (G,): return one advantage per answer, shape (G,).")
-        if not torch.allclose(got, expected, atol=1e-3):
-            return fail(name, fmt(expected), fmt(got), _diagnose(r, got))
-    return report(True, "✓ Correct: your advantages match group_advantages (sample std, floor 1e-4) on "
-                        f"all {len(GROUP_ADVANTAGE_CASES)} groups, and the 2+3 group gets [0, -1, +1].")
+    cases = [Case(name, (r,), group_advantages(r[None])[0])                 # (G,) sample std + 1e-4
+             for name, r in ((name, torch.tensor(rewards)) for name, rewards in GROUP_ADVANTAGE_CASES)]
+    return run_cases(
+        fn, cases, exercise="1.1",
+        blank_hint="mean = r.mean(), std = r.std() (the sample std), then A = (r - mean) / (std + 1e-4).",
+        error_hint="take one group r of shape (G,) and return A of shape (G,).",
+        read=_read, matches=lambda got, expected: torch.allclose(got, expected, atol=1e-3),
+        hint=lambda case, got: _diagnose(case.args[0], got), show=fmt,
+        success="✓ Correct: your advantages match group_advantages (sample std, floor 1e-4) on "
+                f"all {len(GROUP_ADVANTAGE_CASES)} groups, and the 2+3 group gets [0, -1, +1].")

@@ -1,13 +1,14 @@
-"""What every exercise checker shares: the result object, the ✓/✗ messages, and safe calls into learner code.
+"""What every exercise checker shares: the result object, the ✓/✗ messages, safe calls into learner code, and
+the one loop over cases (`run_cases`) that every checker runs.
 
 The exercise convention of the course (docs/teaching.md has the instructor's side of it):
 
 - An instructor notebook holds the reference solution of a fill-in exercise between `### BEGIN SOLUTION` and
   `### END SOLUTION` in a code cell tagged "solution"; `scripts/make_student_notebooks.py` replaces that region
   by `raise NotImplementedError("Exercise N.K")` in the student copy.
-- A checker (`check_*` in `grpo_lib.checks_01`, `checks_02_03`, `checks_04`, `checks_05`) runs the learner's
-  function on a few fixed cases, compares it with a tested reference, prints one message and returns a
-  `CheckResult` that is truthy only when every case passed:
+- A checker (`check_*` in `grpo_lib.course.exercises.ex01` ... `ex05`, one module per notebook) runs the
+  learner's function on a few fixed cases (`run_cases`), compares it with a tested reference, prints one
+  message and returns a `CheckResult` that is truthy only when every case passed:
 
       ✓ Correct: ...
       ✗ Not yet. For <case> expected <value>, got <value>.
@@ -26,9 +27,9 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -124,3 +125,71 @@ def never_raises(exercise: str) -> Callable:
                                      f"again: what goes in, and what must come back.")
         return safe
     return wrap
+
+
+class Case(NamedTuple):
+    """One case of a checker: the learner's function is called as fn(*args) and must give `expected`."""
+
+    name: str
+    """how a failure names the case: "For <name> expected ..." """
+    args: tuple
+    """the arguments (tensors, and lists of tensors, are cloned for every call)"""
+    expected: Any
+    """the reference answer"""
+
+
+class Rejected(NamedTuple):
+    """What `read` returns for an answer of the wrong kind (not a number, a wrong shape): the failure to print."""
+
+    got: str
+    hint: str
+    expected: str | None = None
+    """shown instead of the expected value (e.g. "shape (3,)"); None shows the expected value"""
+
+
+def _fresh(args: tuple) -> tuple:
+    """Copies of the case's tensors (alone or in a list), so a learner's in-place edit cannot change a case."""
+    def copy(a: Any) -> Any:
+        if isinstance(a, torch.Tensor):
+            return a.clone()
+        if isinstance(a, list) and all(isinstance(x, torch.Tensor) for x in a):
+            return [x.clone() for x in a]
+        return a
+    return tuple(copy(a) for a in args)
+
+
+def run_cases(fn: Callable, cases: Iterable[Case], *, exercise: str, blank_hint: str,
+              error_hint: str | Callable[[str], str], read: Callable[[Any, Case], Any],
+              matches: Callable[[Any, Any], bool], hint: Callable[[Case, Any], str], show: Callable[[Any], str],
+              success: str, show_got: Callable[[Any], str] | None = None) -> CheckResult:
+    """The loop every checker runs: call the learner's function on each case, stop at the first failure.
+
+    For each case, in order: the placeholder's NotImplementedError gives "✗ Not yet: Exercise N.K is not
+    filled in yet" (`blank_hint`); any other exception "✗ Not yet. For <case> expected <value>, got <the
+    error>" (`error_hint`); `read(got, case)` turns the answer into a comparable value or returns a
+    `Rejected` (not a number, a wrong shape); a value that does not `matches` the expected one gets
+    `hint(case, value)`, the checker's diagnosis of the mistake. When every case passed, `success` is printed.
+
+    Args:
+        fn: the learner's function.
+        cases: the `Case`s, tried in order (the most telling case first).
+        exercise: "N.K", used when the placeholder's message does not name it.
+        show: formats an expected value for the message; `show_got` (default `show`) formats the learner's.
+
+    Returns:
+        the printed `CheckResult`, truthy only when every case passed.
+    """
+    show_got = show_got or show
+    for case in cases:
+        got, error = call(fn, *_fresh(case.args))
+        if is_unfilled(error):
+            return not_yet(exercise_of(error, exercise), blank_hint)
+        if error:
+            return fail(case.name, show(case.expected), error, error_hint(error) if callable(error_hint) else error_hint)
+        value = read(got, case)
+        if isinstance(value, Rejected):
+            expected = show(case.expected) if value.expected is None else value.expected
+            return fail(case.name, expected, value.got, value.hint)
+        if not matches(value, case.expected):
+            return fail(case.name, show(case.expected), show_got(value), hint(case, value))
+    return report(True, success)

@@ -1,4 +1,4 @@
-"""grpo_lib.checks_05 (exercises 5.2 and 5.1): the references agree with grpo_lib (the planner's AdamW line,
+"""grpo_lib.course.exercises.ex05 (exercises 5.2 and 5.1): the references agree with grpo_lib (the planner's AdamW line,
 grpo_loss's "dapo" normalisation under DDP); each checker accepts the right answer (reference and an
 independent one), rejects the plausible wrong answers with a specific message, reports the student placeholder
 as "not yet", and never raises on garbage."""
@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import Qwen2Config
 
-from grpo_lib.checks_05 import (
+from grpo_lib.course.exercises.ex05 import (
     DAPO_CASES,
     adamw_moment_bytes,
     check_adamw_moment_bytes,
@@ -17,7 +17,7 @@ from grpo_lib.checks_05 import (
     ddp_loss_with,
 )
 from grpo_lib.loss import grpo_loss
-from grpo_lib.memory import plan_gpu_memory, qwen2_parameter_count
+from grpo_lib.course.memory import plan_gpu_memory, qwen2_parameter_count
 from checker_helpers import passes as _passes, fails as _fails, placeholder as _placeholder
 
 

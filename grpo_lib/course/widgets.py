@@ -1,7 +1,7 @@
-"""Slider widgets for notebook 04: ε and β moved by hand, redrawn by the pure builders in `grpo_lib.plots`.
+"""Slider widgets for notebook 04: ε and β moved by hand, redrawn by the pure builders in `grpo_lib.course.plots`.
 
 Each function returns an `ipywidgets.interactive`: a FloatSlider (with its readout) above an output area
-that shows the figure. Everything that is math lives in `grpo_lib.plots` (and `grpo_lib.loss` below it);
+that shows the figure. Everything that is math lives in `grpo_lib.course.plots` (and `grpo_lib.loss` below it);
 this module only wires sliders to those builders.
 
 Choices made here (each shown in notebooks/04_the_loss.ipynb):
@@ -12,7 +12,7 @@ Choices made here (each shown in notebooks/04_the_loss.ipynb):
    callback also displays it (as a PNG image in the output area); `interactive` itself does not
    (`auto_display=False`), so the figure shows exactly once.
 3. `interactive` catches any exception raised by the callback and prints it in the output area, so a
-   broken slider would not fail a notebook cell. That is why tests/test_widgets.py drives every slider
+   broken slider would not fail a notebook cell. That is why tests/test_course_widgets.py drives every slider
    and checks `.result`, and why the notebook calls each builder once directly before its slider.
 4. Widgets do not render on GitHub's static view: the direct call before each slider is what a reader
    sees there.
@@ -24,7 +24,7 @@ from IPython.display import display
 from ipywidgets import FloatSlider, interactive
 from matplotlib.figure import Figure
 
-from grpo_lib import plots
+from grpo_lib.course import plots
 
 
 def _slider(description: str, value: float, min: float, max: float, step: float) -> FloatSlider:

@@ -1,0 +1,192 @@
+"""The command line of `python -m grpo_lib.train` (and `torchrun ... -m grpo_lib.train`): one option per config field.
+
+The parser is built from the GRPOConfig dataclass itself (`dataclasses.fields` for the names and help texts,
+`typing.get_type_hints` for the types), so a new field is a new option with no code here:
+
+    --preset tiny | qwen2.5-1.5b-gsm8k    the starting values (default tiny)
+    --G 8, --epsilon 0.2, --loss-type dapo, --reward-funcs correctness,format, --eval-n none, ...
+
+Both spellings work for names with underscores (`--loss-type` and `--loss_type`); `none` gives None where a
+field allows it; booleans are bare flags (`--gradient-checkpointing`, `--no-gradient-checkpointing`) and
+also read true/false (1/0, yes/no, on/off); tuples are comma-separated. The help of each option is the
+field's help text with its paper symbol in [brackets] and the values of both presets. `--config FILE.yaml`
+loads a recipe (option: value pairs, optionally `preset:`) on top of the preset; the command line wins.
+
+Exit status of `main`: 0 when training completed, 1 when it stopped on a NaN/inf metric, 2 for a --resume
+checkpoint that cannot be continued (and argparse's 2 for a bad option); any other error propagates.
+
+Taught in: notebooks/05_full_run.ipynb
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from torch.distributed.elastic.multiprocessing.errors import record
+
+from grpo_lib import checkpoint, dist
+from grpo_lib.config import PRESETS, SYMBOLS, GRPOConfig, base_type, batch_override, field_docs, field_types
+from grpo_lib.runlog import NonFiniteMetricError
+from grpo_lib.train import train
+
+
+def _parse_value(kind: Any, optional: bool, name: str) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        if optional and text.lower() in ("none", "null"):
+            return None
+        if kind is bool:
+            if text.lower() in ("1", "true", "yes", "on"):
+                return True
+            if text.lower() in ("0", "false", "no", "off"):
+                return False
+            raise argparse.ArgumentTypeError(f"--{name} expects true or false, got {text!r}")
+        if kind is tuple:
+            return tuple(s.strip() for s in text.split(",") if s.strip())
+        try:
+            return kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"--{name} expects {kind.__name__}, got {text!r}") from None
+
+    parse.__name__ = getattr(kind, "__name__", "value")
+    return parse
+
+
+def build_arg_parser() -> argparse.ArgumentParser:
+    """argparse parser with --preset and one --option per GRPOConfig field (help = the field's docstring).
+
+    Taught in: notebooks/05_full_run.ipynb
+    """
+    parser = argparse.ArgumentParser(
+        prog="python -m grpo_lib.train",
+        description="GRPO (DeepSeekMath, arXiv 2402.03300) on the tiny CPU preset or Qwen2.5 on GSM8K. "
+                    "Start from --preset, then override any option. Paper symbols in [brackets].",
+        epilog="Example: python -m grpo_lib.train --preset tiny --steps 50 --output-dir runs/tiny50",
+    )
+    parser.add_argument("--preset", default=argparse.SUPPRESS, choices=list(PRESETS),
+                        help="starting values: 'tiny' (CPU, minutes; the default) or 'qwen2.5-1.5b-gsm8k' "
+                             "(the tutorial's GPU run). With --resume the starting values are the checkpoint's")
+    parser.add_argument("--config", dest="config_file", metavar="FILE.yaml", default=argparse.SUPPRESS,
+                        help="a recipe: a YAML mapping of option names to values (and optionally 'preset'), "
+                             "applied on top of the preset; options on the command line win over it")
+    docs, types_ = field_docs(), field_types()
+    tiny, qwen = GRPOConfig.tiny(), GRPOConfig.full()
+    for f in dataclasses.fields(GRPOConfig):
+        if f.name == "preset":
+            continue
+        kind, optional = base_type(types_[f.name])
+        symbol = f"[{SYMBOLS[f.name]}] " if f.name in SYMBOLS else ""
+        flags = [f"--{f.name.replace('_', '-')}"] + ([f"--{f.name}"] if "_" in f.name else [])
+        text = (f"{symbol}{docs.get(f.name, '')}" + (" ('none' for None)" if optional else "")
+                + f" (tiny: {_show(getattr(tiny, f.name))}; {qwen.preset}: {_show(getattr(qwen, f.name))})")
+        if kind is bool:                   # a bare flag turns it on, --no-X off; "--X false" still works
+            parser.add_argument(*flags, dest=f.name, default=argparse.SUPPRESS, nargs="?", const=True,
+                                type=_parse_value(kind, optional, f.name), metavar="BOOL",
+                                help=text.replace("%", "%%"))
+            parser.add_argument(f"--no-{f.name.replace('_', '-')}", dest=f.name, action="store_const", const=False,
+                                default=argparse.SUPPRESS, help=f"same as --{f.name.replace('_', '-')} false")
+            continue
+        parser.add_argument(*flags, dest=f.name, default=argparse.SUPPRESS, type=_parse_value(kind, optional, f.name),
+                            metavar=kind.__name__.upper() if kind is not tuple else "A,B",
+                            help=text.replace("%", "%%"))
+    return parser
+
+
+def load_recipe(path: str | os.PathLike) -> dict[str, Any]:
+    """The option values of a YAML recipe (`--config FILE.yaml`): a mapping of GRPOConfig fields (and 'preset').
+
+    Keys may use dashes or underscores (`max-completion-length` or `max_completion_length`).
+
+    Raises:
+        ValueError: the file is missing, is not a YAML mapping, or names an unknown option (the message
+            names the file and the key, and suggests the closest option).
+    """
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"--config {path}: no such file")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ValueError(f"--config {path}: not valid YAML: {e}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ValueError(f"--config {path}: must be a mapping of option: value, got {type(data).__name__}")
+    names = {f.name for f in dataclasses.fields(GRPOConfig)}
+    out = {}
+    for key, value in data.items():
+        name = str(key).replace("-", "_")
+        if name not in names:
+            import difflib
+
+            close = difflib.get_close_matches(name, sorted(names), n=1)
+            raise ValueError(f"--config {path}: unknown option {key!r}" + (f"; did you mean {close[0]!r}?" if close else ""))
+        out[name] = tuple(value) if isinstance(value, list) else value
+    return out
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, tuple):
+        return ",".join(value)
+    return "none" if value is None else str(value)
+
+
+def parse_config(argv: Sequence[str] | None = None) -> GRPOConfig:
+    """The GRPOConfig described by command-line arguments (preset values, then the overrides).
+
+    With `--resume DIR` the starting values are the configuration saved in the checkpoint, so
+    `--resume DIR` alone continues the same run; options given with it override the saved values, and
+    `train` refuses those that would change the training (grpo_lib.checkpoint.RESUME_MAY_DIFFER lists
+    the ones that may change). A bad value, or a --resume folder without a complete checkpoint, exits
+    with argparse's usage message naming the option.
+
+    Taught in: notebooks/05_full_run.ipynb
+    """
+    parser = build_arg_parser()
+    ns = vars(parser.parse_args(argv))
+    preset = ns.pop("preset", None)
+    try:
+        recipe = load_recipe(ns.pop("config_file")) if "config_file" in ns else {}
+        preset = preset or recipe.pop("preset", None)
+        recipe.pop("preset", None)
+        ns = batch_override(recipe, ns)             # command line over the recipe (N / prompts_per_device replace each other)
+        if ns.get("resume"):
+            names = {f.name for f in dataclasses.fields(GRPOConfig)}
+            saved = {k: v for k, v in checkpoint.saved_config(ns["resume"]).items() if k in names}
+            return GRPOConfig(**{**batch_override(saved, ns), **({"preset": preset} if preset else {})})
+        return GRPOConfig.from_preset(preset or "tiny", **ns)
+    except (ValueError, TypeError) as e:
+        parser.error(str(e))
+        raise  # pragma: no cover  (parser.error exits)
+
+
+@record        # under torchrun: the failing rank's traceback goes into torchrun's error report
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `python -m grpo_lib.train` and of `torchrun ... -m grpo_lib.train`.
+
+    Returns 0 when training completed, 1 when it stopped on a NaN/inf metric (`NonFiniteMetricError`),
+    2 for a --resume checkpoint that cannot be continued; any other error propagates (exit status 1).
+    """
+    cfg = parse_config(argv)
+    completed = False
+    try:
+        train(cfg)
+        completed = True
+    except (NonFiniteMetricError, checkpoint.CheckpointError) as e:
+        if dist.env_rank()[0] == 0:
+            print(f"error: {e}", file=sys.stderr, flush=True)
+        return 1 if isinstance(e, NonFiniteMetricError) else 2
+    finally:
+        dist.cleanup(barrier=completed)     # all ranks leave together after a good run; never wait on a dead one
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
