@@ -102,7 +102,7 @@ def chromium() -> str:
 def lab(chromium, tmp_path):
     """JupyterLab serving a fresh folder with an output-free copy of notebook 04; always shut down."""
     if not NOTEBOOK.exists():
-        pytest.fail(f"{NOTEBOOK} is missing (generate it with scripts/make_notebook_04.py --execute)")
+        pytest.fail(f"{NOTEBOOK} is missing (build it with: python scripts/build_notebooks.py 04)")
     if not jupyter_lab_executable().exists():
         _unavailable(f"jupyter-lab not found at {jupyter_lab_executable()}: pip install -e '.[dev]'")
     root = tmp_path / "course"
@@ -223,7 +223,8 @@ def stacked_screenshot(paths: list[Path], out: Path, gap: int = 16) -> None:
 # --- the tests ---------------------------------------------------------------------------------------------
 
 def test_lab_command_serves_the_notebooks_with_the_widgets_extension(tmp_path):
-    """`bash scripts/dev.sh lab` (the README's command) serves notebooks/ and loads the widgets extension.
+    """`bash scripts/dev.sh lab` (the README's command) serves notebooks/ with jupytext's pairing and loads the
+    widgets extension.
 
     No browser needed: the server's contents API must list exactly the notebooks in notebooks/, and the
     page config of /lab must name @jupyter-widgets/jupyterlab-manager among the loaded extensions
@@ -235,6 +236,7 @@ def test_lab_command_serves_the_notebooks_with_the_widgets_extension(tmp_path):
         server.start()
         listed = {item["name"] for item in json.loads(server.get("/api/contents"))["content"]
                   if item["type"] == "notebook"}
+        sources = {item["name"]: item["type"] for item in json.loads(server.get("/api/contents/src"))["content"]}
         page = server.get("/lab")
     except Exception as e:
         raise AssertionError(f"{type(e).__name__}: {e}\n--- lab.log ---\n{server.log_tail()}") from e
@@ -242,6 +244,9 @@ def test_lab_command_serves_the_notebooks_with_the_widgets_extension(tmp_path):
         server.stop()
     expected = {p.name for p in (REPO / "notebooks").glob("*.ipynb")}
     assert expected and listed == expected, f"served {sorted(listed)}, notebooks/ holds {sorted(expected)}"
+    # jupytext's contents manager serves the sources as notebooks: the pairing of notebooks/jupytext.toml is
+    # active, so saving a notebook writes its source (tests/test_notebook_sources.py tests the pairing itself)
+    assert sources == {f"{Path(name).stem}.py": "notebook" for name in expected}, sources
     config = json.loads(re.search(r'<script id="jupyter-config-data" type="application/json">(.*?)</script>',
                                   page, re.S).group(1))
     extensions = {ext["name"] for ext in config.get("federated_extensions", [])}

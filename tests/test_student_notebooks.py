@@ -1,6 +1,6 @@
-"""Student copies (notebooks/student/) and their generator, scripts/make_student_notebooks.py.
+"""Student copies (notebooks/student/) and their generator, in scripts/build_notebooks.py.
 
-- the committed copies equal freshly generated ones (else: run `python scripts/make_student_notebooks.py`);
+- the committed copies equal freshly generated ones (else: run `python scripts/build_notebooks.py --students`);
 - the transformation on a small hand-made notebook: regions replaced at the markers' indentation, outputs of
   solution cells removed, lesson outputs kept, tagged markdown replaced, a header on top, stable bytes;
 - unbalanced markers are refused with a message naming the cell;
@@ -28,7 +28,7 @@ import grpo_lib.course.exercises
 from grpo_lib.course.exercises.checking import CheckResult
 
 REPO = Path(__file__).resolve().parents[1]
-SPEC = importlib.util.spec_from_file_location("make_student_notebooks", REPO / "scripts" / "make_student_notebooks.py")
+SPEC = importlib.util.spec_from_file_location("build_notebooks", REPO / "scripts" / "build_notebooks.py")
 gen = importlib.util.module_from_spec(SPEC)
 SPEC.loader.exec_module(gen)
 
@@ -76,7 +76,7 @@ def test_transformation_on_a_hand_made_notebook():
     header, lesson, heading, exercise, written, plain, untitled = student.cells
     assert header.cell_type == "markdown" and header.id == gen.HEADER_ID
     assert "Student copy" in header.source and "notebooks/07_example.ipynb" in header.source
-    assert "make_student_notebooks.py" in header.source and "✗ Not yet" in header.source
+    assert "build_notebooks.py" in header.source and "✗ Not yet" in header.source
     assert "The fill-in exercise (7.3) is blank" in header.source     # both cells are exercise 7.3
     assert lesson == nb.cells[0]                                             # lesson: outputs, count, id kept
     assert heading == nb.cells[1] and plain == nb.cells[4]
@@ -113,7 +113,7 @@ def test_exercise_number_falls_back_to_the_notebook_number_and_a_count():
 def test_rendering_is_deterministic(tmp_path):
     path = tmp_path / "07_example.ipynb"
     nbformat.write(_hand_made(), path)
-    first, second = gen.render(path), gen.render(path)
+    first, second = gen.render_student(path), gen.render_student(path)
     assert first == second and first.endswith("\n")
     assert '"id": "student-copy-header"' in first
 
@@ -144,34 +144,38 @@ def test_command_line_writes_checks_and_refuses(tmp_path, monkeypatch, capsys):
     instructor.mkdir()
     nbformat.write(_hand_made(), instructor / "07_example.ipynb")
     monkeypatch.setattr(gen, "REPO", tmp_path)
-    monkeypatch.setattr(gen, "INSTRUCTOR_DIR", instructor)
-    monkeypatch.setattr(gen, "STUDENT_DIR", student)
+    monkeypatch.setattr(gen, "NOTEBOOKS", instructor)
+    monkeypatch.setattr(gen, "SOURCES", instructor / "src")          # no sources: --check looks at students only
+    monkeypatch.setattr(gen, "STUDENTS", student)
+    monkeypatch.setattr(gen, "out_of_sync", lambda: [])
     assert gen.main(["--check"]) == 1
     assert "notebooks/student/07_example.ipynb (missing)" in capsys.readouterr().err
-    assert gen.main([]) == 0
+    assert gen.main(["--students"]) == 0
     written = (student / "07_example.ipynb").read_bytes()
+    assert "notebooks/src/07_example.py" in written.decode()           # the header names the source to edit
     assert gen.main(["--check"]) == 0
-    assert gen.main([]) == 0 and (student / "07_example.ipynb").read_bytes() == written   # byte-identical
+    assert gen.main(["--students"]) == 0 and (student / "07_example.ipynb").read_bytes() == written
     edited = _hand_made()
     edited.cells[0].source = "x = 2 + 2\nx"
     nbformat.write(edited, instructor / "07_example.ipynb")
     capsys.readouterr()
     assert gen.main(["--check"]) == 1
     err = capsys.readouterr().err
-    assert "07_example.ipynb (out of date" in err and "python scripts/make_student_notebooks.py" in err
+    assert "07_example.ipynb (out of date" in err and "python scripts/build_notebooks.py --students" in err
     broken = new_notebook(cells=[_tagged(new_code_cell("### BEGIN SOLUTION\nx = 1"))])
     nbformat.write(broken, instructor / "08_broken.ipynb")
-    assert gen.main([]) == 2
+    assert gen.main(["--students"]) == 2
     assert "08_broken.ipynb" in capsys.readouterr().err
+    assert (student / "07_example.ipynb").read_bytes() == written      # nothing was half-written
 
 
 # --- the committed student copies -------------------------------------------------------------------
 
 
 def test_committed_student_copies_are_current():
-    stale = gen.stale_files()
+    stale = gen.stale_student_copies()
     assert not stale, ("student copies are out of date with the instructor notebooks:\n  " + "\n  ".join(stale)
-                       + "\nRun: python scripts/make_student_notebooks.py")
+                       + "\nRun: python scripts/build_notebooks.py --students")
 
 
 def _solution_lines(nb) -> set[str]:
@@ -195,7 +199,7 @@ def _solution_lines(nb) -> set[str]:
 def test_no_solution_text_left_in_the_student_copy(path):
     instructor = nbformat.read(path, as_version=4)
     student_path = REPO / "notebooks" / "student" / path.name
-    assert student_path.is_file(), "run: python scripts/make_student_notebooks.py"
+    assert student_path.is_file(), "run: python scripts/build_notebooks.py --students"
     student = nbformat.read(student_path, as_version=4)
     text = student_path.read_text(encoding="utf-8")
     assert "BEGIN SOLUTION" not in text and "END SOLUTION" not in text

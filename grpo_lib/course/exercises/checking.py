@@ -4,7 +4,7 @@ the one loop over cases (`run_cases`) that every checker runs.
 The exercise convention of the course (docs/teaching.md has the instructor's side of it):
 
 - An instructor notebook holds the reference solution of a fill-in exercise between `### BEGIN SOLUTION` and
-  `### END SOLUTION` in a code cell tagged "solution"; `scripts/make_student_notebooks.py` replaces that region
+  `### END SOLUTION` in a code cell tagged "solution"; `scripts/build_notebooks.py` replaces that region
   by `raise NotImplementedError("Exercise N.K")` in the student copy.
 - A checker (`check_*` in `grpo_lib.course.exercises.ex01` ... `ex05`, one module per notebook) runs the
   learner's function on a few fixed cases (`run_cases`), compares it with a tested reference, prints one
