@@ -110,3 +110,20 @@ def test_cli_exits_non_zero_on_a_nan_loss(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert "error: training stopped at step 2: non-finite loss = nan" in err
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "failed"
+
+
+def test_the_readme_gpu_commands_give_the_batch_they_claim():
+    """README: 1 GPU = 7 prompts = 84 completions per step; 8 GPUs = 56 prompts = 672 completions per step."""
+    import re
+
+    text = (REPO / "README.md").read_text()
+    lines = [line for line in text.splitlines() if "grpo_lib.train --preset qwen2.5-1.5b-gsm8k" in line]
+    assert len(lines) == 2, lines
+    for line in lines:
+        m = re.search(r"--nproc_per_node=(\d+)", line)
+        world = int(m.group(1)) if m else 1
+        cfg = parse_config(line.split("grpo_lib.train ", 1)[1].split())
+        claimed = {1: "1 GPU: 7 prompts = 84 completions per step",
+                   8: "8 GPUs: 8 x 7 = 56 prompts = 672 completions per step"}[world]
+        assert claimed in text
+        assert (cfg.N_per_rank(world), cfg.global_N(world), cfg.global_B(world)) == (7, 7 * world, 84 * world)
