@@ -38,6 +38,9 @@ SCALES = ("group", "batch", "none")
 def _as_rewards(rewards: Any) -> Tensor:
     """Convert rewards (tensor, numpy array or nested list) to a floating (N, G) tensor, or raise."""
     r = rewards if isinstance(rewards, Tensor) else torch.as_tensor(rewards)
+    if r.is_complex():
+        raise ValueError(f"rewards must be real numbers, got a complex tensor ({r.dtype}); a reward is one "
+                         "real score per completion")
     if not torch.is_floating_point(r):
         r = r.to(torch.get_default_dtype())
     if r.ndim != 2:
@@ -82,7 +85,9 @@ def group_advantages(rewards: Any, scale: str = "group", std_floor: float = 1e-4
         exactly zeros. Each row sums to 0 (up to float rounding).
 
     Raises:
-        ValueError: rewards not 2-D, G < 2, non-finite rewards, unknown scale, bad ddof or std_floor.
+        ValueError: rewards not 2-D, G < 2, non-finite or complex rewards, unknown scale, bad ddof or
+            std_floor. Finite rewards so large that the std overflows (float64 near 1e300) still give
+            the right A: the formula is then evaluated in units of max|r|.
 
     Taught in: notebooks/01_worked_example_2plus3.ipynb, notebooks/02_advantages.ipynb
     """
@@ -96,17 +101,29 @@ def group_advantages(rewards: Any, scale: str = "group", std_floor: float = 1e-4
         raise ValueError(f"ddof must satisfy 0 <= ddof < G = {G} (1 = sample std, 0 = population std), got {ddof}")
 
     flat = _all_equal(r)                                            # (N, 1) groups with std exactly 0
-    mean = r.mean(dim=-1, keepdim=True)                             # (N, 1)
-    A = r - mean                                                    # (N, G)
-    if scale == "group":
-        std = r.std(dim=-1, keepdim=True, correction=ddof)          # (N, 1)
-        A = A / (std + std_floor)                                   # (N, G)
-    elif scale == "batch":
-        std = r.std(correction=ddof)                                # () one std for all N*G rewards
-        A = A / (std + std_floor)                                   # (N, G)
+    unit = r.abs().amax()                                           # () max|r|
+    if unit.item() <= math.sqrt(torch.finfo(r.dtype).max / r.numel()):
+        A = _centred_scaled(r, scale, std_floor, ddof, unit=None)   # (N, G) the usual case
+    else:
+        # rewards so large (float64 near 1e300) that the sum of squares in the std would overflow (the std
+        # becomes inf and every A 0): the same formula in units of max|r|. A does not depend on the unit,
+        # except through std_floor, which is rescaled with the rewards.
+        A = _centred_scaled(r / unit, scale, (std_floor / unit).item(), ddof, unit=unit)
     # A flat group teaches nothing: force exact zeros (no rounding noise from the mean, no 0/0 when
     # std_floor = 0).
     return torch.where(flat, torch.zeros_like(A), A)                # (N, G)
+
+
+def _centred_scaled(r: Tensor, scale: str, std_floor: float, ddof: int, unit: Tensor | None) -> Tensor:
+    """(r - mean_group) / (std + std_floor) for `scale`; `unit` only says r was divided by it ("none" undoes it)."""
+    A = r - r.mean(dim=-1, keepdim=True)                            # (N, G)
+    if scale == "group":
+        A = A / (r.std(dim=-1, keepdim=True, correction=ddof) + std_floor)   # (N, G) / (N, 1)
+    elif scale == "batch":
+        A = A / (r.std(correction=ddof) + std_floor)                # one std for all N*G rewards
+    elif unit is not None:
+        A = A * unit                                                # "none": back to reward units (may be inf)
+    return A
 
 
 def zero_std_fraction(rewards: Any) -> float:
@@ -133,7 +150,7 @@ def batch_std(r: Tensor) -> float:
     Under torchrun each rank holds B/K rewards; this is the std `scale="batch"` divides by, so that the
     advantages do not depend on how the batch is split over the ranks. In one process it is the std of `r`.
 
-    Taught in: notebooks/02_advantages.ipynb
+    Used by: `compute_advantages` (scale="batch" under torchrun)
     """
     stats = torch.stack([r.new_tensor(float(r.numel())), r.sum(), (r * r).sum()]).double()
     n, s, ss = dist.all_reduce_sum(stats).tolist()
@@ -153,7 +170,7 @@ def compute_advantages(r: Tensor, G: int, scale: str = "group", std_floor: float
     Returns:
         A, (B,).
 
-    Taught in: notebooks/05_full_run.ipynb
+    Used by: `grpo_lib.rollout.score_rollout`
     """
     if r.ndim != 1 or r.shape[0] % G:
         raise ValueError(f"r must be (B,) with B a multiple of G = {G}, got shape {tuple(r.shape)}")

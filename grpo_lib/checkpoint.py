@@ -14,13 +14,14 @@ sampling steps), holding:
                              EVERY rank, one file per rank
     trainer_state.json       step, outer iteration, world size, the config, the metrics history, the
                              evaluations so far
-    manifest.json            written last: the files above with their sizes
+    manifest.json            written last: the files above with their sizes and sha256 checksums
 
 Choices made here (tested in tests/test_checkpoint.py; the 2-process case in tests/test_ddp.py):
 1. Atomic writes: everything is written into a hidden temporary folder (`.tmp-step-XXXXXX-<pid>`),
    manifest.json last, then the folder is renamed to its final name with `os.replace` (atomic on one
    file system). A run killed while writing leaves only a temporary folder, which is never loaded; a
-   folder without a manifest, or whose files do not match it, is refused with a clear message.
+   folder without a manifest, or whose files do not match it, is refused with a clear message. A write
+   that fails (a full disk) removes its temporary folder and raises a CheckpointError naming the step.
 2. Safe loading: weights through safetensors, everything else through `torch.load(weights_only=True)`
    (no arbitrary pickles), or JSON.
 3. Rank 0 writes the whole checkpoint. The other ranks send it their RNG states (an all-gather), so
@@ -39,16 +40,22 @@ Choices made here (tested in tests/test_checkpoint.py; the 2-process case in tes
    except harmless ones (`RESUME_MAY_DIFFER`: where to write, how to log, threads, device), and
    `train` refuses to continue when the list is not empty. It must also use the same number of
    processes, since every rank restores its own RNG state and its own slice of the prompts.
+6. Checksums: the manifest records each file's size and sha256. Finding the latest checkpoint compares
+   sizes only (cheap); the checkpoint chosen for a resume is verified file by file, so a file damaged
+   in place (same size, flipped bytes) is named. When the newest checkpoint of an output dir is damaged,
+   the resume falls back to the newest good one and says so (printed, and recorded in summary.json as
+   "skipped_checkpoints"); a checkpoint folder given by name is never replaced by another.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -71,10 +78,12 @@ REFERENCE_FILE = "reference.safetensors"
 OPTIMIZER_FILE = "optimizer.pt"
 SCHEDULER_FILE = "scheduler.pt"
 FORMAT_VERSION = 2
+"""2: the manifest records {"bytes", "sha256"} per file (1: the size only; still readable)"""
 
 RESUME_MAY_DIFFER = frozenset({
     "output_dir", "report_to", "wandb_project", "log_every", "progress", "eval_every", "eval_batch_size",
-    "num_threads", "device", "save_every", "resume", "dist_timeout_minutes", "save_total_limit", "save_dtype",
+    "num_threads", "device", "save_every", "resume", "dist_timeout_minutes", "overwrite", "save_total_limit",
+    "save_dtype",
 })
 """config fields that may change between a run and its resumption (they do not change the training)"""
 
@@ -171,19 +180,25 @@ def save_checkpoint(output_dir: str | os.PathLike, step: int, *, model: nn.Modul
         for stale in final.parent.glob(".tmp-step-*"):              # left by a run killed while writing
             shutil.rmtree(stale, ignore_errors=True)
         tmp = final.parent / f".tmp-{final.name}-{os.getpid()}"
-        tmp.mkdir()
-        if hasattr(model, "save_pretrained"):                       # a transformers model: loadable with from_pretrained
-            save_pretrained_model(model, tokenizer, tmp / MODEL_SUBDIR)
-        else:                                                       # any other torch module: its weights only
-            save_model(model, str(tmp / MODEL_FILE))
-        if reference is not None:
-            save_model(reference, str(tmp / REFERENCE_FILE))
-        torch.save(optimizer.state_dict(), tmp / OPTIMIZER_FILE)
-        torch.save(scheduler.state_dict(), tmp / SCHEDULER_FILE)
-        for r, rng in enumerate(rng_states):
-            torch.save(rng, tmp / f"rng-rank{r}.pt")
-        (tmp / STATE_FILE).write_text(json.dumps({"format": FORMAT_VERSION, **state}, indent=1))
-        _write_manifest(tmp, step)                                  # last: its presence means "complete"
+        try:
+            tmp.mkdir()
+            if hasattr(model, "save_pretrained"):                   # a transformers model: loadable with from_pretrained
+                save_pretrained_model(model, tokenizer, tmp / MODEL_SUBDIR)
+            else:                                                   # any other torch module: its weights only
+                save_model(model, str(tmp / MODEL_FILE))
+            if reference is not None:
+                save_model(reference, str(tmp / REFERENCE_FILE))
+            torch.save(optimizer.state_dict(), tmp / OPTIMIZER_FILE)
+            torch.save(scheduler.state_dict(), tmp / SCHEDULER_FILE)
+            for r, rng in enumerate(rng_states):
+                torch.save(rng, tmp / f"rng-rank{r}.pt")
+            (tmp / STATE_FILE).write_text(json.dumps({"format": FORMAT_VERSION, **state}, indent=1))
+            _write_manifest(tmp, step)                              # last: its presence means "complete"
+        except Exception as e:                                     # a full disk, a lost mount: no half folder stays
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise CheckpointError(f"could not write checkpoint {final.name} into {final.parent} "
+                                  f"({type(e).__name__}: {' '.join(str(e).split())[:300]}); its partial folder "
+                                  f"{tmp.name} was removed. Is the disk full?") from e
         if final.exists():                                         # an older checkpoint of the same step
             shutil.rmtree(final)
         os.replace(tmp, final)                                      # atomic: the folder appears whole
@@ -215,9 +230,18 @@ def rotate_checkpoints(output_dir: str | os.PathLike, keep: int, current: Path |
     return doomed
 
 
+def file_sha256(path: str | os.PathLike) -> str:
+    """The sha256 of a file's bytes, as hex (read in 1 MiB blocks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def _write_manifest(folder: Path, step: int) -> None:
-    files = {p.relative_to(folder).as_posix(): p.stat().st_size for p in sorted(folder.rglob("*"))
-             if p.is_file() and p.name != MANIFEST}
+    files = {p.relative_to(folder).as_posix(): {"bytes": p.stat().st_size, "sha256": file_sha256(p)}
+             for p in sorted(folder.rglob("*")) if p.is_file() and p.name != MANIFEST}
     manifest = {"format": FORMAT_VERSION, "step": step, "files": files, "written": time.strftime("%Y-%m-%dT%H:%M:%S")}
     path = folder / MANIFEST
     path.write_text(json.dumps(manifest, indent=1))
@@ -225,26 +249,30 @@ def _write_manifest(folder: Path, step: int) -> None:
         os.fsync(f.fileno())
 
 
-def is_complete(folder: str | os.PathLike) -> bool:
-    """True when `folder` has a manifest and every file it lists, with the listed size."""
-    return _incomplete_reason(Path(folder)) is None
+def is_complete(folder: str | os.PathLike, verify: bool = False) -> bool:
+    """True when `folder` has a manifest and every file it lists, with the listed size (and, with
+    `verify`, the listed sha256)."""
+    return _incomplete_reason(Path(folder), verify=verify) is None
 
 
-def _incomplete_reason(folder: Path) -> str | None:
+def _incomplete_reason(folder: Path, verify: bool = False) -> str | None:
     path = folder / MANIFEST
     if not path.is_file():
         return f"no {MANIFEST} (a checkpoint gets it last, so this one was not completely written)"
     try:
         manifest = json.loads(path.read_text())
-        files = manifest["files"]
-    except (json.JSONDecodeError, KeyError, TypeError):
+        files = dict(manifest["files"])
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError):
         return f"{MANIFEST} is unreadable"
-    for name, size in files.items():
+    for name, entry in files.items():
+        size, digest = (entry, None) if isinstance(entry, int) else (entry.get("bytes"), entry.get("sha256"))
         f = folder / name
         if not f.is_file():
             return f"{name} is listed in {MANIFEST} but missing"
         if f.stat().st_size != size:
             return f"{name} has {f.stat().st_size} bytes, {MANIFEST} says {size}"
+        if verify and digest is not None and file_sha256(f) != digest:
+            return f"{name} is damaged: its sha256 differs from the one in {MANIFEST} (same size, changed bytes)"
     return None
 
 
@@ -264,27 +292,45 @@ def latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
 
 
 def find_checkpoint(path: str | os.PathLike) -> Path:
-    """Resolve a --resume argument: a checkpoint folder itself, or an output dir (its latest complete checkpoint).
+    """Resolve a --resume argument: a checkpoint folder itself, or an output dir (its latest good checkpoint).
 
     Raises:
         CheckpointError: the folder does not exist, holds no complete checkpoint, or is a half-written
-            one; the message names --resume.
+            or damaged one; the message names --resume and the file.
+    """
+    return resolve_checkpoint(path)[0]
+
+
+def resolve_checkpoint(path: str | os.PathLike) -> tuple[Path, list[str]]:
+    """(the checkpoint a --resume argument names, the damaged newer checkpoints skipped on the way).
+
+    A checkpoint folder is verified (sizes and sha256) and used as it is, or refused. An output dir gives
+    its newest checkpoint that verifies; each newer one that does not is listed as "step-XXXXXX: why".
+
+    Raises:
+        CheckpointError: as `find_checkpoint`.
     """
     folder = Path(path)
     if not folder.is_dir():
         raise CheckpointError(f"--resume {path}: no such folder (give a checkpoint folder such as "
                               f"runs/tiny/{CHECKPOINTS_SUBDIR}/step-000010, or the run's output dir)")
     if (folder / STATE_FILE).exists() or (folder / MANIFEST).exists() or folder.name.startswith((".tmp-", "step-")):
-        why = _incomplete_reason(folder)
+        why = _incomplete_reason(folder, verify=True)
         if why is not None:
             raise CheckpointError(f"--resume {path}: not a complete checkpoint: {why}. Use an earlier checkpoint, "
                                   f"or the output dir to pick the latest complete one.")
-        return folder
-    latest = latest_checkpoint(folder)
-    if latest is None:
-        raise CheckpointError(f"--resume {path}: no complete checkpoint in {folder / CHECKPOINTS_SUBDIR} "
-                              "(was the run started with --save-every K?)")
-    return latest
+        return folder, []
+    root = folder / CHECKPOINTS_SUBDIR
+    steps = sorted((p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-") and p.name[5:].isdigit()),
+                   key=lambda p: int(p.name[5:]), reverse=True) if root.is_dir() else []
+    skipped = []
+    for candidate in steps:
+        why = _incomplete_reason(candidate, verify=True)
+        if why is None:
+            return candidate, skipped
+        skipped.append(f"{candidate.name}: {why}")
+    detail = ("; skipped: " + "; ".join(skipped)) if skipped else " (was the run started with --save-every K?)"
+    raise CheckpointError(f"--resume {path}: no complete checkpoint in {root}{detail}")
 
 
 @dataclass
@@ -303,6 +349,8 @@ class Checkpoint:
     state: dict[str, Any]
     requested: str | None = None
     """the --resume argument that led here (an output dir or this folder), for messages"""
+    skipped: list[str] = field(default_factory=list)
+    """newer checkpoints passed over as damaged ("step-XXXXXX: why"); the run announces and records them"""
 
     @property
     def step(self) -> int:
@@ -342,12 +390,13 @@ class Checkpoint:
     def load_optimizer(self, optimizer: torch.optim.Optimizer, scheduler: Any) -> None:
         """Restore AdamW's state and the schedule's position (`torch.load(weights_only=True)`)."""
         device = next((p.device for g in optimizer.param_groups for p in g["params"]), torch.device("cpu"))
-        optimizer.load_state_dict(torch.load(self.path / OPTIMIZER_FILE, map_location=device, weights_only=True))
-        scheduler.load_state_dict(torch.load(self.path / SCHEDULER_FILE, weights_only=True))
+        optimizer.load_state_dict(_torch_load(self.path / OPTIMIZER_FILE, map_location=device))
+        scheduler.load_state_dict(_torch_load(self.path / SCHEDULER_FILE))
 
     def restore_rng(self, rank: int) -> None:
         """Restore rank `rank`'s RNG states (python, numpy, torch, CUDA)."""
-        set_rng_state(torch.load(self.path / f"rng-rank{rank}.pt", weights_only=True))
+        set_rng_state(_torch_load(self.path / f"rng-rank{rank}.pt"))
+
 
     def resume(self, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, *, rank: int,
                beta: float, steps_per_iteration: int, start_reference: nn.Module | None = None,
@@ -391,8 +440,24 @@ class Checkpoint:
         return ref_model
 
 
+def _unreadable(path: Path, e: Exception) -> CheckpointError:
+    return CheckpointError(f"{path}: cannot be read ({type(e).__name__}: {' '.join(str(e).split())[:200]}); "
+                           "this checkpoint file is damaged: resume from an earlier checkpoint")
+
+
+def _torch_load(path: Path, **kwargs: Any) -> Any:
+    try:
+        return torch.load(path, weights_only=True, **kwargs)
+    except Exception as e:
+        raise _unreadable(path, e) from e
+
 def _load_weights(model: nn.Module, path: Path) -> None:
-    missing, unexpected = load_model(model, str(path), strict=False, device=str(next(model.parameters()).device))
+    from safetensors.torch import load_model
+
+    try:
+        missing, unexpected = load_model(model, str(path), strict=False, device=str(next(model.parameters()).device))
+    except Exception as e:                        # a damaged header or body: name the file, not just the error
+        raise _unreadable(path, e) from e
     if missing or unexpected:
         raise CheckpointError(f"{path}: weights do not fit the model (missing {sorted(missing)[:5]}, "
                               f"unexpected {sorted(unexpected)[:5]})")
@@ -444,10 +509,10 @@ def open_checkpoint(path: str | os.PathLike, config: dict[str, Any], world_size:
 
     Used by: grpo_lib.train (the engine that notebooks/05_full_run.ipynb runs)
     """
-    folder = find_checkpoint(path)
+    folder, skipped = resolve_checkpoint(path)
     try:
         state = json.loads((folder / STATE_FILE).read_text())
-    except (OSError, json.JSONDecodeError) as e:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise CheckpointError(f"--resume {path}: cannot read {folder / STATE_FILE}: {e}") from None
     diffs = config_differences(state["config"], config)
     if diffs:
@@ -461,7 +526,7 @@ def open_checkpoint(path: str | os.PathLike, config: dict[str, Any], world_size:
             f"--resume {path}: {folder.name} was written by {state['world_size']} process(es), this run has "
             f"{world_size}; each rank resumes its own RNG stream and prompts, so use "
             f"--nproc_per_node={state['world_size']}.")
-    return Checkpoint(path=folder, state=state, requested=str(path))
+    return Checkpoint(path=folder, state=state, requested=str(path), skipped=skipped)
 
 
 def open_checkpoint_on_every_rank(path: str | os.PathLike, config: dict[str, Any], world_size: int) -> Checkpoint:

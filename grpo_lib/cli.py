@@ -30,8 +30,9 @@ from typing import Any
 
 from torch.distributed.elastic.multiprocessing.errors import record
 
-from grpo_lib import checkpoint, dist
+from grpo_lib import checkpoint, dist, rundir
 from grpo_lib.config import PRESETS, SYMBOLS, GRPOConfig, base_type, batch_override, field_docs, field_types
+from grpo_lib.failures import known_error
 from grpo_lib.runlog import NonFiniteMetricError
 from grpo_lib.train import train
 
@@ -60,7 +61,7 @@ def _parse_value(kind: Any, optional: bool, name: str) -> Callable[[str], Any]:
 def build_arg_parser() -> argparse.ArgumentParser:
     """argparse parser with --preset and one --option per GRPOConfig field (help = the field's docstring).
 
-    Taught in: notebooks/05_full_run.ipynb
+    Used by: `parse_config` (and `python -m grpo_lib.train --help`)
     """
     parser = argparse.ArgumentParser(
         prog="python -m grpo_lib.train",
@@ -74,6 +75,8 @@ def build_arg_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", dest="config_file", metavar="FILE.yaml", default=argparse.SUPPRESS,
                         help="a recipe: a YAML mapping of option names to values (and optionally 'preset'), "
                              "applied on top of the preset; options on the command line win over it")
+    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="on an error, show the Python traceback too (by default: the message only)")
     docs, types_ = field_docs(), field_types()
     tiny, qwen = GRPOConfig.tiny(), GRPOConfig.full()
     for f in dataclasses.fields(GRPOConfig):
@@ -144,14 +147,17 @@ def parse_config(argv: Sequence[str] | None = None) -> GRPOConfig:
     With `--resume DIR` the starting values are the configuration saved in the checkpoint, so
     `--resume DIR` alone continues the same run; options given with it override the saved values, and
     `train` refuses those that would change the training (grpo_lib.checkpoint.RESUME_MAY_DIFFER lists
-    the ones that may change). A bad value, or a --resume folder without a complete checkpoint, exits
-    with argparse's usage message naming the option.
+    the ones that may change). The resumed run writes into DIR (the run folder the checkpoint sits in),
+    never into the output folder recorded in the checkpoint, so resuming a copy leaves the original
+    alone; `--output-dir` given with it continues the run in another folder. A bad value, or a --resume
+    folder without a complete checkpoint, exits with argparse's usage message naming the option.
 
     Taught in: notebooks/05_full_run.ipynb
     """
     parser = build_arg_parser()
     ns = vars(parser.parse_args(argv))
     preset = ns.pop("preset", None)
+    ns.pop("debug", None)
     try:
         recipe = load_recipe(ns.pop("config_file")) if "config_file" in ns else {}
         preset = preset or recipe.pop("preset", None)
@@ -160,6 +166,8 @@ def parse_config(argv: Sequence[str] | None = None) -> GRPOConfig:
         if ns.get("resume"):
             names = {f.name for f in dataclasses.fields(GRPOConfig)}
             saved = {k: v for k, v in checkpoint.saved_config(ns["resume"]).items() if k in names}
+            if "output_dir" not in ns:               # the run folder given, not the one recorded inside
+                saved["output_dir"] = str(_resume_output_dir(ns["resume"]))
             return GRPOConfig(**{**batch_override(saved, ns), **({"preset": preset} if preset else {})})
         return GRPOConfig.from_preset(preset or "tiny", **ns)
     except (ValueError, TypeError) as e:
@@ -167,25 +175,58 @@ def parse_config(argv: Sequence[str] | None = None) -> GRPOConfig:
         raise  # pragma: no cover  (parser.error exits)
 
 
+def _resume_output_dir(resume: str) -> Path:
+    """Where `--resume DIR` writes: DIR itself for a run folder, RUN for RUN/checkpoints/step-XXXXXX."""
+    folder = Path(resume)
+    if (folder / checkpoint.CHECKPOINTS_SUBDIR).is_dir() or not folder.name.startswith("step-"):
+        return folder
+    run = rundir.run_dir_of(folder)
+    if run is None:
+        raise ValueError(f"--resume {resume}: this checkpoint does not sit in a run folder (RUN/checkpoints/"
+                         "step-XXXXXX), so there is no run to continue in; pass --output-dir for the resumed run")
+    return run
+
+
 @record        # under torchrun: the failing rank's traceback goes into torchrun's error report
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `python -m grpo_lib.train` and of `torchrun ... -m grpo_lib.train`.
 
-    Returns 0 when training completed, 1 when it stopped on a NaN/inf metric (`NonFiniteMetricError`),
-    2 for a --resume checkpoint that cannot be continued; any other error propagates (exit status 1).
+    Returns 0 when training completed and 1 for every failure. A known error (a bad option or file, a
+    run that stopped: grpo_lib.failures.KNOWN_ERRORS) prints one "error: ..." paragraph on stderr, from
+    each rank that has it (rank 0 alone when every rank failed the same way), without a traceback;
+    `--debug` adds the traceback. Any other exception propagates with its traceback (exit status 1).
+    A bad command-line value exits with argparse's usage message (status 2) before anything starts.
     """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
     cfg = parse_config(argv)
     completed = False
     try:
         train(cfg)
         completed = True
-    except (NonFiniteMetricError, checkpoint.CheckpointError) as e:
-        if dist.env_rank()[0] == 0:
-            print(f"error: {e}", file=sys.stderr, flush=True)
-        return 1 if isinstance(e, NonFiniteMetricError) else 2
+    except Exception as e:
+        if not known_error(e):
+            raise
+        same_everywhere = isinstance(e, NonFiniteMetricError)      # the metrics and weights agree on every rank
+        rank, _, world = dist.env_rank()
+        if rank == 0 or not same_everywhere:
+            if debug:
+                import traceback
+
+                traceback.print_exc()
+            prefix = f"[rank {rank}] " if world > 1 and not same_everywhere else ""
+            print(f"{prefix}error: {_one_paragraph(e)}", file=sys.stderr, flush=True)
+        return 1
     finally:
         dist.cleanup(barrier=completed)     # all ranks leave together after a good run; never wait on a dead one
     return 0
+
+
+def _one_paragraph(e: BaseException) -> str:
+    """The error's message as one paragraph (a list of differing options joined with '; ')."""
+    lines = [line.strip() for line in str(e).splitlines()]
+    lines = [line[2:] if line.startswith("- ") else line for line in lines if line]
+    return "; ".join(lines).replace(":;", ":")
 
 
 if __name__ == "__main__":

@@ -212,7 +212,11 @@ class GRPOConfig:
         "None keeps all")
     resume: str | None = option(None,
         "continue from a checkpoint folder, or from an output dir (its latest complete checkpoint); the configuration "
-        "must match the saved one except output and logging options")
+        "must match the saved one except output and logging options. On the command line the run writes into that "
+        "run folder")
+    overwrite: bool = option(False,
+        "start a fresh run in an output dir that already holds one (metrics, summary, model, checkpoints), deleting "
+        "that run's files first; without it such a folder is refused")
     dist_timeout_minutes: float = option(30.0,
         "torchrun only: a collective that waits longer than this raises instead of hanging (process-group timeout); "
         "must exceed the slowest evaluation")
@@ -220,10 +224,10 @@ class GRPOConfig:
     # ------------------------------------------------------------------------------------------
     def __post_init__(self) -> None:
         _coerce_and_check_types(self)
-        problems = []
+        problems = _non_finite_fields(self)          # inf / NaN first: every range check below assumes finite
 
         def need(ok: bool, message: str) -> None:
-            if not ok:
+            if not ok and not any(m.startswith(message.split(" ", 1)[0] + " ") for m in problems):
                 problems.append(message)
 
         need(self.G >= 2, f"G must be >= 2 (got {self.G}): with one completion per prompt every group-relative "
@@ -411,7 +415,7 @@ def _tiny_preset() -> dict[str, Any]:
 
 
 def _qwen_gsm8k_preset() -> dict[str, Any]:
-    # The tutorial's hyperparameters (../shared/reference/grpo-anchors.md, section f): 7 prompts x 12
+    # The tutorial's hyperparameters: 7 prompts x 12
     # completions, 400 new tokens, β = 0.04, lr 5e-6 (AdamW, no schedule), ε = 0.1, μ = 1, grad clip 0.1,
     # T = 1.0, 500 steps, one outer iteration, bf16. Evaluation is on GSM8K's *test* split (the tutorial
     # evaluated 30 train questions). Two changes from the tutorial (issue 10): the 7 prompts are *per GPU*
@@ -440,7 +444,7 @@ SYMBOLS = {f.name: f.metadata["symbol"] for f in dataclasses.fields(GRPOConfig) 
 def field_docs() -> dict[str, str]:
     """field name -> its help text (the `option(...)` of the field; the source of --help and the table).
 
-    Taught in: notebooks/05_full_run.ipynb
+    Used by: `grpo_lib.cli.build_arg_parser` (--help) and the config's markdown table
     """
     return {f.name: f.metadata["help"] for f in dataclasses.fields(GRPOConfig) if "help" in f.metadata}
 
@@ -483,6 +487,16 @@ def base_type(annotation: Any) -> tuple[Any, bool]:
         annotation = rest[0]
     origin = typing.get_origin(annotation)
     return (origin or annotation), optional
+
+
+def _non_finite_fields(cfg: GRPOConfig) -> list[str]:
+    """'NAME must be a finite number, got inf' for every float field holding NaN or ±inf."""
+    problems = []
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            problems.append(f"{f.name} must be a finite number, got {value}")
+    return problems
 
 
 def _coerce_and_check_types(cfg: GRPOConfig) -> None:

@@ -49,15 +49,15 @@ def load_gsm8k(split: str, data_dir: str | os.PathLike | None = None) -> list[di
 
     Raises:
         FileNotFoundError: data_dir or its `{split}.jsonl` does not exist (names --data-dir).
-        ValueError: unknown split, or a row without "question" / "answer" / "####".
+        ValueError: unknown split, an empty split, or a bad row: not JSON, a missing, empty or non-string
+            "question" / "answer", or no "####" gold; the message names the file, the 1-based row number
+            (the line of the jsonl file) and the field. Every row is checked when the split is loaded.
         ConnectionError: the hub is unreachable and no data_dir was given (suggests --data-dir).
 
-    Taught in: notebooks/03_reward_design.ipynb, notebooks/05_full_run.ipynb
+    Taught in: notebooks/03_reward_design.ipynb
     """
     if split not in GSM8K_SPLITS:
         raise ValueError(f"GSM8K split must be one of {GSM8K_SPLITS}, got {split!r}")
-    import datasets  # here, not at the top: only GSM8K needs it, and it takes seconds to import
-
     if data_dir is not None:
         folder = Path(data_dir).expanduser()
         path = folder / f"{split}.jsonl"
@@ -71,9 +71,11 @@ def load_gsm8k(split: str, data_dir: str | os.PathLike | None = None) -> list[di
                 f"GSM8K {split!r} split not found: {path} does not exist. --data-dir (GRPOConfig.data_dir) "
                 "must be a folder holding train.jsonl and test.jsonl"
             )
-        ds = datasets.load_dataset("json", data_files=str(path), split="train")
+        rows = _read_jsonl_rows(path)
         source = str(path)
     else:
+        import datasets
+
         try:
             ds = datasets.load_dataset(*GSM8K_HUB, split=split)
         except Exception as e:  # offline, no cache, no network: say how to use a local copy
@@ -82,18 +84,54 @@ def load_gsm8k(split: str, data_dir: str | os.PathLike | None = None) -> list[di
                 "Pass --data-dir DIR (GRPOConfig.data_dir) with a local train.jsonl / test.jsonl, "
                 "e.g. --data-dir ../shared/data/gsm8k"
             ) from e
+        rows = ((i, row) for i, row in enumerate(ds, start=1))
         source = f"{GSM8K_HUB[0]} ({split})"
 
-    missing = {"question", "answer"} - set(ds.column_names)
-    if missing:
-        raise ValueError(f"{source}: GSM8K rows need 'question' and 'answer' fields; missing {sorted(missing)}")
-    problems = []
-    for i, row in enumerate(ds):
-        gold = extract_answer_from_dataset(row["answer"])
-        if gold is None:
-            raise ValueError(f"{source}, row {i}: the answer has no '####' gold marker: {row['answer'][:80]!r}")
-        problems.append({"question": row["question"], "answer": gold, "solution": row["answer"]})
+    problems = [_gsm8k_problem(row, f"{source}, row {n}") for n, row in rows]
+    if not problems:
+        raise ValueError(f"{source}: the GSM8K {split!r} split is empty (no rows); a run needs at least one problem")
     return problems
+
+
+def _read_jsonl_rows(path: Path) -> list[tuple[int, Any]]:
+    """(1-based line number, parsed JSON value) for every non-blank line; a bad line names its number."""
+    import json
+
+    rows = []
+    try:
+        with open(path, encoding="utf-8") as f:
+            for n, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    rows.append((n, json.loads(line.rstrip("\r\n"))))
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{path}, row {n}: not valid JSON ({e.msg} at column {e.colno}): "
+                                     f"{line.strip()[:80]!r}") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    return rows
+
+
+def _gsm8k_problem(row: Any, where: str) -> dict[str, str]:
+    """One GSM8K row checked field by field -> {"question", "answer" (gold), "solution"}; `where` names the row."""
+    from grpo_lib.rewards import extract_answer_from_dataset
+
+    if not isinstance(row, dict):
+        raise ValueError(f"{where}: a GSM8K row must be a JSON object with 'question' and 'answer', "
+                         f"got {type(row).__name__}")
+    for name in ("question", "answer"):
+        if name not in row:
+            raise ValueError(f"{where}: field {name!r} is missing (a GSM8K row needs 'question' and 'answer')")
+        value = row[name]
+        if not isinstance(value, str):
+            raise ValueError(f"{where}: field {name!r} must be a string, got {type(value).__name__} {value!r:.60}")
+        if not value.strip():
+            raise ValueError(f"{where}: field {name!r} is empty")
+    gold = extract_answer_from_dataset(row["answer"])
+    if gold is None:
+        raise ValueError(f"{where}: field 'answer' has no '#### <gold answer>' at its end: {row['answer'][-80:]!r}")
+    return {"question": row["question"], "answer": gold, "solution": row["answer"]}
 
 
 def load_problems(task: str, split: str, *, data_dir: str | os.PathLike | None = None, n: int | None = None,
@@ -106,7 +144,7 @@ def load_problems(task: str, split: str, *, data_dir: str | os.PathLike | None =
         data_dir: GSM8K only, see `load_gsm8k`.
         n: keep the first n problems (a fixed subset, in the split's canonical order); None keeps all.
 
-    Taught in: notebooks/05_full_run.ipynb
+    Used by: `grpo_lib.train.train`
     """
     if task == "addition":
 
@@ -179,7 +217,7 @@ def check_prompts_fit(tokenizer: Any, prompts: Sequence[str], max_completion_len
     Raises:
         ValueError: names max_completion_length, the model's max_position_embeddings and the prompt.
 
-    Taught in: notebooks/05_full_run.ipynb
+    Used by: `grpo_lib.train.train` (before any training)
     """
     if not prompts:
         return 0
@@ -214,7 +252,7 @@ def prompts_for_step(problems: Sequence[dict], step: int, N: int, seed: int = 0,
     Returns:
         list of N / world_size problem dicts.
 
-    Taught in: notebooks/05_full_run.ipynb
+    Used by: `grpo_lib.train.train`
     """
     if N % world_size:
         raise ValueError(f"N = {N} must be divisible by world_size = {world_size}")

@@ -137,7 +137,7 @@ class EvalResult:
 def judge(text: str, gold: str) -> dict[str, bool]:
     """The three checks on one completion: {"strict", "lenient", "format"}.
 
-    Taught in: notebooks/05_full_run.ipynb
+    Taught in: notebooks/03_reward_design.ipynb
     """
     return {"strict": bool(strict_correct(text, gold)), "lenient": bool(lenient_correct(text, gold)),
             "format": strict_format_reward([[{"content": text}]])[0] > 0}
@@ -162,7 +162,7 @@ def evaluate(model: nn.Module, tokenizer: Any, problems: Sequence[dict], *, syst
     Returns:
         EvalResult, with counts summed over ranks under torchrun.
 
-    Taught in: notebooks/05_full_run.ipynb
+    Used by: `grpo_lib.train.train` (before and after training)
     """
     if not problems:
         raise ValueError("evaluate needs at least one problem")

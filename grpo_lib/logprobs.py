@@ -119,7 +119,7 @@ def position_ids_from_mask(attention_mask: Tensor) -> Tensor:
 
     The first real token of every row gets position 0, whatever the amount of left padding.
 
-    Taught in: notebooks/04_the_loss.ipynb
+    Used by: `token_logprobs`
     """
     return (attention_mask.long().cumsum(dim=-1) - 1).clamp(min=0)          # (B, L)
 

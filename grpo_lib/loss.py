@@ -31,6 +31,8 @@ Choices made here (each shown in notebooks/04_the_loss.ipynb):
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -105,7 +107,7 @@ def normalise_token_losses(per_token: Tensor, mask: Tensor, loss_type: str, *,
     Returns:
         a 0-dim tensor.
 
-    Taught in: notebooks/04_the_loss.ipynb
+    Used by: `grpo_loss`, and as the reference of `grpo_lib.course.exercises.ex04.seq_mean_loss`
     """
     m = mask.to(per_token.dtype)                                    # (B, T) 0./1.
     masked = per_token * m                                          # (B, T) m ℓ
@@ -129,7 +131,7 @@ def dapo_divisor(n_global: Tensor, world_size: int) -> Tensor:
     DDP *averages* gradients over its world_size ranks, so each rank multiplies by world_size: after the
     average the gradient is that of Σ over all ranks' tokens / N_global, the token mean of the global batch.
 
-    Taught in: notebooks/05_full_run.ipynb
+    Used by: `normalise_token_losses` ("dapo") and `grpo_lib.course.exercises.ex05.dapo_normaliser`
     """
     return n_global.clamp(min=1) / world_size
 
@@ -146,7 +148,7 @@ def micro_batch_weight(loss_type: str, *, rows: int, tokens: int, batch_rows: in
         rows, tokens: the micro-batch's completions and active tokens.
         batch_rows, batch_tokens: the same for the whole batch of this process.
 
-    Taught in: notebooks/05_full_run.ipynb
+    Used by: `grpo_lib.train.policy_update` (gradient accumulation)
     """
     if loss_type in ("grpo", "dr_grpo"):
         return rows / batch_rows
@@ -181,6 +183,10 @@ def _check_inputs(logp, logp_old, logp_ref, advantages, mask, epsilon, epsilon_h
         )
     if not ((mask == 0) | (mask == 1)).all():
         raise ValueError("mask must contain only 0 and 1 (1 on completion tokens up to and including EOS)")
+    for name, value in (("epsilon", epsilon), ("epsilon_high", epsilon_high), ("beta", beta)):
+        if value is not None and not math.isfinite(value):
+            raise ValueError(f"{name} must be a finite number, got {value}")
+    _check_finite_where_active(logp, logp_old, logp_ref, advantages, mask)
     if epsilon < 0 or (epsilon_high is not None and epsilon_high < 0):
         raise ValueError(f"clip ranges must be >= 0, got epsilon={epsilon}, epsilon_high={epsilon_high}")
     if beta < 0:
@@ -192,6 +198,26 @@ def _check_inputs(logp, logp_old, logp_ref, advantages, mask, epsilon, epsilon_h
         )
     if not isinstance(world_size, int) or world_size < 1:
         raise ValueError(f"world_size must be a positive int (number of DDP ranks), got {world_size!r}")
+
+
+def _check_finite_where_active(logp, logp_old, logp_ref, advantages, mask) -> None:
+    """Refuse NaN / inf at active positions (mask 1; padding may hold anything): one host sync when all is well."""
+    keep = mask != 0                                                # (B, T)
+    active_rows = keep.any(dim=1)                                   # (B,)
+    checks = [(name, t.detach(), keep) for name, t in (("logp", logp), ("logp_old", logp_old), ("logp_ref", logp_ref))
+              if t is not None]
+    checks.append(("advantages", advantages.detach(), active_rows))
+    bad = [where & ~torch.isfinite(t) for _, t, where in checks]
+    if not torch.stack([b.any() for b in bad]).any():
+        return
+    for (name, t, _), b in zip(checks, bad):
+        if b.any():
+            first = tuple(int(i) for i in b.nonzero()[0])
+            at = f"row {first[0]}, token {first[1]}" if len(first) == 2 else f"row {first[0]}"
+            raise ValueError(
+                f"{name} holds {int(b.sum())} non-finite value(s) at active positions (mask 1), the first "
+                f"{t[first].item()} at {at}; the loss would be NaN. Check what produced {name} "
+                "(rewards, a model in float16, a learning rate too high).")
 
 
 def grpo_loss(logp: Tensor, logp_old: Tensor | None, logp_ref: Tensor | None, advantages: Tensor, mask: Tensor, *,
@@ -230,6 +256,12 @@ def grpo_loss(logp: Tensor, logp_old: Tensor | None, logp_ref: Tensor | None, ad
             changed the min (ρ < 1-ε with A < 0, or ρ > 1+ε_high with A > 0), "clip_fraction_low" and
             "clip_fraction_high": the two halves of it, "ratio_mean": mean ρ. All 0 for an empty mask.
 
+    Raises:
+        ValueError: mismatched shapes, a mask other than 0/1, negative or non-finite ε / ε_high / β, or a
+            NaN / inf in logp, logp_old or logp_ref at an active position (mask 1) or in the advantage of
+            a row with active tokens; the message names the input, the count and the first position.
+            Padded positions may hold anything (-inf log-probs there are normal).
+
     Taught in: notebooks/04_the_loss.ipynb
     """
     _check_inputs(logp, logp_old, logp_ref, advantages, mask, epsilon, epsilon_high, beta, loss_type,
@@ -244,7 +276,7 @@ def grpo_loss(logp: Tensor, logp_old: Tensor | None, logp_ref: Tensor | None, ad
     # zero-fill padded positions first, so nothing there can become inf/NaN in the loss or its gradient
     logp = logp.masked_fill(~keep, 0.0)                             # (B, T)
     logp_old = logp_old.to(logp.dtype).masked_fill(~keep, 0.0)      # (B, T)
-    A = advantages.to(logp.dtype)                                   # (B,)
+    A = advantages.to(logp.dtype).masked_fill(~keep.any(dim=1), 0.0)  # (B,) a row without active tokens adds 0
 
     rho = torch.exp(logp - logp_old)                                # (B, T)
     surr = clipped_surrogate(rho, A, epsilon, epsilon_high)         # (B, T)

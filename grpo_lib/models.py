@@ -52,7 +52,7 @@ def tiny_qwen2_config(vocab_size: int, **overrides) -> Qwen2Config:
     Returns:
         the config; `Qwen2ForCausalLM(config)` is a random-initialised model.
 
-    Taught in: notebooks/05_full_run.ipynb
+    Taught in: notebooks/03_reward_design.ipynb, notebooks/04_the_loss.ipynb
     """
     if not isinstance(vocab_size, int) or vocab_size < 1:
         raise ValueError(f"vocab_size must be a positive int (len(tokenizer)), got {vocab_size!r}")
@@ -177,7 +177,7 @@ def load_tiny_model(path: str | os.PathLike | None = None,
 def flash_attn_available() -> bool:
     """True when the `flash_attn` package imports and CUDA is available (FlashAttention-2 can run).
 
-    Taught in: notebooks/05_full_run.ipynb
+    Used by: `pick_attn_implementation`
     """
     if not torch.cuda.is_available():
         return False
@@ -191,7 +191,7 @@ def flash_attn_available() -> bool:
 def pick_attn_implementation(device: torch.device | str, dtype: torch.dtype) -> str:
     """"flash_attention_2" on CUDA in bf16/fp16 when flash_attn imports, else "sdpa".
 
-    Taught in: notebooks/05_full_run.ipynb
+    Used by: `load_policy`
     """
     device = torch.device(device)
     if device.type == "cuda" and dtype in (torch.bfloat16, torch.float16) and flash_attn_available():
@@ -223,7 +223,7 @@ def ensure_pad_token(tokenizer, model=None) -> str:
     Returns:
         a one-line explanation of the pad token in use.
 
-    Taught in: notebooks/05_full_run.ipynb
+    Used by: `load_policy`
     """
     eos = tokenizer.eos_token
     if tokenizer.pad_token is not None and tokenizer.pad_token_id != tokenizer.eos_token_id:
@@ -267,7 +267,7 @@ def load_policy(model_name_or_path: str | os.PathLike, *, device: torch.device |
         FileNotFoundError: a local path that does not exist, or a hub name that cannot be loaded
             (no network and not in the cache).
 
-    Taught in: notebooks/05_full_run.ipynb
+    Used by: `grpo_lib.train.train`
     """
     device = torch.device(device)
     torch_dtype = _resolve_dtype(dtype, device)

@@ -46,6 +46,7 @@ Choices made here (each shown in notebooks/03_reward_design.ipynb):
 from __future__ import annotations
 
 import itertools
+from fractions import Fraction
 import math
 import re
 import string
@@ -70,7 +71,10 @@ CORRECT_EXACT = 2.0      # answer string equals the gold string
 CORRECT_NUMERIC = 1.5    # same number, written differently ("2,125" for "2125", "$18.00" for "18")
 FORMAT_PER_TAG = 0.2     # lenient format reward per tag present
 FORMAT_STRICT = 0.8      # strict format reward for one well-formed reasoning + answer block
-NUMERIC_TOLERANCE = 1e-9  # relative and absolute: absorbs float noise, never a wrong integer
+NUMERIC_TOLERANCE = 1e-9  # relative and absolute, only where a fraction meets a decimal ("1/3" vs "0.333333333333");
+                          # two integers, or two decimals, are compared exactly, whatever their size
+
+EXACT_MAX_DIGITS = 4000  # longer numbers are not read as answers (Python's int() stops at 4300 digits)
 
 _PLACEHOLDER = "..."     # what SYSTEM_PROMPT puts inside the tags
 _CURRENCY = "$€£¥"
@@ -175,14 +179,7 @@ def parse_number(text: Any) -> float | None:
             return None
     if not isinstance(text, str):
         return None
-    s = text.strip().rstrip(_TRAILING_DECORATION).strip()  # "18 dollars." -> "18", "50 %" -> "50"
-    has_sign = has_currency = negative = False
-    while s and ((s[0] in _CURRENCY and not has_currency) or (s[0] in _MINUS + "+" and not has_sign)):
-        if s[0] in _CURRENCY:                      # at most one sign and one currency symbol,
-            has_currency = True                    # in either order: "-$3", "$-3", "$ 18", "+5"
-        else:
-            has_sign, negative = True, s[0] in _MINUS
-        s = s[1:].lstrip()
+    negative, s = _sign_and_digits(text)
     sign = -1.0 if negative else 1.0
     if _BARE_NUMBER.fullmatch(s):
         return _finite(sign * float(s.replace(",", "")))
@@ -193,6 +190,67 @@ def parse_number(text: Any) -> float | None:
             return None
         return _finite(sign * numerator / denominator)   # inf / inf = nan -> None
     return None
+
+
+def _sign_and_digits(text: str) -> tuple[bool, str]:
+    """(negative, the number's text): decorations, one currency symbol and one sign taken off."""
+    s = text.strip().rstrip(_TRAILING_DECORATION).strip()  # "18 dollars." -> "18", "50 %" -> "50"
+    has_sign = has_currency = negative = False
+    while s and ((s[0] in _CURRENCY and not has_currency) or (s[0] in _MINUS + "+" and not has_sign)):
+        if s[0] in _CURRENCY:                      # at most one sign and one currency symbol,
+            has_currency = True                    # in either order: "-$3", "$-3", "$ 18", "+5"
+        else:
+            has_sign, negative = True, s[0] in _MINUS
+        s = s[1:].lstrip()
+    return negative, s
+
+
+def _exact_number(text: Any) -> tuple[Fraction, bool] | None:
+    """(the exact value, True if written as a decimal or integer) of what `parse_number` reads, else None.
+
+    "1,000,000,001" -> (1000000001, True); "0.10" -> (1/10, True); "3/4" -> (3/4, False). Python's
+    Fraction holds any size exactly, where a float has 53 bits (1000000001 vs 1000000000 is 1e-9 apart).
+    """
+    if isinstance(text, bool) or not isinstance(text, str):
+        return None
+    negative, s = _sign_and_digits(text)
+    if len(s) > EXACT_MAX_DIGITS:                   # not an answer; and Python refuses int("9" * 5000)
+        return None
+    if _BARE_NUMBER.fullmatch(s):
+        value, decimal = Fraction(s.replace(",", "")), True
+    elif (fraction := _FRACTION.fullmatch(s)) and int(fraction.group(2)) != 0:
+        value, decimal = Fraction(int(fraction.group(1)), int(fraction.group(2))), False
+    else:
+        return None
+    return (-value if negative else value), decimal
+
+
+def _exact_answer_value(answer: Any) -> tuple[Fraction, bool] | None:
+    """`_exact_number` of the whole answer, else of the single number inside it (as `_answer_value`)."""
+    exact = _exact_number(answer)
+    if exact is not None or parse_number(answer) is not None:
+        return exact
+    first_two = list(itertools.islice(_number_matches(answer), 2))
+    if len(first_two) != 1 or len(first_two[0].group("digits")) > EXACT_MAX_DIGITS:
+        return None
+    value = Fraction(first_two[0].group("digits").replace(",", ""))
+    return (-value if first_two[0].group("sign") else value), True
+
+
+def same_answer_number(predicted: Any, gold: Any) -> bool:
+    """Do two answers hold the same number? Exact for integers and decimals of any size (up to
+    EXACT_MAX_DIGITS characters); 1e-9 tolerance only where a fraction is involved ("1/3" vs "0.333333333333").
+
+    Taught in: notebooks/03_reward_design.ipynb
+    """
+    a, b = _exact_answer_value(predicted), _exact_answer_value(gold)
+    if a is not None and b is not None:
+        (x, x_decimal), (y, y_decimal) = a, b
+        if x == y:
+            return True
+        if (x_decimal and y_decimal) or (x.denominator == 1 and y.denominator == 1):
+            return False                                   # two decimals, or two integers: exact
+    return numbers_equal(_answer_value(predicted), _answer_value(gold))
 
 
 def _number_matches(text: Any) -> Iterator[re.Match[str]]:
@@ -217,7 +275,7 @@ def extract_last_number(text: Any) -> float | None:
     Returns:
         The value as a float, or None if the text has no number or the last one is not finite.
 
-    Taught in: notebooks/03_reward_design.ipynb
+    Used by: `lenient_correct`
     """
     last = None
     for last in _number_matches(text):
@@ -251,7 +309,7 @@ def _answer_value(answer: Any) -> float | None:
 def numbers_equal(a: float | None, b: float | None) -> bool:
     """a ≡ b: both numbers and |a - b| ≤ 1e-9 · max(1, |a|, |b|).
 
-    Taught in: notebooks/03_reward_design.ipynb
+    Used by: `correctness_reward` and `lenient_correct`
     """
     if a is None or b is None:
         return False
@@ -282,7 +340,7 @@ def _correctness(text: str | None, gold: Any) -> float:
         return 0.0
     if predicted == gold.strip():
         return CORRECT_EXACT
-    if numbers_equal(_answer_value(predicted), _answer_value(gold)):
+    if same_answer_number(predicted, gold):
         return CORRECT_NUMERIC
     return 0.0
 

@@ -62,7 +62,7 @@ class Rollout:
         eos_token_id: the id that ends a completion.
         generation_seconds: wall time of the generate() call.
 
-    Taught in: notebooks/05_full_run.ipynb
+    Used by: `generate_completions` (what it returns) and `score_rollout`
     """
 
     prompts: list[str]
@@ -126,7 +126,7 @@ def gradient_checkpointing_on(model: nn.Module) -> bool:
 def set_gradient_checkpointing(model: nn.Module, on: bool) -> None:
     """Switch gradient (activation) checkpointing on or off, with non-reentrant checkpoints.
 
-    Taught in: notebooks/05_full_run.ipynb
+    Used by: `grpo_lib.train.train` (gradient_checkpointing) and `generation_mode`
     """
     new_api = hasattr(model, "activation_checkpointing_enable")   # transformers >= 5.x renamed it
     if on:
@@ -145,7 +145,7 @@ def set_gradient_checkpointing(model: nn.Module, on: bool) -> None:
 def generation_mode(model: nn.Module) -> Iterator[nn.Module]:
     """Eval mode, no gradients and no gradient checkpointing for the duration; restored afterwards.
 
-    Taught in: notebooks/05_full_run.ipynb
+    Used by: `generate_completions` and `score_rollout`
     """
     was_training = model.training
     checkpointing = gradient_checkpointing_on(model)
@@ -288,7 +288,7 @@ def score_completions(rollout: Rollout, answers: Sequence[str], reward_funcs: Ma
         RewardFunctionError: a function raised (the message names it and shows the completion it failed
             on), returned a wrong count, or returned NaN / inf / a non-number.
 
-    Taught in: notebooks/05_full_run.ipynb
+    Used by: `score_rollout`
     """
     if len(answers) != rollout.N:
         raise ValueError(f"got {len(answers)} gold answers for {rollout.N} prompts")
@@ -343,7 +343,7 @@ def completion_logprobs(model: nn.Module, rollout: Rollout, temperature: float =
                         chunk_size: int | None = None) -> Tensor:
     """log π(o_{i,t} | q_i, o_{i,<t}) for every completion token, (B, T); grads flow unless under no_grad.
 
-    Taught in: notebooks/05_full_run.ipynb
+    Used by: `score_rollout`
     """
     return token_logprobs(model, rollout.input_ids, rollout.attention_mask, logits_to_keep=rollout.T,
                           temperature=temperature, chunk_size=chunk_size)   # (B, T)

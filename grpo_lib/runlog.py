@@ -185,8 +185,12 @@ def format_record(rec: dict[str, Any], total: int) -> str:
 def write_summary(out: Path, summary: dict[str, Any]) -> None:
     """summary.json, written to a temporary file and renamed (never half-written)."""
     tmp = out / (SUMMARY_FILE + ".tmp")
-    tmp.write_text(json.dumps(summary, indent=2))
-    os.replace(tmp, out / SUMMARY_FILE)
+    try:
+        tmp.write_text(json.dumps(summary, indent=2))
+        os.replace(tmp, out / SUMMARY_FILE)
+    except BaseException:                        # a full disk: no temporary file stays behind
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 class RunLog:

@@ -42,7 +42,7 @@ SPLITS = ("train", "test")
 def format_question(a: int, b: int) -> str:
     """The question text, "What is {a} + {b}?" (PLAIN_PROMPT adds the newline).
 
-    Taught in: notebooks/05_full_run.ipynb
+    Used by: `make_problem`
     """
     return f"What is {a} + {b}?"
 
@@ -77,7 +77,7 @@ def reasoning_for(a: int, b: int, carry_at: int | None = 10) -> str:
     Returns:
         the text that goes between `<reasoning>` and `</reasoning>`.
 
-    Taught in: notebooks/05_full_run.ipynb
+    Used by: `completion_for`, `has_carry` and scripts/build_tiny_model.py
     """
     _check_operands(a, b)
     steps, _ = _columns(a, b, carry_at)
@@ -87,7 +87,7 @@ def reasoning_for(a: int, b: int, carry_at: int | None = 10) -> str:
 def answer_for(a: int, b: int, carry_at: int | None = 10) -> str:
     """The answer the reasoning implies: str(a + b) for carry_at = 10; 47 + 85 with carry_at = None -> "122".
 
-    Taught in: notebooks/05_full_run.ipynb
+    Used by: `completion_for`
     """
     _check_operands(a, b)
     _, answer = _columns(a, b, carry_at)
@@ -97,7 +97,7 @@ def answer_for(a: int, b: int, carry_at: int | None = 10) -> str:
 def has_carry(a: int, b: int) -> bool:
     """True when forgetting the carry changes the reasoning (47 + 85: yes; 5 + 7 or 99 + 0: no).
 
-    Taught in: notebooks/05_full_run.ipynb
+    Used by: scripts/build_tiny_model.py (the carry slips of the warm-up)
     """
     return reasoning_for(a, b) != reasoning_for(a, b, carry_at=None)
 
@@ -110,7 +110,7 @@ def completion_for(a: int, b: int, carry_at: int | None = 10) -> str:
         carry_at: the carry rule (see reasoning_for); a wrong rule gives the wrong reasoning and the
             wrong answer it implies (choice 3).
 
-    Taught in: notebooks/05_full_run.ipynb
+    Used by: `make_problem` and scripts/build_tiny_model.py
     """
     return f"<reasoning>{reasoning_for(a, b, carry_at)}</reasoning>\n<answer>{answer_for(a, b, carry_at)}</answer>"
 
@@ -118,7 +118,7 @@ def completion_for(a: int, b: int, carry_at: int | None = 10) -> str:
 def make_problem(a: int, b: int) -> dict:
     """One problem as a dict: question, answer (gold string), completion (correct target), a, b.
 
-    Taught in: notebooks/05_full_run.ipynb
+    Used by: `addition_problems`
     """
     return {
         "question": format_question(a, b),

@@ -59,7 +59,7 @@ def bytes_to_unicode() -> dict[int, str]:
     Returns:
         dict with 256 entries, byte value -> one-character string.
 
-    Taught in: notebooks/05_full_run.ipynb
+    Used by: `char_vocab`
     """
     printable = (
         list(range(ord("!"), ord("~") + 1))
@@ -82,7 +82,7 @@ def char_vocab() -> dict[str, int]:
     Returns:
         dict mapping `<pad>`, `<eos>`, the four tags, the 256 byte symbols and `<unk>` to ids 0..262.
 
-    Taught in: notebooks/05_full_run.ipynb
+    Used by: `build_char_tokenizer`
     """
     byte_symbol = bytes_to_unicode()
     vocab = {PAD_TOKEN: 0, EOS_TOKEN: 1}
@@ -106,7 +106,7 @@ def build_char_tokenizer() -> PreTrainedTokenizerFast:
         a `PreTrainedTokenizerFast` with pad_token `<pad>` (id 0), eos_token `<eos>` (id 1),
         unk_token `<unk>` (id 262), padding_side "left", model_max_length 128, no chat template.
 
-    Taught in: notebooks/05_full_run.ipynb
+    Taught in: notebooks/03_reward_design.ipynb, notebooks/04_the_loss.ipynb
     """
     vocab = char_vocab()
     backend = Tokenizer(BPE(vocab=vocab, merges=[], unk_token=UNK_TOKEN, fuse_unk=False, byte_fallback=False))

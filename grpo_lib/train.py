@@ -78,17 +78,19 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from grpo_lib import checkpoint, dist
+from grpo_lib import checkpoint, dist, rundir
 from grpo_lib.config import GRPOConfig
 from grpo_lib.data import build_prompt, check_prompts_fit, load_problems, max_context, prompts_for_step
 from grpo_lib.evaluation import EvalResult, evaluate
+from grpo_lib.failures import (FailureRecorder, NonFiniteWeightsError, RunFailed, logits_finite, max_abs_weight,
+                               parameters_finite)
 from grpo_lib.logprobs import token_logprobs
 from grpo_lib.loss import grpo_loss, micro_batch_weight
 from grpo_lib.models import count_parameters, frozen_copy, load_policy
 from grpo_lib.precision import Precision, dtype_name, resolve_precision
 from grpo_lib.rewards import reward_functions
 from grpo_lib.rollout import RewardFunc, ScoredRollout, generate_completions, score_rollout, set_gradient_checkpointing
-from grpo_lib.runlog import (MODEL_SUBDIR, NonFiniteMetricError, RunLog, completed_summary, failed_summary, non_finite,
+from grpo_lib.runlog import (MODEL_SUBDIR, NonFiniteMetricError, RunLog, completed_summary, non_finite,
                              step_metrics, versions)
 
 FAULT_ENV = "GRPO_LIB_FAULT"
@@ -116,11 +118,15 @@ def lr_factor(cfg: GRPOConfig) -> Callable[[int], float]:
         if warmup and t < warmup:
             return (t + 1) / (warmup + 1)
         if cfg.lr_schedule == "cosine":
-            progress = min(1.0, (t - warmup) / max(1, total - warmup))
-            return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+            return cosine_decay(min(1.0, (t - warmup) / max(1, total - warmup)))
         return 1.0
 
     return factor
+
+
+def cosine_decay(progress: float, floor: float = 0.1) -> float:
+    """Cosine from 1 at progress 0 down to `floor` at progress 1 (the schedule's decay after the warm-up)."""
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 def policy_update(policy: nn.Module, optimizer: torch.optim.Optimizer, batch: ScoredRollout, cfg: GRPOConfig,
@@ -275,6 +281,39 @@ def train(cfg: GRPOConfig, *, model: nn.Module | None = None, tokenizer: Any = N
     faults = _parse_faults(os.environ.get(FAULT_ENV, ""))
     # every rank must see the checkpoint: if one cannot, all fail now, naming the rank and the path
     ckpt = checkpoint.open_checkpoint_on_every_rank(cfg.resume, cfg.to_dict(), world) if cfg.resume else None
+
+    # the output folder, checked (and cleared with --overwrite) before any heavy work (grpo_lib.rundir)
+    out = Path(cfg.output_dir)
+    if info.is_main:
+        continuing = ckpt is not None and _same_folder(rundir.run_dir_of(ckpt.path), out)
+        cleared = rundir.prepare_output_dir(out, overwrite=cfg.overwrite, continuing=continuing)
+        if cleared:
+            dist.print0(f"--overwrite: deleted the earlier run's {', '.join(cleared)} in {out}")
+    failure = FailureRecorder(out, cfg.to_dict(), world, None if ckpt is None else ckpt.path,
+                              None if ckpt is None else ckpt.skipped, write=info.is_main)
+    try:
+        return _train(cfg, info, ckpt, faults, failure, t_start, model=model, tokenizer=tokenizer,
+                      reward_funcs=reward_funcs, callback=callback, precision=precision, N_global=N_global)
+    except Exception as e:                           # every failure: summary.json "failed", one clear error
+        wrapped = failure.fail(e)
+        if wrapped is None:
+            raise
+        raise wrapped from e
+
+
+def _same_folder(a: Path | None, b: Path) -> bool:
+    return a is not None and os.path.realpath(a) == os.path.realpath(b)
+
+
+def _train(cfg: GRPOConfig, info: dist.DistInfo, ckpt: checkpoint.Checkpoint | None, faults: list,
+           failure: FailureRecorder, t_start: float, *, model: nn.Module | None, tokenizer: Any,
+           reward_funcs: Mapping[str, RewardFunc] | None,
+           callback: Callable[[dict[str, Any], ScoredRollout], None] | None, precision: Precision,
+           N_global: int) -> TrainResult:
+    """The body of `train` once the output folder is known good; `failure` tracks the step and phase."""
+    rank, world = info.rank, info.world_size
+    N_local = cfg.N_per_rank(world)
+    failure.phase = "loading the data and the model"
     train_problems, eval_problems, model, tokenizer, model_name, start = _prepare(cfg, info, model, tokenizer, ckpt,
                                                                                   precision)
     start_reference, start_fingerprint = start
@@ -292,7 +331,10 @@ def train(cfg: GRPOConfig, *, model: nn.Module | None = None, tokenizer: Any = N
                 f"step; {cfg.total_steps} steps x mu = {cfg.mu} updates; "
                 f"{len(train_problems)} training / {len(eval_problems)} held-out problems")
     if ckpt is not None:
+        for note in ckpt.skipped:                    # a damaged newer checkpoint is never passed over silently
+            dist.print0(f"warning: skipped damaged checkpoint {note}")
         dist.print0(f"resuming from {ckpt.path} after step {ckpt.step}")
+    failure.phase = "opening the output files"
 
     log = RunLog(cfg, info.is_main, history=ckpt.history if ckpt is not None else [],   # a resumed run continues
                  evals=ckpt.evals if ckpt is not None else [])
@@ -324,13 +366,17 @@ def train(cfg: GRPOConfig, *, model: nn.Module | None = None, tokenizer: Any = N
             start_reference = None
             start_step, last_checkpoint = ckpt.step, ckpt.path
         # evaluate before training (after DDP's broadcast; a resumed run kept the first run's evaluation)
+        failure.phase = "evaluation before training"
         eval_before = run_eval(0, "eval before") if ckpt is None else EvalResult.from_dict(ckpt.state["eval_before"])
+        failure.accuracy_before = eval_before.strict_accuracy
         log.start_steps(start_step)
+        failure.in_loop = True
         t_train = time.perf_counter()
 
         # ------------------------------ DeepSeekMath Algorithm 1 ------------------------------
         for step in range(start_step, cfg.total_steps):    # I outer iterations of M steps, as one loop
             t_step = time.perf_counter()
+            failure.step, failure.phase = step + 1, "sampling"
             if step % cfg.steps == 0 and cfg.beta > 0:      # π_ref ← π_θ at the start of every outer iteration
                 ref_model = None                            # free the old copy first
                 ref_model = frozen_copy(model, precision.reference_dtype)   # bf16 in mixed precision
@@ -343,6 +389,7 @@ def train(cfg: GRPOConfig, *, model: nn.Module | None = None, tokenizer: Any = N
                                                max_new_tokens=cfg.max_completion_length, temperature=cfg.temperature,
                                                seed=sampling_seed(cfg.seed, step, rank, world))
                 # rewards r_i, group advantages A_i, log π_θold (only if μ > 1), log π_ref (only if β > 0)
+                failure.phase = "scoring (reward functions, advantages, log-probs)"
                 batch = score_rollout(rollout, [p["answer"] for p in problems], reward_funcs, policy=model,
                                       ref_model=ref_model, scale_rewards=cfg.scale_rewards,
                                       temperature=cfg.temperature, need_old=cfg.mu > 1,
@@ -350,39 +397,48 @@ def train(cfg: GRPOConfig, *, model: nn.Module | None = None, tokenizer: Any = N
             if faults:
                 _inject_fault(faults, step + 1, rank, batch)        # test hook (GRPO_LIB_FAULT); never in real runs
             # μ GRPO updates on the same batch: maximise the clipped objective minus β·KL
+            failure.phase = "the policy update"
             t_update = time.perf_counter()
             updates = []
-            for _ in range(cfg.mu):
+            for k in range(cfg.mu):
                 updates.append(policy_update(policy, optimizer, batch, cfg, precision))
                 scheduler.step()
+                if not parameters_finite(model.parameters()):      # one fused check, before anything uses them
+                    raise NonFiniteWeightsError(step + 1, f"the weights hold NaN or inf after update {k + 1} of "
+                                                f"mu = {cfg.mu}", last_checkpoint)
             update_seconds = time.perf_counter() - t_update
+            _check_logits(model, rollout, step, info, last_checkpoint)   # before the next sampling or a save
             # ---------------------------------------------------------------------------------------
 
             record = _step_record(batch, updates, cfg, step, info.device, update_seconds, scheduler, t_step, t_start,
                                   N_global)
             log.step(record)
             bad = non_finite(record)                 # same on every rank: the record is all-reduced
-            if bad:
-                error = NonFiniteMetricError(step + 1, bad, last_checkpoint)
-                log.summary(failed_summary(cfg, error, model_name=model_name, world_size=world,
-                                           eval_before=eval_before), to_wandb=False)
-                raise error
+            if bad:                                  # train() writes the failed summary.json
+                raise NonFiniteMetricError(step + 1, bad, last_checkpoint)
             if callback is not None:
+                failure.phase = "the step's callback"
                 callback(record, batch)
             if cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.total_steps:
+                failure.phase = "evaluation"
                 run_eval(step + 1, f"eval @ {step + 1}")
             if cfg.save_every and (step + 1) % cfg.save_every == 0:
+                failure.phase = f"writing checkpoint step-{step + 1:06d}"
                 last_checkpoint = _save(cfg, step, world, log, eval_before, model, optimizer, scheduler, ref_model,
                                         tokenizer=tokenizer, run_info=run_info, start_fingerprint=start_fingerprint)
+                failure.last_checkpoint = last_checkpoint
         log.end_steps()
         train_seconds = time.perf_counter() - t_train
         del ref_model
 
+        failure.phase = "evaluation after training"
         eval_after = run_eval(cfg.total_steps, "eval after")
         summary = completed_summary(cfg, model_name=model_name, world_size=world, device=info.device,
                                     n_params=n_params, eval_before=eval_before, eval_after=eval_after,
                                     train_seconds=train_seconds, wall_seconds=time.perf_counter() - t_start)
+        summary.update(failure.resume_record())
         summary.update(run_info, saved_dtype=cfg.save_dtype or dtype_name(precision.param_dtype))
+        failure.phase = "saving the final model"
         if info.is_main:   # in the master weights' dtype (fp32 in mixed precision) unless --save-dtype
             checkpoint.save_pretrained_model(model, tokenizer, log.out / MODEL_SUBDIR, dtype=cfg.save_dtype)
             summary["wall_seconds"] = time.perf_counter() - t_start
@@ -455,6 +511,16 @@ def weights_fingerprint(model: nn.Module) -> float:
             ramp = torch.linspace(1.0, 2.0, w.numel(), dtype=torch.float64, device=w.device)
             total += float((w * ramp).sum())
     return total
+
+
+def _check_logits(model: nn.Module, rollout: Any, step: int, info: dist.DistInfo, last_checkpoint: Path | None,
+                  ) -> None:
+    """Stop at `step` when the updated weights, though finite, are so large (--lr 1e10) that the logits of
+    one row of this step's batch overflow: one forward pass of one sequence, one all-reduce."""
+    bad_here = not logits_finite(model, rollout.input_ids, rollout.attention_mask)
+    if dist.all_reduce_sum(torch.tensor(float(bad_here), device=info.device)).item():   # every rank stops
+        raise NonFiniteWeightsError(step + 1, "the updated weights give NaN or inf logits (largest |w| = "
+                                    f"{max_abs_weight(model.parameters()):.3g})", last_checkpoint)
 
 
 def _step_record(batch: ScoredRollout, updates: list[dict[str, float]], cfg: GRPOConfig, step: int, device: str,

@@ -6,7 +6,7 @@ Takes about 1 minute on 2 idle CPU cores (4-6 minutes when other jobs share them
 bit-identical for a given seed. Notebooks and tests never run it: they load the result with
 `grpo_lib.models.load_tiny_model()`. Rerun it only to change the recipe.
 
-The recipe ("biased data", see ../shared/reference/tiny-model-notes.md):
+The recipe ("biased data"):
 1. Random-initialise `Qwen2ForCausalLM(tiny_qwen2_config(263))` (about 1.0M parameters) with a fixed seed.
 2. Supervised warm-up on the train split (9,700 problems; the 300 test problems are never seen): the
    cross-entropy loss covers the completion tokens and the final `<eos>` (so the model learns to stop),
@@ -31,9 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import random
-import re
 import sys
 import time
 from pathlib import Path
@@ -46,11 +44,13 @@ import tokenizers  # noqa: E402
 import transformers  # noqa: E402
 from transformers import GenerationConfig, Qwen2ForCausalLM  # noqa: E402
 
+from grpo_lib.data import build_prompt  # noqa: E402
+from grpo_lib.evaluation import judge  # noqa: E402
 from grpo_lib.models import count_parameters, load_tiny_model, tiny_qwen2_config  # noqa: E402
+from grpo_lib.rollout import generate_completions  # noqa: E402
 from grpo_lib.tasks import PLAIN_PROMPT, addition_problems, completion_for, has_carry, reasoning_for  # noqa: E402
 from grpo_lib.tokenizer import build_char_tokenizer  # noqa: E402
-
-ANSWER_RE = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+from grpo_lib.train import cosine_decay  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -127,60 +127,50 @@ def sft_batch(problems: list[dict], tokenizer, rng: random.Random, drop_carry: f
     return input_ids, attention_mask, labels
 
 
-def lr_at(step: int, total: int, peak: float, warmup: int, floor: float = 0.1) -> float:
-    """Linear warmup, then cosine decay from `peak` to `floor * peak`."""
+def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
+    """Linear warmup, then the engine's cosine decay (grpo_lib.train.cosine_decay) from `peak` to 10% of it.
+
+    The warm-up stays this script's own: it reaches the peak at step `warmup` ((step + 1) / warmup), where the
+    engine's schedule (`make_optimizer`) starts at 1 / (warmup + 1). Changing it would change the shipped
+    weights, and with them every measured number of the course.
+    """
     if step < warmup:
         return peak * (step + 1) / warmup
-    t = (step - warmup) / max(1, total - warmup)
-    return peak * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t)))
+    return peak * cosine_decay((step - warmup) / max(1, total - warmup))
 
 
-# --- evaluation (a small local helper; the course's own is grpo_lib.evaluation) ---
+# --- evaluation: the engine's sampling (grpo_lib.rollout) and its strict checks (grpo_lib.evaluation.judge) ---
 
-def is_correct(completion: str, gold: str) -> bool:
-    m = ANSWER_RE.search(completion)
-    return m is not None and m.group(1).strip() == gold
-
-
-@torch.no_grad()
-def generate(model, tokenizer, problems: list[dict], *, do_sample: bool, num_return_sequences: int = 1,
-             batch_size: int = 300, max_new_tokens: int = 40) -> list[str]:
-    """Completions for each problem (num_return_sequences per problem, consecutive), left-padded batches."""
-    model.eval()
+def generate(model, tokenizer, problems: list[dict], *, do_sample: bool, G: int = 1, batch_size: int = 300,
+             seed: int | None = None) -> list[str]:
+    """G completions per problem (consecutive), `batch_size` problems per generate() call; `seed` seeds once."""
     out = []
     for start in range(0, len(problems), batch_size):
-        chunk = problems[start:start + batch_size]
-        enc = tokenizer([PLAIN_PROMPT.format(question=p["question"]) for p in chunk],
-                        return_tensors="pt", padding=True)  # (b, P), left padding
-        kwargs = dict(do_sample=True, temperature=1.0, top_k=0, top_p=1.0) if do_sample else dict(do_sample=False)
-        seqs = model.generate(**enc, max_new_tokens=max_new_tokens, num_return_sequences=num_return_sequences,
-                              pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-                              **kwargs)  # (b * num_return_sequences, P + T)
-        out += tokenizer.batch_decode(seqs[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+        prompts = [build_prompt(tokenizer, p["question"]) for p in problems[start:start + batch_size]]
+        out += generate_completions(model, tokenizer, prompts, G, max_new_tokens=40, do_sample=do_sample,
+                                    seed=seed if start == 0 else None).texts
     return out
 
 
 def greedy_report(model, tokenizer, problems: list[dict]) -> dict:
     completions = generate(model, tokenizer, problems, do_sample=False)
-    ok = [is_correct(c, p["answer"]) for c, p in zip(completions, problems)]
+    checks = [judge(c, p["answer"]) for c, p in zip(completions, problems)]
+    ok = [c["strict"] for c in checks]
     carry = [has_carry(p["a"], p["b"]) for p in problems]
     n_carry = sum(carry)
     return {
         "accuracy": sum(ok) / len(ok),
         "accuracy_carry": sum(o for o, c in zip(ok, carry) if c) / max(1, n_carry),
         "accuracy_no_carry": sum(o for o, c in zip(ok, carry) if not c) / max(1, len(ok) - n_carry),
-        "format_rate": sum(ANSWER_RE.search(c) is not None and c.startswith("<reasoning>") for c in completions)
-        / len(completions),
+        "format_rate": sum(c["format"] for c in checks) / len(checks),
         "examples": completions[:3],
     }
 
 
 def sampled_report(model, tokenizer, problems: list[dict], G: int, seed: int) -> dict:
     """Sampling at T = 1: mean accuracy, pass@G, and the fraction of groups of G with mixed outcomes."""
-    torch.manual_seed(seed)
-    completions = generate(model, tokenizer, problems, do_sample=True, num_return_sequences=G,
-                           batch_size=max(1, 2400 // G))
-    k = [sum(is_correct(completions[i * G + j], p["answer"]) for j in range(G)) for i, p in enumerate(problems)]
+    completions = generate(model, tokenizer, problems, do_sample=True, G=G, batch_size=max(1, 2400 // G), seed=seed)
+    k = [sum(judge(completions[i * G + j], p["answer"])["strict"] for j in range(G)) for i, p in enumerate(problems)]
     return {
         "sampled_accuracy": sum(k) / (G * len(problems)),
         f"pass@{G}": sum(ki > 0 for ki in k) / len(k),

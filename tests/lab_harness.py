@@ -5,7 +5,7 @@ notebooks under test), JUPYTER_CONFIG_DIR / JUPYTER_DATA_DIR / JUPYTER_RUNTIME_D
 and workspaces. So the test never sees a user's settings, never reuses a running kernel, and JupyterLab's
 autosave can only write into the copy, never into notebooks/.
 
-Settings written for the test (the recipe in ../shared/reference/tooling-notes.md section 5):
+Settings written for the test:
 - no "get notified about Jupyter news?" toast (it would cover the bottom right of screenshots);
 - `windowingMode: "none"`: every cell stays in the DOM, so "all prompts show [n]" really means every cell ran.
 

@@ -152,3 +152,25 @@ def test_batch_std_in_one_process_is_the_sample_std():
     assert batch_std(torch.tensor([1.0, 0.0, 2.0])) == pytest.approx(1.0)        # the 2+3 group: sample std 1
     # scale="batch" in one process: the same as group_advantages with the batch std
     torch.testing.assert_close(compute_advantages(r, G=4, scale="batch"), group_advantages(r.view(6, 4), scale="batch").reshape(-1))
+
+
+# --- huge and complex rewards ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("scale", ["group", "batch"])
+@pytest.mark.parametrize("unit", [1e300, 1e200, 1e-100])
+def test_huge_rewards_give_the_advantages_of_the_same_rewards_in_other_units(scale, unit):
+    # A is unit-free: rewards near 1e300 (whose squares overflow float64) give the A of the same rewards / 1e300
+    base = torch.tensor([[1.0, 0.0, 0.0, 0.0], [1.0, 1.0, -1.0, 0.5]], dtype=torch.float64)
+    A = group_advantages(base * unit, scale=scale, std_floor=0.0)
+    assert torch.isfinite(A).all()
+    assert torch.allclose(A, group_advantages(base, scale=scale, std_floor=0.0), rtol=1e-12, atol=1e-12)
+    assert A[0].tolist() == pytest.approx([1.5, -0.5, -0.5, -0.5]) if scale == "group" else True
+
+
+def test_rewards_near_1e300_are_not_all_zeros():
+    A = group_advantages(torch.tensor([[1e300, 0.0, 0.0, 0.0]], dtype=torch.float64))
+    assert A[0].tolist() == pytest.approx([1.5, -0.5, -0.5, -0.5], rel=1e-12)   # std floor 1e-4 is 1e-304 there
+
+
+def test_complex_rewards_are_refused():
+    with pytest.raises(ValueError, match=r"rewards must be real numbers, got a complex tensor \(torch.complex64\)"):
+        group_advantages(torch.tensor([[1 + 1j, 0j]]))

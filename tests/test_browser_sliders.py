@@ -46,7 +46,7 @@ ARTIFACTS = Path(os.environ.get("GRPO_BROWSER_ARTIFACTS", REPO / "test-artifacts
 README_SHOT = REPO / "docs" / "img" / "04_sliders.png"
 REQUIRE = os.environ.get("GRPO_REQUIRE_BROWSER") == "1"
 
-# Chromium flags from ../shared/reference/tooling-notes.md section 5 (no sandbox as root, no background traffic)
+# Chromium flags for a headless run in a container (no sandbox as root, no background traffic)
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
                  "--disable-dev-shm-usage"]

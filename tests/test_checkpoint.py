@@ -4,6 +4,7 @@ The resume test compares a run stopped after 2 of 6 steps and resumed with a run
 metric except wall-clock timings must be equal (==, deterministic CPU, one thread), and so must the final
 weights. The run is stopped the hard way: it dies while writing its second checkpoint.
 """
+import hashlib
 import json
 import random
 
@@ -56,13 +57,16 @@ def test_a_run_killed_while_checkpointing_resumes_exactly(uninterrupted, tmp_pat
     # the run dies while writing checkpoint 4: its model and optimizer are on disk, its manifest is not
     real_manifest = checkpoint._write_manifest
 
+    class SimulatedKill(BaseException):       # like SIGKILL, no `except Exception` handler runs (no clean-up)
+        pass
+
     def die_at_step_4(folder, step):
         if step == 4:
-            raise OSError("simulated kill while writing a checkpoint")
+            raise SimulatedKill("simulated kill while writing a checkpoint")
         real_manifest(folder, step)
 
     monkeypatch.setattr(checkpoint, "_write_manifest", die_at_step_4)
-    with pytest.raises(OSError, match="simulated kill"):
+    with pytest.raises(SimulatedKill, match="simulated kill"):
         train(cfg, model=random_tiny(tok), tokenizer=tok)
     monkeypatch.undo()
     names = sorted(p.name for p in ckpts.iterdir())                         # ".tmp-..." sorts first
@@ -114,7 +118,8 @@ def test_checkpoint_contents_and_the_reference_model(uninterrupted):
     assert state["step"] == 2 and state["iteration"] == 1 and state["world_size"] == 1
     assert without_timing(state["history"]) == without_timing(uninterrupted.history[:2])
     manifest = json.loads((mid / "manifest.json").read_text())
-    assert manifest["files"]["optimizer.pt"] == (mid / "optimizer.pt").stat().st_size
+    assert manifest["files"]["optimizer.pt"] == {"bytes": (mid / "optimizer.pt").stat().st_size,
+                                                 "sha256": hashlib.sha256((mid / "optimizer.pt").read_bytes()).hexdigest()}
     opt = torch.load(mid / "optimizer.pt", weights_only=True)               # plain tensors: no pickled code
     assert opt["state"][0]["step"].item() == 4                              # 2 steps x μ = 2 AdamW updates
     assert torch.load(mid / "scheduler.pt", weights_only=True)["last_epoch"] == 4

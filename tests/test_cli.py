@@ -108,8 +108,14 @@ def test_cli_exits_non_zero_on_a_nan_loss(tmp_path, monkeypatch, capsys):
                "--save-every", "1", "--output-dir", str(tmp_path / "run")])
     assert rc == 1
     err = capsys.readouterr().err
-    assert "error: training stopped at step 2: non-finite loss = nan" in err
-    assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "failed"
+    # grpo_loss refuses the NaN advantages before any NaN reaches the loss, the gradient or the weights
+    message = ("training stopped at step 2 (the policy update): ValueError: advantages holds 8 non-finite value(s) "
+               "at active positions (mask 1), the first nan at row 0; the loss would be NaN")
+    assert f"\nerror: {message}" in err and "Traceback" not in err
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "failed" and summary["failed_step"] == 2 and summary["error"].startswith(message)
+    assert summary["last_checkpoint"].endswith("step-000001")
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["step-000001"]
 
 
 def test_the_readme_gpu_commands_give_the_batch_they_claim():

@@ -1,6 +1,7 @@
 """GRPOConfig: presets, validation messages that name the option, derived values, docs and the markdown table."""
 import dataclasses
 import json
+import math
 
 import pytest
 
@@ -85,7 +86,7 @@ def test_unknown_option_suggests_the_closest():
     (dict(reward_funcs=()), "at least one reward function"),
     (dict(max_completion_length=0), "max_completion_length must be >= 1"),
     (dict(lr=0.0), "lr (η) must be a finite number > 0"),
-    (dict(lr=float("inf")), "lr (η) must be a finite number > 0, got inf"),
+    (dict(lr=float("inf")), "lr must be a finite number, got inf"),
     (dict(save_every=-1), "save_every must be >= 0"),
     (dict(resume=" "), "resume must be None or a checkpoint"),
     (dict(dist_timeout_minutes=0.0), "dist_timeout_minutes must be > 0"),
@@ -162,3 +163,21 @@ def test_to_dict_is_json_ready():
     d = GRPOConfig.full().to_dict()
     assert json.loads(json.dumps(d))["G"] == 12
     assert d["reward_funcs"] == ("correctness", "format")
+
+
+@pytest.mark.parametrize("field", ["temperature", "beta", "epsilon", "epsilon_high", "lr", "weight_decay",
+                                   "adam_beta1", "adam_beta2", "max_grad_norm", "dist_timeout_minutes"])
+@pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan])
+def test_every_float_option_must_be_finite(field, value):
+    with pytest.raises(ValueError) as err:
+        GRPOConfig.tiny(**{field: value})
+    assert str(err.value) == f"invalid GRPOConfig:\n  - {field} must be a finite number, got {value}"
+
+
+def test_cli_refuses_inf_temperature_and_beta_before_any_work(capsys):
+    from grpo_lib.cli import parse_config
+
+    for option in ("--temperature", "--beta"):
+        with pytest.raises(SystemExit):
+            parse_config([option, "inf"])
+        assert f"{option[2:]} must be a finite number, got inf" in capsys.readouterr().err

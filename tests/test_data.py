@@ -73,13 +73,42 @@ def test_gsm8k_missing_folder_or_split_names_the_option(tmp_path):
         load_gsm8k("validation", tmp_path)
 
 
-def test_gsm8k_malformed_rows(tmp_path):
-    (tmp_path / "train.jsonl").write_text(json.dumps({"question": "q", "answer": "no marker"}) + "\n")
-    with pytest.raises(ValueError, match=r"row 0.*'####'"):
+GOOD_ROW = json.dumps({"question": "What is 1 + 1?", "answer": "1 + 1 = 2\n#### 2"})
+
+
+@pytest.mark.parametrize("bad_line, message", [
+    (json.dumps({"question": "q"}), "row 3: field 'answer' is missing"),
+    (json.dumps({"question": "q", "answer": 72}), "row 3: field 'answer' must be a string, got int 72"),
+    (json.dumps({"question": "q", "answer": None}), "row 3: field 'answer' must be a string, got NoneType None"),
+    (json.dumps({"question": 5, "answer": "#### 5"}), "row 3: field 'question' must be a string, got int 5"),
+    (json.dumps({"prompt": "q", "answer": "#### 1"}), "row 3: field 'question' is missing"),
+    (json.dumps({"question": "  ", "answer": "#### 1"}), "row 3: field 'question' is empty"),
+    (json.dumps({"question": "q", "answer": "no marker"}), "row 3: field 'answer' has no '#### <gold answer>'"),
+    ('{"question": "q", "answer": "#### 1"', "row 3: not valid JSON (Expecting ',' delimiter at column 37)"),
+    ("[1, 2]", "row 3: a GSM8K row must be a JSON object with 'question' and 'answer', got list"),
+])
+def test_gsm8k_bad_rows_are_named_by_file_row_and_field(tmp_path, bad_line, message):
+    # rows 1 and 2 are good; row 3 (the third line of the file) is the bad one
+    (tmp_path / "train.jsonl").write_text("\n".join([GOOD_ROW, GOOD_ROW, bad_line, GOOD_ROW]) + "\n")
+    with pytest.raises(ValueError) as err:
         load_gsm8k("train", tmp_path)
-    (tmp_path / "test.jsonl").write_text(json.dumps({"prompt": "q", "answer": "#### 1"}) + "\n")
-    with pytest.raises(ValueError, match=r"missing \['question'\]"):
+    assert str(err.value).startswith(f"{tmp_path / 'train.jsonl'}, {message}")
+
+
+def test_gsm8k_rows_count_lines_and_skip_blank_ones(tmp_path):
+    (tmp_path / "test.jsonl").write_text(GOOD_ROW + "\n\n" + json.dumps({"question": "q"}) + "\n")
+    with pytest.raises(ValueError, match=r"test.jsonl, row 3: field 'answer' is missing"):   # line 3: blank line 2 counts
         load_gsm8k("test", tmp_path)
+    (tmp_path / "test.jsonl").write_text(GOOD_ROW + "\n\n")
+    assert load_gsm8k("test", tmp_path) == [{"question": "What is 1 + 1?", "answer": "2", "solution": "1 + 1 = 2\n#### 2"}]
+
+
+def test_an_empty_gsm8k_split_is_refused(tmp_path):
+    (tmp_path / "train.jsonl").write_text("")
+    with pytest.raises(ValueError) as err:
+        load_gsm8k("train", tmp_path)
+    assert str(err.value) == (f"{tmp_path / 'train.jsonl'}: the GSM8K 'train' split is empty (no rows); "
+                              "a run needs at least one problem")
 
 
 def test_gsm8k_hub_offline_suggests_data_dir(monkeypatch):

@@ -474,3 +474,54 @@ def test_dapo_divisor_and_unknown_loss_type():
         normalise_token_losses(torch.ones(1, 1), torch.ones(1, 1), "mean")
     with pytest.raises(ValueError, match="loss_type must be one of"):
         micro_batch_weight("mean", rows=1, tokens=1, batch_rows=1, batch_tokens=1)
+
+
+# --- non-finite inputs at active positions are refused, naming the input and the first position -------------
+def _finite_batch():
+    logp = torch.tensor([[-1.0, -2.0, -0.5], [-0.3, -1.5, -2.0]])
+    mask = torch.tensor([[1, 1, 0], [1, 0, 0]])
+    return logp, logp - 0.1, logp + 0.2, torch.tensor([0.5, -0.5]), mask
+
+
+@pytest.mark.parametrize("name, index, value, message", [
+    ("logp", (0, 1), math.nan, "logp holds 1 non-finite value(s) at active positions (mask 1), the first nan at row 0, token 1"),
+    ("logp", (1, 0), -math.inf, "logp holds 1 non-finite value(s) at active positions (mask 1), the first -inf at row 1, token 0"),
+    ("logp_old", (0, 0), math.inf, "logp_old holds 1 non-finite value(s) at active positions (mask 1), the first inf at row 0, token 0"),
+    ("logp_ref", (1, 0), math.nan, "logp_ref holds 1 non-finite value(s) at active positions (mask 1), the first nan at row 1, token 0"),
+    ("advantages", (1,), math.inf, "advantages holds 1 non-finite value(s) at active positions (mask 1), the first inf at row 1"),
+])
+def test_grpo_loss_refuses_non_finite_inputs_at_active_positions(name, index, value, message):
+    logp, logp_old, logp_ref, A, mask = _finite_batch()
+    inputs = {"logp": logp, "logp_old": logp_old, "logp_ref": logp_ref, "advantages": A}
+    inputs[name] = inputs[name].clone()
+    inputs[name][index] = value
+    with pytest.raises(ValueError) as err:
+        grpo_loss(inputs["logp"], inputs["logp_old"], inputs["logp_ref"], inputs["advantages"], mask, beta=0.04)
+    assert str(err.value).startswith(message)
+
+
+def test_grpo_loss_ignores_non_finite_values_at_padded_positions():
+    logp, logp_old, logp_ref, A, mask = _finite_batch()
+    clean, _ = grpo_loss(logp, logp_old, logp_ref, A, mask, beta=0.04)
+    padded = [t.clone() for t in (logp, logp_old, logp_ref)]
+    for t, v in zip(padded, (-math.inf, math.nan, math.inf)):
+        t[0, 2] = v                                                  # mask 0 there: padding may hold anything
+        t[1, 1:] = v
+    loss, _ = grpo_loss(*padded, A, mask, beta=0.04)
+    assert torch.isfinite(loss) and loss.item() == clean.item()
+    A2 = torch.tensor([0.5, math.nan])
+    loss, _ = grpo_loss(logp, logp_old, logp_ref, A2, torch.tensor([[1, 1, 0], [0, 0, 0]]), beta=0.04)
+    assert torch.isfinite(loss)                                      # row 1 has no active token: its A is unused
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(beta=math.nan), "beta must be a finite number, got nan"),
+    (dict(beta=math.inf), "beta must be a finite number, got inf"),
+    (dict(epsilon=math.nan), "epsilon must be a finite number, got nan"),
+    (dict(epsilon_high=math.inf), "epsilon_high must be a finite number, got inf"),
+])
+def test_grpo_loss_refuses_non_finite_coefficients(kw, message):
+    logp, logp_old, logp_ref, A, mask = _finite_batch()
+    with pytest.raises(ValueError) as err:
+        grpo_loss(logp, logp_old, logp_ref, A, mask, **{"beta": 0.04, **kw})
+    assert str(err.value) == message

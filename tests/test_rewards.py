@@ -557,3 +557,35 @@ def test_adversarial_values():
     assert parse_number(ADVERSARIAL["huge_number_in_tags"][8:-9]) is None          # overflows to inf
     assert extract_last_number(ADVERSARIAL["minus_signs"]) == -3.0
     assert extract_single_number(ADVERSARIAL["commas_digits"]) is None             # many numbers
+
+
+# --- integers are compared exactly, whatever their size ----------------------------------------------------------
+def _score(answer_text: str, gold: str) -> float:
+    return correctness_reward(["q"], [[{"content": f"<answer>{answer_text}</answer>"}]], [gold])[0]
+
+
+def test_one_billion_and_one_is_not_one_billion():
+    assert _score("1000000001", "1000000000") == 0.0                  # 1e-9 apart: the float tolerance took it
+    assert _score("1,000,000,000", "1000000000") == 1.5 and _score("1000000000", "1000000000") == 2.0
+
+
+@settings(max_examples=300, deadline=None)
+@given(gold=st.integers(min_value=-10**60, max_value=10**60), delta=st.integers(min_value=-3, max_value=3))
+def test_integers_of_any_size_score_exactly(gold, delta):
+    predicted = gold + delta
+    expected = 2.0 if delta == 0 else 0.0
+    assert _score(str(predicted), str(gold)) == expected
+    assert _score(f"{predicted:,}", str(gold)) == (0.0 if delta else (2.0 if f"{gold:,}" == str(gold) else 1.5))
+    assert _score(f"{predicted}.00", str(gold)) == (1.5 if delta == 0 else 0.0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(whole=st.integers(min_value=0, max_value=10**30), cents=st.integers(min_value=0, max_value=99))
+def test_decimals_are_exact_too(whole, cents):
+    gold = f"{whole}.{cents:02d}"
+    assert _score(f"{whole}.{cents:02d}0", gold) == 1.5                # same number, another spelling
+    assert _score(f"{whole}.{cents:02d}1", gold) == 0.0                # 0.001 more: never equal
+
+
+def test_a_fraction_still_matches_its_decimal_within_the_tolerance():
+    assert _score("0.333333333333", "1/3") == 1.5 and _score("3/4", "0.75") == 1.5 and _score("0.3333", "1/3") == 0.0

@@ -18,6 +18,7 @@ from grpo_lib.tokenizer import build_char_tokenizer
 from grpo_lib.rewards import reward_functions
 from grpo_lib.runlog import METRICS, NonFiniteMetricError
 from grpo_lib.train import make_optimizer, policy_update, sampling_seed, train
+from grpo_lib.failures import RunFailed
 
 from conftest import REPO
 
@@ -226,11 +227,15 @@ def test_a_reward_function_that_raises_is_reported_with_its_completion(tmp_path)
         seen.append(completions[0][0]["content"])
         raise KeyError("no parse")
 
-    with pytest.raises(RewardFunctionError) as err:
+    with pytest.raises(RunFailed) as err:
         train(small_cfg(tmp_path, eval_n=1), model=random_tiny(tok), tokenizer=tok, reward_funcs={"fragile": fragile})
+    assert isinstance(err.value.cause, RewardFunctionError) and err.value.step == 1
     msg = str(err.value)
-    assert "reward function 'fragile' raised KeyError" in msg and "completion 0" in msg
-    assert repr(seen[-1]) in msg                                         # the completion text itself is shown
+    assert msg.startswith("training stopped at step 1 (scoring (reward functions, advantages, log-probs)): "
+                          "RewardFunctionError: reward function 'fragile' raised KeyError")
+    assert "completion 0" in msg and repr(seen[-1]) in msg               # the completion text itself is shown
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "failed" and summary["error"] == msg and summary["failed_step"] == 1
 
 
 def test_wandb_is_offline_when_not_logged_in(tmp_path, monkeypatch):
@@ -265,8 +270,10 @@ def test_an_overflowing_reward_stops_the_run_and_keeps_the_last_good_checkpoint(
     with pytest.raises(NonFiniteMetricError) as err:
         train(cfg, model=model, tokenizer=tok, reward_funcs={"huge": overflow_at_step_2})
     msg = str(err.value)
-    assert msg.startswith("training stopped at step 2: non-finite loss = ") and err.value.step == 2
-    assert set(err.value.bad) == {"loss", "grad_norm", "reward"} and err.value.bad["reward"] == math.inf
+    # the advantages stay right (group_advantages works in units of max|r| when r is near the float max), so the
+    # loss and gradient are finite; the mean reward itself overflows float32 and stops the run
+    assert msg.startswith("training stopped at step 2: non-finite reward = inf;") and err.value.step == 2
+    assert err.value.bad == {"reward": math.inf}
     assert "step-000001" in msg                                          # where to resume from
     out = tmp_path / "run"
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-000001"]   # nothing saved after it
@@ -274,7 +281,7 @@ def test_an_overflowing_reward_stops_the_run_and_keeps_the_last_good_checkpoint(
     assert summary["status"] == "failed" and summary["failed_step"] == 2
     assert summary["last_checkpoint"].endswith("step-000001") and "step 2" in summary["error"]
     assert [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2]
-    assert all(torch.isfinite(p).all() for p in model.parameters())     # the NaN gradient was never applied
+    assert all(torch.isfinite(p).all() for p in model.parameters())     # no NaN/inf ever reached the weights
 
 
 @pytest.mark.parametrize("spec", ["boom@2", "raise@two", "nan@2:node1", "raise"])

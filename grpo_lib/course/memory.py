@@ -379,7 +379,7 @@ def layer_activation_bytes(config, *, dtype_bytes: float = 2, seq_len: int, padd
     Returns:
         bytes per token for one layer (a float; multiply by tokens and layers).
 
-    Taught in: notebooks/05_full_run.ipynb
+    Used by: `activation_breakdown` (the planner, `plan_gpu_memory`)
     """
     if attention not in ATTENTION_IMPLEMENTATIONS:
         raise ValueError(f"attention must be one of {ATTENTION_IMPLEMENTATIONS} (eager attention keeps the "
@@ -423,7 +423,7 @@ def activation_breakdown(config, *, micro_batch_size: int, prompt_len: int, comp
         dict of bytes: "layers" (saved inside the decoder layers), "recompute" (the one layer rebuilt
         during backward; 0 without checkpointing), "outside_layers", "logits".
 
-    Taught in: notebooks/05_full_run.ipynb
+    Used by: `plan_gpu_memory`
     """
     if logits not in LOGITS_MODES:
         raise ValueError(f"logits must be one of {LOGITS_MODES}, got {logits!r}")
@@ -451,7 +451,7 @@ def kv_cache_bytes(config, *, batch: int, seq_len: int, dtype_bytes: float = 2) 
 
     Only the KV heads are cached (grouped-query attention: Qwen2.5-1.5B caches 2 heads, not 12).
 
-    Taught in: notebooks/05_full_run.ipynb
+    Used by: `plan_gpu_memory`
     """
     s = _qwen2_shape(config)
     return int(batch * seq_len * s["L"] * 2 * s["n_kv"] * s["head_dim"] * dtype_bytes)

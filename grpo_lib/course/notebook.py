@@ -7,8 +7,7 @@
   on GitHub, so the numbers in the prose come from code that runs in CI.
 
 - `run_torchrun(args, nproc=2)` launches `torchrun --standalone` from a cell (notebook 05's DDP demos) and
-  returns the finished process, retrying once, visibly, when a process dies (gloo on a busy 2-core machine
-  has occasionally aborted a rank as it exits).
+  returns the finished process; a job that fails raises, with its exit status and stderr (never rerun).
 
 The display helpers degrade gracefully: without IPython (or pygments) they fall back to plain text.
 
@@ -29,7 +28,7 @@ from typing import Any
 def source_of(obj: Any) -> str:
     """The source code of a function, class, method or module, dedented; a clear error if there is none.
 
-    Taught in: notebooks/01_worked_example_2plus3.ipynb
+    Used by: `show_source`
     """
     try:
         return textwrap.dedent(inspect.getsource(obj))
@@ -101,38 +100,36 @@ def markdown_table(header: Sequence[Any], rows: Iterable[Sequence[Any]], floatfm
 
 
 def run_torchrun(args: Sequence[str], nproc: int = 2, *, env: dict[str, str] | None = None, timeout: float = 600,
-                 retries: int = 1) -> subprocess.CompletedProcess:
+                 ) -> subprocess.CompletedProcess:
     """Run `torchrun --standalone --nproc_per_node=nproc ARGS` (as `python -m torch.distributed.run`) and wait.
 
-    Each process gets OMP_NUM_THREADS=1 (k processes share the cores) unless `env` says otherwise. When the
-    job exits non-zero it is started again, up to `retries` times, after printing one line saying why, so a
-    rare crash of a process at exit (seen with gloo on a loaded 2-core machine) does not hide the lesson; a
-    job that keeps failing raises.
+    Each process gets OMP_NUM_THREADS=1 (k processes share the cores) unless `env` says otherwise. The job
+    runs once: a job that exits non-zero raises, with torchrun's exit status and the end of its stderr
+    (which holds the failing rank's traceback), so a failure is never hidden by starting it again.
 
     Args:
         args: what follows torchrun's own options: a script and its arguments, or "-m", module, arguments.
         nproc: processes to start (`--nproc_per_node`).
         env: extra environment variables for the job (added to this process's environment).
-        timeout: seconds for each attempt.
-        retries: further attempts after a failed one.
+        timeout: seconds before the job is stopped (subprocess.TimeoutExpired).
 
     Returns:
-        the `subprocess.CompletedProcess` of the successful attempt (stdout and stderr captured as text).
+        the `subprocess.CompletedProcess` of the job (stdout and stderr captured as text). All ranks write
+        to the same stdout: torchrun starts them with `python -u`, so `print(text)` is two writes (the text,
+        then the newline) and another rank's output can land between them. A line written in one call
+        (`sys.stdout.write(text + "\\n")`, at most 4096 bytes) stays whole; `grpo_lib.dist.print0` avoids
+        the question by printing on rank 0 only.
 
     Raises:
-        RuntimeError: every attempt failed; the message holds the end of the last attempt's stderr.
+        RuntimeError: the job exited non-zero; the message holds the command's exit status and the end of
+            its stderr.
 
     Taught in: notebooks/05_full_run.ipynb
     """
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *map(str, args)]
     job_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
-    for attempt in range(retries + 1):
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=job_env)
-        if proc.returncode == 0:
-            return proc
-        last = next((line for line in reversed(proc.stderr.splitlines()) if line.strip()), "")
-        if attempt < retries:
-            print(f"(torchrun exited with status {proc.returncode}: {last[:200]}; starting it once more)")
-    raise RuntimeError(f"torchrun failed {retries + 1} time(s), exit status {proc.returncode}; "
-                       f"end of its stderr:\n{proc.stderr[-6000:]}")
-
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=job_env)
+    if proc.returncode != 0:
+        raise RuntimeError(f"torchrun exited with status {proc.returncode} ({nproc} processes: "
+                           f"{' '.join(map(str, args))}); end of its stderr:\n{proc.stderr[-6000:]}")
+    return proc

@@ -520,7 +520,7 @@ del dp, dp_model
 # same code).
 
 # %%
-from grpo_lib.course.notebook import run_torchrun    # torchrun --standalone from a cell (retries once, visibly)
+from grpo_lib.course.notebook import run_torchrun    # torchrun --standalone from a cell (once: a failure raises)
 
 DDP_SCRIPT = '''
 import sys

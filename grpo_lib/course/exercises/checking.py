@@ -19,8 +19,7 @@ The exercise convention of the course (docs/teaching.md has the instructor's sid
 - A checker never raises, whatever the learner's function does (raises, returns None, a string, a tensor of
   the wrong shape, NaN): a student copy with every exercise still blank runs top to bottom under nbmake.
 
-Taught in: every notebook's "Exercises" section (notebooks/01_worked_example_2plus3.ipynb to
-notebooks/05_full_run.ipynb).
+Used by: every checker of grpo_lib.course.exercises (ex01 ... ex05), in each notebook's "Exercises" section.
 """
 
 from __future__ import annotations

@@ -81,7 +81,7 @@ def check_centered_advantages(fn: Callable[[torch.Tensor], Any]) -> CheckResult:
 def zero_std_probability(p: float, G: int) -> float:
     """P(all G rewards equal) for G independent right/wrong answers with success rate p: p^G + (1-p)^G.
 
-    Taught in: notebooks/02_advantages.ipynb
+    Used by: `check_zero_std_probability` (exercise 2.2)
     """
     return p**G + (1 - p) ** G
 

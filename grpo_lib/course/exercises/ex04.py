@@ -34,7 +34,7 @@ def seq_mean_loss(per_token_loss: torch.Tensor, mask: torch.Tensor) -> torch.Ten
     Returns:
         a 0-dim tensor.
 
-    Taught in: notebooks/04_the_loss.ipynb
+    Used by: `check_seq_mean_loss` (exercise 4.1)
     """
     return normalise_token_losses(per_token_loss, mask, "grpo")              # 0-dim
 

@@ -53,7 +53,7 @@ def adamw_moment_bytes(P: int, world_size: int = 1) -> int:
     DDP replicates the whole optimizer on every rank, so world_size does not divide it (ZeRO stage 1
     would: 8·P / K).
 
-    Taught in: notebooks/05_full_run.ipynb
+    Used by: `check_adamw_moment_bytes` (exercise 5.2)
     """
     return 8 * P
 
@@ -123,7 +123,7 @@ def dapo_normaliser(masks: Sequence[torch.Tensor], rank: int) -> float:
             each rank pads to its own longest completion).
         rank: this process's rank in [0, K).
 
-    Taught in: notebooks/05_full_run.ipynb
+    Used by: `check_dapo_normaliser` (exercise 5.1)
     """
     n_global = sum(float(m.sum()) for m in masks)
     return float(dapo_divisor(torch.tensor(n_global, dtype=torch.float64), len(masks)))   # the loss's own formula
@@ -150,7 +150,7 @@ def ddp_loss_with(masks: Sequence[torch.Tensor], normalisers: Sequence[float]) -
     Rank k's loss is Σ m_k·ℓ_k / normalisers[k]; DDP averages over the K ranks (of the gradients, and so
     of these linear losses). The target is Σ_all m·ℓ / Σ_all m.
 
-    Taught in: notebooks/05_full_run.ipynb
+    Used by: `check_dapo_normaliser`'s hint (exercise 5.1)
     """
     losses = [torch.arange(1, m.numel() + 1, dtype=torch.float32).reshape(m.shape) for m in masks]
     sums = [float((m * ell).sum()) for m, ell in zip(masks, losses)]

@@ -1,0 +1,145 @@
+"""How a run fails: one way, whatever the cause, and never after writing damaged work.
+
+Choices made here (tested in tests/test_failures.py and tests/test_train.py):
+1. Whatever stops a run after its output folder is checked (a NaN loss, weights that blew up, an
+   exception in sampling or a reward function, a full disk while saving, a bad file), `train` ends the
+   same way: summary.json gets "status": "failed" with the message, the step and the last good
+   checkpoint, and the error names the step, what the run was doing, and the cause, in one paragraph.
+2. The weights are checked after every update (`parameters_finite`: one fused max-|w| per tensor, one
+   host sync), so a blow-up stops the run before the next sampling and before any checkpoint: a
+   checkpoint never holds NaN weights. AdamW with a huge learning rate, or float16 on a CPU, can
+   overflow the weights even when the loss and the gradient were finite.
+3. An error before the first step (a bad file, a missing model, a prompt too long) keeps its own type
+   (ValueError, OSError ...) so a caller can tell it apart; from the first step on it is wrapped in
+   `RunFailed`, which keeps the original as `.cause`.
+4. The command line turns every known error into "error: <message>" on stderr and exit status 1, without
+   a traceback (`known_error`); `--debug` shows the traceback too.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from grpo_lib.runlog import SUMMARY_FILE, NonFiniteMetricError, write_summary
+
+
+class NonFiniteWeightsError(NonFiniteMetricError):
+    """The weights blew up in an update (the loss and gradient before it may have been finite): they hold
+    NaN or inf, or they are so large that the model's logits overflow."""
+
+    def __init__(self, step: int, what: str, last_checkpoint: Path | None):
+        self.step, self.bad, self.last_checkpoint = step, {"weights": math.nan}, last_checkpoint
+        FloatingPointError.__init__(
+            self, f"training stopped at step {step}: {what}, so the next sampling would fail and no checkpoint "
+            f"is written with them; {_keep(last_checkpoint)}. Try a lower --lr or --max-grad-norm, or --dtype "
+            "float32 (float16 overflows easily, especially on a CPU).")
+
+
+class RunFailed(RuntimeError):
+    """A run stopped by an exception from its first step on; `.cause` is the original exception.
+
+    Attributes:
+        step: the 1-based step it happened in (the last step for the final evaluation or save).
+        phase: what the run was doing ("sampling", "the policy update", "writing checkpoint step-000004" ...).
+        cause: the exception.
+        last_checkpoint: the newest checkpoint written before it, or None.
+    """
+
+    def __init__(self, step: int, phase: str, cause: BaseException, last_checkpoint: Path | None):
+        self.step, self.phase, self.cause, self.last_checkpoint = step, phase, cause, last_checkpoint
+        super().__init__(f"training stopped at step {step} ({phase}): {describe(cause)}; {_keep(last_checkpoint)}.")
+
+
+def _keep(last_checkpoint: Path | None) -> str:
+    return (f"the last good checkpoint is {last_checkpoint} (resume with --resume {last_checkpoint})"
+            if last_checkpoint is not None else "no checkpoint was written before it (see --save-every)")
+
+
+def describe(e: BaseException, limit: int = 600) -> str:
+    """'TypeName: message' on one line (whitespace collapsed), at most `limit` characters."""
+    text = " ".join(str(e).split()).rstrip(".")
+    if len(text) > limit:
+        text = text[:limit] + " ..."
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+def parameters_finite(parameters: Iterable[torch.Tensor]) -> bool:
+    """True when every parameter is finite: one fused max-|w| per tensor (NaN propagates), one host sync."""
+    params = [p.detach() for p in parameters]
+    if not params:
+        return True
+    maxima = torch._foreach_norm(params, ord=math.inf)       # per tensor: max |w| (inf or NaN if any is)
+    return bool(torch.isfinite(torch.stack([m.float() for m in maxima])).all())
+
+
+def max_abs_weight(parameters: Iterable[torch.Tensor]) -> float:
+    """max |w| over all parameters (for the message when the weights blew up)."""
+    params = [p.detach() for p in parameters]
+    return max((m.float().item() for m in torch._foreach_norm(params, ord=math.inf)), default=0.0)
+
+
+@torch.no_grad()
+def logits_finite(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> bool:
+    """True when the model's logits for one sequence are finite: a one-row forward pass that catches
+    weights that are finite but so large (a learning rate of 1e10) that every forward overflows.
+
+    Only the last position's logits are computed (`logits_to_keep=1`: one vocabulary row, not P+T of
+    them); every layer still runs on the whole row, so an overflow anywhere in it shows there."""
+    logits = model(input_ids=input_ids[:1], attention_mask=attention_mask[:1], logits_to_keep=1).logits
+    return bool(torch.isfinite(logits).all())
+
+
+class FailureRecorder:
+    """Where a run is (step, phase, last checkpoint), and what to write and raise when it fails."""
+
+    def __init__(self, out: Path, config: Mapping[str, Any], world_size: int, resumed_from: Any = None,
+                 skipped: list[str] | None = None, write: bool = True):
+        self.out, self.config, self.world_size, self.write = out, dict(config), world_size, write
+        self.step, self.phase, self.in_loop = 0, "setup", False
+        self.last_checkpoint: Path | None = resumed_from
+        self.resumed_from, self.skipped = resumed_from, list(skipped or [])
+        self.accuracy_before: float | None = None
+
+    def resume_record(self) -> dict[str, Any]:
+        """What summary.json records about a resume: where from, and the damaged checkpoints skipped."""
+        if self.resumed_from is None:
+            return {}
+        return {"resumed_from": str(self.resumed_from), "skipped_checkpoints": self.skipped}
+
+    def fail(self, e: Exception) -> Exception | None:
+        """Record failure `e` in summary.json (rank 0); return the exception to raise (None: raise `e` itself)."""
+        error: Exception | None = None
+        if isinstance(e, (NonFiniteMetricError, RunFailed)):
+            message = str(e)
+        elif self.in_loop:
+            error = RunFailed(self.step, self.phase, e, self.last_checkpoint)
+            message = str(error)
+        else:
+            message = f"the run stopped before step 1 ({self.phase}): {describe(e)}"
+        if self.write:
+            summary = {"status": "failed", "error": message, "failed_step": self.step or None,
+                       "failed_during": self.phase,
+                       "last_checkpoint": None if self.last_checkpoint is None else str(self.last_checkpoint),
+                       "world_size": self.world_size, "accuracy_before": self.accuracy_before,
+                       "preset": self.config.get("preset"), "model": self.config.get("model"),
+                       **self.resume_record(), "config": self.config}
+            try:
+                write_summary(self.out, summary)
+            except OSError as write_error:                  # a full disk: the message still reaches the user
+                print(f"warning: could not write {self.out / SUMMARY_FILE}: {describe(write_error)}", flush=True)
+        return error
+
+
+KNOWN_ERRORS = (ValueError, OSError, ImportError, RunFailed, NonFiniteMetricError)
+"""what the command line reports as a message (exit 1) rather than a traceback; CheckpointError,
+OutputDirError and ConnectionError are among them (ValueError / OSError subclasses)"""
+
+
+def known_error(e: BaseException) -> bool:
+    """True for the errors the command line reports without a traceback (`KNOWN_ERRORS`)."""
+    return isinstance(e, KNOWN_ERRORS)

@@ -1,0 +1,169 @@
+"""Write docs/implementation-details.md: every numbered "Choices made here" of grpo_lib, in one page.
+
+    python scripts/build_implementation_details.py           # rewrite the page
+    python scripts/build_implementation_details.py --check   # exit 1 when the committed page is stale
+
+The choices are written once, in the docstring of the module that implements them (next to the code, where
+a change is made); this page is generated from them, in the order one training step goes through the
+modules, each choice linked to its module, the functions it names, and the notebook that shows it (or the
+tests that check it). tests/test_implementation_details.py fails when the page is stale.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import re
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PAGE = REPO / "docs" / "implementation-details.md"
+
+ORDER = [
+    ("config.py", "The run's settings"),
+    ("data.py", "Prompts and data"),
+    ("tasks.py", "The tiny addition task"),
+    ("tokenizer.py", "The tiny model's tokenizer"),
+    ("models.py", "The policy model"),
+    ("rollout.py", "Sampling G completions per prompt"),
+    ("rewards.py", "Rewards"),
+    ("advantages.py", "Group-relative advantages"),
+    ("logprobs.py", "Per-token log-probabilities"),
+    ("loss.py", "The GRPO loss"),
+    ("train.py", "The training loop (DeepSeekMath Algorithm 1)"),
+    ("dist.py", "Many processes (torchrun, DDP)"),
+    ("evaluation.py", "Evaluation"),
+    ("checkpoint.py", "Checkpoints and resume"),
+    ("runlog.py", "Metrics, files and W&B"),
+    ("toy.py", "The 2 + 3 toy of notebook 01"),
+    ("course/memory.py", "Memory accounting (course wing)"),
+    ("course/widgets.py", "Sliders (course wing)"),
+]
+CODE = {   # (module, item) -> the functions that implement it, where the item's text names none of them
+    ("config.py", 1): ["GRPOConfig"], ("config.py", 3): ["B", "total_steps", "N_per_rank", "replace"],
+    ("config.py", 4): ["__post_init__", "N_per_rank"], ("config.py", 6): ["_tiny_preset", "from_preset"],
+    ("data.py", 1): ["load_gsm8k"], ("data.py", 2): ["build_prompt"], ("data.py", 3): ["prompts_for_step"],
+    ("tasks.py", 2): ["reasoning_for", "answer_for"],
+    ("tokenizer.py", 1): ["build_char_tokenizer"], ("tokenizer.py", 2): ["bytes_to_unicode", "char_vocab"],
+    ("tokenizer.py", 3): ["char_vocab"], ("tokenizer.py", 4): ["build_char_tokenizer"],
+    ("tokenizer.py", 5): ["build_char_tokenizer"], ("tokenizer.py", 6): ["build_char_tokenizer"],
+    ("models.py", 1): ["tiny_qwen2_config"], ("models.py", 3): ["load_policy", "pick_attn_implementation"],
+    ("models.py", 4): ["ensure_pad_token"], ("models.py", 5): ["load_tiny_model", "load_policy"],
+    ("rollout.py", 1): ["generate_completions"], ("rollout.py", 2): ["generate_completions"],
+    ("rollout.py", 3): ["generate_completions"], ("rollout.py", 4): ["generation_mode"],
+    ("rollout.py", 5): ["decode_completions"], ("rollout.py", 6): ["_raise_for_failing_completion"],
+    ("rollout.py", 7): ["score_rollout"],
+    ("rewards.py", 2): ["parse_number"], ("rewards.py", 3): ["numbers_equal"], ("rewards.py", 5): ["_texts"],
+    ("rewards.py", 7): ["extract_answer_from_model_output", "parse_number"],
+    ("advantages.py", 1): ["group_advantages"], ("advantages.py", 2): ["group_advantages"],
+    ("advantages.py", 5): ["_as_rewards"],
+    ("logprobs.py", 1): ["token_logprobs"], ("logprobs.py", 3): ["token_logprobs"],
+    ("logprobs.py", 4): ["position_ids_from_mask"], ("logprobs.py", 5): ["completion_mask"],
+    ("loss.py", 1): ["kl_k3"], ("loss.py", 2): ["clipped_surrogate"],
+    ("loss.py", 4): ["normalise_token_losses", "grpo_loss"], ("loss.py", 5): ["grpo_loss"],
+    ("loss.py", 6): ["grpo_loss"], ("loss.py", 7): ["grpo_loss"],
+    ("train.py", 1): ["train", "policy_update"], ("train.py", 2): ["sampling_seed"], ("train.py", 3): ["train"],
+    ("train.py", 4): ["train"], ("train.py", 5): ["train"], ("train.py", 6): ["train"], ("train.py", 7): ["_save"],
+    ("train.py", 8): ["train", "policy_update", "_inject_fault"],
+    ("dist.py", 1): ["env_rank", "launched_by_torchrun"], ("dist.py", 2): ["init_distributed", "resolve_device"],
+    ("dist.py", 6): ["all_reduce_metrics"],
+    ("evaluation.py", 1): ["evaluate"], ("evaluation.py", 2): ["evaluate"], ("evaluation.py", 3): ["judge"],
+    ("evaluation.py", 5): ["evaluate"],
+    ("checkpoint.py", 1): ["save_checkpoint", "find_checkpoint"], ("checkpoint.py", 2): ["Checkpoint"],
+    ("checkpoint.py", 3): ["save_checkpoint", "rng_state"], ("checkpoint.py", 4): ["save_checkpoint", "resume"],
+    ("runlog.py", 2): ["init_wandb", "wandb_logged_in"], ("runlog.py", 3): ["RunLog"],
+    ("runlog.py", 4): ["write_summary", "failed_summary"],
+    ("toy.py", 1): ["ToyPolicy"], ("toy.py", 3): ["grpo_step"], ("toy.py", 4): ["grpo_step"],
+    ("course/memory.py", 1): ["training_memory_table"], ("course/memory.py", 2): ["count_parameters_from_config"],
+    ("course/memory.py", 3): ["training_memory_table"], ("course/memory.py", 5): ["GIB"],
+    ("course/widgets.py", 1): ["_slider"], ("course/widgets.py", 2): ["epsilon_slider", "beta_slider"],
+    ("course/widgets.py", 3): ["epsilon_slider", "beta_slider"], ("course/widgets.py", 4): ["epsilon_slider"],
+}
+HEADER = """# Implementation details
+
+Every choice grpo_lib makes where GRPO implementations differ (the std in the advantage, how the loss is
+averaged, what the mask keeps, how many processes agree on a batch, ...), numbered per module, in the order
+one training step goes through the modules. Each links to the code that implements it and to the notebook
+that shows it (or the tests that check it). The model is CleanRL's implementation-details pages.
+
+This page is generated from the "Choices made here" list in each module's docstring, which is where a choice
+is changed: `python scripts/build_implementation_details.py` rewrites it, and
+`tests/test_implementation_details.py` fails while it is stale.
+"""
+
+
+def choices(module: Path) -> tuple[str, list[str]]:
+    """(the header's parenthesis, the numbered items) of a module's "Choices made here" section."""
+    doc = ast.get_docstring(ast.parse(module.read_text(encoding="utf-8"))) or ""
+    found = re.search(r"Choices made here(.*?):\n(.*)", doc, re.S)
+    if not found:
+        raise SystemExit(f"{module}: no 'Choices made here' section in the module docstring")
+    header, body = " ".join(found.group(1).split()), found.group(2)
+    items: list[list[str]] = []
+    for line in body.split("\n"):
+        if re.match(r"\d+\. ", line):
+            items.append([line.split(". ", 1)[1].strip()])
+        elif items and line.startswith("   ") and line.strip():
+            text = line.strip()
+            items[-1].append(("\n   " if text.startswith("- ") else " ") + text)
+        elif items and not line.strip():
+            break
+    return header, ["".join(parts) for parts in items]
+
+
+def defined_names(module: Path) -> set[str]:
+    tree = ast.parse(module.read_text(encoding="utf-8"))
+    names = {n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+    names |= {t.id for n in tree.body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)}
+    return names
+
+
+def where_shown(header: str, number: int) -> list[str]:
+    """The notebooks (or tests) the header says show item `number`, as markdown links from docs/."""
+    ranges = re.findall(r"(\d+)-(\d+) (?:shown|tested) in ([^;]+)", header)
+    text = header
+    for low, high, part in ranges:
+        if int(low) <= number <= int(high):
+            text = part
+            break
+    paths = re.findall(r"((?:notebooks|tests)/[\w./]+?\.(?:ipynb|py))", text)
+    return [f"[{p}](../{p})" for p in dict.fromkeys(paths)]
+
+
+def build() -> str:
+    out = [HEADER]
+    for rel, title in ORDER:
+        module = REPO / "grpo_lib" / rel
+        header, items = choices(module)
+        names = defined_names(module)
+        out.append(f"## {title}: [grpo_lib/{rel}](../grpo_lib/{rel})\n")
+        for k, item in enumerate(items, 1):
+            named = [n for n in dict.fromkeys(re.findall(r"`(\w+)(?:\(|`)", item)) if n in names]
+            named = named or CODE.get((rel, k), [])
+            missing = [n for n in named if n not in names]
+            if missing:
+                raise SystemExit(f"grpo_lib/{rel}: choice {k} names {missing}, which the module does not define")
+            code = f"[grpo_lib/{rel}](../grpo_lib/{rel})" + (": " + ", ".join(f"`{n}`" for n in named) if named else "")
+            shown = ", ".join(where_shown(header, k)) or "—"
+            out.append(f"{k}. {item}\n\n   *Code:* {code}. *Shown in:* {shown}.\n")
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 when docs/implementation-details.md is stale")
+    args = parser.parse_args(argv)
+    text = build()
+    if args.check:
+        if not PAGE.exists() or PAGE.read_text(encoding="utf-8") != text:
+            print(f"{PAGE.relative_to(REPO)} is stale: run python scripts/build_implementation_details.py")
+            return 1
+        return 0
+    PAGE.write_text(text, encoding="utf-8")
+    print(f"wrote {PAGE.relative_to(REPO)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
