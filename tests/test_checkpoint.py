@@ -247,7 +247,7 @@ def test_rotation_deletes_nothing_until_the_new_checkpoint_is_complete(tmp_path,
         raise OSError("killed while writing")
 
     monkeypatch.setattr(checkpoint, "_write_manifest", die)
-    with pytest.raises(OSError, match="killed while writing"):
+    with pytest.raises(CheckpointError, match="killed while writing"):
         write_kept(tmp_path, 2, keep=1)
     monkeypatch.setattr(checkpoint, "_write_manifest", real)
     assert latest_checkpoint(tmp_path) == tmp_path / "checkpoints" / "step-000001"   # the old one survives
