@@ -130,7 +130,7 @@ def entropy_from_logits(logits: Tensor) -> Tensor:
     A metric (TRL logs its token mean as `entropy`): computed from logits the forward pass already made,
     one batch row at a time in fp32, so the extra memory is one (T, V) fp32 temporary.
 
-    Taught in: notebooks/05_full_run.ipynb
+    Used by: grpo_lib.logprobs.token_logprobs (return_entropy=True), for the `entropy` metric of grpo_lib.train
     """
     with torch.no_grad():
         rows = logits.detach().reshape(-1, logits.shape[-2], logits.shape[-1]) if logits.ndim >= 2 else logits[None, None]

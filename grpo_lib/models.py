@@ -94,7 +94,7 @@ def qwen2_5_1_5b_config(**overrides) -> Qwen2Config:
     embeddings, the 151,936-token vocabulary) at a size a CPU test can train: the Qwen preset's code path
     on CPU (tests/test_qwen_preset.py) and `scripts/gpu_smoke.py --tiny`.
 
-    Taught in: notebooks/05_full_run.ipynb
+    Used by: grpo_lib.course.memory.qwen2_5_1_5b_instruct_config, tests/test_qwen_preset.py, scripts/gpu_smoke.py
     """
     unknown = set(overrides) - set(Qwen2Config().to_dict()) - set(QWEN2_5_1_5B_INSTRUCT)
     if unknown:

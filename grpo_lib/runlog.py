@@ -107,7 +107,7 @@ def step_metrics(batch: ScoredRollout, updates: Sequence[Mapping[str, float]], G
         completions/clipped_ratio, loss, grad_norm (means over ranks), kl, entropy, clip_ratio/low_mean,
         clip_ratio/high_mean, clip_ratio/region_mean, ratio_mean (token means over all ranks).
 
-    Taught in: notebooks/05_full_run.ipynb
+    Used by: grpo_lib.train (every step's record)
     """
     rollout = batch.rollout
     local = torch.stack([batch.rewards.detach().double().cpu(), rollout.completion_lengths.double().cpu(),
