@@ -241,7 +241,7 @@ def same_answer_number(predicted: Any, gold: Any) -> bool:
     """Do two answers hold the same number? Exact for integers and decimals of any size (up to
     EXACT_MAX_DIGITS characters); 1e-9 tolerance only where a fraction is involved ("1/3" vs "0.333333333333").
 
-    Taught in: notebooks/03_reward_design.ipynb
+    Used by: `correctness_reward` (its 1.5 for the same number written differently)
     """
     a, b = _exact_answer_value(predicted), _exact_answer_value(gold)
     if a is not None and b is not None:
