@@ -33,9 +33,6 @@ Choices made here (tested in tests/test_checkpoint.py; the 2-process case in tes
    iteration π_ref is the starting model: trainer_state.json records "reference": "initial" and resume
    rebuilds it from the starting model (cfg.model), which saves a model's worth of disk per checkpoint
    (3 GB for Qwen2.5-1.5B in bf16). Inside a later iteration π_ref is saved.
-6. Rotation (`--save-total-limit K`, `rotate_checkpoints`): after a new checkpoint is complete (renamed
-   into place), all but the newest K complete ones are deleted; never before, so a crash while writing
-   still leaves K complete checkpoints.
 5. A resumed run must use the same configuration: `config_differences` lists the fields that differ,
    except harmless ones (`RESUME_MAY_DIFFER`: where to write, how to log, threads, device), and
    `train` refuses to continue when the list is not empty. It must also use the same number of
@@ -45,6 +42,9 @@ Choices made here (tested in tests/test_checkpoint.py; the 2-process case in tes
    in place (same size, flipped bytes) is named. When the newest checkpoint of an output dir is damaged,
    the resume falls back to the newest good one and says so (printed, and recorded in summary.json as
    "skipped_checkpoints"); a checkpoint folder given by name is never replaced by another.
+7. Rotation (`--save-total-limit K`, `rotate_checkpoints`): after a new checkpoint is complete (renamed
+   into place), all but the newest K complete ones are deleted; never before, so a crash while writing
+   still leaves K complete checkpoints.
 """
 
 from __future__ import annotations
