@@ -3,8 +3,11 @@
 A checkpoint is one folder, OUTPUT_DIR/checkpoints/step-XXXXXX/ (the step is the number of completed
 sampling steps), holding:
 
-    model.safetensors        π_θ's weights (safetensors: tensors only, no pickled code)
-    reference.safetensors    π_ref's weights, only when β > 0 and π_ref differs from π_θ (mid-iteration)
+    model/                   π_θ as `save_pretrained` writes it, in the master weights' dtype: config.json,
+                             generation_config.json, model.safetensors, the tokenizer files. It loads with
+                             AutoModelForCausalLM.from_pretrained and AutoTokenizer.from_pretrained
+    reference.safetensors    π_ref's weights, only when β > 0, mid-iteration, and π_ref is no longer the
+                             starting model (from the second outer iteration on)
     optimizer.pt             AdamW state (moments, step counts, param groups)
     scheduler.pt             the learning-rate schedule's position
     rng-rank0.pt ...         python `random`, numpy and torch (CPU, and CUDA when used) RNG states of
@@ -21,11 +24,15 @@ Choices made here (tested in tests/test_checkpoint.py; the 2-process case in tes
    that fails (a full disk) removes its temporary folder and raises a CheckpointError naming the step.
 2. Safe loading: weights through safetensors, everything else through `torch.load(weights_only=True)`
    (no arbitrary pickles), or JSON.
-3. Rank 0 writes the whole checkpoint. The other ranks send it their RNG states (an all-gather), so a
-   checkpoint needs no shared file system and every rank's sampling stream is restored on resume.
+3. Rank 0 writes the whole checkpoint. The other ranks send it their RNG states (an all-gather), so
+   writing needs no shared file system. Resuming does: every rank reads the checkpoint, and
+   `open_checkpoint_on_every_rank` makes all ranks fail at once, naming the rank and path, when one of
+   them cannot read it (instead of the others hanging in a collective).
 4. The reference model: DeepSeekMath's outer loop resets π_ref ← π_θ at the start of every iteration. A
-   checkpoint taken at an iteration boundary needs no π_ref (the next step resets it); one taken inside
-   an iteration saves π_ref, since it can no longer be re-derived from π_θ.
+   checkpoint taken at an iteration boundary needs no π_ref (the next step resets it). Inside the first
+   iteration π_ref is the starting model: trainer_state.json records "reference": "initial" and resume
+   rebuilds it from the starting model (cfg.model), which saves a model's worth of disk per checkpoint
+   (3 GB for Qwen2.5-1.5B in bf16). Inside a later iteration π_ref is saved.
 5. A resumed run must use the same configuration: `config_differences` lists the fields that differ,
    except harmless ones (`RESUME_MAY_DIFFER`: where to write, how to log, threads, device), and
    `train` refuses to continue when the list is not empty. It must also use the same number of
@@ -35,6 +42,9 @@ Choices made here (tested in tests/test_checkpoint.py; the 2-process case in tes
    in place (same size, flipped bytes) is named. When the newest checkpoint of an output dir is damaged,
    the resume falls back to the newest good one and says so (printed, and recorded in summary.json as
    "skipped_checkpoints"); a checkpoint folder given by name is never replaced by another.
+7. Rotation (`--save-total-limit K`, `rotate_checkpoints`): after a new checkpoint is complete (renamed
+   into place), all but the newest K complete ones are deleted; never before, so a crash while writing
+   still leaves K complete checkpoints.
 """
 
 from __future__ import annotations
@@ -60,7 +70,10 @@ from grpo_lib.models import frozen_copy
 CHECKPOINTS_SUBDIR = "checkpoints"
 MANIFEST = "manifest.json"
 STATE_FILE = "trainer_state.json"
+MODEL_SUBDIR = "model"
+"""π_θ as `save_pretrained` writes it (config, generation config, safetensors, tokenizer): from_pretrained loads it"""
 MODEL_FILE = "model.safetensors"
+"""format 1 (before issue 10): π_θ as one safetensors file at the top of the checkpoint"""
 REFERENCE_FILE = "reference.safetensors"
 OPTIMIZER_FILE = "optimizer.pt"
 SCHEDULER_FILE = "scheduler.pt"
@@ -69,7 +82,8 @@ FORMAT_VERSION = 2
 
 RESUME_MAY_DIFFER = frozenset({
     "output_dir", "report_to", "wandb_project", "log_every", "progress", "eval_every", "eval_batch_size",
-    "num_threads", "device", "save_every", "resume", "dist_timeout_minutes", "overwrite",
+    "num_threads", "device", "save_every", "resume", "dist_timeout_minutes", "overwrite", "save_total_limit",
+    "save_dtype",
 })
 """config fields that may change between a run and its resumption (they do not change the training)"""
 
@@ -112,9 +126,33 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def save_pretrained_model(model: nn.Module, tokenizer: Any, folder: str | os.PathLike, dtype: str | None = None) -> Path:
+    """`save_pretrained` of the model (config, generation config, safetensors) and its tokenizer into `folder`.
+
+    `AutoModelForCausalLM.from_pretrained(folder)` and `AutoTokenizer.from_pretrained(folder)` load it.
+
+    Args:
+        model: π_θ, unwrapped.
+        tokenizer: its tokenizer (None: no tokenizer files).
+        folder: where to write.
+        dtype: None keeps the parameters' dtype (fp32 master weights in mixed precision); "bfloat16" or
+            "float32" saves a converted copy (the model itself is not changed).
+    """
+    folder = Path(folder)
+    to_save = model
+    if dtype is not None and next(model.parameters()).dtype != getattr(torch, dtype):
+        import copy
+
+        to_save = copy.deepcopy(model).to(getattr(torch, dtype))
+    to_save.save_pretrained(folder)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(folder)
+    return folder
+
+
 def save_checkpoint(output_dir: str | os.PathLike, step: int, *, model: nn.Module,
                     optimizer: torch.optim.Optimizer, scheduler: Any, reference: nn.Module | None,
-                    state: dict[str, Any]) -> Path | None:
+                    state: dict[str, Any], tokenizer: Any = None, keep: int | None = None) -> Path | None:
     """Write checkpoint `step` atomically. Called on EVERY rank (it gathers the RNG states); rank 0 writes.
 
     Args:
@@ -122,8 +160,12 @@ def save_checkpoint(output_dir: str | os.PathLike, step: int, *, model: nn.Modul
         step: completed sampling steps.
         model: π_θ, unwrapped (not DDP).
         optimizer, scheduler: AdamW and its LambdaLR.
-        reference: π_ref when it must be saved (β > 0 and inside an outer iteration), else None.
+        reference: π_ref when it must be saved (β > 0, inside an outer iteration, and no longer the
+            starting model), else None.
         state: JSON-ready trainer state (step, iteration, world_size, config, history, evals, ...).
+        tokenizer: written with the model into model/, so that folder loads with from_pretrained.
+        keep: --save-total-limit: after this checkpoint is complete, delete all but the newest `keep`
+            complete checkpoints (`rotate_checkpoints`); None keeps all.
 
     Returns:
         The checkpoint folder on rank 0, None on the other ranks.
@@ -140,7 +182,10 @@ def save_checkpoint(output_dir: str | os.PathLike, step: int, *, model: nn.Modul
         tmp = final.parent / f".tmp-{final.name}-{os.getpid()}"
         try:
             tmp.mkdir()
-            save_model(model, str(tmp / MODEL_FILE))                # handles tied embeddings
+            if hasattr(model, "save_pretrained"):                   # a transformers model: loadable with from_pretrained
+                save_pretrained_model(model, tokenizer, tmp / MODEL_SUBDIR)
+            else:                                                   # any other torch module: its weights only
+                save_model(model, str(tmp / MODEL_FILE))
             if reference is not None:
                 save_model(reference, str(tmp / REFERENCE_FILE))
             torch.save(optimizer.state_dict(), tmp / OPTIMIZER_FILE)
@@ -157,8 +202,32 @@ def save_checkpoint(output_dir: str | os.PathLike, step: int, *, model: nn.Modul
         if final.exists():                                         # an older checkpoint of the same step
             shutil.rmtree(final)
         os.replace(tmp, final)                                      # atomic: the folder appears whole
+        if keep is not None:
+            rotate_checkpoints(output_dir, keep, current=final)     # only now: the new one is complete
     dist.barrier()
     return final
+
+
+def rotate_checkpoints(output_dir: str | os.PathLike, keep: int, current: Path | None = None) -> list[Path]:
+    """Delete all but the newest `keep` complete checkpoints of output_dir (--save-total-limit); return the deleted.
+
+    "Newest" is by step, among the complete checkpoints up to `current` (the one just written, never
+    deleted); checkpoints of later steps (left by an earlier run that went further) and incomplete or
+    temporary folders are not touched here.
+    """
+    if keep < 1:
+        raise ValueError(f"--save-total-limit must be >= 1, got {keep}")
+    root = Path(output_dir) / CHECKPOINTS_SUBDIR
+    limit = int(current.name[5:]) if current is not None else None
+    complete = sorted((int(p.name[5:]), p) for p in root.iterdir()
+                      if p.is_dir() and p.name.startswith("step-") and p.name[5:].isdigit()
+                      and (limit is None or int(p.name[5:]) <= limit) and is_complete(p))
+    doomed = [p for _, p in complete[:-keep]] if len(complete) > keep else []
+    for p in doomed:
+        if current is not None and p == current:
+            continue
+        shutil.rmtree(p)
+    return doomed
 
 
 def file_sha256(path: str | os.PathLike) -> str:
@@ -171,8 +240,8 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 
 def _write_manifest(folder: Path, step: int) -> None:
-    files = {p.name: {"bytes": p.stat().st_size, "sha256": file_sha256(p)}
-             for p in sorted(folder.iterdir()) if p.name != MANIFEST}
+    files = {p.relative_to(folder).as_posix(): {"bytes": p.stat().st_size, "sha256": file_sha256(p)}
+             for p in sorted(folder.rglob("*")) if p.is_file() and p.name != MANIFEST}
     manifest = {"format": FORMAT_VERSION, "step": step, "files": files, "written": time.strftime("%Y-%m-%dT%H:%M:%S")}
     path = folder / MANIFEST
     path.write_text(json.dumps(manifest, indent=1))
@@ -298,9 +367,18 @@ class Checkpoint:
         """the evaluation records up to this step"""
         return list(self.state["evals"])
 
+    @property
+    def reference_is_initial(self) -> bool:
+        """True when π_ref was the starting model at this step (not saved: rebuild it from the starting model)."""
+        return self.state.get("reference") == "initial"
+
     def load_model(self, model: nn.Module) -> None:
         """Copy the saved π_θ weights into `model` (same architecture), with safetensors."""
-        _load_weights(model, self.path / MODEL_FILE)
+        folder = self.path / MODEL_SUBDIR
+        if folder.is_dir():
+            _load_pretrained_weights(model, folder)
+        else:                                                       # format 1
+            _load_weights(model, self.path / MODEL_FILE)
 
     def load_reference(self, model: nn.Module) -> bool:
         """Copy the saved π_ref into `model` and return True; False when the checkpoint has no π_ref."""
@@ -321,7 +399,8 @@ class Checkpoint:
 
 
     def resume(self, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, *, rank: int,
-               beta: float, steps_per_iteration: int) -> nn.Module | None:
+               beta: float, steps_per_iteration: int, start_reference: nn.Module | None = None,
+               reference_dtype: torch.dtype | None = None) -> nn.Module | None:
         """Continue a run from here: AdamW, the schedule, π_ref (inside an outer iteration) and this rank's RNG.
 
         π_θ's weights are loaded earlier (`load_model`, before the DDP wrapper broadcasts them).
@@ -331,7 +410,10 @@ class Checkpoint:
             optimizer, scheduler: freshly built for the run (`grpo_lib.train.make_optimizer`).
             rank: this process's rank.
             beta, steps_per_iteration: the run's β and M; with β > 0 a checkpoint inside an outer iteration
-                must hold π_ref (choice 4).
+                must hold π_ref, or record that π_ref is the starting model (choice 4).
+            start_reference: π_ref rebuilt from the starting model (frozen), used when the checkpoint
+                records "reference": "initial".
+            reference_dtype: dtype of a π_ref loaded from the checkpoint (bf16 in mixed precision).
 
         Returns:
             π_ref, frozen, when β > 0 and the checkpoint is inside an outer iteration; else None (the next
@@ -344,8 +426,13 @@ class Checkpoint:
         """
         self.load_optimizer(optimizer, scheduler)
         ref_model = None
-        if beta > 0 and self.step % steps_per_iteration:
-            ref_model = frozen_copy(model)
+        if beta > 0 and self.step % steps_per_iteration and self.reference_is_initial:
+            if start_reference is None:
+                raise CheckpointError(f"--resume {self.requested or self.path}: π_ref is the starting model here "
+                                      "(not saved), and no starting model was given to rebuild it")
+            ref_model = start_reference
+        elif beta > 0 and self.step % steps_per_iteration:
+            ref_model = frozen_copy(model, reference_dtype)
             if not self.load_reference(ref_model):
                 raise CheckpointError(f"--resume {self.requested or self.path}: {self.path.name} is inside an outer iteration with "
                                       "beta > 0 but holds no reference model")
@@ -374,6 +461,23 @@ def _load_weights(model: nn.Module, path: Path) -> None:
     if missing or unexpected:
         raise CheckpointError(f"{path}: weights do not fit the model (missing {sorted(missing)[:5]}, "
                               f"unexpected {sorted(unexpected)[:5]})")
+
+
+def _load_pretrained_weights(model: nn.Module, folder: Path) -> None:
+    """Load every *.safetensors of a save_pretrained folder into `model`; tied weights may be absent."""
+    from safetensors.torch import load_file
+
+    device = str(next(model.parameters()).device)
+    state: dict[str, torch.Tensor] = {}
+    for f in sorted(folder.glob("*.safetensors")):
+        state.update(load_file(str(f), device=device))
+    result = model.load_state_dict(state, strict=False)
+    own = model.state_dict()
+    loaded_ptrs = {own[k].data_ptr() for k in state if k in own}
+    missing = [k for k in result.missing_keys if own[k].data_ptr() not in loaded_ptrs]   # tied = shares storage
+    if missing or result.unexpected_keys:
+        raise CheckpointError(f"{folder}: weights do not fit the model (missing {sorted(missing)[:5]}, "
+                              f"unexpected {sorted(result.unexpected_keys)[:5]})")
 
 
 def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
@@ -423,6 +527,36 @@ def open_checkpoint(path: str | os.PathLike, config: dict[str, Any], world_size:
             f"{world_size}; each rank resumes its own RNG stream and prompts, so use "
             f"--nproc_per_node={state['world_size']}.")
     return Checkpoint(path=folder, state=state, requested=str(path), skipped=skipped)
+
+
+def open_checkpoint_on_every_rank(path: str | os.PathLike, config: dict[str, Any], world_size: int) -> Checkpoint:
+    """`open_checkpoint` on every rank, then agree: if any rank cannot open it, every rank raises at once.
+
+    Resuming under torchrun needs the checkpoint on every rank (each restores its own RNG state and
+    the weights from it): on several machines without a shared file system a rank may not see it. A
+    rank that failed alone would leave the others waiting in the next collective until the timeout;
+    here the ranks exchange their results first, and all raise a CheckpointError naming each rank that
+    cannot read the checkpoint, the path it tried, and why.
+
+    Raises:
+        CheckpointError: on every rank when any rank fails.
+    """
+    from grpo_lib import dist
+
+    try:
+        ckpt, problem = open_checkpoint(path, config, world_size), None
+    except CheckpointError as e:
+        ckpt, problem = None, str(e)
+    host = os.uname().nodename if hasattr(os, "uname") else "?"
+    results = dist.all_gather_objects((problem, host, os.fspath(path)))
+    failed = [(r, msg, h, where) for r, (msg, h, where) in enumerate(results) if msg is not None]
+    if failed:
+        if len(results) == 1:
+            raise CheckpointError(failed[0][1])
+        lines = [f"rank {r} (host {h}) cannot resume from {where!r}: {msg}" for r, msg, h, where in failed]
+        raise CheckpointError("--resume: every rank must be able to read the checkpoint (copy it to every "
+                              "machine, or use a shared file system):\n  - " + "\n  - ".join(lines))
+    return ckpt
 
 
 def saved_config(path: str | os.PathLike) -> dict[str, Any]:

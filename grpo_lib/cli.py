@@ -7,8 +7,10 @@ The parser is built from the GRPOConfig dataclass itself (`dataclasses.fields` f
     --G 8, --epsilon 0.2, --loss-type dapo, --reward-funcs correctness,format, --eval-n none, ...
 
 Both spellings work for names with underscores (`--loss-type` and `--loss_type`); `none` gives None where a
-field allows it; booleans read true/false (also 1/0, yes/no, on/off); tuples are comma-separated. The help
-of each option is the field's help text with its paper symbol in [brackets] and the tiny preset's value.
+field allows it; booleans are bare flags (`--gradient-checkpointing`, `--no-gradient-checkpointing`) and
+also read true/false (1/0, yes/no, on/off); tuples are comma-separated. The help of each option is the
+field's help text with its paper symbol in [brackets] and the values of both presets. `--config FILE.yaml`
+loads a recipe (option: value pairs, optionally `preset:`) on top of the preset; the command line wins.
 
 Exit status of `main`: 0 when training completed, 1 when it stopped on a NaN/inf metric, 2 for a --resume
 checkpoint that cannot be continued (and argparse's 2 for a bad option); any other error propagates.
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -28,7 +31,7 @@ from typing import Any
 from torch.distributed.elastic.multiprocessing.errors import record
 
 from grpo_lib import checkpoint, dist, rundir
-from grpo_lib.config import PRESETS, SYMBOLS, GRPOConfig, base_type, field_docs, field_types
+from grpo_lib.config import PRESETS, SYMBOLS, GRPOConfig, base_type, batch_override, field_docs, field_types
 from grpo_lib.failures import known_error
 from grpo_lib.runlog import NonFiniteMetricError
 from grpo_lib.train import train
@@ -69,21 +72,67 @@ def build_arg_parser() -> argparse.ArgumentParser:
     parser.add_argument("--preset", default=argparse.SUPPRESS, choices=list(PRESETS),
                         help="starting values: 'tiny' (CPU, minutes; the default) or 'qwen2.5-1.5b-gsm8k' "
                              "(the tutorial's GPU run). With --resume the starting values are the checkpoint's")
+    parser.add_argument("--config", dest="config_file", metavar="FILE.yaml", default=argparse.SUPPRESS,
+                        help="a recipe: a YAML mapping of option names to values (and optionally 'preset'), "
+                             "applied on top of the preset; options on the command line win over it")
     parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                         help="on an error, show the Python traceback too (by default: the message only)")
     docs, types_ = field_docs(), field_types()
-    tiny = GRPOConfig.tiny()
+    tiny, qwen = GRPOConfig.tiny(), GRPOConfig.full()
     for f in dataclasses.fields(GRPOConfig):
         if f.name == "preset":
             continue
         kind, optional = base_type(types_[f.name])
         symbol = f"[{SYMBOLS[f.name]}] " if f.name in SYMBOLS else ""
         flags = [f"--{f.name.replace('_', '-')}"] + ([f"--{f.name}"] if "_" in f.name else [])
+        text = (f"{symbol}{docs.get(f.name, '')}" + (" ('none' for None)" if optional else "")
+                + f" (tiny: {_show(getattr(tiny, f.name))}; {qwen.preset}: {_show(getattr(qwen, f.name))})")
+        if kind is bool:                   # a bare flag turns it on, --no-X off; "--X false" still works
+            parser.add_argument(*flags, dest=f.name, default=argparse.SUPPRESS, nargs="?", const=True,
+                                type=_parse_value(kind, optional, f.name), metavar="BOOL",
+                                help=text.replace("%", "%%"))
+            parser.add_argument(f"--no-{f.name.replace('_', '-')}", dest=f.name, action="store_const", const=False,
+                                default=argparse.SUPPRESS, help=f"same as --{f.name.replace('_', '-')} false")
+            continue
         parser.add_argument(*flags, dest=f.name, default=argparse.SUPPRESS, type=_parse_value(kind, optional, f.name),
                             metavar=kind.__name__.upper() if kind is not tuple else "A,B",
-                            help=(f"{symbol}{docs.get(f.name, '')}" + (" ('none' for None)" if optional else "")
-                                  + f" (tiny: {_show(getattr(tiny, f.name))})").replace("%", "%%"))
+                            help=text.replace("%", "%%"))
     return parser
+
+
+def load_recipe(path: str | os.PathLike) -> dict[str, Any]:
+    """The option values of a YAML recipe (`--config FILE.yaml`): a mapping of GRPOConfig fields (and 'preset').
+
+    Keys may use dashes or underscores (`max-completion-length` or `max_completion_length`).
+
+    Raises:
+        ValueError: the file is missing, is not a YAML mapping, or names an unknown option (the message
+            names the file and the key, and suggests the closest option).
+    """
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"--config {path}: no such file")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ValueError(f"--config {path}: not valid YAML: {e}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ValueError(f"--config {path}: must be a mapping of option: value, got {type(data).__name__}")
+    names = {f.name for f in dataclasses.fields(GRPOConfig)}
+    out = {}
+    for key, value in data.items():
+        name = str(key).replace("-", "_")
+        if name not in names:
+            import difflib
+
+            close = difflib.get_close_matches(name, sorted(names), n=1)
+            raise ValueError(f"--config {path}: unknown option {key!r}" + (f"; did you mean {close[0]!r}?" if close else ""))
+        out[name] = tuple(value) if isinstance(value, list) else value
+    return out
 
 
 def _show(value: Any) -> str:
@@ -110,12 +159,16 @@ def parse_config(argv: Sequence[str] | None = None) -> GRPOConfig:
     preset = ns.pop("preset", None)
     ns.pop("debug", None)
     try:
+        recipe = load_recipe(ns.pop("config_file")) if "config_file" in ns else {}
+        preset = preset or recipe.pop("preset", None)
+        recipe.pop("preset", None)
+        ns = batch_override(recipe, ns)             # command line over the recipe (N / prompts_per_device replace each other)
         if ns.get("resume"):
             names = {f.name for f in dataclasses.fields(GRPOConfig)}
             saved = {k: v for k, v in checkpoint.saved_config(ns["resume"]).items() if k in names}
             if "output_dir" not in ns:               # the run folder given, not the one recorded inside
                 saved["output_dir"] = str(_resume_output_dir(ns["resume"]))
-            return GRPOConfig(**{**saved, **ns, **({"preset": preset} if preset else {})})
+            return GRPOConfig(**{**batch_override(saved, ns), **({"preset": preset} if preset else {})})
         return GRPOConfig.from_preset(preset or "tiny", **ns)
     except (ValueError, TypeError) as e:
         parser.error(str(e))

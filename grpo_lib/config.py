@@ -50,6 +50,9 @@ TORCH_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": tor
 """weights dtype name (and its short alias) -> torch dtype: the one table (models, the memory planner, benchmarks)"""
 DTYPES = ("auto", *(name for name, dtype in TORCH_DTYPES.items() if str(dtype) == f"torch.{name}"))
 """the values of the dtype option: 'auto' and the full names of TORCH_DTYPES"""
+PRECISIONS = ("mixed", "pure")
+"""the values of the precision option (grpo_lib.precision)"""
+SAVE_DTYPES = ("float32", "bfloat16")
 LR_SCHEDULES = ("constant", "cosine")
 REPORT_TO = ("wandb", "none")
 
@@ -110,9 +113,12 @@ class GRPOConfig:
         "'strict_format' (0.8 if well-formed); CLI: comma-separated")
 
     # --- the batch and the budget ---
-    N: int = option(16,
+    N: int | None = option(16,
         "prompts per step, summed over all ranks (tutorial: batch_size); each gets G completions, so B = N·G "
-        "completions per step", symbol="N")
+        "completions per step. None = prompts_per_device × the number of processes", symbol="N")
+    prompts_per_device: int | None = option(None,
+        "prompts per GPU (process) per step, used when N is None (the Qwen preset): on k GPUs a step samples k × "
+        "this many prompts, so the batch grows with the GPUs. Giving N replaces it")
     steps: int = option(100,
         "M: steps per outer iteration (tutorial: num_steps); each step samples a fresh batch. Total steps = I · M", symbol="M")
     max_completion_length: int = option(40,
@@ -141,7 +147,15 @@ class GRPOConfig:
         "'tiny' = the shipped 1M-param Qwen2 in grpo_lib/assets/tiny-qwen2-addition (CPU); otherwise a hub name or a "
         "local folder")
     dtype: str = option("auto",
-        "weights dtype: 'auto' (bfloat16 on CUDA, float32 on CPU), 'float32', 'bfloat16' or 'float16'")
+        "compute dtype: 'auto' (bfloat16 on CUDA, float32 on CPU), 'float32' or 'bfloat16' ('float16' is refused: "
+        "it needs a gradient scaler). How the weights are kept is `precision`")
+    precision: str = option("mixed",
+        "'mixed': fp32 master weights and fp32 AdamW state, forward and backward under torch.autocast(dtype) (plain "
+        "fp32 when dtype is float32); 'pure': weights and AdamW state in dtype itself (pure bf16: an lr 5e-6 update "
+        "rounds away on most weights; notebook 05 shows it)")
+    save_dtype: str | None = option(None,
+        "dtype of the saved final model: None = the weights' own dtype (fp32 with precision 'mixed'), or 'float32' / "
+        "'bfloat16'")
     task: str = option("addition",
         "'addition' (synthetic two-digit sums, 300 held-out test problems) or 'gsm8k' (train split for training, test "
         "split for evaluation)")
@@ -191,8 +205,11 @@ class GRPOConfig:
 
     # --- checkpoints, resume and failures ---
     save_every: int = option(0,
-        "write a checkpoint every this many steps to OUTPUT_DIR/checkpoints/step-XXXXXX (model as safetensors, "
-        "optimizer, schedule, RNG of every rank, history); 0 = never")
+        "write a checkpoint every this many steps to OUTPUT_DIR/checkpoints/step-XXXXXX (the model as save_pretrained "
+        "writes it, optimizer, schedule, RNG of every rank, history); 0 = never")
+    save_total_limit: int | None = option(None,
+        "keep only the newest K complete checkpoints (K >= 1; older ones are deleted once the new one is complete); "
+        "None keeps all")
     resume: str | None = option(None,
         "continue from a checkpoint folder, or from an output dir (its latest complete checkpoint); the configuration "
         "must match the saved one except output and logging options. On the command line the run writes into that "
@@ -215,7 +232,13 @@ class GRPOConfig:
 
         need(self.G >= 2, f"G must be >= 2 (got {self.G}): with one completion per prompt every group-relative "
              "advantage A_i = r_i - mean(r) is 0, so nothing is learned")
-        need(self.N >= 1, f"N (prompts per step) must be >= 1, got {self.N}")
+        need(self.N is None or self.N >= 1, f"N (prompts per step) must be >= 1, got {self.N}")
+        need(self.prompts_per_device is None or self.prompts_per_device >= 1,
+             f"prompts_per_device must be >= 1, got {self.prompts_per_device}")
+        need((self.N is None) != (self.prompts_per_device is None),
+             "give exactly one of N (prompts per step over all processes) and prompts_per_device (prompts per "
+             f"GPU; the step then has k times as many on k GPUs); got N={self.N}, "
+             f"prompts_per_device={self.prompts_per_device}")
         need(0 < self.epsilon < 1, f"epsilon (ε, the clip range) must satisfy 0 < ε < 1, got {self.epsilon}")
         need(self.epsilon_high is None or self.epsilon_high >= self.epsilon,
              f"epsilon_high (ε_high) must be None or >= epsilon = {self.epsilon}, got {self.epsilon_high}")
@@ -242,6 +265,13 @@ class GRPOConfig:
         need(self.warmup_steps >= 0, f"warmup_steps must be >= 0, got {self.warmup_steps}")
         need(bool(self.model.strip()), "model must be 'tiny', a hub name or a local folder; got an empty string")
         need(self.dtype in DTYPES, f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+        need(self.dtype != "float16", "dtype='float16' is not supported for training: fp16 needs a gradient scaler "
+             "(loss scaling) that grpo_lib does not implement; use --dtype bfloat16 (mixed precision) or float32")
+        need(self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        need(self.save_dtype is None or self.save_dtype in SAVE_DTYPES,
+             f"save_dtype must be None or one of {SAVE_DTYPES}, got {self.save_dtype!r}")
+        need(self.save_total_limit is None or self.save_total_limit >= 1,
+             f"save_total_limit must be >= 1 (the newest K checkpoints are kept) or None, got {self.save_total_limit}")
         need(self.task in TASKS, f"task must be one of {TASKS}, got {self.task!r}")
         need(self.data_dir is None or self.task == "gsm8k",
              f"data_dir is only used with task='gsm8k' (got task={self.task!r}, data_dir={self.data_dir!r})")
@@ -283,7 +313,7 @@ class GRPOConfig:
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise ValueError(f"unknown preset {name!r}; available presets: {', '.join(PRESETS)}.{hint}")
         check_field_names(overrides)
-        values = {**PRESETS[name](), **overrides, "preset": name}
+        values = {**batch_override(PRESETS[name](), overrides), "preset": name}
         return cls(**values)
 
     @classmethod
@@ -299,13 +329,26 @@ class GRPOConfig:
     def replace(self, **overrides: Any) -> GRPOConfig:
         """A copy with some fields changed, validated again (`dataclasses.replace` with a clear error)."""
         check_field_names(overrides)
-        return dataclasses.replace(self, **overrides)
+        return dataclasses.replace(self, **batch_override(self.to_dict(), overrides))
 
     # --- derived values -----------------------------------------------------------------------
     @property
     def B(self) -> int:
-        """completions per step over all ranks, B = N · G"""
+        """completions per step over all ranks, B = N · G (needs N; a per-device preset: `global_B(world_size)`)"""
+        if self.N is None:
+            raise ValueError(f"B depends on the number of processes when N is None (prompts_per_device = "
+                             f"{self.prompts_per_device}): use cfg.global_B(world_size)")
         return self.N * self.G
+
+    def global_N(self, world_size: int) -> int:
+        """prompts per step over all `world_size` processes: N, or prompts_per_device × world_size"""
+        if world_size < 1:
+            raise ValueError(f"world_size must be >= 1, got {world_size}")
+        return self.N if self.N is not None else self.prompts_per_device * world_size
+
+    def global_B(self, world_size: int) -> int:
+        """completions per step over all `world_size` processes: global_N · G"""
+        return self.global_N(world_size) * self.G
 
     @property
     def total_steps(self) -> int:
@@ -330,11 +373,14 @@ class GRPOConfig:
         """
         if world_size < 1:
             raise ValueError(f"world_size must be >= 1, got {world_size}")
+        if self.N is None:
+            return self.prompts_per_device
         if self.N % world_size:
             raise ValueError(
                 f"N = {self.N} prompts per step must be divisible by the number of processes ({world_size}): "
                 f"each rank samples whole groups for N / {world_size} prompts. Use --N "
-                f"{max(world_size, self.N // world_size * world_size)} or --N {(self.N // world_size + 1) * world_size}."
+                f"{max(world_size, self.N // world_size * world_size)} or --N {(self.N // world_size + 1) * world_size}, "
+                f"or --prompts-per-device {max(1, self.N // world_size)} --N none to give each GPU a fixed share."
             )
         return self.N // world_size
 
@@ -353,7 +399,11 @@ class GRPOConfig:
             shown = shown.replace("|", "\\|").replace("\n", "\\n")
             meaning = docs.get(f.name, "").replace("|", "\\|")
             rows.append(f"| `{f.name}` | {SYMBOLS.get(f.name, '—')} | `{shown}` | {meaning} |")
-        rows.append(f"| *(derived)* `B` | B = N·G | `{self.B}` | completions per step over all ranks |")
+        if self.N is not None:
+            rows.append(f"| *(derived)* `B` | B = N·G | `{self.B}` | completions per step over all ranks |")
+        else:
+            rows.append(f"| *(derived)* `B` on k GPUs | B = k·{self.prompts_per_device}·G | `{self.G * self.prompts_per_device}·k` | "
+                        "completions per step over all ranks |")
         rows.append(f"| *(derived)* `total_steps` | I·M | `{self.total_steps}` | sampling steps in the whole run |")
         return "\n".join(rows)
 
@@ -368,13 +418,17 @@ def _qwen_gsm8k_preset() -> dict[str, Any]:
     # The tutorial's hyperparameters: 7 prompts x 12
     # completions, 400 new tokens, β = 0.04, lr 5e-6 (AdamW, no schedule), ε = 0.1, μ = 1, grad clip 0.1,
     # T = 1.0, 500 steps, one outer iteration, bf16. Evaluation is on GSM8K's *test* split (the tutorial
-    # evaluated 30 train questions). With torchrun on k GPUs, N must divide by k: use --N 8 on 2/4/8 GPUs.
+    # evaluated 30 train questions). Two changes from the tutorial (issue 10): the 7 prompts are *per GPU*
+    # (on k GPUs a step samples 7k prompts, 84k completions), and bf16 means mixed precision (fp32 master
+    # weights and AdamW state, bf16 autocast): the tutorial's pure-bf16 AdamW rounds most lr-5e-6 updates
+    # away. Checkpoints every 50 steps, the newest 2 kept.
     return dict(
-        G=12, N=7, steps=500, max_completion_length=400, lr=5e-6, beta=0.04, epsilon=0.1, mu=1,
+        G=12, N=None, prompts_per_device=7, steps=500, max_completion_length=400, lr=5e-6, beta=0.04, epsilon=0.1, mu=1,
         num_iterations=1, temperature=1.0, loss_type="grpo", scale_rewards="group",
         adam_beta1=0.9, adam_beta2=0.999, weight_decay=0.01, max_grad_norm=0.1,
         model="Qwen/Qwen2.5-1.5B-Instruct", task="gsm8k", data_dir=None, system_prompt=SYSTEM_PROMPT,
-        dtype="bfloat16", gradient_checkpointing=True, micro_batch_size=12,
+        dtype="bfloat16", precision="mixed", gradient_checkpointing=True, micro_batch_size=12,
+        save_every=50, save_total_limit=2,
         eval_n=None, eval_batch_size=64, output_dir="runs/qwen2.5-1.5b-gsm8k", log_every=1, num_threads=None,
     )
 
@@ -393,6 +447,20 @@ def field_docs() -> dict[str, str]:
     Used by: `grpo_lib.cli.build_arg_parser` (--help) and the config's markdown table
     """
     return {f.name: f.metadata["help"] for f in dataclasses.fields(GRPOConfig) if "help" in f.metadata}
+
+
+def batch_override(values: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """values updated by overrides, where giving N (or prompts_per_device) clears the other one.
+
+    The batch is stated either over all processes (N) or per GPU (prompts_per_device), never both: so
+    `--preset qwen2.5-1.5b-gsm8k --N 8` means 8 prompts per step in total, whatever the GPU count.
+    """
+    out = {**values, **overrides}
+    if overrides.get("N") is not None and "prompts_per_device" not in overrides:
+        out["prompts_per_device"] = None
+    if overrides.get("prompts_per_device") is not None and "N" not in overrides:
+        out["N"] = None
+    return out
 
 
 def field_types() -> dict[str, Any]:

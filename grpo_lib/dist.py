@@ -192,6 +192,15 @@ def all_reduce_metrics(metrics: Mapping[str, float], op: str = "mean", device: s
     return dict(zip(keys, t.tolist()))
 
 
+def broadcast_module(module: torch.nn.Module, src: int = 0) -> None:
+    """Copy rank `src`'s parameters and buffers into `module` on every rank (no-op in a single process)."""
+    if not is_initialized():
+        return
+    with torch.no_grad():
+        for t in [*module.parameters(), *module.buffers()]:
+            torch.distributed.broadcast(t.data, src=src)
+
+
 def all_gather_objects(obj: Any) -> list[Any]:
     """[obj of rank 0, obj of rank 1, ...]: every rank gets every rank's (picklable) object; [obj] alone.
 

@@ -124,8 +124,28 @@ def position_ids_from_mask(attention_mask: Tensor) -> Tensor:
     return (attention_mask.long().cumsum(dim=-1) - 1).clamp(min=0)          # (B, L)
 
 
+def entropy_from_logits(logits: Tensor) -> Tensor:
+    """Entropy H = logsumexp(z) - Σ softmax(z)·z of each position's distribution, (..., V) -> (...), no grad.
+
+    A metric (TRL logs its token mean as `entropy`): computed from logits the forward pass already made,
+    one batch row at a time in fp32, so the extra memory is one (T, V) fp32 temporary.
+
+    Used by: grpo_lib.logprobs.token_logprobs and grouped_token_logprobs (return_entropy=True), for the
+    `entropy` metric of grpo_lib.train
+    """
+    with torch.no_grad():
+        rows = logits.detach().reshape(-1, logits.shape[-2], logits.shape[-1]) if logits.ndim >= 2 else logits[None, None]
+        out = []
+        for row in rows:                                                     # (T, V)
+            z = row.float()
+            logp = torch.log_softmax(z, dim=-1)
+            out.append(-(logp.exp() * logp).sum(-1))                         # (T,)
+        return torch.stack(out).reshape(logits.shape[:-1])
+
+
 def token_logprobs(model: nn.Module, input_ids: Tensor, attention_mask: Tensor | None, logits_to_keep: int,
-                   temperature: float = 1.0, chunk_size: int | None = None) -> Tensor:
+                   temperature: float = 1.0, chunk_size: int | None = None, return_entropy: bool = False,
+                   ) -> Tensor | tuple[Tensor, Tensor]:
     """log π(o_t | q, o_<t) for the last `logits_to_keep` tokens of input_ids, from temperature-scaled logits.
 
     Calls `model(..., logits_to_keep=logits_to_keep + 1)` so prompt positions never reach the LM head,
@@ -139,11 +159,13 @@ def token_logprobs(model: nn.Module, input_ids: Tensor, attention_mask: Tensor |
         logits_to_keep: T, the completion length (TRL's name). 0 <= T <= L - 1.
         temperature: the sampling temperature (> 0) that produced the completions.
         chunk_size: rows per forward pass; None runs the whole batch at once.
+        return_entropy: also return the entropy of each position's (temperature-scaled) distribution,
+            (B, T), detached, from the same logits (`entropy_from_logits`; TRL's `entropy` metric).
 
     Returns:
         logp, (B, T): log-probabilities of input_ids[:, -T:], in the logits' dtype. Carries gradients
         unless called under torch.no_grad(). Values at padded completion positions are finite but
-        meaningless: multiply by `completion_mask`.
+        meaningless: multiply by `completion_mask`. With return_entropy: (logp, entropy).
 
     Taught in: notebooks/04_the_loss.ipynb
     """
@@ -156,7 +178,7 @@ def token_logprobs(model: nn.Module, input_ids: Tensor, attention_mask: Tensor |
     T = logits_to_keep
     position_ids = position_ids_from_mask(attention_mask)                  # (B, L)
 
-    logp_chunks = []
+    logp_chunks, entropy_chunks = [], []
     for start in range(0, B, chunk_size):
         ids = input_ids[start:start + chunk_size]                           # (b, L)
         logits = model(
@@ -171,14 +193,19 @@ def token_logprobs(model: nn.Module, input_ids: Tensor, attention_mask: Tensor |
             logits = logits / temperature                                   # copy all b·T·V logits (2× the peak)
         targets = ids[:, ids.shape[1] - T:]                                 # (b, T) the completion tokens
         logp_chunks.append(selective_log_softmax(logits, targets))          # (b, T)
+        if return_entropy:
+            entropy_chunks.append(entropy_from_logits(logits))              # (b, T) fp32, no grad
         del logits                                                          # free this chunk's logits before the next forward
     if not logp_chunks:                                                     # B == 0
-        return input_ids.new_zeros((0, T), dtype=torch.get_default_dtype())
-    return torch.cat(logp_chunks, dim=0)                                    # (B, T)
+        empty = input_ids.new_zeros((0, T), dtype=torch.get_default_dtype())
+        return (empty, empty.clone()) if return_entropy else empty
+    logp = torch.cat(logp_chunks, dim=0)                                    # (B, T)
+    return (logp, torch.cat(entropy_chunks, dim=0)) if return_entropy else logp
 
 
 def grouped_token_logprobs(model: nn.Module, prompt_ids: Tensor, prompt_mask: Tensor, completion_ids: Tensor,
-                           completion_mask: Tensor, G: int, temperature: float = 1.0) -> Tensor:
+                           completion_mask: Tensor, G: int, temperature: float = 1.0, return_entropy: bool = False,
+                           ) -> Tensor | tuple[Tensor, Tensor]:
     """`token_logprobs` for G completions of each prompt, running each distinct prompt through the model once.
 
     The prompt's hidden states do not depend on the completion (causal attention), so the G copies of a
@@ -197,10 +224,12 @@ def grouped_token_logprobs(model: nn.Module, prompt_ids: Tensor, prompt_mask: Te
         completion_mask: (B, T) 1 on real completion tokens (up to and including EOS).
         G: completions per prompt.
         temperature: τ > 0.
+        return_entropy: also return each position's entropy, (B, T), detached (as `token_logprobs`).
 
     Returns:
         logp, (B, T): equal (up to float rounding) to `token_logprobs(model, cat(prompt_ids repeated G
         times, completion_ids), cat(masks), T, temperature)`. Carries gradients unless under no_grad.
+        With return_entropy: (logp, entropy).
 
     Used by: grpo_lib.rollout.completion_logprobs (π_ref, π_old and the update's log-probs in training).
     """
@@ -230,7 +259,8 @@ def grouped_token_logprobs(model: nn.Module, prompt_ids: Tensor, prompt_mask: Te
         logits = first
     if temperature != 1.0:
         logits = logits / temperature
-    return selective_log_softmax(logits, completion_ids)                                 # (B, T)
+    logp = selective_log_softmax(logits, completion_ids)                                 # (B, T)
+    return (logp, entropy_from_logits(logits)) if return_entropy else logp
 
 
 def naive_token_logprobs(model: nn.Module, input_ids: Tensor, attention_mask: Tensor | None, logits_to_keep: int,

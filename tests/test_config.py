@@ -21,17 +21,25 @@ def test_qwen_preset_has_the_tutorials_hyperparameters():
     cfg = GRPOConfig.from_preset("qwen2.5-1.5b-gsm8k")
     assert cfg == GRPOConfig.full()
     assert cfg.preset == "qwen2.5-1.5b-gsm8k" and cfg.model == "Qwen/Qwen2.5-1.5B-Instruct"
-    assert (cfg.N, cfg.G, cfg.max_completion_length, cfg.beta, cfg.lr) == (7, 12, 400, 0.04, 5e-6)
+    assert (cfg.N, cfg.prompts_per_device, cfg.G, cfg.max_completion_length, cfg.beta, cfg.lr) == (
+        None, 7, 12, 400, 0.04, 5e-6)                                    # 7 prompts PER GPU
+    assert (cfg.dtype, cfg.precision, cfg.save_every, cfg.save_total_limit) == ("bfloat16", "mixed", 50, 2)
     assert (cfg.epsilon, cfg.mu, cfg.max_grad_norm, cfg.temperature, cfg.steps) == (0.1, 1, 0.1, 1.0, 500)
     assert (cfg.num_iterations, cfg.lr_schedule, cfg.warmup_steps) == (1, "constant", 0)   # no schedule
     assert (cfg.task, cfg.data_dir, cfg.dtype, cfg.system_prompt) == ("gsm8k", None, "bfloat16", SYSTEM_PROMPT)
     assert cfg.eval_n is None                                           # the whole test split
-    assert cfg.B == 84 and cfg.total_steps == 500
+    assert cfg.global_B(1) == 84 and cfg.global_B(8) == 672 and cfg.total_steps == 500
+    assert cfg.N_per_rank(8) == 7 and cfg.global_N(8) == 56       # the batch grows with the GPUs
+    with pytest.raises(ValueError, match="global_B"):
+        cfg.B
 
 
 def test_overrides_and_replace():
     cfg = GRPOConfig.from_preset("qwen2.5-1.5b-gsm8k", data_dir="../shared/data/gsm8k", N=8)
     assert cfg.data_dir == "../shared/data/gsm8k" and cfg.N == 8 and cfg.preset == "qwen2.5-1.5b-gsm8k"
+    assert cfg.prompts_per_device is None and cfg.global_N(8) == 8      # N replaces the per-GPU count
+    per_gpu = GRPOConfig.tiny().replace(prompts_per_device=2)
+    assert per_gpu.N is None and per_gpu.global_N(2) == 4 and per_gpu.replace(N=6).prompts_per_device is None
     tiny = GRPOConfig.tiny(steps=5)
     assert tiny.replace(beta=0.0).beta == 0.0 and tiny.replace(beta=0.0).steps == 5
     with pytest.raises(ValueError, match="beta"):
@@ -58,6 +66,12 @@ def test_unknown_option_suggests_the_closest():
 @pytest.mark.parametrize("override, message", [
     (dict(G=1), "G must be >= 2"),
     (dict(N=0), "N (prompts per step) must be >= 1"),
+    (dict(N=None), "give exactly one of N"),
+    (dict(prompts_per_device=0), "prompts_per_device must be >= 1"),
+    (dict(dtype="float16"), "fp16 needs a gradient scaler"),
+    (dict(precision="half"), "precision must be one of"),
+    (dict(save_total_limit=0), "save_total_limit must be >= 1"),
+    (dict(save_dtype="int8"), "save_dtype must be None or one of"),
     (dict(epsilon=0.0), "epsilon (ε, the clip range) must satisfy 0 < ε < 1"),
     (dict(epsilon=1.0), "epsilon (ε, the clip range)"),
     (dict(epsilon_high=0.1), "epsilon_high"),

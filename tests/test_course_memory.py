@@ -257,8 +257,35 @@ def test_plan_for_run_reads_the_grpo_config(qwen_cfg):
     assert (s["G"], s["N"], s["completion_len"], s["micro_batch_size"], s["gradient_checkpointing"]) == (
         12, 7, 400, 12, True)
     assert s["master_weights"] is False and s["dtype"] == "bfloat16"
-    assert plan.peak_bytes == qwen_plan(qwen_cfg, micro_batch_size=12, gradient_checkpointing=True).peak_bytes
+    assert s["precision"] == "mixed"                                     # the preset's bf16 is mixed precision
+    assert plan.peak_bytes == qwen_plan(qwen_cfg, micro_batch_size=12, gradient_checkpointing=True,
+                                        precision="mixed").peak_bytes
+    eight = plan_for_run(cfg, qwen_cfg, prompt_len=256, world_size=8)  # 7 prompts PER GPU: N = 56 on 8 GPUs
+    assert eight.settings["N"] == 56 and eight.settings["completions_per_gpu"] == 84
+    assert plan_for_run(cfg.replace(precision="pure"), qwen_cfg, prompt_len=256).settings["precision"] == "pure"
     assert "does not fit" not in plan.verdict(80) and plan._repr_markdown_().count("| policy |") == 3
+
+
+def test_mixed_precision_plan_is_fp32_master_weights_with_bf16_activations(qwen_cfg):
+    psi = 1_543_714_304
+    pure = qwen_plan(qwen_cfg, micro_batch_size=12, gradient_checkpointing=True)
+    mixed = qwen_plan(qwen_cfg, micro_batch_size=12, gradient_checkpointing=True, precision="mixed")
+    assert mixed.row("policy", "weights").bytes == mixed.row("policy", "gradients").bytes == 4 * psi
+    assert mixed.row("policy", "AdamW m and v").bytes == 8 * psi        # two fp32 moments
+    assert mixed.row("reference", "weights").bytes == 2 * psi           # frozen π_ref in bf16
+    assert mixed.states_bytes == (4 + 8 + 2) * psi                      # 14 B per parameter between steps
+    assert mixed.row("update", "autocast weight copies").bytes == 2 * psi
+    assert mixed.row("generation", "autocast weight copies").bytes == 2 * psi
+    with pytest.raises(KeyError):
+        mixed.row("policy", "fp32 master weights")                      # the parameters ARE the master copy
+    # activations, logits and the KV cache stay in bf16: the same bytes as the pure-bf16 plan
+    for model, comp in (("update", "activations: layer inputs"), ("update", "logits kept for backward"),
+                        ("generation", "KV cache")):
+        assert mixed.row(model, comp).bytes == pure.row(model, comp).bytes, comp
+    assert mixed.update_peak_bytes == mixed.states_bytes + max(mixed.update_bytes, mixed.gradient_bytes)
+    assert mixed.generation_bytes - pure.generation_bytes == 2 * psi
+    with pytest.raises(ValueError, match="precision must be 'pure' or 'mixed'"):
+        qwen_plan(qwen_cfg, precision="half")
 
 
 @pytest.mark.parametrize("kwargs, message", [

@@ -129,10 +129,12 @@ def _worker(rank: int, port: int, tmp: str) -> None:
     result = train(cfg, model=random_tiny(tok, seed=100 + rank), tokenizer=tok)
     out["history"] = result.history
     out["params"] = {k: v.clone() for k, v in result.model.state_dict().items()}
-    # (2) resume both ranks from rank 0's checkpoint after step 2 (rank 1 restores its own RNG file)
+    # (2) resume both ranks from rank 0's checkpoint after step 2 (rank 1 restores its own RNG file). Step 2
+    # lies in the first outer iteration, so π_ref (the starting model) was not saved: rank 0 passes the
+    # starting model again, rank 1 another one (π_ref and π_θ come from rank 0 and the checkpoint)
     resumed = train(cfg.replace(resume=f"{tmp}/run-rank0/checkpoints/step-000002",
                                 output_dir=f"{tmp}/resumed-rank{rank}"),
-                    model=random_tiny(tok, seed=200 + rank), tokenizer=tok)
+                    model=random_tiny(tok, seed=100 if rank == 0 else 200 + rank), tokenizer=tok)
     out["resumed_history"] = resumed.history
     out["resumed_params"] = {k: v.clone() for k, v in resumed.model.state_dict().items()}
     # (3) one DDP update on this rank's half of fixed completions, for each loss type
@@ -150,6 +152,19 @@ def _worker(rank: int, port: int, tmp: str) -> None:
         finally:
             dist.all_reduce_sum = real_all_reduce_sum
     out["local_tokens"] = int(mine.mask.sum())
+    # (4) the step's metrics over both ranks, from the "grpo" update on this rank's half
+    from grpo_lib.runlog import step_metrics
+
+    out["metrics"] = step_metrics(mine, [out["grpo"][0]], G=mine.rollout.G)
+    # (5) resume where rank 1 cannot see the checkpoint: both ranks fail at once, naming rank 1 and the path
+    from grpo_lib.checkpoint import CheckpointError, open_checkpoint_on_every_rank
+
+    where = f"{tmp}/run-rank0/checkpoints/step-000002" if rank == 0 else f"{tmp}/not-on-this-machine"
+    try:
+        open_checkpoint_on_every_rank(where, cfg.to_dict(), WORLD)
+        out["unseen_checkpoint"] = "no error"
+    except CheckpointError as e:
+        out["unseen_checkpoint"] = str(e)
     torch.save(out, f"{tmp}/rank{rank}.pt")
     dist.cleanup()
 
@@ -199,7 +214,7 @@ def test_only_rank_0_writes_files(two_ranks):
     assert summary["world_size"] == 2 and summary["status"] == "completed"
     assert [json.loads(line)["step"] for line in (run0 / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
     ckpt = run0 / "checkpoints" / "step-000002"
-    assert {"rng-rank0.pt", "rng-rank1.pt", "model.safetensors", "manifest.json"} <= {p.name for p in ckpt.iterdir()}
+    assert {"rng-rank0.pt", "rng-rank1.pt", "model", "manifest.json"} <= {p.name for p in ckpt.iterdir()}
     rng0, rng1 = (torch.load(ckpt / f"rng-rank{r}.pt", weights_only=True) for r in range(2))
     assert "torch" in rng0 and "python" in rng1                            # each rank's own state was gathered
 
@@ -227,6 +242,39 @@ def test_two_ranks_give_the_update_of_one_process_on_the_whole_batch(two_ranks, 
     # the metrics train() all-reduces: the mean over ranks of each rank's loss is the whole batch's loss
     mean_loss = sum(r[case][0]["loss"] for r in ranks) / len(ranks)
     assert mean_loss == pytest.approx(stats["loss"], rel=1e-4, abs=1e-7)
+
+
+def test_gathered_metrics_of_two_ranks_equal_one_rank_on_the_whole_batch(two_ranks):
+    """reward_std, kl, entropy, clip ratios, frac_reward_zero_std...: 2 ranks x 2 prompts == 1 rank x 4 prompts."""
+    from grpo_lib.runlog import step_metrics
+
+    _, base, batch, ranks = two_ranks
+    stats, _ = one_update(copy.deepcopy(base), batch, update_cfg(loss_type="grpo"))
+    whole = step_metrics(batch, [stats], G=batch.rollout.G)
+    assert set(ranks[0]["metrics"]) == set(whole)
+    assert {"reward_std", "kl", "entropy", "clip_ratio/low_mean", "clip_ratio/high_mean", "clip_ratio/region_mean",
+            "frac_reward_zero_std", "completions/mean_length", "completions/clipped_ratio"} <= set(whole)
+    assert whole["kl"] > 0 and whole["entropy"] > 0 and whole["clip_ratio/region_mean"] > 0
+    assert whole["clip_ratio/region_mean"] == pytest.approx(whole["clip_ratio/low_mean"] + whole["clip_ratio/high_mean"])
+    for r in ranks:                                                         # every rank gets the global numbers
+        for k, v in whole.items():
+            assert r["metrics"][k] == pytest.approx(v, rel=1e-5, abs=1e-7), k
+    # the two halves differ, so a per-rank mean of means would NOT give these numbers (the test can fail)
+    half = batch.rollout.B // WORLD
+    parts = [step_metrics(rows(batch, r * half, (r + 1) * half), [ranks[r]["grpo"][0]], G=batch.rollout.G)
+             for r in range(WORLD)]
+    assert (parts[0]["kl"] + parts[1]["kl"]) / 2 != pytest.approx(whole["kl"], rel=1e-3)
+    assert (parts[0]["reward_std"] + parts[1]["reward_std"]) / 2 != pytest.approx(whole["reward_std"], rel=1e-3)
+
+
+def test_a_rank_that_cannot_see_the_checkpoint_fails_every_rank_naming_it(two_ranks):
+    _, _, _, ranks = two_ranks
+    for r in ranks:                                                         # both ranks raised, with the same message
+        msg = r["unseen_checkpoint"]
+        assert msg.startswith("--resume: every rank must be able to read the checkpoint"), msg
+        assert "rank 1 (host" in msg and "not-on-this-machine" in msg and "no such folder" in msg
+        assert "rank 0 (host" not in msg
+    assert ranks[0]["unseen_checkpoint"] == ranks[1]["unseen_checkpoint"]
 
 
 def test_dapo_would_be_wrong_with_a_per_rank_token_count(two_ranks):
@@ -279,7 +327,8 @@ def test_torchrun_two_processes_finish_and_rank_0_writes_the_outputs(tmp_path):
     assert (run / "model" / "model.safetensors").exists()
     ckpt = run / "checkpoints" / "step-000002"
     assert (ckpt / "rng-rank0.pt").exists() and (ckpt / "rng-rank1.pt").exists()
-    assert out.stdout.count("effective batch") == 1                        # only rank 0 prints
+    assert out.stdout.count("global batch over 2 process(es): 4 prompts = 16 completions") == 1   # rank 0 only
+    assert (summary["prompts_per_device"], summary["global_batch"]) == (2, 16)
 
 
 @pytest.mark.slow

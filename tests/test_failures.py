@@ -153,7 +153,13 @@ def test_a_learning_rate_of_1e10_stops_at_step_1_and_writes_no_checkpoint(tmp_pa
     assert summary["status"] == "failed" and summary["failed_step"] == 1 and summary["error"] == str(err.value)
 
 
-def test_float16_weights_that_overflow_stop_the_run_naming_the_update(tmp_path):
+def test_float16_weights_that_overflow_stop_the_run_naming_the_update(tmp_path, monkeypatch):
+    # GRPOConfig refuses dtype float16 (no gradient scaler), and mixed precision would keep fp32 master weights:
+    # force a pure-fp16 run here to reach the weights check through the real training loop
+    from grpo_lib.precision import Precision
+
+    monkeypatch.setattr(train_module, "resolve_precision",
+                        lambda *a, **k: Precision("pure", torch.float16, torch.float16, "cpu"))
     tok = build_char_tokenizer()
     model = random_tiny(tok).to(torch.float16)
     with pytest.raises(NonFiniteWeightsError, match=r"^training stopped at step 1: the weights hold NaN or inf "
@@ -346,10 +352,10 @@ def test_resume_announces_and_records_the_damaged_checkpoint_it_skipped(tmp_path
     cfg = small_cfg(tmp_path, steps=2, save_every=1)
     train(cfg, model=random_tiny(tok), tokenizer=tok)
     out = tmp_path / "run"
-    flip_last_byte(out / "checkpoints" / "step-000002" / "model.safetensors")
+    flip_last_byte(out / "checkpoints" / "step-000002" / "model" / "model.safetensors")
     capsys.readouterr()
     result = train(cfg.replace(resume=str(out)), model=random_tiny(tok), tokenizer=tok)
-    note = ("step-000002: model.safetensors is damaged: its sha256 differs from the one in manifest.json "
+    note = ("step-000002: model/model.safetensors is damaged: its sha256 differs from the one in manifest.json "
             "(same size, changed bytes)")
     assert f"warning: skipped damaged checkpoint {note}" in capsys.readouterr().out
     assert result.summary["skipped_checkpoints"] == [note]

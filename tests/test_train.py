@@ -24,15 +24,17 @@ from conftest import REPO
 
 STEP_KEYS = {
     "step", "iteration", "reward", "reward_std", "reward/correctness", "reward/format", "accuracy", "loss", "kl",
-    "clip_fraction", "ratio_mean", "grad_norm", "completion_length", "truncated_fraction", "frac_zero_std",
-    "generation_seconds", "scoring_seconds", "update_seconds", "lr", "step_seconds", "tokens_per_second",
+    "entropy", "clip_ratio/low_mean", "clip_ratio/high_mean", "clip_ratio/region_mean", "ratio_mean", "grad_norm",
+    "completions/mean_length", "completions/clipped_ratio", "frac_reward_zero_std",
+    "generation_seconds", "scoring_seconds", "update_seconds", "learning_rate", "step_seconds", "tokens_per_second",
     "wall_seconds",
 }
 SUMMARY_KEYS = {
     "preset", "accuracy_before", "accuracy_after", "accuracy_before_ci", "accuracy_after_ci",
     "lenient_accuracy_before", "lenient_accuracy_after", "format_rate_before", "format_rate_after", "eval_n",
     "steps", "world_size", "device", "parameters", "train_seconds", "wall_seconds", "samples_before",
-    "samples_after", "versions", "config", "status",
+    "samples_after", "versions", "config", "status", "attn_implementation", "param_dtype", "compute_dtype",
+    "precision", "prompts_per_device", "completions_per_device", "global_prompts", "global_batch", "saved_dtype",
 }
 
 
@@ -84,9 +86,11 @@ def test_micro_batches_give_the_same_update_as_the_whole_batch(loss_type):
         stats = policy_update(model, opt, batch, cfg.replace(micro_batch_size=b))
         results[b] = (stats, torch.cat([p.detach().flatten() for p in model.parameters()]))
     (whole, p_whole), (micro, p_micro) = results[None], results[5]
-    for k in ("loss", "kl", "clip_fraction", "ratio_mean", "grad_norm"):
+    for k in ("loss", "kl", "clip_fraction", "clip_fraction_low", "clip_fraction_high", "ratio_mean", "entropy",
+              "grad_norm"):
         assert micro[k] == pytest.approx(whole[k], rel=1e-4, abs=1e-6), k
-    assert whole["clip_fraction"] > 0 and whole["kl"] > 0
+    assert whole["clip_fraction"] > 0 and whole["kl"] > 0 and whole["entropy"] > 0
+    assert whole["clip_fraction"] == pytest.approx(whole["clip_fraction_low"] + whole["clip_fraction_high"])
     torch.testing.assert_close(p_micro, p_whole, atol=1e-5, rtol=1e-4)
 
 
@@ -108,10 +112,11 @@ def test_smoke_run_writes_metrics_summary_and_model(smoke):
     for rec in records:
         assert STEP_KEYS <= set(rec), STEP_KEYS - set(rec)
         assert all(math.isfinite(v) for v in rec.values() if isinstance(v, float))
-        assert 0 <= rec["accuracy"] <= 1 and 0 <= rec["frac_zero_std"] <= 1 and rec["grad_norm"] > 0
+        assert 0 <= rec["accuracy"] <= 1 and 0 <= rec["frac_reward_zero_std"] <= 1 and rec["grad_norm"] > 0
+        assert 0 < rec["entropy"] <= math.log(len(build_char_tokenizer())) + 1e-6   # at most log V
         assert rec["reward"] == pytest.approx(rec["reward/correctness"] + rec["reward/format"], abs=1e-6)
         assert rec["ratio_mean"] == pytest.approx(1.0)                   # μ = 1: ρ = 1 exactly
-        assert rec["clip_fraction"] == 0.0
+        assert rec["clip_ratio/region_mean"] == rec["clip_ratio/low_mean"] == rec["clip_ratio/high_mean"] == 0.0
     assert records == result.history and result["step"] == [1, 2]
     documented = {k for k in METRICS if "<" not in k}
     assert {k for k in records[0] if not k.startswith("reward/")} == documented   # every metric defined once
@@ -119,6 +124,8 @@ def test_smoke_run_writes_metrics_summary_and_model(smoke):
     assert SUMMARY_KEYS <= set(summary), SUMMARY_KEYS - set(summary)
     assert summary["preset"] == "tiny" and summary["steps"] == 2 and summary["eval_n"] == 4
     assert summary["config"]["G"] == 4 and summary["world_size"] == 1
+    assert (summary["attn_implementation"], summary["param_dtype"], summary["compute_dtype"]) == ("sdpa", "float32", "float32")
+    assert (summary["prompts_per_device"], summary["global_prompts"], summary["global_batch"]) == (2, 2, 8)
     assert 0 <= summary["accuracy_before"] <= 1 and summary["wall_seconds"] > 0
     evals = [json.loads(line) for line in (out / "evals.jsonl").read_text().splitlines()]
     assert [e["step"] for e in evals] == [0, 2]

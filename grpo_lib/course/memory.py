@@ -57,23 +57,9 @@ def qwen2_5_1_5b_instruct_config():
 
     Taught in: notebooks/02_advantages.ipynb
     """
-    return Qwen2Config(
-        vocab_size=151936,
-        hidden_size=1536,
-        intermediate_size=8960,
-        num_hidden_layers=28,
-        num_attention_heads=12,
-        num_key_value_heads=2,
-        hidden_act="silu",
-        max_position_embeddings=32768,
-        rms_norm_eps=1e-6,
-        rope_theta=1_000_000.0,
-        tie_word_embeddings=True,
-        use_sliding_window=False,
-        max_window_layers=21,
-        bos_token_id=151643,
-        eos_token_id=151645,
-    )
+    from grpo_lib.models import qwen2_5_1_5b_config
+
+    return qwen2_5_1_5b_config()           # the numbers live in grpo_lib.models.QWEN2_5_1_5B_INSTRUCT
 
 
 def _build_on_meta(config, head: str) -> torch.nn.Module:
@@ -533,8 +519,9 @@ class GPUMemoryPlan:
         kv = self._bytes("generation", "KV cache")
         prompt_share = self.settings.get("prompt_len", 1) / (self.settings.get("prompt_len", 1)
                                                                + self.settings.get("completion_len", 0))
-        prefill = int(round(kv * prompt_share)) + self._bytes("generation", "prefill MLP buffer")
-        decode = kv + self._bytes("generation", "sampling logits")
+        copies = self._bytes("generation", "autocast weight copies")       # mixed precision only
+        prefill = int(round(kv * prompt_share)) + self._bytes("generation", "prefill MLP buffer") + copies
+        decode = kv + self._bytes("generation", "sampling logits") + copies
         return max(prefill, decode)
 
     @property
@@ -607,6 +594,7 @@ def plan_gpu_memory(
     attention: str = "sdpa",
     padded: bool = True,
     logits: str = "grpo_lib",
+    precision: str = "pure",
 ) -> GPUMemoryPlan:
     """Per-GPU memory of a GRPO run, from the model config: model states, activations, logits, KV cache.
 
@@ -646,6 +634,12 @@ def plan_gpu_memory(
         beta: KL coefficient β; β = 0 means no reference model.
         zero_stage: 0 (DDP: everything replicated), 1, 2 or 3.
         attention, padded, logits: as in `activation_breakdown`.
+        precision: "pure" (weights, gradients and AdamW state in `dtype`, plus an fp32 master copy when
+            master_weights) or "mixed", grpo_lib's mixed precision (GRPOConfig.precision = "mixed"): the
+            parameters themselves are the fp32 master weights, with fp32 gradients and fp32 AdamW
+            moments (16 bytes per parameter), π_ref is kept in `dtype`, activations and logits are in
+            `dtype` (autocast), and autocast holds a `dtype` copy of the weights during the update and
+            during generation (Ψ·a in each phase). master_weights and optimizer_state_bytes do not apply.
 
     Returns:
         a `GPUMemoryPlan`: `.peak_gib`, `.fits(80)`, `.verdict(24)`, `.row("policy", "weights")`, and a
@@ -670,11 +664,17 @@ def plan_gpu_memory(
         raise ValueError(f"zero_stage must be 0 (plain DDP), 1, 2 or 3, got {zero_stage!r}")
     if not beta >= 0:
         raise ValueError(f"beta must be >= 0, got {beta!r}")
+    if precision not in ("pure", "mixed"):
+        raise ValueError(f"precision must be 'pure' or 'mixed', got {precision!r}")
     a = DTYPE_BYTES[dtype]
+    mixed = precision == "mixed" and a < 4
+    if mixed:
+        master_weights, optimizer_state_bytes = False, 4               # the fp32 parameters are the master copy
     if master_weights is None:
         master_weights = a < 4
     if optimizer_state_bytes is None:
         optimizer_state_bytes = 4 if master_weights else a
+    w_bytes = 4 if mixed else a                                         # parameters and gradients
     per_gpu = N * G // world_size                                           # completions on this GPU
     b = per_gpu if micro_batch_size is None else micro_batch_size
     if not isinstance(b, int) or not 1 <= b <= per_gpu:
@@ -689,8 +689,9 @@ def plan_gpu_memory(
         return (-(-psi // K), f", sharded over {K} GPUs (ZeRO-{zero_stage})") if on else (psi, "")
 
     (w, w_note), (g, g_note), (o, o_note) = shard(3), shard(2), shard(1)
-    rows = [MemoryRow("weights", "policy", w, a, f"π_θ in {dtype}{w_note}"),
-            MemoryRow("gradients", "policy", g, a, f"one per weight{g_note}")]
+    rows = [MemoryRow("weights", "policy", w, w_bytes,
+                      f"π_θ in fp32: the master weights themselves{w_note}" if mixed else f"π_θ in {dtype}{w_note}"),
+            MemoryRow("gradients", "policy", g, w_bytes, f"one per weight{', fp32' if mixed else ''}{g_note}")]
     if optimizer == "adamw":
         rows.append(MemoryRow("AdamW m and v", "policy", o, 2 * optimizer_state_bytes,
                               f"two moments, {optimizer_state_bytes:g} B each{o_note}"))
@@ -699,6 +700,9 @@ def plan_gpu_memory(
     if beta > 0:
         rows.append(MemoryRow("weights", "reference", psi, a, "frozen π_ref for the β·KL term"))
 
+    if mixed:
+        rows.append(MemoryRow("autocast weight copies", "update", psi, a,
+                              f"{dtype} casts of the weights, saved for the backward pass"))
     act = activation_breakdown(config, micro_batch_size=b, prompt_len=P, completion_len=T, dtype_bytes=a,
                                gradient_checkpointing=gradient_checkpointing, padded=padded,
                                attention=attention, logits=logits)
@@ -729,8 +733,12 @@ def plan_gpu_memory(
     rows.append(MemoryRow("sampling logits", "generation", per_gpu * s["V"], 4, "last position, fp32 softmax"))
     rows.append(MemoryRow("prefill MLP buffer", "generation", per_gpu * P * 3 * s["f"], a,
                           "widest no-grad tensor of the prompt pass: gate, up, product"))
+    if mixed:
+        rows.append(MemoryRow("autocast weight copies", "generation", psi, a,
+                              f"{dtype} casts of the weights, cached for one generate() call"))
 
-    mp = "fp32 master" if master_weights else f"pure {dtype}"
+    mp = ("fp32 master weights + AdamW, " + dtype + " autocast" if mixed
+          else "fp32 master" if master_weights else f"pure {dtype}")
     title = (f"{psi / 1e9:.2f}B params, {K} GPU(s), {per_gpu} completions/GPU (G = {G}), P + T = {P} + {T}, "
              f"micro-batch {b}, {'checkpointing' if gradient_checkpointing else 'no checkpointing'}, {mp}"
              f"{', β = 0' if beta == 0 else ''}{f', ZeRO-{zero_stage}' if zero_stage else ''}")
@@ -738,21 +746,25 @@ def plan_gpu_memory(
                     master_weights=master_weights, optimizer_state_bytes=optimizer_state_bytes,
                     gradient_checkpointing=gradient_checkpointing, micro_batch_size=b, beta=beta,
                     zero_stage=zero_stage, attention=attention, padded=padded, logits=logits, params=psi,
-                    completions_per_gpu=per_gpu)
+                    completions_per_gpu=per_gpu, precision="mixed" if mixed else "pure")
     return GPUMemoryPlan(MemoryTable(tuple(rows), title, {"params": psi}), settings)
 
 
 def plan_for_run(cfg, config, *, prompt_len: int, world_size: int = 1, **overrides) -> GPUMemoryPlan:
-    """`plan_gpu_memory` with G, N, T, β, checkpointing, micro-batch and dtype taken from a `GRPOConfig`.
+    """`plan_gpu_memory` with G, N, T, β, checkpointing, micro-batch, dtype and precision from a `GRPOConfig`.
 
-    grpo_lib trains with torch AdamW on the parameters in cfg.dtype (no fp32 master copy, moments in
-    that dtype), so that is the default here; any `plan_gpu_memory` argument can be overridden.
+    N is the global prompt count on `world_size` GPUs (`cfg.global_N(world_size)`: the Qwen preset's 7
+    prompts per GPU give 56 on 8 GPUs). cfg.precision = "mixed" with a bf16 dtype plans grpo_lib's mixed
+    precision (fp32 weights, gradients and AdamW state, bf16 π_ref, activations and autocast copies);
+    "pure" plans weights and AdamW state in cfg.dtype with no master copy. Any `plan_gpu_memory`
+    argument can be overridden.
 
     Taught in: notebooks/05_full_run.ipynb
     """
     dtype = "bfloat16" if cfg.dtype == "auto" else cfg.dtype
-    kwargs = dict(G=cfg.G, N=cfg.N, prompt_len=prompt_len, completion_len=cfg.max_completion_length,
+    kwargs = dict(G=cfg.G, N=cfg.global_N(world_size), prompt_len=prompt_len, completion_len=cfg.max_completion_length,
                   world_size=world_size, dtype=dtype, master_weights=False, beta=cfg.beta,
+                  precision=getattr(cfg, "precision", "pure"),
                   gradient_checkpointing=cfg.gradient_checkpointing, micro_batch_size=cfg.micro_batch_size)
     kwargs.update(overrides)
     return plan_gpu_memory(config, **kwargs)

@@ -24,7 +24,7 @@
 # - launch the same run with `torchrun` on 1, 2 or 8 GPUs (and run it on 2 CPU processes here);
 # - plan the memory of the Qwen2.5-1.5B run per GPU (weights, reference, gradients, AdamW, activations
 #   with and without gradient checkpointing, logits, KV cache) and see whether 80 GB or 24 GB cards fit it;
-# - fill in two exercises: the `dapo` normaliser under DDP (5.1) and AdamW's bytes per GPU (5.2).
+# - fill in two exercises: the `dapo` normaliser under DDP (5.1) and the floor under generation time (5.2).
 #
 # Needs: notebooks 01–04 (advantages, rewards, the loss). Runs in: ~4 min on CPU (the tiny training run
 # is ~2 min of it, the 2-process run ~1 min).
@@ -331,7 +331,7 @@ print("target met:", f"+{s['accuracy_after'] - s['accuracy_before']:.1%}")
 # %%
 step = [m["step"] for m in metrics]
 panels = [("reward", "mean reward r"), ("accuracy", "batch accuracy (sampled)"), ("kl", "KL(π_θ‖π_ref)"),
-          ("completion_length", "|o_i| (tokens)"), ("frac_zero_std", "zero-std group fraction")]
+          ("completions/mean_length", "|o_i| (tokens)"), ("frac_reward_zero_std", "zero-std group fraction")]
 fig, axes = plt.subplots(1, 5, figsize=(17, 3.2))
 for ax, (key, label) in zip(axes, panels):
     ax.plot(step, [m[key] for m in metrics], lw=1.2)
@@ -346,10 +346,10 @@ plt.show()
 first, last = metrics[:10], metrics[-10:]
 mean = lambda rows, k: sum(m[k] for m in rows) / len(rows)
 assert mean(last, "reward") > mean(first, "reward") and mean(last, "accuracy") > mean(first, "accuracy")
-assert mean(last, "frac_zero_std") > mean(first, "frac_zero_std")
+assert mean(last, "frac_reward_zero_std") > mean(first, "frac_reward_zero_std")
 assert metrics[0]["kl"] < 1e-6 < mean(last, "kl")
 print({k: (round(mean(first, k), 3), round(mean(last, k), 3))
-       for k in ("reward", "accuracy", "kl", "completion_length", "frac_zero_std")})
+       for k in ("reward", "accuracy", "kl", "completions/mean_length", "frac_reward_zero_std")})
 
 # %% [markdown]
 # ### Held-out evaluation with 95% confidence intervals
@@ -395,15 +395,19 @@ print(sum(x["strict"] for x in sb), "->", sum(x["strict"] for x in sa), "of", le
 # ## 6 · The Qwen run
 #
 # Same engine, other preset: `Qwen/Qwen2.5-1.5B-Instruct` on GSM8K with the tutorial's hyperparameters
-# (G = 12, N = 7, 400 new tokens, β = 0.04, lr 5e-6, ε = 0.1, μ = 1), bf16, flash-attention when it
-# imports on CUDA. It needs a GPU and the weights, so this notebook only prints the commands; set
-# `GRPO_FULL=1` to run the single-GPU one from here.
+# (G = 12, 7 prompts, 400 new tokens, β = 0.04, lr 5e-6, ε = 0.1, μ = 1), flash-attention when it
+# imports on CUDA. Two things differ from the tutorial. The 7 prompts are **per GPU**
+# (`prompts_per_device`): on $K$ GPUs a step samples $7K$ prompts, $84K$ completions, so 8 GPUs do 8 times
+# the work instead of splitting one GPU's batch. And `dtype="bfloat16"` means **mixed precision**: fp32
+# master weights and fp32 AdamW state, with the forward and backward passes under `torch.autocast(bfloat16)`
+# (the next cells show why). It needs a GPU and the weights, so this notebook only prints the commands;
+# set `GRPO_FULL=1` to run the single-GPU one from here.
 
 # %%
 one_gpu = ("python -m grpo_lib.train --preset qwen2.5-1.5b-gsm8k --output-dir runs/qwen "
            "--data-dir ../shared/data/gsm8k")
 eight_gpus = ("torchrun --standalone --nproc_per_node=8 -m grpo_lib.train --preset qwen2.5-1.5b-gsm8k "
-              "--N 8 --output-dir runs/qwen-8gpu --data-dir ../shared/data/gsm8k")
+              "--output-dir runs/qwen-8gpu --data-dir ../shared/data/gsm8k")
 print("1 GPU: ", one_gpu)
 print("8 GPUs:", eight_gpus)
 if os.environ.get("GRPO_FULL") == "1":
@@ -415,12 +419,54 @@ qwen = GRPOConfig.from_preset("qwen2.5-1.5b-gsm8k")
 qwen
 
 # %%
-# check: the tutorial's hyperparameters; N = 8 splits evenly over 8 GPUs (N = 7 would not)
-assert (qwen.G, qwen.N, qwen.max_completion_length, qwen.beta, qwen.lr, qwen.epsilon, qwen.mu) == \
+# check: the tutorial's hyperparameters, 7 prompts per GPU (the batch grows with the GPUs), mixed precision
+assert (qwen.G, qwen.prompts_per_device, qwen.max_completion_length, qwen.beta, qwen.lr, qwen.epsilon, qwen.mu) == \
     (12, 7, 400, 0.04, 5e-6, 0.1, 1)
-assert qwen.model == "Qwen/Qwen2.5-1.5B-Instruct" and qwen.task == "gsm8k" and qwen.dtype == "bfloat16"
-assert qwen.N % 8 != 0 and qwen.replace(N=8).N_per_rank(8) == 1
-print("qwen preset OK; B =", qwen.B)
+assert qwen.model == "Qwen/Qwen2.5-1.5B-Instruct" and qwen.task == "gsm8k"
+assert (qwen.dtype, qwen.precision, qwen.N) == ("bfloat16", "mixed", None)
+assert qwen.global_B(1) == 84 and qwen.global_B(8) == 672
+print("qwen preset OK; completions per step: 1 GPU", qwen.global_B(1), "| 8 GPUs", qwen.global_B(8))
+
+# %% [markdown]
+# ### Why bf16 weights cannot learn at lr = 5e-6
+#
+# AdamW's first step moves each weight by about the learning rate, 5e-6. bfloat16 keeps 8 bits of
+# mantissa: next to a weight $w$ the representable numbers are about $|w| \cdot 2^{-7}$ apart, so for
+# every $|w|$ above about $10^{-3}$ the step is less than half the gap and **rounds away**. The tutorial
+# (and this engine before) ran AdamW straight on bf16 weights. Count it: one update of the tiny model at
+# lr = 5e-6, on the same batch, in pure bf16 (`precision="pure"`) and in mixed precision (fp32 master
+# weights, bf16 autocast), and the share of the weights with a non-zero gradient whose value changed.
+
+# %%
+import copy
+from grpo_lib.models import load_tiny_model
+from grpo_lib.precision import changed_fraction, resolve_precision
+from grpo_lib.rewards import reward_functions
+from grpo_lib.rollout import generate_completions, score_rollout
+from grpo_lib.train import make_optimizer, policy_update
+
+lr_cfg = GRPOConfig.tiny(lr=5e-6, beta=0.0)
+base, tok_small = load_tiny_model()
+questions = {"What is 38 + 47?\n": "85", "What is 59 + 66?\n": "125", "What is 17 + 28?\n": "45",
+             "What is 94 + 79?\n": "173"}
+roll = generate_completions(base, tok_small, list(questions), G=8, max_new_tokens=lr_cfg.max_completion_length, seed=0)
+scored = score_rollout(roll, list(questions.values()), reward_functions(lr_cfg.reward_funcs))
+changed = {}
+for mode in ("pure", "mixed"):
+    prec = resolve_precision("bfloat16", mode, "cpu")
+    m = copy.deepcopy(base).to(prec.param_dtype)
+    opt, _ = make_optimizer(m, lr_cfg)
+    before = {n: p.detach().clone() for n, p in m.named_parameters()}
+    policy_update(m, opt, scored, lr_cfg, prec)
+    grads = {n: p.grad for n, p in m.named_parameters() if p.grad is not None}
+    changed[mode] = changed_fraction(before, dict(m.named_parameters()), grads)
+    print(f"{mode:>5}: {prec.describe()}\n       {changed[mode]:.1%} of the weights with a gradient changed")
+
+# %%
+# check: mixed precision moves (nearly) every weight that gets a gradient; pure bf16 rounds most updates away
+assert scored.advantages.abs().sum() > 0
+assert changed["mixed"] >= 0.9 and changed["pure"] < 0.25, changed
+print({k: round(v, 3) for k, v in changed.items()})
 
 # %% [markdown]
 # ### Why Qwen stops after `</answer>`
@@ -688,39 +734,43 @@ check_dapo_normaliser(my_dapo_normaliser);
 # ### Launching on 1, 2 and 8 GPUs
 #
 # `torchrun --nproc_per_node=K` starts $K$ copies of the same command; `grpo_lib.train` reads its rank
-# from the environment, so the command is the one you ran on one GPU. What changes is the batch:
-# $N$ (prompts per step) counts **all** GPUs together and must divide by $K$, because each rank takes
-# whole groups. The tutorial's $N = 7$ works on 1 GPU only; use $N = 8$ on 2 or 8 GPUs (4 or 1
-# prompts per GPU, $G = 12$ completions each), or $N = 16$ on 8 GPUs for 2 prompts and 24 completions
-# per GPU. $G$ stays 12: it is a property of the algorithm (how many samples estimate a group's
-# baseline), not of the hardware.
+# from the environment, so the command is the one you ran on one GPU. The Qwen preset states its batch
+# **per GPU** (7 prompts x $G$ = 12 = 84 completions), so on $K$ GPUs a step processes $7K$ prompts and
+# $84K$ completions: the effective batch is $K$ times larger, and 500 steps see $K$ times more problems.
+# The learning rate stays 5e-6: with the per-sequence "grpo" loss the update averages over more groups,
+# a less noisy gradient of the same size (scale it only if you measure that it helps). To keep the
+# tutorial's total batch instead, give `--N` (prompts per step over all GPUs; it must divide by $K$).
+# $G$ stays 12: it is a property of the algorithm (how many samples estimate a group's baseline), not of
+# the hardware. Every run prints its per-GPU and global batch at the start and records them in
+# summary.json.
 
 # %%
 QWEN = "--preset qwen2.5-1.5b-gsm8k --data-dir ../shared/data/gsm8k"
 launch = {
     1: f"python -m grpo_lib.train {QWEN} --output-dir runs/qwen-1gpu",
-    2: f"torchrun --standalone --nproc_per_node=2 -m grpo_lib.train {QWEN} --N 8 --output-dir runs/qwen-2gpu",
-    8: f"torchrun --standalone --nproc_per_node=8 -m grpo_lib.train {QWEN} --N 8 --output-dir runs/qwen-8gpu",
+    2: f"torchrun --standalone --nproc_per_node=2 -m grpo_lib.train {QWEN} --output-dir runs/qwen-2gpu",
+    8: f"torchrun --standalone --nproc_per_node=8 -m grpo_lib.train {QWEN} --output-dir runs/qwen-8gpu",
 }
 multi_node = (f"torchrun --nnodes=2 --nproc_per_node=8 --rdzv-backend=c10d --rdzv-endpoint=$HEAD_NODE:29500 "
-              f"-m grpo_lib.train {QWEN} --N 16 --output-dir runs/qwen-16gpu   # same line on both machines")
+              f"-m grpo_lib.train {QWEN} --output-dir runs/qwen-16gpu   # same line on both machines")
 for K, cmd in launch.items():
     print(f"{K} GPU{'s' if K > 1 else ' '}: {cmd}")
 print("2 nodes x 8 GPUs:", multi_node)
 
 # %%
-# check: each launch's N divides by its K (train() checks this at start, naming N), and the tutorial's N = 7
-# is refused on 2 GPUs
+# check: each launch gives 7 prompts x 12 completions per GPU and K times that per step; a total --N that
+# does not divide by K is refused (train() checks it at the start, naming --N)
 from grpo_lib.cli import parse_config
 for K, cmd in launch.items():
     run_cfg = parse_config(cmd.split("grpo_lib.train ", 1)[1].split())
-    print(f"K = {K}: N = {run_cfg.N}, {run_cfg.N_per_rank(K)} prompt(s) x G = {run_cfg.G} per GPU")
-    assert run_cfg.N % K == 0 and run_cfg.G == 12
+    print(f"K = {K}: {run_cfg.N_per_rank(K)} prompts x G = {run_cfg.G} per GPU; effective batch "
+          f"{run_cfg.global_N(K)} prompts = {run_cfg.global_B(K)} completions per step, lr {run_cfg.lr}")
+    assert run_cfg.N_per_rank(K) == 7 and run_cfg.global_B(K) == 84 * K and run_cfg.lr == 5e-6
 try:
-    qwen.N_per_rank(2)
-    raise AssertionError("N = 7 on 2 GPUs should be refused")
+    qwen.replace(N=7).N_per_rank(2)
+    raise AssertionError("--N 7 on 2 GPUs should be refused")
 except ValueError as err:
-    print("N = 7 on 2 GPUs:", err)
+    print("--N 7 on 2 GPUs:", err)
 
 # %% [markdown]
 # ### The tiny preset on 2 CPU processes
@@ -748,7 +798,7 @@ ddp_summary = json.loads((ddp_out / "summary.json").read_text())
 assert [m["step"] for m in ddp_metrics] == list(range(1, 11))
 assert ddp_summary["world_size"] == 2 and ddp_summary["steps"] == 10 and ddp_summary["eval_n"] == 100
 assert ddp_run.stdout.count("[eval @ step 0]") == 1                       # only rank 0 prints
-assert all(0 <= m["accuracy"] <= 1 and m["completion_length"] > 0 for m in ddp_metrics)
+assert all(0 <= m["accuracy"] <= 1 and m["completions/mean_length"] > 0 for m in ddp_metrics)
 assert ddp_summary["accuracy_after"] >= ddp_summary["accuracy_before"] + 0.1, ddp_summary
 print(f"2 processes: {ddp_summary['accuracy_before']:.0%} -> {ddp_summary['accuracy_after']:.0%} in 10 steps, "
       f"{ddp_summary['wall_seconds']:.0f} s")
@@ -760,10 +810,11 @@ print(f"2 processes: {ddp_summary['accuracy_before']:.0%} -> {ddp_summary['accur
 # model's config alone (no weights), for a chosen $G$, $N$, number of GPUs $K$, prompt length $P$ and
 # completion length $T$, with $a$ = 2 bytes per number in bf16:
 #
-# - **model states**, for $\Psi$ parameters: weights $2\Psi$, gradients $2\Psi$, AdamW's two moments
-#   ($4\Psi$ in bf16 as `grpo_lib` and the tutorial run it, $8\Psi$ in fp32 with mixed precision, plus a
-#   $4\Psi$ fp32 master copy), the frozen reference $2\Psi$ when $\beta > 0$. DDP replicates all of
-#   it on every GPU (ZeRO would shard it);
+# - **model states**, for $\Psi$ parameters. In `grpo_lib`'s mixed precision (the preset): fp32 weights
+#   $4\Psi$ (they are the master copy), fp32 gradients $4\Psi$, AdamW's two fp32 moments $8\Psi$, the frozen
+#   reference in bf16 $2\Psi$ when $\beta > 0$, and autocast's bf16 copy of the weights $2\Psi$ during an
+#   update and during generation. In pure bf16 (the tutorial): weights $2\Psi$, gradients $2\Psi$, moments
+#   $4\Psi$, reference $2\Psi$. DDP replicates all of it on every GPU (ZeRO would shard it);
 # - **activations** of one micro-batch of $b$ completions, $n = b(P+T)$ tokens: every tensor autograd
 #   saves for the backward pass. Korthikanti et al. (2022, *Reducing Activation Recomputation in Large
 #   Transformer Models*, §4.1) count them per layer for GPT: $sbh(34 + 5 n_{heads} s/h)$ bytes
@@ -790,37 +841,40 @@ from grpo_lib.course.memory import (GIB, count_parameters_from_config, plan_for_
 
 qwen_config = qwen2_5_1_5b_instruct_config()
 P_BUDGET = 256
-tutorial_plan = plan_for_run(qwen, qwen_config, prompt_len=P_BUDGET)   # the preset: G 12, N 7, b 12, checkpointing
-tutorial_plan
+preset_plan = plan_for_run(qwen, qwen_config, prompt_len=P_BUDGET)   # the preset: 7 x 12 per GPU, b 12, mixed
+preset_plan
 
 # %%
-# check: the weights line is Ψ x 2 bytes (bf16), with Ψ from the config in closed form = torch's count of the
-# model built on the meta device; pure-bf16 AdamW is 4 bytes per parameter; the KV cache is 28 KiB per token
+# check: the weights line is Ψ x 4 bytes (fp32 master weights), with Ψ from the config in closed form = torch's
+# count of the model built on the meta device; fp32 AdamW is 8 bytes per parameter, π_ref 2 (bf16); the KV
+# cache is 28 KiB per token
 psi = qwen2_parameter_count(qwen_config)
 assert psi == count_parameters_from_config(qwen_config) == 1_543_714_304
-assert tutorial_plan.row("policy", "weights").bytes == 2 * psi
-assert tutorial_plan.row("policy", "AdamW m and v").bytes == 4 * psi
-assert tutorial_plan.row("generation", "KV cache").bytes == 84 * (P_BUDGET + 400) * 28 * 1024
-print(f"Ψ = {psi:,}; weights {2 * psi / GIB:.2f} GiB; peak {tutorial_plan.peak_gib:.1f} GiB per GPU")
+assert preset_plan.row("policy", "weights").bytes == 4 * psi
+assert preset_plan.row("policy", "AdamW m and v").bytes == 8 * psi
+assert preset_plan.row("reference", "weights").bytes == 2 * psi
+assert preset_plan.row("generation", "KV cache").bytes == 84 * (P_BUDGET + 400) * 28 * 1024
+print(f"Ψ = {psi:,}; weights {4 * psi / GIB:.2f} GiB; peak {preset_plan.peak_gib:.1f} GiB per GPU")
 
 
 # %% [markdown]
-# Now the scenarios a learner meets: the tutorial's settings with and without checkpointing, without
-# micro-batching, with mixed precision, and DeepSeekMath's $G = 64$ on 8 GPUs. Each gets a verdict for
+# Now the scenarios a learner meets: the tutorial's settings (pure bf16, the layout the H100 record below
+# measured) with and without checkpointing, without micro-batching, the preset's mixed precision, and
+# DeepSeekMath's $G = 64$ on 8 GPUs. Each gets a verdict for
 # an 80 GB GPU (H100, A100) and a 24 GB one (RTX 4090, A10G). The planner allows 90% of the card: the
 # CUDA context, fragmentation and short-lived buffers take the rest.
 
 # %%
-def qwen_plan(**kw):
-    return plan_for_run(qwen, qwen_config, prompt_len=P_BUDGET, **kw)
+def qwen_plan(**kw):   # the tutorial's pure-bf16 layout unless precision="mixed" is given
+    return plan_for_run(qwen, qwen_config, prompt_len=P_BUDGET, **{"precision": "pure", **kw})
 
 scenarios = {
-    "tutorial settings (preset): G 12, N 7, micro-batch 12, checkpointing": qwen_plan(),
+    "tutorial settings, pure bf16: G 12, N 7, micro-batch 12, checkpointing": qwen_plan(),
     "... without gradient checkpointing": qwen_plan(gradient_checkpointing=False),
     "... without micro-batching (84 completions at once)": qwen_plan(micro_batch_size=None),
     "the tutorial's own loop: 84 at once, fp32 log-softmax over every position": qwen_plan(
         micro_batch_size=None, logits="full_fp32"),
-    "... with mixed precision (fp32 master + fp32 AdamW)": qwen_plan(master_weights=True),
+    "... the preset's mixed precision (fp32 weights + AdamW, bf16 autocast)": qwen_plan(precision="mixed"),
     "... with β = 0 (no reference model)": qwen_plan(beta=0.0),
     "G 64, N 8 on 8 GPUs (64 per GPU), micro-batch 16, checkpointing": qwen_plan(G=64, N=8, world_size=8,
                                                                               micro_batch_size=16),
@@ -842,7 +896,7 @@ for name, p in scenarios.items():
 s = list(scenarios.values())
 assert s[0].peak_bytes < s[1].peak_bytes and s[0].peak_bytes < s[2].peak_bytes < s[3].peak_bytes
 assert s[0].states_bytes - s[5].states_bytes == 2 * psi
-assert s[4].row("policy", "AdamW m and v").bytes == 8 * psi and s[4].row("policy", "fp32 master weights").bytes == 4 * psi
+assert s[4].row("policy", "AdamW m and v").bytes == 8 * psi and s[4].row("policy", "weights").bytes == 4 * psi
 assert s[0].fits(24) and not s[1].fits(24) and s[1].fits(80) and s[2].fits(80) and not s[2].fits(24)
 assert not s[3].fits(80) and not s[4].fits(24) and s[5].fits(24)
 assert s[6].peak_bytes < s[7].peak_bytes and s[6].fits(80)
@@ -858,7 +912,7 @@ print("plans behave as the formulas say")
 # %%
 T_values = [64, 128, 256, 400, 512, 768, 1024, 1536, 2048, 3072, 4096]
 curves = {label: [plan_for_run(qwen.replace(max_completion_length=T), qwen_config, prompt_len=P_BUDGET,
-                               gradient_checkpointing=ck).peak_gib for T in T_values]
+                               gradient_checkpointing=ck, precision="pure").peak_gib for T in T_values]
           for label, ck in (("gradient checkpointing", True), ("no checkpointing", False))}
 fig, ax = plt.subplots(figsize=(7, 4))
 for label, gib in curves.items():
@@ -869,7 +923,7 @@ for size in (24, 80):
 ax.set_xscale("log", base=2)
 ax.set_xlabel("completion length T (tokens)")
 ax.set_ylabel("peak GiB per GPU")
-ax.set_title("Qwen2.5-1.5B, G = 12, N = 7 on 1 GPU, micro-batch 12, P = 256")
+ax.set_title("Qwen2.5-1.5B, G = 12, N = 7 on 1 GPU, micro-batch 12, P = 256, pure bf16")
 ax.legend()
 ax.grid(alpha=0.3)
 plt.show()
@@ -885,7 +939,7 @@ print("longest T that fits 24 GB:", longest)
 
 # %% [markdown]
 # **Measured, not only planned.** `scripts/measure_gpu_memory.py` builds Qwen2.5-1.5B from this config
-# with random bf16 weights on a GPU and runs the three phases the way `grpo_lib.train` does (pure-bf16
+# with random bf16 weights on a GPU and runs the three phases the way `grpo_lib.train` did before mixed precision (pure-bf16
 # AdamW, a reference copy, left-padded micro-batches of 12 through `token_logprobs`, `generate` with the
 # KV cache). The record below is its output on one NVIDIA H100 80GB (torch 2.11, transformers 5.17,
 # 2026-11-26), for the preset's settings; it is a record, since this notebook runs without a GPU. The
@@ -1006,7 +1060,7 @@ check_decode_floor(my_decode_floor);
 # Exercises 5.1 and 5.2 (fill in, checked) are in section 8. Open ones:
 #
 # **5.3 · Fewer steps.** Run `train(cfg.replace(steps=20, output_dir=tempfile.mkdtemp()))`. How much of
-# the gain is there already after 20 steps? Look at `frac_zero_std` in `metrics.jsonl`: why does
+# the gain is there already after 20 steps? Look at `frac_reward_zero_std` in `metrics.jsonl`: why does
 # learning slow down as accuracy rises?
 #
 # **5.4 · No KL.** Set `beta=0` (no reference model at all). Does accuracy change? Does the completion
