@@ -27,6 +27,7 @@ ORDER = [
     ("tokenizer.py", "The tiny model's tokenizer"),
     ("models.py", "The policy model"),
     ("rollout.py", "Sampling G completions per prompt"),
+    ("sampling.py", "The decoding loop (generate()'s tokens, one prompt pass per group)"),
     ("rewards.py", "Rewards"),
     ("advantages.py", "Group-relative advantages"),
     ("logprobs.py", "Per-token log-probabilities"),
@@ -42,6 +43,8 @@ ORDER = [
     ("toy.py", "The 2 + 3 toy of notebook 01"),
     ("course/memory.py", "Memory accounting (course wing)"),
     ("course/widgets.py", "Sliders (course wing)"),
+    ("trl_compare.py", "Golden comparison with TRL's GRPOTrainer"),
+    ("trl_recipe.py", "The same run on TRL"),
 ]
 CODE = {   # (module, item) -> the functions that implement it, where the item's text names none of them
     ("precision.py", 1): ["resolve_precision", "Precision"], ("precision.py", 2): ["Precision"],
@@ -89,6 +92,12 @@ CODE = {   # (module, item) -> the functions that implement it, where the item's
     ("course/memory.py", 3): ["training_memory_table"], ("course/memory.py", 5): ["GIB"],
     ("course/widgets.py", 1): ["_slider"], ("course/widgets.py", 2): ["epsilon_slider", "beta_slider"],
     ("course/widgets.py", 3): ["epsilon_slider", "beta_slider"], ("course/widgets.py", 4): ["epsilon_slider"],
+    ("sampling.py", 1): ["sample_tokens"], ("sampling.py", 2): ["sample_tokens"], ("sampling.py", 3): ["sample_tokens"],
+    ("sampling.py", 4): ["sample_tokens"],
+    ("trl_compare.py", 1): ["make_trainer", "trl_loss"], ("trl_compare.py", 2): ["trl_loss"],
+    ("trl_compare.py", 3): ["make_batch"],
+    ("trl_recipe.py", 1): ["trl_args"], ("trl_recipe.py", 2): ["trl_args"], ("trl_recipe.py", 3): ["trl_args"],
+    ("trl_recipe.py", 4): ["train_with_trl"], ("trl_recipe.py", 5): ["main"],
 }
 HEADER = """# Implementation details
 

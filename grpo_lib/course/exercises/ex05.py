@@ -94,7 +94,8 @@ def _adamw_hint(case: Case, value: float) -> str:
 def check_adamw_moment_bytes(fn: Callable[[int, int], Any]) -> CheckResult:
     """Check fn(P, world_size) == 8·P: two fp32 moments per parameter, replicated on every DDP rank.
 
-    Taught in: notebooks/05_full_run.ipynb
+    Used by: tests/test_course_exercises_ex05.py. Exercise 5.2 of the notebook is now `check_decode_floor`
+    (issue 12); this checker stays for a class that wants the memory exercise.
     """
     cases = [Case(f"P = {P:,} parameters on world_size = {K} GPU(s)", (P, K), adamw_moment_bytes(P, K))
              for P, K in ADAMW_CASES]
