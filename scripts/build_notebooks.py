@@ -69,8 +69,10 @@ VOLATILE_CELL_METADATA = {"execution", "ExecuteTime", "autoscroll", "collapsed",
                           "lines_to_next_cell", "lines_to_end_of_cell_marker", "cell_marker"}
 CELL_TIMEOUT = 900                      # seconds per cell (notebook 05's training cell is the longest)
 # The notebooks run offline: no hub, no W&B server (what scripts/dev.sh exports); an explicit setting wins.
+# offline, and no datasets progress bars: they appear only while the datasets cache is cold, so a notebook's
+# outputs would depend on what ran before the build
 OFFLINE_ENV = {"WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-               "TOKENIZERS_PARALLELISM": "false"}
+               "TOKENIZERS_PARALLELISM": "false", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1"}
 
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 SOLUTION_TAG = "solution"
