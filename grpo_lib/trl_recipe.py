@@ -58,6 +58,7 @@ TRL_NAMES: dict[str, str] = {
     "temperature": "temperature (top_k=0, top_p=1.0, repetition_penalty=1.0)",
     "reward_funcs": "reward_funcs= (the same Python functions; reward_weights all 1: summed)",
     "N": "per_device_train_batch_size = N·G completions (TRL counts completions)",
+    "prompts_per_device": "per_device_train_batch_size = prompts_per_device·G completions (TRL counts completions)",
     "steps": "max_steps = num_iterations · steps",
     "max_completion_length": "max_completion_length",
     "lr": "learning_rate",
@@ -69,6 +70,8 @@ TRL_NAMES: dict[str, str] = {
     "warmup_steps": "warmup_steps",
     "model": "model= (loaded by grpo_lib.models.load_policy, passed as an object)",
     "dtype": "bf16 / fp16 (False on the CPU) and the dtype the model is loaded in",
+    "precision": "bf16=True with fp32 weights is TRL's (Trainer's) mixed precision, like our 'mixed'; 'pure' has no TRL flag (load the model in bf16)",
+    "save_dtype": "(none: TRL saves the model in the dtype it trains in)",
     "task": "train_dataset= (the same problems, in our step-by-step order; shuffle_dataset=False)",
     "data_dir": "train_dataset= (GSM8K jsonl files)",
     "system_prompt": "the prompt strings of train_dataset (same build_prompt)",
@@ -87,6 +90,7 @@ TRL_NAMES: dict[str, str] = {
     "progress": "disable_tqdm = not progress",
     "preset": "(recorded in summary.json)",
     "save_every": "save_strategy='steps', save_steps (0 -> save_strategy='no')",
+    "save_total_limit": "save_total_limit",
     "resume": "trainer.train(resume_from_checkpoint=...)",
     "overwrite": "the same output-folder check before training (grpo_lib.rundir.prepare_output_dir; TRL has none)",
     "dist_timeout_minutes": "ddp_timeout (seconds)",
@@ -135,14 +139,15 @@ def trl_args(cfg: GRPOConfig, output_dir: str | os.PathLike | None = None, *, wo
     device = _resolve_device(cfg)
     dtype = _resolved_dtype(cfg, device)
     world = _world_size() if world_size is None else world_size
-    if cfg.B % world:
-        raise ValueError(f"B = N·G = {cfg.B} completions per step must divide by the {world} processes; "
+    B = cfg.global_B(world)                       # N·G, or prompts_per_device·world·G for a per-GPU preset
+    if B % world:
+        raise ValueError(f"B = N·G = {B} completions per step must divide by the {world} processes; "
                          f"change --N")
-    per_rank = cfg.B // world
+    per_rank = B // world
     b = min(cfg.micro_batch_size or per_rank, per_rank)
     if per_rank % b:
         raise ValueError(f"micro_batch_size = {b} must divide the {per_rank} completions per process and step "
-                         f"(B = N·G = {cfg.B} over {world} process(es)) for TRL")
+                         f"(B = N·G = {B} over {world} process(es)) for TRL")
     if cfg.lr_schedule == "cosine":
         schedule, schedule_kwargs = "cosine_with_min_lr", {"min_lr_rate": 0.1}
     else:
@@ -215,16 +220,17 @@ def parse_trl_overrides(items: Sequence[str]) -> dict[str, Any]:
     return out
 
 
-def training_dataset(cfg: GRPOConfig, tokenizer: Any, problems: Sequence[dict]) -> Any:
+def training_dataset(cfg: GRPOConfig, tokenizer: Any, problems: Sequence[dict], world_size: int = 1) -> Any:
     """A `datasets.Dataset` of cfg.total_steps · N rows {"prompt", "answer"}: step s holds the N prompts
-    `grpo_lib.data.prompts_for_step(problems, s, N, seed)` gives our engine, in that order."""
+    `grpo_lib.data.prompts_for_step(problems, s, N, seed)` gives our engine, in that order
+    (N = cfg.global_N(world_size): a per-GPU preset's prompts over all processes)."""
     from datasets import Dataset
 
     from grpo_lib.data import build_prompt, prompts_for_step
 
     rows = []
     for step in range(cfg.total_steps):
-        for p in prompts_for_step(problems, step, cfg.N, cfg.seed):
+        for p in prompts_for_step(problems, step, cfg.global_N(world_size), cfg.seed):
             rows.append({"prompt": build_prompt(tokenizer, p["question"], cfg.system_prompt), "answer": p["answer"]})
     return Dataset.from_list(rows)
 
@@ -266,7 +272,7 @@ def train_with_trl(cfg: GRPOConfig, output_dir: str | os.PathLike | None = None,
         train_problems = load_problems(cfg.task, "train", data_dir=cfg.data_dir)
         eval_problems = load_problems(cfg.task, "test", data_dir=cfg.data_dir, n=cfg.eval_n)
         model, tokenizer = load_policy(cfg.model, device=device, dtype=cfg.dtype)
-        dataset = training_dataset(cfg, tokenizer, train_problems)
+        dataset = training_dataset(cfg, tokenizer, train_problems, world_size=_world_size())
         reward_list = list(reward_functions(cfg.reward_funcs).values())   # TRL logs each under its __name__
         n_params = sum(p.numel() for p in model.parameters())
         evals: list[dict[str, Any]] = []
@@ -289,7 +295,8 @@ def train_with_trl(cfg: GRPOConfig, output_dir: str | os.PathLike | None = None,
                     model.train(was_training)
 
         print(f"GRPO on TRL {trl.__version__} | preset {cfg.preset} | model {cfg.model} ({n_params:,} parameters) "
-              f"on {device} | N = {cfg.N} x G = {cfg.G} = {cfg.B} completions per step, {cfg.total_steps} steps",
+              f"on {device} | N = {cfg.global_N(_world_size())} x G = {cfg.G} = {cfg.global_B(_world_size())} "
+              f"completions per step, {cfg.total_steps} steps",
               flush=True)
         eval_before = run_eval(0, "eval before")
         trainer = GRPOTrainer(model=model, reward_funcs=reward_list, args=args, train_dataset=dataset,

@@ -65,7 +65,7 @@ def test_every_imported_third_party_package_is_declared():
     import sys
 
     core, extras = _pyproject()
-    declared = {_name(r) for r in core + extras["dev"] + extras["gpu"]}
+    declared = {_name(r) for r in core + extras["dev"] + extras["gpu"] + extras["trl"]}
     module_to_package = {"yaml": "pyyaml", "PIL": "pillow", "flash_attn": "flash-attn", "IPython": "ipykernel",
                          "jupyter_client": "ipykernel", "ipykernel": "ipykernel", "_pytest": "pytest"}
     own = {"grpo_lib", "conftest", "checker_helpers", "lab_harness", "test_train", "test_precision",

@@ -152,13 +152,16 @@ def test_tiny_preset_learns_with_trl(needs_trl, tmp_path):
 
 
 def test_processes_share_the_completions_of_a_step(needs_trl, tmp_path):
-    """8 GPUs: each takes B / 8 completions; B must divide by the processes (the 1.5B preset needs --N 8)."""
-    cfg = GRPOConfig.full(N=8, device="cpu")                       # G = 12, micro_batch_size = 12
+    """8 GPUs: each takes B / 8 completions; B must divide by the processes."""
+    cfg = GRPOConfig.full(N=8, device="cpu")                       # a fixed total: G = 12, micro_batch_size = 12
     args = trl_recipe.trl_args(cfg, tmp_path, world_size=8)
     assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (12, 1)
     assert args.bf16 is True and args.gradient_checkpointing is True and (args.loss_type, args.beta) == ("grpo", 0.04)
+    # the preset states prompts per GPU: 7 x 12 = 84 completions on each of the 8 (672 per step)
+    args = trl_recipe.trl_args(GRPOConfig.full(device="cpu"), tmp_path, world_size=8)
+    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (12, 7)
     with pytest.raises(ValueError, match="must divide by the 8 processes"):
-        trl_recipe.trl_args(GRPOConfig.full(device="cpu"), tmp_path, world_size=8)   # N = 7: B = 84
+        trl_recipe.trl_args(GRPOConfig.full(N=7, device="cpu"), tmp_path, world_size=8)   # N = 7: B = 84
 
 
 def test_trl_only_options_pass_through_and_typos_are_named(needs_trl, tmp_path):
