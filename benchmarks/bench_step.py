@@ -68,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--N", type=int, default=None, help="prompts per step over all ranks (tiny preset: 16; quick: 4)")
     p.add_argument("--G", type=int, default=None, help="completions per prompt (tiny preset: 8; quick: 4)")
     p.add_argument("--json", default=None, help="also write the raw results to this file")
+    p.add_argument("--timeout", type=float, default=900,
+                   help="seconds one configuration may run before it is stopped (a hang fails instead of blocking)")
     p.add_argument("--_worker", action="store_true", help=argparse.SUPPRESS)
     return p
 
@@ -190,7 +192,12 @@ def worker(args: argparse.Namespace) -> dict | None:
               "B": cfg.B, "max_completion_length": cfg.max_completion_length, "steps": steps,
               "median": {k: statistics.median(r[k] for r in timed) for k in PHASES + ("step", "tokens")},
               "records": records}
-    dist.cleanup()
+    # Free the DDP wrapper while the process group is still registered, then leave together: if the wrapper's
+    # Reducer held the last reference to the gloo group after destroy_process_group, its destructor would join
+    # gloo's threads while holding the GIL, and a thread still freeing a Python-owned tensor waits for the GIL
+    # (a deadlock seen here with py-spy: ~Reducer -> ~ProcessGroupGloo -> std::thread::join).
+    del policy
+    dist.cleanup(barrier=True)
     return result if info.is_main else None
 
 
@@ -242,7 +249,11 @@ def launch(procs: int, threads: int, args: argparse.Namespace) -> dict:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={procs}",
                script] + extra
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=args.timeout)
+    except subprocess.TimeoutExpired as err:
+        raise SystemExit(f"{procs} × {threads} did not finish within --timeout {args.timeout:g} s: {' '.join(cmd)}\n"
+                         f"{(err.stdout or b'')[-2000:]!r}\n{(err.stderr or b'')[-4000:]!r}") from None
     if proc.returncode != 0:
         raise SystemExit(f"{procs} × {threads} failed (exit {proc.returncode}): {' '.join(cmd)}\n"
                          f"{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")

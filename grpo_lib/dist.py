@@ -20,6 +20,7 @@ Choices made here (each shown in notebooks/05_full_run.ipynb):
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -225,4 +226,9 @@ def cleanup(barrier: bool = False) -> None:
     if is_initialized():
         if barrier:
             torch.distributed.barrier()
+        # Free unreachable DDP wrappers first, while the group is still registered: a Reducer freed later (by the
+        # garbage collector or at exit) that holds the group's last reference runs ~ProcessGroupGloo, which joins
+        # gloo's threads while holding the GIL; a gloo thread still freeing a Python-owned tensor then waits for
+        # the GIL forever (seen with py-spy on benchmarks/bench_step.py), or the process aborts at exit.
+        gc.collect()
         torch.distributed.destroy_process_group()
