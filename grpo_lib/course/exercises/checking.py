@@ -200,6 +200,29 @@ class Rejected(NamedTuple):
     """shown instead of the expected value (e.g. "shape (3,)"); None shows the expected value"""
 
 
+ERROR_HINT = "your function raised; read the exercise's signature again: what goes in, and what must come back."
+"""the `error_hint` of the issue-12 checkers: what to do when the learner's function raises"""
+
+
+def read_tensor(got: Any, case: Case) -> Any:
+    """A `read` for run_cases: the answer as a tensor of the expected shape, else a Rejected naming what came."""
+    value = as_tensor(got)
+    if value is None:
+        return Rejected("something that is not a tensor", "return a tensor.")
+    if value.shape != case.expected.shape:
+        return Rejected(f"shape {tuple(value.shape)}", "check the shape the exercise asks for.",
+                        expected=f"shape {tuple(case.expected.shape)}")
+    return value
+
+
+def read_number(got: Any, case: Case) -> Any:
+    """A `read` for run_cases: the answer as one float (a number or a one-element tensor), else a Rejected."""
+    value = as_tensor(got)
+    if value is None or value.numel() != 1 or isinstance(got, bool):
+        return Rejected(repr(got)[:60], "return one number.")
+    return float(value.reshape(-1)[0])
+
+
 def _fresh(args: tuple) -> tuple:
     """Copies of the case's tensors (alone or in a list), so a learner's in-place edit cannot change a case."""
     def copy(a: Any) -> Any:

@@ -19,6 +19,7 @@ import torch
 from grpo_lib.advantages import group_advantages
 from grpo_lib.course.exercises.checking import (Case, CheckResult, Rejected, as_tensor, fmt, never_raises, report,
                                                 run_cases)
+from grpo_lib.course.exercises.checking import ERROR_HINT, read_tensor as _tensor_like
 
 GROUP_ADVANTAGE_CASES = (
     ("the 2+3 group r = [1, 0, 2]", (1.0, 0.0, 2.0)),
@@ -92,19 +93,6 @@ def check_group_advantages(fn: Callable[[torch.Tensor], Any]) -> CheckResult:
                 f"all {len(GROUP_ADVANTAGE_CASES)} groups, and the 2+3 group gets [0, -1, +1].")
 
 # --- issue 12: exercises that need the idea, with progressive hints (key_step) ---------------------------
-
-ERROR_HINT = "your function raised; read the exercise's signature again: what goes in, and what must come back."
-
-
-def _tensor_like(got: Any, case: Case) -> Any:
-    value = as_tensor(got)
-    if value is None:
-        return Rejected("something that is not a tensor", "return a tensor.")
-    if value.shape != case.expected.shape:
-        return Rejected(f"shape {tuple(value.shape)}", "check the shape the exercise asks for.",
-                        expected=f"shape {tuple(case.expected.shape)}")
-    return value
-
 
 LOO_NUDGE = ("each answer's baseline should be the mean reward of the *other* G - 1 answers of its group, so "
              "that r_i never sits in its own baseline.")

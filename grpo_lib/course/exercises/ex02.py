@@ -23,6 +23,7 @@ import torch
 
 from grpo_lib.advantages import group_advantages
 from grpo_lib.course.exercises.checking import Case, CheckResult, Rejected, as_tensor, fmt, never_raises, run_cases
+from grpo_lib.course.exercises.checking import ERROR_HINT, read_number as _one_number
 from grpo_lib.loss import grpo_loss
 
 
@@ -125,16 +126,6 @@ def check_zero_std_probability(fn: Callable[[float, int], float]) -> CheckResult
         success="✓ Correct: P(std = 0) = p^G + (1-p)^G.")
 
 # --- issue 12: exercises that need the idea, with progressive hints (key_step) ---------------------------
-
-ERROR_HINT = "your function raised; read the exercise's signature again: what goes in, and what must come back."
-
-
-def _one_number(got: Any, case: Case) -> Any:
-    value = as_tensor(got)
-    if value is None or value.numel() != 1 or isinstance(got, bool):
-        return Rejected(repr(got)[:60], "return one number.")
-    return float(value.reshape(-1)[0])
-
 
 FLAT_NUDGE = ("a group is flat when all G answers land on the same reward value: for each question add up the "
               "chance of that for every value, then combine the questions.")

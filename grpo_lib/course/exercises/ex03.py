@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from grpo_lib.course.exercises.checking import Case, CheckResult, Rejected, as_tensor, never_raises, run_cases
+from grpo_lib.course.exercises.checking import ERROR_HINT, read_number as _one_number
 from grpo_lib.evaluation import fisher_exact_2x2, wilson_interval
 from grpo_lib.rewards import strict_format_reward
 
@@ -120,16 +121,6 @@ def check_wilson_interval(fn: Callable[[int, int], tuple[float, float]]) -> Chec
         success="✓ Correct: your interval matches the Wilson score interval.")
 
 # --- issue 12: exercises that need the idea, with progressive hints (key_step) ---------------------------
-
-ERROR_HINT = "your function raised; read the exercise's signature again: what goes in, and what must come back."
-
-
-def _one_number(got: Any, case: Case) -> Any:
-    value = as_tensor(got)
-    if value is None or value.numel() != 1 or isinstance(got, bool):
-        return Rejected(repr(got)[:60], "return one number.")
-    return float(value.reshape(-1)[0])
-
 
 FISHER_NUDGE = ("fix the totals: k1 + k2 right answers among n1 + n2 tries. If both had the same accuracy, how "
                 "likely is each way of splitting the right answers between the two samples? How surprising is "

@@ -22,6 +22,7 @@ import torch
 
 from grpo_lib.course.exercises.checking import (Case, CheckResult, Rejected, as_tensor, fmt, never_raises, report,
                                                 run_cases)
+from grpo_lib.course.exercises.checking import ERROR_HINT, read_tensor as _tensor_like
 from grpo_lib.loss import clipped_surrogate, kl_k3, normalise_token_losses
 
 
@@ -183,19 +184,6 @@ def check_kl_k3(fn: Callable[[torch.Tensor, torch.Tensor], Any]) -> CheckResult:
         success=f"✓ Correct: your k3 matches grpo_lib.loss.kl_k3 on all {len(cases)} cases, and it is never negative.")
 
 # --- issue 12: exercises that need the idea, with progressive hints (key_step) ---------------------------
-
-ERROR_HINT = "your function raised; read the exercise's signature again: what goes in, and what must come back."
-
-
-def _tensor_like(got: Any, case: Case) -> Any:
-    value = as_tensor(got)
-    if value is None:
-        return Rejected("something that is not a tensor", "return a tensor.")
-    if value.shape != case.expected.shape:
-        return Rejected(f"shape {tuple(value.shape)}", "check the shape the exercise asks for.",
-                        expected=f"shape {tuple(case.expected.shape)}")
-    return value
-
 
 CLIP_NUDGE = ("the clip is one-sided: it only stops tokens that already moved far enough *in the direction their "
               "advantage asks for*.")

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from grpo_lib.course.exercises.checking import Case, CheckResult, Rejected, as_tensor, never_raises, run_cases
+from grpo_lib.course.exercises.checking import ERROR_HINT, read_number as _one_number
 from grpo_lib.loss import dapo_divisor
 
 __all__ = ["CheckResult", "DECODE_KEY", "DECODE_NUDGE", "check_decode_floor", "decode_seconds_floor",
@@ -201,16 +202,6 @@ def check_dapo_normaliser(fn: Callable[[list[torch.Tensor], int], Any]) -> Check
                 "over the global batch, as in TRL's 'dapo'.")
 
 # --- issue 12: exercises that need the idea, with progressive hints (key_step) ---------------------------
-
-ERROR_HINT = "your function raised; read the exercise's signature again: what goes in, and what must come back."
-
-
-def _one_number(got: Any, case: Case) -> Any:
-    value = as_tensor(got)
-    if value is None or value.numel() != 1 or isinstance(got, bool):
-        return Rejected(repr(got)[:60], "return one number.")
-    return float(value.reshape(-1)[0])
-
 
 DECODE_NUDGE = ("each new token of every row needs a forward pass, and the T new tokens come one after another. What "
                 "must the GPU read from memory for one decode step, and does that depend on how many rows there are?")
