@@ -93,6 +93,7 @@ assert (cfg.G, cfg.N, cfg.steps, cfg.mu, cfg.beta, cfg.epsilon) == (8, 16, 100, 
 assert cfg.B == cfg.N * cfg.G == 128 and cfg.total_steps == cfg.num_iterations * cfg.steps == 100
 print("B =", cfg.B, "completions per step;", cfg.total_steps, "steps")
 
+
 # %% [markdown]
 # ### μ and the outer iterations are different loops
 #
@@ -966,7 +967,6 @@ for k in H100_RECORD:
     assert abs(planned[k] / H100_RECORD[k] - 1) < 0.10, (k, planned[k], H100_RECORD[k])
 print("planner within 10% of the H100 measurement")
 
-
 # %% [markdown]
 # ### Why generation dominates a step at LLM scale
 #
@@ -1001,6 +1001,7 @@ check("why generation dominates",
       ("the update does about 5 times the arithmetic of generation", 4.5 < update_flops / generation_flops < 5.5),
       ("the measured generation time is over 50 times the bandwidth floor (4.8 TB/s)",
        measured_generation_s > 50 * T_tut * weights_bytes / 4.8e12))
+
 
 # %% [markdown]
 # **5.2 · The floor under generation time (fill in).** Write `my_decode_floor(n_params, bytes_per_param, T, B,
