@@ -160,7 +160,7 @@ def init_wandb(cfg: GRPOConfig, out: Path) -> Any:
     if cfg.report_to != "wandb":
         return None
     if "WANDB_MODE" not in os.environ and not wandb_logged_in():
-        os.environ["WANDB_MODE"] = "offline"        # in the environment, before import (tooling-notes §3)
+        os.environ["WANDB_MODE"] = "offline"        # in the environment, before import: mode="offline" alone still lets wandb look up its server at exit
     try:
         import wandb  # here, not at the top: WANDB_MODE must be set first, and wandb is optional
     except ImportError as e:

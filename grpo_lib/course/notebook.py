@@ -1,7 +1,7 @@
 """Small display helpers used only by the notebooks (nothing in the training path imports this).
 
 - `show_source(obj)` prints a library function's code in the notebook, so a lesson can walk through
-  code that is too long to retype (STYLE.md B.7 (b)). The notebook then shows the tested code itself,
+  code that is too long to retype. The notebook then shows the tested code itself,
   never a copy that could drift.
 - `markdown_table(header, rows)` turns a small sweep (a loop over cases) into a table that renders
   on GitHub, so the numbers in the prose come from code that runs in CI.
