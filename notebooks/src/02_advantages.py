@@ -85,25 +85,13 @@ for name, rewards in groups.items():
     rows.append([name, rewards, r.mean().item(), r.std().item(), [round(a, 4) for a in A[0].tolist()]])
 markdown_table(["group", "r", "mean", "sample std", "A"], rows)
 
-# %%
-A_one_right = advantages_by_hand(torch.tensor([[1.0, 0.0, 0.0, 0.0]]))
-A_three_right = advantages_by_hand(torch.tensor([[1.0, 1.0, 1.0, 0.0]]))
-assert torch.allclose(A_one_right, torch.tensor([[1.5, -0.5, -0.5, -0.5]]), atol=1e-3)
-assert torch.allclose(A_three_right, torch.tensor([[0.5, 0.5, 0.5, -1.5]]), atol=1e-3)   # the mirror image
-assert torch.allclose(advantages_by_hand(torch.tensor([[1.0, 0.0, 2.0]])), torch.tensor([[0.0, -1.0, 1.0]]),
-                      atol=1e-3)                         # the tutorial's 0, -1, +1
-assert torch.equal(advantages_by_hand(torch.tensor([[1.0, 1.0, 1.0, 1.0]])), torch.zeros(1, 4))
-for rewards in groups.values():
-    r = torch.tensor([rewards])
-    assert abs(advantages_by_hand(r).sum()) < 1e-5       # every group's advantages sum to 0
-    assert torch.allclose(advantages_by_hand(r), group_advantages(r))   # from here on we use the library
-
 # %% [markdown]
 # Three things to notice. The advantages of a group always sum to zero: GRPO pushes some completions up
 # exactly as much as it pushes the others down. "1 right of 4" and "3 right of 4" are mirror images: the
 # *rare* outcome gets the big push (+1.5 for the lone right answer, −1.5 for the lone wrong one; 1.4997 with
-# the floor). And the
-# all-equal group gets nothing at all (section 2.4).
+# the floor), and the tutorial's 2+3 group gets its $0, -1, +1$ (±0.9999 with the floor). The all-equal
+# group gets exactly zero, not a small number (section 2.4). The library's `group_advantages` gives the same
+# numbers as this hand-written version; from here on we use the library.
 #
 # The rarer outcome gets the larger push for every group size. Here is $A$ of a right and of a wrong
 # answer for a group of $G = 8$ with $k$ right answers, $k = 0 \dots 8$:
@@ -115,13 +103,35 @@ r_by_k = (torch.arange(G)[None, :] < k[:, None]).float() # (G+1, G): row k has k
 A_by_k = group_advantages(r_by_k)                        # (G+1, G)
 A_right = torch.where(k > 0, A_by_k[:, 0], torch.nan)    # completion 0 is right whenever k >= 1
 A_wrong = torch.where(k < G, A_by_k[:, -1], torch.nan)   # the last completion is wrong whenever k < G
+print(f"G = 8: the lone right answer gets A = {A_right[1]:.4f}, the lone wrong answer {A_wrong[G - 1]:.4f}")
 plots.advantage_by_correct_count(k, A_right, A_wrong, G=G)
 
-# %%
-assert math.isclose(A_right[1].item(), (1 - 1 / 8) / math.sqrt(7 / 56), rel_tol=1e-3)   # 2.47
-assert torch.allclose(A_right[1:], -A_wrong.flip(0)[1:], atol=1e-4)    # k right mirrors k wrong
-assert (A_right[1:].diff() < 0).all() and (A_wrong[:-1].diff() < 0).all()
-assert torch.equal(A_by_k[0], torch.zeros(G)) and torch.equal(A_by_k[G], torch.zeros(G))
+# %% [markdown]
+# With one right answer out of 8 the mean is $1/8$ and the sample std $\sqrt{7/56}$, so the lone right answer
+# gets $(1 - 1/8)/\sqrt{7/56} \approx 2.47$. The two curves are mirror images ($k$ right answers push a right
+# answer exactly as hard as $k$ wrong answers push a wrong one), both fall steadily as their outcome becomes
+# common, and the groups with $k = 0$ or $k = 8$ get exactly zero.
+
+# %% jupyter={"source_hidden": true}
+by_hand = {name: advantages_by_hand(torch.tensor([rewards])) for name, rewards in groups.items()}
+check("2.1 · the formula on small groups",
+      ("1 right of 4: A = [1.5, −0.5, −0.5, −0.5]",
+       torch.allclose(by_hand["1 right of 4"], torch.tensor([[1.5, -0.5, -0.5, -0.5]]), atol=1e-3)),
+      ("3 right of 4 is its mirror image: [0.5, 0.5, 0.5, −1.5]",
+       torch.allclose(by_hand["3 right of 4"], torch.tensor([[0.5, 0.5, 0.5, -1.5]]), atol=1e-3)),
+      ("the 2+3 group gets the tutorial's 0, −1, +1",
+       torch.allclose(by_hand["2+3 group"], torch.tensor([[0.0, -1.0, 1.0]]), atol=1e-3)),
+      ("the all-equal group gets exactly zero", torch.equal(by_hand["all equal"], torch.zeros(1, 4))),
+      ("every group's advantages sum to 0", all(abs(A.sum()) < 1e-5 for A in by_hand.values())),
+      ("group_advantages gives the hand-written numbers",
+       all(torch.allclose(by_hand[name], group_advantages(torch.tensor([rw]))) for name, rw in groups.items())),
+      ("G = 8, one right answer: A = (1 − 1/8)/√(7/56) ≈ 2.47",
+       math.isclose(A_right[1].item(), (1 - 1 / 8) / math.sqrt(7 / 56), rel_tol=1e-3)),
+      ("k right answers mirror k wrong ones", torch.allclose(A_right[1:], -A_wrong.flip(0)[1:], atol=1e-4)),
+      ("both curves fall as their outcome becomes common",
+       bool((A_right[1:].diff() < 0).all() and (A_wrong[:-1].diff() < 0).all())),
+      ("k = 0 and k = 8 get exactly zero",
+       torch.equal(A_by_k[0], torch.zeros(G)) and torch.equal(A_by_k[G], torch.zeros(G))))
 
 # %% [markdown]
 # ## 2.2 A batch of prompts: `(N*G,) -> (N, G) -> (N*G,)`
@@ -148,13 +158,10 @@ prompt_of, A_flat
 # times (`repeat_interleave`) and works on the flat vector. Both give identical numbers:
 
 # %%
-assert r.shape == (N, G) and A.shape == (N, G) and A_flat.shape == (B,)
 mean_rewards = r.mean(dim=1).repeat_interleave(G)        # (B,)  the tutorial's lines
 std_rewards = r.std(dim=1).repeat_interleave(G)          # (B,)
 A_tutorial = (rewards - mean_rewards) / (std_rewards + 1e-4)
-assert torch.allclose(A_flat, A_tutorial, atol=1e-6)
-for n in range(N):                                       # completion b belongs to group prompt_of[b]
-    assert torch.allclose(A_flat[prompt_of == n], group_advantages(rewards[prompt_of == n].view(1, G))[0])
+A_tutorial
 
 # %% [markdown]
 # The order matters. Viewing the same rewards as `(G, N)` compiles fine but mixes completions of
@@ -164,10 +171,6 @@ for n in range(N):                                       # completion b belongs 
 # %%
 A_mixed = group_advantages(rewards.view(G, N)).reshape(B)   # wrong: rows of (G, N) are not groups
 A_mixed[prompt_of == 2], A_flat[prompt_of == 2]
-
-# %%
-assert A_mixed[prompt_of == 2].abs().max() > 0.5         # prompt 2 gets pushed around for nothing
-assert torch.equal(A_flat[prompt_of == 2], torch.zeros(G))
 
 # %% [markdown]
 # Because groups must stay whole, the number of *completions* in a batch has to be a multiple of $G$.
@@ -179,14 +182,29 @@ try:
     group_advantages(torch.arange(10.0).view(-1, 4))
 except RuntimeError as err:
     print("RuntimeError:", err)
+group_advantages(torch.arange(12.0).view(-1, 4)).shape   # 12 completions = 3 prompts x 4
 
-# %%
-try:
-    torch.arange(10.0).view(-1, 4)
-    raise AssertionError("10 completions should not fit into groups of 4")
-except RuntimeError:
-    pass
-assert group_advantages(torch.arange(12.0).view(-1, 4)).shape == (3, 4)   # 12 = 3 prompts x 4
+
+# %% jupyter={"source_hidden": true}
+def fits_in_groups(n_completions, G):
+    try:
+        torch.arange(float(n_completions)).view(-1, G)
+        return True
+    except RuntimeError:
+        return False
+
+check("2.2 · a batch of prompts",
+      ("the shapes: rewards (N, G) = (3, 4), A (3, 4), flattened (B,) = (12,)",
+       r.shape == (N, G) and A.shape == (N, G) and A_flat.shape == (B,)),
+      ("the tutorial's repeat_interleave lines give the same advantages", torch.allclose(A_flat, A_tutorial, atol=1e-6)),
+      ("completion b gets the advantage of its own group prompt_of[b]",
+       all(torch.allclose(A_flat[prompt_of == n], group_advantages(rewards[prompt_of == n].view(1, G))[0])
+           for n in range(N))),
+      ("viewed as (G, N), the all-equal prompt 2 gets pushed around (|A| > 0.5)",
+       bool(A_mixed[prompt_of == 2].abs().max() > 0.5)),
+      ("viewed as (N, G), prompt 2 gets exactly zero", torch.equal(A_flat[prompt_of == 2], torch.zeros(G))),
+      ("10 completions do not fit into groups of 4", not fits_in_groups(10, 4)),
+      ("12 completions are 3 groups of 4", group_advantages(torch.arange(12.0).view(-1, 4)).shape == (3, 4)))
 
 # %% [markdown]
 # ## 2.3 Sample or population std, and the `1e-4` floor
@@ -220,13 +238,15 @@ for G in (2, 3, 4, 8, 16, 64):
     rows.append([G, a_sample, a_pop, a_pop / a_sample, math.sqrt(G / (G - 1))])
 markdown_table(["G", "A (sample std)", "A (population std)", "ratio", "sqrt(G/(G-1))"], rows)
 
+# %% [markdown]
+# Another way to see the two conventions: without the floor, the squares of a group's advantages add up to
+# exactly $G - 1$ with the sample std and to $G$ with the population std, whatever the rewards (as long as
+# they are not all equal). For a group of six:
+
 # %%
-for G, a_sample, a_pop, ratio, predicted in rows:
-    assert math.isclose(ratio, predicted, rel_tol=1e-5)
-r = torch.tensor([[1.0, 0.0, 2.0, 1.0, 0.0, 2.0]])
-A_s, A_p = group_advantages(r, ddof=1, std_floor=0.0), group_advantages(r, ddof=0, std_floor=0.0)
-assert math.isclose((A_s**2).sum().item(), 6 - 1, rel_tol=1e-5)   # sum of A^2 is G - 1 with the sample std
-assert math.isclose((A_p**2).sum().item(), 6, rel_tol=1e-5)       # and G with the population std
+r_six = torch.tensor([[1.0, 0.0, 2.0, 1.0, 0.0, 2.0]])
+A_s, A_p = group_advantages(r_six, ddof=1, std_floor=0.0), group_advantages(r_six, ddof=0, std_floor=0.0)
+print(f"sum of A^2: sample std {(A_s**2).sum():.4f}, population std {(A_p**2).sum():.4f}")
 
 # %% [markdown]
 # **The floor.** Adding $10^{-4}$ to the std turns the 2+3 group's exact $\pm 1$ into $\pm 0.9999$: a
@@ -240,14 +260,11 @@ r_23 = torch.tensor([[1.0, 0.0, 2.0]])
 r_noise = torch.tensor([[(0.1 + 0.2) + 0.5, 0.1 + (0.2 + 0.5), 0.8, 0.8]], dtype=torch.float64)
 r_noise.std().item(), advantages_by_hand(r_noise, std_floor=0.0), advantages_by_hand(r_noise)
 
-# %%
-assert torch.allclose(group_advantages(r_23), torch.tensor([[0.0, -0.9999, 0.9999]]), atol=1e-4)
-assert torch.allclose(group_advantages(r_23, std_floor=0.0), torch.tensor([[0.0, -1.0, 1.0]]))
-assert 0 < r_noise.std().item() < 1e-15                      # the "same" rewards are not equal
-assert advantages_by_hand(r_noise, std_floor=0.0).abs().max() > 1.0   # a full push from rounding noise
-assert advantages_by_hand(r_noise).abs().max() < 1e-10       # the floor silences it
-
 # %% [markdown]
+# The std of these "equal" rewards is about $6 \times 10^{-17}$: not zero. Without a floor the one reward that
+# rounding moved gets $A = -1.73$, a full push, as if it were the one wrong answer of four; with the floor its
+# advantage is of order $10^{-12}$, silent.
+#
 # Without any floor, a group whose rewards are *exactly* equal divides zero by zero. The hand-written
 # version returns NaN, and one NaN advantage poisons the whole gradient (NeMo-RL#1518, trl PR #5773). The
 # library catches those groups before dividing and returns exact zeros, with or without the floor:
@@ -256,9 +273,23 @@ assert advantages_by_hand(r_noise).abs().max() < 1e-10       # the floor silence
 flat = torch.tensor([[2.0, 2.0, 2.0]])
 advantages_by_hand(flat, std_floor=0.0), group_advantages(flat, std_floor=0.0)
 
-# %%
-assert torch.isnan(advantages_by_hand(flat, std_floor=0.0)).all()
-assert torch.equal(group_advantages(flat, std_floor=0.0), torch.zeros(1, 3))
+# %% jupyter={"source_hidden": true}
+check("2.3 · sample or population std, and the floor",
+      ("population / sample = √(G/(G−1)) for every G in the table",
+       all(math.isclose(ratio, predicted, rel_tol=1e-5) for _, _, _, ratio, predicted in rows)),
+      ("Σ A² = G − 1 with the sample std", math.isclose((A_s**2).sum().item(), 6 - 1, rel_tol=1e-5)),
+      ("Σ A² = G with the population std", math.isclose((A_p**2).sum().item(), 6, rel_tol=1e-5)),
+      ("the floor turns the 2+3 group's ±1 into ±0.9999",
+       torch.allclose(group_advantages(r_23), torch.tensor([[0.0, -0.9999, 0.9999]]), atol=1e-4)),
+      ("without the floor it is exactly ±1",
+       torch.allclose(group_advantages(r_23, std_floor=0.0), torch.tensor([[0.0, -1.0, 1.0]]))),
+      ("the \"same\" rewards added in two orders are not equal: 0 < std < 1e-15", 0 < r_noise.std().item() < 1e-15),
+      ("without a floor the rounding noise gets a full push (|A| > 1)",
+       bool(advantages_by_hand(r_noise, std_floor=0.0).abs().max() > 1.0)),
+      ("the floor silences it (|A| < 1e-10)", bool(advantages_by_hand(r_noise).abs().max() < 1e-10)),
+      ("exactly equal rewards without a floor: the hand-written version gives NaN",
+       bool(torch.isnan(advantages_by_hand(flat, std_floor=0.0)).all())),
+      ("... and the library exact zeros", torch.equal(group_advantages(flat, std_floor=0.0), torch.zeros(1, 3))))
 
 # %% [markdown]
 # ## 2.4 Groups that teach nothing
@@ -280,13 +311,9 @@ def gradient_of_group(r):                                    # r: (1, G) rewards
 
 gradient_of_group(torch.tensor([[1.0, 0.0, 2.0, 1.0]])), gradient_of_group(torch.tensor([[2.0, 2.0, 2.0, 2.0]]))
 
-# %%
-assert gradient_of_group(torch.tensor([[1.0, 0.0, 2.0, 1.0]])).abs().sum() > 0.1
-assert torch.equal(gradient_of_group(torch.tensor([[2.0, 2.0, 2.0, 2.0]])), torch.zeros(3))   # exactly 0
-assert torch.equal(gradient_of_group(torch.tensor([[0.0, 0.0, 0.0, 0.0]])), torch.zeros(3))
-
 # %% [markdown]
-# (With $\beta > 0$ and a policy that has drifted from $\pi_{ref}$, the KL term still pulls on such a group,
+# The mixed group moves every logit; the group that scored 2, 2, 2, 2 gives exactly zero, not a small number,
+# and so does one that scored 0, 0, 0, 0. (With $\beta > 0$ and a policy that has drifted from $\pi_{ref}$, the KL term still pulls on such a group,
 # as notebook 01 showed; the *reward* says nothing.)
 #
 # A common puzzle in logs (trl#3857): the batch's reward std is clearly non-zero while every group's std
@@ -294,15 +321,13 @@ assert torch.equal(gradient_of_group(torch.tensor([[0.0, 0.0, 0.0, 0.0]])), torc
 # even with `scale="batch"`, because the mean is still taken per group:
 
 # %%
-r = torch.tensor([[1.0, 1.0, 1.0, 1.0],                      # a question the model always gets right
-                  [0.0, 0.0, 0.0, 0.0]])                     # one it always gets wrong
-r.std().item(), zero_std_fraction(r), group_advantages(r, scale="batch")
+r_extremes = torch.tensor([[1.0, 1.0, 1.0, 1.0],             # a question the model always gets right
+                           [0.0, 0.0, 0.0, 0.0]])            # one it always gets wrong
+r_extremes.std().item(), zero_std_fraction(r_extremes), group_advantages(r_extremes, scale="batch")
 
-# %%
-assert r.std().item() > 0.5                                  # the batch std looks healthy ...
-assert zero_std_fraction(r) == 1.0                           # ... but every group is flat
-for scale in ("group", "batch", "none"):
-    assert torch.equal(group_advantages(r, scale=scale), torch.zeros(2, 4))
+# %% [markdown]
+# The batch std, 0.53, looks healthy, but every group is flat, and the advantages are exactly zero under every
+# `scale`.
 
 # %% [markdown]
 # **How often does it happen?** Say a completion is right with probability $p$, independently, so the
@@ -327,15 +352,17 @@ for G in (4, 16):
     fractions = [zero_std_fraction(torch.bernoulli(torch.full((4000, G), p.item()), generator=gen))
                  for p in p_sim]                            # each draw: rewards (N=4000, G) of 0/1
     simulated[G] = (p_sim, torch.tensor(fractions))
+gap = max((f - ((1 - p) ** G + p**G)).abs().max().item() for G, (p, f) in simulated.items())
+print(f"largest gap between simulation and formula: {gap:.3f}")
+print(f"flat groups at p = 0.5, G = 2: {closed_form[2][50]:.3f}; "
+      f"at p = 0.05: G = 4 {closed_form[4][5]:.3f}, G = 64 {closed_form[64][5]:.3f}")
 plots.zero_std_curves(p_grid, closed_form, simulated=simulated)
 
-# %%
-for G, (p, measured) in simulated.items():
-    assert torch.allclose(measured, (1 - p) ** G + p**G, atol=0.035), G   # 4,000 groups: sd <= 0.008
-assert math.isclose(closed_form[2][50].item(), 0.5, abs_tol=1e-6)            # G = 2, p = 0.5: half the groups are flat
-assert closed_form[4][5].item() > 0.8 and closed_form[64][5].item() < 0.04   # p = 0.05: G = 4 vs G = 64
-
 # %% [markdown]
+# With 4,000 groups per point a simulated share has a standard deviation of at most 0.008, and the dots sit on
+# the curves. At $G = 2$ and $p = 0.5$ half of all groups are flat. At $p = 0.05$, 81% of groups of 4 are flat
+# but only 4% of groups of 64: a larger group is the first remedy.
+#
 # Read the curves at the tutorial's setting: Qwen2.5-1.5B-Instruct starts around 20–25% strict accuracy on
 # GSM8K, where with $G = 12$ only a few percent of groups are flat. A base model that never produces the
 # answer format ($p \approx 0.02$) wastes over three quarters of its groups at $G = 12$ (Unsloth warns of
@@ -347,9 +374,6 @@ assert closed_form[4][5].item() > 0.8 and closed_form[64][5].item() < 0.04   # p
 rows = [[p, *[(1 - p) ** G + p**G for G in (4, 12, 64)]] for p in (0.02, 0.05, 0.25, 0.5, 0.9, 0.98)]
 markdown_table(["p (right)", "flat groups, G = 4", "G = 12 (tutorial)", "G = 64 (DeepSeekMath)"], rows,
                floatfmt=".3f")
-
-# %%
-assert rows[0][2] > 0.75 and rows[2][2] < 0.05      # p = 0.02 vs p = 0.25 at the tutorial's G = 12
 
 # %% [markdown]
 # **Real questions are not equally hard.** The formula treats every question alike: one $p$ for all. Notebook
@@ -396,7 +420,22 @@ plots.accuracy_spread(p_q, p_mean)
 # blindly. Exercise 2.1 asks for the general formula.
 
 # %% jupyter={"source_hidden": true}
-check("2.4 · flat groups on unequal questions",
+check("2.4 · groups that teach nothing",
+      ("a mixed group gets a gradient (Σ|∇| > 0.1)",
+       bool(gradient_of_group(torch.tensor([[1.0, 0.0, 2.0, 1.0]])).abs().sum() > 0.1)),
+      ("an all-2 group gets exactly zero gradient",
+       torch.equal(gradient_of_group(torch.tensor([[2.0, 2.0, 2.0, 2.0]])), torch.zeros(3))),
+      ("... and so does an all-0 group", torch.equal(gradient_of_group(torch.tensor([[0.0, 0.0, 0.0, 0.0]])), torch.zeros(3))),
+      ("solved + hopeless: the batch std looks healthy (> 0.5)", r_extremes.std().item() > 0.5),
+      ("... but every group is flat", zero_std_fraction(r_extremes) == 1.0),
+      ("... and A is exactly zero for scale = group, batch and none",
+       all(torch.equal(group_advantages(r_extremes, scale=s), torch.zeros(2, 4)) for s in ("group", "batch", "none"))),
+      ("4,000 simulated groups match (1 − p)^G + p^G within 0.035, G = 4 and 16",
+       all(torch.allclose(f, (1 - p) ** G + p**G, atol=0.035) for G, (p, f) in simulated.items())),
+      ("G = 2, p = 0.5: half the groups are flat", math.isclose(closed_form[2][50].item(), 0.5, abs_tol=1e-6)),
+      ("p = 0.05: over 80% flat at G = 4, under 4% at G = 64",
+       closed_form[4][5].item() > 0.8 and closed_form[64][5].item() < 0.04),
+      ("G = 12: over 3/4 flat at p = 0.02, under 5% at p = 0.25", rows[0][2] > 0.75 and rows[2][2] < 0.05),
       ("the questions' accuracies spread widely (some below 0.2, some above 0.8)",
        bool(p_q.min() < 0.2 and p_q.max() > 0.8)),
       ("measured flat groups are over 5 times the formula at the mean accuracy", measured > 5 * at_mean),
@@ -429,15 +468,11 @@ for n, k in enumerate(k_right.tolist()):                      # first column rig
 markdown_table(["question", "group: right", "group: wrong", "batch: right", "batch: wrong",
                 "none: right", "none: wrong"], rows, floatfmt=".3f")
 
-# %%
-assert math.isclose(A["group"][0, 0].item(), 2.4749, rel_tol=1e-3)   # lone right answer, hard question
-assert math.isclose(A["none"][0, 0].item(), 0.875, rel_tol=1e-6)     # 1 - 1/8
-for s in A:
-    assert torch.equal(A[s][3], torch.zeros(G))                      # solved: nothing, whatever the scale
-# "batch" is "none" divided by one number for the whole batch
-assert torch.allclose(A["batch"], A["none"] / (r.std() + 1e-4))
-
 # %% [markdown]
+# The lone right answer of the hard question gets 2.475 with the group std and $1 - 1/8 = 0.875$ with no
+# scaling; the solved question gets exactly nothing, whatever the scale; and `"batch"` is `"none"` divided by
+# one number for the whole batch (the std of all 32 rewards plus the floor).
+#
 # Per completion, the rare outcome gets the largest push under every scale. The difference is in how
 # much each *question* pushes in total. Measure a question's push by the size of its advantage vector,
 # $\lVert A \rVert_2 = \sqrt{\sum_i A_i^2}$ (the gradient is a sum of $A_i \nabla\log\pi_\theta(o_i)$).
@@ -454,22 +489,41 @@ k = torch.arange(G + 1)
 r = (torch.arange(G)[None, :] < k[:, None]).float()           # (N=17, G): question n has n right answers
 push = {s: group_advantages(r, scale=s).norm(dim=-1) for s in ("group", "batch", "none")}   # (N,) each
 relative = {s: w / w[G // 2] for s, w in push.items()}        # 1.0 at the 50/50 question
+print(f"‖A‖ with the group std: {push['group'][1]:.3f} at k = 1, {push['group'][G // 2]:.3f} at k = 8 "
+      f"(√15 = {math.sqrt(15):.3f}); with no scaling: {push['none'][1]:.3f} and {push['none'][G // 2]:.3f}")
+print(f"k = 1 relative to the 50/50 question: {relative['group'][1]:.2f} with the group std, "
+      f"{relative['none'][1]:.2f} with no scaling ({relative['group'][1] / relative['none'][1]:.2f}x)")
 plots.question_weights(k, relative, G=G, ymax=1.5)
 
-# %%
-mixed = (k > 0) & (k < G)
-assert torch.allclose(push["group"][mixed], torch.full((G - 1,), math.sqrt(G - 1)), rtol=1e-3)   # flat
-assert torch.allclose(push["none"], torch.sqrt(k * (G - k) / G))          # grows with k (G - k)
-assert torch.allclose(relative["batch"], relative["none"], atol=1e-5)     # one std for all: same shape
-assert relative["group"][1] / relative["none"][1] > 2                     # k = 1: 2.1x the weight of "none"
-assert push["group"][0] == 0 and push["group"][G] == 0
-
 # %% [markdown]
+# With the group std every mixed question pushes with $\sqrt{15} \approx 3.87$ (a hair less with the floor);
+# without it the push is $\sqrt{k(G-k)/G}$, and the nearly hopeless question ($k = 1$) weighs 2.1 times more,
+# relative to the 50/50 one, under the group std than without. `"batch"` divides every question by the same
+# number, so its curve is `"none"`'s. Flat questions ($k = 0$ or $16$) push with nothing under all three.
+#
 # Which is better is an empirical question. Dr. GRPO drops the std (together with the length normalisation
 # of notebook 04) and reports similar accuracy with better token efficiency; the paper and TRL's default keep
 # it, which makes $A$ independent of the reward's units (section 2.3). That is why TRL exposes it as
 # `scale_rewards` and `group_advantages` as `scale`. Notebook 04 shows the second bias Dr. GRPO names, the
 # length bias of $1/|o_i|$, which lives in the loss, not in the advantages.
+
+# %% jupyter={"source_hidden": true}
+r_four = (torch.arange(8)[None, :] < k_right[:, None]).float()    # the batch of four questions above, (4, 8)
+mixed = (k > 0) & (k < G)
+check("2.5 · scale = group, batch or none",
+      ("hard question, lone right answer: A = 2.4749 with the group std",
+       math.isclose(A["group"][0, 0].item(), 2.4749, rel_tol=1e-3)),
+      ("... and 1 − 1/8 = 0.875 with no scaling", math.isclose(A["none"][0, 0].item(), 0.875, rel_tol=1e-6)),
+      ("the solved question gets exactly zero under every scale", all(torch.equal(A[s][3], torch.zeros(8)) for s in A)),
+      ("\"batch\" is \"none\" divided by one std for the whole batch",
+       torch.allclose(A["batch"], A["none"] / (r_four.std() + 1e-4))),
+      ("group std: every mixed question pushes with ‖A‖ = √(G−1)",
+       torch.allclose(push["group"][mixed], torch.full((G - 1,), math.sqrt(G - 1)), rtol=1e-3)),
+      ("no scaling: ‖A‖ = √(k(G−k)/G)", torch.allclose(push["none"], torch.sqrt(k * (G - k) / G))),
+      ("\"batch\" has \"none\"'s shape", torch.allclose(relative["batch"], relative["none"], atol=1e-5)),
+      ("k = 1 weighs over 2x more (relative) under the group std than under none",
+       bool(relative["group"][1] / relative["none"][1] > 2)),
+      ("flat questions push with nothing", push["group"][0] == 0 and push["group"][G] == 0))
 
 # %% [markdown]
 # ## 2.6 Why GRPO needs no critic: the memory it saves
@@ -495,8 +549,12 @@ psi = count_parameters_from_config(cfg)                       # Ψ, the policy's
 d, L, V, d_ff = cfg.hidden_size, cfg.num_hidden_layers, cfg.vocab_size, cfg.intermediate_size
 kv = cfg.num_key_value_heads * (d // cfg.num_attention_heads)          # 2 heads x 128 = 256
 per_layer = (d * d + d) + 2 * (d * kv + kv) + d * d + 3 * d * d_ff + 2 * d
-assert psi == V * d + L * per_layer + d                                # 1,543,714,304
-assert round(psi / 1e9, 2) == 1.54 and round((psi - V * d) / 1e9, 2) == 1.31   # the model card's numbers
+closed_form_count = V * d + L * per_layer + d
+print(f"closed form {closed_form_count:,}; meta-device count {psi:,}")
+print(f"{psi / 1e9:.2f}B parameters, {(psi - V * d) / 1e9:.2f}B without the embedding")
+
+# %% [markdown]
+# The two counts agree to the parameter, and rounded they are the model card's "1.54B, 1.31B non-embedding".
 
 # %% [markdown]
 # Training memory for the model states, with bf16 weights and AdamW in mixed precision (the ZeRO paper's
@@ -519,11 +577,9 @@ ppo = training_memory_table(cfg, dtype_bytes=2, with_value_model=True)
 ppo
 
 # %%
-psi_value = count_parameters_from_config(cfg, head="value")
-assert psi_value == psi + d                                            # backbone + Linear(d, 1)
-assert grpo.bytes_of("policy") == 16 * psi and grpo.bytes_of("reference") == 2 * psi
-assert ppo.total_bytes - grpo.total_bytes == 16 * psi_value            # the critic, and nothing else
-assert 1.8 < ppo.total_gib / grpo.total_gib < 1.9                      # PPO needs ~1.9x GRPO's memory
+psi_value = count_parameters_from_config(cfg, head="value")           # backbone + Linear(d, 1)
+print(f"critic: {psi_value:,} parameters ({psi_value - psi:,} more than the policy); "
+      f"PPO needs {ppo.total_gib / grpo.total_gib:.2f}x GRPO's memory")
 
 # %% [markdown]
 # DeepSeekMath itself scored its samples with a *learned* reward model. Within an iteration of its
@@ -541,20 +597,34 @@ setups = {
 }
 stacks = {label: {m: t.gib_of(m) for m in ("policy", "reference", "reward", "value")}
           for label, t in setups.items()}
+totals = [t.total_gib for t in setups.values()]
+print("GiB:", ", ".join(f"{label.splitlines()[0]} {gib:.1f}" for label, gib in zip(setups, totals)))
 plots.memory_stacks(stacks, capacity_gib=80e9 / 2**30, capacity_label="one 80 GB GPU", ymax=90)
 
-# %%
-totals = [t.total_gib for t in setups.values()]
-assert totals == sorted(totals)                                        # every extra model costs memory
-assert math.isclose(totals[1] - totals[0], 2 * psi_value / 2**30)      # a frozen RM: weights only
-assert math.isclose(totals[2] - totals[0], 16 * psi_value / 2**30)     # the critic: trained, 16 bytes each
-assert math.isclose(totals[3] - totals[2], totals[1] - totals[0])      # the RM costs the same beside PPO
-assert 25 < totals[0] < 27 and totals[3] > 50
-
 # %% [markdown]
+# Every extra model costs memory, in its own way. A frozen reward model costs its 2-byte weights only; the
+# critic is trained, so 16 bytes per parameter; and a reward model costs the same beside PPO as beside GRPO.
+# This course's setup needs about 26 GiB, PPO with a learned reward model over 50.
+#
 # These are only the model *states*. Activations and the $B \times T \times V$ logits come on top and
 # dominate at long completions (notebook 04 computes the logits; notebook 05 plans a multi-GPU run). What
 # GRPO spends instead of memory is sampling: $G$ completions per prompt instead of one.
+
+# %% jupyter={"source_hidden": true}
+check("2.6 · the memory GRPO saves",
+      ("the meta-device count equals the closed form: 1,543,714,304", psi == closed_form_count == 1_543_714_304),
+      ("the model card's numbers: 1.54B, 1.31B without the embedding",
+       round(psi / 1e9, 2) == 1.54 and round((psi - V * d) / 1e9, 2) == 1.31),
+      ("the critic is the backbone plus Linear(d, 1)", psi_value == psi + d),
+      ("policy: 16 bytes per parameter; reference: 2",
+       grpo.bytes_of("policy") == 16 * psi and grpo.bytes_of("reference") == 2 * psi),
+      ("PPO adds the critic and nothing else", ppo.total_bytes - grpo.total_bytes == 16 * psi_value),
+      ("PPO needs between 1.8x and 1.9x GRPO's memory", 1.8 < ppo.total_gib / grpo.total_gib < 1.9),
+      ("every extra model costs memory", totals == sorted(totals)),
+      ("a frozen reward model: weights only", math.isclose(totals[1] - totals[0], 2 * psi_value / 2**30)),
+      ("the critic: trained, 16 bytes each", math.isclose(totals[2] - totals[0], 16 * psi_value / 2**30)),
+      ("the reward model costs the same beside PPO", math.isclose(totals[3] - totals[2], totals[1] - totals[0])),
+      ("this course: 25-27 GiB; PPO + learned RM: over 50", 25 < totals[0] < 27 and totals[3] > 50))
 
 # %% [markdown]
 # ## 2.7 Outcome vs process supervision
@@ -602,23 +672,32 @@ step_ends = [(torch.tensor(lengths).cumsum(0) - 1).tolist() for lengths in step_
 plots.token_advantage_maps(A_outcome, A_process, mask, step_ends=step_ends, vmax=3.5)
 
 # %%
-R = torch.tensor(step_rewards).reshape(-1)
-r_tilde = (R - R.mean()) / (R.std() + 1e-4)                            # normalised step rewards, (9,)
-assert math.isclose(A_process[0, 0].item(), r_tilde[0:3].sum().item(), rel_tol=1e-5)   # all 3 steps ahead
-assert math.isclose(A_process[1, 13].item(), r_tilde[5].item(), rel_tol=1e-5)          # only its last step
-assert A_process[1, 0] > A_process[2, 0]              # o2's correct start beats o3's wrong one ...
-assert torch.equal(A_outcome[1, :13], A_outcome[2, :13])   # ... which outcome supervision cannot tell apart
-assert A_process[1, 6] < A_process[1, 0]              # the slip in o2's step 2 takes the most blame
-for i in range(3):                                    # outcome: one value on every real token
-    assert torch.unique(A_outcome[i][mask[i] > 0]).numel() == 1
-
+print("first token of each completion:  process", [round(a, 3) for a in A_process[:, 0].tolist()],
+      "  outcome", [round(a, 3) for a in A_outcome[:, 0].tolist()])
+print(f"o2: first token {A_process[1, 0]:.3f}, first token of its wrong step 2 {A_process[1, 6]:.3f}")
 
 # %% [markdown]
-# Under outcome supervision $o_2$ and $o_3$ are equally wrong, token for token. Process supervision
-# separates them: $o_2$'s correct first step is blamed far less than $o_3$'s wrong one, and the tokens
-# from $o_2$'s slip onward take most of the blame. DeepSeekMath found GRPO with process supervision ahead
-# of outcome supervision in its comparison, at the price of a step-level reward model. This course, like
-# DeepSeek-R1 and the tutorial, uses outcome rewards computed by rules (notebook 03).
+# Under outcome supervision every real token of a completion carries the same value, so $o_2$ and $o_3$ are
+# equally wrong, token for token. Process supervision separates them. A token's advantage is the sum of the
+# normalised rewards of the steps still ahead of it: $o_1$'s first token carries all three of its steps, the
+# last step's tokens of $o_2$ only that step's. So $o_2$'s correct first step is blamed far less than $o_3$'s
+# wrong one, and the tokens from $o_2$'s slip onward take most of the blame. DeepSeekMath found GRPO with
+# process supervision ahead of outcome supervision in its comparison, at the price of a step-level reward
+# model. This course, like DeepSeek-R1 and the tutorial, uses outcome rewards computed by rules (notebook 03).
+
+# %% jupyter={"source_hidden": true}
+R = torch.tensor(step_rewards).reshape(-1)
+r_tilde = (R - R.mean()) / (R.std() + 1e-4)                            # normalised step rewards, (9,)
+check("2.7 · outcome vs process supervision",
+      ("o1's first token carries the sum of its 3 normalised step rewards",
+       math.isclose(A_process[0, 0].item(), r_tilde[0:3].sum().item(), rel_tol=1e-5)),
+      ("o2's last step's tokens carry only that step's", math.isclose(A_process[1, 13].item(), r_tilde[5].item(), rel_tol=1e-5)),
+      ("process: o2's correct start beats o3's wrong one", bool(A_process[1, 0] > A_process[2, 0])),
+      ("outcome: o2 and o3 are the same, token for token", torch.equal(A_outcome[1, :13], A_outcome[2, :13])),
+      ("o2's slip takes more blame than its correct start", bool(A_process[1, 6] < A_process[1, 0])),
+      ("outcome: one value on every real token of a completion",
+       all(torch.unique(A_outcome[i][mask[i] > 0]).numel() == 1 for i in range(3))))
+
 
 # %% [markdown]
 # ## Summary
