@@ -78,9 +78,6 @@ torch.set_printoptions(precision=4, sci_mode=False)
 # %%
 print(SYSTEM_PROMPT)
 
-# %%
-assert SYSTEM_PROMPT == "\nRespond in the following format:\n<reasoning>\n...\n</reasoning>\n<answer>\n...\n</answer>\n"
-
 # %% [markdown]
 # A completion that follows it, for GSM8K's first test question (gold 18), and what each rule pays:
 
@@ -90,9 +87,17 @@ completions = [[{"content": good}]]                       # the tutorial's forma
 (correctness_reward(prompts=["q"], completions=completions, answer=["18"]),
  format_reward(completions), combined_reward(["q"], completions, ["18"]))
 
-# %%
-assert correctness_reward(["q"], completions, ["18"]) == [2.0]
-assert format_reward(completions) == [0.8] and combined_reward(["q"], completions, ["18"]) == [2.8]
+# %% [markdown]
+# The exact gold inside the tags earns the full 2.0, the four tags 4 × 0.2 = 0.8, together 2.8: the most any
+# completion can earn.
+
+# %% jupyter={"source_hidden": true}
+check("3.1 · the format we ask for",
+      ("the system prompt is the tutorial's string, newlines included",
+       SYSTEM_PROMPT == "\nRespond in the following format:\n<reasoning>\n...\n</reasoning>\n<answer>\n...\n</answer>\n"),
+      ("the well-formed completion: correctness 2.0", correctness_reward(["q"], completions, ["18"]) == [2.0]),
+      ("... format 0.8, together 2.8",
+       format_reward(completions) == [0.8] and combined_reward(["q"], completions, ["18"]) == [2.8]))
 
 
 # %% [markdown]
@@ -126,13 +131,25 @@ cases = ["<answer>18</answer>", "<answer> 18 </answer> trailing text", "<answer>
 rows = [[repr(c), repr(tutorial_extract_answer(c)), repr(extract_answer_from_model_output(c))] for c in cases]
 markdown_table(["completion", "tutorial", "grpo_lib"], rows)
 
+# %% [markdown]
+# The *last* tag counts: "<answer>17</answer> <answer>18" has a closed tag holding 17, but its last tag was
+# never closed, so there is no answer at all. A GSM8K gold is the text after `####`, for the tutorial and the
+# library alike:
+
 # %%
-for c in cases[:-1]:
-    assert tutorial_extract_answer(c) == extract_answer_from_model_output(c), c
-assert tutorial_extract_answer("<answer></answer>") == "" and extract_answer_from_model_output("<answer></answer>") is None
-assert extract_answer_from_model_output("<answer>17</answer> <answer>18") is None   # the LAST tag counts
 gold_text = "Janet sells 16 - 3 - 4 = <<16-3-4=9>>9 duck eggs a day.\nShe makes 9 * 2 = $<<9*2=18>>18.\n#### 18"
-assert tutorial_extract_gold(gold_text) == extract_answer_from_dataset(gold_text) == "18"
+tutorial_extract_gold(gold_text), extract_answer_from_dataset(gold_text)
+
+# %% jupyter={"source_hidden": true}
+check("3.2 · extracting answers",
+      ("the library agrees with the tutorial on every case but the empty tag",
+       all(tutorial_extract_answer(c) == extract_answer_from_model_output(c) for c in cases[:-1])),
+      ("an empty tag: the tutorial returns \"\", the library None",
+       tutorial_extract_answer("<answer></answer>") == "" and extract_answer_from_model_output("<answer></answer>") is None),
+      ("the last tag counts: an unclosed last tag gives None",
+       extract_answer_from_model_output("<answer>17</answer> <answer>18") is None),
+      ("the gold after #### is \"18\" for both",
+       tutorial_extract_gold(gold_text) == extract_answer_from_dataset(gold_text) == "18"))
 
 
 # %% [markdown]
@@ -187,12 +204,6 @@ else:
           f"Using {len(FALLBACK_ROWS)} hand-written rows instead; the numbers below are for those rows.")
 raw[0]
 
-# %%
-assert set(raw.column_names) == {"question", "answer"} and "####" in raw[0]["answer"]
-assert test[0]["answer"] == extract_answer_from_dataset(raw[0]["answer"]) == "18"
-if GSM8K_FOUND:
-    assert (len(train), len(test)) == (7473, 1319)
-
 # %% [markdown]
 # Every gold is a number, but not always a bare one: 93 golds (79 train, 14 test) are written with
 # thousands separators, e.g. "2,125". A model that answers "2125" is right, and the string comparison
@@ -203,12 +214,6 @@ golds = [p["answer"] for p in train + test] if GSM8K_FOUND else [p["answer"] for
 with_commas = [g for g in golds if "," in g]
 unparsed = [g for g in golds if parse_number(g) is None]
 len(golds), len(with_commas), with_commas[:5], unparsed
-
-# %%
-assert unparsed == []                                   # every gold reads as a number
-assert parse_number("2,125") == parse_number("2125") == 2125.0
-if GSM8K_FOUND:
-    assert len(with_commas) == 93
 
 
 # %% [markdown]
@@ -242,10 +247,6 @@ markdown_table(["question", "gold", "completion", "correct", "format", "total"],
                [[p["question"][:38] + "…", p["answer"], labels[i], r_correct[i], r_format[i], r_correct[i] + r_format[i]]
                 for i, p in enumerate(q for q in problems for _ in range(4))], floatfmt=".1f")
 
-# %%
-assert r.shape == (4, 4)
-assert torch.allclose(r, torch.tensor([[2.8, 2.3, 0.8, 0.0]] * 4))      # every question alike
-
 # %% [markdown]
 # The same pattern for every question: the exact gold earns 2.8, the same number as money 2.3, a wrong
 # number in good format still 0.8, and GSM8K's own correct solution **0**, because it has no tags. Here
@@ -253,12 +254,30 @@ assert torch.allclose(r, torch.tensor([[2.8, 2.3, 0.8, 0.0]] * 4))      # every 
 
 # %%
 A = group_advantages(r)                                     # (N, G)
+print("A of each group (exact gold, as money, wrong, no tags):", [round(a, 3) for a in A[0].tolist()])
 plots.reward_strips(r, A, labels=[f"test[{i}]" for i in range(len(problems))])
 
-# %%
-assert torch.allclose(A.sum(dim=-1), torch.zeros(4), atol=1e-5)
-assert (A.argmax(dim=-1) == 0).all() and (A.argmin(dim=-1) == 3).all()   # untagged-but-right: pushed hardest down
-assert (A[:, 2] < 0).all()                                              # a wrong tagged answer is below average
+# %% [markdown]
+# Every group has the same four rewards, so the same advantages. The exact gold is pushed up most; the right
+# number written as money is pushed up too; the wrong answer in good format lands below average; and GSM8K's
+# own correct solution, untagged, is pushed down hardest of all.
+
+# %% jupyter={"source_hidden": true}
+gsm8k_facts = [("GSM8K has 7,473 train and 1,319 test problems", (len(train), len(test)) == (7473, 1319)),
+               ("93 golds carry thousands separators", len(with_commas) == 93)] if GSM8K_FOUND else []
+check("3.3 · real GSM8K rows",
+      ("a raw row has a question and an answer that ends in ####",
+       set(raw.column_names) == {"question", "answer"} and "####" in raw[0]["answer"]),
+      ("the first test question's gold is 18", test[0]["answer"] == extract_answer_from_dataset(raw[0]["answer"]) == "18"),
+      *gsm8k_facts,
+      ("every gold reads as a number", unparsed == []),
+      ("parse_number reads \"2,125\" as 2125", parse_number("2,125") == parse_number("2125") == 2125.0),
+      ("rewards (N, G) = (4, 4), every question alike: 2.8, 2.3, 0.8, 0",
+       r.shape == (4, 4) and torch.allclose(r, torch.tensor([[2.8, 2.3, 0.8, 0.0]] * 4))),
+      ("each group's advantages sum to 0", torch.allclose(A.sum(dim=-1), torch.zeros(4), atol=1e-5)),
+      ("the exact gold is pushed up most, the untagged right answer down hardest",
+       bool((A.argmax(dim=-1) == 0).all() and (A.argmin(dim=-1) == 3).all())),
+      ("a wrong tagged answer is below average", bool((A[:, 2] < 0).all())))
 
 
 # %% [markdown]
@@ -312,29 +331,40 @@ for case, text, gold in tricky:
 markdown_table(["case", "extracted", "gold", "tutorial", "correct", "format", "strict format"], rows,
                floatfmt=".1f")
 
-# %%
-table = {row[0]: row[3:] for row in rows}                   # case -> (tutorial, correct, format, strict)
-assert table["clean"] == [2.0, 2.0, 0.8, 0.8]
-assert table["thousands separator in the answer"][:2] == [0.0, 1.5]   # the tutorial reads "2,125" as 2 and 125
-assert table["thousands separator in the gold"][:2] == [0.0, 1.5]
-for case in ("currency", "currency and cents", "unit words", "a sentence", "percent"):
-    assert table[case][1] == 1.5, case                      # same number, written differently
-assert table["an equation"][1] == 0.0                       # three numbers: which one is the answer?
-assert table["negative"][1] == 2.0
-assert table["several answer tags"][1:] == [2.0, 0.8, 0.0]  # the last tag wins; strict refuses two answers
-assert table["unclosed last tag"][1:3] == [0.0, 0.8]        # the final word was unfinished: no answer
-assert table["text after </answer>"][1:] == [2.0, 0.8, 0.0] # lenient ignores the run-on, strict does not
-assert table["run-on with a second answer"][1] == 0.0       # the made-up turn's answer counts!
-assert table["empty tags"][1:] == [0.0, 0.8, 0.0]           # the hack of section 3.5
-assert table["the placeholder"][1:] == [0.0, 0.8, 0.0]
-assert table["no tags"][1:] == [0.0, 0.0, 0.0]
-
 # %% [markdown]
+# Reading the table from the top. With a thousands separator on either side the tutorial pays 0: its
+# regular expression finds two numbers in "2,125" (2 and 125) and gives up; the library reads 2125 and pays 1.5,
+# as it does for currency, cents, unit words, a sentence around the number and a percent sign: the same number,
+# written differently. A negative answer is fine. With several answer tags the last one wins (2.0), but the
+# strict format reward refuses two answers. An unclosed last tag is an unfinished final word: no answer, though
+# the lenient format still pays 0.8. Text after `</answer>` costs nothing under the lenient format and
+# everything under the strict one. The empty tags and the prompt's own placeholder earn the lenient 0.8 (the
+# hack of section 3.5) and nothing strict, and a completion without tags earns nothing at all.
+#
 # Two rows deserve a second look. "An equation" is right but scores 0: the tagged text holds three
 # numbers, and neither the tutorial nor the library guesses which one is meant (asking for *only* the
 # number inside the tag is part of the format). And "run-on with a second answer" is right, then keeps
 # writing an imaginary next turn whose answer tag is the last one: the rule reads 27 and pays 0.
 # Section 3.7 shows where that run-on comes from.
+
+# %% jupyter={"source_hidden": true}
+table = {row[0]: row[3:] for row in rows}                   # case -> [tutorial, correct, format, strict]
+check("3.4 · the tricky completions",
+      ("clean: 2.0 from both, 0.8 from both formats", table["clean"] == [2.0, 2.0, 0.8, 0.8]),
+      ("a thousands separator in the answer or the gold: tutorial 0, library 1.5",
+       table["thousands separator in the answer"][:2] == [0.0, 1.5] and table["thousands separator in the gold"][:2] == [0.0, 1.5]),
+      ("currency, cents, unit words, a sentence, a percent: 1.5",
+       all(table[case][1] == 1.5 for case in ("currency", "currency and cents", "unit words", "a sentence", "percent"))),
+      ("an equation: 0 (three numbers)", table["an equation"][1] == 0.0),
+      ("a negative answer: 2.0", table["negative"][1] == 2.0),
+      ("several answer tags: the last wins, strict refuses", table["several answer tags"][1:] == [2.0, 0.8, 0.0]),
+      ("an unclosed last tag: no answer, lenient format 0.8", table["unclosed last tag"][1:3] == [0.0, 0.8]),
+      ("text after </answer>: lenient pays, strict does not", table["text after </answer>"][1:] == [2.0, 0.8, 0.0]),
+      ("a run-on with a second answer: the made-up turn's answer counts (0)",
+       table["run-on with a second answer"][1] == 0.0),
+      ("empty tags and the placeholder: 0.8 lenient, 0 strict",
+       table["empty tags"][1:] == [0.0, 0.8, 0.0] and table["the placeholder"][1:] == [0.0, 0.8, 0.0]),
+      ("no tags: nothing", table["no tags"][1:] == [0.0, 0.0, 0.0]))
 
 # %% [markdown]
 # ## 3.5 Reward hacking: four empty tags earn 0.8
@@ -352,18 +382,13 @@ group = ["<reasoning>\n16 - 3 = 13, 13 * 2 = 26\n</reasoning>\n<answer>\n26\n</a
 c = [[{"content": t}] for t in group]
 r_lenient = torch.tensor(combined_reward([None] * 4, c, ["18"] * 4))
 r_strict = torch.tensor(correctness_reward([None] * 4, c, ["18"] * 4)) + torch.tensor(strict_format_reward(c))
-r_lenient, group_advantages(r_lenient.view(1, 4)), r_strict, group_advantages(r_strict.view(1, 4))
-
-# %%
 A_lenient = group_advantages(r_lenient.view(1, 4))[0]
 A_strict = group_advantages(r_strict.view(1, 4))[0]
-assert torch.allclose(r_lenient, torch.tensor([0.8, 0.8, 0.8, 0.0]))
-assert A_lenient[1] > 0 and torch.isclose(A_lenient[1], A_lenient[0])   # the hack is pushed up like honest work
-assert A_lenient[3] < 0                                                 # the right answer is pushed down
-assert torch.allclose(r_strict, torch.tensor([0.8, 0.0, 0.0, 0.0])) and A_strict[1] < 0   # only honest work gains
+r_lenient, A_lenient, r_strict, A_strict
 
 # %% [markdown]
-# With the lenient reward the empty tags get exactly the same push up as the honest attempt. A
+# With the lenient reward the empty tags get exactly the same push up as the honest attempt, and the right
+# but untagged answer is pushed down. With a strict one only the honest attempt gains. A
 # **strict format reward** (`strict_format_reward`) pays 0.8 only for one well-formed
 # `<reasoning>…</reasoning> <answer>…</answer>`: each tag once, in order, non-empty, not the prompt's
 # "...", and nothing but whitespace around it (so a run-on "Human: …" earns nothing). It is the same idea
@@ -385,11 +410,23 @@ rows = [[name, bool(naive.search(t)), bool(re.search(naive.pattern, t, re.DOTALL
          strict_format_reward([[{"content": t}]])[0] > 0] for name, t in samples.items()]
 markdown_table(["completion", "regex", "regex + DOTALL", "willccbb strict", "strict_format_reward"], rows)
 
-# %%
-assert [row[1:] for row in rows] == [[False, True, False, True],    # a real completion: only DOTALL and ours
-                                     [True, True, False, False],    # the hack: both loose regexes pay
-                                     [False, True, False, False],   # the run-on: DOTALL pays
-                                     [False, True, True, True]]     # the one shape the strict regex accepts
+# %% [markdown]
+# A real, multi-line completion passes only the `DOTALL` regex and `strict_format_reward`. The hack passes both
+# loose regexes, the run-on the `DOTALL` one. willccbb's strict pattern accepts only the one shape it spells out,
+# one-line reasoning and a final newline, and refuses the well-formed multi-line completion.
+
+# %% jupyter={"source_hidden": true}
+check("3.5 · reward hacking",
+      ("lenient rewards: 0.8, 0.8, 0.8, 0", torch.allclose(r_lenient, torch.tensor([0.8, 0.8, 0.8, 0.0]))),
+      ("the hack is pushed up exactly like honest work",
+       bool(A_lenient[1] > 0 and torch.isclose(A_lenient[1], A_lenient[0]))),
+      ("the right, untagged answer is pushed down", bool(A_lenient[3] < 0)),
+      ("strict: 0.8 for the honest attempt only, and the hack is pushed down",
+       torch.allclose(r_strict, torch.tensor([0.8, 0.0, 0.0, 0.0])) and bool(A_strict[1] < 0)),
+      ("a real completion: only DOTALL and ours", rows[0][1:] == [False, True, False, True]),
+      ("the hack: both loose regexes pay", rows[1][1:] == [True, True, False, False]),
+      ("the run-on: DOTALL pays", rows[2][1:] == [False, True, False, False]),
+      ("the one shape the willccbb regex accepts", rows[3][1:] == [False, True, True, True]))
 
 
 # %% [markdown]
@@ -439,14 +476,9 @@ probe = {"right, working shown": good,
 rows = [[name, reward_model(t), combined_reward([None], [[{"content": t}]], ["18"])[0]] for name, t in probe.items()]
 markdown_table(["completion (gold 18)", "learned RM score", "rule reward"], rows, floatfmt=".2f")
 
-# %%
-rm = {name: score for name, score, _ in rows}
-rule = {name: value for name, _, value in rows}
-assert rm["wrong, padded with '=' and words"] > rm["right, terse"]          # the RM prefers the look ...
-assert rule["wrong, padded with '=' and words"] < rule["right, terse"] == 2.8   # ... the rule checks the number
-
 # %% [markdown]
-# GRPO would push the padded wrong answer *up* under that reward model, and the policy would learn to pad.
+# The cartoon reward model scores the padded wrong answer above the terse right one: it prefers the look. The
+# rule pays the terse right answer the full 2.8 and the padded wrong one only its format. GRPO would push the padded wrong answer *up* under that reward model, and the policy would learn to pad.
 # A real reward model is far better than this cartoon, but the pressure is the same, and the policy
 # searches much harder than we did. Rules cannot be fooled this way, but they only exist where an answer
 # can be checked mechanically (GSM8K's numbers, MATH's boxed answers, unit tests for code), and they can
@@ -457,8 +489,18 @@ assert rule["wrong, padded with '=' and words"] < rule["right, terse"] == 2.8   
 rm_params = count_parameters_from_config(qwen2_5_1_5b_instruct_config(), head="value")   # backbone + scalar head
 rm_params, f"{2 * rm_params / 2**30:.2f} GiB of bf16 weights"
 
-# %%
-assert rm_params == 1_543_714_304 + 1536
+# %% [markdown]
+# That is the policy's 1,543,714,304 parameters (notebook 02) plus a scalar head of 1,536.
+
+# %% jupyter={"source_hidden": true}
+rm = {name: score for name, score, _ in rows}
+rule = {name: value for name, _, value in rows}
+check("3.6 · rules or a learned reward model",
+      ("the cartoon RM scores the padded wrong answer above the terse right one",
+       rm["wrong, padded with '=' and words"] > rm["right, terse"]),
+      ("the rule pays the terse right answer 2.8, the padded wrong one less",
+       rule["wrong, padded with '=' and words"] < rule["right, terse"] == 2.8),
+      ("a reward model of the tutorial's size: 1,543,714,304 + 1,536 parameters", rm_params == 1_543_714_304 + 1536))
 
 # %% [markdown]
 # ## 3.7 The stopping problem and the chat template
@@ -554,14 +596,12 @@ print(tutorial_prompt)
 chat_prompt = build_prompt(tok, question, SYSTEM_PROMPT)
 print(chat_prompt)
 
-# %%
-assert chat_prompt == tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-assert chat_prompt.startswith("<|im_start|>system\n" + SYSTEM_PROMPT + "<|im_end|>\n<|im_start|>user\n")
-assert chat_prompt.endswith(question + "<|im_end|>\n<|im_start|>assistant\n")   # the model speaks next
-assert "<|im_start|>" not in tutorial_prompt
-ids = tok(chat_prompt, add_special_tokens=False)["input_ids"]
-assert ids[0] == tok.convert_tokens_to_ids("<|im_start|>") and tok.eos_token_id in ids   # single tokens
 
+# %% [markdown]
+# `build_prompt` is exactly the tokenizer's `apply_chat_template(messages, add_generation_prompt=True)`: a
+# system turn holding the tutorial's system prompt, a user turn holding the question, and an open assistant
+# turn, so the model speaks next. `<|im_start|>` and `<|im_end|>` are single tokens, and the tutorial's prompt
+# has neither.
 
 # %% [markdown]
 # **The mechanics of stopping (an illustration, not evidence).** The engine calls
@@ -607,13 +647,11 @@ o_plain, m_plain, text_plain = generate_replaying(tutorial_prompt, answer_turn +
 print(f"chat prompt:  {o_chat.shape[1]} tokens generated, mask keeps {int(m_chat.sum())}\n{text_chat}\n")
 print(f"plain prompt: {o_plain.shape[1]} tokens generated (the budget), mask keeps {int(m_plain.sum())}\n{text_plain}")
 
-# %%
-assert o_chat[0, -1].item() == tok.eos_token_id and int(m_chat.sum()) == o_chat.shape[1]   # stopped at <|im_end|>
-assert text_chat == good                                     # the EOS is not part of the text
-assert o_plain.shape[1] == 200 and int(m_plain.sum()) == 200  # ran to max_new_tokens
-assert tok.eos_token_id not in o_plain[0].tolist()
-
 # %% [markdown]
+# After the chat prompt, generation stopped at `<|im_end|>`: the last generated token is the EOS, the mask
+# keeps every token including it, and the decoded text is section 3.1's completion without the EOS. After the
+# plain prompt no EOS came and generation ran to the 200-token budget, every token kept.
+#
 # Same answer, different rewards. The stopped completion is exactly what was asked for. The run-on one
 # still earns the full *lenient* format reward, but its last answer tag now belongs to the imaginary
 # turn, so correctness reads 27, and the strict format reward refuses it:
@@ -623,10 +661,6 @@ both = [[{"content": text_chat}], [{"content": text_plain}]]
 (extract_answer_from_model_output(text_chat), extract_answer_from_model_output(text_plain),
  correctness_reward([None] * 2, both, ["18"] * 2), format_reward(both), strict_format_reward(both))
 
-# %%
-assert correctness_reward([None] * 2, both, ["18"] * 2) == [2.0, 0.0]
-assert format_reward(both) == [0.8, 0.8] and strict_format_reward(both) == [0.8, 0.0]
-
 # %% [markdown]
 # Both texts were written by us and replayed: the logits processor put `<|im_end|>` there itself, so this
 # shows what `generate`, the mask and the rewards *do* with a stop and with a run-on, and proves nothing about
@@ -635,6 +669,27 @@ assert format_reward(both) == [0.8, 0.8] and strict_format_reward(both) == [0.8,
 # run on into invented "Human: …" turns (theLMbook#16). We did not run Qwen here. The tutorial blamed the
 # missing stop on its reward, which had no term for stopping; the prompt is the more likely cause. The strict
 # format reward then adds a direct penalty for anything written after `</answer>`.
+
+# %% jupyter={"source_hidden": true}
+ids = tok(chat_prompt, add_special_tokens=False)["input_ids"]
+check("3.7 · the stopping problem and the chat template",
+      ("build_prompt is the tokenizer's chat template with the generation prompt",
+       chat_prompt == tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)),
+      ("it opens with the system turn, then the user turn",
+       chat_prompt.startswith("<|im_start|>system\n" + SYSTEM_PROMPT + "<|im_end|>\n<|im_start|>user\n")),
+      ("it ends with an open assistant turn: the model speaks next",
+       chat_prompt.endswith(question + "<|im_end|>\n<|im_start|>assistant\n")),
+      ("the tutorial's prompt has no chat markers", "<|im_start|>" not in tutorial_prompt),
+      ("<|im_start|> and <|im_end|> are single tokens",
+       ids[0] == tok.convert_tokens_to_ids("<|im_start|>") and tok.eos_token_id in ids),
+      ("chat prompt: stopped at <|im_end|>, the mask keeps every token",
+       o_chat[0, -1].item() == tok.eos_token_id and int(m_chat.sum()) == o_chat.shape[1]),
+      ("the EOS is not part of the text", text_chat == good),
+      ("plain prompt: ran to max_new_tokens = 200, all kept", o_plain.shape[1] == 200 and int(m_plain.sum()) == 200),
+      ("... with no EOS anywhere", tok.eos_token_id not in o_plain[0].tolist()),
+      ("correctness: 2.0 for the stopped text, 0 for the run-on", correctness_reward([None] * 2, both, ["18"] * 2) == [2.0, 0.0]),
+      ("lenient format 0.8 for both, strict 0.8 and 0",
+       format_reward(both) == [0.8, 0.8] and strict_format_reward(both) == [0.8, 0.0]))
 
 # %% [markdown]
 # ## 3.8 Strict vs lenient accuracy: what 23% → 90% measured
@@ -651,17 +706,10 @@ graded = {"tagged, right": good,
 rows = [[name, *judge(text, "18").values()] for name, text in graded.items()]
 markdown_table(["completion (gold 18)", "strict", "lenient", "format"], rows)
 
-# %%
-verdicts = {row[0]: row[1:] for row in rows}
-assert verdicts["tagged, right"] == [True, True, True]
-assert verdicts["untagged, right"] == [False, True, False]   # right maths, no credit from strict grading
-assert verdicts["tagged, wrong"] == [False, False, True]
-assert verdicts["right, then a run-on"][0] is False           # strict reads the made-up turn's 27
-for name, text in graded.items():
-    assert judge(text, "18")["strict"] == strict_correct(text, "18")
-    assert judge(text, "18")["lenient"] == lenient_correct(text, "18")
-
 # %% [markdown]
+# The untagged right answer has the right maths and gets no credit from strict grading; the run-on is strictly
+# wrong, because strict grading reads the made-up turn's 27.
+#
 # The tutorial graded strictly (its accuracy counted a completion only when its tagged answer matched).
 # Reading its saved outputs (grpo-anchors, key finding 1): **before** training, 21 of the 30 evaluation
 # answers had no extractable `<answer>` tag; of the 9 that had one, 7 were right. **After** training, all
@@ -675,12 +723,15 @@ for name, run in (("before", before), ("after", after)):
     rows.append([name, run["right"] / run["n"], run["tagged"] / run["n"], run["right"] / run["tagged"]])
 markdown_table(["run", "strict accuracy", "tagged rate", "accuracy when tagged"], rows, floatfmt=".3f")
 
+# %% [markdown]
+# Strict accuracy is the tagged rate times the accuracy when tagged. Tagging everything alone would take the
+# "before" run from 23.3% to 77.8%; the rest, 77.8% → 90.0%, is answering better:
+
 # %%
-assert abs(rows[0][1] - rows[0][2] * rows[0][3]) < 1e-12      # strict = tagged rate x accuracy when tagged
-assert round(rows[0][1] * 100, 2) == 23.33 and rows[1][1] == 0.9
-format_gain = rows[0][3] - rows[0][1]                          # 23.3% -> 77.8% by tagging everything
-maths_gain = rows[1][3] - rows[0][3]                           # 77.8% -> 90.0% when tagged
-assert format_gain > 4 * maths_gain                            # 54.4 points vs 12.2 points
+split = {name: rest for name, *rest in rows}                 # run -> [strict, tagged rate, when tagged]
+format_gain = split["before"][2] - split["before"][0]          # 23.3% -> 77.8% by tagging everything
+maths_gain = split["after"][2] - split["before"][2]            # 77.8% -> 90.0% when tagged
+print(f"format: {format_gain:+.1%}   maths: {maths_gain:+.1%}")
 
 
 # %% [markdown]
@@ -704,14 +755,6 @@ intervals = {name: wilson(k, n) for name, (k, n) in bars.items()}
 {name.split("\n")[0]: (round(lo, 3), round(hi, 3)) for name, (lo, hi) in intervals.items()}
 
 # %%
-for name, (k, n) in bars.items():
-    assert all(abs(a - b) < 1e-4 for a, b in zip(intervals[name], wilson_interval(k, n)))   # same as the library
-lo_after, hi_after = wilson_interval(27, 30)
-assert (round(lo_after, 3), round(hi_after, 3)) == (0.744, 0.965)
-lo_tagged, hi_tagged = wilson_interval(7, 9)
-assert (round(lo_tagged, 3), round(hi_tagged, 3)) == (0.453, 0.937)   # 0.90 sits near the top of it
-
-# %%
 plots.accuracy_with_ci(list(bars), [k for k, _ in bars.values()], [n for _, n in bars.values()],
                        [lo for lo, _ in intervals.values()], [hi for _, hi in intervals.values()])
 
@@ -727,11 +770,6 @@ plots.accuracy_with_ci(list(bars), [k for k, _ in bars.values()], [n for _, n in
 p_fisher = fisher_exact_2x2(7, 9, 27, 30)
 print(f"Fisher's exact test, 7/9 vs 27/30: p = {p_fisher:.3f}")
 
-# %% jupyter={"source_hidden": true}
-check("3.8 · is 7 of 9 different from 27 of 30?",
-      ("p = 0.572: no evidence either way", abs(p_fisher - 0.5716) < 1e-4),
-      ("the test is symmetric in the two samples", abs(fisher_exact_2x2(27, 30, 7, 9) - p_fisher) < 1e-12))
-
 # %% [markdown]
 # No evidence either way: on this few questions a maths gain of 12 points cannot be told from chance. How many
 # questions would it take? The half-width of an interval shrinks like $1/\sqrt n$:
@@ -741,12 +779,33 @@ rows = [[n, *[(wilson_interval(round(p * n), n)[1] - wilson_interval(round(p * n
         for n in (30, 100, 300, 1319)]
 markdown_table(["questions n", "± at 50% accuracy", "± at 90% accuracy"], rows, floatfmt=".3f")
 
-# %%
-assert rows[0][1] > 0.16 and rows[-1][1] < 0.03      # 30 questions: ±17 points; GSM8K's 1,319 test: ±2.7
-
 # %% [markdown]
-# Notebook 05 therefore evaluates on GSM8K's *test* split (the tutorial's 30 questions came from the train
-# split), reports strict and lenient accuracy and the format rate separately, each with its interval.
+# At 50% accuracy, 30 questions give ±17 points; GSM8K's 1,319 test questions ±2.7. Notebook 05 therefore
+# evaluates on GSM8K's *test* split (the tutorial's 30 questions came from the train split), reports strict and
+# lenient accuracy and the format rate separately, each with its interval.
+
+# %% jupyter={"source_hidden": true}
+verdicts = {name: list(judge(text, "18").values()) for name, text in graded.items()}
+check("3.8 · strict vs lenient accuracy",
+      ("tagged and right: strict, lenient, format", verdicts["tagged, right"] == [True, True, True]),
+      ("untagged and right: lenient only", verdicts["untagged, right"] == [False, True, False]),
+      ("tagged and wrong: format only", verdicts["tagged, wrong"] == [False, False, True]),
+      ("right, then a run-on: strictly wrong", verdicts["right, then a run-on"][0] is False),
+      ("judge agrees with strict_correct and lenient_correct",
+       all(judge(t, "18")["strict"] == strict_correct(t, "18") and judge(t, "18")["lenient"] == lenient_correct(t, "18")
+           for t in graded.values())),
+      ("strict = tagged rate × accuracy when tagged",
+       abs(split["before"][0] - split["before"][1] * split["before"][2]) < 1e-12),
+      ("strict accuracy 23.33% before, 90% after",
+       round(split["before"][0] * 100, 2) == 23.33 and split["after"][0] == 0.9),
+      ("the format gain is over 4x the maths gain (54.4 vs 12.2 points)", format_gain > 4 * maths_gain),
+      ("the inline Wilson interval is the library's",
+       all(all(abs(a - b) < 1e-4 for a, b in zip(intervals[name], wilson_interval(k, n))) for name, (k, n) in bars.items())),
+      ("27 of 30: [0.744, 0.965]", tuple(round(x, 3) for x in wilson_interval(27, 30)) == (0.744, 0.965)),
+      ("7 of 9: [0.453, 0.937], 0.90 near its top", tuple(round(x, 3) for x in wilson_interval(7, 9)) == (0.453, 0.937)),
+      ("Fisher: p = 0.572, no evidence either way", abs(p_fisher - 0.5716) < 1e-4),
+      ("the test is symmetric in the two samples", abs(fisher_exact_2x2(27, 30, 7, 9) - p_fisher) < 1e-12),
+      ("30 questions: over ±16 points; 1,319: under ±3", rows[0][1] > 0.16 and rows[-1][1] < 0.03))
 
 # %% [markdown]
 # ## 3.9 Reward distributions per group
@@ -775,16 +834,10 @@ for n, p in enumerate(questions):
 c = [[{"content": t}] for t in texts]
 r_combined = torch.tensor(combined_reward([None] * len(c), c, golds), dtype=torch.float64).view(N, G)    # (N, G)
 r_correct = torch.tensor(correctness_reward([None] * len(c), c, golds), dtype=torch.float64).view(N, G)  # (N, G)
+print(f"reward values: {sorted(set(r_combined.unique().tolist()))}; mean of the p(right) = 0.90 group: "
+      f"{r_combined[-1].mean():.2f} ({int((r_combined[-1] > 0).sum())} of {G} tagged)")
 plots.reward_strips(r_combined, group_advantages(r_combined),
                     labels=[f"p(right) = {p:.2f}" for p in p_right.tolist()])
-
-# %%
-assert r_combined.shape == (N, G)
-assert set(r_combined.unique().tolist()) <= {0.0, 0.8, 2.8}
-# here a combined value fixes both of its parts, so a flat combined group is flat in correctness too
-assert zero_std_fraction(r_combined) <= zero_std_fraction(r_correct)
-assert torch.allclose(group_advantages(r_combined).sum(dim=-1), torch.zeros(N, dtype=torch.float64), atol=1e-9)
-assert r_combined[-1].mean() < 1.0 < 2.8                     # p(right) = 0.90, yet most answers are untagged: 0
 
 # %% [markdown]
 # Three kinds of reward appear: 0 (untagged, right or wrong), 0.8 (tagged but wrong) and 2.8 (tagged and
@@ -798,8 +851,20 @@ assert r_combined[-1].mean() < 1.0 < 2.8                     # p(right) = 0.90, 
 # %%
 zero_std_fraction(r_correct), zero_std_fraction(r_combined)
 
-# %%
-assert 0 <= zero_std_fraction(r_combined) <= zero_std_fraction(r_correct) <= 1
+# %% [markdown]
+# The format reward never adds flat groups here. Each combined value (0, 0.8 or 2.8) fixes both of its parts,
+# so a group that is flat in the combined reward is flat in correctness too; the reverse fails whenever a group
+# with no tagged right answer mixes tagged and untagged completions.
+
+# %% jupyter={"source_hidden": true}
+check("3.9 · reward distributions per group",
+      ("rewards (N, G) = (8, 12)", r_combined.shape == (N, G)),
+      ("three values only: 0, 0.8, 2.8", set(r_combined.unique().tolist()) <= {0.0, 0.8, 2.8}),
+      ("each group's advantages sum to 0",
+       torch.allclose(group_advantages(r_combined).sum(dim=-1), torch.zeros(N, dtype=torch.float64), atol=1e-9)),
+      ("the p(right) = 0.90 group averages under 1.0 (most answers untagged)", bool(r_combined[-1].mean() < 1.0 < 2.8)),
+      ("flat groups: combined ≤ correctness alone",
+       0 <= zero_std_fraction(r_combined) <= zero_std_fraction(r_correct) <= 1))
 
 
 # %% [markdown]
