@@ -123,12 +123,9 @@ o_len = mask.sum(-1)                                                            
 print(f"B = {B} completions, P = {P} prompt positions, T = {T} completion positions")
 o_len
 
-# %%
-assert input_ids.shape == (B, P + T) and mask.shape == (B, T)
-assert o_len.tolist() == [len(tok(c).input_ids) + 1 for c in completions]   # every character + the EOS
-assert (o.input_ids[mask == 0] == tok.pad_token_id).all()                   # what the mask drops is padding
-
 # %% [markdown]
+# Each $|o_i|$ is the completion's characters plus its EOS, and every position the mask drops is padding.
+#
 # First the tutorial's way, written out: one forward pass over the whole prompt + completion, a log-softmax
 # over the whole vocabulary at every position, then `gather` picks the row entry of the token that actually
 # came next. Only the last $T$ positions are completion tokens.
@@ -159,19 +156,27 @@ with torch.no_grad():
 print("logits computed: naive", tuple(logits.shape), " token_logprobs", tuple(kept.shape))
 (logp - logp_mine).abs().max()
 
-# %%
-assert torch.allclose(logp_naive, logp_mine, atol=1e-5)
-assert torch.allclose(logp, logp_mine, atol=1e-5)                     # from here on: the library version
-assert kept.shape == (B, T + 1, V)
-assert torch.allclose(kept, logits[:, -(T + 1):], atol=1e-4)          # the same rows, the prompt's never computed
-assert (logp <= 0).all()                                              # log-probabilities
-
 # %% [markdown]
+# `logits_to_keep` computed the same last $T+1$ rows of logits as the full pass, and never the prompt's. From
+# here on we use the library version.
+#
 # The row-by-row log-softmax is `selective_log_softmax`. For fp32 logits it is the identity
 # $\log\operatorname{softmax}(z)_k = z_k - \operatorname{logsumexp}(z)$, one $(T, V)$ row at a time:
 
 # %%
 show_source(selective_log_softmax)
+
+# %% jupyter={"source_hidden": true}
+check("4.1 · per-token log-probabilities",
+      ("the batch is (B, P+T), the mask (B, T)", input_ids.shape == (B, P + T) and mask.shape == (B, T)),
+      ("|o_i| is every character plus the EOS", o_len.tolist() == [len(tok(c).input_ids) + 1 for c in completions]),
+      ("what the mask drops is padding", bool((o.input_ids[mask == 0] == tok.pad_token_id).all())),
+      ("naive_token_logprobs equals the written-out version", torch.allclose(logp_naive, logp_mine, atol=1e-5)),
+      ("token_logprobs equals it too", torch.allclose(logp, logp_mine, atol=1e-5)),
+      ("logits_to_keep computes (B, T+1, V) logits", kept.shape == (B, T + 1, V)),
+      ("logits_to_keep's rows are the full pass's last T+1 rows",
+       torch.allclose(kept, logits[:, -(T + 1):], atol=1e-4)),
+      ("log-probabilities are ≤ 0", bool((logp <= 0).all())))
 
 # %% [markdown]
 # ## 4.2 What the naive way costs at Qwen's vocabulary
@@ -195,20 +200,21 @@ sizes = {
 markdown_table(["tensor", "numbers", "GB in fp32", "GB in bf16"],
                [(name, f"{n:,}", n * 4 / 1e9, n * 2 / 1e9) for name, n in sizes.items()], floatfmt=".2f")
 
-# %%
-naive_bf16_gb = B_tut * L_tut * V_qwen * 2 / 1e9
-assert V_qwen == 151_936
-assert 13.9 < naive_bf16_gb < 14.1                                  # ~14 GB per materialised bf16 copy
-assert 2 * B_tut * L_tut * V_qwen * 4 / 1e9 > 50                    # fp32 logits + log-softmax: over 50 GB
-assert (T_tut + 1) * V_qwen * 4 / 1e9 < 0.25                        # the row-wise temporary: a quarter GB
-assert 0.70 < (T_tut + 1) / L_tut < 0.75                            # logits_to_keep saves the prompt's ~27%
-
 # %% [markdown]
 # So the naive version needs about 14 GB for *one* bf16 copy of the logits (28 GB in fp32), and a second
-# copy for the full log-softmax, before any gradient. Keeping only the completion positions saves the
-# prompt's quarter, and going row by row removes the second copy. The $(B, T, V)$ logits themselves remain
+# copy for the full log-softmax, before any gradient: over 50 GB in fp32. Keeping only the completion
+# positions (401 of about 550) saves the prompt's quarter, and going row by row removes the second copy: its
+# temporary is under a quarter of a GB. The $(B, T, V)$ logits themselves remain
 # the largest tensor of a GRPO step, which is why out-of-memory errors in GRPO usually point at the loss
 # (`trl#2709`, `trl#3678`), and why `token_logprobs` can also run the forward `chunk_size` rows at a time.
+
+# %% jupyter={"source_hidden": true}
+check("4.2 · what the naive way costs",
+      ("Qwen2.5's vocabulary: 151,936 tokens", V_qwen == 151_936),
+      ("one bf16 copy of the naive logits: about 14 GB", 13.9 < B_tut * L_tut * V_qwen * 2 / 1e9 < 14.1),
+      ("fp32 logits + their log-softmax: over 50 GB", 2 * B_tut * L_tut * V_qwen * 4 / 1e9 > 50),
+      ("the row-wise temporary: under a quarter GB", (T_tut + 1) * V_qwen * 4 / 1e9 < 0.25),
+      ("logits_to_keep keeps 70-75% of the positions", 0.70 < (T_tut + 1) / L_tut < 0.75))
 
 # %% [markdown]
 # ## 4.3 The ratio and the clipped surrogate (ε)
@@ -230,11 +236,6 @@ A = torch.tensor([1.0, -1.0])                          # (2,) a better- and a wo
 surr_mine = torch.minimum(rho * A[:, None],            # (2, 5); A[:, None] is (2, 1)
                           rho.clamp(1 - epsilon, 1 + epsilon) * A[:, None])
 surr_mine
-
-# %%
-assert torch.allclose(surr_mine, clipped_surrogate(rho.expand(2, 5), A, epsilon))   # the library's version
-assert surr_mine[0].tolist() == [0.5, 0.800000011920929, 1.0, 1.2000000476837158, 1.2000000476837158]
-assert torch.allclose(surr_mine[1], torch.tensor([-0.8, -0.8, -1.0, -1.2, -1.5]))
 
 # %% [markdown]
 # Read the two rows. With $A > 0$ the surrogate grows with $\rho$ until $1+\epsilon$ and then stays at
@@ -258,16 +259,31 @@ epsilon_slider()
 # What to look for: push ε toward 0 and the grey band shrinks onto $\rho = 1$, so the flat part starts right
 # at $\rho = 1$: no token gains anything by moving further from $\pi_{\theta_{old}}$ in the direction its
 # advantage favours. Widen ε and the policy may move further per batch before the gradient switches off.
-# The check below measures that claim with autograd at two values of ε, just beyond, inside and just below
-# the clip range:
+# Measure that claim with autograd at two values of ε, just beyond, inside and just below the clip range:
 
 # %%
+slopes = {}
 for eps in (0.1, 0.3):
     rho_t = torch.tensor([1 + eps + 0.05, 1.0, 1 - eps - 0.05], requires_grad=True)   # beyond, inside, below
     grad_pos, = torch.autograd.grad(clipped_surrogate(rho_t, torch.tensor(1.0), eps).sum(), rho_t)
     grad_neg, = torch.autograd.grad(clipped_surrogate(rho_t, torch.tensor(-1.0), eps).sum(), rho_t)
-    assert grad_pos.tolist() == [0.0, 1.0, 1.0], (eps, grad_pos)     # A > 0: zero gradient beyond 1 + eps
-    assert grad_neg.tolist() == [-1.0, -1.0, 0.0], (eps, grad_neg)   # A < 0: zero gradient below 1 - eps
+    slopes[eps] = (grad_pos.tolist(), grad_neg.tolist())
+    print(f"ε = {eps}: slope at ρ = 1+ε+0.05, 1, 1−ε−0.05:  A = +1 {grad_pos.tolist()}   A = −1 {grad_neg.tolist()}")
+
+# %% [markdown]
+# At both values of ε the slope is zero beyond $1+\epsilon$ for $A > 0$ and below $1-\epsilon$ for $A < 0$, and
+# the full $\pm 1$ everywhere else.
+
+# %% jupyter={"source_hidden": true}
+check("4.3 · the ratio and the clipped surrogate",
+      ("the written-out surrogate is the library's clipped_surrogate",
+       torch.allclose(surr_mine, clipped_surrogate(rho.expand(2, 5), A, epsilon))),
+      ("A = +1: ρ up to 1 + ε, then flat at 1.2",
+       surr_mine[0].tolist() == [0.5, 0.800000011920929, 1.0, 1.2000000476837158, 1.2000000476837158]),
+      ("A = −1: flat at −0.8 below 1 − ε, then −ρ",
+       torch.allclose(surr_mine[1], torch.tensor([-0.8, -0.8, -1.0, -1.2, -1.5]))),
+      ("A > 0: zero gradient beyond 1 + ε (ε = 0.1 and 0.3)", all(slopes[e][0] == [0.0, 1.0, 1.0] for e in slopes)),
+      ("A < 0: zero gradient below 1 − ε (ε = 0.1 and 0.3)", all(slopes[e][1] == [-1.0, -1.0, 0.0] for e in slopes)))
 
 # %% [markdown]
 # ## 4.4 The KL term: the k3 estimator
@@ -281,9 +297,6 @@ for eps in (0.1, 0.3):
 # %%
 exact_kl_extra_gb = B_tut * (T_tut + 1) * V_qwen * 2 / 1e9       # π_ref's logits at the tutorial's batch, bf16
 print(f"π_ref's (B, T+1, V) = ({B_tut}, {T_tut + 1}, {V_qwen:,}) logits in bf16: {exact_kl_extra_gb:.1f} GB")
-
-# %% jupyter={"source_hidden": true}
-check("4.4 · why not the exact KL", ("10.2 GB more, for the exact KL alone", 10.1 < exact_kl_extra_gb < 10.3))
 
 # %% [markdown]
 # So DeepSeekMath estimates the KL per sampled token with
@@ -313,19 +326,13 @@ markdown_table(["estimator", "mean over 20,000 tokens", "smallest value", "share
                 ("k3 = e^d - d - 1", k3.mean(), k3.min(), (k3 < 0).float().mean()),
                 ("exact KL", exact_kl, "", "")])
 
-# %%
-assert torch.allclose(k3, k3_mine, atol=1e-6)
-assert (k3 >= 0).all()                                                  # k3 is never negative ...
-assert (k1 < 0).float().mean() > 0.25                                   # ... k1 is, on every token with pi_theta < pi_ref
-assert torch.allclose((p_theta * kl_k3(p_theta.log(), p_ref.log())).sum(), exact_kl)  # E[k3] = KL exactly: unbiased
-assert abs(k3.mean() - exact_kl) < 3 * k3.std() / len(o_s) ** 0.5      # the sample mean, within 3 standard errors
-assert abs((p_theta * (p_ref / p_theta - 1)).sum()) < 1e-6              # k3 - k1 = e^d - 1 has mean 0 under pi_theta
-
 # %% [markdown]
 # Both estimators average to the exact KL: the figure shows each sampled token's value (left) and the
-# running means (right). k1 is negative whenever the sampled token is *less* likely under $\pi_\theta$ than
-# under $\pi_{ref}$, so a per-token or small-batch "KL" logged with k1 can read below zero
-# ("why is my KL negative?"). k3 adds $e^d - 1$, whose mean is 0, and stays $\ge 0$ on every token.
+# running means (right). Weighted by $\pi_\theta$ over the four tokens, k3's mean *is* the exact KL (it is
+# unbiased), and the mean over 20,000 samples lies within 3 standard errors of it. k1 is negative whenever the
+# sampled token is *less* likely under $\pi_\theta$ than under $\pi_{ref}$ (here on 30% of the tokens), so a
+# per-token or small-batch "KL" logged with k1 can read below zero ("why is my KL negative?"). k3 adds
+# $e^d - 1$, whose mean under $\pi_\theta$ is $\sum_o \pi_{ref}(o) - 1 = 0$, and stays $\ge 0$ on every token.
 
 # %%
 plots.kl_estimators(k1[:5000], k3[:5000], exact_kl.item())
@@ -353,11 +360,28 @@ grads = {name: torch.autograd.grad(value, z, retain_graph=True)[0] for name, val
 markdown_table(["objective", "value", "gradient wrt the 4 logits"],
                [(name, objectives[name].item(), [round(g, 4) for g in grads[name].tolist()]) for name in grads])
 
-# %%
-assert torch.allclose(objectives["E[k3] as in the loss"], objectives["KL(pi_theta ‖ pi_ref)"])   # value: right KL
-assert torch.allclose(grads["E[k3] as in the loss"], grads["KL(pi_ref ‖ pi_theta)"], atol=1e-6)   # gradient: other KL
-assert not torch.allclose(grads["E[k3] as in the loss"], grads["KL(pi_theta ‖ pi_ref)"], atol=1e-2)
-assert torch.allclose(grads["E[rho * k3] (V3.2 fix)"], grads["KL(pi_theta ‖ pi_ref)"], atol=1e-6)
+# %% [markdown]
+# The value of E[k3] is KL($\pi_\theta\|\pi_{ref}$), 0.6068; its gradient is the other KL's, and clearly not the
+# one the paper writes. With the ratio in front, value and gradient are both the paper's KL.
+
+# %% jupyter={"source_hidden": true}
+check("4.4 · the KL term",
+      ("the exact KL would need 10.2 GB more, for π_ref's logits alone", 10.1 < exact_kl_extra_gb < 10.3),
+      ("kl_k3 is e^d − d − 1", torch.allclose(k3, k3_mine, atol=1e-6)),
+      ("k3 is never negative", bool((k3 >= 0).all())),
+      ("k1 is, on over 25% of the sampled tokens", bool((k1 < 0).float().mean() > 0.25)),
+      ("E[k3] under π_θ is the exact KL: unbiased",
+       torch.allclose((p_theta * kl_k3(p_theta.log(), p_ref.log())).sum(), exact_kl)),
+      ("the sample mean is within 3 standard errors", bool(abs(k3.mean() - exact_kl) < 3 * k3.std() / len(o_s) ** 0.5)),
+      ("k3 − k1 = e^d − 1 has mean 0 under π_θ", bool(abs((p_theta * (p_ref / p_theta - 1)).sum()) < 1e-6)),
+      ("the value of E[k3] is KL(π_θ ‖ π_ref)",
+       torch.allclose(objectives["E[k3] as in the loss"], objectives["KL(pi_theta ‖ pi_ref)"])),
+      ("its gradient is KL(π_ref ‖ π_θ)'s",
+       torch.allclose(grads["E[k3] as in the loss"], grads["KL(pi_ref ‖ pi_theta)"], atol=1e-6)),
+      ("the gradient of E[k3] is not KL(π_θ ‖ π_ref)'s",
+       not torch.allclose(grads["E[k3] as in the loss"], grads["KL(pi_theta ‖ pi_ref)"], atol=1e-2)),
+      ("E[ρ k3] has the gradient of KL(π_θ ‖ π_ref)",
+       torch.allclose(grads["E[rho * k3] (V3.2 fix)"], grads["KL(pi_theta ‖ pi_ref)"], atol=1e-6)))
 
 # %% [markdown]
 # ## 4.5 The whole per-token objective (β)
@@ -384,10 +408,10 @@ beta_slider()
 # $\rho = 1$ ($\pi_\theta = \pi_{ref}$); inside, it bends the curve down on both sides of 1. The dot, the best
 # $\rho$ for that token, stays at the clip edge over the whole slider range (it only moves inside once
 # β > 3.2 for $A < 0$, β > 7.2 for $A > 0$): the KL term does not stop one step early, it keeps the policy
-# from drifting away from $\pi_{ref}$ over many. The check measures the slope with autograd at two values
-# of β: at $\rho = 1.5$ with $A = +1$ (beyond $1+\epsilon$) it is exactly the KL term's
-# $-\beta(\rho-1)/\rho^2$, zero when β = 0; at $\rho = 0.6$ with $A = -1$ (below $1-\epsilon$) it is
-# positive for β > 0; and at β = 2 the slope still points towards the clip edge from both sides of it.
+# from drifting away from $\pi_{ref}$ over many. Measure the slope with autograd at two values of β: at
+# $\rho = 1.5$ with $A = +1$ (beyond $1+\epsilon$) it is exactly the KL term's $-\beta(\rho-1)/\rho^2$, zero when
+# β = 0; at $\rho = 0.6$ with $A = -1$ (below $1-\epsilon$) it is positive for β > 0; and at β = 2 the slope still
+# points towards the clip edge from both sides of it.
 
 # %%
 def objective_slope(rho_value: float, A_value: float, beta: float, epsilon: float = 0.2) -> float:
@@ -398,11 +422,25 @@ def objective_slope(rho_value: float, A_value: float, beta: float, epsilon: floa
     return torch.autograd.grad(J, rho_t)[0].item()
 
 for beta in (0.0, 0.5):
-    assert math.isclose(objective_slope(1.5, +1.0, beta), -beta * 0.5 / 1.5**2, abs_tol=1e-12)
-    assert math.isclose(objective_slope(0.6, -1.0, beta), -beta * (0.6 - 1) / 0.6**2, abs_tol=1e-12)
-assert objective_slope(1.5, +1.0, 0.0) == 0.0 and objective_slope(0.6, -1.0, 0.5) > 0
-assert objective_slope(1.199, +1.0, 2.0) > 0 > objective_slope(1.201, +1.0, 2.0)   # A > 0: best at 1 + eps
-assert objective_slope(0.799, -1.0, 2.0) > 0 > objective_slope(0.801, -1.0, 2.0)   # A < 0: best at 1 - eps
+    print(f"β = {beta}: slope at ρ = 1.5, A = +1: {objective_slope(1.5, +1.0, beta):+.4f} "
+          f"(−β(ρ−1)/ρ² = {0.0 - beta * 0.5 / 1.5**2:+.4f});  at ρ = 0.6, A = −1: {objective_slope(0.6, -1.0, beta):+.4f} "
+          f"({-beta * (0.6 - 1) / 0.6**2:+.4f})")
+print("β = 2, around the clip edges: A = +1 at ρ = 1.199, 1.201:",
+      [round(objective_slope(x, +1.0, 2.0), 3) for x in (1.199, 1.201)],
+      "  A = −1 at ρ = 0.799, 0.801:", [round(objective_slope(x, -1.0, 2.0), 3) for x in (0.799, 0.801)])
+
+# %% jupyter={"source_hidden": true}
+check("4.5 · the whole per-token objective",
+      ("beyond 1 + ε (A = +1) the slope is exactly −β(ρ−1)/ρ², β = 0 and 0.5",
+       all(math.isclose(objective_slope(1.5, +1.0, b), -b * 0.5 / 1.5**2, abs_tol=1e-12) for b in (0.0, 0.5))),
+      ("below 1 − ε (A = −1) likewise", all(math.isclose(objective_slope(0.6, -1.0, b), -b * (0.6 - 1) / 0.6**2,
+                                                         abs_tol=1e-12) for b in (0.0, 0.5))),
+      ("β = 0: zero slope beyond the clip; β > 0: a pull back",
+       objective_slope(1.5, +1.0, 0.0) == 0.0 and objective_slope(0.6, -1.0, 0.5) > 0),
+      ("β = 2, A > 0: the best ρ is still the clip edge 1 + ε",
+       objective_slope(1.199, +1.0, 2.0) > 0 > objective_slope(1.201, +1.0, 2.0)),
+      ("β = 2, A < 0: the best ρ is still the clip edge 1 − ε",
+       objective_slope(0.799, -1.0, 2.0) > 0 > objective_slope(0.801, -1.0, 2.0)))
 
 # %% [markdown]
 # ## 4.6 Why the loss reads 0 at the first step, while the gradient does not
@@ -445,14 +483,11 @@ grad_norm = torch.sqrt(sum((g ** 2).sum() for g in g_grpo))
 print(f"grpo_loss = {loss.item():.2e} (beta = 0: {loss_beta0.item():.2e})   REINFORCE loss = {reinforce.item():.2e}"
       f"   gradient norm = {grad_norm.item():.4f}")
 
-# %%
-assert abs(loss.item()) < 1e-6 and abs(loss_beta0.item()) < 1e-6        # value 0: rho = 1, A sums to 0 per group
-assert grad_norm > 1e-2                                                  # ... the gradient is not 0
-assert all(torch.allclose(a, b, atol=1e-7) for a, b in zip(g_grpo, g_reinforce))   # ... it is REINFORCE's
-assert all(torch.allclose(a, b, atol=1e-7) for a, b in zip(g_beta0, g_reinforce))  # with or without the KL term
-assert stats["ratio_mean"] == 1.0 and stats["clip_fraction"] == 0.0 and stats["kl"] == 0.0
-
 # %% [markdown]
+# Both claims hold: the loss is 0 (to float rounding) with β = 0.04 and with β = 0, and its gradient, far from
+# 0, is REINFORCE's on every weight, with or without the KL term; the statistics read ρ = 1, nothing clipped,
+# KL 0.
+#
 # Later in training $\pi_{ref}$ stays the starting model while $\pi_\theta$ moves, so $k_3 > 0$. With μ = 1
 # the surrogate part still sums to 0, and the loss reads exactly β times the KL, averaged per completion
 # then over completions. That is the tutorial's logged curve: 0.0000 at step 1, about 0.005 by step 500.
@@ -467,15 +502,30 @@ with torch.no_grad():
     for p in ref_model.parameters():
         p.add_(0.02 * torch.randn_like(p))                              # a pi_ref the policy has drifted away from
     logp_ref = token_logprobs(ref_model, input_ids, attention_mask, logits_to_keep=T)   # (B, T)
-loss, stats = grpo_loss(logp, logp_old, logp_ref, A, mask, epsilon=0.2, beta=0.04)
+loss_drift, stats_drift = grpo_loss(logp, logp_old, logp_ref, A, mask, epsilon=0.2, beta=0.04)
 kl_per_seq = ((kl_k3(logp, logp_ref) * mask).sum(-1) / o_len).mean()   # 1/G sum_i 1/|o_i| sum_t k3
-print(f"loss = {loss.item():.6f}   beta * per-sequence KL = {0.04 * kl_per_seq.item():.6f}"
-      f"   beta * stats['kl'] (token mean) = {0.04 * stats['kl'].item():.6f}")
+print(f"loss = {loss_drift.item():.6f}   beta * per-sequence KL = {0.04 * kl_per_seq.item():.6f}"
+      f"   beta * stats['kl'] (token mean) = {0.04 * stats_drift['kl'].item():.6f}")
 
-# %%
-assert math.isclose(loss.item(), 0.04 * kl_per_seq.item(), rel_tol=1e-4)     # the loss IS beta * KL
-assert loss.item() > 0
-assert not math.isclose(loss.item(), 0.04 * stats["kl"].item(), rel_tol=1e-3)  # the token-mean KL differs a little
+# %% [markdown]
+# The loss is β times the per-sequence KL, positive; β times the token-mean `kl` differs from it a little.
+
+# %% jupyter={"source_hidden": true}
+check("4.6 · loss 0, gradient not",
+      ("first step: the loss is 0 with β = 0.04 and with β = 0",
+       abs(loss.item()) < 1e-6 and abs(loss_beta0.item()) < 1e-6),
+      ("first step: the gradient is not 0 (norm > 0.01)", bool(grad_norm > 1e-2)),
+      ("first step: the gradient is REINFORCE's on every weight",
+       all(torch.allclose(a, b, atol=1e-7) for a, b in zip(g_grpo, g_reinforce))),
+      ("first step, β = 0: the gradient is REINFORCE's too",
+       all(torch.allclose(a, b, atol=1e-7) for a, b in zip(g_beta0, g_reinforce))),
+      ("ρ = 1, nothing clipped, KL 0",
+       stats["ratio_mean"] == 1.0 and stats["clip_fraction"] == 0.0 and stats["kl"] == 0.0),
+      ("after drift the loss is β × the per-sequence KL",
+       math.isclose(loss_drift.item(), 0.04 * kl_per_seq.item(), rel_tol=1e-4)),
+      ("after drift the loss is positive", loss_drift.item() > 0),
+      ("β × the token-mean kl differs from it",
+       not math.isclose(loss_drift.item(), 0.04 * stats_drift["kl"].item(), rel_tol=1e-3)))
 
 # %% [markdown]
 # ## 4.7 μ > 1: now clipping binds
@@ -503,18 +553,19 @@ for update in range(1, mu + 1):
     rows.append([update, loss.item(), stats["ratio_mean"].item(), stats["clip_fraction"].item(), stats["kl"].item()])
 markdown_table(["update", "loss", "ratio_mean", "clip_fraction", "kl"], rows)
 
-# %%
-clip_fraction = [row[3] for row in rows]
-assert clip_fraction[0] == 0.0 and rows[0][2] == 1.0          # update 1: rho = 1, nothing clipped
-assert clip_fraction[-1] > 0.1                                 # by update mu many tokens are clipped
-assert clip_fraction[-1] > clip_fraction[1]                    # and the share grows with the updates
-assert rows[-1][1] < rows[1][1] < 0                            # the loss is no longer 0, and it goes down
-
 # %% [markdown]
 # The first update is exactly the μ = 1 case. After it, the ratios spread, and each further update pushes
 # more tokens past the clip edge in the direction their advantage favours; those tokens stop contributing
 # gradient, which is what bounds how far one batch can move the policy. Note the loss: it is no longer 0,
 # and it goes *down* as the surrogate improves, unlike the μ = 1 curve that reads β·KL.
+
+# %% jupyter={"source_hidden": true}
+clip_fraction = [row[3] for row in rows]
+check("4.7 · μ > 1: now clipping binds",
+      ("update 1: ρ = 1, nothing clipped", clip_fraction[0] == 0.0 and rows[0][2] == 1.0),
+      ("by update μ = 8 over 10% of the tokens are clipped", clip_fraction[-1] > 0.1),
+      ("the share grows with the updates", clip_fraction[-1] > clip_fraction[1]),
+      ("the loss is no longer 0, and it goes down", rows[-1][1] < rows[1][1] < 0))
 
 # %% [markdown]
 # ## 4.8 `loss_type`: how the tokens are averaged, and the length bias
@@ -549,18 +600,10 @@ for loss_type in ("grpo", "bnpo", "dr_grpo", "dapo"):
 markdown_table(["loss_type", "first-step loss", "push per token o_1", "o_2 (long, wrong)", "o_3 (short, right)"],
                [(lt, first_loss[lt], *push[lt]) for lt in push], floatfmt=".5f")
 
-# %%
-G_len, n_tok = 3, sum(lengths)
-for i, (a, n) in enumerate(zip(A_len.tolist(), lengths)):
-    assert math.isclose(push["grpo"][i], a / (G_len * n), abs_tol=1e-7)       # 1/(G |o_i|): shorter, stronger
-    assert math.isclose(push["dapo"][i], a / n_tok, abs_tol=1e-7)             # 1/sum|o|: every token alike
-    assert math.isclose(push["dr_grpo"][i], a / (G_len * L_max), abs_tol=1e-7)
-assert push["bnpo"] == push["dapo"]                                           # one batch, one process: identical
-assert math.isclose(push["grpo"][1], -push["grpo"][2] / 2, rel_tol=1e-5)      # grpo: long wrong pushed half as hard
-assert all(math.isclose(abs(push["grpo"][i]) * lengths[i], 1 / 3, rel_tol=1e-5) for i in (1, 2))  # per completion: 1/3
-assert abs(first_loss["grpo"]) < 1e-7                                         # -mean(A) = 0
-assert math.isclose(first_loss["dapo"], 60 / 220, rel_tol=1e-6)               # +0.273 = -(120*-1 + 60*1) / 220
-assert math.isclose(first_loss["dr_grpo"], 60 / (3 * 400), rel_tol=1e-6)     # +0.05
+# %% [markdown]
+# By hand, with $a_i = A_i$: `grpo` pushes each token of $o_i$ by $a_i / (G\,|o_i|)$, shorter completions harder;
+# `dapo` by $a_i / \sum_j |o_j|$ = $a_i/220$, every token alike; `dr_grpo` by $a_i / (G \cdot L_{max})$ =
+# $a_i/1200$. In one batch on one process `bnpo` is `dapo`.
 
 # %%
 plots.loss_type_token_weights(push, lengths, A_len.tolist(), first_loss)
@@ -574,7 +617,8 @@ plots.loss_type_token_weights(push, lengths, A_len.tolist(), first_loss)
 # each), which is exactly what makes the per-token push depend on length. Under `bnpo`, `dr_grpo` and `dapo`
 # every token gets the same $|$push$|$; `dr_grpo` only rescales by a constant.
 #
-# The first-step value is a diagnostic too: `grpo` reads 0, but `dapo` reads $+0.273$, because its
+# The first-step value is a diagnostic too: `grpo` reads 0 ($-\operatorname{mean}(A)$), but `dapo` reads
+# $+0.273 = -(120 \cdot (-1) + 60 \cdot 1)/220$ and `dr_grpo` $+0.05 = 60/(3 \cdot 400)$, because their
 # length-weighted mean of $-A$ is positive when the below-average answers are longer. A positive `dapo`
 # loss at μ = 1 says "the wrong answers are the long ones".
 #
@@ -584,6 +628,7 @@ plots.loss_type_token_weights(push, lengths, A_len.tolist(), first_loss)
 
 # %%
 halves = [[0, 1], [2]]                                      # rank 0 holds o_1, o_2; rank 1 holds o_3
+n_tok = sum(lengths)                                        # 220 tokens in the global batch
 total = {}
 for loss_type in ("bnpo", "dapo"):
     parts = []
@@ -595,9 +640,9 @@ for loss_type in ("bnpo", "dapo"):
     total[loss_type] = sum(parts) / 2                       # DDP averages the two ranks' gradients
 {name: round(value, 4) for name, value in total.items()}
 
-# %%
-assert math.isclose(total["dapo"], first_loss["dapo"], rel_tol=1e-6)     # dapo: same as one big batch
-assert not math.isclose(total["bnpo"], first_loss["bnpo"], rel_tol=1e-2)  # bnpo: depends on how the batch is split
+# %% [markdown]
+# `dapo` gives the one-batch value, +0.2727, however the batch is split; `bnpo`'s total changes with the split
+# (−0.125 here), because each rank divides by its own tokens.
 
 # %% [markdown]
 # **Is this what TRL computes?** TRL's `GRPOTrainer` has the same four `loss_type`s. `grpo_lib.trl_compare.agreement`
@@ -613,9 +658,38 @@ from grpo_lib.trl_compare import INSTALL_HINT, agreement, trl_available
 
 if trl_available():
     trl_rows = agreement()                      # TRL's _compute_loss vs grpo_loss on one batch, per loss_type
-    assert all(r["|Δ loss|"] < 1e-5 and r["max |Δ grad| / max |grad|"] < 1e-4 for r in trl_rows)
 else:
+    trl_rows = None
     print(INSTALL_HINT)
+
+# %% [markdown]
+# For every `loss_type` the two losses agree to within $10^{-5}$ and the gradients to within $10^{-4}$ of the
+# largest gradient entry.
+
+# %% jupyter={"source_hidden": true}
+G_len = 3
+trl_facts = [("TRL agrees: |Δ loss| < 1e-5 and max |Δ grad| / max |grad| < 1e-4 for every loss_type",
+              all(r["|Δ loss|"] < 1e-5 and r["max |Δ grad| / max |grad|"] < 1e-4 for r in trl_rows))] if trl_rows else []
+check("4.8 · loss_type and the length bias",
+      ("grpo: each token pushed by A_i / (G |o_i|)",
+       all(math.isclose(push["grpo"][i], a / (G_len * n), abs_tol=1e-7)
+           for i, (a, n) in enumerate(zip(A_len.tolist(), lengths)))),
+      ("dapo: by A_i / Σ|o|, every token alike",
+       all(math.isclose(push["dapo"][i], a / n_tok, abs_tol=1e-7) for i, a in enumerate(A_len.tolist()))),
+      ("dr_grpo: by A_i / (G L_max)",
+       all(math.isclose(push["dr_grpo"][i], a / (G_len * L_max), abs_tol=1e-7) for i, a in enumerate(A_len.tolist()))),
+      ("one batch, one process: bnpo is dapo", push["bnpo"] == push["dapo"]),
+      ("grpo: the long wrong answer is pushed half as hard per token",
+       math.isclose(push["grpo"][1], -push["grpo"][2] / 2, rel_tol=1e-5)),
+      ("grpo: ±1/3 per completion",
+       all(math.isclose(abs(push["grpo"][i]) * lengths[i], 1 / 3, rel_tol=1e-5) for i in (1, 2))),
+      ("first-step loss: grpo 0", abs(first_loss["grpo"]) < 1e-7),
+      ("first-step loss: dapo +0.273 = 60/220", math.isclose(first_loss["dapo"], 60 / 220, rel_tol=1e-6)),
+      ("first-step loss: dr_grpo +0.05 = 60/1200", math.isclose(first_loss["dr_grpo"], 60 / (3 * 400), rel_tol=1e-6)),
+      ("split over two ranks, dapo is the one-batch value", math.isclose(total["dapo"], first_loss["dapo"], rel_tol=1e-6)),
+      ("split over two ranks, bnpo is not the one-batch value",
+       not math.isclose(total["bnpo"], first_loss["bnpo"], rel_tol=1e-2)),
+      *trl_facts)
 
 # %% [markdown]
 # ## 4.9 One GRPO step on the tiny model, end to end
@@ -658,10 +732,6 @@ markdown_table(["i", "completion", "reward", "A"],
                [(i, t.replace("\n", " "), r_e2e[i].item(), A_e2e[i].item()) for i, t in enumerate(texts)],
                floatfmt=".3f")
 
-# %%
-assert 0 < (r_e2e > 0).sum() < G_e2e                     # a mixed group
-assert abs(A_e2e.sum().item()) < 1e-5 and ((A_e2e > 0) == (r_e2e > r_e2e.mean())).all()
-
 # %% [markdown]
 # One step. The old and the reference log-probabilities both come from the model before the step (μ = 1,
 # first iteration); `grpo_loss` gives the loss, `clip_grad_norm_` the gradient norm (and caps it at 1, as
@@ -691,13 +761,6 @@ markdown_table(["i", "A", "pi(o_i) before", "pi(o_i) after", "change in log pi(o
                [(i, A_e2e[i].item(), seq_before[i].exp().item(), seq_after[i].exp().item(), delta[i].item())
                 for i in range(G_e2e)], floatfmt=".4g")
 
-# %%
-assert abs(loss.item()) < 1e-6 and grad_norm > 0              # 4.6 again: value 0, gradient not 0
-assert loss_after.item() < 0                                  # the step improved the objective on this batch
-assert (delta[A_e2e > 0] > 0).all()                           # every above-average completion became more likely
-assert (delta[A_e2e < 0] < 0).all()                           # here both below-average ones became less likely
-
-
 # %% [markdown]
 # The loss printed 0 before the step, yet the step did what the advantages asked: every completion that
 # beat its group's mean became more likely, and the loss on the same batch is now negative (the objective
@@ -706,6 +769,17 @@ assert (delta[A_e2e < 0] < 0).all()                           # here both below-
 # reasoning with one wrong digit) are pushed up by the right answers, and when the shared part outweighs the
 # differing digits the net change of a wrong completion can be positive. It does not happen in this batch.
 # Notebook 05 repeats this step for many batches.
+
+# %% jupyter={"source_hidden": true}
+check("4.9 · one GRPO step on the tiny model",
+      ("the group is mixed", bool(0 < (r_e2e > 0).sum() < G_e2e)),
+      ("its advantages sum to 0, positive exactly for the above-average rewards",
+       abs(A_e2e.sum().item()) < 1e-5 and bool(((A_e2e > 0) == (r_e2e > r_e2e.mean())).all())),
+      ("4.6 again: the loss is 0, the gradient is not", abs(loss.item()) < 1e-6 and bool(grad_norm > 0)),
+      ("after the step the loss on the same batch is negative", loss_after.item() < 0),
+      ("every above-average completion became more likely", bool((delta[A_e2e > 0] > 0).all())),
+      ("here both below-average ones became less likely", bool((delta[A_e2e < 0] < 0).all())))
+
 
 # %% [markdown]
 # ## Summary
