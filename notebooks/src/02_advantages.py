@@ -289,7 +289,8 @@ check("2.3 · sample or population std, and the floor",
       ("the floor silences it (|A| < 1e-10)", bool(advantages_by_hand(r_noise).abs().max() < 1e-10)),
       ("exactly equal rewards without a floor: the hand-written version gives NaN",
        bool(torch.isnan(advantages_by_hand(flat, std_floor=0.0)).all())),
-      ("... and the library exact zeros", torch.equal(group_advantages(flat, std_floor=0.0), torch.zeros(1, 3))))
+      ("exactly equal rewards without a floor: the library gives exact zeros",
+       torch.equal(group_advantages(flat, std_floor=0.0), torch.zeros(1, 3))))
 
 # %% [markdown]
 # ## 2.4 Groups that teach nothing
@@ -313,8 +314,8 @@ gradient_of_group(torch.tensor([[1.0, 0.0, 2.0, 1.0]])), gradient_of_group(torch
 
 # %% [markdown]
 # The mixed group moves every logit; the group that scored 2, 2, 2, 2 gives exactly zero, not a small number,
-# and so does one that scored 0, 0, 0, 0. (With $\beta > 0$ and a policy that has drifted from $\pi_{ref}$, the KL term still pulls on such a group,
-# as notebook 01 showed; the *reward* says nothing.)
+# and so does one that scored 0, 0, 0, 0. (With $\beta > 0$ and a policy that has drifted from $\pi_{ref}$, the KL
+# term still pulls on such a group, as notebook 01 showed; the *reward* says nothing.)
 #
 # A common puzzle in logs (trl#3857): the batch's reward std is clearly non-zero while every group's std
 # is zero. A batch holding one solved question and one hopeless one has exactly that, and learns nothing,
@@ -425,10 +426,11 @@ check("2.4 · groups that teach nothing",
        bool(gradient_of_group(torch.tensor([[1.0, 0.0, 2.0, 1.0]])).abs().sum() > 0.1)),
       ("an all-2 group gets exactly zero gradient",
        torch.equal(gradient_of_group(torch.tensor([[2.0, 2.0, 2.0, 2.0]])), torch.zeros(3))),
-      ("... and so does an all-0 group", torch.equal(gradient_of_group(torch.tensor([[0.0, 0.0, 0.0, 0.0]])), torch.zeros(3))),
+      ("an all-0 group gets exactly zero gradient too",
+       torch.equal(gradient_of_group(torch.tensor([[0.0, 0.0, 0.0, 0.0]])), torch.zeros(3))),
       ("solved + hopeless: the batch std looks healthy (> 0.5)", r_extremes.std().item() > 0.5),
-      ("... but every group is flat", zero_std_fraction(r_extremes) == 1.0),
-      ("... and A is exactly zero for scale = group, batch and none",
+      ("solved + hopeless: every group is flat", zero_std_fraction(r_extremes) == 1.0),
+      ("solved + hopeless: A is exactly zero for scale = group, batch and none",
        all(torch.equal(group_advantages(r_extremes, scale=s), torch.zeros(2, 4)) for s in ("group", "batch", "none"))),
       ("4,000 simulated groups match (1 − p)^G + p^G within 0.035, G = 4 and 16",
        all(torch.allclose(f, (1 - p) ** G + p**G, atol=0.035) for G, (p, f) in simulated.items())),
@@ -513,7 +515,8 @@ mixed = (k > 0) & (k < G)
 check("2.5 · scale = group, batch or none",
       ("hard question, lone right answer: A = 2.4749 with the group std",
        math.isclose(A["group"][0, 0].item(), 2.4749, rel_tol=1e-3)),
-      ("... and 1 − 1/8 = 0.875 with no scaling", math.isclose(A["none"][0, 0].item(), 0.875, rel_tol=1e-6)),
+      ("hard question, lone right answer: A = 1 − 1/8 = 0.875 with no scaling",
+       math.isclose(A["none"][0, 0].item(), 0.875, rel_tol=1e-6)),
       ("the solved question gets exactly zero under every scale", all(torch.equal(A[s][3], torch.zeros(8)) for s in A)),
       ("\"batch\" is \"none\" divided by one std for the whole batch",
        torch.allclose(A["batch"], A["none"] / (r_four.std() + 1e-4))),
@@ -691,7 +694,8 @@ r_tilde = (R - R.mean()) / (R.std() + 1e-4)                            # normali
 check("2.7 · outcome vs process supervision",
       ("o1's first token carries the sum of its 3 normalised step rewards",
        math.isclose(A_process[0, 0].item(), r_tilde[0:3].sum().item(), rel_tol=1e-5)),
-      ("o2's last step's tokens carry only that step's", math.isclose(A_process[1, 13].item(), r_tilde[5].item(), rel_tol=1e-5)),
+      ("o2's last step's tokens carry only that step's",
+       math.isclose(A_process[1, 13].item(), r_tilde[5].item(), rel_tol=1e-5)),
       ("process: o2's correct start beats o3's wrong one", bool(A_process[1, 0] > A_process[2, 0])),
       ("outcome: o2 and o3 are the same, token for token", torch.equal(A_outcome[1, :13], A_outcome[2, :13])),
       ("o2's slip takes more blame than its correct start", bool(A_process[1, 6] < A_process[1, 0])),

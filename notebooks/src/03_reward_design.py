@@ -96,7 +96,7 @@ check("3.1 · the format we ask for",
       ("the system prompt is the tutorial's string, newlines included",
        SYSTEM_PROMPT == "\nRespond in the following format:\n<reasoning>\n...\n</reasoning>\n<answer>\n...\n</answer>\n"),
       ("the well-formed completion: correctness 2.0", correctness_reward(["q"], completions, ["18"]) == [2.0]),
-      ("... format 0.8, together 2.8",
+      ("the well-formed completion: format 0.8, together 2.8",
        format_reward(completions) == [0.8] and combined_reward(["q"], completions, ["18"]) == [2.8]))
 
 
@@ -352,7 +352,8 @@ table = {row[0]: row[3:] for row in rows}                   # case -> [tutorial,
 check("3.4 · the tricky completions",
       ("clean: 2.0 from both, 0.8 from both formats", table["clean"] == [2.0, 2.0, 0.8, 0.8]),
       ("a thousands separator in the answer or the gold: tutorial 0, library 1.5",
-       table["thousands separator in the answer"][:2] == [0.0, 1.5] and table["thousands separator in the gold"][:2] == [0.0, 1.5]),
+       table["thousands separator in the answer"][:2] == [0.0, 1.5]
+       and table["thousands separator in the gold"][:2] == [0.0, 1.5]),
       ("currency, cents, unit words, a sentence, a percent: 1.5",
        all(table[case][1] == 1.5 for case in ("currency", "currency and cents", "unit words", "a sentence", "percent"))),
       ("an equation: 0 (three numbers)", table["an equation"][1] == 0.0),
@@ -478,8 +479,8 @@ markdown_table(["completion (gold 18)", "learned RM score", "rule reward"], rows
 
 # %% [markdown]
 # The cartoon reward model scores the padded wrong answer above the terse right one: it prefers the look. The
-# rule pays the terse right answer the full 2.8 and the padded wrong one only its format. GRPO would push the padded wrong answer *up* under that reward model, and the policy would learn to pad.
-# A real reward model is far better than this cartoon, but the pressure is the same, and the policy
+# rule pays the terse right answer the full 2.8 and the padded wrong one only its format. GRPO would push the
+# padded wrong answer *up* under that reward model, and the policy would learn to pad. A real reward model is far better than this cartoon, but the pressure is the same, and the policy
 # searches much harder than we did. Rules cannot be fooled this way, but they only exist where an answer
 # can be checked mechanically (GSM8K's numbers, MATH's boxed answers, unit tests for code), and they can
 # be gamed in their own way (section 3.5). A learned reward model also costs memory on top of GRPO's
@@ -686,8 +687,9 @@ check("3.7 · the stopping problem and the chat template",
        o_chat[0, -1].item() == tok.eos_token_id and int(m_chat.sum()) == o_chat.shape[1]),
       ("the EOS is not part of the text", text_chat == good),
       ("plain prompt: ran to max_new_tokens = 200, all kept", o_plain.shape[1] == 200 and int(m_plain.sum()) == 200),
-      ("... with no EOS anywhere", tok.eos_token_id not in o_plain[0].tolist()),
-      ("correctness: 2.0 for the stopped text, 0 for the run-on", correctness_reward([None] * 2, both, ["18"] * 2) == [2.0, 0.0]),
+      ("plain prompt: no EOS anywhere", tok.eos_token_id not in o_plain[0].tolist()),
+      ("correctness: 2.0 for the stopped text, 0 for the run-on",
+       correctness_reward([None] * 2, both, ["18"] * 2) == [2.0, 0.0]),
       ("lenient format 0.8 for both, strict 0.8 and 0",
        format_reward(both) == [0.8, 0.8] and strict_format_reward(both) == [0.8, 0.0]))
 
@@ -800,7 +802,8 @@ check("3.8 · strict vs lenient accuracy",
        round(split["before"][0] * 100, 2) == 23.33 and split["after"][0] == 0.9),
       ("the format gain is over 4x the maths gain (54.4 vs 12.2 points)", format_gain > 4 * maths_gain),
       ("the inline Wilson interval is the library's",
-       all(all(abs(a - b) < 1e-4 for a, b in zip(intervals[name], wilson_interval(k, n))) for name, (k, n) in bars.items())),
+       all(all(abs(a - b) < 1e-4 for a, b in zip(intervals[name], wilson_interval(k, n)))
+           for name, (k, n) in bars.items())),
       ("27 of 30: [0.744, 0.965]", tuple(round(x, 3) for x in wilson_interval(27, 30)) == (0.744, 0.965)),
       ("7 of 9: [0.453, 0.937], 0.90 near its top", tuple(round(x, 3) for x in wilson_interval(7, 9)) == (0.453, 0.937)),
       ("Fisher: p = 0.572, no evidence either way", abs(p_fisher - 0.5716) < 1e-4),
