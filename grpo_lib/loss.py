@@ -107,7 +107,7 @@ def normalise_token_losses(per_token: Tensor, mask: Tensor, loss_type: str, *,
     Returns:
         a 0-dim tensor.
 
-    Used by: `grpo_loss`, and as the reference of `grpo_lib.course.exercises.ex04.seq_mean_loss`
+    Used by: `grpo_loss`
     """
     m = mask.to(per_token.dtype)                                    # (B, T) 0./1.
     masked = per_token * m                                          # (B, T) m ℓ

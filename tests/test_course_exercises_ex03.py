@@ -1,6 +1,7 @@
-"""grpo_lib.course.exercises.ex03 (exercises 3.1 and 3.2): each checker accepts the library's answer (and an
-independent one written here) and rejects the placeholder and plausible wrong answers, with a hint; none of them
-ever raises."""
+"""grpo_lib.course.exercises.ex03's strict-format checker (exercise 3.1): it accepts the library's answer (and an
+independent one written here) and rejects the placeholder and plausible wrong answers, with a hint; it never
+raises. Also the library's Wilson interval (notebook 03, section 3.8) against an independent solution.
+(Exercise 3.2's checker, `check_fisher`, is tested in tests/test_course_exercises_hints.py.)"""
 
 import math
 import re
@@ -9,7 +10,7 @@ import pytest
 import torch
 
 from grpo_lib.course.exercises.checking import CheckResult
-from grpo_lib.course.exercises.ex03 import STRICT_FORMAT_CASES, check_strict_format, check_wilson_interval
+from grpo_lib.course.exercises.ex03 import STRICT_FORMAT_CASES, check_strict_format
 from grpo_lib.evaluation import wilson_interval
 from grpo_lib.rewards import strict_format_reward
 from checker_helpers import passes as _passes, fails as _fails, placeholder as _placeholder
@@ -42,7 +43,7 @@ def test_strict_format_checker_both_ways(capsys):
     _fails(check_strict_format(lambda t: None.strip()), capsys, "AttributeError")
 
 
-# --- 3.2 Wilson interval ----------------------------------------------------------------------------
+# --- the Wilson interval of section 3.8 (the library's) --------------------------------------------
 
 
 def independent_wilson(k, n, z=1.96):
@@ -60,38 +61,22 @@ def test_independent_wilson_matches_library():
         assert all(abs(x - y) < 1e-4 for x, y in zip(independent_wilson(k, n), wilson_interval(k, n)))
 
 
-def test_wilson_checker_both_ways(capsys):
-    _passes(check_wilson_interval(wilson_interval), capsys)
-    _passes(check_wilson_interval(independent_wilson), capsys)
-
-    def wald(k, n):
-        p = k / n
-        h = 1.96 * math.sqrt(p * (1 - p) / n)
-        return p - h, p + h
-
-    _fails(check_wilson_interval(wald), capsys, "Wald")
-    _fails(check_wilson_interval(lambda k, n: independent_wilson(k, n)[::-1]), capsys, "in that order")
-    _fails(check_wilson_interval(lambda k, n: (0.0, 1.0)), capsys, "centre = ")                 # the placeholder
-    _fails(check_wilson_interval(lambda k, n: k / n), capsys, "pair (low, high) of floats")
+# --- the checker: the student placeholder is "not yet", garbage never raises ----------------------
 
 
-# --- every checker: the student placeholder is "not yet", garbage never raises ----------------------
-
-
-@pytest.mark.parametrize("check, exercise", [(check_strict_format, "3.1"), (check_wilson_interval, "3.2")])
-def test_student_placeholder_is_not_yet_with_a_hint(check, exercise, capsys):
-    result = check(_placeholder(exercise))
+def test_student_placeholder_is_not_yet_with_a_hint(capsys):
+    exercise = "3.1"
+    result = check_strict_format(_placeholder(exercise))
     out = capsys.readouterr().out
     assert not result and out.startswith(f"✗ Not yet: Exercise {exercise} is not filled in yet."), out
     assert "\n  Hint: " in out and len(out.split("Hint: ")[1].strip()) > 20
 
 
-@pytest.mark.parametrize("check", [check_strict_format, check_wilson_interval])
 @pytest.mark.parametrize("garbage", [
     None, "a string, not a function", lambda *a: None, lambda *a: "text", lambda *a: torch.ones(2, 2, 2),
     lambda *a: [1, [2, 3]], lambda *a: float("nan"), lambda *a: torch.tensor([True, False]),
 ])
-def test_checkers_never_raise_on_garbage(check, garbage, capsys):
-    result = check(garbage)
+def test_checker_never_raises_on_garbage(garbage, capsys):
+    result = check_strict_format(garbage)
     out = capsys.readouterr().out
     assert isinstance(result, CheckResult) and not result and out.startswith("✗ Not yet"), out

@@ -38,7 +38,7 @@ def test_the_scan_sees_every_kind_of_import(tmp_path):
     """The checker itself: absolute, from-package, relative and function-level imports are all caught."""
     for source in ("import grpo_lib.course.plots", "from grpo_lib.course import plots",
                    "from grpo_lib import course", "from .course.memory import GIB",
-                   "def f():\n    from grpo_lib.course.exercises.ex01 import check_group_advantages"):
+                   "def f():\n    from grpo_lib.course.exercises.ex01 import check_loo_advantages"):
         path = tmp_path / "m.py"
         path.write_text(source)
         assert any(m.startswith("grpo_lib.course") for m in imported_modules(path)), source

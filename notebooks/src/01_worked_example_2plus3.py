@@ -679,7 +679,7 @@ check("1.11 · the all-equal group",
 #   `tests/test_course_plots.py`.
 # - `grpo_lib.course.notebook.show_source`, `markdown_table`: the display helpers used above.
 # - `grpo_lib.course.exercises.ex01.check_loo_advantages`: the checker of exercise 1.1, tested in
-#   `tests/test_course_exercises_ex01.py`.
+#   `tests/test_course_exercises_hints.py`.
 #
 # Used here, taught later: `grpo_lib.advantages.group_advantages` (notebook 02) and
 # `grpo_lib.loss.grpo_loss` (notebook 04).

@@ -1,7 +1,7 @@
-"""Checkers for the fill-in exercises of notebook 03: a strict-format rule (3.1) and the Wilson interval (3.2).
+"""Checkers for the fill-in exercises of notebook 03: a strict-format rule (3.1) and Fisher's exact test (3.2).
 
 Each `check_*` function runs a learner's function on a few fixed cases, compares it with the tested grpo_lib
-answer (`strict_format_reward`, `evaluation.wilson_interval`), prints ✓ or ✗ with the first failing case and a
+answer (`strict_format_reward`, `evaluation.fisher_exact_2x2`), prints ✓ or ✗ with the first failing case and a
 hint, and returns a `CheckResult` that is truthy when every case passed. A checker never raises: a student copy
 whose exercise cells still hold the placeholder (`raise NotImplementedError("Exercise 3.1")`) runs green under
 nbmake and reports "✗ Not yet: Exercise 3.1 is not filled in yet" with a hint. The shared loop is
@@ -16,9 +16,9 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from grpo_lib.course.exercises.checking import Case, CheckResult, Rejected, as_tensor, never_raises, run_cases
+from grpo_lib.course.exercises.checking import Case, CheckResult, Rejected, never_raises, run_cases
 from grpo_lib.course.exercises.checking import ERROR_HINT, read_number as _one_number
-from grpo_lib.evaluation import fisher_exact_2x2, wilson_interval
+from grpo_lib.evaluation import fisher_exact_2x2
 from grpo_lib.rewards import strict_format_reward
 
 STRICT_FORMAT_CASES = (
@@ -76,51 +76,6 @@ def check_strict_format(fn: Callable[[str], Any]) -> CheckResult:
         show=str,
         success=f"✓ Correct: your rule agrees with strict_format_reward on all {len(STRICT_FORMAT_CASES)} cases.")
 
-
-WILSON_CASES = ((7, 30), (27, 30), (0, 10), (30, 30), (660, 1319))
-"""(k, n) pairs on which `check_wilson_interval` compares a learner's interval with the library's."""
-
-
-def _read_pair(got: Any, case: Case) -> Any:
-    try:
-        low, high = (float(v) for v in got)
-    except (TypeError, ValueError, RuntimeError):
-        return Rejected(repr(got)[:80], "return a pair (low, high) of floats.")
-    return low, high
-
-
-def _wilson_hint(case: Case, got: tuple[float, float]) -> str:
-    (k, n), (low, high) = case.args, got
-    p = k / n
-    wald = 1.96 * math.sqrt(p * (1 - p) / n)
-    if math.isclose(low, p - wald, abs_tol=5e-4) or math.isclose(high, p + wald, abs_tol=5e-4):
-        return ("that is the normal (Wald) interval p ± 1.96·√(p(1-p)/n); it collapses to a point at "
-                "k = 0 or k = n. Wilson's centre is pulled towards 1/2.")
-    if low > high:
-        return "return (low, high) in that order."
-    return "centre = (p + z²/2n)/(1 + z²/n), half-width = z·√(p(1-p)/n + z²/4n²)/(1 + z²/n), z = 1.96."
-
-
-@never_raises("3.2")
-def check_wilson_interval(fn: Callable[[int, int], tuple[float, float]]) -> CheckResult:
-    """Check a 95% Wilson interval fn(k, n) -> (low, high) against `grpo_lib.evaluation.wilson_interval`.
-
-    Used by: tests/test_course_exercises_ex03.py. Exercise 3.2 of the notebook is now `check_fisher` (issue 12);
-    this checker stays for student copies made before.
-    """
-    cases = [Case(f"k = {k}, n = {n}", (k, n), wilson_interval(k, n)) for k, n in WILSON_CASES]
-    return run_cases(
-        fn, cases, exercise="3.2",
-        blank_hint="centre = (p + z²/2n)/(1 + z²/n), half-width = z·√(p(1-p)/n + z²/4n²)/(1 + z²/n), z = 1.96, "
-                   "p = k/n.",
-        error_hint="return a pair (low, high).",
-        read=_read_pair,
-        matches=lambda got, expected: (math.isclose(got[0], expected[0], abs_tol=5e-4)
-                                       and math.isclose(got[1], expected[1], abs_tol=5e-4)),
-        hint=_wilson_hint, show=lambda pair: f"({pair[0]:.4f}, {pair[1]:.4f})",
-        success="✓ Correct: your interval matches the Wilson score interval.")
-
-# --- issue 12: exercises that need the idea, with progressive hints (key_step) ---------------------------
 
 FISHER_NUDGE = ("fix the totals: k1 + k2 right answers among n1 + n2 tries. If both had the same accuracy, how "
                 "likely is each way of splitting the right answers between the two samples? How surprising is "
