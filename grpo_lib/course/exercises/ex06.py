@@ -1,19 +1,22 @@
-"""Checkers for the fill-in exercises of notebook 05 (the multi-GPU section).
+"""Checkers for the fill-in exercises of notebook 06 (the multi-GPU Qwen run).
 
 Each `check_*` function runs a learner's function on a few fixed cases, compares it with the reference
-written here (and tested against the library in tests/test_course_exercises_ex05.py), prints ✓ or ✗ with the first
+written here (and tested against the library in tests/test_course_exercises_ex06.py), prints ✓ or ✗ with the first
 failing case and a hint, and returns a `CheckResult` that is truthy when every case passed. A checker never
-raises: a student copy whose exercise cells still hold `raise NotImplementedError("Exercise 5.2")` runs
-green under nbmake and reports "✗ Not yet: Exercise 5.2 is not filled in yet" with a hint.
+raises: a student copy whose exercise cells still hold `raise NotImplementedError("Exercise 6.2")` runs
+green under nbmake and reports "✗ Not yet: Exercise 6.2 is not filled in yet" with a hint.
 
-The two exercises:
-- 5.1 `dapo_normaliser(masks, rank)`: the number a rank divides its summed token losses by, so that after
+The exercises:
+- 6.1 `dapo_normaliser(masks, rank)`: the number a rank divides its summed token losses by, so that after
   DDP averages the gradients the loss is the token mean over the *global* batch (TRL's "dapo"; the
   `global_num_tokens / world_size` in `grpo_lib.loss.grpo_loss`).
-- 5.2 `adamw_moment_bytes(P, world_size)`: the bytes of AdamW's two moments on each GPU under plain DDP,
-  the line `grpo_lib.course.memory.plan_gpu_memory` calls "AdamW m and v" in mixed precision.
+- 6.2 `decode_seconds_floor(n_params, bytes_per_param, T, B, bandwidth)`: the memory-bandwidth floor under
+  generation time (every decode step reads all the weights once, whatever B).
+- `adamw_moment_bytes(P, world_size)` (labelled 6.4, a checked part of the open exercise "Plan your own GPUs"
+  for a class that wants it): the bytes of AdamW's two moments on each GPU under plain DDP, the line
+  `grpo_lib.course.memory.plan_gpu_memory` calls "AdamW m and v" in mixed precision.
 
-Taught in: notebooks/05_full_run.ipynb
+Taught in: notebooks/06_multi_gpu_qwen.ipynb
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ def _number(value: Any) -> float | None:
     return out if math.isfinite(out) else None
 
 
-# --- 5.2 AdamW state per GPU ----------------------------------------------------------------------
+# --- 6.4 (optional checked part) AdamW state per GPU ----------------------------------------------------------------------
 
 
 def adamw_moment_bytes(P: int, world_size: int = 1) -> int:
@@ -55,7 +58,7 @@ def adamw_moment_bytes(P: int, world_size: int = 1) -> int:
     DDP replicates the whole optimizer on every rank, so world_size does not divide it (ZeRO stage 1
     would: 8·P / K).
 
-    Used by: `check_adamw_moment_bytes` (exercise 5.2)
+    Used by: `check_adamw_moment_bytes` (exercise 6.4, optional)
     """
     return 8 * P
 
@@ -91,17 +94,17 @@ def _adamw_hint(case: Case, value: float) -> str:
     return "2 moments × 4 bytes (fp32) × P parameters, on each GPU."
 
 
-@never_raises("5.2")
+@never_raises("6.4")
 def check_adamw_moment_bytes(fn: Callable[[int, int], Any]) -> CheckResult:
     """Check fn(P, world_size) == 8·P: two fp32 moments per parameter, replicated on every DDP rank.
 
-    Used by: tests/test_course_exercises_ex05.py. Exercise 5.2 of the notebook is now `check_decode_floor`
-    (issue 12); this checker stays for a class that wants the memory exercise.
+    Used by: tests/test_course_exercises_ex06.py. Not called in the notebook (its memory exercise, 6.4, is open);
+    a class that wants a checked part of it calls this.
     """
     cases = [Case(f"P = {P:,} parameters on world_size = {K} GPU(s)", (P, K), adamw_moment_bytes(P, K))
              for P, K in ADAMW_CASES]
     return run_cases(
-        fn, cases, exercise="5.2",
+        fn, cases, exercise="6.4",
         blank_hint="AdamW keeps two numbers per parameter (m and v), each in fp32; count the bytes on one GPU.",
         error_hint="take P (an int) and world_size (an int), return a number of bytes.",
         read=_read_number("return one number of bytes (an int)."),
@@ -111,7 +114,7 @@ def check_adamw_moment_bytes(fn: Callable[[int, int], Any]) -> CheckResult:
                 f"{adamw_moment_bytes(1_543_714_304) / 2**30:.1f} GiB per GPU, however many GPUs.")
 
 
-# --- 5.1 the dapo normaliser under DDP --------------------------------------------------------------
+# --- 6.1 the dapo normaliser under DDP --------------------------------------------------------------
 
 
 def dapo_normaliser(masks: Sequence[torch.Tensor], rank: int) -> float:
@@ -126,7 +129,7 @@ def dapo_normaliser(masks: Sequence[torch.Tensor], rank: int) -> float:
             each rank pads to its own longest completion).
         rank: this process's rank in [0, K).
 
-    Used by: `check_dapo_normaliser` (exercise 5.1)
+    Used by: `check_dapo_normaliser` (exercise 6.1)
     """
     n_global = sum(float(m.sum()) for m in masks)
     return float(dapo_divisor(torch.tensor(n_global, dtype=torch.float64), len(masks)))   # the loss's own formula
@@ -153,7 +156,7 @@ def ddp_loss_with(masks: Sequence[torch.Tensor], normalisers: Sequence[float]) -
     Rank k's loss is Σ m_k·ℓ_k / normalisers[k]; DDP averages over the K ranks (of the gradients, and so
     of these linear losses). The target is Σ_all m·ℓ / Σ_all m.
 
-    Used by: `check_dapo_normaliser`'s hint (exercise 5.1)
+    Used by: `check_dapo_normaliser`'s hint (exercise 6.1)
     """
     losses = [torch.arange(1, m.numel() + 1, dtype=torch.float32).reshape(m.shape) for m in masks]
     sums = [float((m * ell).sum()) for m, ell in zip(masks, losses)]
@@ -183,15 +186,15 @@ def _dapo_hint(case: Case, value: float) -> str:
     return "N_global = Σ over ranks of mask.sum(); each rank divides by N_global / K."
 
 
-@never_raises("5.1")
+@never_raises("6.1")
 def check_dapo_normaliser(fn: Callable[[list[torch.Tensor], int], Any]) -> CheckResult:
     """Check fn(masks, rank) == (Σ_k masks[k].sum()) / K: the dapo divisor that survives DDP's average.
 
-    Taught in: notebooks/05_full_run.ipynb
+    Taught in: notebooks/06_multi_gpu_qwen.ipynb
     """
     cases = [Case(name, (list(masks), rank), dapo_normaliser(masks, rank)) for name, masks, rank in DAPO_CASES]
     return run_cases(
-        fn, cases, exercise="5.1",
+        fn, cases, exercise="6.1",
         blank_hint="count the active tokens (mask == 1) of every rank, then remember that DDP divides the summed "
                    "gradients by K.",
         error_hint="take a list of K masks (B_k, T_k) and a rank, return one number (the same on every rank).",
@@ -222,15 +225,15 @@ def _decode_hint(case: Case, value: float) -> str:
     return "what does one decode step read, and how many decode steps are there?"
 
 
-@never_raises("5.2")
+@never_raises("6.2")
 def check_decode_floor(fn: Callable[[int, int, int, int, float], Any]) -> CheckResult:
-    """Exercise 5.2: the floor on generation time set by memory bandwidth (B must not matter)."""
+    """Exercise 6.2: the floor on generation time set by memory bandwidth (B must not matter)."""
     raw = (("Qwen2.5-1.5B in bf16, T = 400 new tokens, B = 84 rows, 4.8e12 bytes/s (an H200)",
             (1_543_714_304, 2, 400, 84, 4.8e12)),
            ("the same with B = 1 row", (1_543_714_304, 2, 400, 1, 4.8e12)),
            ("a 7e9-parameter model in bf16, T = 1024, B = 512, 3.35e12 bytes/s", (7_000_000_000, 2, 1024, 512, 3.35e12)))
     cases = [Case(name, args, decode_seconds_floor(*args)) for name, args in raw]
-    return run_cases(fn, cases, exercise="5.2", blank_hint=DECODE_NUDGE, key_step=DECODE_KEY, error_hint=ERROR_HINT,
+    return run_cases(fn, cases, exercise="6.2", blank_hint=DECODE_NUDGE, key_step=DECODE_KEY, error_hint=ERROR_HINT,
                      read=_one_number, matches=lambda got, exp: math.isclose(got, exp, rel_tol=1e-3),
                      hint=_decode_hint, show=lambda v: f"{v:.4g} s",
                      success="✓ Correct: 0.257 s is the floor for 400 tokens of Qwen2.5-1.5B on an H200, whatever B. "

@@ -1,4 +1,4 @@
-"""grpo_lib.course.exercises.ex05 (exercises 5.2 and 5.1): the references agree with grpo_lib (the planner's AdamW line,
+"""grpo_lib.course.exercises.ex06 (exercises 6.1, 6.2 and the optional checked part of 6.4): the references agree with grpo_lib (the planner's AdamW line,
 grpo_loss's "dapo" normalisation under DDP); each checker accepts the right answer (reference and an
 independent one), rejects the plausible wrong answers with a specific message, reports the student placeholder
 as "not yet", and never raises on garbage."""
@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import Qwen2Config
 
-from grpo_lib.course.exercises.ex05 import (
+from grpo_lib.course.exercises.ex06 import (
     DAPO_CASES,
     adamw_moment_bytes,
     check_adamw_moment_bytes,
@@ -21,7 +21,7 @@ from grpo_lib.course.memory import plan_gpu_memory, qwen2_parameter_count
 from checker_helpers import passes as _passes, fails as _fails, placeholder as _placeholder
 
 
-# --- 5.2 AdamW moments per GPU ---------------------------------------------------------------------------
+# --- 6.4 (optional) AdamW moments per GPU ---------------------------------------------------------------------------
 
 
 def test_adamw_reference_is_the_planners_line():
@@ -61,8 +61,8 @@ def test_adamw_rejects_plausible_mistakes(wrong, hint, capsys):
 
 
 def test_adamw_unfilled_and_garbage_never_raise(capsys):
-    out = _fails(check_adamw_moment_bytes(_placeholder("5.2")), capsys, "Exercise 5.2 is not filled in yet", "Hint")
-    assert "✗ Not yet: Exercise 5.2" in out
+    out = _fails(check_adamw_moment_bytes(_placeholder("6.4")), capsys, "Exercise 6.4 is not filled in yet", "Hint")
+    assert "✗ Not yet: Exercise 6.4" in out
     _fails(check_adamw_moment_bytes(lambda P, K: None), capsys, "return one number of bytes")
     _fails(check_adamw_moment_bytes(lambda P, K: "8P"), capsys, "return one number of bytes")
     _fails(check_adamw_moment_bytes(lambda P, K: torch.ones(2) * 8 * P), capsys, "return one number")
@@ -75,7 +75,7 @@ def test_adamw_unfilled_and_garbage_never_raise(capsys):
     _fails(check_adamw_moment_bytes(42), capsys)                                         # not even a function
 
 
-# --- 5.1 the dapo normaliser under DDP --------------------------------------------------------------------
+# --- 6.1 the dapo normaliser under DDP --------------------------------------------------------------------
 
 
 def test_dapo_reference_by_hand():
@@ -146,8 +146,8 @@ def test_dapo_rejects_plausible_mistakes(wrong, hint, capsys):
 
 
 def test_dapo_unfilled_and_garbage_never_raise(capsys):
-    out = _fails(check_dapo_normaliser(_placeholder("5.1")), capsys, "Exercise 5.1 is not filled in yet", "Hint")
-    assert out.startswith("✗ Not yet: Exercise 5.1")
+    out = _fails(check_dapo_normaliser(_placeholder("6.1")), capsys, "Exercise 6.1 is not filled in yet", "Hint")
+    assert out.startswith("✗ Not yet: Exercise 6.1")
     _fails(check_dapo_normaliser(lambda masks, rank: None), capsys, "return one number")
     _fails(check_dapo_normaliser(lambda masks, rank: [m.sum() for m in masks]), capsys, "return one number")
     _fails(check_dapo_normaliser(lambda masks, rank: torch.stack([m.sum() for m in masks])), capsys,
