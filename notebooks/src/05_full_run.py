@@ -18,7 +18,8 @@
 # - take one policy update by hand and read its loss, KL and clip fraction;
 # - run the tiny preset end to end, plot its learning curves from `metrics.jsonl`, and compare held-out
 #   completions before and after;
-# - see what the tutorial's 23% → 90% really measured, next to an evaluation with confidence intervals.
+# - see what the tutorial's 23% → 90% really measured, next to an evaluation with confidence intervals;
+# - fill in one exercise: the completion mask of a rollout, stop token included (5.1).
 #
 # Needs: notebooks 01–04 (advantages, rewards, the loss). Runs in: ~3 min on CPU (the tiny training run is
 # ~2 min of it). Next: notebook 06 runs the same engine on several GPUs (DDP, torchrun, the memory planner,
@@ -54,6 +55,8 @@ import matplotlib.pyplot as plt
 import torch
 
 from grpo_lib.config import GRPOConfig
+from grpo_lib.course.exercises.checking import hint
+from grpo_lib.course.exercises.ex05 import check_completion_mask
 from grpo_lib.data import build_prompt
 from grpo_lib.evaluation import wilson_interval
 from grpo_lib.models import count_parameters, load_tiny_model
@@ -204,6 +207,25 @@ check("pad = EOS masked out of the loss",
       ("every completion here ends in EOS, so the difference is the whole stopping signal",
        bool((mask_right.sum(-1) > mask_pad_is_eos.sum(-1)).all())))
 
+
+# %% [markdown]
+# **5.1 · The completion mask (fill in).** Write `my_completion_mask(ids, eos_ids)`: for completion ids of shape
+# $(B, T)$ and the list of ids that end a completion, return the $(B, T)$ mask that is 1 up to and including the
+# first stop token of each row and 0 after it; a row with no stop token was cut at $T$ and counts whole.
+# Qwen2.5-Instruct has two stop ids (`<|im_end|>` and `<|endoftext|>`), so any of `eos_ids` ends a completion.
+# Compare with `grpo_lib.logprobs.completion_mask` when you are done. Stuck? `hint("5.1")`.
+
+# %% tags=["solution"]
+def my_completion_mask(ids, eos_ids):   # ids: (B, T) ints; eos_ids: a list of ints -> (B, T) of 0/1
+    ### BEGIN SOLUTION
+    stop = torch.isin(ids, torch.tensor(eos_ids))                      # (B, T): True at every stop token
+    T = ids.shape[1]
+    first = torch.where(stop.any(-1), stop.int().argmax(-1), T)        # (B,): the first stop, T if none
+    return (torch.arange(T)[None, :] <= first[:, None]).int()
+    ### END SOLUTION
+
+check_completion_mask(my_completion_mask);
+
 # %% [markdown]
 # Now the rewards ($r$ = correctness + format, notebook 03) and the group advantages
 # $A_i = (r_i - \mathrm{mean}(r))/\mathrm{std}(r)$ (notebook 02), one row per group.
@@ -218,6 +240,7 @@ for n, p in enumerate(problems):
     print(f"{p['question']}  gold {p['answer']}")
     print("  r =", [round(x, 2) for x in r[n].tolist()])
     print("  A =", [round(x, 2) for x in A[n].tolist()])
+
 
 # %% [markdown]
 # Each row of A is its group's rewards minus their mean, divided by their sample std plus the 1e-4 floor (a group
@@ -469,22 +492,24 @@ check("6 · what the tutorial's numbers measured",
 #   `grpo_lib.advantages.compute_advantages`.
 # - `grpo_lib.evaluation`: `evaluate`, `judge`, `wilson_interval`, `EvalResult`.
 # - `grpo_lib.data.build_prompt`, `grpo_lib.models.load_tiny_model`, `grpo_lib.tasks.addition_problems`.
+# - `grpo_lib.course.exercises.ex05`: the checker of exercise 5.1, tested in `tests/test_course_exercises_ex05.py`
+#   and `tests/test_course_exercises_hints.py`.
 #
 # ## Exercises
 #
-# Open ones (worked answers for instructors in docs/teaching.md):
+# Exercise 5.1 (fill in, checked) is in section 2. Open ones (worked answers for instructors in docs/teaching.md):
 #
-# **5.1 · Fewer steps.** Run `train(cfg.replace(steps=20, output_dir=tempfile.mkdtemp()))`. How much of
+# **5.2 · Fewer steps.** Run `train(cfg.replace(steps=20, output_dir=tempfile.mkdtemp()))`. How much of
 # the gain is there already after 20 steps? Look at `frac_reward_zero_std` in `metrics.jsonl`: why does
 # learning slow down as accuracy rises?
 #
-# **5.2 · No KL.** Set `beta=0` (no reference model at all). Does accuracy change? Does the completion
+# **5.3 · No KL.** Set `beta=0` (no reference model at all). Does accuracy change? Does the completion
 # length or the format rate drift? Compare the KL curve with the run above.
 #
-# **5.3 · μ > 1.** Set `mu=2` and `epsilon=0.2`. The clip fraction is no longer 0: plot it. Which updates
+# **5.4 · μ > 1.** Set `mu=2` and `epsilon=0.2`. The clip fraction is no longer 0: plot it. Which updates
 # get clipped, and why is the first of the μ updates never clipped?
 #
-# **5.4 · Group size.** Try `G=4` and `G=16` with the same `B = N·G`. Which reaches 80% first, in steps and
+# **5.5 · Group size.** Try `G=4` and `G=16` with the same `B = N·G`. Which reaches 80% first, in steps and
 # in seconds?
 #
 # ## Next

@@ -25,8 +25,8 @@
 # - map the run option by option onto TRL's `GRPOTrainer`, down to the 8-GPU command with vLLM;
 # - fill in two exercises: the `dapo` normaliser under DDP (6.1) and the floor under generation time (6.2).
 #
-# Needs: notebook 05 (the engine, the tiny run). Runs in: about 1.5 min on a CPU, no GPU (two runs of the tiny
-# preset on 2 processes are most of it).
+# Needs: notebook 05 (the engine, the tiny run). Runs in: under 3 minutes on a CPU, no GPU (2 min 50 s measured on
+# the course's shared 2-core machine under load; the two runs of the tiny preset on 2 processes are most of it).
 #
 # **What has been measured on a GPU, and what has not.** This notebook runs on a CPU, so every GPU number in it
 # is a record, with its machine and date:

@@ -6,9 +6,9 @@ The exercise convention of the course (docs/teaching.md has the instructor's sid
 - An instructor notebook holds the reference solution of a fill-in exercise between `### BEGIN SOLUTION` and
   `### END SOLUTION` in a code cell tagged "solution"; `scripts/build_notebooks.py` replaces that region
   by `raise NotImplementedError("Exercise N.K")` in the student copy.
-- A checker (`check_*` in `grpo_lib.course.exercises.ex01` ... `ex06`, one module per notebook with fill-in
-  exercises) runs the learner's function on a few fixed cases (`run_cases`), compares it with a tested reference,
-  prints one message and returns a `CheckResult` that is truthy only when every case passed:
+- A checker (`check_*` in `grpo_lib.course.exercises.ex01` ... `ex06`, one module per notebook) runs the
+  learner's function on a few fixed cases (`run_cases`), compares it with a tested reference, prints one
+  message and returns a `CheckResult` that is truthy only when every case passed:
 
       ✓ Correct: ...
       ✗ Not yet. For <case> expected <value>, got <value>.
