@@ -25,8 +25,9 @@
 # - map the run option by option onto TRL's `GRPOTrainer`, down to the 8-GPU command with vLLM;
 # - fill in two exercises: the `dapo` normaliser under DDP (6.1) and the floor under generation time (6.2).
 #
-# Needs: notebook 05 (the engine, the tiny run). Runs in: under 3 minutes on a CPU, no GPU (2 min 50 s measured on
-# the course's shared 2-core machine under load; the two runs of the tiny preset on 2 processes are most of it).
+# Needs: notebook 05 (the engine, the tiny run). Runs in: a few minutes on a CPU, no GPU (2 min 50 s and 3 min 45 s
+# measured on the course's shared 2-core machine at load averages 6 to 10; the two runs of the tiny preset on 2
+# processes are most of it).
 #
 # **What has been measured on a GPU, and what has not.** This notebook runs on a CPU, so every GPU number in it
 # is a record, with its machine and date:
@@ -726,8 +727,9 @@ markdown_table(["quantity", "value"], [
 # that cannot run in parallel, each a full read of the weights plus kernel-launch and Python overhead for one
 # token per row. The measured time is over 50 times the floor that the H200's memory bandwidth (4.8 TB/s) sets.
 # Exercise 6.2 asks for that floor. Faster inference engines (vLLM, SGLang) attack exactly this part, which is
-# why production GRPO trainers generate with them (TRL's `use_vllm`, section 6). On the tiny model the reverse
-# holds (notebook 05: generation is a small part of a CPU step): 40 tokens of a 1M-parameter model are cheap.
+# why production GRPO trainers generate with them (TRL's `use_vllm`, section 6). On the tiny CPU run generation is
+# only a quarter to a third of a step (notebook 05's log prints the seconds of `gen`, `score` and `upd` per step):
+# 40 new tokens of a 1M-parameter model are cheap, so the tiny run hides what dominates at this scale.
 
 # %% jupyter={"source_hidden": true}
 check("5 · why generation dominates",
