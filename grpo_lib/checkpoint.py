@@ -170,7 +170,7 @@ def save_checkpoint(output_dir: str | os.PathLike, step: int, *, model: nn.Modul
     Returns:
         The checkpoint folder on rank 0, None on the other ranks.
 
-    Used by: grpo_lib.train (the engine that notebooks/05_full_run.ipynb runs)
+    Used by: grpo_lib.train (notebooks/06_multi_gpu_qwen.ipynb shows rotation and resume)
     """
     rng_states = dist.all_gather_objects(rng_state())              # every rank's, in rank order
     final = None
@@ -342,7 +342,7 @@ class Checkpoint:
         state: trainer_state.json: step, iteration, world_size, config, history, evals, eval_before.
         requested: the --resume argument that led here.
 
-    Used by: grpo_lib.train (the engine that notebooks/05_full_run.ipynb runs)
+    Used by: grpo_lib.train (notebooks/06_multi_gpu_qwen.ipynb shows rotation and resume)
     """
 
     path: Path
@@ -422,7 +422,7 @@ class Checkpoint:
         Raises:
             CheckpointError: π_ref is needed but the checkpoint holds none.
 
-        Used by: grpo_lib.train (the engine that notebooks/05_full_run.ipynb runs)
+        Used by: grpo_lib.train (notebooks/06_multi_gpu_qwen.ipynb shows rotation and resume)
         """
         self.load_optimizer(optimizer, scheduler)
         ref_model = None
@@ -507,7 +507,7 @@ def open_checkpoint(path: str | os.PathLike, config: dict[str, Any], world_size:
         CheckpointError: no complete checkpoint there, a different configuration (the message lists the
             differing fields), or a different number of processes.
 
-    Used by: grpo_lib.train (the engine that notebooks/05_full_run.ipynb runs)
+    Used by: grpo_lib.train (notebooks/06_multi_gpu_qwen.ipynb shows rotation and resume)
     """
     folder, skipped = resolve_checkpoint(path)
     try:

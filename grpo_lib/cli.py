@@ -15,7 +15,7 @@ loads a recipe (option: value pairs, optionally `preset:`) on top of the preset;
 Exit status of `main`: 0 when training completed, 1 when it stopped on a NaN/inf metric, 2 for a --resume
 checkpoint that cannot be continued (and argparse's 2 for a bad option); any other error propagates.
 
-Taught in: notebooks/05_full_run.ipynb
+Taught in: notebooks/06_multi_gpu_qwen.ipynb (notebook 05 runs the same engine through `train`)
 """
 
 from __future__ import annotations
@@ -152,7 +152,7 @@ def parse_config(argv: Sequence[str] | None = None) -> GRPOConfig:
     alone; `--output-dir` given with it continues the run in another folder. A bad value, or a --resume
     folder without a complete checkpoint, exits with argparse's usage message naming the option.
 
-    Taught in: notebooks/05_full_run.ipynb
+    Taught in: notebooks/06_multi_gpu_qwen.ipynb
     """
     parser = build_arg_parser()
     ns = vars(parser.parse_args(argv))

@@ -5,7 +5,7 @@ Two presets share one code path (`grpo_lib.train`); only the numbers differ:
     GRPOConfig.from_preset("tiny")                  # default: 1M-param Qwen2 on addition, a few minutes on a CPU
     GRPOConfig.from_preset("qwen2.5-1.5b-gsm8k")    # the tutorial's run: Qwen2.5-1.5B-Instruct on GSM8K, GPUs
 
-Choices made here (each shown in notebooks/05_full_run.ipynb):
+Choices made here (each shown in notebooks/05_full_run.ipynb and notebooks/06_multi_gpu_qwen.ipynb):
 1. Field names are the paper's symbols (G, N, epsilon, beta, mu); the names TRL and the tutorial use for
    the same thing are in each field's docstring, because three of them clash:
    - mu (μ, updates per sampled batch) is TRL's `num_iterations` and the tutorial's `mu`;
@@ -152,7 +152,7 @@ class GRPOConfig:
     precision: str = option("mixed",
         "'mixed': fp32 master weights and fp32 AdamW state, forward and backward under torch.autocast(dtype) (plain "
         "fp32 when dtype is float32); 'pure': weights and AdamW state in dtype itself (pure bf16: an lr 5e-6 update "
-        "rounds away on most weights; notebook 05 shows it)")
+        "rounds away on most weights; notebook 06 shows it)")
     save_dtype: str | None = option(None,
         "dtype of the saved final model: None = the weights' own dtype (fp32 with precision 'mixed'), or 'float32' / "
         "'bfloat16'")
@@ -306,7 +306,7 @@ class GRPOConfig:
             ValueError: unknown preset (the message lists the presets) or an invalid value.
             TypeError: an override that is not a field (the message suggests the closest field).
 
-        Taught in: notebooks/05_full_run.ipynb
+        Taught in: notebooks/06_multi_gpu_qwen.ipynb
         """
         if name not in PRESETS:
             close = difflib.get_close_matches(str(name), PRESETS, n=1)

@@ -3,7 +3,7 @@
 Every problem is a dict {"question": str, "answer": gold str}; `build_prompt` turns a question into the
 prompt q the policy sees, and `prompts_for_step` picks the N questions of one training step.
 
-Choices made here (each shown in notebooks/05_full_run.ipynb):
+Choices made here (shown in notebooks/05_full_run.ipynb; the chat template, 2, in notebooks/06_multi_gpu_qwen.ipynb):
 1. GSM8K comes from the hub (`openai/gsm8k`, config `main`) by default, or from `{data_dir}/{split}.jsonl`
    (e.g. ../shared/data/gsm8k) through `datasets.load_dataset("json", ...)`. The gold answer is the text
    after "####" (`extract_answer_from_dataset`). Evaluation uses the *test* split (the tutorial

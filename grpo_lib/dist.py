@@ -4,7 +4,7 @@ One code path for one process and for `torchrun --nproc_per_node=K`: every helpe
 process group (it then does nothing, or returns its input), so the single-process path never needs
 torch.distributed at all.
 
-Choices made here (each shown in notebooks/05_full_run.ipynb):
+Choices made here (each shown in notebooks/06_multi_gpu_qwen.ipynb):
 1. Distributed means "launched by torchrun": the `RANK` environment variable is present (nanoGPT's
    rule). torchrun also sets LOCAL_RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT.
 2. The backend is `nccl` on CUDA and `gloo` on CPU; each rank uses the GPU `cuda:LOCAL_RANK`.

@@ -131,7 +131,7 @@ def dapo_divisor(n_global: Tensor, world_size: int) -> Tensor:
     DDP *averages* gradients over its world_size ranks, so each rank multiplies by world_size: after the
     average the gradient is that of Σ over all ranks' tokens / N_global, the token mean of the global batch.
 
-    Used by: `normalise_token_losses` ("dapo") and `grpo_lib.course.exercises.ex05.dapo_normaliser`
+    Used by: `normalise_token_losses` ("dapo") and `grpo_lib.course.exercises.ex06.dapo_normaliser`
     """
     return n_global.clamp(min=1) / world_size
 

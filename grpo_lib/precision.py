@@ -7,7 +7,7 @@ tutorial's run, and this engine before issue 10). Mixed precision keeps the para
 and AdamW's moments in fp32 and runs the matrix multiplications of the forward and backward passes in
 bf16 under `torch.autocast`, which casts each weight to bf16 when a matmul uses it.
 
-Choices made here (shown in notebooks/05_full_run.ipynb, tested in tests/test_precision.py):
+Choices made here (shown in notebooks/06_multi_gpu_qwen.ipynb, tested in tests/test_precision.py):
 1. Two knobs: `dtype` is the compute dtype (bf16 on CUDA by default, fp32 on CPU), `precision` says how
    the weights are kept: "mixed" (fp32 master weights; autocast when dtype is bf16) or "pure" (weights and
    AdamW state in dtype itself; the explicit, documented way to see the rounding problem).
@@ -115,12 +115,14 @@ def changed_fraction(before: dict[str, torch.Tensor], after: dict[str, torch.Ten
                      grads: dict[str, torch.Tensor] | None = None) -> float:
     """Share of the weights whose value changed between two state dicts (optionally only where grad != 0).
 
-    Used by notebook 05 and tests/test_precision.py to count how many weights an lr = 5e-6 AdamW step
-    actually moves in pure bf16 and in mixed precision.
+    Counts how many weights an lr = 5e-6 AdamW step actually moves in pure bf16 and in mixed precision (also
+    in tests/test_precision.py).
 
     Args:
         before, after: name -> tensor, same names and shapes.
         grads: name -> gradient; when given, only weights with a non-zero gradient are counted.
+
+    Taught in: notebooks/06_multi_gpu_qwen.ipynb
     """
     changed = total = 0
     for name, b in before.items():

@@ -36,7 +36,7 @@ The algorithm (Shao et al. 2024, DeepSeekMath, Algorithm 1; rule-based rewards, 
             for μ updates:  minimise grpo_loss  (clipped ratio ρ = π_θ/π_θold, β·KL(π_θ‖π_ref))
 
 Choices made here (1-6 shown in notebooks/05_full_run.ipynb; 7-8 tested in tests/test_checkpoint.py and
-tests/test_ddp.py):
+tests/test_ddp.py; notebooks/06_multi_gpu_qwen.ipynb shows 1 under torchrun, and 7):
 1. One code path for 1 process and `torchrun`: each rank samples whole groups for its N/K prompts, so
    advantages need no communication; DistributedDataParallel averages the gradients; metrics are
    all-reduced; only rank 0 logs and writes files. Generation uses the unwrapped module (DDP's forward

@@ -14,11 +14,11 @@ the way `grpo_lib.train` runs them (pure-bf16 torch AdamW, a frozen reference co
    forced to its full length.
 
 and prints measured vs planned GiB for each (the planned peaks are `GPUMemoryPlan.update_peak_bytes` and
-`generation_peak_bytes`). The numbers recorded in notebooks/05_full_run.ipynb come from this script, run on
+`generation_peak_bytes`). The numbers recorded in notebooks/06_multi_gpu_qwen.ipynb come from this script, run on
 one H100 80GB on 2026-11-26: update peak 17.33 GiB with checkpointing, 37.05 GiB without, generation peak
 16.40 GiB (persistent 14.46 GiB). It needs a GPU with about 50 GiB free (the run without checkpointing is the big one).
 
-Taught in: notebooks/05_full_run.ipynb
+Taught in: notebooks/06_multi_gpu_qwen.ipynb
 """
 
 from __future__ import annotations

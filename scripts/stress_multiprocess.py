@@ -1,13 +1,13 @@
-"""Run the multi-process tests and notebook 05's torchrun cells N times in a row; report every failure.
+"""Run the multi-process tests and notebook 06's torchrun cells N times in a row; report every failure.
 
 A multi-process job that fails once in twenty is a bug, not bad luck: this script is how the course shows
 that its gloo jobs (DDP on CPU processes) end cleanly every time. Each round runs, in fresh processes:
 
 1. `pytest tests/test_course_notebook.py tests/test_ddp.py` (torchrun jobs, a torch.multiprocessing spawn of
    2 gloo ranks, a rank that dies on purpose);
-2. the code cells of notebooks/05_full_run.ipynb that call `run_torchrun` (the 2-rank DDP gradient demo
-   and the tiny preset on 2 processes), taken from the committed notebook and run as one script after
-   the notebook's own imports. `run_torchrun` never reruns a job, so a failed job fails the round.
+2. the code cells of notebooks/06_multi_gpu_qwen.ipynb that call `run_torchrun` (the 2-rank DDP gradient
+   demo, the tiny preset on 2 processes with checkpoints, and its resume from one), taken from the committed
+   notebook and run as one script after the notebook's own imports. `run_torchrun` never reruns a job, so a failed job fails the round.
 
 Usage (from the repository root, with the project's Python):
 
@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-NOTEBOOK = REPO / "notebooks" / "05_full_run.ipynb"
+NOTEBOOK = REPO / "notebooks" / "06_multi_gpu_qwen.ipynb"
 TESTS = ("tests/test_course_notebook.py", "tests/test_ddp.py")
 ABORT_SIGNS = ("terminate called", "SIGABRT", "Signal 6")
 PARTS = ("tests", "notebook")
@@ -54,7 +54,7 @@ def run_part(part: str, env: dict[str, str], timeout: float) -> subprocess.Compl
     if part == "tests":
         cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *TESTS]
     else:
-        script = Path(tempfile.mkdtemp(prefix="stress-nb05-")) / "nb05_torchrun_cells.py"
+        script = Path(tempfile.mkdtemp(prefix="stress-nb06-")) / "nb06_torchrun_cells.py"
         script.write_text(notebook_torchrun_script())
         cmd = [sys.executable, str(script)]
     try:

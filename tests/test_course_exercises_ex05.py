@@ -1,161 +1,105 @@
-"""grpo_lib.course.exercises.ex05 (exercises 5.2 and 5.1): the references agree with grpo_lib (the planner's AdamW line,
-grpo_loss's "dapo" normalisation under DDP); each checker accepts the right answer (reference and an
-independent one), rejects the plausible wrong answers with a specific message, reports the student placeholder
-as "not yet", and never raises on garbage."""
-import math
-
+"""grpo_lib.course.exercises.ex05 (exercise 5.1, the completion mask): the reference is the mask the engine builds,
+checked by hand and on a real rollout of the tiny model; the checker accepts an answer written independently,
+rejects each plausible mistake with its own message, reports the student placeholder as "not yet", and never
+raises."""
 import pytest
 import torch
-from transformers import Qwen2Config
 
-from grpo_lib.course.exercises.ex05 import (
-    DAPO_CASES,
-    adamw_moment_bytes,
-    check_adamw_moment_bytes,
-    check_dapo_normaliser,
-    dapo_normaliser,
-    ddp_loss_with,
-)
-from grpo_lib.loss import grpo_loss
-from grpo_lib.course.memory import plan_gpu_memory, qwen2_parameter_count
-from checker_helpers import passes as _passes, fails as _fails, placeholder as _placeholder
+from checker_helpers import fails as _fails, passes as _passes, placeholder as _placeholder
+from grpo_lib.course.exercises import checking
+from grpo_lib.course.exercises.ex05 import MASK_CASES, MASK_KEY, check_completion_mask, reference_mask
 
 
-# --- 5.2 AdamW moments per GPU ---------------------------------------------------------------------------
+@pytest.fixture(autouse=True)
+def fresh_attempts():
+    checking.reset_attempts()                                   # each test starts at wrong answer 0
+    yield
+    checking.reset_attempts()
 
 
-def test_adamw_reference_is_the_planners_line():
-    cfg = Qwen2Config(vocab_size=10, hidden_size=8, intermediate_size=16, num_hidden_layers=2,
-                      num_attention_heads=2, num_key_value_heads=1, tie_word_embeddings=True)
-    P = qwen2_parameter_count(cfg)
-    for K in (1, 2):
-        plan = plan_gpu_memory(cfg, G=2, N=2, prompt_len=3, completion_len=5, world_size=K)   # mixed precision
-        assert plan.row("policy", "AdamW m and v").bytes == adamw_moment_bytes(P, K) == 8 * P
-    optimizer_state = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1000))])          # torch's own state
-    optimizer_state.param_groups[0]["params"][0].grad = torch.ones(1000)
-    optimizer_state.step()
-    state = optimizer_state.state[optimizer_state.param_groups[0]["params"][0]]
-    moments = [state["exp_avg"], state["exp_avg_sq"]]
-    assert sum(t.numel() * t.element_size() for t in moments) == adamw_moment_bytes(1000)
+def loop_mask(ids, eos_ids):
+    """Written apart from the reference: walk each row, keep tokens until a stop token has been kept."""
+    out = torch.zeros_like(ids)
+    for i, row in enumerate(ids.tolist()):
+        for t, token in enumerate(row):
+            out[i, t] = 1
+            if token in eos_ids:
+                break
+    return out
 
 
-def test_adamw_accepts_reference_and_independent_answers(capsys):
-    out = _passes(check_adamw_moment_bytes(adamw_moment_bytes), capsys)
-    assert "11.5 GiB per GPU" in out
-    _passes(check_adamw_moment_bytes(lambda P, K: 2 * 4 * P), capsys)
-    _passes(check_adamw_moment_bytes(lambda P, K: torch.tensor(8.0 * P, dtype=torch.float64)), capsys)
+def test_reference_by_hand():
+    """The cases' expected masks, written out."""
+    expected = [
+        [[1, 1, 1, 1, 0, 0]],
+        [[1, 1, 0, 0, 0]],
+        [[1, 1, 0, 0], [1, 1, 1, 0]],
+        [[1, 1, 1, 1], [1, 0, 0, 0]],
+    ]
+    for (name, ids, eos_ids), want in zip(MASK_CASES, expected):
+        got = reference_mask(ids, eos_ids)
+        assert got.dtype == torch.int32 and got.tolist() == want, name
+    ids, eos_ids = MASK_CASES[4][1:]
+    lengths = reference_mask(ids, eos_ids).sum(-1).tolist()
+    assert lengths == [4, 1, 12, 6, 8, 3, 10, 12]              # first stop at 3, 0, 11, 5, 7, 2, 9; row 7 never
 
 
-@pytest.mark.parametrize("wrong, hint", [
-    (lambda P, K: 4 * P, "4 bytes per parameter is one fp32 moment"),                 # one moment
-    (lambda P, K: 2 * 2 * P, "4 bytes per parameter is one fp32 moment (or two bf16 ones)"),  # bf16 moments
-    (lambda P, K: 2 * P, "one moment in bf16"),
-    (lambda P, K: 12 * P, "12 bytes adds the fp32 master weights"),
-    (lambda P, K: 16 * P, "12 bytes adds the fp32 master weights, 16"),
-    (lambda P, K: 8 * P / K, "plain DDP replicates the optimizer"),                    # ZeRO-1 thinking
-    (lambda P, K: 8 * P / 2**30, "return bytes, not GiB"),
-    (lambda P, K: 8 * P + 1, "2 moments × 4 bytes"),
+def test_reference_is_the_mask_of_a_real_rollout():
+    from grpo_lib.models import load_tiny_model
+    from grpo_lib.rollout import generate_completions
+
+    model, tok = load_tiny_model()
+    rollout = generate_completions(model, tok, ["What is 12 + 34?\n", "What is 5 + 9?\n"], 4, max_new_tokens=30, seed=0)
+    assert torch.equal(reference_mask(rollout.completion_ids, [tok.eos_token_id]), rollout.completion_mask)
+    assert torch.equal(loop_mask(rollout.completion_ids, [tok.eos_token_id]), rollout.completion_mask.long())
+
+
+def test_accepts_reference_and_independent_answers(capsys):
+    out = _passes(check_completion_mask(reference_mask), capsys)
+    assert "stop token is trained" in out
+    _passes(check_completion_mask(loop_mask), capsys)
+    _passes(check_completion_mask(lambda ids, eos: loop_mask(ids, eos).bool()), capsys)        # True/False is fine
+    _passes(check_completion_mask(lambda ids, eos: loop_mask(ids, eos).float()), capsys)
+    _passes(check_completion_mask(lambda ids, eos: loop_mask(ids, eos).tolist()), capsys)      # a nested list too
+
+
+def _without_stop(ids, eos):
+    return loop_mask(ids, eos) * ~torch.isin(ids, torch.tensor(eos))
+
+
+def _to_last_stop(ids, eos):
+    stop = torch.isin(ids, torch.tensor(eos))
+    T = ids.shape[1]
+    last = torch.where(stop.any(-1), T - 1 - stop.flip(-1).int().argmax(-1), T - 1)
+    return torch.arange(T)[None, :] <= last[:, None]
+
+
+def _argmax_without_any(ids, eos):                              # a row with no stop gets argmax 0: one token
+    stop = torch.isin(ids, torch.tensor(eos))
+    return (torch.arange(ids.shape[1])[None, :] <= stop.int().argmax(-1)[:, None]).int()
+
+
+@pytest.mark.parametrize("wrong, case, hint", [
+    (_without_stop, "then 2 pads", "you left out the stop token itself"),
+    (lambda ids, eos: torch.ones_like(ids), "then 2 pads", "you kept tokens after the stop token"),
+    (_to_last_stop, "stopped twice", "you went on to the last stop token"),
+    (lambda ids, eos: loop_mask(ids, eos[:1]), "two stop ids", "you used only the first of eos_ids"),
+    (_argmax_without_any, "truncated at T = 4", "a row that never stops was cut at T"),
+    (lambda ids, eos: (ids != 0).int(), "stopped twice", "you went on to the last stop token"),   # "mask the pads"
 ])
-def test_adamw_rejects_plausible_mistakes(wrong, hint, capsys):
-    _fails(check_adamw_moment_bytes(wrong), capsys, hint, "expected")
+def test_rejects_plausible_mistakes_with_their_hint(wrong, case, hint, capsys):
+    out = _fails(check_completion_mask(wrong), capsys, case, hint, "expected")
+    assert MASK_KEY not in out                                  # the key step only from the 3rd wrong answer on
 
 
-def test_adamw_unfilled_and_garbage_never_raise(capsys):
-    out = _fails(check_adamw_moment_bytes(_placeholder("5.2")), capsys, "Exercise 5.2 is not filled in yet", "Hint")
-    assert "✗ Not yet: Exercise 5.2" in out
-    _fails(check_adamw_moment_bytes(lambda P, K: None), capsys, "return one number of bytes")
-    _fails(check_adamw_moment_bytes(lambda P, K: "8P"), capsys, "return one number of bytes")
-    _fails(check_adamw_moment_bytes(lambda P, K: torch.ones(2) * 8 * P), capsys, "return one number")
-    _fails(check_adamw_moment_bytes(lambda P, K: float("nan")), capsys, "return one number")
-
-    def type_error(P, K):
-        raise TypeError("unsupported operand")
-    _fails(check_adamw_moment_bytes(type_error), capsys, "TypeError: unsupported operand")
-    _fails(check_adamw_moment_bytes(lambda P: 8 * P), capsys, "TypeError")              # wrong signature
-    _fails(check_adamw_moment_bytes(42), capsys)                                         # not even a function
+def test_placeholder_is_not_yet(capsys):
+    out = _fails(check_completion_mask(_placeholder("5.1")), capsys, "Exercise 5.1 is not filled in yet", "Hint")
+    assert out.startswith("✗ Not yet: Exercise 5.1") and MASK_KEY not in out
 
 
-# --- 5.1 the dapo normaliser under DDP --------------------------------------------------------------------
-
-
-def test_dapo_reference_by_hand():
-    names = [c[0] for c in DAPO_CASES]
-    assert dapo_normaliser(DAPO_CASES[0][1], 0) == dapo_normaliser(DAPO_CASES[1][1], 1) == (5 + 8) / 2
-    assert dapo_normaliser(DAPO_CASES[2][1], 2) == pytest.approx((4 + 8 + 5) / 3)
-    assert dapo_normaliser(DAPO_CASES[3][1], 0) == 5 and len(names) == len(set(names))
-    for _, masks, rank in DAPO_CASES:                       # a per-rank count would differ somewhere
-        averaged, target = ddp_loss_with(masks, [dapo_normaliser(masks, r) for r in range(len(masks))])
-        assert averaged == pytest.approx(target)            # DDP's average = the global token mean
-    masks = DAPO_CASES[0][1]
-    averaged, target = ddp_loss_with(masks, [m.sum().item() for m in masks])
-    assert averaged != pytest.approx(target)                 # per-rank normalisation is biased
-
-
-def test_dapo_reference_agrees_with_grpo_loss_under_ddp():
-    """grpo_loss("dapo", global_num_tokens, world_size) on each rank, averaged as DDP averages gradients, equals
-    the one-process loss on the concatenated batch; and each rank's loss is its token sum over dapo_normaliser."""
-    g = torch.Generator().manual_seed(0)
-    masks = DAPO_CASES[2][1]
-    K = len(masks)
-    n_global = sum(m.sum().item() for m in masks)
-    per_rank, grads, data = [], [], []
-    for rank, m in enumerate(masks):
-        B, T = m.shape
-        logp = torch.randn(B, T, generator=g).requires_grad_(True)
-        A = torch.randn(B, generator=g)
-        loss, _ = grpo_loss(logp, None, None, A, m, beta=0.0, loss_type="dapo", global_num_tokens=n_global,
-                            world_size=K)
-        assert loss.item() == pytest.approx((m * -A[:, None]).sum().item() / dapo_normaliser(masks, rank))
-        loss.backward()
-        per_rank.append(loss.item())
-        grads.append(logp.grad / K)                           # DDP: the average over the K ranks
-        data.append((logp.detach(), A, m))
-    T_max = max(m.shape[1] for m in masks)                     # one process: pad everything to the longest T
-    pad = lambda t: torch.nn.functional.pad(t, (0, T_max - t.shape[1]))  # noqa: E731
-    logp_all = torch.cat([pad(d[0]) for d in data]).requires_grad_(True)
-    A_all, m_all = torch.cat([d[1] for d in data]), torch.cat([pad(d[2]) for d in data])
-    loss_all, _ = grpo_loss(logp_all, None, None, A_all, m_all, beta=0.0, loss_type="dapo")
-    loss_all.backward()
-    assert sum(per_rank) / K == pytest.approx(loss_all.item())
-    start = 0
-    for grad in grads:
-        B, T = grad.shape
-        assert torch.allclose(grad, logp_all.grad[start:start + B, :T], atol=1e-6)
-        start += B
-
-
-def test_dapo_accepts_reference_and_independent_answers(capsys):
-    _passes(check_dapo_normaliser(dapo_normaliser), capsys)
-    _passes(check_dapo_normaliser(lambda masks, rank: torch.stack([m.sum() for m in masks]).sum() / len(masks)),
-            capsys)
-    _passes(check_dapo_normaliser(lambda masks, rank: sum(int(m.sum()) for m in masks) / len(masks)), capsys)
-
-
-@pytest.mark.parametrize("wrong, hint", [
-    (lambda masks, rank: masks[rank].sum(), "this rank's own token count (per-rank normalisation)"),
-    (lambda masks, rank: sum(m.sum() for m in masks), "comes out 2 times too small"),
-    (lambda masks, rank: sum(m.numel() for m in masks) / len(masks), "count only active tokens"),
-    (lambda masks, rank: masks[rank].numel(), "count only active tokens"),
-    (lambda masks, rank: sum(m.shape[0] for m in masks) / len(masks), "counts completions (rows)"),
-    (lambda masks, rank: masks[rank].sum() / len(masks), "N_global = Σ over ranks"),
-])
-def test_dapo_rejects_plausible_mistakes(wrong, hint, capsys):
-    out = _fails(check_dapo_normaliser(wrong), capsys, hint, "expected 6.5")
-    if "per-rank" in hint:
-        assert "global token mean" in out                   # the message shows what the bias does
-
-
-def test_dapo_unfilled_and_garbage_never_raise(capsys):
-    out = _fails(check_dapo_normaliser(_placeholder("5.1")), capsys, "Exercise 5.1 is not filled in yet", "Hint")
-    assert out.startswith("✗ Not yet: Exercise 5.1")
-    _fails(check_dapo_normaliser(lambda masks, rank: None), capsys, "return one number")
-    _fails(check_dapo_normaliser(lambda masks, rank: [m.sum() for m in masks]), capsys, "return one number")
-    _fails(check_dapo_normaliser(lambda masks, rank: torch.stack([m.sum() for m in masks])), capsys,
-           "return one number")                                                       # wrong shape: one per rank
-
-    def type_error(masks, rank):
-        raise TypeError("'list' object has no attribute 'sum'")
-    _fails(check_dapo_normaliser(type_error), capsys, "TypeError")
-    _fails(check_dapo_normaliser(lambda masks: 1.0), capsys, "TypeError")              # wrong signature
-    _fails(check_dapo_normaliser(lambda masks, rank: masks.sum()), capsys, "AttributeError")  # a list has no .sum
-    assert not math.isnan(dapo_normaliser([torch.zeros(1, 3)], 0))                      # empty batch: clamped to 1
+@pytest.mark.parametrize("garbage", [lambda ids, eos: None, lambda ids, eos: "mask", lambda ids, eos: 1 / 0,
+                                     lambda ids, eos: torch.zeros(3), lambda ids, eos: torch.full(ids.shape, 2),
+                                     lambda ids, eos: [[None]]],
+                         ids=["None", "str", "raises", "shape", "not 0/1", "ragged"])
+def test_never_raises(garbage, capsys):
+    _fails(check_completion_mask(garbage), capsys, "expected")

@@ -1,4 +1,4 @@
-"""Issue 12's exercises (1.1, 2.1, 2.2, 3.2, 4.1, 4.2, 5.2) and their progressive hints.
+"""Issue 12's exercises (1.1, 2.1, 2.2, 3.2, 4.1, 4.2, 6.2), exercise 5.1, and their progressive hints.
 
 Each checker, both ways: it accepts an answer written independently of its reference, rejects each plausible
 wrong answer with the nudge that names it, never raises whatever the answer does, and keeps its key step (the
@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from grpo_lib.course.exercises import checking as ck
-from grpo_lib.course.exercises import ex01, ex02, ex03, ex04, ex05
+from grpo_lib.course.exercises import ex01, ex02, ex03, ex04, ex05, ex06
 from grpo_lib.evaluation import fisher_exact_2x2
 
 
@@ -70,7 +70,13 @@ EXERCISES = {
             [(lambda lg, lr_: (torch.softmax(lr_, -1) * (torch.log_softmax(lr_, -1) - torch.log_softmax(lg, -1))).sum(-1),
               "KL(π_ref ‖ π_θ)"),
              (lambda lg, lr_: (lg.softmax(-1) * (lg - lr_)).sum(-1), "logits are not log-probabilities")]),
-    "5.2": (ex05.check_decode_floor, ex05.DECODE_KEY, ex05.DECODE_NUDGE, lambda n, b, T, B, bw: T * (n * b / bw),
+    "5.1": (ex05.check_completion_mask, ex05.MASK_KEY, ex05.MASK_NUDGE,
+            lambda ids, eos: torch.stack([torch.cumsum(torch.cat([torch.zeros(1, dtype=torch.long),
+                                                                   torch.isin(row, torch.tensor(eos)).long()[:-1]]), 0) == 0
+                                          for row in ids]),
+            [(lambda ids, eos: torch.ones_like(ids), "kept tokens after the stop token"),
+             (lambda ids, eos: (torch.cumsum(torch.isin(ids, torch.tensor(eos)).long(), -1) == 0), "left out the stop token")]),
+    "6.2": (ex06.check_decode_floor, ex06.DECODE_KEY, ex06.DECODE_NUDGE, lambda n, b, T, B, bw: T * (n * b / bw),
             [(lambda n, b, T, B, bw: n * b * T * B / bw, "multiplied by B"),
              (lambda n, b, T, B, bw: n * T / bw, "count bytes")]),
 }
@@ -196,5 +202,6 @@ def test_each_new_checker_called_by_name(capsys):
     assert ex03.check_fisher(fisher_exact_2x2)
     assert ex04.check_clipped_tokens(ex04.clipped_tokens)
     assert ex04.check_exact_kl(ex04.exact_kl)
-    assert ex05.check_decode_floor(ex05.decode_seconds_floor)
-    assert capsys.readouterr().out.count("✓ Correct") == 7
+    assert ex05.check_completion_mask(ex05.reference_mask)
+    assert ex06.check_decode_floor(ex06.decode_seconds_floor)
+    assert capsys.readouterr().out.count("✓ Correct") == 8

@@ -4,7 +4,7 @@
 - `widgets`: the ε and β sliders of notebook 04 (ipywidgets around the plots).
 - `notebook`: display helpers for cells (`show_source`, `markdown_table`) and `run_torchrun`.
 - `memory`: parameter counts from a config, the GRPO vs PPO memory table, the per-GPU memory planner.
-- `exercises`: the checkers of the fill-in exercises, one module per notebook (`ex01` ... `ex05`), sharing
+- `exercises`: the checkers of the fill-in exercises, one module per notebook (`ex01` ... `ex06`), sharing
   `exercises.checking`.
 
 The engine and the GRPO math (everything directly under grpo_lib/) never import from here;

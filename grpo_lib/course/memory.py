@@ -13,7 +13,7 @@ which is 2 + 2 + 12 = 16 bytes for bf16. A frozen model (the reference policy π
 model) holds only its weights.
 
 Choices made here (each shown in notebooks/02_advantages.ipynb; the per-GPU planner at the end of
-this module, `plan_gpu_memory`, is taught in notebooks/05_full_run.ipynb and documented there):
+this module, `plan_gpu_memory`, is taught in notebooks/06_multi_gpu_qwen.ipynb and documented there):
 1. Mixed precision is assumed whenever dtype_bytes < 4: the optimizer keeps fp32 m, v and an fp32 master
    copy of the weights, and gradients live in the training dtype. With dtype_bytes = 4 (plain fp32) there
    is no master copy. Pass `master_weights=False` for "pure bf16" training (torch AdamW straight on bf16
@@ -283,7 +283,7 @@ def training_memory_table(
     return MemoryTable(tuple(rows), title, meta)
 
 
-# --- the per-GPU planner (notebook 05) ----------------------------------------------------------------
+# --- the per-GPU planner (notebook 06) ----------------------------------------------------------------
 #
 # Activations are counted the way Korthikanti et al. (2022), "Reducing Activation Recomputation in Large
 # Transformer Models" (arXiv 2205.05198, section 4.1) count them: every tensor that autograd saves for the
@@ -352,7 +352,7 @@ def qwen2_parameter_count(config) -> int:
     Returns:
         the parameter count, an int (a tied embedding / LM head counted once, as torch does).
 
-    Taught in: notebooks/05_full_run.ipynb
+    Taught in: notebooks/06_multi_gpu_qwen.ipynb
     """
     s = _qwen2_shape(config)
     h, hq, hkv = s["h"], s["n_heads"] * s["head_dim"], s["n_kv"] * s["head_dim"]
@@ -648,7 +648,7 @@ def plan_gpu_memory(
     Raises:
         ValueError: naming the argument (N not divisible by world_size, unknown dtype, ...).
 
-    Taught in: notebooks/05_full_run.ipynb
+    Taught in: notebooks/06_multi_gpu_qwen.ipynb
     """
     if dtype not in DTYPE_BYTES:
         raise ValueError(f"dtype must be one of {sorted(DTYPE_BYTES)}, got {dtype!r}")
@@ -759,7 +759,7 @@ def plan_for_run(cfg, config, *, prompt_len: int, world_size: int = 1, **overrid
     "pure" plans weights and AdamW state in cfg.dtype with no master copy. Any `plan_gpu_memory`
     argument can be overridden.
 
-    Taught in: notebooks/05_full_run.ipynb
+    Taught in: notebooks/06_multi_gpu_qwen.ipynb
     """
     dtype = "bfloat16" if cfg.dtype == "auto" else cfg.dtype
     kwargs = dict(G=cfg.G, N=cfg.global_N(world_size), prompt_len=prompt_len, completion_len=cfg.max_completion_length,

@@ -10,7 +10,7 @@
   claims, shows "✓ <section>: N facts checked" that expands to the list (collapsed by default), and raises
   naming every fact that fails, so CI fails on a broken lesson while the notebook reads like prose.
 
-- `run_torchrun(args, nproc=2)` launches `torchrun --standalone` from a cell (notebook 05's DDP demos) and
+- `run_torchrun(args, nproc=2)` launches `torchrun --standalone` from a cell (notebook 06's DDP demos) and
   returns the finished process; a job that fails raises, with its exit status and stderr (never rerun).
 
 The display helpers degrade gracefully: without IPython (or pygments) they fall back to plain text.
@@ -130,7 +130,7 @@ def run_torchrun(args: Sequence[str], nproc: int = 2, *, env: dict[str, str] | N
         RuntimeError: the job exited non-zero; the message holds the command's exit status and the end of
             its stderr.
 
-    Taught in: notebooks/05_full_run.ipynb
+    Taught in: notebooks/06_multi_gpu_qwen.ipynb
     """
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *map(str, args)]
     job_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}

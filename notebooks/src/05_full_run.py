@@ -9,8 +9,8 @@
 # %% [markdown]
 # # 05 · The full run
 #
-# > The tutorial's whole job, sample → score → update, run for real: first on a tiny Qwen2 that learns
-# > addition on a CPU in about two minutes, then (same code, other preset) Qwen2.5-1.5B-Instruct on GSM8K.
+# > The tutorial's whole job, sample → score → update, run for real on a tiny Qwen2 that learns addition on a
+# > CPU in about two minutes. The same code on Qwen2.5-1.5B-Instruct and several GPUs is notebook 06.
 #
 # You will:
 # - map DeepSeekMath's Algorithm 1 line by line onto `grpo_lib/train.py`;
@@ -18,16 +18,12 @@
 # - take one policy update by hand and read its loss, KL and clip fraction;
 # - run the tiny preset end to end, plot its learning curves from `metrics.jsonl`, and compare held-out
 #   completions before and after;
-# - get the exact commands for the Qwen run, and see what the tutorial's 23% → 90% really measured;
-# - see why the tutorial's `nn.DataParallel` and `device_map="auto"` do not train on several GPUs at once,
-#   and watch DistributedDataParallel average gradients across two real processes;
-# - launch the same run with `torchrun` on 1, 2 or 8 GPUs (and run it on 2 CPU processes here);
-# - plan the memory of the Qwen2.5-1.5B run per GPU (weights, reference, gradients, AdamW, activations
-#   with and without gradient checkpointing, logits, KV cache) and see whether 80 GB or 24 GB cards fit it;
-# - fill in two exercises: the `dapo` normaliser under DDP (5.1) and the floor under generation time (5.2).
+# - see what the tutorial's 23% → 90% really measured, next to an evaluation with confidence intervals;
+# - fill in one exercise: the completion mask of a rollout, stop token included (5.1).
 #
-# Needs: notebooks 01–04 (advantages, rewards, the loss). Runs in: ~4 min on CPU (the tiny training run
-# is ~2 min of it, the 2-process run ~1 min).
+# Needs: notebooks 01–04 (advantages, rewards, the loss). Runs in: ~3 min on CPU (the tiny training run is
+# ~2 min of it). Next: notebook 06 runs the same engine on several GPUs (DDP, torchrun, the memory planner,
+# mixed precision, checkpoints, the Qwen commands and the same run on TRL).
 #
 # ## The algorithm, and where each line lives
 #
@@ -58,10 +54,10 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import torch
 
-from grpo_lib.course.exercises.checking import hint
-from grpo_lib.course.exercises.ex05 import check_dapo_normaliser, check_decode_floor
 from grpo_lib.config import GRPOConfig
-from grpo_lib.data import build_prompt, has_chat_template
+from grpo_lib.course.exercises.checking import hint
+from grpo_lib.course.exercises.ex05 import check_completion_mask
+from grpo_lib.data import build_prompt
 from grpo_lib.evaluation import wilson_interval
 from grpo_lib.models import count_parameters, load_tiny_model
 from grpo_lib.course.notebook import check, markdown_table
@@ -81,17 +77,20 @@ _ = torch.manual_seed(0)                             # `_ =`: no <torch._C.Gener
 # ## 1 · The configuration
 #
 # Every setting of a run is one field of `GRPOConfig`, named by its paper symbol where it has one. The
-# `tiny` preset is the CPU default; `report_to="none"` keeps W&B out of the notebook.
+# `tiny` preset is the CPU default; `report_to="none"` keeps W&B out of the notebook. Its key numbers: $G = 8$
+# completions per question, $N = 16$ questions per step, so $B = N \cdot G = 128$ completions per step; 100 steps
+# of one outer iteration; $\mu = 1$, $\beta = 0.04$, $\epsilon = 0.2$.
 
 # %%
 cfg = GRPOConfig.tiny(report_to="none", progress=False)
 cfg
 
-# %%
-# check: the tiny preset's key numbers, and the batch size B = N · G
-assert (cfg.G, cfg.N, cfg.steps, cfg.mu, cfg.beta, cfg.epsilon) == (8, 16, 100, 1, 0.04, 0.2)
-assert cfg.B == cfg.N * cfg.G == 128 and cfg.total_steps == cfg.num_iterations * cfg.steps == 100
-print("B =", cfg.B, "completions per step;", cfg.total_steps, "steps")
+# %% jupyter={"source_hidden": true}
+check("1 · the configuration",
+      ("G = 8, N = 16, 100 steps, μ = 1, β = 0.04, ε = 0.2",
+       (cfg.G, cfg.N, cfg.steps, cfg.mu, cfg.beta, cfg.epsilon) == (8, 16, 100, 1, 0.04, 0.2)),
+      ("B = N · G = 128 completions per step", cfg.B == cfg.N * cfg.G == 128),
+      ("total steps = outer iterations × steps = 100", cfg.total_steps == cfg.num_iterations * cfg.steps == 100))
 
 
 # %% [markdown]
@@ -156,13 +155,19 @@ tokens = [tok.decode([t]) for t in o_ids.tolist()]
 markdown_table(["t", "token id", "token", "mask"],
                [(t, int(o_ids[t]), repr(tokens[t]), int(mask[t])) for t in range(len(tokens))])
 
+# %% [markdown]
+# The mask is 1 on the completion up to and including its first EOS, and 0 on the padding after it: the EOS
+# token is part of the loss, so the model is trained to stop.
+
 # %%
-# check: the mask covers the completion up to and including the first EOS, and nothing after it
 o_len = int(mask.sum())
-assert o_ids[o_len - 1].item() == tok.eos_token_id, "last masked token must be EOS"
-assert mask[:o_len].all() and not mask[o_len:].any()
-assert (o_ids[:o_len - 1] != tok.eos_token_id).all()
 print(f"|o_{i}| = {o_len} tokens, EOS included; text: {rollout.texts[i]!r}")
+
+# %% jupyter={"source_hidden": true}
+check("2 · one rollout, token by token",
+      ("the last masked token is EOS", o_ids[o_len - 1].item() == tok.eos_token_id),
+      ("the mask is 1 up to there and 0 after it", bool(mask[:o_len].all()) and not bool(mask[o_len:].any())),
+      ("no EOS before the last masked token", bool((o_ids[:o_len - 1] != tok.eos_token_id).all())))
 
 # %% [markdown]
 # ### The model that never stops (pad = EOS, EOS masked out)
@@ -202,6 +207,25 @@ check("pad = EOS masked out of the loss",
       ("every completion here ends in EOS, so the difference is the whole stopping signal",
        bool((mask_right.sum(-1) > mask_pad_is_eos.sum(-1)).all())))
 
+
+# %% [markdown]
+# **5.1 · The completion mask (fill in).** Write `my_completion_mask(ids, eos_ids)`: for completion ids of shape
+# $(B, T)$ and the list of ids that end a completion, return the $(B, T)$ mask that is 1 up to and including the
+# first stop token of each row and 0 after it; a row with no stop token was cut at $T$ and counts whole.
+# Qwen2.5-Instruct has two stop ids (`<|im_end|>` and `<|endoftext|>`), so any of `eos_ids` ends a completion.
+# Compare with `grpo_lib.logprobs.completion_mask` when you are done. Stuck? `hint("5.1")`.
+
+# %% tags=["solution"]
+def my_completion_mask(ids, eos_ids):   # ids: (B, T) ints; eos_ids: a list of ints -> (B, T) of 0/1
+    ### BEGIN SOLUTION
+    stop = torch.isin(ids, torch.tensor(eos_ids))                      # (B, T): True at every stop token
+    T = ids.shape[1]
+    first = torch.where(stop.any(-1), stop.int().argmax(-1), T)        # (B,): the first stop, T if none
+    return (torch.arange(T)[None, :] <= first[:, None]).int()
+    ### END SOLUTION
+
+check_completion_mask(my_completion_mask);
+
 # %% [markdown]
 # Now the rewards ($r$ = correctness + format, notebook 03) and the group advantages
 # $A_i = (r_i - \mathrm{mean}(r))/\mathrm{std}(r)$ (notebook 02), one row per group.
@@ -217,14 +241,19 @@ for n, p in enumerate(problems):
     print("  r =", [round(x, 2) for x in r[n].tolist()])
     print("  A =", [round(x, 2) for x in A[n].tolist()])
 
-# %%
-# check: advantages are group-normalised rewards (sample std, 1e-4 floor); a zero-std group gets A = 0
-for n in range(len(problems)):
-    std = r[n].std()
-    expected = torch.zeros(cfg.G) if std < 1e-6 else (r[n] - r[n].mean()) / (std + 1e-4)
-    assert torch.allclose(A[n], expected, atol=1e-4), n
-    assert abs(A[n].sum()) < 1e-4
-print("advantages match (r - mean) / std per group")
+
+# %% [markdown]
+# Each row of A is its group's rewards minus their mean, divided by their sample std plus the 1e-4 floor (a group
+# whose rewards are all equal gets A = 0), so every group's advantages sum to 0.
+
+# %% jupyter={"source_hidden": true}
+def by_formula(rn):                     # notebook 02's formula, written out: (r - mean) / (std + 1e-4), 0 if flat
+    return torch.zeros(cfg.G) if rn.std() < 1e-6 else (rn - rn.mean()) / (rn.std() + 1e-4)
+
+check("2 · rewards and advantages",
+      ("A = (r − mean) / (sample std + 1e-4) in every group",
+       all(torch.allclose(A[n], by_formula(r[n]), atol=1e-4) for n in range(len(problems)))),
+      ("every group's advantages sum to 0", all(abs(A[n].sum()) < 1e-4 for n in range(len(problems)))))
 
 # %% [markdown]
 # ### A reward function that returns None or NaN
@@ -281,13 +310,13 @@ stats = policy_update(model, optimizer, batch, cfg)
 moved = sum((a - b).abs().sum().item() for a, b in zip(model.parameters(), before))
 print({k: round(v, 6) for k, v in stats.items()}, f" total |Δθ| = {moved:.3f}")
 
-# %%
-# check: μ = 1 and π_θ = π_ref at the first update: ρ = 1, no clipping, KL 0, loss ≈ 0, but θ moved
-assert stats["clip_fraction"] == 0.0 and abs(stats["ratio_mean"] - 1) < 1e-6
-assert abs(stats["kl"]) < 1e-6 and abs(stats["loss"]) < 1e-5
-assert stats["grad_norm"] > 0 and moved > 0
-print("one update: loss ≈ 0, gradient", round(stats["grad_norm"], 3))
-del model, ref_model, optimizer
+# %% jupyter={"source_hidden": true}
+check("3 · one update",
+      ("μ = 1: the ratio ρ is 1 and nothing is clipped",
+       stats["clip_fraction"] == 0.0 and abs(stats["ratio_mean"] - 1) < 1e-6),
+      ("π_θ = π_ref at the first update: KL 0", abs(stats["kl"]) < 1e-6),
+      ("the loss is about 0 (|loss| < 1e-5)", abs(stats["loss"]) < 1e-5),
+      ("... but the gradient is not, and the weights moved", stats["grad_norm"] > 0 and moved > 0))
 
 # %% [markdown]
 # ## 4 · The full tiny run
@@ -295,10 +324,14 @@ del model, ref_model, optimizer
 # `train(cfg)` is what `python -m grpo_lib.train --preset tiny` runs: evaluate on the 300 held-out test
 # problems, 100 steps of sample → score → update, evaluate again, save. It writes `metrics.jsonl`,
 # `evals.jsonl`, `summary.json` and `model/` to a temporary folder. The seed is fixed and the preset uses
-# one CPU thread, so the run is reproducible (measured: 51.7% → 93.7%).
+# one CPU thread, so the run is reproducible (measured: 51.7% → 93.7%). The course's target: held-out accuracy
+# ends at 80% or more, at least 30 points above where it started. The wall time is printed, not checked: it
+# measures this machine (`benchmarks/` measure speed), and a loaded machine would fail a timed check.
 
 # %%
 import contextlib, io
+
+del model, ref_model, optimizer         # section 3's copies; train() loads its own
 
 cfg = cfg.replace(output_dir=tempfile.mkdtemp(prefix="grpo05-"))   # a scratch folder, not runs/tiny
 out = Path(cfg.output_dir)
@@ -312,15 +345,14 @@ print(sorted(p.name for p in out.iterdir()))
 print(f"accuracy {summary['accuracy_before']:.1%} -> {summary['accuracy_after']:.1%} "
       f"in {summary['wall_seconds']:.0f} s")
 
-# %%
-# check: the course target (+30 points, ending at >= 80%). The wall time is printed, not asserted: it is a
-# measurement of this machine (benchmarks/ measure speed), and a loaded machine would fail a timed check.
-s = result.summary
-assert len(metrics) == cfg.total_steps and len(result["loss"]) == cfg.total_steps
-assert s["accuracy_after"] >= 0.80, s["accuracy_after"]
-assert s["accuracy_after"] - s["accuracy_before"] >= 0.30
-assert s["accuracy_after"] == summary["accuracy_after"]  # the file says what train() returned
-print("target met:", f"+{s['accuracy_after'] - s['accuracy_before']:.1%}")
+# %% jupyter={"source_hidden": true}
+check("4 · the full tiny run",
+      ("one metrics record and one loss per step",
+       len(metrics) == cfg.total_steps and len(result["loss"]) == cfg.total_steps),
+      ("held-out accuracy ends at 80% or more", result.summary["accuracy_after"] >= 0.80),
+      ("... at least 30 points above where it started",
+       result.summary["accuracy_after"] - result.summary["accuracy_before"] >= 0.30),
+      ("summary.json says what train() returned", result.summary["accuracy_after"] == summary["accuracy_after"]))
 
 # %% [markdown]
 # ### Learning curves from `metrics.jsonl`
@@ -343,36 +375,42 @@ fig.tight_layout()
 plt.show()
 
 # %%
-# check: the curves tell the story: later steps beat early ones on reward and accuracy, KL grows from 0
 first, last = metrics[:10], metrics[-10:]
 mean = lambda rows, k: sum(m[k] for m in rows) / len(rows)
-assert mean(last, "reward") > mean(first, "reward") and mean(last, "accuracy") > mean(first, "accuracy")
-assert mean(last, "frac_reward_zero_std") > mean(first, "frac_reward_zero_std")
-assert metrics[0]["kl"] < 1e-6 < mean(last, "kl")
-print({k: (round(mean(first, k), 3), round(mean(last, k), 3))
-       for k in ("reward", "accuracy", "kl", "completions/mean_length", "frac_reward_zero_std")})
+markdown_table(["metric", "mean of the first 10 steps", "mean of the last 10 steps"],
+               [(k, mean(first, k), mean(last, k))
+                for k in ("reward", "accuracy", "kl", "completions/mean_length", "frac_reward_zero_std")],
+               floatfmt=".3f")
+
+# %% jupyter={"source_hidden": true}
+check("4 · learning curves",
+      ("the last 10 steps beat the first 10 on reward and on accuracy",
+       mean(last, "reward") > mean(first, "reward") and mean(last, "accuracy") > mean(first, "accuracy")),
+      ("the share of zero-std groups rises", mean(last, "frac_reward_zero_std") > mean(first, "frac_reward_zero_std")),
+      ("the KL starts at 0 and grows", metrics[0]["kl"] < 1e-6 < mean(last, "kl")))
 
 # %% [markdown]
 # ### Held-out evaluation with 95% confidence intervals
 #
 # Greedy decoding on the 300 test problems. Strict: the answer is in `<answer>` tags and right; lenient:
-# the last number is right; format: the tags are well formed. Each with a Wilson interval.
+# the last number is right; format: the tags are well formed. Each with a Wilson interval. Before and after,
+# the strict intervals do not overlap.
 
 # %%
+eb, ea = result.eval_before, result.eval_after
 rows = []
-for name, ev in (("before", result.eval_before), ("after", result.eval_after)):
+for name, ev in (("before", eb), ("after", ea)):
     for what, k, ci in (("strict", ev.n_strict, ev.strict_ci), ("lenient", ev.n_lenient, ev.lenient_ci),
                         ("format", ev.n_format, ev.format_ci)):
         rows.append((name, what, f"{k}/{ev.n}", k / ev.n, ci[0], ci[1]))
 markdown_table(["eval", "metric", "count", "rate", "95% low", "95% high"], rows, floatfmt=".3f")
 
-# %%
-# check: the intervals are Wilson's, and before/after strict intervals do not overlap
-eb, ea = result.eval_before, result.eval_after
-assert eb.n == ea.n == 300
-assert eb.strict_ci == wilson_interval(eb.n_strict, eb.n) and ea.strict_ci == wilson_interval(ea.n_strict, ea.n)
-assert eb.strict_ci[1] < ea.strict_ci[0]
-print("before", [round(x, 3) for x in eb.strict_ci], "after", [round(x, 3) for x in ea.strict_ci])
+# %% jupyter={"source_hidden": true}
+check("4 · held-out evaluation",
+      ("300 held-out problems, before and after", eb.n == ea.n == 300),
+      ("the intervals are Wilson's",
+       eb.strict_ci == wilson_interval(eb.n_strict, eb.n) and ea.strict_ci == wilson_interval(ea.n_strict, ea.n)),
+      ("the strict intervals before and after do not overlap", eb.strict_ci[1] < ea.strict_ci[0]))
 
 # %% [markdown]
 # ## 5 · Completions before and after
@@ -393,115 +431,7 @@ assert sum(x["strict"] for x in sa) >= sum(x["strict"] for x in sb)
 print(sum(x["strict"] for x in sb), "->", sum(x["strict"] for x in sa), "of", len(sa), "shown right")
 
 # %% [markdown]
-# ## 6 · The Qwen run
-#
-# Same engine, other preset: `Qwen/Qwen2.5-1.5B-Instruct` on GSM8K with the tutorial's hyperparameters
-# (G = 12, 7 prompts, 400 new tokens, β = 0.04, lr 5e-6, ε = 0.1, μ = 1), flash-attention when it
-# imports on CUDA. Two things differ from the tutorial. The 7 prompts are **per GPU**
-# (`prompts_per_device`): on $K$ GPUs a step samples $7K$ prompts, $84K$ completions, so 8 GPUs do 8 times
-# the work instead of splitting one GPU's batch. And `dtype="bfloat16"` means **mixed precision**: fp32
-# master weights and fp32 AdamW state, with the forward and backward passes under `torch.autocast(bfloat16)`
-# (the next cells show why). It needs a GPU and the weights, so this notebook only prints the commands;
-# set `GRPO_FULL=1` to run the single-GPU one from here.
-
-# %%
-one_gpu = ("python -m grpo_lib.train --preset qwen2.5-1.5b-gsm8k --output-dir runs/qwen "
-           "--data-dir ../shared/data/gsm8k")
-eight_gpus = ("torchrun --standalone --nproc_per_node=8 -m grpo_lib.train --preset qwen2.5-1.5b-gsm8k "
-              "--output-dir runs/qwen-8gpu --data-dir ../shared/data/gsm8k")
-print("1 GPU: ", one_gpu)
-print("8 GPUs:", eight_gpus)
-if os.environ.get("GRPO_FULL") == "1":
-    import subprocess
-    subprocess.run(one_gpu.split(), cwd="..", check=True)
-
-# %%
-qwen = GRPOConfig.from_preset("qwen2.5-1.5b-gsm8k")
-qwen
-
-# %%
-# check: the tutorial's hyperparameters, 7 prompts per GPU (the batch grows with the GPUs), mixed precision
-assert (qwen.G, qwen.prompts_per_device, qwen.max_completion_length, qwen.beta, qwen.lr, qwen.epsilon, qwen.mu) == \
-    (12, 7, 400, 0.04, 5e-6, 0.1, 1)
-assert qwen.model == "Qwen/Qwen2.5-1.5B-Instruct" and qwen.task == "gsm8k"
-assert (qwen.dtype, qwen.precision, qwen.N) == ("bfloat16", "mixed", None)
-assert qwen.global_B(1) == 84 and qwen.global_B(8) == 672
-print("qwen preset OK; completions per step: 1 GPU", qwen.global_B(1), "| 8 GPUs", qwen.global_B(8))
-
-# %% [markdown]
-# ### Why bf16 weights cannot learn at lr = 5e-6
-#
-# AdamW's first step moves each weight by about the learning rate, 5e-6. bfloat16 keeps 8 bits of
-# mantissa: next to a weight $w$ the representable numbers are about $|w| \cdot 2^{-7}$ apart, so for
-# every $|w|$ above about $10^{-3}$ the step is less than half the gap and **rounds away**. The tutorial
-# (and this engine before) ran AdamW straight on bf16 weights. Count it: one update of the tiny model at
-# lr = 5e-6, on the same batch, in pure bf16 (`precision="pure"`) and in mixed precision (fp32 master
-# weights, bf16 autocast), and the share of the weights with a non-zero gradient whose value changed.
-
-# %%
-import copy
-from grpo_lib.models import load_tiny_model
-from grpo_lib.precision import changed_fraction, resolve_precision
-from grpo_lib.rewards import reward_functions
-from grpo_lib.rollout import generate_completions, score_rollout
-from grpo_lib.train import make_optimizer, policy_update
-
-lr_cfg = GRPOConfig.tiny(lr=5e-6, beta=0.0)
-base, tok_small = load_tiny_model()
-questions = {"What is 38 + 47?\n": "85", "What is 59 + 66?\n": "125", "What is 17 + 28?\n": "45",
-             "What is 94 + 79?\n": "173"}
-roll = generate_completions(base, tok_small, list(questions), G=8, max_new_tokens=lr_cfg.max_completion_length, seed=0)
-scored = score_rollout(roll, list(questions.values()), reward_functions(lr_cfg.reward_funcs))
-changed = {}
-for mode in ("pure", "mixed"):
-    prec = resolve_precision("bfloat16", mode, "cpu")
-    m = copy.deepcopy(base).to(prec.param_dtype)
-    opt, _ = make_optimizer(m, lr_cfg)
-    before = {n: p.detach().clone() for n, p in m.named_parameters()}
-    policy_update(m, opt, scored, lr_cfg, prec)
-    grads = {n: p.grad for n, p in m.named_parameters() if p.grad is not None}
-    changed[mode] = changed_fraction(before, dict(m.named_parameters()), grads)
-    print(f"{mode:>5}: {prec.describe()}\n       {changed[mode]:.1%} of the weights with a gradient changed")
-
-# %%
-# check: mixed precision moves (nearly) every weight that gets a gradient; pure bf16 rounds most updates away
-assert scored.advantages.abs().sum() > 0
-assert changed["mixed"] >= 0.9 and changed["pure"] < 0.25, changed
-print({k: round(v, 3) for k, v in changed.items()})
-
-# %% [markdown]
-# ### Why Qwen stops after `</answer>`
-#
-# The tutorial built its prompt by gluing the system prompt and the question together as plain text, so
-# the Instruct model saw no chat turn and had no reason to end one: it kept writing after `</answer>`.
-# `build_prompt` uses the tokenizer's chat template (`apply_chat_template`) whenever it has one. Qwen's
-# template is ChatML: the prompt ends with `<|im_start|>assistant\n`, and the model was instruction-tuned
-# to close its turn with `<|im_end|>`, which is its EOS token for generation. So it stops right after
-# `</answer>`, and because the completion mask includes EOS, GRPO keeps rewarding that stop. Below, the
-# same function on a tokenizer given a ChatML template (Qwen2.5's, shortened); the tiny tokenizer has
-# none and gets the plain format.
-
-# %%
-from grpo_lib.rewards import SYSTEM_PROMPT
-
-CHATML = ("{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}"
-          "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
-_, chat_tok = load_tiny_model()
-chat_tok.chat_template = CHATML
-chat_prompt = build_prompt(chat_tok, "What is 33 + 16?", SYSTEM_PROMPT)
-print(chat_prompt)
-print("--- without a template:", repr(build_prompt(tok, "What is 33 + 16?")))
-
-# %%
-# check: with a template the prompt is a ChatML turn ending in the assistant header; without, plain text
-assert has_chat_template(chat_tok) and not has_chat_template(tok)
-assert chat_prompt.startswith("<|im_start|>system\n") and chat_prompt.endswith("<|im_start|>assistant\n")
-assert "<|im_start|>user\nWhat is 33 + 16?<|im_end|>" in chat_prompt
-assert build_prompt(tok, "What is 33 + 16?") == "What is 33 + 16?\n"
-print("chat template applied")
-
-# %% [markdown]
-# ## 7 · What the tutorial's numbers really measured
+# ## 6 · What the tutorial's numbers really measured
 #
 # The tutorial reported 23% → 90% accuracy. Three things to know about those numbers:
 #
@@ -534,489 +464,14 @@ markdown_table(["", "count", "rate", "95% low", "95% high"], [
      *ea.strict_ci),
 ], floatfmt=".3f")
 
-# %%
-# check: 7/30 and 27/30 are the tutorial's 23% and 90%; with only 9 tagged completions before,
-# strict accuracy could not exceed 30%; an n = 30 interval is over twice as wide as ours at n = 300
-assert round(k_before / n_tut, 2) == 0.23 and k_after / n_tut == 0.90
-assert tagged_before / n_tut == 0.30 and k_before <= tagged_before
-assert 0.11 < ci_b[0] < 0.13 and 0.40 < ci_b[1] < 0.42
-assert (ci_b[1] - ci_b[0]) > 2 * (eb.strict_ci[1] - eb.strict_ci[0])
-# and ours separates the three rates: lenient >= strict, format reported on its own
-assert ea.n_lenient >= ea.n_strict and eb.n_lenient >= eb.n_strict
-print(f"tutorial 95% CI before: {ci_b[0]:.2f}-{ci_b[1]:.2f}; ours: {eb.strict_ci[0]:.2f}-{eb.strict_ci[1]:.2f}")
-
-# %% [markdown]
-# ## 8 · Many GPUs: DistributedDataParallel with torchrun
-#
-# The tutorial's title promises multi-GPU DataParallel. Its code loads the model with
-# `device_map="auto"` and then wraps it in `nn.DataParallel`, but every forward pass and every `generate`
-# call goes through `model.module`, which skips the wrapper. `grpo_lib` uses PyTorch's
-# `DistributedDataParallel` (DDP) launched by `torchrun` instead. Here are the three side by side, for
-# one GRPO step on $K$ GPUs:
-#
-# | | `nn.DataParallel`, as the tutorial uses it | `device_map="auto"` | DDP with `torchrun` (`grpo_lib`) |
-# |---|---|---|---|
-# | processes | one Python process | one Python process | $K$ processes, one per GPU |
-# | who holds the weights | GPU 0; a call `model(x)` copies a replica to every GPU, *every call* | each GPU holds a contiguous block of layers, about $1/K$ of the model | every GPU holds the whole model, its own gradients and its own AdamW state |
-# | what is communicated | on `model(x)`: the batch is scattered, the weights replicated, the outputs gathered on GPU 0, the gradients summed there. On `model.module(x)`: nothing, it never leaves GPU 0's code path | the hidden states ($b \times s \times h$) cross from one GPU to the next at every block boundary, forward and backward | one all-reduce of the gradients ($\Psi$ numbers) per update, overlapped with the backward pass; a few metric scalars |
-# | when GPUs are idle | with `model.module`: GPUs 1..K−1 always | all but one at any moment: GPU $k$ waits while the others run their layers | none: each GPU samples, scores and back-propagates its own $N/K$ prompts |
-# | what it buys | nothing, as used | a model too big for one GPU (at $1/K$ of the speed) | $K\times$ the rollouts and updates per second |
-#
-# Three cells below show each column on this CPU: the wrapper that is never called, layers that run one
-# after another, and DDP's gradient averaging in two real processes.
-
-# %% [markdown]
-# ### `nn.DataParallel` through `.module`: the wrapper never runs
-#
-# All of `DataParallel`'s work (scatter the inputs, replicate the module, run the replicas, gather the
-# outputs) happens inside its `forward`. We wrap the tiny model, call it the tutorial's way, and count
-# how often the wrapper's `forward` and the inner model's `forward` run.
-
-# %%
-import inspect
-from torch import nn
-
-dp_model, dp_tok = load_tiny_model()
-dp = nn.DataParallel(dp_model)                 # the tutorial: model = nn.DataParallel(model)
-calls = {"DataParallel.forward": 0, "Qwen2ForCausalLM.forward": 0}
-dp.register_forward_hook(lambda *_: calls.__setitem__("DataParallel.forward", calls["DataParallel.forward"] + 1))
-dp.module.register_forward_hook(
-    lambda *_: calls.__setitem__("Qwen2ForCausalLM.forward", calls["Qwen2ForCausalLM.forward"] + 1))
-ids = dp_tok(["What is 12 + 34?\n"], return_tensors="pt").input_ids
-with torch.no_grad():
-    dp.module(input_ids=ids)                   # the tutorial's log-prob pass: model.module(...)
-    dp.module.generate(ids, max_new_tokens=5, do_sample=False)   # its rollouts: model.module.generate
-print(calls)
-print("where DataParallel's work happens, in DataParallel.forward:")
-for line in inspect.getsource(nn.DataParallel.forward).splitlines():
-    if any(k in line for k in ("scatter(", "replicate(", "parallel_apply(", "gather(")):
-        print("   ", line.strip())
-
-# %%
-# check: the tutorial's calls run the model 6 times (1 forward + 5 generated tokens) and the wrapper 0 times,
-# so no batch is ever scattered; the wrapper's forward is the only place that would do it
-forward_src = inspect.getsource(nn.DataParallel.forward)
-assert calls["DataParallel.forward"] == 0 and calls["Qwen2ForCausalLM.forward"] == 6, calls
-assert all(k in forward_src for k in ("self.scatter(", "self.replicate(", "self.parallel_apply(", "self.gather("))
-with torch.no_grad():
-    dp(input_ids=ids)                          # calling the wrapper itself does go through it
-assert calls["DataParallel.forward"] == 1
-print("model.module(...) and model.module.generate(...) bypass DataParallel")
-
-# %% [markdown]
-# ### `device_map="auto"`: layers on different GPUs run one after another
-#
-# `device_map="auto"` (Hugging Face Accelerate) gives each GPU a contiguous block of decoder layers.
-# That fits a big model, but a token's hidden state must pass through the layers in order, so GPU 1
-# waits for GPU 0, and so on. We give the tiny model's 4 layers to 2 pretend GPUs the same way (layers
-# 0–1 on GPU 0, 2–3 on GPU 1), record which GPU is busy at each layer of one forward pass, and count
-# the share of time each one works.
-
-# %%
-n_gpus, layers = 2, dp_model.model.layers
-device_map = {i: i * n_gpus // len(layers) for i in range(len(layers))}     # contiguous blocks
-timeline = []
-hooks = [layer.register_forward_pre_hook(lambda mod, args, i=i: timeline.append(device_map[i]))
-         for i, layer in enumerate(layers)]
-with torch.no_grad():
-    dp_model(input_ids=ids)
-for h in hooks:
-    h.remove()
-print("layer -> GPU:", device_map)
-print("GPU busy at each layer of the forward pass:", timeline)
-busy = {gpu: timeline.count(gpu) / len(timeline) for gpu in range(n_gpus)}
-print("share of the forward pass each GPU works:", busy)
-
-# %%
-# check: the GPUs take turns (the timeline never goes back to an earlier GPU), so one works at a time and
-# each is busy 1/K of the time; with K = 8 GPUs, 7 of them are idle at any moment
-assert timeline == sorted(timeline) and set(timeline) == {0, 1}
-assert all(abs(share - 1 / n_gpus) < 1e-9 for share in busy.values())
-print("pipeline without overlap: utilisation 1/K per GPU")
-del dp, dp_model
-
-# %% [markdown]
-# ### DDP: every rank has the whole model and half the batch; backward averages the gradients
-#
-# DDP's contract: each of the $K$ processes (ranks) starts from the same weights, computes a loss on
-# its own share of the batch, and `loss.backward()` all-reduces the gradients so every rank ends up
-# with their **average**. If each rank's loss is the mean over its $B/K$ rows, the average of those
-# gradients is the gradient of the mean over all $B$ rows, exactly what one process with the whole
-# batch would get. Then every rank takes the same AdamW step and the copies stay identical.
-#
-# The script below is complete DDP: a small network, a batch of 8 rows, each of 2 ranks takes 4 of
-# them. `torchrun` starts the two processes on this CPU with the `gloo` backend (on GPUs: `nccl`,
-# same code).
-
-# %%
-from grpo_lib.course.notebook import run_torchrun    # torchrun --standalone from a cell (once: a failure raises)
-
-DDP_SCRIPT = '''
-import sys
-import torch
-import torch.distributed as dist
-from torch.nn.parallel import DistributedDataParallel as DDP
-
-dist.init_process_group("gloo")                      # torchrun set RANK, WORLD_SIZE, MASTER_ADDR/PORT
-rank, world = dist.get_rank(), dist.get_world_size()
-torch.manual_seed(0)                                 # the same initial weights on every rank
-model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1))
-g = torch.Generator().manual_seed(1)                 # the same global batch on every rank ...
-X, y = torch.randn(8, 3, generator=g), torch.randn(8, 1, generator=g)
-rows = slice(rank * 8 // world, (rank + 1) * 8 // world)   # ... of which each rank takes its own rows
-ddp = DDP(model)                                     # broadcasts rank 0's weights, hooks the gradients
-loss = ((ddp(X[rows]) - y[rows]) ** 2).mean()        # this rank's rows only
-loss.backward()                                      # DDP all-reduces and averages the gradients here
-torch.save({"rank": rank, "loss": loss.item(), "grads": [p.grad for p in model.parameters()]},
-           f"{sys.argv[1]}/rank{rank}.pt")
-dist.barrier()                                       # leave together ...
-del ddp, loss                                        # ... with no DDP reducer still holding gloo work
-dist.destroy_process_group()
-'''
-ddp_dir = Path(tempfile.mkdtemp(prefix="ddp-demo-"))
-(ddp_dir / "ddp_grad.py").write_text(DDP_SCRIPT)
-proc = run_torchrun([ddp_dir / "ddp_grad.py", ddp_dir], nproc=2)   # torchrun --standalone --nproc_per_node=2 ...
-ranks = [torch.load(ddp_dir / f"rank{r}.pt", weights_only=True) for r in range(2)]
-print("local losses (each on its own 4 rows):", [round(r["loss"], 4) for r in ranks])
-print("rank 0, first layer's weight gradient:\n", ranks[0]["grads"][0])
-
-
-# %%
-# the same network and batch in this one process: the full-batch gradient, and each half's own gradient
-def grads_on(rows):
-    torch.manual_seed(0)
-    net = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 1))
-    g = torch.Generator().manual_seed(1)
-    X, y = torch.randn(8, 3, generator=g), torch.randn(8, 1, generator=g)
-    ((net(X[rows]) - y[rows]) ** 2).mean().backward()
-    return [p.grad for p in net.parameters()]
-
-full, half0, half1 = grads_on(slice(0, 8)), grads_on(slice(0, 4)), grads_on(slice(4, 8))
-print("max |rank 0 - rank 1|          :", max((a - b).abs().max().item() for a, b in zip(ranks[0]["grads"], ranks[1]["grads"])))
-print("max |rank 0 - full batch|      :", max((a - b).abs().max().item() for a, b in zip(ranks[0]["grads"], full)))
-print("max |half 0 alone - full batch|:", max((a - b).abs().max().item() for a, b in zip(half0, full)))
-
-# %%
-# check: after backward both ranks hold the same gradient, equal to the full-batch gradient = the average of
-# the two halves' gradients, while one half's gradient alone is not
-for g0, g1, gf, h0, h1 in zip(ranks[0]["grads"], ranks[1]["grads"], full, half0, half1):
-    assert torch.allclose(g0, g1, atol=1e-7)
-    assert torch.allclose(g0, gf, atol=1e-6) and torch.allclose((h0 + h1) / 2, gf, atol=1e-6)
-assert not torch.allclose(half0[0], full[0], atol=1e-3)
-print("DDP's averaged gradient = the full-batch gradient")
-
-
-# %% [markdown]
-# This is why `grpo_lib` keeps a prompt's whole group on one rank: advantages need the group's mean
-# and std, and with whole groups no rank needs another's rewards. Only the gradients (by DDP) and the
-# logged metrics (`grpo_lib.dist.all_reduce_metrics`) cross between ranks.
-#
-# It is also why a token-level loss needs care. The `"grpo"` loss is a mean over completions, and
-# every rank has the same number of completions, so averaging the ranks' means gives the global mean,
-# as above. TRL's `"dapo"` loss divides the summed token losses by the number of tokens, and ranks
-# hold different numbers of tokens.
-#
-# **5.1 · The dapo normaliser under DDP (fill in).** `masks` is a list of the $K$ ranks' completion
-# masks, `masks[k]` of shape $(B_k, T_k)$ (each rank pads to its own longest completion). Return the
-# number that rank `rank` divides its summed token losses $\sum_{i,t} m_{i,t}\,\ell_{i,t}$ by, so that
-# after DDP averages the $K$ ranks' gradients the loss is the token mean over the **whole** batch.
-# Compare with `global_num_tokens` and `world_size` in `grpo_lib.loss.grpo_loss` when you are done.
-
-# %% tags=["solution"]
-def my_dapo_normaliser(masks, rank):   # masks: K tensors (B_k, T_k); rank: int -> float
-    ### BEGIN SOLUTION
-    n_global = sum(float(m.sum()) for m in masks)      # active tokens on all ranks (an all-reduce)
-    return n_global / len(masks)                         # DDP's average divides by K once more
-    ### END SOLUTION
-
-check_dapo_normaliser(my_dapo_normaliser);
-
-# %% [markdown]
-# ### Launching on 1, 2 and 8 GPUs
-#
-# `torchrun --nproc_per_node=K` starts $K$ copies of the same command; `grpo_lib.train` reads its rank
-# from the environment, so the command is the one you ran on one GPU. The Qwen preset states its batch
-# **per GPU** (7 prompts x $G$ = 12 = 84 completions), so on $K$ GPUs a step processes $7K$ prompts and
-# $84K$ completions: the effective batch is $K$ times larger, and 500 steps see $K$ times more problems.
-# The learning rate stays 5e-6: with the per-sequence "grpo" loss the update averages over more groups,
-# a less noisy gradient of the same size (scale it only if you measure that it helps). To keep the
-# tutorial's total batch instead, give `--N` (prompts per step over all GPUs; it must divide by $K$).
-# $G$ stays 12: it is a property of the algorithm (how many samples estimate a group's baseline), not of
-# the hardware. Every run prints its per-GPU and global batch at the start and records them in
-# summary.json.
-
-# %%
-QWEN = "--preset qwen2.5-1.5b-gsm8k --data-dir ../shared/data/gsm8k"
-launch = {
-    1: f"python -m grpo_lib.train {QWEN} --output-dir runs/qwen-1gpu",
-    2: f"torchrun --standalone --nproc_per_node=2 -m grpo_lib.train {QWEN} --output-dir runs/qwen-2gpu",
-    8: f"torchrun --standalone --nproc_per_node=8 -m grpo_lib.train {QWEN} --output-dir runs/qwen-8gpu",
-}
-multi_node = (f"torchrun --nnodes=2 --nproc_per_node=8 --rdzv-backend=c10d --rdzv-endpoint=$HEAD_NODE:29500 "
-              f"-m grpo_lib.train {QWEN} --output-dir runs/qwen-16gpu   # same line on both machines")
-for K, cmd in launch.items():
-    print(f"{K} GPU{'s' if K > 1 else ' '}: {cmd}")
-print("2 nodes x 8 GPUs:", multi_node)
-
-# %%
-# check: each launch gives 7 prompts x 12 completions per GPU and K times that per step; a total --N that
-# does not divide by K is refused (train() checks it at the start, naming --N)
-from grpo_lib.cli import parse_config
-for K, cmd in launch.items():
-    run_cfg = parse_config(cmd.split("grpo_lib.train ", 1)[1].split())
-    print(f"K = {K}: {run_cfg.N_per_rank(K)} prompts x G = {run_cfg.G} per GPU; effective batch "
-          f"{run_cfg.global_N(K)} prompts = {run_cfg.global_B(K)} completions per step, lr {run_cfg.lr}")
-    assert run_cfg.N_per_rank(K) == 7 and run_cfg.global_B(K) == 84 * K and run_cfg.lr == 5e-6
-try:
-    qwen.replace(N=7).N_per_rank(2)
-    raise AssertionError("--N 7 on 2 GPUs should be refused")
-except ValueError as err:
-    print("--N 7 on 2 GPUs:", err)
-
-# %% [markdown]
-# ### The tiny preset on 2 CPU processes
-#
-# The same `torchrun` line, on this CPU: 2 processes over `gloo`, 10 steps, evaluation on 100 held-out
-# problems. Each rank samples 8 of the 16 prompts (64 of the 128 completions); evaluation is sharded too
-# (each rank scores half of the held-out problems, the counts are summed), and rank 0 alone logs,
-# reports and writes the files. On 2 CPU cores this is not faster than one process (they share the cores); the
-# point is that the code path is the one the GPUs use.
-
-# %%
-ddp_out = Path(tempfile.mkdtemp(prefix="grpo05-ddp-"))
-ddp_args = ["-m", "grpo_lib.train", "--preset", "tiny", "--steps", "10", "--eval-n", "100", "--num-threads", "1",
-           "--report-to", "none", "--progress", "false", "--log-every", "2", "--output-dir", str(ddp_out)]
-print("torchrun --standalone --nproc_per_node=2 -m grpo_lib.train --preset tiny --steps 10 --eval-n 100 "
-      "--num-threads 1 --report-to none --progress false --log-every 2")
-ddp_run = run_torchrun(ddp_args, nproc=2, env={"WANDB_MODE": "offline"})
-print(ddp_run.stdout.replace(str(ddp_out), "<output_dir>"))
-
-# %%
-# check: rank 0 alone wrote the files (one record per step, no duplicates), the run knew it had 2 processes,
-# every step used the whole batch, and accuracy went up, not down
-ddp_metrics = [json.loads(line) for line in (ddp_out / "metrics.jsonl").read_text().splitlines()]
-ddp_summary = json.loads((ddp_out / "summary.json").read_text())
-assert [m["step"] for m in ddp_metrics] == list(range(1, 11))
-assert ddp_summary["world_size"] == 2 and ddp_summary["steps"] == 10 and ddp_summary["eval_n"] == 100
-assert ddp_run.stdout.count("[eval @ step 0]") == 1                       # only rank 0 prints
-assert all(0 <= m["accuracy"] <= 1 and m["completions/mean_length"] > 0 for m in ddp_metrics)
-assert ddp_summary["accuracy_after"] >= ddp_summary["accuracy_before"] + 0.1, ddp_summary
-print(f"2 processes: {ddp_summary['accuracy_before']:.0%} -> {ddp_summary['accuracy_after']:.0%} in 10 steps, "
-      f"{ddp_summary['wall_seconds']:.0f} s")
-
-# %% [markdown]
-# ### Will it fit? A memory planner for one GPU
-#
-# Before renting GPUs, add up what each one holds. `grpo_lib.course.memory.plan_gpu_memory` does it from the
-# model's config alone (no weights), for a chosen $G$, $N$, number of GPUs $K$, prompt length $P$ and
-# completion length $T$, with $a$ = 2 bytes per number in bf16:
-#
-# - **model states**, for $\Psi$ parameters. In `grpo_lib`'s mixed precision (the preset): fp32 weights
-#   $4\Psi$ (they are the master copy), fp32 gradients $4\Psi$, AdamW's two fp32 moments $8\Psi$, the frozen
-#   reference in bf16 $2\Psi$ when $\beta > 0$, and autocast's bf16 copy of the weights $2\Psi$ during an
-#   update and during generation. In pure bf16 (the tutorial): weights $2\Psi$, gradients $2\Psi$, moments
-#   $4\Psi$, reference $2\Psi$. DDP replicates all of it on every GPU (ZeRO would shard it);
-# - **activations** of one micro-batch of $b$ completions, $n = b(P+T)$ tokens: every tensor autograd
-#   saves for the backward pass. Korthikanti et al. (2022, *Reducing Activation Recomputation in Large
-#   Transformer Models*, §4.1) count them per layer for GPT: $sbh(34 + 5 n_{heads} s/h)$ bytes
-#   in 16-bit. The same count
-#   on Qwen2's layer (RMSNorm in fp32, SwiGLU MLP of width $f$, grouped-query attention through SDPA,
-#   which keeps no $s\times s$ scores) gives per token and per layer
-#   $2((4+a)h + 4) + 2ah + 2ah_q + 2ah'_{kv} + 4n_{heads} + 4af$ (+ $as$ for the padding mask),
-#   about 106 KiB per token per layer for Qwen2.5-1.5B. `tests/test_course_memory.py` measures this with
-#   `torch.autograd.graph.saved_tensors_hooks` on a small Qwen2 and gets the same bytes;
-# - **gradient checkpointing** keeps only each layer's input ($ah$ per token per layer) and recomputes
-#   one layer at a time in the backward pass;
-# - **logits**: `grpo_lib.logprobs` computes them only for the $T$ completion positions, $bTV$ numbers
-#   ($V$ = 151,936), where the tutorial's full log-softmax keeps $b(P+T)V$ in fp32;
-# - **generation**: the KV cache, $N G/K \times (P+T) \times L \times 2 \times n_{kv} \times d_{head}$
-#   numbers (only 2 KV heads in Qwen2.5-1.5B, so 28 KiB per token).
-#
-# We budget $P = 256$ prompt tokens (system prompt, chat template and a GSM8K question are about
-# 100 tokens on average at ~4 characters per token, the longest about 300, and a batch is padded to
-# its longest) and the preset's $T = 400$.
-
-# %%
-from grpo_lib.course.memory import (GIB, count_parameters_from_config, plan_for_run, plan_gpu_memory,
-                                    qwen2_5_1_5b_instruct_config, qwen2_parameter_count)
-
-qwen_config = qwen2_5_1_5b_instruct_config()
-P_BUDGET = 256
-preset_plan = plan_for_run(qwen, qwen_config, prompt_len=P_BUDGET)   # the preset: 7 x 12 per GPU, b 12, mixed
-preset_plan
-
-# %%
-# check: the weights line is Ψ x 4 bytes (fp32 master weights), with Ψ from the config in closed form = torch's
-# count of the model built on the meta device; fp32 AdamW is 8 bytes per parameter, π_ref 2 (bf16); the KV
-# cache is 28 KiB per token
-psi = qwen2_parameter_count(qwen_config)
-assert psi == count_parameters_from_config(qwen_config) == 1_543_714_304
-assert preset_plan.row("policy", "weights").bytes == 4 * psi
-assert preset_plan.row("policy", "AdamW m and v").bytes == 8 * psi
-assert preset_plan.row("reference", "weights").bytes == 2 * psi
-assert preset_plan.row("generation", "KV cache").bytes == 84 * (P_BUDGET + 400) * 28 * 1024
-print(f"Ψ = {psi:,}; weights {4 * psi / GIB:.2f} GiB; peak {preset_plan.peak_gib:.1f} GiB per GPU")
-
-
-# %% [markdown]
-# Now the scenarios a learner meets: the tutorial's settings (pure bf16, the layout the H100 record below
-# measured) with and without checkpointing, without micro-batching, the preset's mixed precision, and
-# DeepSeekMath's $G = 64$ on 8 GPUs. Each gets a verdict for
-# an 80 GB GPU (H100, A100) and a 24 GB one (RTX 4090, A10G). The planner allows 90% of the card: the
-# CUDA context, fragmentation and short-lived buffers take the rest.
-
-# %%
-def qwen_plan(**kw):   # the tutorial's pure-bf16 layout unless precision="mixed" is given
-    return plan_for_run(qwen, qwen_config, prompt_len=P_BUDGET, **{"precision": "pure", **kw})
-
-scenarios = {
-    "tutorial settings, pure bf16: G 12, N 7, micro-batch 12, checkpointing": qwen_plan(),
-    "... without gradient checkpointing": qwen_plan(gradient_checkpointing=False),
-    "... without micro-batching (84 completions at once)": qwen_plan(micro_batch_size=None),
-    "the tutorial's own loop: 84 at once, fp32 log-softmax over every position": qwen_plan(
-        micro_batch_size=None, logits="full_fp32"),
-    "... the preset's mixed precision (fp32 weights + AdamW, bf16 autocast)": qwen_plan(precision="mixed"),
-    "... with β = 0 (no reference model)": qwen_plan(beta=0.0),
-    "G 64, N 8 on 8 GPUs (64 per GPU), micro-batch 16, checkpointing": qwen_plan(G=64, N=8, world_size=8,
-                                                                              micro_batch_size=16),
-    "G 64, N 8 on 8 GPUs, micro-batch 16, no checkpointing": qwen_plan(G=64, N=8, world_size=8, micro_batch_size=16,
-                                                                  gradient_checkpointing=False),
-}
-markdown_table(["scenario", "GPUs", "completions / GPU", "peak GiB", "80 GB GPU", "24 GB GPU"],
-               [(name, p.settings["world_size"], p.settings["completions_per_gpu"], p.peak_gib,
-                 "fits" if p.fits(80) else "does not fit", "fits" if p.fits(24) else "does not fit")
-                for name, p in scenarios.items()], floatfmt=".1f")
-
-# %%
-for name, p in scenarios.items():
-    print(f"{name}:\n    {p.verdict(80)};  {p.verdict(24)}")
-
-# %%
-# check: properties of the plans: checkpointing and micro-batches shrink the update, β = 0 saves exactly the
-# reference's 2Ψ, the tutorial's full-vocabulary loop does not fit one 80 GB GPU, the verdicts follow the 90% rule
-s = list(scenarios.values())
-assert s[0].peak_bytes < s[1].peak_bytes and s[0].peak_bytes < s[2].peak_bytes < s[3].peak_bytes
-assert s[0].states_bytes - s[5].states_bytes == 2 * psi
-assert s[4].row("policy", "AdamW m and v").bytes == 8 * psi and s[4].row("policy", "weights").bytes == 4 * psi
-assert s[0].fits(24) and not s[1].fits(24) and s[1].fits(80) and s[2].fits(80) and not s[2].fits(24)
-assert not s[3].fits(80) and not s[4].fits(24) and s[5].fits(24)
-assert s[6].peak_bytes < s[7].peak_bytes and s[6].fits(80)
-for p in s:
-    assert p.fits(80) == (p.peak_gib <= 0.9 * 80) and p.fits(24) == (p.peak_gib <= 0.9 * 24)
-print("plans behave as the formulas say")
-
-# %% [markdown]
-# Per-GPU memory against the completion length $T$, for the tutorial's batch on one GPU: with
-# checkpointing the activations grow slowly (one hidden state per layer per token); without it they
-# dominate quickly. The dashed lines are 90% of a 24 GB and an 80 GB card.
-
-# %%
-T_values = [64, 128, 256, 400, 512, 768, 1024, 1536, 2048, 3072, 4096]
-curves = {label: [plan_for_run(qwen.replace(max_completion_length=T), qwen_config, prompt_len=P_BUDGET,
-                               gradient_checkpointing=ck, precision="pure").peak_gib for T in T_values]
-          for label, ck in (("gradient checkpointing", True), ("no checkpointing", False))}
-fig, ax = plt.subplots(figsize=(7, 4))
-for label, gib in curves.items():
-    ax.plot(T_values, gib, marker="o", ms=3, label=label)
-for size in (24, 80):
-    ax.axhline(0.9 * size, ls="--", color="grey", lw=1)
-    ax.text(T_values[-1], 0.9 * size - 2, f"{size} GB GPU (90%)", fontsize=8, color="grey", ha="right", va="top")
-ax.set_xscale("log", base=2)
-ax.set_xlabel("completion length T (tokens)")
-ax.set_ylabel("peak GiB per GPU")
-ax.set_title("Qwen2.5-1.5B, G = 12, N = 7 on 1 GPU, micro-batch 12, P = 256, pure bf16")
-ax.legend()
-ax.grid(alpha=0.3)
-plt.show()
-
-# %%
-# check: memory grows with T on both curves, checkpointing is below at every T, and the longest T that fits
-# a 24 GB card is far longer with checkpointing
-ck, no_ck = curves["gradient checkpointing"], curves["no checkpointing"]
-assert ck == sorted(ck) and no_ck == sorted(no_ck) and all(a < b for a, b in zip(ck, no_ck))
-longest = {label: max([T for T, g in zip(T_values, gib) if g <= 0.9 * 24], default=0) for label, gib in curves.items()}
-assert longest["gradient checkpointing"] >= 4 * max(longest["no checkpointing"], 64)
-print("longest T that fits 24 GB:", longest)
-
-# %% [markdown]
-# **Measured, not only planned.** `scripts/measure_gpu_memory.py` builds Qwen2.5-1.5B from this config
-# with random bf16 weights on a GPU and runs the three phases the way `grpo_lib.train` did before mixed precision (pure-bf16
-# AdamW, a reference copy, left-padded micro-batches of 12 through `token_logprobs`, `generate` with the
-# KV cache). The record below is its output on one NVIDIA H100 80GB (torch 2.11, transformers 5.17,
-# 2026-11-26), for the preset's settings; it is a record, since this notebook runs without a GPU. The
-# planner's peak is within a few percent in every phase (part of the reason: `grpo_lib` zeroes the
-# gradients with `set_to_none=True`, so they are freed while the forward pass builds its activations,
-# which the planner models).
-
-# %%
-H100_RECORD = {  # scripts/measure_gpu_memory.py, NVIDIA H100 80GB HBM3, torch 2.11.0+cu130, transformers 5.17.0
-    "update peak, checkpointing": 17.33, "update peak, no checkpointing": 37.05,
-    "generation peak": 14.46 + 1.93,    # persistent 14.46 GiB + 1.93 GiB during generate()
-}
-planned = {
-    "update peak, checkpointing": qwen_plan().update_peak_bytes / GIB,
-    "update peak, no checkpointing": qwen_plan(gradient_checkpointing=False).update_peak_bytes / GIB,
-    "generation peak": qwen_plan().generation_peak_bytes / GIB,
-}
-markdown_table(["phase", "measured on H100 (GiB)", "planned (GiB)", "planned / measured"],
-               [(k, H100_RECORD[k], planned[k], planned[k] / H100_RECORD[k]) for k in H100_RECORD], floatfmt=".2f")
-
-# %%
-# check: the plan is within 10% of the measurement in every phase
-for k in H100_RECORD:
-    assert abs(planned[k] / H100_RECORD[k] - 1) < 0.10, (k, planned[k], H100_RECORD[k])
-print("planner within 10% of the H100 measurement")
-
-# %% [markdown]
-# ### Why generation dominates a step at LLM scale
-#
-# The update runs every token of the batch through the model in a few large parallel passes. Generation makes
-# T passes one after another, one new token per row each, and every pass reads all the weights. For the
-# tutorial's run (Qwen2.5-1.5B, 84 rows, up to 400 new tokens), the planner's arithmetic and the H200
-# measurement of docs/performance.md:
-
-# %%
-psi = qwen2_parameter_count(qwen_config)                                       # 1,543,714,304
-B_tut, P_tut, T_tut = 84, 256, 400
-update_flops = 6 * psi * B_tut * (P_tut + T_tut)                               # forward + backward, every token
-generation_flops = 2 * psi * B_tut * T_tut                                     # forward only, new tokens
-weights_bytes = 2 * psi                                                        # bf16, read once per decode step
-measured_generation_s = 33_600 / 1650                                          # docs/performance.md: 84 x 400 tokens at 1,650 tok/s, H200
-markdown_table(["quantity", "value"], [
-    ("update: FLOPs (6 Ψ per token, all B·(P+T) tokens)", f"{update_flops:.3g}"),
-    ("generation: FLOPs (2 Ψ per new token)", f"{generation_flops:.3g}"),
-    ("generation: sequential forward passes", T_tut),
-    ("generation: bytes of weights read per pass", f"{weights_bytes / 1e9:.2f} GB"),
-    ("generation measured on an H200 (KV cache, 2026-11-26)", f"{measured_generation_s:.1f} s"),
-])
-
-# %% [markdown]
-# Generation does about 5 times fewer FLOPs than the update, yet on the GPU it takes most of the step: 400 passes
-# that cannot run in parallel, each a full read of the weights plus kernel-launch and Python overhead for one
-# token per row. Exercise 5.2 asks for the floor this sets. Faster inference engines (vLLM, SGLang) attack
-# exactly this part, which is why production GRPO trainers generate with them.
-
 # %% jupyter={"source_hidden": true}
-check("why generation dominates",
-      ("the update does about 5 times the arithmetic of generation", 4.5 < update_flops / generation_flops < 5.5),
-      ("the measured generation time is over 50 times the bandwidth floor (4.8 TB/s)",
-       measured_generation_s > 50 * T_tut * weights_bytes / 4.8e12))
-
-
-# %% [markdown]
-# **5.2 · The floor under generation time (fill in).** Write `my_decode_floor(n_params, bytes_per_param, T, B,
-# bandwidth)`: a lower bound, in seconds, on generating `T` new tokens for `B` rows at once with a model of
-# `n_params` weights of `bytes_per_param` bytes each, on a GPU that reads `bandwidth` bytes per second from its
-# memory (ignore the KV cache and all overheads). Then compare it with the measured 20.4 s above: what takes the
-# rest of the time? Stuck? `hint("5.2")`.
-
-# %% tags=["solution"]
-def my_decode_floor(n_params, bytes_per_param, T, B, bandwidth):   # -> seconds
-    ### BEGIN SOLUTION
-    return T * n_params * bytes_per_param / bandwidth    # every decode step reads all weights once, for all B rows
-    ### END SOLUTION
-
-check_decode_floor(my_decode_floor);
+check("6 · what the tutorial's numbers measured",
+      ("7/30 and 27/30 are the tutorial's 23% and 90%", round(k_before / n_tut, 2) == 0.23 and k_after / n_tut == 0.90),
+      ("with 9 tagged completions of 30 before, strict accuracy could not exceed 30%",
+       tagged_before / n_tut == 0.30 and k_before <= tagged_before),
+      ("the n = 30 interval around 23% spans about 12% to 41%", 0.11 < ci_b[0] < 0.13 and 0.40 < ci_b[1] < 0.42),
+      ("it is over twice as wide as ours at n = 300", (ci_b[1] - ci_b[0]) > 2 * (eb.strict_ci[1] - eb.strict_ci[0])),
+      ("ours reports lenient ≥ strict, before and after", ea.n_lenient >= ea.n_strict and eb.n_lenient >= eb.n_strict))
 
 # %% [markdown]
 # ## Summary
@@ -1024,66 +479,42 @@ check_decode_floor(my_decode_floor);
 # One GRPO step is: sample N questions and G completions each (the mask includes EOS so the model learns
 # to stop), score them, normalise the rewards within each group, and take μ clipped, KL-regularised
 # policy-gradient steps; the reference model is reset every outer iteration. On the tiny Qwen2 this takes
-# held-out accuracy from about 52% to about 94% in 100 steps and about two minutes on a CPU. The same
-# `train()` runs Qwen2.5-1.5B on GSM8K with a different preset, where the chat template removes the
-# tutorial's "keeps writing after `</answer>`" problem. And the tutorial's 23% → 90% was 30 train
-# questions, mostly a format gain; ours is the test split with strict, lenient and format rates and CIs.
-#
-# On several GPUs the tutorial's `nn.DataParallel` never ran (every call went through `model.module`)
-# and `device_map="auto"` only split the layers, so the GPUs took turns. DistributedDataParallel runs
-# one process per GPU, each with the whole model and whole groups of its own prompts, and averages the
-# gradients in the backward pass: the same update as one GPU with the whole batch, as the two-process
-# demo showed, provided the loss is normalised globally (exercise 5.1). `torchrun --nproc_per_node=K`
-# launches it, with N divisible by K. The memory planner says the tutorial's settings need about 17 GiB
-# per GPU with gradient checkpointing and micro-batches of 12 (so a 24 GB card is enough) and about 38 GiB
-# without checkpointing; an H100 measurement agrees within a few percent.
+# held-out accuracy from about 52% to about 94% in 100 steps and about two minutes on a CPU. The tutorial's
+# 23% → 90% was 30 train questions, mostly a format gain; ours is the test split with strict, lenient and
+# format rates and confidence intervals.
 #
 # ## What this notebook added to grpo_lib
 #
 # - `grpo_lib.train`: `train`, `policy_update`, `make_optimizer` and the CLI (`grpo_lib.cli`)
 #   `python -m grpo_lib.train` (metrics.jsonl, evals.jsonl, summary.json, model/).
-# - `grpo_lib.config.GRPOConfig` with the `tiny` and `qwen2.5-1.5b-gsm8k` presets.
+# - `grpo_lib.config.GRPOConfig` with the `tiny` preset (notebook 06 adds the `qwen2.5-1.5b-gsm8k` one).
 # - `grpo_lib.rollout`: `generate_completions`, `score_rollout`, `completion_logprobs`;
 #   `grpo_lib.advantages.compute_advantages`.
 # - `grpo_lib.evaluation`: `evaluate`, `judge`, `wilson_interval`, `EvalResult`.
-# - `grpo_lib.data.build_prompt` (chat template or plain), `grpo_lib.models.load_tiny_model`,
-#   `grpo_lib.tasks.addition_problems`.
-# - `grpo_lib.dist`: rank and world size from torchrun, `print0`, `all_reduce_metrics`; `train()` wraps the
-#   policy in DistributedDataParallel under torchrun.
-# - `grpo_lib.course.memory.plan_gpu_memory`, `plan_for_run`, `qwen2_parameter_count`, `activation_breakdown`,
-#   `kv_cache_bytes`: the per-GPU memory planner, tested in `tests/test_course_memory.py` (by hand, against torch's
-#   parameter count and against the bytes autograd saves); `scripts/measure_gpu_memory.py` measures it on a GPU.
-# - `grpo_lib.course.exercises.ex05`: the checkers of exercises 5.1 and 5.2, tested in
-#   `tests/test_course_exercises_ex05.py` and `tests/test_course_exercises_hints.py`.
+# - `grpo_lib.data.build_prompt`, `grpo_lib.models.load_tiny_model`, `grpo_lib.tasks.addition_problems`.
+# - `grpo_lib.course.exercises.ex05`: the checker of exercise 5.1, tested in `tests/test_course_exercises_ex05.py`
+#   and `tests/test_course_exercises_hints.py`.
 #
 # ## Exercises
 #
-# Exercises 5.1 and 5.2 (fill in, checked) are in section 8. Open ones:
+# Exercise 5.1 (fill in, checked) is in section 2. Open ones (worked answers for instructors in docs/teaching.md):
 #
-# **5.3 · Fewer steps.** Run `train(cfg.replace(steps=20, output_dir=tempfile.mkdtemp()))`. How much of
+# **5.2 · Fewer steps.** Run `train(cfg.replace(steps=20, output_dir=tempfile.mkdtemp()))`. How much of
 # the gain is there already after 20 steps? Look at `frac_reward_zero_std` in `metrics.jsonl`: why does
 # learning slow down as accuracy rises?
 #
-# **5.4 · No KL.** Set `beta=0` (no reference model at all). Does accuracy change? Does the completion
+# **5.3 · No KL.** Set `beta=0` (no reference model at all). Does accuracy change? Does the completion
 # length or the format rate drift? Compare the KL curve with the run above.
 #
-# **5.5 · μ > 1.** Set `mu=2` and `epsilon=0.2`. The clip fraction is no longer 0: plot it. Which updates
+# **5.4 · μ > 1.** Set `mu=2` and `epsilon=0.2`. The clip fraction is no longer 0: plot it. Which updates
 # get clipped, and why is the first of the μ updates never clipped?
 #
-# **5.6 · Group size.** Try `G=4` and `G=16` with the same `B = N·G`. Which reaches 80% first, in steps and
+# **5.5 · Group size.** Try `G=4` and `G=16` with the same `B = N·G`. Which reaches 80% first, in steps and
 # in seconds?
-#
-# **5.7 · Per-rank normalisation.** In the DDP demo of section 8, give rank 1 only 2 of the 8 rows (6 for
-# rank 0) and keep `.mean()` as each rank's loss. Is the averaged gradient still the full-batch one?
-# Which rows now weigh more, and how is this the same bug as normalising `dapo` by the local token count?
-#
-# **5.8 · Plan your own GPUs.** With `plan_for_run`, find the largest `max_completion_length` that fits
-# your GPU for the tutorial's batch, with and without gradient checkpointing, and the largest `G` at
-# `micro_batch_size=12`. Which term of the table grows with G, and which does not? What does ZeRO stage 1
-# (`zero_stage=1`) save on 8 GPUs?
 #
 # ## Next
 #
-# Run the Qwen preset on a GPU with the commands of section 8, after checking its memory plan; then
-# compare your learning curves with the tiny run's. docs/teaching.md lists discussion questions for
-# this notebook.
+# Notebook 06 runs this engine on several GPUs: why the tutorial's `nn.DataParallel` and `device_map="auto"`
+# did not, DistributedDataParallel with `torchrun` (on 2 CPU processes there), mixed precision, checkpoints,
+# the memory plan of the Qwen2.5-1.5B run, its commands for 1 and 8 GPUs, and the same run on TRL.
+# docs/teaching.md lists discussion questions for this notebook.

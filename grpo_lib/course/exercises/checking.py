@@ -6,7 +6,7 @@ The exercise convention of the course (docs/teaching.md has the instructor's sid
 - An instructor notebook holds the reference solution of a fill-in exercise between `### BEGIN SOLUTION` and
   `### END SOLUTION` in a code cell tagged "solution"; `scripts/build_notebooks.py` replaces that region
   by `raise NotImplementedError("Exercise N.K")` in the student copy.
-- A checker (`check_*` in `grpo_lib.course.exercises.ex01` ... `ex05`, one module per notebook) runs the
+- A checker (`check_*` in `grpo_lib.course.exercises.ex01` ... `ex06`, one module per notebook) runs the
   learner's function on a few fixed cases (`run_cases`), compares it with a tested reference, prints one
   message and returns a `CheckResult` that is truthy only when every case passed:
 
@@ -23,7 +23,7 @@ The exercise convention of the course (docs/teaching.md has the instructor's sid
   line that answers the exercise) is printed only by `hint("N.K")` or after `SHOW_KEY_STEP_AFTER` wrong
   answers. A blank exercise is not a wrong answer, so Run All on a student copy shows no answer.
 
-Used by: every checker of grpo_lib.course.exercises (ex01 ... ex05), in each notebook's "Exercises" section.
+Used by: every checker of grpo_lib.course.exercises (ex01 ... ex06), in each notebook's "Exercises" section.
 """
 
 from __future__ import annotations

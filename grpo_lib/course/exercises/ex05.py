@@ -1,238 +1,120 @@
-"""Checkers for the fill-in exercises of notebook 05 (the multi-GPU section).
+"""Checker for the fill-in exercise of notebook 05: the completion mask of a real rollout.
 
-Each `check_*` function runs a learner's function on a few fixed cases, compares it with the reference
-written here (and tested against the library in tests/test_course_exercises_ex05.py), prints ✓ or ✗ with the first
-failing case and a hint, and returns a `CheckResult` that is truthy when every case passed. A checker never
-raises: a student copy whose exercise cells still hold `raise NotImplementedError("Exercise 5.2")` runs
-green under nbmake and reports "✗ Not yet: Exercise 5.2 is not filled in yet" with a hint.
+Exercise 5.1 asks for `my_completion_mask(ids, eos_ids)`: for completion ids (B, T) and the list of ids that end a
+completion (Qwen2.5-Instruct has two, `<|im_end|>` and `<|endoftext|>`), the 0/1 mask that is 1 up to and
+including the first stop token of each row and 0 after it; a row with no stop token was truncated and is all 1.
+The reference is `grpo_lib.logprobs.completion_mask` (what `generate_completions` builds). The checker rejects
+a mask without the stop token itself (the model then never learns to stop: notebook 05's "pad = EOS" cell),
+one that keeps the padding after it, one that stops at the last stop token instead of the first, one that
+knows only the first of the stop ids, and one that drops a row that never stopped.
 
-The two exercises:
-- 5.1 `dapo_normaliser(masks, rank)`: the number a rank divides its summed token losses by, so that after
-  DDP averages the gradients the loss is the token mean over the *global* batch (TRL's "dapo"; the
-  `global_num_tokens / world_size` in `grpo_lib.loss.grpo_loss`).
-- 5.2 `adamw_moment_bytes(P, world_size)`: the bytes of AdamW's two moments on each GPU under plain DDP,
-  the line `grpo_lib.course.memory.plan_gpu_memory` calls "AdamW m and v" in mixed precision.
+Like every checker it never raises: a student copy whose exercise cell still holds
+`raise NotImplementedError("Exercise 5.1")` runs green under nbmake and prints "✗ Not yet: Exercise 5.1 is not
+filled in yet" with a nudge; `hint("5.1")` shows the key step.
 
 Taught in: notebooks/05_full_run.ipynb
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 
-from grpo_lib.course.exercises.checking import Case, CheckResult, Rejected, as_tensor, never_raises, run_cases
-from grpo_lib.course.exercises.checking import ERROR_HINT, read_number as _one_number
-from grpo_lib.loss import dapo_divisor
+from grpo_lib.course.exercises.checking import ERROR_HINT, Case, CheckResult, Rejected, as_tensor, fmt, never_raises, \
+    run_cases
+from grpo_lib.logprobs import completion_mask
 
-__all__ = ["CheckResult", "DECODE_KEY", "DECODE_NUDGE", "check_decode_floor", "decode_seconds_floor",
-           "adamw_moment_bytes", "dapo_normaliser", "DAPO_CASES", "check_adamw_moment_bytes",
-           "check_dapo_normaliser", "ddp_loss_with"]
+__all__ = ["CheckResult", "MASK_KEY", "MASK_NUDGE", "MASK_CASES", "reference_mask", "check_completion_mask"]
 
-
-def _number(value: Any) -> float | None:
-    """A learner's return value as one float (int, float, 0-dim or 1-element tensor), else None."""
-    if isinstance(value, bool) or value is None:
-        return None
-    try:
-        if isinstance(value, torch.Tensor):
-            return float(value.detach().reshape(-1).item()) if value.numel() == 1 else None
-        out = float(value)
-    except (TypeError, ValueError, RuntimeError, OverflowError):
-        return None
-    return out if math.isfinite(out) else None
+MASK_NUDGE = ("walk along one row: which positions did the model choose and must the loss train, and where did it "
+              "stop? Is the stop token one of them, and what comes after it?")
+MASK_KEY = ("stop = torch.isin(ids, torch.tensor(eos_ids)); the first stop of each row is at "
+            "torch.where(stop.any(-1), stop.int().argmax(-1), T); mask = arange(T) <= that position.")
 
 
-# --- 5.2 AdamW state per GPU ----------------------------------------------------------------------
-
-
-def adamw_moment_bytes(P: int, world_size: int = 1) -> int:
-    """Bytes of AdamW's moments m and v on each GPU, fp32, plain DDP: 2 moments × 4 bytes × P = 8·P.
-
-    DDP replicates the whole optimizer on every rank, so world_size does not divide it (ZeRO stage 1
-    would: 8·P / K).
-
-    Used by: `check_adamw_moment_bytes` (exercise 5.2)
-    """
-    return 8 * P
-
-
-ADAMW_CASES = ((1_000, 1), (1_543_714_304, 1), (1_000, 8), (7, 2))
-"""(P, world_size) pairs: the 1.54B case is Qwen2.5-1.5B-Instruct."""
-
-
-def _read_number(hint: str) -> Callable[[Any, Case], Any]:
-    def read(got: Any, case: Case) -> Any:
-        value = _number(got)
-        return Rejected(repr(got)[:80], hint) if value is None else value
-    return read
-
-
-def _adamw_hint(case: Case, value: float) -> str:
-    P, K = case.args
-    ratio = value / P if P else float("nan")
-    per_rank = value * K / P if P else float("nan")
-    if math.isclose(ratio, 4):
-        return ("4 bytes per parameter is one fp32 moment (or two bf16 ones): AdamW keeps two, m (the mean "
-                "of the gradients) and v (the mean of their squares), both in fp32 in mixed precision.")
-    if math.isclose(ratio, 2):
-        return "that is one moment in bf16: AdamW keeps two moments, each 4 bytes (fp32)."
-    if math.isclose(ratio, 12) or math.isclose(ratio, 16):
-        return ("only the two moments were asked for: 12 bytes adds the fp32 master weights, 16 also the "
-                "bf16 weights and gradients (the ZeRO paper's total).")
-    if K > 1 and math.isclose(per_rank, 8):
-        return ("plain DDP replicates the optimizer on every GPU: each rank holds all of m and v. Dividing "
-                "by world_size is ZeRO stage 1 (DeepSpeed, FSDP), which grpo_lib does not use.")
-    if math.isclose(ratio, 8 / 1024**3) or math.isclose(ratio, 8 / 1e9):
-        return "return bytes, not GiB or GB."
-    return "2 moments × 4 bytes (fp32) × P parameters, on each GPU."
-
-
-@never_raises("5.2")
-def check_adamw_moment_bytes(fn: Callable[[int, int], Any]) -> CheckResult:
-    """Check fn(P, world_size) == 8·P: two fp32 moments per parameter, replicated on every DDP rank.
-
-    Used by: tests/test_course_exercises_ex05.py. Exercise 5.2 of the notebook is now `check_decode_floor`
-    (issue 12); this checker stays for a class that wants the memory exercise.
-    """
-    cases = [Case(f"P = {P:,} parameters on world_size = {K} GPU(s)", (P, K), adamw_moment_bytes(P, K))
-             for P, K in ADAMW_CASES]
-    return run_cases(
-        fn, cases, exercise="5.2",
-        blank_hint="AdamW keeps two numbers per parameter (m and v), each in fp32; count the bytes on one GPU.",
-        error_hint="take P (an int) and world_size (an int), return a number of bytes.",
-        read=_read_number("return one number of bytes (an int)."),
-        matches=lambda got, expected: math.isclose(got, expected, rel_tol=1e-9),
-        hint=_adamw_hint, show=lambda x: f"{x:,} bytes", show_got=lambda x: f"{x:,.0f} bytes",
-        success="✓ Correct: 8 bytes per parameter (m and v in fp32) on every GPU; for Qwen2.5-1.5B that is "
-                f"{adamw_moment_bytes(1_543_714_304) / 2**30:.1f} GiB per GPU, however many GPUs.")
-
-
-# --- 5.1 the dapo normaliser under DDP --------------------------------------------------------------
-
-
-def dapo_normaliser(masks: Sequence[torch.Tensor], rank: int) -> float:
-    """What rank `rank` divides Σ_{i,t} m·ℓ by for TRL's "dapo" loss: (Σ_k Σ m_k) / K.
-
-    DDP averages gradients over the K ranks, so dividing each rank's token sum by N_global / K makes the
-    averaged gradient that of Σ_all m·ℓ / N_global: the token mean over the global batch. The same number
-    on every rank (`grpo_lib.loss.grpo_loss` with global_num_tokens and world_size).
+def reference_mask(ids: torch.Tensor, eos_ids: Sequence[int]) -> torch.Tensor:
+    """1 up to and including the first stop token of each row, 0 after it; all 1 for a row that never stops.
 
     Args:
-        masks: K completion masks, masks[k] of shape (B_k, T_k), 1 on completion tokens (T_k may differ:
-            each rank pads to its own longest completion).
-        rank: this process's rank in [0, K).
+        ids: completion ids, (B, T).
+        eos_ids: the ids that end a completion (one or more).
 
-    Used by: `check_dapo_normaliser` (exercise 5.1)
+    Returns:
+        (B, T) int32, what `grpo_lib.logprobs.completion_mask` returns.
+
+    Used by: `check_completion_mask` (exercise 5.1)
     """
-    n_global = sum(float(m.sum()) for m in masks)
-    return float(dapo_divisor(torch.tensor(n_global, dtype=torch.float64), len(masks)))   # the loss's own formula
+    return completion_mask(ids, list(eos_ids))
 
 
-def _masks(*rows: Sequence[Sequence[int]]) -> list[torch.Tensor]:
-    return [torch.tensor(r, dtype=torch.float32) for r in rows]
+def _random_batch() -> tuple[torch.Tensor, list[int]]:
+    """8 rows × 12 ids from a 10-token vocabulary, stop ids 2 and 3 at random places (some rows twice, one never)."""
+    g = torch.Generator().manual_seed(5)
+    ids = torch.randint(4, 10, (8, 12), generator=g)                        # (8, 12), no stop id yet
+    for row, (pos, stop) in enumerate([(3, 2), (0, 3), (11, 2), (5, 3), (7, 2), (2, 2), (9, 3)]):
+        ids[row, pos] = stop
+    ids[0, 8], ids[3, 9] = 3, 2                                              # a second stop later in rows 0 and 3
+    return ids, [2, 3]                                                       # row 7 never stops
 
 
-DAPO_CASES = (
-    ("2 ranks, rank 0 holds 5 tokens, rank 1 holds 8",
-     _masks([[1, 1, 1, 0], [1, 1, 0, 0]], [[1, 1, 1, 1], [1, 1, 1, 1]]), 0),
-    ("the same batch seen from rank 1", _masks([[1, 1, 1, 0], [1, 1, 0, 0]], [[1, 1, 1, 1], [1, 1, 1, 1]]), 1),
-    ("3 ranks padded to different lengths (T = 3, 5, 4), rank 2",
-     _masks([[1, 1, 1], [1, 0, 0]], [[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]], [[1, 0, 0, 0], [1, 1, 1, 1]]), 2),
-    ("1 rank (no DDP)", _masks([[1, 1, 0], [1, 1, 1]]), 0),
+MASK_CASES: tuple[tuple[str, torch.Tensor, list[int]], ...] = (
+    ("one completion of 3 tokens, then EOS (id 2), then 2 pads (id 0): ids = [[5, 6, 7, 2, 0, 0]], eos_ids = [2]",
+     torch.tensor([[5, 6, 7, 2, 0, 0]]), [2]),
+    ("a completion that stopped twice: ids = [[5, 2, 6, 2, 0]], eos_ids = [2]", torch.tensor([[5, 2, 6, 2, 0]]), [2]),
+    ("Qwen2.5-Instruct's two stop ids, <|im_end|> = 2 and <|endoftext|> = 3: ids = [[5, 3, 0, 0], [5, 6, 2, 0]], "
+     "eos_ids = [2, 3]", torch.tensor([[5, 3, 0, 0], [5, 6, 2, 0]]), [2, 3]),
+    ("a completion truncated at T = 4 (no stop token) beside one that stopped at once: ids = [[5, 6, 7, 8], "
+     "[2, 0, 0, 0]], eos_ids = [2]", torch.tensor([[5, 6, 7, 8], [2, 0, 0, 0]]), [2]),
+    ("a random batch of 8 completions × 12 tokens, eos_ids = [2, 3]", *_random_batch()),
 )
-"""(name, per-rank masks, rank): unequal token counts, so a per-rank count differs from the global one."""
+"""(name, ids (B, T), eos_ids): the most telling case first."""
 
 
-def ddp_loss_with(masks: Sequence[torch.Tensor], normalisers: Sequence[float]) -> tuple[float, float]:
-    """(what DDP's average gives, the global token mean) for a per-token loss ℓ = 1, 2, 3, ... on every rank.
-
-    Rank k's loss is Σ m_k·ℓ_k / normalisers[k]; DDP averages over the K ranks (of the gradients, and so
-    of these linear losses). The target is Σ_all m·ℓ / Σ_all m.
-
-    Used by: `check_dapo_normaliser`'s hint (exercise 5.1)
-    """
-    losses = [torch.arange(1, m.numel() + 1, dtype=torch.float32).reshape(m.shape) for m in masks]
-    sums = [float((m * ell).sum()) for m, ell in zip(masks, losses)]
-    averaged = sum(s / d for s, d in zip(sums, normalisers)) / len(masks)
-    target = sum(sums) / max(sum(float(m.sum()) for m in masks), 1.0)
-    return averaged, target
+def _read_mask(got: Any, case: Case) -> Any:
+    value = got if isinstance(got, torch.Tensor) else as_tensor(got)
+    if value is None or value.shape != case.expected.shape:
+        return Rejected("something else" if value is None else f"shape {tuple(value.shape)}",
+                        "return one 0/1 value per token: a tensor of the shape of ids.",
+                        expected=f"shape {tuple(case.expected.shape)}")
+    value = value.detach()
+    if not bool(((value == 0) | (value == 1)).all()):
+        return Rejected(f"values {fmt(value.float())}", "a mask holds only 0 and 1 (or False and True).")
+    return value.to(torch.int32)
 
 
-def _dapo_hint(case: Case, value: float) -> str:
-    masks, rank = case.args
-    K = len(masks)
-    local = float(masks[rank].sum())
-    n_global = sum(float(m.sum()) for m in masks)
-    numel = sum(m.numel() for m in masks)
-    if math.isclose(value, local) and not math.isclose(local, case.expected):
-        averaged, target = ddp_loss_with(masks, [float(m.sum()) for m in masks])
-        return (f"that is this rank's own token count (per-rank normalisation). With it every rank's tokens "
-                f"weigh differently: DDP's average gives a loss of {averaged:.4f} for ℓ_t = 1, 2, 3, ..., "
-                f"not the global token mean {target:.4f}. Count the tokens of all ranks.")
-    if math.isclose(value, n_global):
-        return (f"that is the global token count N = {n_global:g}. DDP then *averages* the K = {K} ranks' "
-                f"gradients, dividing once more by K: the loss comes out {K} times too small. Divide N by K.")
-    if math.isclose(value, numel / K) or math.isclose(value, numel) or math.isclose(value, masks[rank].numel()):
-        return "count only active tokens (mask == 1): padding positions are not part of the loss."
-    if math.isclose(value, sum(m.shape[0] for m in masks) / K) or math.isclose(value, masks[rank].shape[0]):
-        return "that counts completions (rows); dapo normalises by tokens."
-    return "N_global = Σ over ranks of mask.sum(); each rank divides by N_global / K."
+def _mask_hint(case: Case, got: torch.Tensor) -> str:
+    ids, eos_ids = case.args
+    stop = torch.isin(ids, torch.tensor(eos_ids))                            # (B, T)
+    expected = case.expected
+    if torch.equal(got, expected * (~stop).int()):
+        return ("you left out the stop token itself. Then nothing ever teaches the model to stop: that is the "
+                "'pad = EOS masked out' bug of section 2. The stop token is the last token the model chose.")
+    T = ids.shape[-1]
+    last = torch.where(stop.any(-1), T - 1 - stop.flip(-1).int().argmax(-1), T - 1)         # last stop, or all
+    if torch.equal(got, (torch.arange(T)[None, :] <= last[:, None]).int()):
+        return "you went on to the last stop token: generation ends at the first one, the rest is padding."
+    if len(eos_ids) > 1 and torch.equal(got, reference_mask(ids, eos_ids[:1])):
+        return ("you used only the first of eos_ids: any of them ends a completion (Qwen2.5-Instruct stops on "
+                "<|im_end|> and on <|endoftext|>).")
+    no_stop = ~stop.any(-1)
+    if bool(no_stop.any()) and not torch.equal(got[no_stop], expected[no_stop]):
+        return "a row that never stops was cut at T: every one of its tokens is the model's and counts."
+    if bool((got >= expected).all()):
+        return "you kept tokens after the stop token: they are padding, not the model's choice; they must be 0."
+    return "1 on every token up to and including the first stop token of the row, 0 after it."
 
 
 @never_raises("5.1")
-def check_dapo_normaliser(fn: Callable[[list[torch.Tensor], int], Any]) -> CheckResult:
-    """Check fn(masks, rank) == (Σ_k masks[k].sum()) / K: the dapo divisor that survives DDP's average.
+def check_completion_mask(fn: Callable[[torch.Tensor, list[int]], Any]) -> CheckResult:
+    """Exercise 5.1: the completion mask, stop token included, first stop of any of the stop ids.
 
     Taught in: notebooks/05_full_run.ipynb
     """
-    cases = [Case(name, (list(masks), rank), dapo_normaliser(masks, rank)) for name, masks, rank in DAPO_CASES]
-    return run_cases(
-        fn, cases, exercise="5.1",
-        blank_hint="count the active tokens (mask == 1) of every rank, then remember that DDP divides the summed "
-                   "gradients by K.",
-        error_hint="take a list of K masks (B_k, T_k) and a rank, return one number (the same on every rank).",
-        read=_read_number("return one number (a float or a 0-dim tensor), not one per rank or per row."),
-        matches=lambda got, expected: math.isclose(got, expected, rel_tol=1e-6),
-        hint=_dapo_hint, show=lambda x: f"{x:g}",
-        success="✓ Correct: every rank divides by N_global / K, so after DDP's average the loss is the token mean "
-                "over the global batch, as in TRL's 'dapo'.")
-
-# --- issue 12: exercises that need the idea, with progressive hints (key_step) ---------------------------
-
-DECODE_NUDGE = ("each new token of every row needs a forward pass, and the T new tokens come one after another. What "
-                "must the GPU read from memory for one decode step, and does that depend on how many rows there are?")
-DECODE_KEY = "seconds >= T * n_params * bytes_per_param / bandwidth: each decode step reads every weight once, for all B rows."
-
-
-def decode_seconds_floor(n_params: int, bytes_per_param: int, T: int, B: int, bandwidth: float) -> float:
-    """The memory-bandwidth floor of T decode steps: every step reads all weights once (the KV cache adds more)."""
-    return T * n_params * bytes_per_param / bandwidth
-
-
-def _decode_hint(case: Case, value: float) -> str:
-    n_params, bpp, T, B, bw = case.args
-    if math.isclose(value, case.expected * B, rel_tol=1e-3):
-        return "you multiplied by B. Does reading the weights once serve one row, or all of them?"
-    if math.isclose(value, case.expected / bpp, rel_tol=1e-3):
-        return "count bytes, not parameters: how many bytes does one bf16 weight take?"
-    return "what does one decode step read, and how many decode steps are there?"
-
-
-@never_raises("5.2")
-def check_decode_floor(fn: Callable[[int, int, int, int, float], Any]) -> CheckResult:
-    """Exercise 5.2: the floor on generation time set by memory bandwidth (B must not matter)."""
-    raw = (("Qwen2.5-1.5B in bf16, T = 400 new tokens, B = 84 rows, 4.8e12 bytes/s (an H200)",
-            (1_543_714_304, 2, 400, 84, 4.8e12)),
-           ("the same with B = 1 row", (1_543_714_304, 2, 400, 1, 4.8e12)),
-           ("a 7e9-parameter model in bf16, T = 1024, B = 512, 3.35e12 bytes/s", (7_000_000_000, 2, 1024, 512, 3.35e12)))
-    cases = [Case(name, args, decode_seconds_floor(*args)) for name, args in raw]
-    return run_cases(fn, cases, exercise="5.2", blank_hint=DECODE_NUDGE, key_step=DECODE_KEY, error_hint=ERROR_HINT,
-                     read=_one_number, matches=lambda got, exp: math.isclose(got, exp, rel_tol=1e-3),
-                     hint=_decode_hint, show=lambda v: f"{v:.4g} s",
-                     success="✓ Correct: 0.257 s is the floor for 400 tokens of Qwen2.5-1.5B on an H200, whatever B. "
-                             "The 20.4 s measured in docs/performance.md is ~80 times that: per-step overhead, "
-                             "repeated T times in sequence.")
+    cases = [Case(name, (ids, list(eos_ids)), reference_mask(ids, eos_ids)) for name, ids, eos_ids in MASK_CASES]
+    return run_cases(fn, cases, exercise="5.1", blank_hint=MASK_NUDGE, key_step=MASK_KEY, error_hint=ERROR_HINT,
+                     read=_read_mask, matches=lambda got, exp: bool(torch.equal(got, exp)), hint=_mask_hint,
+                     show=lambda t: str(t.int().tolist()),
+                     success="✓ Correct: the stop token is trained, the padding after it is not, and a truncated "
+                             "completion counts whole: the mask `generate_completions` builds.")
