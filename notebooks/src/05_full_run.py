@@ -393,6 +393,126 @@ assert sum(x["strict"] for x in sa) >= sum(x["strict"] for x in sb)
 print(sum(x["strict"] for x in sb), "->", sum(x["strict"] for x in sa), "of", len(sa), "shown right")
 
 # %% [markdown]
+# ## 6 · pass@k and maj@k: what RL changes
+#
+# GRPO took greedy accuracy from about 52% to about 94%. Did it teach the model to add, or did it make the
+# model say, more reliably, answers it could already find? DeepSeekMath asks this in §5.2.2 (Figure 7): it
+# samples K answers per problem from the instruct model and from the RL model and compares two curves.
+# **pass@K** counts a problem solved when *any* of the K answers is right: it measures what the policy can
+# reach at all. **maj@K** counts it solved when the *most frequent* of the K answers is right: it measures
+# whether the right answer is the policy's most likely one. RL raised maj@K but not pass@K, and the paper
+# reads this as RL making "the output distribution more robust": it boosts "the correct response from TopK"
+# rather than teaching abilities the model lacked.
+#
+# **The estimators.** Sample $n = 16$ completions per held-out problem at the training temperature τ = 1 and
+# judge each strictly (`judge`, notebook 03). For a problem with $c$ right samples, pass@k is the probability
+# that a random $k$-subset of the $n$ samples holds at least one right one (Chen et al. 2021, the Codex
+# paper; unbiased, unlike $1-(1-c/n)^k$, which draws with replacement):
+#
+# $$\text{pass@}k = 1 - \frac{\binom{n-c}{k}}{\binom{n}{k}} = 1 - \prod_{i=n-c+1}^{n}\Big(1 - \frac{k}{i}\Big)$$
+#
+# (`pass_at_k` computes the product: no huge binomials). maj@k is the expected score of a majority vote over
+# a random $k$-subset $S$ of the same samples,
+#
+# $$\text{maj@}k = \mathbb{E}_{S,\ |S| = k}\big[\,\text{score of the vote of } S\,\big],$$
+#
+# where every right sample votes for the gold answer, a wrong one for its number, a sample with no answer
+# abstains, the answer with most votes wins, and a tie is broken by a fair draw (the right answer tied with
+# $j$ others scores $1/(j+1)$). `maj_at_k` sums this exactly over the subsets, by how many right samples
+# they hold; no Monte Carlo. Both are averaged over problems, and each curve gets a 95% bootstrap interval
+# over problems (`bootstrap_ci`): problems are the independent unit, and a per-problem pass@k is a fraction,
+# not a 0/1 outcome, so Wilson's interval does not apply.
+#
+# Two facts hold on any data: maj@1 = pass@1 = c/n (one vote is its own majority), and maj@k ≤ pass@k (a
+# vote can only be won by a right answer that is there). maj@k can exceed pass@1, though: a right answer
+# that is the policy's most likely one wins most votes even when it comes up only 40% of the time.
+#
+# **Predict, then look.** Before running the next cell, write down: (1) pass@1 before and after GRPO
+# (hint: sampling at τ = 1 is worse than greedy decoding); (2) pass@16 before and after: will the gain at
+# k = 16 be larger or smaller than at k = 1? (3) maj@16 before and after: will GRPO raise it more than pass@16?
+
+# %%
+import time
+
+from grpo_lib.course.plots import pass_maj_curves_plot
+from grpo_lib.evaluation import bootstrap_ci, maj_at_k, pass_at_k, pass_maj_curves, sample_answers
+
+N_PASSK = 150                       # held-out problems (of 300): 2 × 150 × 16 completions, about 10 s on a quiet CPU
+held_out = addition_problems("test", n=N_PASSK, seed=None)        # the first 150, in the evaluation's order
+ks = list(range(1, 17))
+base_model, _ = load_tiny_model()                                  # the shipped model: before GRPO
+t0 = time.perf_counter()
+samples = {name: sample_answers(policy, result.tokenizer, held_out, n=16, temperature=cfg.temperature,
+                                max_new_tokens=cfg.max_completion_length, seed=0)
+           for name, policy in (("before GRPO", base_model), ("after GRPO", result.model))}
+sampling_seconds = time.perf_counter() - t0
+curves = {name: pass_maj_curves(s, ks) for name, s in samples.items()}
+print(f"{2 * N_PASSK * 16:,} completions sampled in {sampling_seconds:.0f} s")
+rows = []
+for k in (1, 2, 4, 8, 16):
+    row = [k]
+    for name in curves:
+        for metric in ("pass", "maj"):
+            c = curves[name]
+            low, high = (v[k - 1].item() for v in c[f"{metric}_ci"])
+            row.append(f"{c[metric][k - 1]:.3f} [{low:.3f}, {high:.3f}]")
+    rows.append(row)
+markdown_table(["k", "pass@k before", "maj@k before", "pass@k after", "maj@k after"], rows)
+
+# %%
+pass_maj_curves_plot(curves, title=f"tiny model, {N_PASSK} held-out problems, n = 16 samples each (τ = 1)")
+
+# %% [markdown]
+# The plot answers by eye; the paired gains answer with intervals. The same 150 problems were sampled before
+# and after, so the gain of each problem, after minus before, is one paired number, and its bootstrap
+# interval is narrower than comparing the two curves' intervals. The last column is the question of the
+# section: did GRPO raise maj@k more than pass@k?
+
+# %%
+def gain(metric, k):
+    return curves["after GRPO"][f"{metric}_per_problem"][:, k - 1] - curves["before GRPO"][f"{metric}_per_problem"][:, k - 1]
+
+gains = {}
+for k in (1, 4, 16):
+    d_pass, d_maj = gain("pass", k), gain("maj", k)
+    gains[k] = {"pass": (d_pass.mean().item(), *(v.item() for v in bootstrap_ci(d_pass))),
+                "maj": (d_maj.mean().item(), *(v.item() for v in bootstrap_ci(d_maj))),
+                "maj - pass": ((d_maj - d_pass).mean().item(), *(v.item() for v in bootstrap_ci(d_maj - d_pass)))}
+show = lambda g: f"{g[0]:+.3f} [{g[1]:+.3f}, {g[2]:+.3f}]"          # noqa: E731
+markdown_table(["k", "gain in pass@k", "gain in maj@k", "maj gain − pass gain"],
+               [(k, show(g["pass"]), show(g["maj"]), show(g["maj - pass"])) for k, g in gains.items()])
+
+# %%
+unsolved = {name: [i for i, s in enumerate(ss) if not any(s["correct"])] for name, ss in samples.items()}
+newly_solved = [i for i in unsolved["before GRPO"] if i not in unsolved["after GRPO"]]
+lost = [i for i in unsolved["after GRPO"] if i not in unsolved["before GRPO"]]
+print(f"problems with no right sample in 16: before {len(unsolved['before GRPO'])}, after {len(unsolved['after GRPO'])}"
+      f" ({len(newly_solved)} newly solved, {len(lost)} lost)")
+for i in newly_solved[:3]:
+    print(f"  {held_out[i]['question']}  right samples: before 0/16, after {sum(samples['after GRPO'][i]['correct'])}/16")
+
+# %% [markdown]
+# **5.9 · maj@k with one wrong answer (fill in).** A problem has $n$ samples: $c$ give the right answer and
+# the other $n - c$ all give the *same* wrong answer. Write `my_maj_two_answers(n, c, k)`: the expected
+# accuracy of a majority vote over a random $k$-subset of the $n$ samples, a tie won half the time. Then
+# compare `my_maj_two_answers(16, 6, k)` for k = 1 … 16 with `pass_at_k(16, 6, k)`: which one rises with k,
+# and why does the other fall? Stuck? `hint("5.9")`.
+
+# %% tags=["solution"]
+from grpo_lib.course.exercises.ex05 import check_maj_two_answers
+
+
+def my_maj_two_answers(n, c, k):   # -> a probability
+    ### BEGIN SOLUTION
+    from math import comb
+    won = sum(comb(c, t) * comb(n - c, k - t) * (1.0 if 2 * t > k else 0.5 if 2 * t == k else 0.0) for t in range(k + 1))
+    return won / comb(n, k)                              # t right votes among k: hypergeometric
+    ### END SOLUTION
+
+
+check_maj_two_answers(my_maj_two_answers);
+
+# %% [markdown]
 # ## 6 · The Qwen run
 #
 # Same engine, other preset: `Qwen/Qwen2.5-1.5B-Instruct` on GSM8K with the tutorial's hyperparameters
