@@ -266,6 +266,22 @@ def test_maj_at_k_never_exceeds_pass_at_k_and_equals_it_at_k_1():
             assert 0.0 <= maj_at_k(answers, correct, k) <= pass_at_k(n, c, k) + 1e-12
 
 
+def test_maj_at_k_fair_ties_make_even_k_no_better_than_the_odd_k_below():
+    """With a fair draw on ties: maj@2 = maj@1 when every sample answers (a split pair is a coin flip), and with a
+    single wrong answer maj@2m = maj@(2m - 1) (the extra vote only ever turns a win into a tie or a tie into a
+    loss, symmetrically)."""
+    rng = random.Random(2)
+    for case in range(100):
+        n = rng.randint(2, 12)
+        answers = [rng.choice(["1", "2", "3"]) for _ in range(n)]
+        correct = [a == "1" for a in answers]
+        assert maj_at_k(answers, correct, 2) == pytest.approx(maj_at_k(answers, correct, 1), abs=1e-12)
+        two = ["1" if ok else "2" for ok in correct]
+        for m in range(1, n // 2 + 1):
+            assert maj_at_k(two, correct, 2 * m) == pytest.approx(maj_at_k(two, correct, 2 * m - 1), abs=1e-12)
+    assert maj_at_k(["1", None], [True, False], 2) == 1.0 > maj_at_k(["1", None], [True, False], 1)   # abstention
+
+
 def test_maj_at_k_bad_input():
     with pytest.raises(ValueError, match="one entry per sample"):
         maj_at_k(["1", "2"], [True], 1)
