@@ -401,13 +401,14 @@ def bootstrap_ci(values: Any, *, level: float = 0.95, n_boot: int = 2000, seed: 
 
 def sample_answers(model: nn.Module, tokenizer: Any, problems: Sequence[dict], *, n: int = 16,
                    temperature: float = 1.0, max_new_tokens: int = 40, system_prompt: str | None = None,
-                   batch_size: int = 32, seed: int = 0, progress: bool = False) -> list[dict[str, Any]]:
+                   batch_size: int = 32, seed: int = 0, num_threads: int | None = None,
+                   progress: bool = False) -> list[dict[str, Any]]:
     """Sample n completions per held-out problem and judge each: the data of pass@k and maj@k.
 
     Uses the rollout sampler (`generate_completions`, plain temperature sampling) and the strict check of
     `judge`; a sample's answer is the content of its last `<answer>` tag (`extract_answer_from_model_output`,
     None when there is none). Batch b of prompts is sampled with seed `seed + b`, so the result depends on
-    seed and batch_size only. One process (not split over torchrun ranks).
+    seed, batch_size and the CPU threads only. One process (not split over torchrun ranks).
 
     Args:
         model, tokenizer: the policy and its tokenizer.
@@ -418,6 +419,8 @@ def sample_answers(model: nn.Module, tokenizer: Any, problems: Sequence[dict], *
         system_prompt: as in training (`data.build_prompt`).
         batch_size: prompts per generate() call (batch_size · n rows).
         seed: base seed of the samples.
+        num_threads: CPU threads while sampling (restored after), e.g. the tiny preset's 1 (`cfg.num_threads`):
+            reproducible, and on a busy 2-core machine many times faster than 2 threads; None leaves torch's.
         progress: show a tqdm bar.
 
     Returns:
@@ -432,19 +435,27 @@ def sample_answers(model: nn.Module, tokenizer: Any, problems: Sequence[dict], *
         raise ValueError(f"n (samples per problem) must be an int >= 1, got {n!r}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if num_threads is not None and (isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1):
+        raise ValueError(f"num_threads must be None or an int >= 1, got {num_threads!r}")
     problems = list(problems)
     out = []
-    for b, start in enumerate(tqdm(range(0, len(problems), batch_size), desc="sample", disable=not progress,
-                                   leave=False)):
-        batch = problems[start:start + batch_size]
-        prompts = [build_prompt(tokenizer, p["question"], system_prompt) for p in batch]
-        rollout = generate_completions(model, tokenizer, prompts, G=n, max_new_tokens=max_new_tokens,
-                                       temperature=temperature, seed=seed + b)
-        for i, p in enumerate(batch):
-            texts = rollout.group(i)
-            out.append({"question": p["question"], "answer": p["answer"],
-                        "answers": [extract_answer_from_model_output(t) for t in texts],
-                        "correct": [judge(t, p["answer"])["strict"] for t in texts]})
+    threads_before = torch.get_num_threads()
+    if num_threads is not None:
+        torch.set_num_threads(num_threads)
+    try:
+        for b, start in enumerate(tqdm(range(0, len(problems), batch_size), desc="sample", disable=not progress,
+                                       leave=False)):
+            batch = problems[start:start + batch_size]
+            prompts = [build_prompt(tokenizer, p["question"], system_prompt) for p in batch]
+            rollout = generate_completions(model, tokenizer, prompts, G=n, max_new_tokens=max_new_tokens,
+                                           temperature=temperature, seed=seed + b)
+            for i, p in enumerate(batch):
+                texts = rollout.group(i)
+                out.append({"question": p["question"], "answer": p["answer"],
+                            "answers": [extract_answer_from_model_output(t) for t in texts],
+                            "correct": [judge(t, p["answer"])["strict"] for t in texts]})
+    finally:
+        torch.set_num_threads(threads_before)
     return out
 
 

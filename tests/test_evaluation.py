@@ -365,6 +365,15 @@ def test_sample_answers_are_the_rollout_samplers():
             assert s["answers"] == [extract_answer_from_model_output(t) for t in rollout.group(i)]
             assert s["correct"] == [judge(t, p["answer"])["strict"] for t in rollout.group(i)]
     assert sample_answers(model, tok, problems, n=4, batch_size=2, seed=7) == samples      # reproducible
+    threads = torch.get_num_threads()
+    seen = []
+    real = torch.set_num_threads
+    try:
+        torch.set_num_threads = lambda k: (seen.append(k), real(k))                       # noqa: E731
+        sample_answers(model, tok, problems[:1], n=2, batch_size=2, num_threads=1)
+    finally:
+        torch.set_num_threads = real
+    assert seen == [1, threads] and torch.get_num_threads() == threads                  # set, then restored
 
 
 def test_sample_answers_bad_input(policy):
@@ -374,6 +383,8 @@ def test_sample_answers_bad_input(policy):
         sample_answers(policy, policy.tok, PROBLEMS, n=0)
     with pytest.raises(ValueError, match="batch_size"):
         sample_answers(policy, policy.tok, PROBLEMS, batch_size=0)
+    with pytest.raises(ValueError, match="num_threads"):
+        sample_answers(policy, policy.tok, PROBLEMS, num_threads=0)
 
 
 def test_pass_maj_curves_average_the_per_problem_estimators():
