@@ -229,3 +229,17 @@ def test_maj_unfilled_and_garbage_never_raise(capsys):
     _fails(check_maj_two_answers(lambda n, c, k: [0.5, 0.5]), capsys, "return one number")
     _fails(check_maj_two_answers(lambda n, c: 0.5), capsys, "TypeError")
     _fails(check_maj_two_answers("maj"), capsys)
+
+
+def test_exercise_5_9_table_in_teaching_md():
+    """docs/teaching.md, exercise 5.9: the maj@k and pass@k rows for n = 16, c = 6 are what the functions give."""
+    from pathlib import Path
+
+    from grpo_lib.evaluation import pass_at_k
+    text = (Path(__file__).resolve().parents[1] / "docs" / "teaching.md").read_text(encoding="utf-8")
+    ks = (1, 2, 3, 4, 6, 8, 12)
+    maj = " | ".join(f"{maj_two_answers(16, 6, k):.3f}" for k in ks) + " | " + f"{maj_two_answers(16, 6, 13):.0f}"
+    assert all(maj_two_answers(16, 6, k) == 0.0 for k in range(13, 17))
+    passes = " | ".join(f"{pass_at_k(16, 6, k):.3f}" for k in ks) + " | 1.000"
+    assert all(pass_at_k(16, 6, k) == 1.0 for k in range(13, 17))
+    assert f"| maj@k | {maj} |" in text and f"| pass@k | {passes} |" in text
