@@ -1,4 +1,4 @@
-"""Issue 12's exercises (1.1, 2.1, 2.2, 3.2, 4.1, 4.2, 6.2), exercise 5.1, and their progressive hints.
+"""Issue 12's exercises (1.1, 2.1, 2.2, 3.2, 4.1, 4.2, 6.2), exercises 5.1 and 5.2, and their progressive hints.
 
 Each checker, both ways: it accepts an answer written independently of its reference, rejects each plausible
 wrong answer with the nudge that names it, never raises whatever the answer does, and keeps its key step (the
@@ -79,6 +79,12 @@ EXERCISES = {
     "6.2": (ex06.check_decode_floor, ex06.DECODE_KEY, ex06.DECODE_NUDGE, lambda n, b, T, B, bw: T * (n * b / bw),
             [(lambda n, b, T, B, bw: n * b * T * B / bw, "multiplied by B"),
              (lambda n, b, T, B, bw: n * T / bw, "count bytes")]),
+    "5.2": (ex05.check_maj_two_answers, ex05.MAJ_KEY, ex05.MAJ_NUDGE,
+            lambda n, c, k: sum(math.comb(c, t) * math.comb(n - c, k - t) * (2 * t > k) for t in range(k + 1)) / math.comb(n, k)
+            + (math.comb(c, k // 2) * math.comb(n - c, k // 2) / math.comb(n, k) / 2 if k % 2 == 0 else 0.0),
+            [(lambda n, c, k: 1 - math.comb(n - c, k) / math.comb(n, k), "that is pass@k"),
+             (lambda n, c, k: sum(math.comb(k, t) * (c / n) ** t * (1 - c / n) ** (k - t) for t in range(k + 1) if 2 * t > k),
+              "with replacement")]),
 }
 
 
@@ -204,4 +210,5 @@ def test_each_new_checker_called_by_name(capsys):
     assert ex04.check_exact_kl(ex04.exact_kl)
     assert ex05.check_completion_mask(ex05.reference_mask)
     assert ex06.check_decode_floor(ex06.decode_seconds_floor)
-    assert capsys.readouterr().out.count("✓ Correct") == 8
+    assert ex05.check_maj_two_answers(ex05.maj_two_answers)
+    assert capsys.readouterr().out.count("✓ Correct") == 9

@@ -385,3 +385,48 @@ def test_accuracy_spread_counts_every_question():
     ax = fig.axes[0]
     heights = [patch.get_height() for patch in ax.patches]
     assert sum(heights) == len(p) and ax.get_xlim() == (0.0, 1.0)
+
+
+# --- notebook 05: pass@k and maj@k before and after ------------------------------------------------------------
+
+
+def _pass_maj(offset):
+    k = [1, 2, 4, 8, 16]
+    p = [0.4 + offset, 0.6 + offset, 0.75 + offset, 0.85, 0.9]
+    m = [0.4 + offset, 0.45 + offset, 0.5 + offset, 0.55, 0.6]
+    band = lambda v: ([x - 0.05 for x in v], [x + 0.05 for x in v])   # noqa: E731
+    return {"k": k, "pass": p, "maj": m, "pass_ci": band(p), "maj_ci": band(m)}
+
+
+def test_pass_maj_curves_plot_draws_the_given_curves_and_bands():
+    curves = {"before": _pass_maj(0.0), "after": _pass_maj(0.05)}
+    fig = plots.pass_maj_curves_plot(curves)
+    (ax,) = fig.axes
+    for label, c in curves.items():
+        for metric, name in (("pass", "pass@k"), ("maj", "maj@k")):
+            (line,) = [ln for ln in ax.lines if ln.get_gid() == f"{label} {name}"]
+            np.testing.assert_allclose(line.get_xdata(), c["k"])
+            np.testing.assert_allclose(line.get_ydata(), c[metric])
+            (band,) = [col for col in ax.collections if col.get_gid() == f"{label} {name} band"]
+            ys = band.get_paths()[0].vertices[:, 1]
+            low, high = c[f"{metric}_ci"]
+            assert ys.min() == pytest.approx(min(low)) and ys.max() == pytest.approx(max(high))
+        colours = {ln.get_color() for ln in ax.lines if ln.get_gid().startswith(label)}
+        assert len(colours) == 1                                    # one colour per model
+    styles = {ln.get_gid().split(" ", 1)[1]: ln.get_linestyle() for ln in ax.lines}
+    assert styles == {"pass@k": "-", "maj@k": "--"}
+    assert ax.get_ylim() == (0.0, 1.0) and ax.get_xlim() == (1.0, 16.0) and ax.get_xscale() == "log"
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "2", "4", "8", "16"]
+
+
+def test_pass_maj_curves_plot_bad_input():
+    with pytest.raises(ValueError, match="at least one model"):
+        plots.pass_maj_curves_plot({})
+    broken = _pass_maj(0.0)
+    del broken["maj_ci"]
+    with pytest.raises(KeyError, match="lacks \\['maj_ci'\\]"):
+        plots.pass_maj_curves_plot({"before": broken})
+    short = _pass_maj(0.0)
+    short["pass"] = short["pass"][:3]
+    with pytest.raises(ValueError, match="one value per k"):
+        plots.pass_maj_curves_plot({"before": short})

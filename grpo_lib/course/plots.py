@@ -712,3 +712,54 @@ def accuracy_spread(p_per_question: Sequence[float], p_mean: float, bins: int = 
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+# --- notebook 05: pass@k and maj@k before and after GRPO -------------------------------------------------------
+PASS_MAJ_STYLES = {"pass": ("-", "o", "pass@k"), "maj": ("--", "s", "maj@k")}
+"""metric -> (line style, marker, legend name): pass@k solid, maj@k dashed, in every figure."""
+
+
+def pass_maj_curves_plot(curves: Mapping[str, Mapping[str, Any]], *, title: str | None = None) -> Figure:
+    """pass@k (solid) and maj@k (dashed) against k for each model, with their intervals as shaded bands.
+
+    Args:
+        curves: model label -> {"k": ks, "pass": means, "maj": means, "pass_ci": (low, high), "maj_ci": (low, high)}
+            (what `grpo_lib.evaluation.pass_maj_curves` returns), one colour per model in the given order.
+        title: axes title.
+
+    Returns:
+        A Figure with one Axes: for each model and metric a line (gid "<label> pass@k" / "<label> maj@k") whose
+        x-data is k and y-data the means, and a band (gid "<label> pass@k band", ...) from low to high. x is on a
+        log2 scale from 1 to the largest k, y fixed to [0, 1].
+
+    Taught in: notebooks/05_full_run.ipynb
+    """
+    if not curves:
+        raise ValueError("curves needs at least one model: {label: pass_maj_curves(...)}")
+    fig = Figure(figsize=(6.8, 3.8), layout="constrained")
+    ax = fig.add_subplot()
+    k_max = 1
+    for i, (label, c) in enumerate(curves.items()):
+        missing = [key for key in ("k", "pass", "maj", "pass_ci", "maj_ci") if key not in c]
+        if missing:
+            raise KeyError(f"curves[{label!r}] lacks {missing}: pass the dict grpo_lib.evaluation.pass_maj_curves returns")
+        k = np.asarray(c["k"], dtype=float)
+        k_max = max(k_max, int(k.max()))
+        for metric, (ls, marker, name) in PASS_MAJ_STYLES.items():
+            mean = np.asarray(c[metric], dtype=float)
+            low, high = (np.asarray(v, dtype=float) for v in c[f"{metric}_ci"])
+            if not (mean.shape == low.shape == high.shape == k.shape):
+                raise ValueError(f"curves[{label!r}]: k, {metric} and {metric}_ci must have one value per k")
+            ax.fill_between(k, low, high, color=f"C{i}", alpha=0.15, lw=0, gid=f"{label} {name} band")
+            ax.plot(k, mean, ls=ls, marker=marker, ms=3.5, color=f"C{i}", label=f"{label}: {name}",
+                    gid=f"{label} {name}")
+    ax.set_xscale("log", base=2)
+    ticks = [2 ** j for j in range(int(np.log2(k_max)) + 1)]
+    ax.set_xticks(ticks, [str(t) for t in ticks])
+    ax.set(xlim=(1, k_max), ylim=(0, 1), xlabel="k (samples per problem)",
+           ylabel="accuracy on held-out problems\n(bands: 95% bootstrap CI)")
+    if title:
+        ax.set_title(title)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(alpha=0.3)
+    return fig

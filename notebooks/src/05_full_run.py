@@ -431,7 +431,185 @@ assert sum(x["strict"] for x in sa) >= sum(x["strict"] for x in sb)
 print(sum(x["strict"] for x in sb), "->", sum(x["strict"] for x in sa), "of", len(sa), "shown right")
 
 # %% [markdown]
-# ## 6 · What the tutorial's numbers really measured
+# ## 6 · pass@k and maj@k: what RL changes
+#
+# GRPO took greedy accuracy from about 52% to about 94%. Did it teach the model to add, or did it make the model
+# say more reliably answers it could already find? DeepSeekMath asks this in §5.2.2 (Figure 7): it samples K
+# answers per problem from the instruct model and from the RL model and compares two curves. **pass@K** counts a
+# problem solved when *any* of the K answers is right: what the policy can reach at all. **maj@K** counts it
+# solved when the *most frequent* of the K answers is right: whether the right answer is the policy's most likely
+# one. RL raised maj@K but not pass@K, and the paper reads this as RL making the output distribution more robust,
+# boosting "the correct response from TopK" rather than adding abilities the model lacked.
+#
+# **The estimators.** Sample $n = 16$ completions per held-out problem at the training temperature (τ = 1) and
+# judge each strictly (`judge`, notebook 03). For a problem with $c$ right samples, pass@k is the probability
+# that a random $k$-subset of the $n$ samples holds at least one right one (Chen et al. 2021, the Codex paper;
+# unbiased, unlike $1-(1-c/n)^k$, which draws with replacement):
+#
+# $$\text{pass@}k = 1 - \frac{\binom{n-c}{k}}{\binom{n}{k}} = 1 - \prod_{i=n-c+1}^{n}\Big(1 - \frac{k}{i}\Big)$$
+#
+# (`pass_at_k` computes the product: no huge binomials). maj@k is the expected score of a majority vote over a
+# random $k$-subset $S$ of the same samples,
+#
+# $$\text{maj@}k = \mathbb{E}_{S \subset \{o_1, \dots, o_n\},\ |S| = k}\big[\,\text{score of the vote of } S\,\big],$$
+#
+# where every right sample votes for the gold answer, a wrong one for its number, a sample with no answer
+# abstains, the answer with most votes wins, and a tie is broken by a fair draw (the right answer tied with $j$
+# others scores $1/(j+1)$). `maj_at_k` computes this exactly, summing over how many right samples a subset holds;
+# no Monte Carlo. Both are averaged over problems, and each curve gets a 95% bootstrap interval over problems
+# (`bootstrap_ci`): problems are the independent unit, and a per-problem pass@k is a fraction, not a 0/1
+# outcome, so Wilson's interval does not apply.
+#
+# Three facts hold on any data: maj@1 = pass@1 = c/n (one vote is its own majority); maj@k ≤ pass@k (a vote can
+# only be won by a right answer that is there); and pass@k never falls as k grows, while maj@k can (a wrong
+# answer that is the policy's favourite wins more votes as k grows). maj@k can exceed pass@1, though: a right
+# answer that is the policy's most likely one wins most votes even if it comes up only 40% of the time.
+#
+# **Predict, then look.** Before running the next cell, write down: (1) pass@1 before and after GRPO (greedy
+# decoding gave 52% and 94%: will one sample at τ = 1 do as well?); (2) pass@16 before and after: is the gain at
+# k = 16 larger or smaller than at k = 1? (3) maj@16 before and after: does GRPO raise it more than pass@16?
+
+# %%
+import time
+from collections import Counter
+
+from grpo_lib.course.plots import pass_maj_curves_plot
+from grpo_lib.evaluation import bootstrap_ci, maj_at_k, pass_at_k, pass_maj_curves, sample_answers
+
+N_PASSK = 150                       # of the 300 held-out problems: 2 × 150 × 16 completions (300 doubles the cost)
+held_out = addition_problems("test", n=N_PASSK, seed=None)        # the first 150, in the evaluation's order
+ks = list(range(1, 17))
+base_model, _ = load_tiny_model()                                  # the shipped model: before GRPO
+t0 = time.perf_counter()
+samples = {name: sample_answers(policy, result.tokenizer, held_out, n=16, temperature=cfg.temperature,
+                                max_new_tokens=cfg.max_completion_length, seed=0, num_threads=cfg.num_threads)
+           for name, policy in (("before GRPO", base_model), ("after GRPO", result.model))}
+sampling_seconds = time.perf_counter() - t0
+curves = {name: pass_maj_curves(s, ks) for name, s in samples.items()}
+print(f"{2 * N_PASSK * 16:,} completions sampled in {sampling_seconds:.0f} s")
+rows = []
+for k in (1, 2, 4, 8, 16):
+    row = [k]
+    for name in curves:
+        for metric in ("pass", "maj"):
+            low, high = (v[k - 1].item() for v in curves[name][f"{metric}_ci"])
+            row.append(f"{curves[name][metric][k - 1]:.3f} [{low:.3f}, {high:.3f}]")
+    rows.append(row)
+markdown_table(["k", "pass@k before", "maj@k before", "pass@k after", "maj@k after"], rows)
+
+# %%
+pass_maj_curves_plot(curves, title=f"tiny model, {N_PASSK} held-out problems, n = 16 samples each (τ = 1)")
+
+
+# %% [markdown]
+# The plot answers by eye; paired gains answer with intervals. The same problems were sampled before and after,
+# so each problem's gain, after minus before, is one paired number, and the bootstrap interval of the mean gain
+# is narrower than the overlap of two curves' intervals suggests. The last column is the question of the
+# section: did GRPO raise maj@k more than pass@k?
+
+# %%
+def gain(metric, k):
+    """Per-problem (after - before) of pass@k or maj@k: (P,)"""
+    after, before = (curves[name][f"{metric}_per_problem"][:, k - 1] for name in ("after GRPO", "before GRPO"))
+    return after - before
+
+gains = {}
+for k in (1, 4, 16):
+    d_pass, d_maj = gain("pass", k), gain("maj", k)
+    gains[k] = {name: (d.mean().item(), *(v.item() for v in bootstrap_ci(d)))
+                for name, d in (("pass", d_pass), ("maj", d_maj), ("maj - pass", d_maj - d_pass))}
+show = lambda g: f"{g[0]:+.3f} [{g[1]:+.3f}, {g[2]:+.3f}]"          # noqa: E731
+markdown_table(["k", "gain in pass@k", "gain in maj@k", "maj gain − pass gain"],
+               [(k, show(g["pass"]), show(g["maj"]), show(g["maj - pass"])) for k, g in gains.items()])
+
+# %% [markdown]
+# Where did the gain come from? Count the problems by how many of their 16 samples were right, and look at the
+# problems at the ends: those no sample solved, and those GRPO made worse.
+
+# %%
+right = {name: [sum(s["correct"]) for s in ss] for name, ss in samples.items()}      # c per problem
+bins = [(0, 0), (1, 4), (5, 8), (9, 12), (13, 16)]
+markdown_table(["right samples (of 16)"] + [f"{lo}–{hi}" if lo < hi else str(lo) for lo, hi in bins],
+               [[name] + [sum(lo <= c <= hi for c in cs) for lo, hi in bins] for name, cs in right.items()])
+
+# %%
+before_c, after_c = right["before GRPO"], right["after GRPO"]
+never = [i for i, c in enumerate(before_c) if c == 0]
+newly_solved = [i for i in never if after_c[i] > 0]
+worse = [i for i in range(N_PASSK) if after_c[i] < before_c[i] - 3]
+print(f"no right sample in 16 before GRPO: {len(never)} problems; with a right sample after it: {len(newly_solved)} "
+      f"of them; no right sample after GRPO: {sum(c == 0 for c in after_c)} problems")
+for i in never + worse:
+    s = samples["after GRPO"][i]
+    wrong = Counter(a for a, ok in zip(s["answers"], s["correct"]) if not ok)
+    print(f"  {s['question']:<16} gold {s['answer']:>4}: right {before_c[i]:2d}/16 -> {after_c[i]:2d}/16;"
+          f" after GRPO's favourite wrong answer {wrong.most_common(1)[0][0] if wrong else '-'}")
+
+# %% [markdown]
+# **What it means.** Measured here (the tables above): GRPO raised pass@1 by 23 points (0.57 → 0.80, paired
+# interval [+19, +27]) and maj@16 by 35 points (0.58 → 0.93, [+27, +43]), but pass@16 not at all (0.96 → 0.95:
+# −0.7 points, [−3.3, +1.3]). That is DeepSeekMath's pattern: on this task and at this k, RL made the right
+# answer the policy's most likely one, problem after problem, without growing the set of problems that some
+# sample solves. The right-sample counts show how: before GRPO they spread over the whole range (44 of the 150
+# problems had 5–8 of 16 right); after it, 106 problems have 13–16 right. The base model already *could* add
+# almost every pair within 16 tries; GRPO made it *do* so on the first.
+#
+# That follows from the algorithm. A problem whose G samples are all wrong is a flat group: its advantages are 0
+# and it contributes no gradient (notebook 02). GRPO can only reweight answers the policy already samples, so it
+# sharpens the distribution around answers that score, and a problem the policy never solves is reached only
+# through what it learns on other problems: of the 6 problems no sample solved before, 1 ("2 + 9") has a right
+# sample after. Sharpening cuts both ways: where the policy's favourite answer was wrong, GRPO can make it more
+# so ("67 + 2" went from 9 right samples of 16 to 1, "0 + 49" from 7 to 1).
+#
+# How far does this carry? Three limits. (1) A ceiling: pass@16 was 0.96 before training, 4 points from 1; a
+# harder task leaves room for another answer. (2) Sample size: 150 problems give pass@k intervals of ±2–5 points
+# and maj@k intervals of ±4–8 points; with n = 16 samples, a problem with no right sample only says that its
+# per-sample accuracy is probably below 17% ((1 − p)^16 = 0.05 at p ≈ 0.17), not that the model cannot solve
+# it. (3) k stops at 16. Later work (Yue et al. 2025, "Does reinforcement learning really incentivize
+# reasoning capacity in LLMs beyond the base model?", arXiv 2504.13837) sampled up to k = 256 and found base
+# models catching up with, and overtaking, their RL-trained versions at large k. "RL teaches no new skills" is
+# a measurement at a k, not a theorem: here, within 16 samples, GRPO taught reliability.
+
+# %% jupyter={"source_hidden": true}
+pass_b, maj_b = curves["before GRPO"]["pass_per_problem"], curves["before GRPO"]["maj_per_problem"]
+pass_a, maj_a = curves["after GRPO"]["pass_per_problem"], curves["after GRPO"]["maj_per_problem"]
+check("6 · pass@k and maj@k",
+      ("pass@2 of 4 samples with 1 right is 1/2 (3 of the 6 pairs hold it)", pass_at_k(4, 1, 2) == 0.5),
+      ("maj@1 = pass@1 = c/n on every problem, before and after",
+       all(torch.allclose(m[:, 0], p[:, 0]) for m, p in ((maj_b, pass_b), (maj_a, pass_a)))),
+      ("maj@k <= pass@k for every problem and k",
+       bool((maj_b <= pass_b + 1e-12).all() and (maj_a <= pass_a + 1e-12).all())),
+      ("pass@k never falls as k grows", all(bool((c["pass"].diff() >= -1e-12).all()) for c in curves.values())),
+      ("GRPO raised pass@1 (the paired interval is above 0)", gains[1]["pass"][1] > 0),
+      ("GRPO raised maj@16 more than pass@16 (the paired interval of the difference is above 0)",
+       gains[16]["maj - pass"][1] > 0),
+      ("pass@16 moved by less than 5 points", abs(gains[16]["pass"][0]) < 0.05),
+      ("more problems have 13-16 right samples after GRPO than before",
+       sum(c >= 13 for c in right["after GRPO"]) > sum(c >= 13 for c in right["before GRPO"])))
+
+# %% [markdown]
+# **5.2 · maj@k with one wrong answer (fill in).** A problem has $n$ samples: $c$ give the right answer and the
+# other $n - c$ all give the *same* wrong answer. Write `my_maj_two_answers(n, c, k)`: the expected accuracy of a
+# majority vote over a random $k$-subset of the $n$ samples, a tie won half the time. Then compare
+# `my_maj_two_answers(16, 6, k)` for k = 1 … 16 with `pass_at_k(16, 6, k)`: which one rises with k, and why does
+# the other fall? Stuck? `hint("5.2")`.
+
+# %% tags=["solution"]
+from grpo_lib.course.exercises.ex05 import check_maj_two_answers
+
+
+def my_maj_two_answers(n, c, k):   # -> a probability
+    ### BEGIN SOLUTION
+    from math import comb
+    score = lambda t: 1.0 if 2 * t > k else 0.5 if 2 * t == k else 0.0          # a tie is a coin flip
+    return sum(comb(c, t) * comb(n - c, k - t) * score(t) for t in range(k + 1)) / comb(n, k)   # hypergeometric
+    ### END SOLUTION
+
+
+check_maj_two_answers(my_maj_two_answers);
+
+# %% [markdown]
+# ## 7 · What the tutorial's numbers really measured
 #
 # The tutorial reported 23% → 90% accuracy. Three things to know about those numbers:
 #
@@ -499,17 +677,17 @@ check("6 · what the tutorial's numbers measured",
 #
 # Exercise 5.1 (fill in, checked) is in section 2. Open ones (worked answers for instructors in docs/teaching.md):
 #
-# **5.2 · Fewer steps.** Run `train(cfg.replace(steps=20, output_dir=tempfile.mkdtemp()))`. How much of
+# **5.3 · Fewer steps.** Run `train(cfg.replace(steps=20, output_dir=tempfile.mkdtemp()))`. How much of
 # the gain is there already after 20 steps? Look at `frac_reward_zero_std` in `metrics.jsonl`: why does
 # learning slow down as accuracy rises?
 #
-# **5.3 · No KL.** Set `beta=0` (no reference model at all). Does accuracy change? Does the completion
+# **5.4 · No KL.** Set `beta=0` (no reference model at all). Does accuracy change? Does the completion
 # length or the format rate drift? Compare the KL curve with the run above.
 #
-# **5.4 · μ > 1.** Set `mu=2` and `epsilon=0.2`. The clip fraction is no longer 0: plot it. Which updates
+# **5.5 · μ > 1.** Set `mu=2` and `epsilon=0.2`. The clip fraction is no longer 0: plot it. Which updates
 # get clipped, and why is the first of the μ updates never clipped?
 #
-# **5.5 · Group size.** Try `G=4` and `G=16` with the same `B = N·G`. Which reaches 80% first, in steps and
+# **5.6 · Group size.** Try `G=4` and `G=16` with the same `B = N·G`. Which reaches 80% first, in steps and
 # in seconds?
 #
 # ## Next

@@ -1,4 +1,4 @@
-"""Checker for the fill-in exercise of notebook 05: the completion mask of a real rollout.
+"""Checkers for the fill-in exercises of notebook 05: the completion mask of a real rollout (5.1) and maj@k (5.2).
 
 Exercise 5.1 asks for `my_completion_mask(ids, eos_ids)`: for completion ids (B, T) and the list of ids that end a
 completion (Qwen2.5-Instruct has two, `<|im_end|>` and `<|endoftext|>`), the 0/1 mask that is 1 up to and
@@ -12,6 +12,10 @@ Like every checker it never raises: a student copy whose exercise cell still hol
 `raise NotImplementedError("Exercise 5.1")` runs green under nbmake and prints "✗ Not yet: Exercise 5.1 is not
 filled in yet" with a nudge; `hint("5.1")` shows the key step.
 
+Exercise 5.2 asks for `maj_two_answers(n, c, k)`: maj@k when every wrong sample gives the same wrong answer, from
+the definition (a majority vote over a random k-subset of the n samples, a tie won half the time); the general
+case is `grpo_lib.evaluation.maj_at_k`.
+
 Taught in: notebooks/05_full_run.ipynb
 """
 
@@ -20,13 +24,17 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import math
+
 import torch
 
 from grpo_lib.course.exercises.checking import ERROR_HINT, Case, CheckResult, Rejected, as_tensor, fmt, never_raises, \
     run_cases
+from grpo_lib.course.exercises.checking import read_number as _one_number
 from grpo_lib.logprobs import completion_mask
 
-__all__ = ["CheckResult", "MASK_KEY", "MASK_NUDGE", "MASK_CASES", "reference_mask", "check_completion_mask"]
+__all__ = ["CheckResult", "MASK_KEY", "MASK_NUDGE", "MASK_CASES", "reference_mask", "check_completion_mask",
+           "MAJ_KEY", "MAJ_NUDGE", "MAJ_CASES", "maj_two_answers", "check_maj_two_answers"]
 
 MASK_NUDGE = ("walk along one row: which positions did the model choose and must the loss train, and where did it "
               "stop? Is the stop token one of them, and what comes after it?")
@@ -118,3 +126,70 @@ def check_completion_mask(fn: Callable[[torch.Tensor, list[int]], Any]) -> Check
                      show=lambda t: str(t.int().tolist()),
                      success="✓ Correct: the stop token is trained, the padding after it is not, and a truncated "
                              "completion counts whole: the mask `generate_completions` builds.")
+
+
+# --- 5.2 maj@k with one wrong answer --------------------------------------------------------------------
+
+MAJ_NUDGE = ("count subsets: of the C(n, k) ways to pick k of the n samples, how many hold exactly t right ones? "
+             "For which t does the right answer win the vote, and what is a tie worth when k is even?")
+MAJ_KEY = ("maj@k = Σ_t C(c, t)·C(n - c, k - t) / C(n, k) × (1 if 2t > k, 1/2 if 2t = k, 0 if 2t < k): the subset "
+           "holds t right samples with that (hypergeometric) probability.")
+
+
+def maj_two_answers(n: int, c: int, k: int) -> float:
+    """maj@k of n samples, c right and n - c all giving the same wrong answer; a tie counts 1/2.
+
+        Σ_t C(c, t) C(n - c, k - t) / C(n, k) · [1 if 2t > k, 1/2 if 2t = k, else 0]
+
+    (math.comb is 0 when t > c or k - t > n - c, so t can run over 0..k.) The general case, any number of
+    different wrong answers and abstentions, is `grpo_lib.evaluation.maj_at_k`; tests check that they agree.
+
+    Used by: `check_maj_two_answers` (exercise 5.2)
+    """
+    won = sum(math.comb(c, t) * math.comb(n - c, k - t) * (1.0 if 2 * t > k else 0.5 if 2 * t == k else 0.0)
+              for t in range(k + 1))
+    return won / math.comb(n, k)
+
+
+MAJ_CASES = (("n = 5 samples, c = 3 right, k = 3 votes", (5, 3, 3)),
+             ("n = 16, c = 6, k = 4 (a tie at 2 right votes)", (16, 6, 4)),
+             ("n = 16, c = 8, k = 16 (all samples vote: 8 against 8)", (16, 8, 16)),
+             ("n = 16, c = 6, k = 16 (all samples vote: 6 against 10)", (16, 6, 16)),
+             ("n = 16, c = 12, k = 1", (16, 12, 1)))
+"""(name, (n, c, k)): the first separates sampling with and without replacement, the second the tie rules."""
+
+
+def _maj_hint(case: Case, value: float) -> str:
+    n, c, k = case.args
+    p = c / n
+    binomial = lambda tie: sum(math.comb(k, t) * p ** t * (1 - p) ** (k - t)          # noqa: E731
+                               * (1.0 if 2 * t > k else tie if 2 * t == k else 0.0) for t in range(k + 1))
+    hyper = lambda tie: sum(math.comb(c, t) * math.comb(n - c, k - t)                  # noqa: E731
+                            * (1.0 if 2 * t > k else tie if 2 * t == k else 0.0) for t in range(k + 1)) / math.comb(n, k)
+    close = lambda x: math.isclose(value, x, rel_tol=1e-6, abs_tol=1e-7)   # read_number: float32  # noqa: E731
+    if any(close(binomial(tie)) for tie in (0.0, 0.5, 1.0)):
+        return ("you drew the k votes with replacement (a binomial with p = c/n). A subset takes k different samples "
+                "of the n: the chance of t right ones comes from counting subsets.")
+    if close(hyper(0.0)) or close(hyper(1.0)):
+        return "look at the tie: with k even, t = k/2 right votes against k/2 wrong ones is won by a coin flip."
+    if close(1 - math.comb(n - c, k) / math.comb(n, k)):
+        return "that is pass@k: one right sample is enough there. A majority needs more right votes than wrong ones."
+    if close(p):
+        return "that does not change with k: it is maj@1 (= pass@1). Votes from k samples are counted."
+    return "for which numbers t of right samples in the subset does the right answer win, and how likely is each t?"
+
+
+@never_raises("5.2")
+def check_maj_two_answers(fn: Callable[[int, int, int], Any]) -> CheckResult:
+    """Exercise 5.2: fn(n, c, k) == maj@k with a single wrong answer (ties 1/2), checked on five cases.
+
+    Taught in: notebooks/05_full_run.ipynb
+    """
+    cases = [Case(name, args, maj_two_answers(*args)) for name, args in MAJ_CASES]
+    return run_cases(fn, cases, exercise="5.2", blank_hint=MAJ_NUDGE, key_step=MAJ_KEY, error_hint=ERROR_HINT,
+                     read=_one_number, matches=lambda got, exp: math.isclose(got, exp, rel_tol=1e-6, abs_tol=1e-7),
+                     hint=_maj_hint, show=lambda v: f"{v:.4f}",
+                     success="✓ Correct: a random k-subset holds t right samples with a hypergeometric probability, "
+                             "and the vote is won when 2t > k (half the time when 2t = k). With c/n below 1/2 maj@k "
+                             "falls as k grows, while pass@k rises: voting rewards a policy whose right answer is "
+                             "its most likely one.")
