@@ -435,6 +435,9 @@ def test_run_dashboard_draws_every_panel_with_the_run_s_values():
     assert {l.get_gid() for l in reward_ax.get_lines()} >= {"run|reward/correctness|smooth", "run|reward/format|smooth"}
     assert "β·KL" in visible[2].get_xlabel() and "not: progress" in visible[2].get_xlabel()
     assert visible[1].get_ylim() == (0.0, 1.0) and visible[0].get_xlim() == (0.0, 8.0)
+    quiet = plots.run_dashboard(recs, notes=False)                                  # same curves, no notes
+    assert all(ax.get_xlabel() == "step" for ax in quiet.axes if ax.get_visible())
+    np.testing.assert_array_equal(_lines(quiet)["run|kl|raw"].get_ydata(), [r["kl"] for r in recs])
 
 
 def test_run_dashboard_overlays_a_grey_reference_run(tmp_path):

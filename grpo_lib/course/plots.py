@@ -742,7 +742,8 @@ DASHBOARD_PANELS = (
     Panel("accuracy (sampled batch)", ("accuracy",),
           "share of sampled completions strictly right", "greedy held-out accuracy (eval before / after)", (0.0, 1.0)),
     Panel("loss", ("loss",),
-          "at μ = 1 it reads β·KL: the surrogate term averages to 0", "progress: it is not what GRPO maximises"),
+          "at μ = 1 ('grpo' loss) it reads β·KL: the surrogate term averages to 0",
+          "progress: it is not what GRPO maximises"),
     Panel("KL(π_θ ‖ π_ref)", ("kl",),
           "how far π_θ moved from π_ref on its own samples", "whether the move is good; 0 when β = 0 (no π_ref)"),
     Panel("grad norm (before clipping)", ("grad_norm",),
@@ -814,7 +815,8 @@ def _panel_keys(panel: Panel, records: Sequence[Mapping[str, Any]]) -> list[str]
 
 
 def run_dashboard(runs: Any, *, reference: str | None = None, panels: Sequence[Panel] = DASHBOARD_PANELS,
-                  window: int = DASHBOARD_WINDOW, title: str | None = None, ncols: int = 3) -> Figure:
+                  window: int = DASHBOARD_WINDOW, title: str | None = None, ncols: int = 3, notes: bool = True,
+                  dpi: int = 72) -> Figure:
     """The dashboard of one run, or of several overlaid: one panel per metric, smoothed, raw values faint.
 
     Every curve is the trailing mean over `window` steps (`smooth`), drawn over the raw per-step values
@@ -827,6 +829,9 @@ def run_dashboard(runs: Any, *, reference: str | None = None, panels: Sequence[P
         window: steps of the trailing mean.
         title: the figure's title (default: how the curves are smoothed).
         ncols: panels per row.
+        notes: print under each panel what it tells and what it does not (False: just "step", for a figure
+            shown after the panels were read once).
+        dpi: pixels per inch of the figure (72 keeps a notebook's PNGs near 250 KB).
 
     Returns:
         A Figure with one Axes per panel, in order. Each drawn line has gid "<label>|<metric>|raw" or
@@ -854,7 +859,8 @@ def run_dashboard(runs: Any, *, reference: str | None = None, panels: Sequence[P
             c += 1
     last_step = max(r["step"] for recs in data.values() for r in recs)
     nrows = -(-len(panels) // ncols)
-    fig = Figure(figsize=(5.0 * ncols, 3.5 * nrows), layout="constrained")
+    fig = Figure(figsize=(4.4 * ncols, 3.4 * nrows) if notes else (4.0 * ncols, 2.7 * nrows), dpi=dpi,
+                 layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     styles = ("-", "--", ":", "-.")
     for ax, panel in zip(axes, panels):
@@ -876,8 +882,8 @@ def run_dashboard(runs: Any, *, reference: str | None = None, panels: Sequence[P
         if panel.ylim is not None:
             ax.set_ylim(*panel.ylim)
         ax.grid(alpha=0.3)
-        wrap = lambda s: "\n".join(textwrap.wrap(s, 52))
-        ax.set_xlabel(f"step\ntells: {wrap(panel.tells)}\nnot: {wrap(panel.misses)}", fontsize=8)
+        wrap = lambda s: "\n".join(textwrap.wrap(s, 46))
+        ax.set_xlabel(f"step\ntells: {wrap(panel.tells)}\nnot: {wrap(panel.misses)}" if notes else "step", fontsize=8)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7, loc="best")
     for ax in axes[len(panels):]:

@@ -380,7 +380,10 @@ print("before", [round(x, 3) for x in eb.strict_ci], "after", [round(x, 3) for x
 # Once a run starts, the question is "is it working?", and the loss does not answer it. With μ = 1 the ratio
 # ρ is exactly 1 at the update, so the surrogate term of the loss is −mean(A), which is 0 because each group's
 # advantages sum to 0 (notebook 04): what the loss prints is **β·KL**. It grows as π_θ moves away from π_ref,
-# whether the move helps or hurts. A run that learns and a run that wanders off both show a rising loss.
+# whether the move helps or hurts. A run that learns and a run that wanders off both show a rising loss. (That is
+# the preset's `loss_type="grpo"`, which averages each completion's tokens first. The length-weighted types weigh
+# each A_i by its completion's length, so their surrogate term is not even 0: §6.5's `dr_grpo` run logs a loss
+# between −0.05 and +0.01, mean −0.024.)
 #
 # `run_dashboard` draws everything `metrics.jsonl` holds about the learning, one panel per question. Each curve
 # is the **trailing mean over 5 steps** (`smooth`: the mean of the last 5 steps' values, fewer at the start),
@@ -443,7 +446,7 @@ check("5 · the dashboard",
 # **right** completions. They get two extra panels.
 #
 # For each run: what changed, a question to answer **before** you look, the dashboard of the failing run (in
-# colour) over the healthy one (grey), and which panel gives it away. The tell is never the final accuracy: by
+# colour) over the healthy one (grey; the panels as above, without their notes), and which panel gives it away. The tell is never the final accuracy: by
 # then the compute is spent. A dashboard tells you in the first minutes.
 
 # %%
@@ -462,7 +465,7 @@ def gallery_dashboard(name):
     ref = SPECS[name].reference
     display(markdown_table(["option", ref, name], [(k, repr(a), repr(b)) for k, (a, b) in config_diff(name).items()]))
     return run_dashboard({ref: gallery[ref]["metrics"], name: gallery[name]["metrics"]}, reference=ref,
-                         panels=G_PANELS, ncols=4, title=f"{SPECS[name].title}  (grey: {ref})")
+                         panels=G_PANELS, ncols=4, notes=False, title=f"{SPECS[name].title}  (grey: {ref})")
 
 markdown_table(["run", "what changes", "train() wall time (s)", "held-out accuracy before → after"],
                [(name, SPECS[name].title, f"{run['summary']['gallery']['train_call_seconds']:.0f}",
@@ -475,7 +478,9 @@ check("6 · the gallery",
       ("every run has 40 steps and the three gallery metrics",
        all(len(r["metrics"]) == 40 and set(EXTRA_METRICS) <= set(r["metrics"][0]) for r in gallery.values())),
       ("the healthy run is the first 40 steps of section 4's run (batch reward within 2 completions' worth)",
-       all(abs(h["reward"] - m["reward"]) <= 2 * 2.8 / cfg.B for h, m in zip(healthy, metrics[:40]))))
+       all(abs(h["reward"] - m["reward"]) <= 2 * 2.8 / cfg.B for h, m in zip(healthy, metrics[:40]))),
+      ("with loss_type 'dr_grpo' the loss is not β·KL: the long_dr_grpo run's mean loss is negative",
+       avg(gallery["long_dr_grpo"]["metrics"], "loss") < 0))
 
 # %% [markdown]
 # ### 6.1 · Learning rate too high
