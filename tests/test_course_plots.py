@@ -430,3 +430,82 @@ def test_pass_maj_curves_plot_bad_input():
     short["pass"] = short["pass"][:3]
     with pytest.raises(ValueError, match="one value per k"):
         plots.pass_maj_curves_plot({"before": short})
+
+
+# --- notebook 05: the run dashboard ----------------------------------------------------------------------------
+
+
+def test_smooth_is_the_trailing_mean_computed_by_hand():
+    np.testing.assert_allclose(plots.smooth([1, 2, 3, 4], 2), [1, 1.5, 2.5, 3.5])
+    np.testing.assert_allclose(plots.smooth([2, 4, 9, 1, 5], 3), [2, 3, 5, 14 / 3, 5])
+    np.testing.assert_allclose(plots.smooth([1, float("nan"), 3, None], 2), [1, 1, 3, 3])   # gaps skipped
+    assert np.isnan(plots.smooth([None, 1.0], 1)[0])                                        # nothing to average
+    np.testing.assert_array_equal(plots.smooth([3, 1, 4], 1), [3, 1, 4])                    # window 1 = raw
+    with pytest.raises(ValueError, match="window"):
+        plots.smooth([1, 2], 0)
+
+
+def _run(n=8, **scale):
+    """n metric records with distinct made-up values per metric (every dashboard metric present)."""
+    recs = []
+    for t in range(1, n + 1):
+        rec = {"step": t, "reward": 0.1 * t, "reward/correctness": 0.07 * t, "reward/format": 0.03 * t,
+               "accuracy": 0.05 * t, "loss": 0.001 * t, "kl": 0.002 * t, "grad_norm": 1.0 / t,
+               "clip_ratio/region_mean": 0.01 * t, "clip_ratio/low_mean": 0.004 * t, "clip_ratio/high_mean": 0.006 * t,
+               "entropy": 1.0 - 0.05 * t, "completions/mean_length": 20.0 + t, "frac_reward_zero_std": 0.1 * (t % 3)}
+        recs.append({k: (v * scale.get("by", 1.0) if k != "step" else v) for k, v in rec.items()})
+    return recs
+
+
+def _lines(fig):
+    return {line.get_gid(): line for ax in fig.axes for line in ax.get_lines() if line.get_gid()}
+
+
+def test_run_dashboard_draws_every_panel_with_the_run_s_values():
+    recs = _run()
+    fig = plots.run_dashboard(recs, window=3)
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in visible] == [p.title for p in plots.DASHBOARD_PANELS]
+    lines = _lines(fig)
+    metrics = [k for k in recs[0] if k != "step"]
+    assert sorted({gid.split("|")[1] for gid in lines}) == sorted(metrics)      # every metric, each once
+    for key in metrics:
+        raw, smooth = lines[f"run|{key}|raw"], lines[f"run|{key}|smooth"]
+        np.testing.assert_array_equal(raw.get_xdata(), np.arange(1, 9))
+        np.testing.assert_array_equal(raw.get_ydata(), [r[key] for r in recs])
+        np.testing.assert_allclose(smooth.get_ydata(), plots.smooth([r[key] for r in recs], 3))
+        assert raw.get_alpha() < 0.5 and smooth.get_alpha() is None            # raw faint, smoothed solid
+    # the per-function rewards sit in the reward panel, the clip parts in the clip panel
+    reward_ax = visible[0]
+    assert {l.get_gid() for l in reward_ax.get_lines()} >= {"run|reward/correctness|smooth", "run|reward/format|smooth"}
+    assert "β·KL" in visible[2].get_xlabel() and "not: progress" in visible[2].get_xlabel()
+    assert visible[1].get_ylim() == (0.0, 1.0) and visible[0].get_xlim() == (0.0, 8.0)
+    quiet = plots.run_dashboard(recs, notes=False)                                  # same curves, no notes
+    assert all(ax.get_xlabel() == "step" for ax in quiet.axes if ax.get_visible())
+    np.testing.assert_array_equal(_lines(quiet)["run|kl|raw"].get_ydata(), [r["kl"] for r in recs])
+
+
+def test_run_dashboard_overlays_a_grey_reference_run(tmp_path):
+    healthy, failing = _run(), _run(n=5, by=2.0)
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(__import__("json").dumps(r) + "\n" for r in failing))
+    fig = plots.run_dashboard({"healthy": healthy, "failing": tmp_path}, reference="healthy")   # a folder works
+    lines = _lines(fig)
+    np.testing.assert_array_equal(lines["failing|kl|raw"].get_ydata(), [r["kl"] for r in failing])
+    np.testing.assert_array_equal(lines["healthy|kl|raw"].get_ydata(), [r["kl"] for r in healthy])
+    assert lines["healthy|kl|smooth"].get_color() == "0.55" and lines["failing|kl|smooth"].get_color() == "C0"
+    assert all(ax.get_xlim() == (0.0, 8.0) for ax in fig.axes if ax.get_visible())    # the longer run sets x
+    # a metric missing from a record is a gap (NaN), not a zero
+    gap = _run(n=3)
+    del gap[1]["kl"]
+    raw = _lines(plots.run_dashboard(gap))["run|kl|raw"].get_ydata()
+    assert raw[0] == gap[0]["kl"] and np.isnan(raw[1])
+
+
+def test_run_dashboard_refuses_bad_input():
+    with pytest.raises(KeyError, match="reference 'nope'"):
+        plots.run_dashboard({"a": _run()}, reference="nope")
+    with pytest.raises(ValueError, match="metric records"):
+        plots.run_dashboard([{"reward": 1.0}])
+    with pytest.raises(FileNotFoundError, match="metrics.jsonl"):
+        plots.run_dashboard("/nonexistent/run")

@@ -14,6 +14,7 @@ Taught in: notebooks/01_worked_example_2plus3.ipynb (and later notebooks for the
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -711,6 +712,184 @@ def accuracy_spread(p_per_question: Sequence[float], p_mean: float, bins: int = 
            title="questions are not equally hard")
     ax.legend(fontsize=8)
     fig.tight_layout()
+    return fig
+
+
+# --- notebook 05: reading a run (the dashboard of metrics.jsonl, one run or several overlaid) -------------------
+@dataclass(frozen=True)
+class Panel:
+    """One panel of `run_dashboard`: the metrics it draws, what it tells, and what it does not.
+
+    Attributes:
+        title: the panel's title.
+        keys: the metrics drawn (names of grpo_lib.runlog.METRICS, or `reward/*` for every per-function reward);
+            the first is the solid line, the others dashed / dotted.
+        tells: what the panel tells you (printed under it).
+        misses: what it does not tell you (printed under it).
+        ylim: fixed y-limits, or None to let matplotlib choose.
+    """
+
+    title: str
+    keys: tuple[str, ...]
+    tells: str
+    misses: str
+    ylim: tuple[float, float] | None = None
+
+
+DASHBOARD_PANELS = (
+    Panel("reward (— total, -- per function)", ("reward", "reward/*"),
+          "whether π_θ earns more on its own samples", "held-out accuracy; a reward hack raises it too"),
+    Panel("accuracy (sampled batch)", ("accuracy",),
+          "share of sampled completions strictly right", "greedy held-out accuracy (eval before / after)", (0.0, 1.0)),
+    Panel("loss", ("loss",),
+          "at μ = 1 ('grpo' loss) it reads β·KL: the surrogate term averages to 0",
+          "progress: it is not what GRPO maximises"),
+    Panel("KL(π_θ ‖ π_ref)", ("kl",),
+          "how far π_θ moved from π_ref on its own samples", "whether the move is good; 0 when β = 0 (no π_ref)"),
+    Panel("grad norm (before clipping)", ("grad_norm",),
+          "size of the update signal; spikes come before a collapse", "its direction, or whether it helps"),
+    Panel("clip fraction (— region, -- low, : high)",
+          ("clip_ratio/region_mean", "clip_ratio/low_mean", "clip_ratio/high_mean"),
+          "how often ρ leaves [1-ε, 1+ε]: 0 at μ = 1, rises with μ", "how far ρ went beyond the clip"),
+    Panel("entropy (nats per token)", ("entropy",),
+          "how spread the next-token choice is: falling = sharpening", "whether the sharpened answers are right"),
+    Panel("completion length |o| (tokens)", ("completions/mean_length",),
+          "how long the completions are", "which ones grow: right or wrong (split them)"),
+    Panel("zero-std group fraction", ("frac_reward_zero_std",),
+          "share of groups whose G rewards are equal: they teach nothing", "why: all right, or all wrong", (0.0, 1.0)),
+)
+"""the default panels of `run_dashboard`, in reading order (what each tells and does not is printed under it)"""
+
+DASHBOARD_WINDOW = 5
+"""steps in the trailing mean that smooths every dashboard curve"""
+
+
+def smooth(values: Sequence[float | None], window: int = DASHBOARD_WINDOW) -> np.ndarray:
+    """Trailing rolling mean: y_t = mean of the finite values among x_{t-window+1} .. x_t (fewer at the start).
+
+    None and NaN are skipped inside a window; a window with no finite value gives NaN. So
+    smooth([1, 2, 3, 4], 2) = [1, 1.5, 2.5, 3.5] and smooth([1, nan, 3], 2) = [1, 1, 3].
+
+    Taught in: notebooks/05_full_run.ipynb
+    """
+    if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+        raise ValueError(f"window must be an int >= 1, got {window!r}")
+    x = np.array([np.nan if v is None else v for v in values], dtype=float)
+    out = np.full(x.shape, np.nan)
+    for t in range(len(x)):
+        w = x[max(0, t - window + 1): t + 1]
+        w = w[np.isfinite(w)]
+        if w.size:
+            out[t] = w.mean()
+    return out
+
+
+def _records(run: Any) -> list[dict[str, Any]]:
+    """A run as a list of metric records: records as given, or a metrics.jsonl path (or its folder)."""
+    import json
+    from pathlib import Path
+
+    if isinstance(run, (str, Path)):
+        path = Path(run)
+        path = path / "metrics.jsonl" if path.is_dir() else path
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no metrics.jsonl there (train() writes it into its output_dir)")
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records = list(run)
+    if not records or not all(isinstance(r, Mapping) and "step" in r for r in records):
+        raise ValueError("a run must be a non-empty list of metric records with a 'step' (metrics.jsonl rows), "
+                         "or the path of a metrics.jsonl")
+    return records
+
+
+def _panel_keys(panel: Panel, records: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The metrics of `panel` this run has, with `reward/*` expanded to its per-function rewards (sorted)."""
+    keys = []
+    for key in panel.keys:
+        if key.endswith("/*"):
+            prefix = key[:-1]
+            keys += sorted({k for r in records for k in r if k.startswith(prefix)})
+        elif any(key in r for r in records):
+            keys.append(key)
+    return keys
+
+
+def run_dashboard(runs: Any, *, reference: str | None = None, panels: Sequence[Panel] = DASHBOARD_PANELS,
+                  window: int = DASHBOARD_WINDOW, title: str | None = None, ncols: int = 3, notes: bool = True,
+                  dpi: int = 72) -> Figure:
+    """The dashboard of one run, or of several overlaid: one panel per metric, smoothed, raw values faint.
+
+    Every curve is the trailing mean over `window` steps (`smooth`), drawn over the raw per-step values
+    (thin, faint). Under each panel: what it tells, and what it does not.
+
+    Args:
+        runs: one run (records of metrics.jsonl, or its path) or a mapping label -> run, drawn in order.
+        reference: the label of the healthy run to compare with: drawn grey, under the others.
+        panels: the panels, in order (default DASHBOARD_PANELS; add e.g. a panel of gallery metrics).
+        window: steps of the trailing mean.
+        title: the figure's title (default: how the curves are smoothed).
+        ncols: panels per row.
+        notes: print under each panel what it tells and what it does not (False: just "step", for a figure
+            shown after the panels were read once).
+        dpi: pixels per inch of the figure (72 keeps a notebook's PNGs near 250 KB).
+
+    Returns:
+        A Figure with one Axes per panel, in order. Each drawn line has gid "<label>|<metric>|raw" or
+        "<label>|<metric>|smooth"; the raw line's y-data are exactly the run's values (NaN where a record lacks
+        the metric), the smooth line's are `smooth(raw, window)`, and both have x-data the run's steps.
+
+    Taught in: notebooks/05_full_run.ipynb
+    """
+    import textwrap
+
+    if not isinstance(runs, Mapping):
+        runs = {"run": runs}
+    if not runs:
+        raise ValueError("runs is empty: pass a run, or label -> run pairs")
+    if reference is not None and reference not in runs:
+        raise KeyError(f"reference {reference!r} is not one of the runs {list(runs)}")
+    data = {label: _records(run) for label, run in runs.items()}
+    order = ([reference] if reference is not None else []) + [k for k in data if k != reference]
+    colors, c = {}, 0
+    for label in order:
+        if label == reference:
+            colors[label] = "0.55"
+        else:
+            colors[label] = f"C{c}"
+            c += 1
+    last_step = max(r["step"] for recs in data.values() for r in recs)
+    nrows = -(-len(panels) // ncols)
+    fig = Figure(figsize=(4.4 * ncols, 3.4 * nrows) if notes else (4.0 * ncols, 2.7 * nrows), dpi=dpi,
+                 layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    styles = ("-", "--", ":", "-.")
+    for ax, panel in zip(axes, panels):
+        for label in order:
+            recs = data[label]
+            steps = np.array([r["step"] for r in recs], dtype=float)
+            for i, key in enumerate(_panel_keys(panel, recs)):
+                raw = np.array([np.nan if r.get(key) is None else r[key] for r in recs], dtype=float)
+                ls = styles[min(i, len(styles) - 1)]
+                faint = 0.35 if label == reference else 0.25
+                (line,) = ax.plot(steps, raw, color=colors[label], lw=0.7, alpha=faint, ls=ls)
+                line.set_gid(f"{label}|{key}|raw")
+                name = label if i == 0 else f"{label}: {key.split('/', 1)[-1]}"
+                (line,) = ax.plot(steps, smooth(raw, window), color=colors[label], ls=ls,
+                                  lw=1.4 if label == reference else 1.8, label=name if len(data) > 1 or i else None)
+                line.set_gid(f"{label}|{key}|smooth")
+        ax.set_title(panel.title, fontsize=10)
+        ax.set_xlim(0, last_step)
+        if panel.ylim is not None:
+            ax.set_ylim(*panel.ylim)
+        ax.grid(alpha=0.3)
+        wrap = lambda s: "\n".join(textwrap.wrap(s, 46))
+        ax.set_xlabel(f"step\ntells: {wrap(panel.tells)}\nnot: {wrap(panel.misses)}" if notes else "step", fontsize=8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, loc="best")
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
+    fig.suptitle(title or f"thick: trailing mean over {window} steps; thin and faint: each step's value"
+                 + (f"; grey: {reference}" if reference is not None else ""), fontsize=11)
     return fig
 
 

@@ -18,8 +18,14 @@
 # - take one policy update by hand and read its loss, KL and clip fraction;
 # - run the tiny preset end to end, plot its learning curves from `metrics.jsonl`, and compare held-out
 #   completions before and after;
+# - read a run from one dashboard (reward, accuracy, loss, KL, grad norm, clip fraction, entropy, length,
+#   zero-std fraction) and learn why the loss is not a progress signal;
+# - predict, then look: five measured failing runs (learning rate too high, β = 0 with a large learning rate,
+#   flat groups, μ > 1, a length-biased loss), each recognised from the dashboard, not from the final accuracy;
+# - measure pass@k against maj@k before and after GRPO: what RL changes, and what it does not;
 # - see what the tutorial's 23% → 90% really measured, next to an evaluation with confidence intervals;
-# - fill in one exercise: the completion mask of a rollout, stop token included (5.1).
+# - fill in two exercises: the completion mask of a rollout, stop token included (5.1), and maj@k when every
+#   wrong answer is the same (5.2).
 #
 # Needs: notebooks 01–04 (advantages, rewards, the loss). Runs in: ~3 min on CPU (the tiny training run is
 # ~2 min of it). Next: notebook 06 runs the same engine on several GPUs (DDP, torchrun, the memory planner,
@@ -413,7 +419,284 @@ check("4 · held-out evaluation",
       ("the strict intervals before and after do not overlap", eb.strict_ci[1] < ea.strict_ci[0]))
 
 # %% [markdown]
-# ## 5 · Completions before and after
+# ## 5 · Reading a run: the dashboard
+#
+# Once a run starts, the question is "is it working?", and the loss does not answer it. With μ = 1 the ratio
+# ρ is exactly 1 at the update, so the surrogate term of the loss is −mean(A), which is 0 because each group's
+# advantages sum to 0 (notebook 04): what the loss prints is **β·KL**. It grows as π_θ moves away from π_ref,
+# whether the move helps or hurts. A run that learns and a run that wanders off both show a rising loss. (That is
+# the preset's `loss_type="grpo"`, which averages each completion's tokens first. The length-weighted types weigh
+# each A_i by its completion's length, so their surrogate term is not even 0: §6.5's `dr_grpo` run logs a loss
+# between −0.05 and +0.01, mean −0.024.)
+#
+# `run_dashboard` draws everything `metrics.jsonl` holds about the learning, one panel per question. Each curve
+# is the **trailing mean over 5 steps** (`smooth`: the mean of the last 5 steps' values, fewer at the start),
+# drawn over the raw per-step values (thin, faint), because one step's batch of 16 questions is noisy. Under
+# each panel: what it tells, and what it does not.
+
+# %%
+from grpo_lib.course.plots import DASHBOARD_PANELS, Panel, run_dashboard, smooth
+
+markdown_table(["panel", "tells", "does not tell"], [(p.title, p.tells, p.misses) for p in DASHBOARD_PANELS])
+
+# %%
+run_dashboard(metrics)          # the records of this run's metrics.jsonl; run_dashboard(out) reads the file itself
+
+# %% [markdown]
+# How to read it for the run above, top left to bottom right:
+#
+# - **reward** climbs, and its per-function parts say where from: `reward/correctness` carries the gain,
+#   `reward/format` was already near its 0.8 ceiling (the warm-up taught the tags);
+# - **accuracy** on the sampled batch climbs with it (sampled at τ = 1, so below the greedy held-out accuracy);
+# - **loss** rises from 0, and it is β·KL: the check below compares the two at every step;
+# - **KL** grows slowly from 0 (β = 0.04 holds it back);
+# - **grad norm**: the size of the signal, bounded as long as nothing blows up;
+# - **clip fraction** is 0 at every step: μ = 1, so ρ = 1 and the clip never acts;
+# - **entropy** falls: the policy sharpens on the answers that earned reward;
+# - **completion length** stays near 21 tokens (a correct carry adds `+1`);
+# - **zero-std fraction** rises as more groups are all right: those teach nothing (notebook 02).
+
+# %% jupyter={"source_hidden": true}
+first10, last10 = metrics[:10], metrics[-10:]
+avg = lambda rows, k: sum(m[k] for m in rows) / len(rows)
+check("5 · the dashboard",
+      ("at μ = 1 the loss is β·KL: summed over the run, within 5% (the loss averages per sequence, kl per token)",
+       abs(sum(m["loss"] for m in metrics) / sum(cfg.beta * m["kl"] for m in metrics) - 1) < 0.05),
+      ("... and within 25% at every step", all(abs(m["loss"] - cfg.beta * m["kl"]) <= 0.25 * cfg.beta * m["kl"] + 1e-6
+                                               for m in metrics)),
+      ("the clip fraction is 0 at every step (μ = 1)", all(m["clip_ratio/region_mean"] == 0 for m in metrics)),
+      ("reward/correctness carries the gain: it rises more than reward/format",
+       avg(last10, "reward/correctness") - avg(first10, "reward/correctness")
+       > avg(last10, "reward/format") - avg(first10, "reward/format")),
+      ("the entropy falls", avg(last10, "entropy") < avg(first10, "entropy")),
+      ("the smoothed curve is the trailing mean of 5 steps",
+       abs(smooth([m["reward"] for m in metrics])[9] - avg(metrics[5:10], "reward")) < 1e-12))
+
+# %% [markdown]
+# ## 6 · A gallery of failing runs
+#
+# What does a broken run look like? Below are six real runs of the tiny model, each the tiny preset for 40 steps
+# with **one** change, each breaking in its own way, and one healthy reference run (the same 40 steps with no
+# change: the first 40 steps of section 4's run). They took one to eight minutes each on the course machine, too
+# long to rerun in every notebook execution, so their `metrics.jsonl` and `summary.json` are committed in
+# `grpo_lib/assets/gallery/` and loaded here. `python -m grpo_lib.course.gallery` regenerates them, and
+# `tests/test_course_gallery.py` checks that the committed files are what that command makes (the configuration
+# exactly; the first two steps, rerun, to float rounding).
+#
+# The gallery adds three metrics to the engine's, measured by a `train(callback=...)` on each step's batch:
+# the KL of the policy that sampled the batch to the **starting** model, which is the engine's `kl` when π_ref
+# is the starting model and μ = 1, but exists also when β = 0 (the engine then keeps no π_ref and logs `kl` = 0; the
+# callback measures the drift without changing the run); and the mean length of the batch's **wrong** and
+# **right** completions. They get two extra panels.
+#
+# For each run: what changed, a question to answer **before** you look, the dashboard of the failing run (in
+# colour) over the healthy one (grey; the panels as above, without their notes), and which panel gives it away. The tell is never the final accuracy: by
+# then the compute is spent. A dashboard tells you in the first minutes.
+
+# %%
+from grpo_lib.course.gallery import EXTRA_METRICS, SPECS, config_diff, load_run
+
+gallery = {name: load_run(name) for name in SPECS}
+G_PANELS = DASHBOARD_PANELS + (
+    Panel("KL to the starting model (gallery)", ("gallery/kl_to_start",),
+          "how far π_θ has drifted from where it started, also when β = 0", "whether the drift is good"),
+    Panel("|o| of wrong (—) and right (--) completions", ("gallery/length_wrong", "gallery/length_right"),
+          "which completions grow or shrink", "why"),
+)
+
+def gallery_dashboard(name):
+    """The config diff as a table, then the dashboard: this run in colour over its reference in grey."""
+    ref = SPECS[name].reference
+    display(markdown_table(["option", ref, name], [(k, repr(a), repr(b)) for k, (a, b) in config_diff(name).items()]))
+    return run_dashboard({ref: gallery[ref]["metrics"], name: gallery[name]["metrics"]}, reference=ref,
+                         panels=G_PANELS, ncols=4, notes=False, title=f"{SPECS[name].title}  (grey: {ref})")
+
+markdown_table(["run", "what changes", "train() wall time (s)", "held-out accuracy before → after"],
+               [(name, SPECS[name].title, f"{run['summary']['gallery']['train_call_seconds']:.0f}",
+                 f"{run['summary']['accuracy_before']:.2f} → {run['summary']['accuracy_after']:.2f}")
+                for name, run in gallery.items()])
+
+# %% jupyter={"source_hidden": true}
+healthy = gallery["healthy"]["metrics"]
+check("6 · the gallery",
+      ("every run has 40 steps and the three gallery metrics",
+       all(len(r["metrics"]) == 40 and set(EXTRA_METRICS) <= set(r["metrics"][0]) for r in gallery.values())),
+      ("the healthy run is the first 40 steps of section 4's run (batch reward within 2 completions' worth)",
+       all(abs(h["reward"] - m["reward"]) <= 2 * 2.8 / cfg.B for h, m in zip(healthy, metrics[:40]))),
+      ("with loss_type 'dr_grpo' the loss is not β·KL: the long_dr_grpo run's mean loss is negative",
+       avg(gallery["long_dr_grpo"]["metrics"], "loss") < 0))
+
+# %% [markdown]
+# ### 6.1 · Learning rate too high
+#
+# The learning rate goes from 5e-5 to 2e-3. **Predict, then look:** AdamW's first steps move every weight by
+# about η. Which panels move first, and in which direction: reward, entropy, completion length, grad norm?
+
+# %%
+gallery_dashboard("lr_high")
+
+# %% [markdown]
+# Broken after one update. Step 1 is the healthy run's step 1 (same samples); its update, about η = 2e-3 on every
+# weight (a fresh AdamW moves each weight by about η), knocks the policy off what it knew. At step 2 the batch
+# accuracy is 0.00 (0.69 at step 1), the KL to π_ref is 1.6 (the healthy run reaches 0.016 after 40 steps) and
+# the entropy has tripled. The reward falls to 0.80, which is exactly the format reward: the tags are still
+# there, the numbers are wrong. From then on almost every group is flat (all wrong, all 0.8: the zero-std panel
+# sits near 1), so there is no signal to climb back with, and the policy wanders: the entropy keeps rising
+# (about 17× the start) and from step 15 on the completions run to the 40-token limit without stopping. The
+# tells, in the order they appear: the KL jumps, the accuracy drops, the entropy climbs, the length hits the
+# limit. The grad norm spikes (4.0 at step 5) but is the weakest tell: the update is clipped to norm 1 anyway.
+
+# %% jupyter={"source_hidden": true}
+hi = gallery["lr_high"]["metrics"]
+check("6.1 · learning rate too high",
+      ("step 1 is the healthy run's step 1 (same samples)", hi[0]["reward"] == healthy[0]["reward"]),
+      ("after one update the batch accuracy is 0", hi[1]["accuracy"] == 0.0 < healthy[1]["accuracy"]),
+      ("... and the KL to π_ref is over 50 times the healthy run's after 40 steps", hi[1]["kl"] > 50 * healthy[-1]["kl"]),
+      ("the reward left is the format reward alone (last 10 steps, within 0.02)",
+       abs(avg(hi[-10:], "reward") - avg(hi[-10:], "reward/format")) < 0.02),
+      ("the entropy ends over 10 times the healthy run's (last 10 steps)",
+       avg(hi[-10:], "entropy") > 10 * avg(healthy[-10:], "entropy")),
+      ("the completions end at the length limit (over 90% cut at 40 tokens, last 10 steps)",
+       avg(hi[-10:], "completions/clipped_ratio") > 0.9))
+
+# %% [markdown]
+# ### 6.2 · β = 0 with a large learning rate
+#
+# No KL term (β = 0: no π_ref is kept at all) and η = 5e-4, ten times the preset. **Predict, then look:** what
+# does the engine's `kl` panel show for this run, and what does the KL to the starting model show?
+
+# %%
+gallery_dashboard("beta0")
+
+# %% [markdown]
+# Two KL panels, two answers. The engine's `kl` reads 0 at every step: with β = 0 no π_ref is kept, so nothing
+# is measured. A flat KL panel in a β = 0 run means "not measured", not "not moved". The gallery's KL to the
+# starting model shows where π_θ went: by step 4 it is 0.076, more than the healthy run reaches in 40 steps
+# (0.023 at most), and it stays up there, 0.060 on average over the last 10 steps (3.7 times the healthy run's),
+# jumping between 0.03 and 0.13. Four times the learning rate and nothing pulling back: the grad-norm panel sits
+# higher (1.18 on average against 0.72; the update is clipped to norm 1), and the batch accuracy drops to 0.41 at
+# step 5 before it recovers. In 40 steps the run still learns (held-out accuracy 0.48 → 0.84 on 100 problems,
+# the healthy run 0.89): drift is not yet failure. That is the lesson: only a KL to the start shows how far the
+# policy has gone, and nothing in this loss would stop it going further in a longer run.
+
+# %% jupyter={"source_hidden": true}
+b0 = gallery["beta0"]["metrics"]
+check("6.2 · β = 0",
+      ("the engine's kl is 0 at every step (no π_ref)", all(m["kl"] == 0.0 for m in b0)),
+      ("by step 4 the KL to the start exceeds the healthy run's largest in 40 steps",
+       b0[3]["gallery/kl_to_start"] > max(m["gallery/kl_to_start"] for m in healthy)),
+      ("over the last 10 steps it is over 3 times the healthy run's",
+       avg(b0[-10:], "gallery/kl_to_start") > 3 * avg(healthy[-10:], "gallery/kl_to_start")),
+      ("the grad norm is larger: over 1.5 times the healthy run's on average",
+       avg(b0, "grad_norm") > 1.5 * avg(healthy, "grad_norm")))
+
+# %% [markdown]
+# ### 6.3 · A strict reward on tags the start never writes
+#
+# The reward is DeepSeek-R1's: 2.0 for `<think>…</think><answer>…</answer>` with the right answer, 0 otherwise
+# (`r1_strict_reward`, the only reward function). The tiny model was warmed up on `<reasoning>` tags and never
+# writes `<think>` (it is not even one token of its vocabulary). It is what happens when a recipe's reward is
+# copied from a paper that used other tags. **Predict, then look:** what is the zero-std fraction? What is the
+# gradient made of, and how large is it?
+
+# %%
+gallery_dashboard("r1_tags")
+
+# %% [markdown]
+# The zero-std panel is the tell: 1.0 at every step. Every completion scores 0, so every group is flat and every
+# advantage is 0; the reward panel is flat at 0. Nothing is learned, and the final accuracy would say so only
+# after the whole run (held-out accuracy 0.48 → 0.47 on 100 problems). The grad-norm panel shows what is left:
+# the KL term, whose gradient is exactly 0 while π_θ = π_ref, so the grad norm is exactly 0 for the first 14
+# steps. Then a surprise worth knowing: at step 15 the two forward passes (π_θ's, with gradients, and π_ref's)
+# differ by float rounding and a gradient of 1e-9 appears. AdamW divides each gradient by its own running size
+# (plus its ε = 1e-8), so once the per-weight gradients approach 1e-8 it takes steps of about η whatever their
+# size: the grad norm goes 1e-9, 8e-8, 1.5e-4 at steps 15–17, and the KL to the start 6e-14, 6e-8, 1.6e-4 at
+# steps 16–18 (8e-4 by step 20). From
+# then on the KL term's own gradient keeps the weights moving (grad norm up to 0.033, still far below the
+# healthy run's 0.36 at its smallest). A run with flat groups does not stand still: it drifts, with no reward
+# to steer it.
+
+# %% jupyter={"source_hidden": true}
+r1 = gallery["r1_tags"]["metrics"]
+first_kick = next(m["step"] for m in r1 if m["grad_norm"] > 0)
+check("6.3 · flat groups",
+      ("the zero-std fraction is 1.0 at every step", all(m["frac_reward_zero_std"] == 1.0 for m in r1)),
+      ("the reward is 0 at every step", all(m["reward"] == 0.0 for m in r1)),
+      ("the gradient is exactly 0 until a rounding difference appears", first_kick > 5),
+      ("after it, the largest grad norm is below a tenth of the healthy run's smallest",
+       max(m["grad_norm"] for m in r1) < 0.1 * min(m["grad_norm"] for m in healthy)),
+      ("and yet π_θ drifts from the start: KL to the start > 1e-4 three steps after the kick",
+       r1[first_kick + 2]["gallery/kl_to_start"] > 1e-4))
+
+# %% [markdown]
+# ### 6.4 · μ = 4 updates per batch
+#
+# Each sampled batch is used for four AdamW steps instead of one (TRL's `num_iterations=4`). **Predict, then
+# look:** at μ = 1 the clip fraction is 0 at every step. What is it now, and does it stay put during the run?
+
+# %%
+gallery_dashboard("mu4")
+
+# %% [markdown]
+# The clip panel gives it away. At μ = 1 it is 0 at every step: ρ = 1 at the only update. At μ = 4 it is
+# 0.12%–0.96% of the tokens at every step (mean 0.50%), mostly clipped from
+# below (0.39% low against 0.11% high: tokens of worse-than-average completions whose
+# probability has already fallen below (1 − ε)·π_old, where the objective stops pushing). The first of the four
+# updates is never clipped (there π_θ = π_old, every ρ = 1), so this is an average over updates 2–4. It does not
+# climb during the run (0.55% in the first 10 steps, 0.45% in the last 10): every
+# step samples a fresh batch and ρ starts again at 1. The KL panel shows the other side: four updates per batch
+# move π_θ faster (0.033 against 0.016, last 10 steps). μ > 1 is not a bug (PPO reuses its
+# batches, TRL calls it `num_iterations`); the clip fraction is how you see that it is on, and how often the
+# trust region binds.
+
+# %% jupyter={"source_hidden": true}
+mu = gallery["mu4"]["metrics"]
+check("6.4 · μ = 4",
+      ("the healthy run (μ = 1) never clips", all(m["clip_ratio/region_mean"] == 0 for m in healthy)),
+      ("μ = 4 clips some tokens at every step", all(m["clip_ratio/region_mean"] > 0 for m in mu)),
+      ("mostly from below (A < 0, ρ < 1 - ε)", avg(mu, "clip_ratio/low_mean") > avg(mu, "clip_ratio/high_mean")),
+      ("the clip fraction does not climb during the run (last 10 steps below twice the first 10)",
+       avg(mu[-10:], "clip_ratio/region_mean") < 2 * avg(mu[:10], "clip_ratio/region_mean")),
+      ("π_θ moves faster: KL over twice the healthy run's (last 10 steps)",
+       avg(mu[-10:], "kl") > 2 * avg(healthy[-10:], "kl")))
+
+# %% [markdown]
+# ### 6.5 · A length-biased loss type when wrong answers are long
+#
+# Two runs that differ only in `loss_type`, at a sampling temperature τ = 1.8 with room for 80 tokens: hot enough
+# that the tiny model often garbles its answer, and then writes more (its wrong completions are about 5 tokens
+# longer than its right ones). `"grpo"` divides each completion's token losses by its own length |o_i|;
+# `"dr_grpo"` by the constant |o|_max (notebook 04). Here the reference (grey) is the `dr_grpo` run.
+# **Predict, then look:** a wrong completion has A < 0. Under which loss type is a long wrong completion pushed
+# down less per token, and what does that do to the length of the wrong completions over the run?
+
+# %%
+gallery_dashboard("long_grpo")
+
+# %% [markdown]
+# The panel of the wrong and right lengths gives it away (the extra panel, bottom right). The wrong completions
+# start at the same length in both runs, then under `grpo` they grow, from 25.0 to 26.1 tokens (mean of the first
+# vs the last 10 steps), while under `dr_grpo` they stay at 25.0 → 24.9; the overall length panel shows the same
+# split. Why: a wrong completion's push down is A/|o_i| per token under `grpo`, so one of 40 tokens gets half the
+# push per token of one of 20: the long way of being wrong is discouraged least, and survives. Under `dr_grpo`
+# every token weighs A/|o|_max, so a long wrong completion is pushed down in proportion to its length. The reward
+# and accuracy panels look alike for the two runs: the bias is in how the completions change, not in the score.
+# One token in 40 steps is small; it is the length bias that Dr. GRPO (Liu et al. 2025) names, which over long
+# runs lets wrong answers grow long (notebook 04, the loss normalisations).
+
+# %% jupyter={"source_hidden": true}
+lg, ld = gallery["long_grpo"]["metrics"], gallery["long_dr_grpo"]["metrics"]
+grow = lambda rows: avg(rows[-10:], "gallery/length_wrong") - avg(rows[:10], "gallery/length_wrong")
+check("6.5 · the length bias",
+      ("at the start the wrong completions are over 3 tokens longer than the right ones, in both runs",
+       all(avg(r[:10], "gallery/length_wrong") - avg(r[:10], "gallery/length_right") > 3 for r in (lg, ld))),
+      ("under grpo the wrong completions grow by more than half a token (first vs last 10 steps)", grow(lg) > 0.5),
+      ("under dr_grpo they change by less than half a token", abs(grow(ld)) < 0.5),
+      ("the two runs' batch accuracy stays within 0.02 of each other (last 10 steps)",
+       abs(avg(lg[-10:], "accuracy") - avg(ld[-10:], "accuracy")) < 0.02))
+
+# %% [markdown]
+# ## 7 · Completions before and after
 #
 # The same held-out problems, greedy, before and after training.
 
@@ -422,16 +705,17 @@ for b, a in zip(result.eval_before.samples, result.eval_after.samples):
     print(f"{b['question']}   gold {b['answer']}")
     print(f"  before ({'right' if b['strict'] else 'wrong'}): {b['completion']!r}")
     print(f"  after  ({'right' if a['strict'] else 'wrong'}): {a['completion']!r}")
-
-# %%
-# check: the samples are the same problems, and after training at least as many are right
 sb, sa = result.eval_before.samples, result.eval_after.samples
-assert len(sb) == len(sa) >= 3 and [x["question"] for x in sb] == [x["question"] for x in sa]
-assert sum(x["strict"] for x in sa) >= sum(x["strict"] for x in sb)
 print(sum(x["strict"] for x in sb), "->", sum(x["strict"] for x in sa), "of", len(sa), "shown right")
 
+# %% jupyter={"source_hidden": true}
+check("7 · completions before and after",
+      ("at least 3 problems are shown, the same ones before and after",
+       len(sb) == len(sa) >= 3 and [x["question"] for x in sb] == [x["question"] for x in sa]),
+      ("after training at least as many of them are right", sum(x["strict"] for x in sa) >= sum(x["strict"] for x in sb)))
+
 # %% [markdown]
-# ## 6 · pass@k and maj@k: what RL changes
+# ## 8 · pass@k and maj@k: what RL changes
 #
 # GRPO took greedy accuracy from about 52% to about 94%. Did it teach the model to add, or did it make the model
 # say more reliably answers it could already find? DeepSeekMath asks this in §5.2.2 (Figure 7): it samples K
@@ -573,7 +857,7 @@ for i in never + worse:
 # %% jupyter={"source_hidden": true}
 pass_b, maj_b = curves["before GRPO"]["pass_per_problem"], curves["before GRPO"]["maj_per_problem"]
 pass_a, maj_a = curves["after GRPO"]["pass_per_problem"], curves["after GRPO"]["maj_per_problem"]
-check("6 · pass@k and maj@k",
+check("8 · pass@k and maj@k",
       ("pass@2 of 4 samples with 1 right is 1/2 (3 of the 6 pairs hold it)", pass_at_k(4, 1, 2) == 0.5),
       ("maj@1 = pass@1 = c/n on every problem, before and after",
        all(torch.allclose(m[:, 0], p[:, 0]) for m, p in ((maj_b, pass_b), (maj_a, pass_a)))),
@@ -609,7 +893,7 @@ def my_maj_two_answers(n, c, k):   # -> a probability
 check_maj_two_answers(my_maj_two_answers);
 
 # %% [markdown]
-# ## 7 · What the tutorial's numbers really measured
+# ## 9 · What the tutorial's numbers really measured
 #
 # The tutorial reported 23% → 90% accuracy. Three things to know about those numbers:
 #
@@ -643,7 +927,7 @@ markdown_table(["", "count", "rate", "95% low", "95% high"], [
 ], floatfmt=".3f")
 
 # %% jupyter={"source_hidden": true}
-check("6 · what the tutorial's numbers measured",
+check("9 · what the tutorial's numbers measured",
       ("7/30 and 27/30 are the tutorial's 23% and 90%", round(k_before / n_tut, 2) == 0.23 and k_after / n_tut == 0.90),
       ("with 9 tagged completions of 30 before, strict accuracy could not exceed 30%",
        tagged_before / n_tut == 0.30 and k_before <= tagged_before),
@@ -659,7 +943,11 @@ check("6 · what the tutorial's numbers measured",
 # policy-gradient steps; the reference model is reset every outer iteration. On the tiny Qwen2 this takes
 # held-out accuracy from about 52% to about 94% in 100 steps and about two minutes on a CPU. The tutorial's
 # 23% → 90% was 30 train questions, mostly a format gain; ours is the test split with strict, lenient and
-# format rates and confidence intervals.
+# format rates and confidence intervals. A run is read from its dashboard, not its loss (at μ = 1 the loss is
+# β·KL): a collapse shows in accuracy, KL and entropy after one update, drift in the KL to the start, flat groups
+# in the zero-std fraction, μ > 1 in the clip fraction, the length bias in the wrong answers' length. GRPO raised
+# maj@16 far more than pass@16 here: it made right answers the policy's most likely ones on problems it could
+# already solve within 16 tries, as DeepSeekMath found.
 #
 # ## What this notebook added to grpo_lib
 #
@@ -670,12 +958,16 @@ check("6 · what the tutorial's numbers measured",
 #   `grpo_lib.advantages.compute_advantages`.
 # - `grpo_lib.evaluation`: `evaluate`, `judge`, `wilson_interval`, `EvalResult`.
 # - `grpo_lib.data.build_prompt`, `grpo_lib.models.load_tiny_model`, `grpo_lib.tasks.addition_problems`.
-# - `grpo_lib.course.exercises.ex05`: the checker of exercise 5.1, tested in `tests/test_course_exercises_ex05.py`
-#   and `tests/test_course_exercises_hints.py`.
+# - `grpo_lib.evaluation`: `pass_at_k`, `maj_at_k`, `bootstrap_ci`, `sample_answers`, `pass_maj_curves`.
+# - `grpo_lib.course.plots`: `run_dashboard` (and `smooth`), `pass_maj_curves_plot`; `grpo_lib.course.gallery`:
+#   the failing runs' specs, their committed results in `grpo_lib/assets/gallery/`, and
+#   `python -m grpo_lib.course.gallery`, which regenerates them.
+# - `grpo_lib.course.exercises.ex05`: the checkers of exercises 5.1 and 5.2, tested in
+#   `tests/test_course_exercises_ex05.py` and `tests/test_course_exercises_hints.py`.
 #
 # ## Exercises
 #
-# Exercise 5.1 (fill in, checked) is in section 2. Open ones (worked answers for instructors in docs/teaching.md):
+# Exercises 5.1 and 5.2 (fill in, checked) are in sections 2 and 8. Open ones (worked answers for instructors in docs/teaching.md):
 #
 # **5.3 · Fewer steps.** Run `train(cfg.replace(steps=20, output_dir=tempfile.mkdtemp()))`. How much of
 # the gain is there already after 20 steps? Look at `frac_reward_zero_std` in `metrics.jsonl`: why does
