@@ -43,10 +43,13 @@ ORDER = [
     ("toy.py", "The 2 + 3 toy of notebook 01"),
     ("course/memory.py", "Memory accounting (course wing)"),
     ("course/widgets.py", "Sliders (course wing)"),
+    ("course/gallery.py", "The gallery of failing runs (course wing)"),
     ("trl_compare.py", "Golden comparison with TRL's GRPOTrainer"),
     ("trl_recipe.py", "The same run on TRL"),
 ]
 CODE = {   # (module, item) -> the functions that implement it, where the item's text names none of them
+    ("course/gallery.py", 1): ["GallerySpec", "SPECS", "config_diff"], ("course/gallery.py", 2): ["EXTRA_METRICS", "run_spec"],
+    ("course/gallery.py", 4): ["SPECS"], ("course/gallery.py", 5): ["run_spec", "load_run"],
     ("precision.py", 1): ["resolve_precision", "Precision"], ("precision.py", 2): ["Precision"],
     ("precision.py", 3): ["Precision"], ("precision.py", 4): ["resolve_precision"],
     ("config.py", 1): ["GRPOConfig"], ("config.py", 3): ["B", "total_steps", "N_per_rank", "replace"],

@@ -13,7 +13,7 @@ tests/test_course_gallery.py checks that the committed cache was made by these s
 each summary.json equals the spec's) and that the first two steps of every run, regenerated, agree with the
 cached rows.
 
-Choices made here:
+Choices made here (1-5 shown in notebooks/05_full_run.ipynb; 1-5 tested in tests/test_course_gallery.py):
 1. Every run is `GRPOConfig.tiny(**COMMON, **spec.overrides)`: the same seed, prompts and step count, so a run
    differs from the healthy one only by the overrides shown in the notebook (its "config diff").
 2. The gallery adds three per-step metrics to the engine's (`EXTRA_METRICS`), measured by a `train(callback=)`
