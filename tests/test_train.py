@@ -309,12 +309,6 @@ def test_sampling_streams_differ_per_rank_and_step():
 
 
 # --- the tiny preset's target: the course's headline result at laptop scale -----------------------------------
-@pytest.mark.slow
-def test_tiny_preset_meets_the_target(tmp_path):
-    """`python -m grpo_lib.train --preset tiny`: held-out accuracy +30 points or more, ending at >= 80%."""
-    if not (TINY_MODEL_DIR / "model.safetensors").exists():
-        pytest.skip(f"shipped tiny model not found at {TINY_MODEL_DIR}")
-    result = train(GRPOConfig.tiny(output_dir=str(tmp_path / "tiny"), report_to="none", progress=False))
-    before, after = result.summary["accuracy_before"], result.summary["accuracy_after"]
-    assert after >= 0.80, (before, after)
-    assert after - before >= 0.30, (before, after)
+# The tiny preset's target (held-out accuracy >= 80%, +30 points or more, from `train(GRPOConfig.tiny())`) is
+# checked by notebook 05's check cell "4 · the full tiny run" on the same preset and seed, which CI executes
+# twice (instructor and student copy); a third full run here cost about two minutes of CI's 20.
