@@ -1,0 +1,217 @@
+"""One run per output folder, a signal ends a run like a failure, and the TRL recipe keeps the error policy.
+
+(grpo_lib.rundir choice 4, grpo_lib.failures choice 5, grpo_lib.trl_recipe.main.) Most runs are in-process on
+a random 2-layer tiny Qwen2; the command-line ones use the shipped tiny model and are marked slow. Nothing
+here sleeps a fixed time: the command-line tests wait on a line or a file, with generous timeouts.
+"""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from grpo_lib import rundir
+from grpo_lib import train as train_module
+from grpo_lib.cli import main
+from grpo_lib.failures import RunStopped, StopNow
+from grpo_lib.rundir import LOCK_FILE, OutputDirBusy, OutputDirError, lock_output_dir
+from grpo_lib.tokenizer import build_char_tokenizer
+from grpo_lib.train import train
+
+from test_checkpoint import RESUME_KW, read_jsonl, without_timing
+from test_failures import CLI_SMALL, needs_tiny_model, no_model_load, read_summary
+from test_train import random_tiny, small_cfg
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def env():
+    return {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+            "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+def wait_for(condition, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+# --- 1. one run per folder ---------------------------------------------------------------------------------------
+def test_a_run_on_a_folder_another_run_holds_is_refused_naming_the_holder(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    tok = build_char_tokenizer()
+    holder = lock_output_dir(out)                     # "another run" (flock: another open file, same process)
+    no_model_load(monkeypatch)
+    with pytest.raises(OutputDirBusy) as err:
+        train(small_cfg(tmp_path), model=random_tiny(tok), tokenizer=tok)
+    msg = str(err.value)
+    assert msg.startswith(f"--output-dir {out} is in use by another run: pid {os.getpid()} on host "
+                          f"{socket.gethostname()}, started 20")
+    assert "wait for that run to end (or stop it), or choose another --output-dir" in msg
+    assert err.value.holder["pid"] == os.getpid()
+    assert sorted(p.name for p in out.iterdir()) == [LOCK_FILE]      # the refused run wrote nothing
+    holder.release()
+    assert not (out / LOCK_FILE).exists()                             # a clean end leaves no lock file
+    monkeypatch.undo()
+    result = train(small_cfg(tmp_path), model=random_tiny(tok), tokenizer=tok)
+    assert result.summary["status"] == "completed" and not (out / LOCK_FILE).exists()
+
+
+def test_a_lock_left_by_a_killed_run_is_taken_over_and_named(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); from grpo_lib.rundir import lock_output_dir; "
+            f"lock = lock_output_dir({str(out)!r}); print('locked', flush=True); sys.stdin.read()")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "locked"
+        with pytest.raises(OutputDirBusy, match=rf"pid {proc.pid} on host"):
+            lock_output_dir(out)
+    finally:
+        proc.kill()                                    # kill -9: no clean-up runs, the lock file stays
+        proc.wait(timeout=60)
+    assert json.loads((out / LOCK_FILE).read_text())["pid"] == proc.pid
+    tok = build_char_tokenizer()
+    result = train(small_cfg(tmp_path), model=random_tiny(tok), tokenizer=tok)
+    assert result.summary["status"] == "completed"
+    printed = capsys.readouterr().out
+    assert (f"note: took over the lock of {out} from a run that ended without releasing it (killed?): "
+            f"pid {proc.pid} on host {socket.gethostname()}") in printed
+
+
+def test_a_symlinked_lock_file_is_refused(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (tmp_path / "elsewhere").write_text("precious")
+    (out / LOCK_FILE).symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(OutputDirError, match=r"cannot open its lock file .grpo-run.lock .*a symlink there is refused"):
+        lock_output_dir(out)
+    assert (tmp_path / "elsewhere").read_text() == "precious"
+
+
+@pytest.mark.slow
+@needs_tiny_model
+def test_two_runs_started_half_a_second_apart_on_one_folder_one_is_refused(tmp_path):
+    """The case that lost a run's work: both used to exit 0 with interleaved metrics. Now exactly one runs;
+    the other is refused at the folder check, naming the first one's pid."""
+    out = tmp_path / "twin"
+    cmd = [sys.executable, "-m", "grpo_lib.train", *CLI_SMALL, "--steps", "6", "--save-every", "1",
+           "--output-dir", str(out)]
+    first = subprocess.Popen([*cmd, "--seed", "1"], env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.5)                    # the reported case: the second started 0.5 s later (not a wait for speed)
+    second = subprocess.Popen([*cmd, "--seed", "2"], env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    results = [(p, *p.communicate(timeout=600)) for p in (first, second)]
+    refused = [(p, err) for p, _, err in results if p.returncode != 0]
+    ran = [(p, err) for p, _, err in results if p.returncode == 0]
+    assert len(refused) == 1 and len(ran) == 1, [(p.returncode, err[-500:]) for p, _, err in results]
+    (loser, err), (winner, _) = refused[0], ran[0]
+    assert loser.returncode == 1 and "Traceback" not in err
+    assert f"error: --output-dir {out} is in use by another run: pid {winner.pid} on host" in err
+    records = read_jsonl(out / "metrics.jsonl")          # one run's records only, all parseable
+    assert [r["step"] for r in records] == [1, 2, 3, 4, 5, 6]
+    assert read_summary(out)["config"]["seed"] == (1 if winner is first else 2)
+    assert not (out / LOCK_FILE).exists()
+    print(f"refused: the {'second' if loser is second else 'first'} run")
+
+
+# --- 2. a signal ends a run like a failure --------------------------------------------------------------------
+def send_at_step(step, *signums):
+    def callback(record, batch):
+        if record["step"] == step:
+            for s in signums:
+                os.kill(os.getpid(), s)
+    return callback
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+def test_a_signal_stops_the_run_after_the_step_and_records_it(tmp_path, signum):
+    before = signal.getsignal(signum)
+    tok = build_char_tokenizer()
+    out = tmp_path / "run"
+    with pytest.raises(RunStopped) as err:
+        train(small_cfg(tmp_path, steps=4, save_every=1), model=random_tiny(tok), tokenizer=tok,
+              callback=send_at_step(2, signum))
+    name = signal.Signals(signum).name
+    assert err.value.exit_status == 128 + signum and err.value.step == 2
+    assert str(err.value) == (f"the run was stopped by {name} after step 2; the last checkpoint is "
+                              f"{out / 'checkpoints' / 'step-000002'}; continue with: python -m grpo_lib.train "
+                              f"--resume {out}.")
+    summary = read_summary(out)
+    assert summary["status"] == "stopped" and summary["stopped_by"] == name and summary["stopped_after_step"] == 2
+    assert summary["last_checkpoint"] == str(out / "checkpoints" / "step-000002")
+    assert summary["resume_command"] == f"python -m grpo_lib.train --resume {out}"
+    assert [r["step"] for r in read_jsonl(out / "metrics.jsonl")] == [1, 2]       # step 3 never started
+    assert signal.getsignal(signum) == before and not (out / LOCK_FILE).exists()
+
+
+def test_a_second_signal_stops_at_once_and_is_still_recorded(tmp_path):
+    tok = build_char_tokenizer()
+    out = tmp_path / "run"
+    with pytest.raises(StopNow, match="SIGINT received a second time"):
+        train(small_cfg(tmp_path, steps=4), model=random_tiny(tok), tokenizer=tok,
+              callback=send_at_step(1, signal.SIGINT, signal.SIGINT))
+    summary = read_summary(out)
+    assert summary["status"] == "stopped" and summary["stopped_during"] == "the step's callback"
+    assert summary["last_checkpoint"] is None and summary["resume_command"] is None
+    assert "no checkpoint was written before it" in summary["message"]
+
+
+def test_a_run_stopped_by_sigterm_resumes_exactly(tmp_path):
+    """SIGTERM after step 3 (checkpoint 2 is the last): the resumed run equals a run never stopped."""
+    tok = build_char_tokenizer()
+    full = train(small_cfg(tmp_path / "full", **RESUME_KW), model=random_tiny(tok), tokenizer=tok)
+    cfg = small_cfg(tmp_path, **RESUME_KW)
+    out = tmp_path / "run"
+    with pytest.raises(RunStopped):
+        train(cfg, model=random_tiny(tok), tokenizer=tok, callback=send_at_step(3, signal.SIGTERM))
+    assert read_summary(out)["last_checkpoint"] == str(out / "checkpoints" / "step-000002")
+    resumed = train(cfg.replace(resume=str(out)), model=random_tiny(tok), tokenizer=tok)
+    assert without_timing(read_jsonl(out / "metrics.jsonl")) == without_timing(full.history)
+    assert resumed.summary["status"] == "completed"
+    import torch
+    for (name, p), q in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(p, q), name
+
+
+@pytest.mark.slow
+@needs_tiny_model
+def test_kill_term_mid_run_from_outside_then_resume_is_bit_identical(tmp_path, capsys):
+    """`kill -TERM` while the command runs step 3 (checkpoints every 2 steps): exit 143, no traceback,
+    summary.json "stopped" naming checkpoint 2; resuming gives the metrics of a run never stopped."""
+    out = tmp_path / "run"
+    args = [*CLI_SMALL, "--steps", "6", "--save-every", "2"]
+    proc = subprocess.Popen([sys.executable, "-m", "grpo_lib.train", *args, "--output-dir", str(out)],
+                            env={**env(), "GRPO_LIB_FAULT": "pause@3"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    seen = []
+    for line in proc.stderr:                              # waits on the line, however slow the machine
+        seen.append(line)
+        if "GRPO_LIB_FAULT: paused in step 3" in line:
+            break
+    else:
+        raise AssertionError("the run ended before pausing in step 3:\n" + "".join(seen[-20:]))
+    proc.send_signal(signal.SIGTERM)
+    stdout, rest = proc.communicate(timeout=600)
+    err = "".join(seen) + rest
+    assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+    assert "Traceback" not in err
+    ckpt2 = out / "checkpoints" / "step-000002"
+    assert (f"stopped: the run was stopped by SIGTERM after step 3; the last checkpoint is {ckpt2}; continue "
+            f"with: python -m grpo_lib.train --resume {out}.") in err
+    summary = read_summary(out)
+    assert summary["status"] == "stopped" and summary["stopped_after_step"] == 3
+    assert summary["last_checkpoint"] == str(ckpt2)
+    assert main(["--resume", str(out)]) == 0
+    assert main([*args, "--output-dir", str(tmp_path / "full")]) == 0
+    assert read_summary(out)["status"] == "completed"
+    resumed, full = read_jsonl(out / "metrics.jsonl"), read_jsonl(tmp_path / "full" / "metrics.jsonl")
+    assert [r["step"] for r in resumed] == [1, 2, 3, 4, 5, 6]
+    assert without_timing(resumed) == without_timing(full)
+    assert (out / "model" / "model.safetensors").read_bytes() == (tmp_path / "full" / "model" / "model.safetensors").read_bytes()
