@@ -26,6 +26,7 @@ from grpo_lib.train import train
 from test_checkpoint import RESUME_KW, read_jsonl, without_timing
 from test_failures import CLI_SMALL, needs_tiny_model, no_model_load, read_summary
 from test_train import random_tiny, small_cfg
+from test_trl_recipe import needs_trl  # noqa: F401  (a fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -215,3 +216,47 @@ def test_kill_term_mid_run_from_outside_then_resume_is_bit_identical(tmp_path, c
     assert [r["step"] for r in resumed] == [1, 2, 3, 4, 5, 6]
     assert without_timing(resumed) == without_timing(full)
     assert (out / "model" / "model.safetensors").read_bytes() == (tmp_path / "full" / "model" / "model.safetensors").read_bytes()
+
+
+# --- 3. python -m grpo_lib.trl_recipe keeps python -m grpo_lib.train's error policy -----------------------------
+def _trl_case(tmp_path, case):
+    out = tmp_path / "run"
+    if case == "file":
+        out.write_text("not a folder")
+    if case == "holds a run":
+        out.mkdir()
+        (out / "metrics.jsonl").write_text('{"step": 1}\n')
+    return out
+
+
+@pytest.mark.parametrize("case, extra, message", [
+    ("trl field", ["--trl", "not_a_field=1"], "--trl: TRL's GRPOConfig has no option not_a_field"),
+    ("trl type", ["--trl", "learning_rate=abc"], "--trl learning_rate='abc': TRL's GRPOConfig expects float there"),
+    ("vllm", ["--trl", "use_vllm=true"], "--trl use_vllm=true: vLLM generation needs CUDA GPUs, and there is none"),
+    ("file", [], "is a file, not a folder; choose another --output-dir"),
+    ("holds a run", [], "already holds a run (metrics.jsonl)"),
+    ("micro batch", ["--N", "3", "--micro-batch-size", "5"],
+     "micro_batch_size = 5 must divide the 12 completions per process and step"),
+    ("cuda", ["--device", "cuda"], "device='cuda' but CUDA is not available here; use --device cpu (or auto)"),
+    ("resume", ["--resume", "runs/x/checkpoint-2"], "python -m grpo_lib.trl_recipe does not resume: TRL's checkpoints"),
+])
+def test_trl_recipe_errors_are_one_message_before_anything_loads(tmp_path, capsys, monkeypatch, needs_trl,
+                                                                case, extra, message):
+    import torch
+
+    from grpo_lib import models, trl_recipe
+
+    if case in ("vllm", "cuda") and torch.cuda.is_available():
+        pytest.skip("a CPU-only case")
+    out = _trl_case(tmp_path, case)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was loaded before the bad input was refused")
+    monkeypatch.setattr(models, "load_policy", refuse)
+    argv = ["--preset", "tiny", *CLI_SMALL, "--output-dir", str(out), *extra]
+    assert trl_recipe.main(argv) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.count("error: ") == 1 and message in err, err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1
+    assert trl_recipe.main([*argv, "--debug"]) == 1                  # --debug: the traceback too
+    assert "Traceback (most recent call last)" in capsys.readouterr().err
