@@ -282,7 +282,7 @@ def train_with_trl(cfg: GRPOConfig, output_dir: str | os.PathLike | None = None,
     from grpo_lib.evaluation import evaluate
     from grpo_lib.models import load_policy
     from grpo_lib.rewards import reward_functions
-    from grpo_lib.runlog import EVALS_FILE, METRICS_FILE, MODEL_SUBDIR, completed_summary, write_summary
+    from grpo_lib.runlog import EVALS_FILE, METRICS_FILE, MODEL_SUBDIR, completed_summary, open_output, write_summary
 
     t_start = time.perf_counter()
     out = Path(output_dir or cfg.output_dir)
@@ -358,9 +358,9 @@ def train_with_trl(cfg: GRPOConfig, output_dir: str | os.PathLike | None = None,
     summary["versions"]["trl"] = trl.__version__
     summary.update({"trainer": "trl", "trl_args": {k: _jsonable(v) for k, v in args.to_dict().items()}})
     if trainer.accelerator.is_main_process:
-        with open(out / METRICS_FILE, "w") as f:
+        with open_output(out / METRICS_FILE) as f:
             f.writelines(json.dumps(rec) + "\n" for rec in trainer.state.log_history)
-        with open(out / EVALS_FILE, "w") as f:
+        with open_output(out / EVALS_FILE) as f:
             f.writelines(json.dumps(rec) + "\n" for rec in evals)
         model.save_pretrained(out / MODEL_SUBDIR)
         tokenizer.save_pretrained(out / MODEL_SUBDIR)

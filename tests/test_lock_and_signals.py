@@ -260,3 +260,21 @@ def test_trl_recipe_errors_are_one_message_before_anything_loads(tmp_path, capsy
     assert err.startswith("error: ") and len(err.strip().splitlines()) == 1
     assert trl_recipe.main([*argv, "--debug"]) == 1                  # --debug: the traceback too
     assert "Traceback (most recent call last)" in capsys.readouterr().err
+
+
+# --- 6. run outputs are never written through a planted symlink ---------------------------------------------------
+def test_a_symlink_planted_among_the_outputs_is_never_written_through(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("")                 # empty, so the folder check does not count the link as a run
+    (out / "metrics.jsonl").symlink_to(victim)
+    tok = build_char_tokenizer()
+    with pytest.raises(OSError, match=r"metrics.jsonl is a symlink: a run never writes its outputs through a link"):
+        train(small_cfg(tmp_path), model=random_tiny(tok), tokenizer=tok)
+    assert victim.read_text() == ""
+    (out / "metrics.jsonl").unlink()
+    (out / "summary.json.tmp").symlink_to(victim)                # the temporary file of summary.json
+    result = train(small_cfg(tmp_path), model=random_tiny(tok), tokenizer=tok)
+    assert result.summary["status"] == "completed" and victim.read_text() == ""
+    assert not (out / "summary.json").is_symlink() and read_summary(out)["status"] == "completed"
