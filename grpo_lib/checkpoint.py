@@ -91,7 +91,7 @@ FORMAT_VERSION = 2
 RESUME_MAY_DIFFER = frozenset({
     "output_dir", "report_to", "wandb_project", "log_every", "progress", "eval_every", "eval_batch_size",
     "num_threads", "device", "save_every", "resume", "dist_timeout_minutes", "overwrite", "save_total_limit",
-    "save_dtype",
+    "save_dtype", "save_on_stop",
 })
 """config fields that may change between a run and its resumption (they do not change the training)"""
 

@@ -213,6 +213,9 @@ class GRPOConfig:
     save_every: int = option(0,
         "write a checkpoint every this many steps to OUTPUT_DIR/checkpoints/step-XXXXXX (the model as save_pretrained "
         "writes it, optimizer, schedule, RNG of every rank, history); 0 = never")
+    save_on_stop: bool = option(False,
+        "when a signal (SIGTERM, SIGINT, SIGHUP) stops the run, write a checkpoint of the last completed step first, "
+        "so the resume repeats no step")
     save_total_limit: int | None = option(None,
         "keep only the newest K complete checkpoints (K >= 1; older ones are deleted once the new one is complete); "
         "None keeps all")

@@ -22,6 +22,7 @@ Choices made here (tested in tests/test_failures.py and tests/test_train.py):
    torchrun the ranks agree (one all-reduce per step) and all stop at the same step. A second signal
    stops at once (KeyboardInterrupt), still recording "stopped" in summary.json. Handlers are installed
    only in the main thread, for the length of `train`, and the previous ones are restored after it.
+   With `--save-on-stop` a checkpoint of the last completed step is written before stopping.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import math
 import signal
 import sys
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -205,10 +206,15 @@ class FailureRecorder:
             return {}
         return {"resumed_from": str(self.resumed_from), "skipped_checkpoints": self.skipped}
 
-    def stop_point(self, completed: int, device: str | torch.device = "cpu") -> None:
-        """A safe point (choice 5): raise `RunStopped` (after `completed` steps) when any rank got a signal."""
+    def stop_point(self, completed: int, device: str | torch.device = "cpu",
+                   save: Callable[[], Path | None] | None = None) -> None:
+        """A safe point (choice 5): raise `RunStopped` (after `completed` steps) when any rank got a signal;
+        `save` (--save-on-stop, called on every rank) writes a checkpoint of this point first."""
         signum = None if self.signals is None else self.signals.pending(device)
         if signum is not None:
+            if save is not None:
+                self.phase = f"writing checkpoint step-{completed:06d} (--save-on-stop)"
+                self.last_checkpoint = save()
             raise RunStopped(signum, completed, self.last_checkpoint,
                              resume_command(self.out, self.last_checkpoint, self.world_size))
 

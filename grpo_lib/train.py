@@ -397,7 +397,11 @@ def _train(cfg: GRPOConfig, info: dist.DistInfo, ckpt: checkpoint.Checkpoint | N
 
         # ------------------------------ DeepSeekMath Algorithm 1 ------------------------------
         for step in range(start_step, cfg.total_steps):    # I outer iterations of M steps, as one loop
-            failure.stop_point(step, info.device)           # a signal: stop here, between steps (failures choice 5)
+            saved_here = step == start_step or (cfg.save_every and step % cfg.save_every == 0)
+            # a signal: stop here, between steps (failures choice 5); --save-on-stop checkpoints this point first
+            failure.stop_point(step, info.device, save=None if not cfg.save_on_stop or saved_here else (
+                lambda: _save(cfg, step - 1, world, log, eval_before, model, optimizer, scheduler, ref_model,
+                              tokenizer=tokenizer, run_info=run_info, start_fingerprint=start_fingerprint)))
             t_step = time.perf_counter()
             failure.step, failure.phase = step + 1, "sampling"
             if step % cfg.steps == 0 and cfg.beta > 0:      # π_ref ← π_θ at the start of every outer iteration

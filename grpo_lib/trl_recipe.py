@@ -91,6 +91,7 @@ TRL_NAMES: dict[str, str] = {
     "preset": "(recorded in summary.json)",
     "save_every": "save_strategy='steps', save_steps (0 -> save_strategy='no')",
     "save_total_limit": "save_total_limit",
+    "save_on_stop": "(not used: a signal stops a TRL run as TRL does)",
     "resume": "(refused: this recipe does not resume; grpo_lib.train does)",
     "overwrite": "the same output-folder check before training (grpo_lib.rundir.prepare_output_dir; TRL has none)",
     "dist_timeout_minutes": "ddp_timeout (seconds)",

@@ -164,16 +164,28 @@ def test_a_second_signal_stops_at_once_and_is_still_recorded(tmp_path):
     assert "no checkpoint was written before it" in summary["message"]
 
 
-def test_a_run_stopped_by_sigterm_resumes_exactly(tmp_path):
-    """SIGTERM after step 3 (checkpoint 2 is the last): the resumed run equals a run never stopped."""
+@pytest.fixture(scope="module")
+def never_stopped(tmp_path_factory):
     tok = build_char_tokenizer()
-    full = train(small_cfg(tmp_path / "full", **RESUME_KW), model=random_tiny(tok), tokenizer=tok)
-    cfg = small_cfg(tmp_path, **RESUME_KW)
+    return train(small_cfg(tmp_path_factory.mktemp("full"), **RESUME_KW), model=random_tiny(tok), tokenizer=tok)
+
+
+@pytest.mark.parametrize("save_on_stop", [False, True])
+def test_a_run_stopped_by_sigterm_resumes_exactly(tmp_path, never_stopped, save_on_stop):
+    """SIGTERM in step 3 (checkpoints every 2 steps): the resumed run equals a run never stopped; with
+    --save-on-stop the stop writes checkpoint 3 first, so the resume repeats no step."""
+    full = never_stopped
+    tok = build_char_tokenizer()
+    cfg = small_cfg(tmp_path, **RESUME_KW, save_on_stop=save_on_stop)
     out = tmp_path / "run"
     with pytest.raises(RunStopped):
         train(cfg, model=random_tiny(tok), tokenizer=tok, callback=send_at_step(3, signal.SIGTERM))
-    assert read_summary(out)["last_checkpoint"] == str(out / "checkpoints" / "step-000002")
+    last = out / "checkpoints" / ("step-000003" if save_on_stop else "step-000002")
+    assert read_summary(out)["last_checkpoint"] == str(last)
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == (
+        ["step-000002", "step-000003"] if save_on_stop else ["step-000002"])
     resumed = train(cfg.replace(resume=str(out)), model=random_tiny(tok), tokenizer=tok)
+    assert [r["step"] for r in resumed.history[:3]] == [1, 2, 3]
     assert without_timing(read_jsonl(out / "metrics.jsonl")) == without_timing(full.history)
     assert resumed.summary["status"] == "completed"
     import torch
