@@ -37,6 +37,7 @@ Choices made here (each shown in notebooks/04_the_loss.ipynb):
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 from torch import Tensor
@@ -208,7 +209,7 @@ def _check_inputs(logp, logp_old, logp_ref, advantages, mask, epsilon, epsilon_h
     if not isinstance(world_size, int) or world_size < 1:
         raise ValueError(f"world_size must be a positive int (number of DDP ranks), got {world_size!r}")
     if max_completion_length is not None and not (
-            isinstance(max_completion_length, (int, float)) and not isinstance(max_completion_length, bool)
+            isinstance(max_completion_length, numbers.Real) and not isinstance(max_completion_length, bool)
             and math.isfinite(max_completion_length) and max_completion_length > 0):
         raise ValueError(f"max_completion_length must be a finite number > 0 (the generation budget in tokens), "
                          f"got {max_completion_length!r}")
@@ -216,8 +217,7 @@ def _check_inputs(logp, logp_old, logp_ref, advantages, mask, epsilon, epsilon_h
         n = global_num_tokens.item() if isinstance(global_num_tokens, Tensor) and global_num_tokens.numel() == 1 \
             else global_num_tokens
         local = int((mask != 0).sum())
-        if isinstance(n, bool) or not isinstance(n, (int, float)) or not math.isfinite(n) or n < local or (n <= 0 < local) \
-                or n < 0:
+        if isinstance(n, bool) or not isinstance(n, numbers.Real) or not math.isfinite(n) or n < local or n < 0:
             raise ValueError(
                 f"global_num_tokens must be a finite count of the active tokens over all ranks, at least this "
                 f"batch's own {local}, got {global_num_tokens!r} (a count of 0 or less would be clamped to 1 and "
