@@ -219,7 +219,7 @@ def run_reporting_errors(run: Callable[[], Any], debug: bool = False) -> int:
     except StopNow as e:                              # a second signal: at once, no traceback either
         if dist.env_rank()[0] == 0:
             _print_error(e, debug, "stopped")
-        return 130
+        return e.exit_status
     except Exception as e:
         if not known_error(e):
             raise

@@ -82,7 +82,11 @@ class RunStopped(RuntimeError):
 
 
 class StopNow(KeyboardInterrupt):
-    """A second stop signal: the run ends at once, wherever it is (choice 5)."""
+    """A second stop signal: the run ends at once, wherever it is (choice 5). `.exit_status` = 128 + signal."""
+
+    def __init__(self, message: str, signum: int = signal.SIGINT):
+        super().__init__(message)
+        self.signum, self.exit_status = signum, 128 + signum
 
 
 def signal_name(signum: int) -> str:
@@ -98,8 +102,9 @@ STOP_SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP")
 class StopSignals:
     """Turn SIGTERM, SIGINT and SIGHUP into a stop at the next safe point (choice 5), while in a `with` block.
 
-    The first signal sets `.received` and prints one line; a second raises `StopNow` at once. `check`
-    (called at the safe points, on every rank) raises `RunStopped` when any rank got a signal.
+    The first signal sets `.received` and prints one line; a second raises `StopNow` at once.
+    `FailureRecorder.stop_point` (called at the safe points, on every rank) asks `pending` and raises
+    `RunStopped` when any rank got a signal.
     """
 
     def __init__(self) -> None:
@@ -121,7 +126,7 @@ class StopSignals:
 
     def _handle(self, signum: int, frame: Any) -> None:
         if self.received is not None:
-            raise StopNow(f"{signal_name(signum)} received a second time: stopping at once")
+            raise StopNow(f"{signal_name(signum)} received a second time: stopping at once", signum)
         self.received = signum
         print(f"\n{signal_name(signum)} received: the run stops after the current step and records it "
               "(send it again to stop at once)", file=sys.stderr, flush=True)
@@ -130,14 +135,13 @@ class StopSignals:
         """The signal number when this rank or any other got one (one all-reduce under torchrun), else None."""
         from grpo_lib import dist
 
-        here = torch.tensor(float(self.received or 0), device=device)
-        if dist.is_initialized():
-            import torch.distributed as tdist
+        if not dist.is_initialized():                 # one process: no tensor, no device sync
+            return self.received
+        import torch.distributed as tdist
 
-            here = here.clone()
-            tdist.all_reduce(here, op=tdist.ReduceOp.MAX)
-        value = int(here.item())
-        return value or None
+        here = torch.tensor(float(self.received or 0), device=device)
+        tdist.all_reduce(here, op=tdist.ReduceOp.MAX)
+        return int(here.item()) or None
 
 
 def resume_command(out: Path, last_checkpoint: Path | None, world_size: int) -> str | None:
@@ -218,13 +222,13 @@ class FailureRecorder:
             raise RunStopped(signum, completed, self.last_checkpoint,
                              resume_command(self.out, self.last_checkpoint, self.world_size))
 
-    def stopped(self, e: BaseException) -> None:
+    def stopped(self, e: RunStopped | StopNow) -> None:
         """Record a stop (`RunStopped`, or `StopNow` from a second signal) in summary.json (rank 0)."""
         if isinstance(e, RunStopped):
             message, step, by = str(e), e.step, e.signal_name
         else:
             step = max(self.step - 1, 0) if self.in_loop else 0
-            by = str(e).split(" ", 1)[0] if str(e) else "KeyboardInterrupt"
+            by = signal_name(e.signum) if isinstance(e, StopNow) else "KeyboardInterrupt"
             message = (f"the run was stopped at once by a second signal, during step {self.step} ({self.phase}); "
                        + (f"the last checkpoint is {self.last_checkpoint}; continue with: "
                           f"{resume_command(self.out, self.last_checkpoint, self.world_size)}"

@@ -160,6 +160,7 @@ def test_a_second_signal_stops_at_once_and_is_still_recorded(tmp_path):
               callback=send_at_step(1, signal.SIGINT, signal.SIGINT))
     summary = read_summary(out)
     assert summary["status"] == "stopped" and summary["stopped_during"] == "the step's callback"
+    assert summary["stopped_by"] == "SIGINT" and summary["stopped_after_step"] == 0
     assert summary["last_checkpoint"] is None and summary["resume_command"] is None
     assert "no checkpoint was written before it" in summary["message"]
 
