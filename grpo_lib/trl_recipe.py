@@ -198,23 +198,33 @@ def _merge(mapped: dict[str, Any], overrides: dict[str, Any] | None) -> dict[str
 
 
 def _check_override_types(overrides: dict[str, Any]) -> None:
-    """Refuse a --trl value of the wrong type (learning_rate=abc) and vLLM where it cannot run, before
-    anything loads: TRL itself finds these only when it builds the optimizer or the generator."""
+    """Refuse a --trl value of the wrong type (learning_rate=abc) before anything loads: TRL itself finds
+    it only when it builds the optimizer."""
+    import enum
+    import types
     import typing
 
     from trl import GRPOConfig as TRLConfig
 
     hints = typing.get_type_hints(TRLConfig)
     for key, value in overrides.items():
-        allowed = typing.get_args(hints[key]) or (hints[key],)
-        allowed = tuple(a for a in allowed if isinstance(a, type))
-        if not allowed or value is None and type(None) in allowed:
-            continue
+        hint = hints[key]
+        members = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+        allowed = tuple(a for a in (typing.get_origin(m) or m for m in members) if isinstance(a, type))
+        if any(issubclass(a, enum.Enum) for a in allowed):
+            allowed += (str,)                                 # an enum option is given by its value
+        if len(allowed) < len(members) or value is None and type(None) in allowed:
+            continue                                          # Any, Literal ...: left to TRL
         ok = (isinstance(value, allowed) and not (isinstance(value, bool) and bool not in allowed)
               or isinstance(value, int) and not isinstance(value, bool) and float in allowed)
         if not ok:
             names = " or ".join("none" if a is type(None) else a.__name__ for a in allowed)
             raise ValueError(f"--trl {key}={value!r}: TRL's GRPOConfig expects {names} there")
+
+
+def _check_vllm_can_run(overrides: dict[str, Any]) -> None:
+    """`--trl use_vllm=true` where vLLM cannot run (no CUDA, or not installed) is refused before anything
+    loads (`trl_args` itself still builds such a config anywhere, e.g. for the 8-GPU command on a CPU)."""
     if overrides.get("use_vllm"):
         import importlib.util
 
@@ -291,6 +301,7 @@ def train_with_trl(cfg: GRPOConfig, output_dir: str | os.PathLike | None = None,
     from grpo_lib.dist import resolve_device
 
     resolve_device(cfg.device)                                  # --device cuda without CUDA: named, here
+    _check_vllm_can_run(trl_overrides or {})
     device = _resolve_device(cfg)
     args = trl_args(cfg, out, overrides=trl_overrides)         # bad settings fail before any loading
     lock = None
