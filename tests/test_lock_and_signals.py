@@ -291,3 +291,17 @@ def test_a_symlink_planted_among_the_outputs_is_never_written_through(tmp_path):
     result = train(small_cfg(tmp_path), model=random_tiny(tok), tokenizer=tok)
     assert result.summary["status"] == "completed" and victim.read_text() == ""
     assert not (out / "summary.json").is_symlink() and read_summary(out)["status"] == "completed"
+
+
+def test_a_single_reward_function_name_in_a_yaml_recipe_is_refused_with_the_fix(tmp_path, capsys):
+    from grpo_lib.cli import parse_config
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("reward_funcs: correctness\n")          # read letter by letter before
+    with pytest.raises(SystemExit):
+        parse_config(["--config", str(recipe)])
+    err = capsys.readouterr().err
+    assert ("reward_funcs must be a list of names, got the single string 'correctness'; write [correctness] "
+            "(in a YAML recipe: reward_funcs: [correctness]") in err
+    recipe.write_text("reward_funcs: [correctness]\n")
+    assert parse_config(["--config", str(recipe)]).reward_funcs == ("correctness",)
