@@ -28,6 +28,7 @@ Choices made here (tested in tests/test_failures.py and tests/test_train.py):
 from __future__ import annotations
 
 import math
+import os
 import signal
 import sys
 import threading
@@ -76,8 +77,8 @@ class RunStopped(RuntimeError):
         self.step, self.last_checkpoint, self.resume_command = step, last_checkpoint, resume_command
         self.exit_status = 128 + signum
         how = (f"the last checkpoint is {last_checkpoint}; continue with: {resume_command}"
-               if resume_command else "no checkpoint was written before it (see --save-every), so a new run "
-               "starts from the beginning")
+               if resume_command else "no checkpoint was written before it (see --save-every and --save-on-stop): "
+               "start again, with --overwrite in the same folder")
         super().__init__(f"the run was stopped by {self.signal_name} after step {step}; {how}.")
 
 
@@ -150,7 +151,12 @@ def resume_command(out: Path, last_checkpoint: Path | None, world_size: int) -> 
         return None
     launcher = (f"torchrun --standalone --nproc_per_node={world_size} -m grpo_lib.train" if world_size > 1
                 else "python -m grpo_lib.train")
-    return f"{launcher} --resume {out}"
+    from grpo_lib.rundir import run_dir_of
+
+    run = run_dir_of(last_checkpoint)
+    if run is not None and os.path.realpath(run) == os.path.realpath(out):
+        return f"{launcher} --resume {out}"                        # the run folder: its newest good checkpoint
+    return f"{launcher} --resume {last_checkpoint} --output-dir {out}"
 
 
 def _keep(last_checkpoint: Path | None) -> str:

@@ -152,6 +152,21 @@ def test_a_signal_stops_the_run_after_the_step_and_records_it(tmp_path, signum):
     assert signal.getsignal(signum) == before and not (out / LOCK_FILE).exists()
 
 
+def test_a_stop_without_a_checkpoint_says_how_to_start_again(tmp_path):
+    from grpo_lib.failures import resume_command
+
+    tok = build_char_tokenizer()
+    with pytest.raises(RunStopped) as err:
+        train(small_cfg(tmp_path, steps=3), model=random_tiny(tok), tokenizer=tok, callback=send_at_step(1, signal.SIGTERM))
+    assert str(err.value) == ("the run was stopped by SIGTERM after step 1; no checkpoint was written before it (see "
+                              "--save-every and --save-on-stop): start again, with --overwrite in the same folder.")
+    assert read_summary(tmp_path / "run")["resume_command"] is None
+    out, elsewhere = tmp_path / "run", tmp_path / "other" / "checkpoints" / "step-000002"
+    assert resume_command(out, out / "checkpoints" / "step-000002", 1) == f"python -m grpo_lib.train --resume {out}"
+    assert resume_command(out, elsewhere, 2) == (f"torchrun --standalone --nproc_per_node=2 -m grpo_lib.train "
+                                                 f"--resume {elsewhere} --output-dir {out}")
+
+
 def test_a_second_signal_stops_at_once_and_is_still_recorded(tmp_path):
     tok = build_char_tokenizer()
     out = tmp_path / "run"
