@@ -16,7 +16,8 @@ sampling steps), holding:
                              evaluations so far
     manifest.json            written last: the files above with their sizes and sha256 checksums
 
-Choices made here (tested in tests/test_checkpoint.py; the 2-process case in tests/test_ddp.py):
+Choices made here (1-7 tested in tests/test_checkpoint.py, the 2-process case in tests/test_ddp.py;
+8-8 tested in tests/test_failures.py):
 1. Atomic writes: everything is written into a hidden temporary folder (`.tmp-step-XXXXXX-<pid>`),
    manifest.json last, then the folder is renamed to its final name with `os.replace` (atomic on one
    file system). A run killed while writing leaves only a temporary folder, which is never loaded; a

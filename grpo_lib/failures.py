@@ -1,6 +1,7 @@
 """How a run fails: one way, whatever the cause, and never after writing damaged work.
 
-Choices made here (tested in tests/test_failures.py and tests/test_train.py):
+Choices made here (1-4 tested in tests/test_failures.py and tests/test_train.py; 5-5 tested in
+tests/test_lock_and_signals.py and tests/test_ddp.py):
 1. Whatever stops a run after its output folder is checked (a NaN loss, weights that blew up, an
    exception in sampling or a reward function, a full disk while saving, a bad file), `train` ends the
    same way: summary.json gets "status": "failed" with the message, the step and the last good

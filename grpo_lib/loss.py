@@ -5,7 +5,7 @@
 
 The loss is -J, computed per token from log-probabilities and then aggregated over the batch.
 
-Choices made here (each shown in notebooks/04_the_loss.ipynb):
+Choices made here (1-7 shown in notebooks/04_the_loss.ipynb; 8-8 tested in tests/test_loss.py):
 1. The KL to π_ref uses the k3 estimator of the paper, e^d - d - 1 with d = logp_ref - logp (Schulman's
    "k3"; unbiased, always >= 0, 0 only where the two log-probs agree). It is computed as expm1(d) - d,
    the same number without the cancellation of e^d - 1 for small d. The KL is added to the loss, not to

@@ -1,6 +1,6 @@
 """A run's output folder: checked before any heavy work, and never silently written over.
 
-Choices made here (tested in tests/test_failures.py):
+Choices made here (1-3 tested in tests/test_failures.py; 4-4 tested in tests/test_lock_and_signals.py):
 1. The folder is checked first, before the data and the model load: it must be a folder or creatable
    (not a file, not under a file) and writable (a probe file is created and removed), so a typo in
    --output-dir costs seconds, not a model download.

@@ -3,7 +3,8 @@
 `grpo_lib.train` computes; this module records. Only rank 0 writes files and talks to W&B; every rank
 builds the same (all-reduced) records, so every rank takes the same decision when a metric is not finite.
 
-Choices made here (tested in tests/test_train.py and tests/test_runlog.py):
+Choices made here (1-4 tested in tests/test_train.py and tests/test_runlog.py; 5-5 tested in
+tests/test_lock_and_signals.py):
 1. The per-step metrics are defined once, in `METRICS` (name -> meaning): metrics.jsonl, W&B and the
    docs use the same names.
 2. W&B is offline unless you are logged in: `WANDB_MODE=offline` is set in the environment (before wandb
