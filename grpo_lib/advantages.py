@@ -25,6 +25,7 @@ Choices made here (each shown in notebooks/01_worked_example_2plus3.ipynb or not
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any
 
 import torch
@@ -93,8 +94,10 @@ def group_advantages(rewards: Any, scale: str = "group", std_floor: float = 1e-4
     """
     if scale not in SCALES:
         raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
-    if std_floor < 0:
-        raise ValueError(f"std_floor must be >= 0, got {std_floor}")
+    if isinstance(std_floor, bool) or not isinstance(std_floor, numbers.Real) or not math.isfinite(std_floor) \
+            or std_floor < 0:
+        raise ValueError(f"std_floor must be a finite number >= 0, got {std_floor!r} (NaN would make every A NaN, "
+                         "inf every A 0)")
     r = _as_rewards(rewards)                                        # (N, G)
     G = r.shape[1]
     if not (0 <= ddof < G):

@@ -16,12 +16,14 @@ sampling steps), holding:
                              evaluations so far
     manifest.json            written last: the files above with their sizes and sha256 checksums
 
-Choices made here (tested in tests/test_checkpoint.py; the 2-process case in tests/test_ddp.py):
+Choices made here (1-7 tested in tests/test_checkpoint.py, the 2-process case in tests/test_ddp.py;
+8-8 tested in tests/test_failures.py):
 1. Atomic writes: everything is written into a hidden temporary folder (`.tmp-step-XXXXXX-<pid>`),
    manifest.json last, then the folder is renamed to its final name with `os.replace` (atomic on one
    file system). A run killed while writing leaves only a temporary folder, which is never loaded; a
    folder without a manifest, or whose files do not match it, is refused with a clear message. A write
-   that fails (a full disk) removes its temporary folder and raises a CheckpointError naming the step.
+   that fails removes its temporary folder and raises a CheckpointError naming the step; a full disk is
+   said to be one (`disk_full`: ENOSPC, or under 64 MiB left) rather than guessed at.
 2. Safe loading: weights through safetensors, everything else through `torch.load(weights_only=True)`
    (no arbitrary pickles), or JSON.
 3. Rank 0 writes the whole checkpoint. The other ranks send it their RNG states (an all-gather), so
@@ -45,6 +47,13 @@ Choices made here (tested in tests/test_checkpoint.py; the 2-process case in tes
 7. Rotation (`--save-total-limit K`, `rotate_checkpoints`): after a new checkpoint is complete (renamed
    into place), all but the newest K complete ones are deleted; never before, so a crash while writing
    still leaves K complete checkpoints.
+8. A checkpoint is exactly what its manifest lists: π_θ is loaded from the weight files it lists and no
+   others, and a weight or state file it does not list (`unlisted_weight_files`: an extra model/*.safetensors
+   would be merged into the weights) makes the checkpoint refused, naming the file. The manifest must list
+   the core files (`CORE_FILES` and π_θ's weights) with their sizes and sha256; an emptied manifest is
+   refused. A format-1 manifest (sizes only, written before checksums) still loads, with a printed
+   warning that its files cannot be verified byte for byte. A damaged trainer_state.json (not JSON, or
+   without its step, config, history ...) is refused naming the file.
 """
 
 from __future__ import annotations
@@ -83,7 +92,7 @@ FORMAT_VERSION = 2
 RESUME_MAY_DIFFER = frozenset({
     "output_dir", "report_to", "wandb_project", "log_every", "progress", "eval_every", "eval_batch_size",
     "num_threads", "device", "save_every", "resume", "dist_timeout_minutes", "overwrite", "save_total_limit",
-    "save_dtype",
+    "save_dtype", "save_on_stop",
 })
 """config fields that may change between a run and its resumption (they do not change the training)"""
 
@@ -195,10 +204,14 @@ def save_checkpoint(output_dir: str | os.PathLike, step: int, *, model: nn.Modul
             (tmp / STATE_FILE).write_text(json.dumps({"format": FORMAT_VERSION, **state}, indent=1))
             _write_manifest(tmp, step)                              # last: its presence means "complete"
         except Exception as e:                                     # a full disk, a lost mount: no half folder stays
+            full = disk_full(e, final.parent)                       # measured before the partial folder goes
             shutil.rmtree(tmp, ignore_errors=True)
             raise CheckpointError(f"could not write checkpoint {final.name} into {final.parent} "
                                   f"({type(e).__name__}: {' '.join(str(e).split())[:300]}); its partial folder "
-                                  f"{tmp.name} was removed. Is the disk full?") from e
+                                  f"{tmp.name} was removed. "
+                                  + (f"The disk is full ({full}): free some space (or keep fewer checkpoints with "
+                                     "--save-total-limit) and resume from the last checkpoint."
+                                     if full else "")) from e
         if final.exists():                                         # an older checkpoint of the same step
             shutil.rmtree(final)
         os.replace(tmp, final)                                      # atomic: the folder appears whole
@@ -206,6 +219,32 @@ def save_checkpoint(output_dir: str | os.PathLike, step: int, *, model: nn.Modul
             rotate_checkpoints(output_dir, keep, current=final)     # only now: the new one is complete
     dist.barrier()
     return final
+
+
+DISK_FULL_BYTES = 64 << 20
+"""less free space than this (64 MiB) after a failed write is reported as a full disk"""
+
+
+def disk_full(e: BaseException, where: Path) -> str | None:
+    """'N bytes free on the file system of WHERE' when the failed write `e` ran out of space (ENOSPC in
+    the error or its causes, or under `DISK_FULL_BYTES` left), else None. torch's zip writer reports a
+    full disk as "unexpected pos ...", so the free space is what tells."""
+    import errno
+
+    chain, seen = [e], set()
+    while chain:
+        err = chain.pop()
+        if err is None or id(err) in seen:
+            continue
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno == errno.ENOSPC or "No space left on device" in str(err):
+            return f"no space left on the file system of {where}"
+        chain += [err.__cause__, err.__context__]
+    try:
+        free = shutil.disk_usage(where).free
+    except OSError:
+        return None
+    return f"{free:,} bytes free on the file system of {where}" if free < DISK_FULL_BYTES else None
 
 
 def rotate_checkpoints(output_dir: str | os.PathLike, keep: int, current: Path | None = None) -> list[Path]:
@@ -255,15 +294,74 @@ def is_complete(folder: str | os.PathLike, verify: bool = False) -> bool:
     return _incomplete_reason(Path(folder), verify=verify) is None
 
 
-def _incomplete_reason(folder: Path, verify: bool = False) -> str | None:
+CORE_FILES = (STATE_FILE, OPTIMIZER_FILE, SCHEDULER_FILE, "rng-rank0.pt")
+"""what every checkpoint's manifest must list (plus π_θ's weights: model/*.safetensors, or format 1's
+model.safetensors)"""
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+"""files that hold weights or state: each one in a checkpoint must be listed in its manifest (choice 8)"""
+
+
+def read_manifest(folder: str | os.PathLike) -> dict[str, Any]:
+    """The manifest of a checkpoint folder, checked for shape (choice 8).
+
+    Raises:
+        CheckpointError: missing, unreadable, listing no files or not the core files (`CORE_FILES` and
+            π_θ's weights), or (format 2) an entry without its size and sha256.
+    """
+    folder = Path(folder)
+    why, manifest = _manifest_problem(folder)
+    if why is not None:
+        raise CheckpointError(f"{folder}: {why}")
+    return manifest
+
+
+def _manifest_problem(folder: Path) -> tuple[str | None, dict[str, Any]]:
     path = folder / MANIFEST
     if not path.is_file():
-        return f"no {MANIFEST} (a checkpoint gets it last, so this one was not completely written)"
+        return f"no {MANIFEST} (a checkpoint gets it last, so this one was not completely written)", {}
     try:
         manifest = json.loads(path.read_text())
         files = dict(manifest["files"])
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError):
-        return f"{MANIFEST} is unreadable"
+        return f"{MANIFEST} is unreadable", {}
+    if not files:
+        return f"{MANIFEST} lists no files, so nothing in this checkpoint can be verified", manifest
+    weights = [n for n in files if n == MODEL_FILE or (n.startswith(f"{MODEL_SUBDIR}/") and n.endswith(".safetensors"))]
+    missing = [n for n in CORE_FILES if n not in files] + ([] if weights else [f"{MODEL_SUBDIR}/*.safetensors"])
+    if missing:
+        return f"{MANIFEST} does not list {', '.join(missing)}, which every checkpoint holds", manifest
+    checksummed = manifest.get("format", 1) >= 2
+    for name, entry in files.items():
+        if checksummed and not (isinstance(entry, dict) and isinstance(entry.get("bytes"), int)
+                                and isinstance(entry.get("sha256"), str) and len(entry["sha256"]) == 64):
+            return f"{MANIFEST} (format {manifest.get('format')}) gives {name} without its size and sha256", manifest
+        if not checksummed and not isinstance(entry, (int, dict)):
+            return f"{MANIFEST} gives {name} no size", manifest
+    return None, manifest
+
+
+def manifest_has_checksums(folder: str | os.PathLike) -> bool:
+    """False for a format-1 manifest (sizes only): its files cannot be verified byte for byte (choice 8)."""
+    try:
+        return json.loads((Path(folder) / MANIFEST).read_text()).get("format", 1) >= 2
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def unlisted_weight_files(folder: str | os.PathLike, manifest: dict[str, Any]) -> list[str]:
+    """Weight and state files (`WEIGHT_SUFFIXES`) in `folder` that its manifest does not list."""
+    folder = Path(folder)
+    listed = set(manifest.get("files", {}))
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
+                  if p.name.endswith(WEIGHT_SUFFIXES) and (p.is_file() or p.is_symlink())
+                  and p.relative_to(folder).as_posix() not in listed)
+
+
+def _incomplete_reason(folder: Path, verify: bool = False) -> str | None:
+    why, manifest = _manifest_problem(folder)
+    if why is not None:
+        return why
+    files = dict(manifest["files"])
     for name, entry in files.items():
         size, digest = (entry, None) if isinstance(entry, int) else (entry.get("bytes"), entry.get("sha256"))
         f = folder / name
@@ -273,6 +371,11 @@ def _incomplete_reason(folder: Path, verify: bool = False) -> str | None:
             return f"{name} has {f.stat().st_size} bytes, {MANIFEST} says {size}"
         if verify and digest is not None and file_sha256(f) != digest:
             return f"{name} is damaged: its sha256 differs from the one in {MANIFEST} (same size, changed bytes)"
+    extra = unlisted_weight_files(folder, manifest)
+    if extra:
+        return (f"{', '.join(extra)} {'is' if len(extra) == 1 else 'are'} not listed in {MANIFEST} (added after "
+                "the checkpoint was written; it would be loaded with the weights), so the checkpoint is refused: "
+                "remove the file or use another checkpoint")
     return None
 
 
@@ -373,10 +476,13 @@ class Checkpoint:
         return self.state.get("reference") == "initial"
 
     def load_model(self, model: nn.Module) -> None:
-        """Copy the saved π_θ weights into `model` (same architecture), with safetensors."""
+        """Copy the saved π_θ weights into `model` (same architecture), with safetensors: exactly the
+        weight files the manifest lists (choice 8)."""
         folder = self.path / MODEL_SUBDIR
-        if folder.is_dir():
-            _load_pretrained_weights(model, folder)
+        listed = sorted(self.path / n for n in read_manifest(self.path)["files"]
+                        if n.startswith(f"{MODEL_SUBDIR}/") and n.endswith(".safetensors"))
+        if listed:
+            _load_pretrained_weights(model, folder, listed)
         else:                                                       # format 1
             _load_weights(model, self.path / MODEL_FILE)
 
@@ -463,14 +569,18 @@ def _load_weights(model: nn.Module, path: Path) -> None:
                               f"unexpected {sorted(unexpected)[:5]})")
 
 
-def _load_pretrained_weights(model: nn.Module, folder: Path) -> None:
-    """Load every *.safetensors of a save_pretrained folder into `model`; tied weights may be absent."""
+def _load_pretrained_weights(model: nn.Module, folder: Path, files: list[Path] | None = None) -> None:
+    """Load the *.safetensors `files` (None: every one in `folder`) of a save_pretrained folder into
+    `model`; tied weights may be absent."""
     from safetensors.torch import load_file
 
     device = str(next(model.parameters()).device)
     state: dict[str, torch.Tensor] = {}
-    for f in sorted(folder.glob("*.safetensors")):
-        state.update(load_file(str(f), device=device))
+    for f in (sorted(folder.glob("*.safetensors")) if files is None else files):
+        try:
+            state.update(load_file(str(f), device=device))
+        except Exception as e:                    # missing, or a damaged header: name the file
+            raise _unreadable(f, e) from e
     result = model.load_state_dict(state, strict=False)
     own = model.state_dict()
     loaded_ptrs = {own[k].data_ptr() for k in state if k in own}
@@ -510,10 +620,10 @@ def open_checkpoint(path: str | os.PathLike, config: dict[str, Any], world_size:
     Used by: grpo_lib.train (notebooks/06_multi_gpu_qwen.ipynb shows rotation and resume)
     """
     folder, skipped = resolve_checkpoint(path)
-    try:
-        state = json.loads((folder / STATE_FILE).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"--resume {path}: cannot read {folder / STATE_FILE}: {e}") from None
+    state = read_state(folder, path)
+    if not manifest_has_checksums(folder):
+        dist.print0(f"warning: {folder.name} has a format-1 {MANIFEST} (file sizes only, no sha256), written before "
+                    "checksums were recorded: a file changed in place cannot be detected. Resuming anyway.")
     diffs = config_differences(state["config"], config)
     if diffs:
         raise CheckpointError(
@@ -527,6 +637,28 @@ def open_checkpoint(path: str | os.PathLike, config: dict[str, Any], world_size:
             f"{world_size}; each rank resumes its own RNG stream and prompts, so use "
             f"--nproc_per_node={state['world_size']}.")
     return Checkpoint(path=folder, state=state, requested=str(path), skipped=skipped)
+
+
+def read_state(folder: Path, requested: str | os.PathLike | None = None) -> dict[str, Any]:
+    """trainer_state.json of a checkpoint folder, checked for the keys a resume needs.
+
+    Raises:
+        CheckpointError: unreadable, not a JSON object, or without step, world_size, config (a mapping),
+            history or evals; the message names the file.
+    """
+    path = folder / STATE_FILE
+    where = f"--resume {requested}: " if requested is not None else ""
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{where}cannot read {path}: {e}") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{where}{path} is damaged: not a JSON object")
+    missing = [k for k in ("step", "world_size", "config", "history", "evals", "eval_before") if k not in state]
+    if missing or not isinstance(state.get("config"), dict):
+        raise CheckpointError(f"{where}{path} is damaged: " + (f"it has no {', '.join(missing)}" if missing else
+                              "its config is not a mapping") + "; resume from another checkpoint")
+    return state
 
 
 def open_checkpoint_on_every_rank(path: str | os.PathLike, config: dict[str, Any], world_size: int) -> Checkpoint:
@@ -562,4 +694,4 @@ def open_checkpoint_on_every_rank(path: str | os.PathLike, config: dict[str, Any
 def saved_config(path: str | os.PathLike) -> dict[str, Any]:
     """The configuration stored in the checkpoint that `path` (a --resume argument) resolves to."""
     folder = find_checkpoint(path)
-    return json.loads((folder / STATE_FILE).read_text())["config"]
+    return read_state(folder, path)["config"]

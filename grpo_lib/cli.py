@@ -32,7 +32,7 @@ from torch.distributed.elastic.multiprocessing.errors import record
 
 from grpo_lib import checkpoint, dist, rundir
 from grpo_lib.config import PRESETS, SYMBOLS, GRPOConfig, base_type, batch_override, field_docs, field_types
-from grpo_lib.failures import known_error
+from grpo_lib.failures import RunStopped, StopNow, known_error
 from grpo_lib.runlog import NonFiniteMetricError
 from grpo_lib.train import train
 
@@ -196,30 +196,50 @@ def main(argv: Sequence[str] | None = None) -> int:
     each rank that has it (rank 0 alone when every rank failed the same way), without a traceback;
     `--debug` adds the traceback. Any other exception propagates with its traceback (exit status 1).
     A bad command-line value exits with argparse's usage message (status 2) before anything starts.
+    A run stopped by SIGTERM, SIGINT or SIGHUP prints one "stopped: ..." paragraph (the last checkpoint
+    and the command that resumes it) and returns 128 + the signal's number (143, 130, 129).
     """
     argv = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in argv
     cfg = parse_config(argv)
+    return run_reporting_errors(lambda: train(cfg), debug="--debug" in argv)
+
+
+def run_reporting_errors(run: Callable[[], Any], debug: bool = False) -> int:
+    """Call `run()` under the command line's error policy (the entry point of grpo_lib.train and
+    grpo_lib.trl_recipe): 0 when it returns; a known error -> one "error: ..." paragraph on stderr and 1;
+    a signal -> one "stopped: ..." paragraph and 128 + the signal's number; anything else propagates."""
     completed = False
     try:
-        train(cfg)
+        run()
         completed = True
+    except RunStopped as e:
+        if dist.env_rank()[0] == 0:
+            _print_error(e, debug, "stopped")
+        return e.exit_status
+    except StopNow as e:                              # a second signal: at once, no traceback either
+        if dist.env_rank()[0] == 0:
+            _print_error(e, debug, "stopped")
+        return e.exit_status
     except Exception as e:
         if not known_error(e):
             raise
         same_everywhere = isinstance(e, NonFiniteMetricError)      # the metrics and weights agree on every rank
         rank, _, world = dist.env_rank()
         if rank == 0 or not same_everywhere:
-            if debug:
-                import traceback
-
-                traceback.print_exc()
             prefix = f"[rank {rank}] " if world > 1 and not same_everywhere else ""
-            print(f"{prefix}error: {_one_paragraph(e)}", file=sys.stderr, flush=True)
+            _print_error(e, debug, f"{prefix}error")
         return 1
     finally:
         dist.cleanup(barrier=completed)     # all ranks leave together after a good run; never wait on a dead one
     return 0
+
+
+def _print_error(e: BaseException, debug: bool, label: str) -> None:
+    if debug:
+        import traceback
+
+        traceback.print_exc()
+    print(f"{label}: {_one_paragraph(e)}", file=sys.stderr, flush=True)
 
 
 def _one_paragraph(e: BaseException) -> str:

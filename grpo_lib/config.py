@@ -53,6 +53,12 @@ DTYPES = ("auto", *(name for name, dtype in TORCH_DTYPES.items() if str(dtype) =
 PRECISIONS = ("mixed", "pure")
 """the values of the precision option (grpo_lib.precision)"""
 SAVE_DTYPES = ("float32", "bfloat16")
+TEMPERATURE_RANGE = (1e-3, 1e3)
+"""τ a run accepts: the logits are divided by τ in float32 (τ = 1e-45 is not a normal float32 and 1/τ
+overflows); below 1e-3 sampling is greedy in all but name, above 1e3 every token is equally likely"""
+LR_MAX = 1e10
+"""the largest lr a run accepts: AdamW's first update moves a float32 weight by up to lr / (1 - β1); far
+beyond this (lr 1e38) the update itself overflows float32 and the error names neither lr nor the weights"""
 LR_SCHEDULES = ("constant", "cosine")
 REPORT_TO = ("wandb", "none")
 
@@ -207,6 +213,9 @@ class GRPOConfig:
     save_every: int = option(0,
         "write a checkpoint every this many steps to OUTPUT_DIR/checkpoints/step-XXXXXX (the model as save_pretrained "
         "writes it, optimizer, schedule, RNG of every rank, history); 0 = never")
+    save_on_stop: bool = option(False,
+        "when a signal (SIGTERM, SIGINT, SIGHUP) stops the run, write a checkpoint of the last completed step first, "
+        "so the resume repeats no step")
     save_total_limit: int | None = option(None,
         "keep only the newest K complete checkpoints (K >= 1; older ones are deleted once the new one is complete); "
         "None keeps all")
@@ -249,14 +258,20 @@ class GRPOConfig:
         need(self.loss_type in LOSS_TYPES, f"loss_type must be one of {LOSS_TYPES}, got {self.loss_type!r}")
         need(self.scale_rewards in SCALE_REWARDS,
              f"scale_rewards must be one of {SCALE_REWARDS}, got {self.scale_rewards!r}")
-        need(self.temperature > 0, f"temperature (τ) must be > 0 (use evaluation for greedy decoding), got {self.temperature}")
+        need(TEMPERATURE_RANGE[0] <= self.temperature <= TEMPERATURE_RANGE[1],
+             f"temperature (τ) must be in [{TEMPERATURE_RANGE[0]:g}, {TEMPERATURE_RANGE[1]:g}], a range float32 carries "
+             "(the logits are divided by τ in float32: near 0 they overflow, 1e-45 is not even a normal float32; "
+             f"use evaluation for greedy decoding), got {self.temperature}")
         need(len(self.reward_funcs) >= 1, "reward_funcs must name at least one reward function, got none")
         for name in self.reward_funcs:
             need(name in REWARD_NAMES, f"reward_funcs: unknown reward function {name!r}; choose from {REWARD_NAMES}")
         need(len(set(self.reward_funcs)) == len(self.reward_funcs), f"reward_funcs lists a function twice: {self.reward_funcs}")
         need(self.max_completion_length >= 1,
              f"max_completion_length must be >= 1 new token, got {self.max_completion_length}")
-        need(self.lr > 0 and math.isfinite(self.lr), f"lr (η) must be a finite number > 0, got {self.lr}")
+        need(0 < self.lr <= LR_MAX and math.isfinite(self.lr),
+             f"lr (η) must be a finite number in (0, {LR_MAX:g}], a range float32 carries (AdamW's first update moves "
+             "a weight by up to lr / (1 - adam_beta1), and the weights are float32, max 3.4e38), got "
+             f"{self.lr}")
         need(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
         need(0 <= self.adam_beta1 < 1, f"adam_beta1 must be in [0, 1), got {self.adam_beta1}")
         need(0 <= self.adam_beta2 < 1, f"adam_beta2 must be in [0, 1), got {self.adam_beta2}")
@@ -510,6 +525,10 @@ def _coerce_and_check_types(cfg: GRPOConfig) -> None:
             continue
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             object.__setattr__(cfg, name, float(value))
+        elif kind is tuple and isinstance(value, str):
+            raise ValueError(f"{name} must be a list of names, got the single string {value!r}; write [{value}] "
+                             f"(in a YAML recipe: {name}: [{value}]; on the command line: "
+                             f"--{name.replace('_', '-')} {value})")
         elif kind is tuple and isinstance(value, (list, tuple)):
             object.__setattr__(cfg, name, tuple(value))
             if not all(isinstance(v, str) for v in value):

@@ -5,7 +5,7 @@
 
 The loss is -J, computed per token from log-probabilities and then aggregated over the batch.
 
-Choices made here (each shown in notebooks/04_the_loss.ipynb):
+Choices made here (1-7 shown in notebooks/04_the_loss.ipynb; 8-8 tested in tests/test_loss.py):
 1. The KL to π_ref uses the k3 estimator of the paper, e^d - d - 1 with d = logp_ref - logp (Schulman's
    "k3"; unbiased, always >= 0, 0 only where the two log-probs agree). It is computed as expm1(d) - d,
    the same number without the cancellation of e^d - 1 for small d. The KL is added to the loss, not to
@@ -27,16 +27,26 @@ Choices made here (each shown in notebooks/04_the_loss.ipynb):
    the loss_type (TRL's `masked_batch_mean`), detached, so they can be logged under the same names.
 7. bf16/fp16 log-probs are upcast to fp32 before exp and the sums: the (B, T) tensors are small, and
    half precision would round ρ to steps of 0.008 (bf16) near 1, coarser than typical updates.
+8. The documented overflow bound, checked rather than clamped: at an active position, log ρ and the k3
+   exponent d = log π_ref - log π_θ must be at most `LOG_RATIO_LIMIT` = 80 (e^88.7 overflows float32,
+   which would make the loss and its gradient inf); a larger one is refused, naming the position. No
+   clamp changes the loss or its gradient anywhere below the bound. `global_num_tokens` ("dapo") must be
+   a finite count at least this batch's own active tokens, `max_completion_length` a finite number > 0.
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 from torch import Tensor
 
 LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
+LOG_RATIO_LIMIT = 80.0
+"""the largest log-ratio `grpo_loss` accepts at an active position (choice 8): log ρ = log π_θ - log π_θold and the
+k3 exponent log π_ref - log π_θ. e^80 = 5.5e34 stays finite in float32 (max 3.4e38, e^88.7), and so does ρ·A for
+|A| up to 6,000; log-ratios below -80 are fine (e^d -> 0)."""
 
 
 def kl_k3(logp: Tensor, logp_ref: Tensor) -> Tensor:
@@ -160,7 +170,7 @@ def micro_batch_weight(loss_type: str, *, rows: int, tokens: int, batch_rows: in
 
 
 def _check_inputs(logp, logp_old, logp_ref, advantages, mask, epsilon, epsilon_high, beta, loss_type,
-                  max_completion_length, world_size):
+                  max_completion_length, world_size, global_num_tokens=None):
     if loss_type not in LOSS_TYPES:
         raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
     if logp.ndim != 2:
@@ -198,6 +208,20 @@ def _check_inputs(logp, logp_old, logp_ref, advantages, mask, epsilon, epsilon_h
         )
     if not isinstance(world_size, int) or world_size < 1:
         raise ValueError(f"world_size must be a positive int (number of DDP ranks), got {world_size!r}")
+    if max_completion_length is not None and not (
+            isinstance(max_completion_length, numbers.Real) and not isinstance(max_completion_length, bool)
+            and math.isfinite(max_completion_length) and max_completion_length > 0):
+        raise ValueError(f"max_completion_length must be a finite number > 0 (the generation budget in tokens), "
+                         f"got {max_completion_length!r}")
+    if global_num_tokens is not None:
+        n = global_num_tokens.item() if isinstance(global_num_tokens, Tensor) and global_num_tokens.numel() == 1 \
+            else global_num_tokens
+        local = int((mask != 0).sum())
+        if isinstance(n, bool) or not isinstance(n, numbers.Real) or not math.isfinite(n) or n < local or n < 0:
+            raise ValueError(
+                f"global_num_tokens must be a finite count of the active tokens over all ranks, at least this "
+                f"batch's own {local}, got {global_num_tokens!r} (a count of 0 or less would be clamped to 1 and "
+                "scale the loss up)")
 
 
 def _check_finite_where_active(logp, logp_old, logp_ref, advantages, mask) -> None:
@@ -208,8 +232,22 @@ def _check_finite_where_active(logp, logp_old, logp_ref, advantages, mask) -> No
               if t is not None]
     checks.append(("advantages", advantages.detach(), active_rows))
     bad = [where & ~torch.isfinite(t) for _, t, where in checks]
-    if not torch.stack([b.any() for b in bad]).any():
+    # the overflow bound (choice 8): log-ratios above LOG_RATIO_LIMIT, where exp overflows float32
+    ratios = [(name, d) for name, d in (
+        ("log π_θ - log π_θold (log ρ)", None if logp_old is None else logp.detach().float() - logp_old.detach().float()),
+        ("log π_ref - log π_θ (the k3 exponent)", None if logp_ref is None else logp_ref.detach().float() - logp.detach().float()))
+        if d is not None]
+    too_big = [keep & (d > LOG_RATIO_LIMIT) for _, d in ratios]
+    if not torch.stack([b.any() for b in bad + too_big]).any():
         return
+    for (name, d), b in zip(ratios, too_big):
+        if b.any() and not any(x.any() for x in bad):
+            first = tuple(int(i) for i in b.nonzero()[0])
+            raise ValueError(
+                f"{name} is {d[first].item():.4g} at row {first[0]}, token {first[1]} ({int(b.sum())} active position(s) "
+                f"above {LOG_RATIO_LIMIT:g}): exp of it overflows float32, so the loss and its gradient would be inf. "
+                "The policy has moved too far from the one that sampled (a learning rate too high, too many updates "
+                "per batch), or the log-probs do not belong together.")
     for (name, t, _), b in zip(checks, bad):
         if b.any():
             first = tuple(int(i) for i in b.nonzero()[0])
@@ -265,7 +303,7 @@ def grpo_loss(logp: Tensor, logp_old: Tensor | None, logp_ref: Tensor | None, ad
     Taught in: notebooks/04_the_loss.ipynb
     """
     _check_inputs(logp, logp_old, logp_ref, advantages, mask, epsilon, epsilon_high, beta, loss_type,
-                  max_completion_length, world_size)
+                  max_completion_length, world_size, global_num_tokens)
     epsilon_high = epsilon if epsilon_high is None else epsilon_high
     if logp.dtype in (torch.float16, torch.bfloat16):
         logp = logp.float()                                         # (B, T) the loss is computed in fp32

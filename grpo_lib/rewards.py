@@ -50,7 +50,7 @@ from fractions import Fraction
 import math
 import re
 import string
-from collections.abc import Iterable, Iterator, Mapping, Sized
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 SYSTEM_PROMPT = """
@@ -401,9 +401,11 @@ def strict_correct(text: Any, gold: Any) -> bool:
 
 
 def _as_list(items: Any, what: str) -> list[Any]:
-    """A batch (list, tuple, numpy array, datasets Column) as a list; refuse a str, a dict or a generator."""
-    is_batch = isinstance(items, Sized) and isinstance(items, Iterable)
-    if isinstance(items, (str, bytes, Mapping)) or not is_batch:
+    """A batch (list, tuple, a 1-d numpy array, datasets Column: an ordered sequence) as a list; refuse a
+    str, a dict, a generator, a set (no order: the rewards would not line up with the completions) and a
+    tensor (not text)."""
+    ordered = isinstance(items, Sequence) or (type(items).__module__ == "numpy" and getattr(items, "ndim", 0) == 1)
+    if isinstance(items, (str, bytes, Mapping)) or not ordered:
         raise TypeError(f"{what}; got {type(items).__name__}")
     return list(items)
 
@@ -438,7 +440,8 @@ def correctness_reward(prompts: Any, completions: Any, answer: Any, **kwargs: An
         B floats in {0.0, 1.5, 2.0}.
 
     Raises:
-        TypeError: completions or answer is not a list (a str is refused).
+        TypeError: completions or answer is not a list or tuple (or another ordered sequence, such as
+            a numpy array); a str, a set, a dict, a generator or a tensor is refused.
         ValueError: len(completions) != len(answer).
 
     Taught in: notebooks/03_reward_design.ipynb
@@ -512,10 +515,12 @@ def reward_functions(names: Iterable[str]) -> dict[str, Any]:
     """name -> reward function from `REWARD_FUNCTIONS`, for cfg.reward_funcs.
 
     Raises:
-        ValueError: an unknown name (the message lists the known ones).
+        ValueError: an unknown name (the message lists the known ones), or a single string instead of a list.
 
     Taught in: notebooks/05_full_run.ipynb
     """
+    if isinstance(names, str):                     # list("correctness") would be its letters
+        raise ValueError(f"reward_funcs must be a list of names, got the single string {names!r}; write [{names!r}]")
     names = list(names)
     unknown = [n for n in names if n not in REWARD_FUNCTIONS]
     if unknown:

@@ -268,6 +268,15 @@ def generate_completions(model: nn.Module, tokenizer: Any, prompts: Sequence[str
 
 
 # --- scoring ---------------------------------------------------------------------------------------
+def _is_reward_number(v: Any) -> bool:
+    """A reward value: bool, int, float (numpy scalars included) or a 0-d tensor; a str is not one."""
+    import numbers
+
+    if isinstance(v, Tensor):
+        return v.ndim == 0 and not v.is_complex()
+    return isinstance(v, numbers.Real)
+
+
 class RewardFunctionError(RuntimeError):
     """A reward function failed (raised, or returned the wrong number of values or a non-finite value)."""
 
@@ -315,9 +324,17 @@ def score_completions(rollout: Rollout, answers: Sequence[str], reward_funcs: Ma
         if not isinstance(values, (list, tuple, Tensor)) or len(values) != B:
             got = len(values) if hasattr(values, "__len__") else type(values).__name__
             raise RewardFunctionError(f"reward function {name!r} must return {B} numbers (one per completion), got {got}")
+        not_number = next((i for i, v in enumerate(values) if not _is_reward_number(v)), None)
+        if not_number is not None:                  # "1.0" would train as if it were a score
+            v = values[not_number]
+            raise RewardFunctionError(
+                f"reward function {name!r} returned {v!r} ({type(v).__name__}) for completion {not_number} (prompt "
+                f"{not_number // G}), which is not a number: rewards must be bool, int, float or a 0-d tensor (a "
+                f"numeric string is refused too). "
+                f"The completion:\n{rollout.texts[not_number]!r}")
         try:
             r_k = torch.as_tensor([float(v) for v in values], dtype=torch.float32)      # (B,)
-        except (TypeError, ValueError) as e:
+        except (TypeError, ValueError, RuntimeError) as e:
             raise RewardFunctionError(f"reward function {name!r} returned a value that is not a number: {e}") from e
         bad = (~torch.isfinite(r_k)).nonzero().flatten()
         if len(bad):

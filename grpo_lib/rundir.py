@@ -1,6 +1,6 @@
 """A run's output folder: checked before any heavy work, and never silently written over.
 
-Choices made here (tested in tests/test_failures.py):
+Choices made here (1-3 tested in tests/test_failures.py; 4-4 tested in tests/test_lock_and_signals.py):
 1. The folder is checked first, before the data and the model load: it must be a folder or creatable
    (not a file, not under a file) and writable (a probe file is created and removed), so a typo in
    --output-dir costs seconds, not a model download.
@@ -10,6 +10,13 @@ Choices made here (tested in tests/test_failures.py):
    those outputs (checkpoints included) first; other files in the folder are left alone.
 3. `--resume DIR` continues the run in DIR itself (`run_dir_of`): the folder the checkpoint sits in,
    not the output folder recorded inside it, so a copied or moved run never writes into the original.
+4. One run per folder (`lock_output_dir`): the run takes an exclusive lock on OUTPUT_DIR/.grpo-run.lock
+   (`fcntl.flock`) at the folder check, before anything else, and holds it until it ends; under
+   torchrun rank 0 holds it for every rank. A second run on the folder is refused at once, naming the
+   process that holds it (pid, host, start time). The kernel releases the lock of a process that dies,
+   even by kill -9: the next run takes it over and says which run left it (a clean end removes the lock
+   file; a killed run leaves it, with its pid, host and start time). On a network file system without working flock the lock protects nothing more
+   than before; runs there need separate folders.
 """
 
 from __future__ import annotations
@@ -17,15 +24,130 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import tempfile
+import time
 from pathlib import Path
+from typing import Any
 
 RUN_OUTPUTS = ("metrics.jsonl", "evals.jsonl", "summary.json", "model", "checkpoints")
 """what a run writes into its output folder (grpo_lib.train, grpo_lib.checkpoint)"""
 
 
+LOCK_FILE = ".grpo-run.lock"
+"""the lock a run holds on its output folder (choice 4): JSON with the holder's pid, host and start time"""
+
+
 class OutputDirError(ValueError):
     """The output folder cannot be used: not creatable, not writable, or it holds another run."""
+
+
+class OutputDirBusy(OutputDirError):
+    """Another run (a live process) holds the output folder's lock. `.holder`: its pid, host, start time."""
+
+    def __init__(self, message: str, holder: dict[str, Any]):
+        super().__init__(message)
+        self.holder = holder
+
+
+class RunLock:
+    """The lock a run holds on its output folder (`lock_output_dir`); `release()` gives it back.
+
+    Attributes:
+        path: OUTPUT_DIR/.grpo-run.lock.
+        taken_over: the holder record a killed run left in the lock file (None when the lock was free).
+    """
+
+    def __init__(self, path: Path, fd: int, taken_over: dict[str, Any] | None):
+        self.path, self._fd, self.taken_over = path, fd, taken_over
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def release(self) -> None:
+        """Remove the lock file (a clean end leaves nothing behind) and give the lock back; idempotent."""
+        if self._fd is None:
+            return
+        import fcntl
+
+        fd, self._fd = self._fd, None
+        try:                      # removed while still held: a run that opened it now sees a new file next time
+            os.unlink(self.path)
+        except OSError:
+            pass
+        try:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+    def __enter__(self) -> "RunLock":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+
+def describe_holder(holder: dict[str, Any]) -> str:
+    """'pid 1234 on host h, started 2026-01-01T12:00:00Z' (or what the lock file holds of it)."""
+    if not holder:
+        return "a process that is just starting (its details are not written yet)"
+    return (f"pid {holder.get('pid', '?')} on host {holder.get('host', '?')}, started {holder.get('started', '?')}"
+            + (f" ({holder['command']})" if holder.get("command") else ""))
+
+
+def _read_holder(fd: int) -> dict[str, Any]:
+    try:
+        text = os.pread(fd, 65536, 0).decode("utf-8", "replace").strip()
+        holder = json.loads(text) if text else {}
+        return holder if isinstance(holder, dict) else {"unreadable": text[:200]}
+    except (OSError, ValueError):
+        return {}
+
+
+def lock_output_dir(out: str | os.PathLike) -> RunLock:
+    """Take the exclusive lock on `out` (created if needed) for this run (choice 4); release it when the run ends.
+
+    Raises:
+        OutputDirBusy: another live process holds it (the message names its pid, host and start time).
+        OutputDirError: `out` is not a usable folder, or the lock file is a symlink or cannot be opened.
+    """
+    import fcntl
+    import sys
+
+    out = check_writable(out)
+    path = out / LOCK_FILE
+    for _ in range(100):
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0),
+                         0o644)
+        except OSError as e:
+            raise OutputDirError(f"--output-dir {out}: cannot open its lock file {LOCK_FILE} ({e.strerror or e}; "
+                                 "a symlink there is refused); remove it and start again") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:                                   # held by a live process (BlockingIOError)
+            holder = _read_holder(fd)
+            os.close(fd)
+            raise OutputDirBusy(
+                f"--output-dir {out} is in use by another run: {describe_holder(holder)}. Two runs in one folder "
+                "would overwrite each other's metrics and checkpoints; wait for that run to end (or stop it), or "
+                "choose another --output-dir.", holder) from None
+        try:                                              # the holder before us removed the file as we opened it
+            if os.stat(path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    else:
+        raise OutputDirError(f"--output-dir {out}: its lock file {LOCK_FILE} keeps changing; is another run starting?")
+    previous = _read_holder(fd)                           # left by a run that was killed: the kernel freed its lock
+    me = {"pid": os.getpid(), "host": socket.gethostname(),
+          "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+          "command": " ".join(sys.argv)[:300]}
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, json.dumps(me).encode(), 0)
+    return RunLock(path, fd, previous or None)
 
 
 def check_writable(out: str | os.PathLike) -> Path:
@@ -72,7 +194,7 @@ def existing_run_outputs(out: str | os.PathLike) -> list[str]:
 
 def _failed_summary(path: Path) -> bool:
     try:
-        return json.loads(path.read_text()).get("status") == "failed"
+        return json.loads(path.read_text()).get("status") in ("failed", "stopped")
     except (OSError, ValueError, AttributeError):
         return False
 

@@ -3,7 +3,8 @@
 `grpo_lib.train` computes; this module records. Only rank 0 writes files and talks to W&B; every rank
 builds the same (all-reduced) records, so every rank takes the same decision when a metric is not finite.
 
-Choices made here (tested in tests/test_train.py and tests/test_runlog.py):
+Choices made here (1-4 tested in tests/test_train.py and tests/test_runlog.py; 5-5 tested in
+tests/test_lock_and_signals.py):
 1. The per-step metrics are defined once, in `METRICS` (name -> meaning): metrics.jsonl, W&B and the
    docs use the same names.
 2. W&B is offline unless you are logged in: `WANDB_MODE=offline` is set in the environment (before wandb
@@ -12,6 +13,9 @@ Choices made here (tested in tests/test_train.py and tests/test_runlog.py):
 3. metrics.jsonl is rewritten up to a resumed checkpoint and then continued, never duplicated.
 4. summary.json is written to a temporary file and renamed, so it is never half-written; a run that stops
    on a NaN/inf metric still writes one, with "status": "failed".
+5. The run's files are opened without following symlinks (`open_output`, O_NOFOLLOW): a link planted
+   as metrics.jsonl or evals.jsonl is refused naming the file, and one planted as summary.json.tmp is
+   removed rather than written through.
 """
 
 from __future__ import annotations
@@ -182,11 +186,28 @@ def format_record(rec: dict[str, Any], total: int) -> str:
             f"upd {rec['update_seconds']:.2f}s | {rec['tokens_per_second']:.0f} tok/s")
 
 
+def open_output(path: Path, mode: str = "w") -> Any:
+    """Open a run output for writing ("w" truncates, "a" appends) without following a symlink: a link
+    planted among a run's outputs is refused (OSError naming the file), never written through."""
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if mode == "a" else os.O_TRUNC)
+    try:
+        fd = os.open(path, flags | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0), 0o644)
+    except OSError as e:
+        if os.path.islink(path):
+            raise OSError(e.errno, f"{path} is a symlink: a run never writes its outputs through a link; remove "
+                          "it (or choose another --output-dir)") from None
+        raise
+    return os.fdopen(fd, mode)
+
+
 def write_summary(out: Path, summary: dict[str, Any]) -> None:
-    """summary.json, written to a temporary file and renamed (never half-written)."""
+    """summary.json, written to a temporary file and renamed (never half-written, never through a symlink)."""
     tmp = out / (SUMMARY_FILE + ".tmp")
     try:
-        tmp.write_text(json.dumps(summary, indent=2))
+        if os.path.islink(tmp):                  # ours to replace: a planted link is removed, not followed
+            tmp.unlink()
+        with open_output(tmp) as f:
+            f.write(json.dumps(summary, indent=2))
         os.replace(tmp, out / SUMMARY_FILE)
     except BaseException:                        # a full disk: no temporary file stays behind
         tmp.unlink(missing_ok=True)
@@ -209,8 +230,8 @@ class RunLog:
         if is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             self.run = init_wandb(cfg, self.out)
-            self.metrics_file = open(self.out / METRICS_FILE, "w")  # rewritten up to the checkpoint, then continued
-            self.evals_file = open(self.out / EVALS_FILE, "w")
+            self.metrics_file = open_output(self.out / METRICS_FILE)  # rewritten up to the checkpoint, then continued
+            self.evals_file = open_output(self.out / EVALS_FILE)
             self.metrics_file.writelines(json.dumps(rec) + "\n" for rec in history)
             self.evals_file.writelines(json.dumps(rec) + "\n" for rec in evals)
 

@@ -60,7 +60,8 @@ tests/test_ddp.py; notebooks/06_multi_gpu_qwen.ipynb shows 1 under torchrun, and
    exit non-zero; a collective never waits longer than `dist_timeout_minutes`.
    Test hook: the environment variable GRPO_LIB_FAULT="raise@S" or "nan@S", optionally ":rankR"
    (comma-separated for several), raises on (or poisons the advantages of) step S, so the tests can
-   go through these paths. Real runs leave it unset.
+   go through these paths; "pause@S" waits inside step S for a stop signal (grpo_lib.failures choice 5),
+   so a test can send one mid-run from outside. Real runs leave it unset.
 """
 
 from __future__ import annotations
@@ -82,8 +83,8 @@ from grpo_lib import checkpoint, dist, rundir
 from grpo_lib.config import GRPOConfig
 from grpo_lib.data import build_prompt, check_prompts_fit, load_problems, max_context, prompts_for_step
 from grpo_lib.evaluation import EvalResult, evaluate
-from grpo_lib.failures import (FailureRecorder, NonFiniteWeightsError, RunFailed, logits_finite, max_abs_weight,
-                               parameters_finite)
+from grpo_lib.failures import (FailureRecorder, NonFiniteWeightsError, RunFailed, RunStopped, StopNow, StopSignals,
+                               logits_finite, max_abs_weight, parameters_finite)
 from grpo_lib.loss import grpo_loss, micro_batch_weight
 from grpo_lib.models import count_parameters, frozen_copy, load_policy
 from grpo_lib.precision import Precision, dtype_name, resolve_precision
@@ -94,7 +95,7 @@ from grpo_lib.runlog import (MODEL_SUBDIR, NonFiniteMetricError, RunLog, complet
                              step_metrics, versions)
 
 FAULT_ENV = "GRPO_LIB_FAULT"
-"""test hook (choice 8): "raise@S", "nan@S", optionally ":rankR"; unset in real runs"""
+"""test hook (choice 8): "raise@S", "nan@S", "pause@S", optionally ":rankR"; unset in real runs"""
 
 
 def make_optimizer(model: nn.Module, cfg: GRPOConfig) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
@@ -283,21 +284,41 @@ def train(cfg: GRPOConfig, *, model: nn.Module | None = None, tokenizer: Any = N
 
     # the output folder, checked (and cleared with --overwrite) before any heavy work (grpo_lib.rundir)
     out = Path(cfg.output_dir)
-    if info.is_main:
-        continuing = ckpt is not None and _same_folder(rundir.run_dir_of(ckpt.path), out)
-        cleared = rundir.prepare_output_dir(out, overwrite=cfg.overwrite, continuing=continuing)
-        if cleared:
-            dist.print0(f"--overwrite: deleted the earlier run's {', '.join(cleared)} in {out}")
+    lock = _take_output_dir(cfg, out, ckpt) if info.is_main else None    # one run per folder, held to the end
     failure = FailureRecorder(out, cfg.to_dict(), world, None if ckpt is None else ckpt.path,
                               None if ckpt is None else ckpt.skipped, write=info.is_main)
     try:
-        return _train(cfg, info, ckpt, faults, failure, t_start, model=model, tokenizer=tokenizer,
-                      reward_funcs=reward_funcs, callback=callback, precision=precision, N_global=N_global)
+        with StopSignals() as failure.signals:       # SIGTERM/SIGINT/SIGHUP: stop at the next step (failures choice 5)
+            return _train(cfg, info, ckpt, faults, failure, t_start, model=model, tokenizer=tokenizer,
+                          reward_funcs=reward_funcs, callback=callback, precision=precision, N_global=N_global)
+    except (RunStopped, StopNow) as e:               # a signal: summary.json "stopped", how to resume
+        failure.stopped(e)
+        raise
     except Exception as e:                           # every failure: summary.json "failed", one clear error
         wrapped = failure.fail(e)
         if wrapped is None:
             raise
         raise wrapped from e
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _take_output_dir(cfg: GRPOConfig, out: Path, ckpt: checkpoint.Checkpoint | None) -> rundir.RunLock:
+    """Lock the output folder (grpo_lib.rundir choice 4), then check it (and clear it with --overwrite)."""
+    lock = rundir.lock_output_dir(out)
+    try:
+        if lock.taken_over:
+            dist.print0(f"note: took over the lock of {out} from a run that ended without releasing it "
+                        f"(killed?): {rundir.describe_holder(lock.taken_over)}")
+        continuing = ckpt is not None and _same_folder(rundir.run_dir_of(ckpt.path), out)
+        cleared = rundir.prepare_output_dir(out, overwrite=cfg.overwrite, continuing=continuing)
+        if cleared:
+            dist.print0(f"--overwrite: deleted the earlier run's {', '.join(cleared)} in {out}")
+    except BaseException:
+        lock.release()
+        raise
+    return lock
 
 
 def _same_folder(a: Path | None, b: Path) -> bool:
@@ -316,6 +337,7 @@ def _train(cfg: GRPOConfig, info: dist.DistInfo, ckpt: checkpoint.Checkpoint | N
     train_problems, eval_problems, model, tokenizer, model_name, start = _prepare(cfg, info, model, tokenizer, ckpt,
                                                                                   precision)
     start_reference, start_fingerprint = start
+    failure.stop_point(0 if ckpt is None else ckpt.step, info.device)   # a signal while loading: stop before evaluating
     reward_funcs = dict(reward_funcs) if reward_funcs is not None else reward_functions(cfg.reward_funcs)
     n_params = count_parameters(model)
     attn = getattr(model.config, "_attn_implementation", None) or "eager"
@@ -368,12 +390,18 @@ def _train(cfg: GRPOConfig, info: dist.DistInfo, ckpt: checkpoint.Checkpoint | N
         failure.phase = "evaluation before training"
         eval_before = run_eval(0, "eval before") if ckpt is None else EvalResult.from_dict(ckpt.state["eval_before"])
         failure.accuracy_before = eval_before.strict_accuracy
+        failure.stop_point(start_step, info.device)
         log.start_steps(start_step)
         failure.in_loop = True
         t_train = time.perf_counter()
 
         # ------------------------------ DeepSeekMath Algorithm 1 ------------------------------
         for step in range(start_step, cfg.total_steps):    # I outer iterations of M steps, as one loop
+            saved_here = step == start_step or (cfg.save_every and step % cfg.save_every == 0)
+            # a signal: stop here, between steps (failures choice 5); --save-on-stop checkpoints this point first
+            failure.stop_point(step, info.device, save=None if not cfg.save_on_stop or saved_here else (
+                lambda: _save(cfg, step - 1, world, log, eval_before, model, optimizer, scheduler, ref_model,
+                              tokenizer=tokenizer, run_info=run_info, start_fingerprint=start_fingerprint)))
             t_step = time.perf_counter()
             failure.step, failure.phase = step + 1, "sampling"
             if step % cfg.steps == 0 and cfg.beta > 0:      # π_ref ← π_θ at the start of every outer iteration
@@ -394,7 +422,7 @@ def _train(cfg: GRPOConfig, info: dist.DistInfo, ckpt: checkpoint.Checkpoint | N
                                       temperature=cfg.temperature, need_old=cfg.mu > 1,
                                       chunk_size=cfg.micro_batch_size)
             if faults:
-                _inject_fault(faults, step + 1, rank, batch)        # test hook (GRPO_LIB_FAULT); never in real runs
+                _inject_fault(faults, step + 1, rank, batch, failure.signals)   # test hook (GRPO_LIB_FAULT); never in real runs
             # μ GRPO updates on the same batch: maximise the clipped objective minus β·KL
             failure.phase = "the policy update"
             t_update = time.perf_counter()
@@ -567,21 +595,30 @@ def _parse_faults(spec: str) -> list[tuple[str, int, int | None]]:
             what, _, where = item.partition("@")
             step_text, _, rank_text = where.partition(":")
             rank = int(rank_text.removeprefix("rank")) if rank_text else None
-            if what not in ("raise", "nan"):
+            if what not in ("raise", "nan", "pause"):
                 raise ValueError(what)
             faults.append((what, int(step_text), rank))
         except ValueError:
-            raise ValueError(f"{FAULT_ENV}={spec!r}: each item must be 'raise@STEP' or 'nan@STEP', optionally "
+            raise ValueError(f"{FAULT_ENV}={spec!r}: each item must be 'raise@STEP', 'nan@STEP' or 'pause@STEP', optionally "
                              f"followed by ':rankR' (a test hook; unset it for real runs)") from None
     return faults
 
 
-def _inject_fault(faults: list[tuple[str, int, int | None]], step: int, rank: int, batch: ScoredRollout) -> None:
+def _inject_fault(faults: list[tuple[str, int, int | None]], step: int, rank: int, batch: ScoredRollout,
+                  signals: StopSignals | None = None) -> None:
     for what, at, on_rank in faults:
         if at == step and on_rank in (None, rank):
-            if what == "raise":
+            if what == "pause":              # wait (mid-step) for a stop signal, so a test can send one from outside
+                import sys
+
+                print(f"{FAULT_ENV}: paused in step {step}, waiting for a signal", file=sys.stderr, flush=True)
+                deadline = time.monotonic() + 600
+                while signals is not None and signals.received is None and time.monotonic() < deadline:
+                    time.sleep(0.02)
+            elif what == "raise":
                 raise RuntimeError(f"{FAULT_ENV}: injected failure on rank {rank} at step {step}")
-            batch.advantages = torch.full_like(batch.advantages, float("nan"))   # -> NaN loss and gradient
+            else:
+                batch.advantages = torch.full_like(batch.advantages, float("nan"))   # -> NaN loss and gradient
 
 
 if __name__ == "__main__":

@@ -91,7 +91,8 @@ TRL_NAMES: dict[str, str] = {
     "preset": "(recorded in summary.json)",
     "save_every": "save_strategy='steps', save_steps (0 -> save_strategy='no')",
     "save_total_limit": "save_total_limit",
-    "resume": "trainer.train(resume_from_checkpoint=...)",
+    "save_on_stop": "(not used: a signal stops a TRL run as TRL does)",
+    "resume": "(refused: this recipe does not resume; grpo_lib.train does)",
     "overwrite": "the same output-folder check before training (grpo_lib.rundir.prepare_output_dir; TRL has none)",
     "dist_timeout_minutes": "ddp_timeout (seconds)",
 }
@@ -192,7 +193,47 @@ def _merge(mapped: dict[str, Any], overrides: dict[str, Any] | None) -> dict[str
         hints = [f"{k} (did you mean {difflib.get_close_matches(k, fields, n=1)[0]}?)"
                  if difflib.get_close_matches(k, fields, n=1) else k for k in unknown]
         raise ValueError(f"--trl: TRL's GRPOConfig has no option {', '.join(hints)}")
+    _check_override_types(overrides or {})
     return {**mapped, **(overrides or {})}
+
+
+def _check_override_types(overrides: dict[str, Any]) -> None:
+    """Refuse a --trl value of the wrong type (learning_rate=abc) before anything loads: TRL itself finds
+    it only when it builds the optimizer."""
+    import enum
+    import types
+    import typing
+
+    from trl import GRPOConfig as TRLConfig
+
+    hints = typing.get_type_hints(TRLConfig)
+    for key, value in overrides.items():
+        hint = hints[key]
+        members = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+        allowed = tuple(a for a in (typing.get_origin(m) or m for m in members) if isinstance(a, type))
+        if any(issubclass(a, enum.Enum) for a in allowed):
+            allowed += (str,)                                 # an enum option is given by its value
+        if len(allowed) < len(members) or value is None and type(None) in allowed:
+            continue                                          # Any, Literal ...: left to TRL
+        ok = (isinstance(value, allowed) and not (isinstance(value, bool) and bool not in allowed)
+              or isinstance(value, int) and not isinstance(value, bool) and float in allowed)
+        if not ok:
+            names = " or ".join("none" if a is type(None) else a.__name__ for a in allowed)
+            raise ValueError(f"--trl {key}={value!r}: TRL's GRPOConfig expects {names} there")
+
+
+def _check_vllm_can_run(overrides: dict[str, Any]) -> None:
+    """`--trl use_vllm=true` where vLLM cannot run (no CUDA, or not installed) is refused before anything
+    loads (`trl_args` itself still builds such a config anywhere, e.g. for the 8-GPU command on a CPU)."""
+    if overrides.get("use_vllm"):
+        import importlib.util
+
+        if not torch.cuda.is_available():
+            raise ValueError("--trl use_vllm=true: vLLM generation needs CUDA GPUs, and there is none here; "
+                             "leave use_vllm off on a CPU")
+        if importlib.util.find_spec("vllm") is None:
+            raise ImportError("--trl use_vllm=true: vLLM is not installed; pip install 'trl[vllm]' (GPU machines "
+                              "only), or leave use_vllm off")
 
 
 def parse_trl_overrides(items: Sequence[str]) -> dict[str, Any]:
@@ -252,16 +293,27 @@ def train_with_trl(cfg: GRPOConfig, output_dir: str | os.PathLike | None = None,
     from grpo_lib.evaluation import evaluate
     from grpo_lib.models import load_policy
     from grpo_lib.rewards import reward_functions
-    from grpo_lib.runlog import EVALS_FILE, METRICS_FILE, MODEL_SUBDIR, completed_summary, write_summary
+    from grpo_lib.runlog import EVALS_FILE, METRICS_FILE, MODEL_SUBDIR, completed_summary, open_output, write_summary
 
     t_start = time.perf_counter()
     out = Path(output_dir or cfg.output_dir)
+    _check_resume(cfg)
+    from grpo_lib.dist import resolve_device
+
+    resolve_device(cfg.device)                                  # --device cuda without CUDA: named, here
+    _check_vllm_can_run(trl_overrides or {})
     device = _resolve_device(cfg)
     args = trl_args(cfg, out, overrides=trl_overrides)         # bad settings fail before any loading
+    lock = None
     if int(os.environ.get("RANK", "0")) == 0:                   # an earlier run there is refused unless --overwrite
-        from grpo_lib.rundir import prepare_output_dir
+        from grpo_lib.rundir import lock_output_dir, prepare_output_dir
 
-        prepare_output_dir(out, overwrite=cfg.overwrite, continuing=cfg.resume is not None)
+        lock = lock_output_dir(out)                             # one run per folder, as grpo_lib.train
+        try:
+            prepare_output_dir(out, overwrite=cfg.overwrite, continuing=False)
+        except BaseException:
+            lock.release()
+            raise
     threads_before = torch.get_num_threads()
     if cfg.num_threads is not None and device == "cpu":
         torch.set_num_threads(cfg.num_threads)
@@ -308,6 +360,8 @@ def train_with_trl(cfg: GRPOConfig, output_dir: str | os.PathLike | None = None,
         eval_after = run_eval(cfg.total_steps, "eval after")
     finally:
         torch.set_num_threads(threads_before)
+        if lock is not None:
+            lock.release()
 
     # the fields of grpo_lib.train's summary.json (grpo_lib.runlog.completed_summary), plus TRL's own
     summary = completed_summary(cfg, model_name=cfg.model, world_size=trainer.accelerator.num_processes,
@@ -316,9 +370,9 @@ def train_with_trl(cfg: GRPOConfig, output_dir: str | os.PathLike | None = None,
     summary["versions"]["trl"] = trl.__version__
     summary.update({"trainer": "trl", "trl_args": {k: _jsonable(v) for k, v in args.to_dict().items()}})
     if trainer.accelerator.is_main_process:
-        with open(out / METRICS_FILE, "w") as f:
+        with open_output(out / METRICS_FILE) as f:
             f.writelines(json.dumps(rec) + "\n" for rec in trainer.state.log_history)
-        with open(out / EVALS_FILE, "w") as f:
+        with open_output(out / EVALS_FILE) as f:
             f.writelines(json.dumps(rec) + "\n" for rec in evals)
         model.save_pretrained(out / MODEL_SUBDIR)
         tokenizer.save_pretrained(out / MODEL_SUBDIR)
@@ -326,6 +380,17 @@ def train_with_trl(cfg: GRPOConfig, output_dir: str | os.PathLike | None = None,
         print(f"accuracy {eval_before.strict_accuracy:.1%} -> {eval_after.strict_accuracy:.1%} in "
               f"{summary['wall_seconds']:.0f} s (TRL); outputs in {out}", flush=True)
     return summary
+
+
+RESUME_REFUSED = ("python -m grpo_lib.trl_recipe does not resume: TRL's checkpoints (checkpoint-N) hold no record of "
+                  "grpo_lib's settings, evaluations or prompt order, and grpo_lib.train's checkpoints are not TRL's. "
+                  "Start the TRL run again without --resume, or train with python -m grpo_lib.train, whose --resume "
+                  "continues a run step for step")
+
+
+def _check_resume(cfg: GRPOConfig) -> None:
+    if cfg.resume is not None:
+        raise ValueError(f"--resume {cfg.resume}: {RESUME_REFUSED}")
 
 
 def _jsonable(v: Any) -> Any:
@@ -342,7 +407,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """`python -m grpo_lib.trl_recipe [--preset tiny] [any option of python -m grpo_lib.train]`.
 
     The output folder defaults to the preset's with "-trl" appended (runs/tiny-trl), so a run of our
-    engine is never overwritten. Returns 2 (with how to install it) when TRL is missing.
+    engine is never overwritten. Returns 2 (with how to install it) when TRL is missing. Errors follow
+    `python -m grpo_lib.train`'s policy (grpo_lib.cli.run_reporting_errors): a known error is one
+    "error: ..." paragraph and exit status 1 (`--debug` adds the traceback). `--resume` is refused before
+    anything loads (`RESUME_REFUSED`).
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     if not trl_available():
@@ -359,16 +427,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             rest.append(a)
     argv = rest
-    try:
+    from grpo_lib.cli import run_reporting_errors
+
+    def run() -> None:
         overrides = parse_trl_overrides(trl_items)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    cfg = parse_config(argv)
-    given_out = any(a in ("--output-dir", "--output_dir") or a.startswith(("--output-dir=", "--output_dir="))
-                    for a in argv)
-    train_with_trl(cfg, cfg.output_dir if given_out else cfg.output_dir.rstrip("/") + "-trl", overrides)
-    return 0
+        if any(a in ("--resume",) or a.startswith("--resume=") for a in argv):   # before parse_config reads it
+            raise ValueError(RESUME_REFUSED)
+        cfg = parse_config(argv)
+        given_out = any(a in ("--output-dir", "--output_dir") or a.startswith(("--output-dir=", "--output_dir="))
+                        for a in argv)
+        train_with_trl(cfg, cfg.output_dir if given_out else cfg.output_dir.rstrip("/") + "-trl", overrides)
+
+    return run_reporting_errors(run, debug="--debug" in argv)
 
 
 if __name__ == "__main__":

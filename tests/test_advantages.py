@@ -174,3 +174,11 @@ def test_rewards_near_1e300_are_not_all_zeros():
 def test_complex_rewards_are_refused():
     with pytest.raises(ValueError, match=r"rewards must be real numbers, got a complex tensor \(torch.complex64\)"):
         group_advantages(torch.tensor([[1 + 1j, 0j]]))
+
+
+@pytest.mark.parametrize("floor", [math.nan, math.inf, -1e-4, "1e-4"])
+def test_std_floor_must_be_finite_and_non_negative(floor):
+    # the reported cases: NaN gave NaN advantages, inf gave all zeros
+    with pytest.raises(ValueError, match="std_floor must be a finite number >= 0"):
+        group_advantages([[1.0, 0.0, 0.0, 1.0]], std_floor=floor)
+    assert group_advantages([[1.0, 0.0, 0.0, 1.0]], std_floor=0).abs().sum() > 0

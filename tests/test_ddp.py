@@ -16,6 +16,7 @@ import copy
 import dataclasses
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -342,3 +343,35 @@ def test_a_rank_that_dies_fails_the_whole_job_without_hanging(tmp_path):
     assert time.monotonic() - t0 < 200                                       # well before any collective timeout
     ckpts = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
     assert ckpts == ["step-000001"]                                          # the good checkpoint stays, nothing after
+
+
+@pytest.mark.slow
+@needs_tiny_model
+def test_sigterm_to_torchrun_stops_every_rank_at_the_same_step_and_rank_0_records_it(tmp_path):
+    """How Slurm stops a job: SIGTERM to torchrun, which passes it to both ranks. They agree (one all-reduce
+    per step) and stop after the same step; rank 0, which holds the folder's lock, writes "stopped"."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={WORLD}",
+           "-m", "grpo_lib.train", "--preset", "tiny", "--N", "4", "--G", "4", "--eval-n", "8",
+           "--eval-batch-size", "8", "--report-to", "none", "--num-threads", "1", "--progress", "false",
+           "--output-dir", str(tmp_path / "run"), "--steps", "4", "--save-every", "1"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1",
+           "OMP_NUM_THREADS": "1", "GRPO_LIB_FAULT": "pause@2"}
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seen, paused = [], 0
+    for line in proc.stdout:                                  # both ranks pause inside step 2
+        seen.append(line)
+        paused += "GRPO_LIB_FAULT: paused in step 2" in line
+        if paused == WORLD:
+            break
+    assert paused == WORLD, "".join(seen[-30:])
+    proc.send_signal(signal.SIGTERM)
+    rest, _ = proc.communicate(timeout=240)
+    log = "".join(seen) + rest
+    assert proc.returncode != 0
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "stopped" and summary["stopped_by"] == "SIGTERM", log[-3000:]
+    assert summary["stopped_after_step"] == 2 and summary["world_size"] == 2
+    assert summary["resume_command"] == (f"torchrun --standalone --nproc_per_node=2 -m grpo_lib.train --resume "
+                                         f"{tmp_path / 'run'}")
+    assert [json.loads(x)["step"] for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    assert not (tmp_path / "run" / ".grpo-run.lock").exists()

@@ -8,6 +8,7 @@ One test (or more) per case of issue 14, named after what it proves:
 Most runs are in-process on a random 2-layer tiny Qwen2; the command-line ones use the shipped tiny model.
 """
 import hashlib
+import re
 import json
 import os
 import shutil
@@ -221,11 +222,33 @@ def test_disk_full_while_saving_a_checkpoint(tmp_path, monkeypatch):
     assert msg.startswith(f"training stopped at step 2 (writing checkpoint step-000002): CheckpointError: could not "
                           f"write checkpoint step-000002 into {ckpts} (RuntimeError: [enforce fail at "
                           "inline_container.cc:672] . unexpected pos 64 vs 0); its partial folder .tmp-step-000002-")
-    assert "was removed. Is the disk full?" in msg
+    assert f"was removed; the last good checkpoint is {ckpts / 'step-000001'}" in msg
+    assert "disk is full" not in msg.lower() and "?" not in msg   # plenty of space: not called (or guessed) full
     assert sorted(p.name for p in ckpts.iterdir()) == ["step-000001"]       # no .tmp-step-000002-* left behind
     summary = read_summary(tmp_path / "run")
     assert summary["status"] == "failed" and summary["failed_step"] == 2 and summary["error"] == msg
     assert not (tmp_path / "run" / "summary.json.tmp").exists()
+
+
+def test_a_full_disk_while_saving_is_said_to_be_one(tmp_path, monkeypatch):
+    """torch's zip writer says "unexpected pos" on a full disk: the free space left is what names the cause."""
+    real_save, real_usage = torch.save, shutil.disk_usage
+
+    def disk_full_at_step_1(obj, f, *args, **kwargs):
+        if "step-000001" in str(f):
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", disk_full_at_step_1)
+    monkeypatch.setattr(checkpoint.shutil, "disk_usage", lambda p: real_usage(p)._replace(free=4096))
+    tok = build_char_tokenizer()
+    with pytest.raises(RunFailed) as err:
+        train(small_cfg(tmp_path, steps=2, save_every=1), model=random_tiny(tok), tokenizer=tok)
+    ckpts = tmp_path / "run" / "checkpoints"
+    assert (f"was removed. The disk is full (4,096 bytes free on the file system of {ckpts}): free some space (or "
+            "keep fewer checkpoints with --save-total-limit) and resume from the last checkpoint") in str(err.value)
+    assert checkpoint.disk_full(OSError(28, "No space left on device"), tmp_path) == \
+        f"no space left on the file system of {tmp_path}"
 
 
 # --- case 5: a bad GSM8K row is named before the model loads -----------------------------------------------------
@@ -371,3 +394,78 @@ def test_the_manifest_records_size_and_sha256_of_every_file(tmp_path):
     for name, entry in manifest["files"].items():
         data = (folder / name).read_bytes()
         assert entry == {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+# --- a checkpoint is exactly what its manifest lists ----------------------------------------------------------
+def rewrite_manifest(folder, change):
+    path = folder / "manifest.json"
+    manifest = json.loads(path.read_text())
+    change(manifest)
+    path.write_text(json.dumps(manifest))
+
+
+def test_an_unlisted_weight_file_in_model_is_refused_by_name_and_the_run_falls_back(tmp_path, capsys):
+    """The reported case: a zeroed extra model/*.safetensors was merged into the weights (0% accuracy after)."""
+    from safetensors.torch import load_file, save_file
+
+    tok = build_char_tokenizer()
+    out = tmp_path / "run"
+    train(small_cfg(tmp_path, steps=2, save_every=1), model=random_tiny(tok), tokenizer=tok)
+    step2 = out / "checkpoints" / "step-000002"
+    weights = load_file(str(step2 / "model" / "model.safetensors"))
+    save_file({k: torch.zeros_like(v) for k, v in weights.items()}, str(step2 / "model" / "zeros.safetensors"))
+    with pytest.raises(CheckpointError, match=r"model/zeros\.safetensors is not listed in manifest\.json \(added "
+                                              r"after the checkpoint was written"):
+        resolve_checkpoint(step2)
+    folder, skipped = resolve_checkpoint(out)
+    assert folder == out / "checkpoints" / "step-000001" and skipped[0].startswith("step-000002: model/zeros.safetensors")
+    ckpt = open_checkpoint(folder, small_cfg(tmp_path, steps=2, save_every=1).to_dict(), 1)
+    (folder / "model" / "model.safetensors").rename(folder / "model" / "renamed.safetensors")
+    with pytest.raises(CheckpointError, match=r"model/model\.safetensors: cannot be read"):   # only listed files load
+        ckpt.load_model(random_tiny(tok))
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda m: m.update(files={}), "manifest.json lists no files, so nothing in this checkpoint can be verified"),
+    (lambda m: m["files"].pop("optimizer.pt"), "manifest.json does not list optimizer.pt, which every checkpoint holds"),
+    (lambda m: m["files"]["scheduler.pt"].pop("sha256"),
+     "manifest.json (format 2) gives scheduler.pt without its size and sha256"),
+])
+def test_a_manifest_without_the_core_files_and_checksums_is_refused(tmp_path, change, message):
+    folder = write_small_checkpoint(tmp_path / "run", 2, GRPOConfig.tiny())
+    rewrite_manifest(folder, change)
+    with pytest.raises(CheckpointError, match=re.escape(message)):
+        resolve_checkpoint(folder)
+    assert not checkpoint.is_complete(folder)
+
+
+def test_an_old_size_only_manifest_loads_with_a_warning(tmp_path, capsys):
+    cfg = GRPOConfig.tiny()
+    folder = write_small_checkpoint(tmp_path / "run", 2, cfg)
+
+    def size_only(m):
+        m["format"] = 1
+        m["files"] = {name: entry["bytes"] for name, entry in m["files"].items()}
+    rewrite_manifest(folder, size_only)
+    ckpt = open_checkpoint(folder, cfg.to_dict(), 1)
+    assert ckpt.step == 2
+    assert ("warning: step-000002 has a format-1 manifest.json (file sizes only, no sha256), written before checksums "
+            "were recorded: a file changed in place cannot be detected. Resuming anyway.") in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("state_change, message", [
+    (lambda s: s.pop("config"), "trainer_state.json is damaged: it has no config; resume from another checkpoint"),
+    (lambda s: s.update(config=[1]), "trainer_state.json is damaged: its config is not a mapping"),
+])
+def test_a_damaged_trainer_state_is_named(tmp_path, capsys, state_change, message):
+    folder = write_small_checkpoint(tmp_path / "run", 2, GRPOConfig.tiny())
+    state = json.loads((folder / "trainer_state.json").read_text())
+    state_change(state)
+    (folder / "trainer_state.json").write_text(json.dumps(state))
+    checkpoint._write_manifest(folder, 2)               # checksums of the changed file: only the content is wrong
+    with pytest.raises(CheckpointError, match=re.escape(message)):
+        open_checkpoint(folder, GRPOConfig.tiny().to_dict(), 1)
+    with pytest.raises(SystemExit):                     # the command line: argparse's message, no KeyError
+        parse_config(["--resume", str(folder)])
+    err = capsys.readouterr().err
+    assert message in err and "KeyError" not in err and "Traceback" not in err

@@ -525,3 +525,53 @@ def test_grpo_loss_refuses_non_finite_coefficients(kw, message):
     with pytest.raises(ValueError) as err:
         grpo_loss(logp, logp_old, logp_ref, A, mask, **{"beta": 0.04, **kw})
     assert str(err.value) == message
+
+
+# --- what grpo_loss refuses: counts and budgets that are not finite positive, log-ratios past the bound ----------
+@pytest.mark.parametrize("n", [math.nan, math.inf, 0, -5, 3, torch.tensor(math.nan)])
+def test_global_num_tokens_must_be_a_finite_count_at_least_the_batch_own(n):
+    logp, logp_old, logp_ref, A, mask = random_batch(0)
+    local = int(mask.sum())
+    assert local > 3
+    with pytest.raises(ValueError, match=rf"global_num_tokens must be a finite count .* at least this batch's own {local}"):
+        grpo_loss(logp, logp_old, logp_ref, A, mask, loss_type="dapo", global_num_tokens=n, world_size=1)
+    loss, _ = grpo_loss(logp, logp_old, logp_ref, A, mask, loss_type="dapo", global_num_tokens=local, world_size=1)
+    bnpo, _ = grpo_loss(logp, logp_old, logp_ref, A, mask, loss_type="bnpo")
+    torch.testing.assert_close(loss, bnpo)                          # one process, its own count: "bnpo"
+
+
+@pytest.mark.parametrize("L", [math.nan, math.inf, 0, -3.0, True])
+def test_max_completion_length_must_be_finite_and_positive(L):
+    logp, logp_old, logp_ref, A, mask = random_batch(0)
+    for loss_type in ("grpo", "dr_grpo"):                   # refused whenever it is given
+        with pytest.raises(ValueError, match="max_completion_length"):
+            grpo_loss(logp, logp_old, logp_ref, A, mask, loss_type=loss_type, max_completion_length=L)
+    with pytest.raises(ValueError, match="max_completion_length must be a finite number > 0"):
+        grpo_loss(logp, logp_old, logp_ref, A, mask, loss_type="grpo", max_completion_length=L)
+
+
+def test_log_ratios_past_the_overflow_bound_are_refused_and_below_it_stay_finite():
+    from grpo_lib.loss import LOG_RATIO_LIMIT
+
+    assert LOG_RATIO_LIMIT == 80.0 and math.isfinite(torch.tensor(LOG_RATIO_LIMIT).exp().item())
+    mask = torch.ones(2, 1, dtype=torch.int64)
+    A = torch.tensor([-1.0, 1.0])
+    for d, ok in ((100.0, False), (LOG_RATIO_LIMIT, True), (-100.0, True)):
+        logp = torch.tensor([[d], [0.0]], requires_grad=True)
+        zero = torch.zeros(2, 1)
+        if ok:     # at the bound: ρ = e^80 with A = -1 picks the unclipped ρ·A: finite loss and gradient
+            loss, _ = grpo_loss(logp, zero, None, A, mask, beta=0.0)
+            (g,) = torch.autograd.grad(loss, logp)
+            assert torch.isfinite(loss) and torch.isfinite(g).all()
+        else:      # the reported case: a finite log-ratio of 100 gave an inf loss and gradient
+            with pytest.raises(ValueError, match=r"log π_θ - log π_θold \(log ρ\) is 100 at row 0, token 0 \(1 active "
+                                                 r"position\(s\) above 80\): exp of it overflows float32"):
+                grpo_loss(logp, zero, None, A, mask, beta=0.0)
+    # k3 = e^d - d - 1 with d = log π_ref - log π_θ: d = 100 overflowed to inf; d = -100 is finite (99)
+    logp = torch.zeros(2, 1, requires_grad=True)
+    with pytest.raises(ValueError, match=r"log π_ref - log π_θ \(the k3 exponent\) is 100"):
+        grpo_loss(logp, None, torch.tensor([[100.0], [0.0]]), A, mask, beta=0.04)
+    _, stats = grpo_loss(logp, None, torch.tensor([[-100.0], [0.0]]), A, mask, beta=0.04)
+    assert stats["kl"].item() == pytest.approx(99.0 / 2)
+    assert grpo_loss(torch.zeros(2, 1), torch.tensor([[1e9], [0.0]]), None, A, torch.tensor([[0], [1]]), beta=0.0)[0] \
+        .isfinite()                                                 # padding (mask 0) may hold anything

@@ -589,3 +589,18 @@ def test_decimals_are_exact_too(whole, cents):
 
 def test_a_fraction_still_matches_its_decimal_within_the_tolerance():
     assert _score("0.333333333333", "1/3") == 1.5 and _score("3/4", "0.75") == 1.5 and _score("0.3333", "1/3") == 0.0
+
+
+def test_unordered_or_tensor_completions_and_a_single_name_are_refused():
+    torch = pytest.importorskip("torch")
+    from grpo_lib.rewards import reward_functions
+
+    texts = ["<answer>7</answer>", "<answer>8</answer>"]
+    with pytest.raises(TypeError, match="completions must be a list .*; got set"):
+        correctness_reward(None, set(texts), ["7", "7"])         # no order: the rewards would not line up
+    with pytest.raises(TypeError, match="completions must be a list .*; got Tensor"):
+        correctness_reward(None, torch.tensor([1, 2]), ["7", "7"])
+    assert correctness_reward(None, tuple(batch(*texts)), ["7", "7"]) == [2.0, 0.0]
+    with pytest.raises(ValueError, match=r"reward_funcs must be a list of names, got the single string 'correctness'; "
+                                         r"write \['correctness'\]"):
+        reward_functions("correctness")

@@ -263,3 +263,17 @@ def test_score_rollout_logprobs_and_correctness(model, tok, rollout):
     assert not full.logp_old.requires_grad
     with pytest.raises(ValueError, match="needs the policy"):
         score_rollout(rollout, answers, funcs, need_old=True)
+
+
+def test_reward_values_must_be_numbers_not_numeric_strings():
+    import numpy as np
+
+    rollout = hand_rollout(["a", "b"], G=2)
+    with pytest.raises(RewardFunctionError, match=r"'text' returned '1.0' \(str\) for completion 0 \(prompt 0\), which "
+                                                  r"is not a number: rewards must be bool, int, float or a 0-d tensor"):
+        score_completions(rollout, ["1"], {"text": lambda **kw: ["1.0", "0"]})      # trained as scores before
+    with pytest.raises(RewardFunctionError, match=r"returned tensor\(\[1\., 2\.\]\) \(Tensor\) for completion 1"):
+        score_completions(rollout, ["1"], {"rows": lambda **kw: [1.0, torch.tensor([1.0, 2.0])]})
+    numbers = {"f": lambda **kw: [True, 2], "g": lambda **kw: [torch.tensor(0.5), np.float32(0.25)]}
+    r, per_func = score_completions(rollout, ["1"], numbers)
+    assert r.tolist() == [1.5, 2.25] and per_func["f"].tolist() == [1.0, 2.0]
