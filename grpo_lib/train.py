@@ -143,6 +143,9 @@ def policy_update(policy: nn.Module, optimizer: torch.optim.Optimizer, batch: Sc
     one process on all B rows; so does "dapo", whose token count is all-reduced over the ranks (as TRL
     does). "bnpo" is normalised per process (as in TRL): the update is the average of the K ranks'
     token means, which equals the 1-process update only when every rank has as many active tokens.
+    Under gradient accumulation "bnpo" is the token mean of this process's whole batch, whatever
+    micro_batch_size is; TRL instead averages its micro-batches' token means, so TRL's bnpo update changes
+    with the micro-batch size (tests/test_golden_trl.py computes both).
 
     Args:
         policy: π_θ, DDP-wrapped under torchrun (so backward averages the gradients over ranks).

@@ -792,9 +792,12 @@ markdown_table(["our option (GRPOConfig, --option)", "TRL (trl.GRPOConfig / GRPO
 # python -m grpo_lib.trl_recipe --preset tiny --steps 40 --eval-n 100 --report-to none
 # ```
 #
-# **The Qwen run on 8 GPUs through TRL, with vLLM generation and ZeRO-2 (never run: no GPU was available).** $N$
-# must make $B = N \cdot G$ divisible by the 8 processes, so $N = 8$ prompts × $G = 12$ = 96 completions per step,
-# 12 per GPU. What the mapping gives TRL for it is computed below, on this CPU: `trl_args` builds TRL's own
+# **The Qwen run on 8 GPUs through TRL, with vLLM generation and ZeRO-2 (never run: no GPU was available).** The
+# same per-GPU batch as the engine's `torchrun` run: 7 prompts × $G = 12$ = 84 completions on each GPU (672 per
+# step), in micro-batches of 12, so TRL accumulates 7 of them per optimizer step. TRL counts *optimizer* steps, so
+# with μ > 1 the recipe multiplies `max_steps`, the reference syncs, saves and logs by μ (TRL then samples the same
+# number of batches as the engine). The policy is loaded in fp32 and TRL's `bf16=True` is bf16 autocast: the
+# engine's mixed precision. What the mapping gives TRL is computed below, on this CPU: `trl_args` builds TRL's own
 # `GRPOConfig` for the same command line (it needs TRL installed; without it the cell says how to install it).
 
 # %%
@@ -805,11 +808,11 @@ from grpo_lib.trl_recipe import parse_trl_overrides, trl_args
 
 TRL_8_GPUS = """\
 accelerate launch --config_file "$ZERO2" --num_processes 8 -m grpo_lib.trl_recipe \\
-    --preset qwen2.5-1.5b-gsm8k --N 8 --data-dir ../shared/data/gsm8k \\
+    --preset qwen2.5-1.5b-gsm8k --data-dir ../shared/data/gsm8k \\
     --trl use_vllm=true --trl vllm_mode=colocate --trl vllm_gpu_memory_utilization=0.3 \\
     --output-dir runs/qwen2.5-1.5b-gsm8k-trl"""
 print(TRL_8_GPUS)
-trl_cfg = parse_config(["--preset", "qwen2.5-1.5b-gsm8k", "--N", "8", "--data-dir", "../shared/data/gsm8k",
+trl_cfg = parse_config(["--preset", "qwen2.5-1.5b-gsm8k", "--data-dir", "../shared/data/gsm8k",
                         "--device", "cpu"])          # device cpu: built on this machine; on the GPUs it is cuda
 vllm = parse_trl_overrides(["use_vllm=true", "vllm_mode=colocate", "vllm_gpu_memory_utilization=0.3"])
 if trl_available():
@@ -830,9 +833,11 @@ display_table
 check("6 · the same run on TRL",
       ("every GRPOConfig field has a row in the option map", set(GRPOConfig.__dataclass_fields__) <= set(TRL_NAMES)),
       ("μ is TRL's num_iterations, G its num_generations",
-       TRL_NAMES["mu"] == "num_iterations" and TRL_NAMES["G"] == "num_generations"),
-      ("8 GPUs × 12 completions = N 8 × G 12: each GPU takes 12 completions of a step",
-       trl_8 is None or (trl_8.per_device_train_batch_size, trl_8.gradient_accumulation_steps) == (12, 1)),
+       TRL_NAMES["mu"].startswith("num_iterations") and TRL_NAMES["G"] == "num_generations"),
+      ("each GPU takes the engine's 7 × 12 = 84 completions: micro-batches of 12, 7 accumulated",
+       trl_8 is None or (trl_8.per_device_train_batch_size, trl_8.gradient_accumulation_steps) == (12, 7)),
+      ("max_steps = I · M · μ optimizer steps = 500",
+       trl_8 is None or trl_8.max_steps == trl_cfg.total_steps * trl_cfg.mu == 500),
       ("TRL gets the paper's loss and KL: loss grpo, β 0.04, the KL not multiplied by the ratio",
        trl_8 is None or (trl_8.loss_type, trl_8.beta, trl_8.use_bias_correction_kl) == ("grpo", 0.04, False)),
       ("... bf16 with gradient checkpointing, vLLM colocated",
