@@ -29,6 +29,9 @@ Choices made here:
    is TRL's `sync_ref_model` with `ref_model_mixup_alpha=1.0`), save_steps, logging_steps and the
    evaluation callback likewise; the lr schedule then spans the same I·M·μ optimizer steps as ours, and
    warmup_steps counts optimizer steps in both.
+4. The held-out evaluation (greedy, strict accuracy with a Wilson interval) is grpo_lib's `evaluate`,
+   before and after training, and every `eval_every` steps through a TrainerCallback.
+5. Without TRL the command stops at once with how to install it (`pip install -e ".[trl]"`).
 6. Mixed precision as in the engine: with --precision mixed and a bf16 compute dtype the policy is loaded
    in fp32 (master weights, fp32 AdamW state) and TRL runs with `bf16=True`, which is Trainer/accelerate's
    bf16 autocast (every forward of the prepared model, generation included, runs under it; under
@@ -43,9 +46,6 @@ Choices made here:
    micro_batch_size and on its shuffling of the batch); the engine divides by the whole batch's token
    count, the update of one pass over the batch. Without accumulation they agree
    (tests/test_golden_trl.py checks both).
-4. The held-out evaluation (greedy, strict accuracy with a Wilson interval) is grpo_lib's `evaluate`,
-   before and after training, and every `eval_every` steps through a TrainerCallback.
-5. Without TRL the command stops at once with how to install it (`pip install -e ".[trl]"`).
 """
 
 from __future__ import annotations
