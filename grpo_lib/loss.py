@@ -152,7 +152,9 @@ def micro_batch_weight(loss_type: str, *, rows: int, tokens: int, batch_rows: in
     Gradient accumulation splits the B rows of an update into micro-batches; each one's loss is normalised
     on its own rows, so it is weighted by the share of the batch's denominator it stands for: rows / B for
     the per-sequence losses ("grpo", "dr_grpo"), its share of the batch's active tokens for "bnpo", and 1
-    for "dapo" (already divided by the global token count, the same for every micro-batch).
+    for "dapo" (already divided by the global token count, the same for every micro-batch). For "bnpo" this
+    differs from TRL, which gives every micro-batch the same weight 1/k (the mean of the micro-batches'
+    token means; tests/test_golden_trl.py checks both).
 
     Args:
         rows, tokens: the micro-batch's completions and active tokens.

@@ -10,8 +10,9 @@ Choices made here (each shown in notebooks/05_full_run.ipynb):
 2. Its weights are *shipped* (`TINY_MODEL_DIR`, built by scripts/build_tiny_model.py), so notebooks and
    tests never retrain it. They are a deliberately partial warm-up: 52% held-out greedy accuracy
    (build_info.json), which GRPO raises to about 90% in 20-50 steps.
-3. On CUDA the policy loads in bf16 with FlashAttention-2 when the `flash_attn` package imports, else
-   PyTorch's SDPA; on CPU it loads in fp32 with SDPA (bf16 matmuls are slow on most CPUs).
+3. On CUDA the policy loads with FlashAttention-2 when it can run there (`flash_attn_problem`: flash-attn
+   imports, an Ampere or newer GPU, bf16/fp16 compute, one test call succeeds), else with PyTorch's SDPA,
+   and the run says why at start-up; on CPU it loads in fp32 with SDPA (bf16 matmuls are slow on most CPUs).
 4. The pad token must differ from the EOS token. Padding positions are masked out of the loss; if pad
    were EOS, the real EOS would be masked too and the model would never learn to stop (tiny-grpo and the
    tutorial's Qwen run both hit this). Qwen2.5-Instruct already pads with `<|endoftext|>` and stops with
@@ -22,6 +23,8 @@ Choices made here (each shown in notebooks/05_full_run.ipynb):
 from __future__ import annotations
 
 import copy
+import functools
+import importlib.util
 import os
 from pathlib import Path
 
@@ -175,28 +178,58 @@ def load_tiny_model(path: str | os.PathLike | None = None,
 
 
 def flash_attn_available() -> bool:
-    """True when the `flash_attn` package imports and CUDA is available (FlashAttention-2 can run).
+    """True when FlashAttention-2 can run on this machine's CUDA GPU in bf16 (`flash_attn_problem` finds nothing).
 
-    Used by: `pick_attn_implementation`
+    Used by: scripts/gpu_smoke.py
     """
-    if not torch.cuda.is_available():
-        return False
+    return torch.cuda.is_available() and flash_attn_problem("cuda", torch.bfloat16) is None
+
+
+@functools.lru_cache(maxsize=None)
+def flash_attn_problem(device: torch.device | str, dtype: torch.dtype) -> str | None:
+    """Why FlashAttention-2 cannot run here for compute dtype `dtype`, or None when it can (choice 3).
+
+    Checked before a model loads, so that an install that cannot run (no CUDA, a GPU older than Ampere,
+    fp32 compute, a build that does not match this torch or GPU) is named at start-up and the run uses
+    PyTorch's sdpa instead, never a crash mid-run: the package must import, the GPU must have compute
+    capability 8.0 or more, and one tiny causal `flash_attn_func` call in `dtype` must succeed.
+
+    Used by: `pick_attn_implementation`, `load_policy`
+    """
+    device = torch.device(device)
+    try:
+        installed = importlib.util.find_spec("flash_attn") is not None
+    except (ImportError, ValueError):
+        installed = False
+    if not installed:
+        return "flash-attn is not installed"
+    if device.type != "cuda" or not torch.cuda.is_available():
+        return f"flash-attn is installed but runs only on a CUDA GPU, and this run is on {device}"
+    if dtype not in (torch.bfloat16, torch.float16):
+        return (f"FlashAttention-2 computes only in bf16 or fp16, and this run computes in {str(dtype).removeprefix('torch.')} "
+                "(--dtype)")
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    major, minor = torch.cuda.get_device_capability(index)
+    if major < 8:
+        return (f"FlashAttention-2 needs an Ampere or newer GPU (compute capability 8.0+); "
+                f"{torch.cuda.get_device_name(index)} has {major}.{minor}")
     try:
         import flash_attn  # noqa: F401  (GPU-only extra: pip install grpo_lib[gpu])
-    except Exception:  # ImportError, or a broken CUDA build that fails while importing
-        return False
-    return True
+
+        q = torch.zeros(1, 2, 1, 64, device=device, dtype=dtype)          # (batch, seq, heads, head_dim)
+        flash_attn.flash_attn_func(q, q, q, causal=True)
+    except Exception as e:    # ImportError of a build for another torch, "no kernel image is available", ...
+        text = " ".join(str(e).split())[:300]
+        return f"flash-attn is installed but failed a test call ({type(e).__name__}: {text})"
+    return None
 
 
 def pick_attn_implementation(device: torch.device | str, dtype: torch.dtype) -> str:
-    """"flash_attention_2" on CUDA in bf16/fp16 when flash_attn imports, else "sdpa".
+    """"flash_attention_2" when FlashAttention-2 can run here in the compute dtype `dtype`, else "sdpa".
 
     Used by: `load_policy`
     """
-    device = torch.device(device)
-    if device.type == "cuda" and dtype in (torch.bfloat16, torch.float16) and flash_attn_available():
-        return "flash_attention_2"
-    return "sdpa"
+    return "flash_attention_2" if flash_attn_problem(torch.device(device), dtype) is None else "sdpa"
 
 
 def _resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
@@ -285,9 +318,10 @@ def load_policy(model_name_or_path: str | os.PathLike, *, device: torch.device |
             raise FileNotFoundError(f"not a model folder: {name} has no config.json")
     compute = torch_dtype if compute_dtype is None else _resolve_dtype(compute_dtype, device)
     attn = pick_attn_implementation(device, compute)
-    if device.type == "cuda" and attn != "flash_attention_2":
-        print(f"flash-attn is not installed (or cannot run here): attention uses PyTorch's {attn}. To use "
-              "FlashAttention-2: pip install flash-attn --no-build-isolation", flush=True)
+    if attn == "sdpa" and (device.type == "cuda" or flash_attn_problem(device, compute) != "flash-attn is not installed"):
+        print(f"attention: PyTorch's sdpa, not FlashAttention-2: {flash_attn_problem(device, compute)}. "
+              "(FlashAttention-2 needs a CUDA GPU of compute capability 8.0+, --dtype bfloat16, and "
+              "pip install flash-attn --no-build-isolation)", flush=True)
     try:
         model = AutoModelForCausalLM.from_pretrained(os.path.expanduser(name), dtype=torch_dtype,
                                                      attn_implementation=attn)

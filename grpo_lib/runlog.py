@@ -52,7 +52,8 @@ METRICS = {
     "iteration": "outer iteration of Algorithm 1 (π_ref was reset at its start)",
     "reward": "mean total reward r over the B completions of all ranks (the sum of the reward functions)",
     "reward_std": "sample std of r over all B completions of all ranks (not within groups; TRL's reward_std)",
-    "reward/<name>": "mean reward of one reward function, e.g. reward/correctness, reward/format",
+    "rewards/<name>/mean": "mean reward of one reward function over all ranks' completions, e.g. rewards/correctness/mean (TRL's name)",
+    "rewards/<name>/std": "sample std of one reward function over all ranks' completions (TRL's name)",
     "accuracy": "share of the batch's sampled completions that are strictly correct (answer in tags)",
     "loss": "grpo_loss, averaged over the μ updates and the ranks (with loss_type 'grpo' and μ = 1 it is ≈ β·KL: the surrogate term is -mean(A) = 0)",
     "kl": "per-token k3 KL estimate between π_θ and π_ref, mean over all ranks' tokens (0 when β = 0)",
@@ -107,7 +108,7 @@ def step_metrics(batch: ScoredRollout, updates: Sequence[Mapping[str, float]], G
         device: where collectives run (the rank's GPU under nccl, cpu under gloo).
 
     Returns:
-        reward, reward_std, reward/<name>, accuracy, frac_reward_zero_std, completions/mean_length,
+        reward, reward_std, rewards/<name>/mean and /std, accuracy, frac_reward_zero_std, completions/mean_length,
         completions/clipped_ratio, loss, grad_norm (means over ranks), kl, entropy, clip_ratio/low_mean,
         clip_ratio/high_mean, clip_ratio/region_mean, ratio_mean (token means over all ranks).
 
@@ -123,7 +124,9 @@ def step_metrics(batch: ScoredRollout, updates: Sequence[Mapping[str, float]], G
     record = {
         "reward": r.mean().item(),
         "reward_std": r.std().item() if r.numel() > 1 else 0.0,                # TRL: nanstd, unbiased
-        **{f"reward/{name}": every[4 + i].mean().item() for i, name in enumerate(sorted(batch.rewards_per_func))},
+        **{key: value for i, name in enumerate(sorted(batch.rewards_per_func))       # TRL's names and statistics
+           for key, value in ((f"rewards/{name}/mean", every[4 + i].mean().item()),
+                              (f"rewards/{name}/std", every[4 + i].std().item() if r.numel() > 1 else 0.0))},
         "accuracy": correct.mean().item(),
         "frac_reward_zero_std": zero_std_fraction(r.view(-1, G)),
         "completions/mean_length": lengths.mean().item(),

@@ -144,6 +144,9 @@ def policy_update(policy: nn.Module, optimizer: torch.optim.Optimizer, batch: Sc
     one process on all B rows; so does "dapo", whose token count is all-reduced over the ranks (as TRL
     does). "bnpo" is normalised per process (as in TRL): the update is the average of the K ranks'
     token means, which equals the 1-process update only when every rank has as many active tokens.
+    Under gradient accumulation "bnpo" is the token mean of this process's whole batch, whatever
+    micro_batch_size is; TRL instead averages its micro-batches' token means, so TRL's bnpo update changes
+    with the micro-batch size (tests/test_golden_trl.py computes both).
 
     Args:
         policy: π_θ, DDP-wrapped under torchrun (so backward averages the gradients over ranks).
@@ -434,7 +437,7 @@ def _train(cfg: GRPOConfig, info: dist.DistInfo, ckpt: checkpoint.Checkpoint | N
                     raise NonFiniteWeightsError(step + 1, f"the weights hold NaN or inf after update {k + 1} of "
                                                 f"mu = {cfg.mu}", last_checkpoint)
             update_seconds = time.perf_counter() - t_update
-            _check_logits(model, rollout, step, info, last_checkpoint)   # before the next sampling or a save
+            _check_logits(model, rollout, step, info, last_checkpoint, precision)   # before the next sampling or a save
             # ---------------------------------------------------------------------------------------
 
             record = _step_record(batch, updates, cfg, step, info.device, update_seconds, scheduler, t_step, t_start,
@@ -541,10 +544,14 @@ def weights_fingerprint(model: nn.Module) -> float:
 
 
 def _check_logits(model: nn.Module, rollout: Any, step: int, info: dist.DistInfo, last_checkpoint: Path | None,
-                  ) -> None:
+                  precision: Precision) -> None:
     """Stop at `step` when the updated weights, though finite, are so large (--lr 1e10) that the logits of
-    one row of this step's batch overflow: one forward pass of one sequence, one all-reduce."""
-    bad_here = not logits_finite(model, rollout.input_ids, rollout.attention_mask)
+    one row of this step's batch overflow: one forward pass of one sequence, one all-reduce.
+
+    The forward pass runs under the run's precision context, like every other one: outside autocast, fp32
+    master weights would reach the attention in fp32, which FlashAttention-2 refuses (a crash at step 1)."""
+    with precision.context():
+        bad_here = not logits_finite(model, rollout.input_ids, rollout.attention_mask)
     if dist.all_reduce_sum(torch.tensor(float(bad_here), device=info.device)).item():   # every rank stops
         raise NonFiniteWeightsError(step + 1, "the updated weights give NaN or inf logits (largest |w| = "
                                     f"{max_abs_weight(model.parameters()):.3g})", last_checkpoint)

@@ -2,8 +2,8 @@
 
     python -m grpo_lib.trl_recipe --preset tiny                     # the tiny CPU run, trained by TRL
     python -m grpo_lib.trl_recipe --preset tiny --steps 40 --output-dir runs/tiny-trl
-    accelerate launch --num_processes 8 -m grpo_lib.trl_recipe --preset qwen2.5-1.5b-gsm8k --N 8 \
-        --trl use_vllm=true --trl vllm_mode=colocate        # 8 GPUs (docs/trl.md); not run here
+    accelerate launch --num_processes 8 -m grpo_lib.trl_recipe --preset qwen2.5-1.5b-gsm8k \
+        --trl use_vllm=true --trl vllm_mode=colocate        # 8 GPUs x 7 prompts (docs/trl.md); not run here
 
 Every option of `python -m grpo_lib.train` is accepted (same parser, same presets), plus
 `--trl KEY=VALUE` (repeatable) for TRL-only options such as vLLM generation. `trl_args` maps
@@ -15,7 +15,7 @@ history, TRL's metric names), evals.jsonl and model/.
 
 Choices made here:
 1. TRL's defaults are set for large GPU runs, and several are wrong for this run; each is overridden:
-   bf16 off on the CPU (TRL defaults to bf16=True), gradient checkpointing off (TRL defaults to on),
+   bf16 off when our compute dtype is fp32 (TRL defaults to bf16=True), gradient checkpointing off (TRL defaults to on),
    `loss_type` (TRL: "dapo") and `beta` (TRL: 0.0) from our config, the KL term *not* multiplied by the
    ratio (`use_bias_correction_kl=False`, DeepSeekMath eq. 3; TRL 1.16 defaults to True), learning-rate
    schedule constant (TRL: linear decay), AdamW (`adamw_torch`, TRL: fused), no dataset shuffling
@@ -23,11 +23,29 @@ Choices made here:
 2. TRL's batch sizes count *completions*, ours count prompts: per_device_train_batch_size = B = N·G
    (or micro_batch_size, with gradient_accumulation_steps = B / micro_batch_size), so one optimizer step
    sees the same N prompts x G completions as one step of ours.
-3. μ (our `mu`) is TRL's `num_iterations`. Our outer loop (π_ref ← π_θ every M steps when I > 1) is
-   TRL's `sync_ref_model` with `ref_model_mixup_alpha=1.0` and `ref_model_sync_steps=M`.
+3. μ (our `mu`) is TRL's `num_iterations`. TRL counts *optimizer* steps (μ per sampled batch), our steps
+   count sampled batches, so every step count is multiplied by μ: max_steps = I·M·μ (TRL samples the
+   same I·M batches), ref_model_sync_steps = M·μ (our outer loop, π_ref ← π_θ every M steps when I > 1,
+   is TRL's `sync_ref_model` with `ref_model_mixup_alpha=1.0`), save_steps, logging_steps and the
+   evaluation callback likewise; the lr schedule then spans the same I·M·μ optimizer steps as ours, and
+   warmup_steps counts optimizer steps in both.
 4. The held-out evaluation (greedy, strict accuracy with a Wilson interval) is grpo_lib's `evaluate`,
    before and after training, and every `eval_every` steps through a TrainerCallback.
 5. Without TRL the command stops at once with how to install it (`pip install -e ".[trl]"`).
+6. Mixed precision as in the engine: with --precision mixed and a bf16 compute dtype the policy is loaded
+   in fp32 (master weights, fp32 AdamW state) and TRL runs with `bf16=True`, which is Trainer/accelerate's
+   bf16 autocast (every forward of the prepared model, generation included, runs under it; under
+   DeepSpeed, DeepSpeed's bf16 mode keeps the fp32 master copy instead). --precision pure loads the
+   model in bf16 and sets bf16=False (pure-bf16 AdamW, as the engine's "pure"). The held-out evaluation
+   runs under the same bf16 autocast context, so FlashAttention-2 gets bf16 inputs everywhere.
+7. Weight sharding (DeepSpeed ZeRO-3, FSDP) is refused before anything loads: the recipe evaluates and
+   saves the policy module directly, which needs the whole weights on each process. ZeRO-2 (optimizer
+   state and gradients sharded) works.
+8. `bnpo` under gradient accumulation differs from TRL on purpose: TRL divides each micro-batch's token
+   sum by that micro-batch's token count and averages the micro-batches (so its update depends on
+   micro_batch_size and on its shuffling of the batch); the engine divides by the whole batch's token
+   count, the update of one pass over the batch. Without accumulation they agree
+   (tests/test_golden_trl.py checks both).
 """
 
 from __future__ import annotations
@@ -51,15 +69,15 @@ TRL_NAMES: dict[str, str] = {
     "epsilon": "epsilon",
     "epsilon_high": "epsilon_high (None -> epsilon)",
     "beta": "beta (+ use_bias_correction_kl=False: KL not multiplied by ρ)",
-    "mu": "num_iterations",
-    "num_iterations": "sync_ref_model=True, ref_model_sync_steps=steps, ref_model_mixup_alpha=1.0 (when > 1)",
-    "loss_type": "loss_type",
+    "mu": "num_iterations (and every step count below x μ: TRL counts optimizer steps)",
+    "num_iterations": "sync_ref_model=True, ref_model_sync_steps=steps·μ, ref_model_mixup_alpha=1.0 (when > 1)",
+    "loss_type": "loss_type (bnpo with micro-batches: TRL averages the micro-batches' token means, ours is the batch's token mean)",
     "scale_rewards": "scale_rewards",
     "temperature": "temperature (top_k=0, top_p=1.0, repetition_penalty=1.0)",
     "reward_funcs": "reward_funcs= (the same Python functions; reward_weights all 1: summed)",
     "N": "per_device_train_batch_size = N·G completions (TRL counts completions)",
     "prompts_per_device": "per_device_train_batch_size = prompts_per_device·G completions (TRL counts completions)",
-    "steps": "max_steps = num_iterations · steps",
+    "steps": "max_steps = num_iterations · steps · μ (optimizer steps)",
     "max_completion_length": "max_completion_length",
     "lr": "learning_rate",
     "weight_decay": "weight_decay",
@@ -67,10 +85,10 @@ TRL_NAMES: dict[str, str] = {
     "adam_beta2": "adam_beta2",
     "max_grad_norm": "max_grad_norm",
     "lr_schedule": "lr_scheduler_type: constant -> 'constant' / 'constant_with_warmup', cosine -> 'cosine_with_min_lr' (min_lr_rate=0.1)",
-    "warmup_steps": "warmup_steps",
+    "warmup_steps": "warmup_steps (optimizer steps in both)",
     "model": "model= (loaded by grpo_lib.models.load_policy, passed as an object)",
-    "dtype": "bf16 / fp16 (False on the CPU) and the dtype the model is loaded in",
-    "precision": "bf16=True with fp32 weights is TRL's (Trainer's) mixed precision, like our 'mixed'; 'pure' has no TRL flag (load the model in bf16)",
+    "dtype": "bf16=True when the compute dtype is bfloat16 and precision is 'mixed' (auto: bfloat16 on CUDA, float32 on the CPU)",
+    "precision": "'mixed': the model loaded in fp32 + bf16=True (Trainer's bf16 autocast, fp32 AdamW state); 'pure': the model loaded in bf16, bf16=False",
     "save_dtype": "(none: TRL saves the model in the dtype it trains in)",
     "task": "train_dataset= (the same problems, in our step-by-step order; shuffle_dataset=False)",
     "data_dir": "train_dataset= (GSM8K jsonl files)",
@@ -79,17 +97,17 @@ TRL_NAMES: dict[str, str] = {
     "micro_batch_size": "per_device_train_batch_size (+ gradient_accumulation_steps = B / micro_batch_size)",
     "eval_n": "grpo_lib.evaluation.evaluate (TRL's own eval scores rewards, not held-out accuracy)",
     "eval_batch_size": "grpo_lib.evaluation.evaluate",
-    "eval_every": "a TrainerCallback calling grpo_lib.evaluation.evaluate",
+    "eval_every": "a TrainerCallback calling grpo_lib.evaluation.evaluate every eval_every·μ optimizer steps",
     "seed": "seed, data_seed",
     "device": "use_cpu (cpu) / accelerate's device placement (cuda)",
     "num_threads": "torch.set_num_threads (no TRL option)",
     "output_dir": "output_dir",
     "report_to": "report_to",
     "wandb_project": "WANDB_PROJECT environment variable",
-    "log_every": "logging_steps",
+    "log_every": "logging_steps = log_every·μ",
     "progress": "disable_tqdm = not progress",
     "preset": "(recorded in summary.json)",
-    "save_every": "save_strategy='steps', save_steps (0 -> save_strategy='no')",
+    "save_every": "save_strategy='steps', save_steps = save_every·μ (0 -> save_strategy='no')",
     "save_total_limit": "save_total_limit",
     "save_on_stop": "(not used: a signal stops a TRL run as TRL does)",
     "resume": "(refused: this recipe does not resume; grpo_lib.train does)",
@@ -110,10 +128,30 @@ def _world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def _resolved_dtype(cfg: GRPOConfig, device: str) -> str:
-    if cfg.dtype != "auto":
-        return cfg.dtype
-    return "bfloat16" if device.startswith("cuda") else "float32"
+def _precision(cfg: GRPOConfig, device: str) -> Any:
+    """The engine's `Precision` for this run (fp32 master weights + bf16 autocast, or pure): the same rules."""
+    from grpo_lib.precision import resolve_precision
+
+    return resolve_precision(cfg.dtype, cfg.precision, device)
+
+
+def check_no_weight_sharding(environ: dict[str, str] | None = None) -> None:
+    """Refuse DeepSpeed ZeRO-3 and FSDP (set by `accelerate launch --config_file ...`) with a message (choice 7).
+
+    Raises:
+        ValueError: naming the accelerate configuration and what works instead.
+    """
+    env = os.environ if environ is None else environ
+    if env.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true" and env.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3":
+        what = "DeepSpeed ZeRO-3"
+    elif env.get("ACCELERATE_USE_FSDP", "").lower() == "true":
+        what = "FSDP"
+    else:
+        return
+    raise ValueError(f"python -m grpo_lib.trl_recipe does not support {what}: it shards the weights over the "
+                     "processes, and the recipe's held-out evaluation and model save use the whole policy on each "
+                     "process. Use TRL's zero2.yaml (AdamW state and gradients sharded; the 1.5B model's weights fit "
+                     "every GPU) or plain DDP (accelerate launch --num_processes K)")
 
 
 def trl_args(cfg: GRPOConfig, output_dir: str | os.PathLike | None = None, *, world_size: int | None = None,
@@ -138,7 +176,7 @@ def trl_args(cfg: GRPOConfig, output_dir: str | os.PathLike | None = None, *, wo
     from trl import GRPOConfig as TRLConfig
 
     device = _resolve_device(cfg)
-    dtype = _resolved_dtype(cfg, device)
+    precision = _precision(cfg, device)
     world = _world_size() if world_size is None else world_size
     B = cfg.global_B(world)                       # N·G, or prompts_per_device·world·G for a per-GPU preset
     if B % world:
@@ -154,6 +192,7 @@ def trl_args(cfg: GRPOConfig, output_dir: str | os.PathLike | None = None, *, wo
     else:
         schedule, schedule_kwargs = ("constant_with_warmup" if cfg.warmup_steps else "constant"), None
     sync_ref = cfg.num_iterations > 1 and cfg.beta > 0
+    mu = cfg.mu                                   # TRL counts optimizer steps: μ per sampled batch (choice 3)
     return TRLConfig(**_merge(dict(
         output_dir=str(output_dir or cfg.output_dir),
         # --- the GRPO objective ---
@@ -162,23 +201,24 @@ def trl_args(cfg: GRPOConfig, output_dir: str | os.PathLike | None = None, *, wo
         beta=cfg.beta, use_bias_correction_kl=False, num_iterations=cfg.mu, loss_type=cfg.loss_type,
         scale_rewards=cfg.scale_rewards, temperature=cfg.temperature, top_k=0, top_p=1.0,
         repetition_penalty=1.0, mask_truncated_completions=False, importance_sampling_level="token",
-        sync_ref_model=sync_ref, ref_model_sync_steps=cfg.steps if sync_ref else 512,
+        sync_ref_model=sync_ref, ref_model_sync_steps=cfg.steps * mu if sync_ref else 512,
         ref_model_mixup_alpha=1.0 if sync_ref else 0.6,
         # --- the batch and the budget: TRL counts completions ---
         per_device_train_batch_size=b, gradient_accumulation_steps=per_rank // b,
-        steps_per_generation=per_rank // b, max_steps=cfg.total_steps,
+        steps_per_generation=per_rank // b, max_steps=cfg.total_updates,
         max_completion_length=cfg.max_completion_length, shuffle_dataset=False,
         # --- the optimiser ---
         learning_rate=cfg.lr, weight_decay=cfg.weight_decay, adam_beta1=cfg.adam_beta1, adam_beta2=cfg.adam_beta2,
         max_grad_norm=cfg.max_grad_norm, lr_scheduler_type=schedule, lr_scheduler_kwargs=schedule_kwargs,
         warmup_steps=cfg.warmup_steps, optim="adamw_torch",
         # --- precision and memory: TRL's GPU defaults (bf16, gradient checkpointing) off unless asked ---
-        bf16=dtype == "bfloat16", fp16=dtype == "float16", use_cpu=device == "cpu",
+        bf16=precision.autocast and precision.compute_dtype == torch.bfloat16, fp16=False, use_cpu=device == "cpu",
         gradient_checkpointing=cfg.gradient_checkpointing,
         # --- bookkeeping ---
-        seed=cfg.seed, data_seed=cfg.seed, report_to=cfg.report_to, logging_steps=cfg.log_every,
+        seed=cfg.seed, data_seed=cfg.seed, report_to=cfg.report_to, logging_steps=cfg.log_every * mu,
         disable_tqdm=not cfg.progress, save_strategy="steps" if cfg.save_every else "no",
-        save_steps=cfg.save_every or 500, ddp_timeout=int(cfg.dist_timeout_minutes * 60),
+        save_steps=cfg.save_every * mu if cfg.save_every else 500, save_total_limit=cfg.save_total_limit,
+        ddp_timeout=int(cfg.dist_timeout_minutes * 60),
     ), overrides))
 
 
@@ -303,7 +343,9 @@ def train_with_trl(cfg: GRPOConfig, output_dir: str | os.PathLike | None = None,
     resolve_device(cfg.device)                                  # --device cuda without CUDA: named, here
     _check_vllm_can_run(trl_overrides or {})
     device = _resolve_device(cfg)
+    check_no_weight_sharding()                                  # ZeRO-3 / FSDP: refused first (choice 7)
     args = trl_args(cfg, out, overrides=trl_overrides)         # bad settings fail before any loading
+    precision = _precision(cfg, device)
     lock = None
     if int(os.environ.get("RANK", "0")) == 0:                   # an earlier run there is refused unless --overwrite
         from grpo_lib.rundir import lock_output_dir, prepare_output_dir
@@ -323,33 +365,39 @@ def train_with_trl(cfg: GRPOConfig, output_dir: str | os.PathLike | None = None,
         torch.manual_seed(cfg.seed)
         train_problems = load_problems(cfg.task, "train", data_dir=cfg.data_dir)
         eval_problems = load_problems(cfg.task, "test", data_dir=cfg.data_dir, n=cfg.eval_n)
-        model, tokenizer = load_policy(cfg.model, device=device, dtype=cfg.dtype)
+        model, tokenizer = load_policy(cfg.model, device=device, dtype=precision.param_dtype,   # fp32 when mixed
+                                       compute_dtype=precision.compute_dtype)
         dataset = training_dataset(cfg, tokenizer, train_problems, world_size=_world_size())
-        reward_list = list(reward_functions(cfg.reward_funcs).values())   # TRL logs each under its __name__
+        # TRL logs each function under its __name__ (rewards/<name>/mean, /std): give it our names, as the engine
+        reward_list = [_named(name, func) for name, func in reward_functions(cfg.reward_funcs).items()]
         n_params = sum(p.numel() for p in model.parameters())
         evals: list[dict[str, Any]] = []
         out.mkdir(parents=True, exist_ok=True)
 
         def run_eval(step: int, desc: str):
             t0 = time.perf_counter()
-            result = evaluate(model, tokenizer, eval_problems, system_prompt=cfg.system_prompt,
-                              max_new_tokens=cfg.max_completion_length, batch_size=cfg.eval_batch_size,
-                              progress=cfg.progress, desc=desc)
+            with precision.context():                           # bf16 autocast when mixed, as TRL's forwards
+                result = evaluate(model, tokenizer, eval_problems, system_prompt=cfg.system_prompt,
+                                  max_new_tokens=cfg.max_completion_length, batch_size=cfg.eval_batch_size,
+                                  progress=cfg.progress, desc=desc)
             evals.append({"step": step, "eval_seconds": time.perf_counter() - t0, **result.to_dict()})
             print(f"[eval @ step {step}] {result}", flush=True)
             return result
 
         class EvalEvery(TrainerCallback):
             def on_step_end(self, args_, state, control, **kwargs):
-                if cfg.eval_every and state.global_step % cfg.eval_every == 0 and state.global_step < cfg.total_steps:
+                every = cfg.eval_every * cfg.mu              # TRL's global_step counts optimizer steps (choice 3)
+                if cfg.eval_every and state.global_step % every == 0 and state.global_step < cfg.total_updates:
                     was_training = model.training
-                    run_eval(state.global_step, f"eval @ {state.global_step}")
+                    step = state.global_step // cfg.mu           # our step: sampled batches
+                    run_eval(step, f"eval @ {step}")
                     model.train(was_training)
 
         print(f"GRPO on TRL {trl.__version__} | preset {cfg.preset} | model {cfg.model} ({n_params:,} parameters) "
               f"on {device} | N = {cfg.global_N(_world_size())} x G = {cfg.G} = {cfg.global_B(_world_size())} "
-              f"completions per step, {cfg.total_steps} steps",
-              flush=True)
+              f"completions per step, {cfg.total_steps} steps x mu = {cfg.mu} = {cfg.total_updates} optimizer steps | "
+              f"attention {model.config._attn_implementation}", flush=True)
+        print(f"precision: {precision.describe()}" + (" (TRL: bf16=True)" if args.bf16 else ""), flush=True)
         eval_before = run_eval(0, "eval before")
         trainer = GRPOTrainer(model=model, reward_funcs=reward_list, args=args, train_dataset=dataset,
                               processing_class=tokenizer, callbacks=[EvalEvery()])
@@ -368,6 +416,7 @@ def train_with_trl(cfg: GRPOConfig, output_dir: str | os.PathLike | None = None,
                                 device=device, n_params=n_params, eval_before=eval_before, eval_after=eval_after,
                                 train_seconds=train_seconds, wall_seconds=time.perf_counter() - t_start)
     summary["versions"]["trl"] = trl.__version__
+    summary.update(precision.to_dict(), attn_implementation=model.config._attn_implementation)
     summary.update({"trainer": "trl", "trl_args": {k: _jsonable(v) for k, v in args.to_dict().items()}})
     if trainer.accelerator.is_main_process:
         with open_output(out / METRICS_FILE) as f:
@@ -391,6 +440,18 @@ RESUME_REFUSED = ("python -m grpo_lib.trl_recipe does not resume: TRL's checkpoi
 def _check_resume(cfg: GRPOConfig) -> None:
     if cfg.resume is not None:
         raise ValueError(f"--resume {cfg.resume}: {RESUME_REFUSED}")
+
+
+def _named(name: str, func: Any) -> Any:
+    """`func` under the name the engine logs it by ("correctness"), so TRL logs rewards/correctness/mean too."""
+    import functools
+
+    @functools.wraps(func)
+    def reward(*args: Any, **kwargs: Any) -> Any:
+        return func(*args, **kwargs)
+
+    reward.__name__ = reward.__qualname__ = name
+    return reward
 
 
 def _jsonable(v: Any) -> Any:

@@ -101,6 +101,8 @@ CODE = {   # (module, item) -> the functions that implement it, where the item's
     ("trl_compare.py", 3): ["make_batch"],
     ("trl_recipe.py", 1): ["trl_args"], ("trl_recipe.py", 2): ["trl_args"], ("trl_recipe.py", 3): ["trl_args"],
     ("trl_recipe.py", 4): ["train_with_trl"], ("trl_recipe.py", 5): ["main"],
+    ("trl_recipe.py", 6): ["trl_args", "train_with_trl"], ("trl_recipe.py", 7): ["check_no_weight_sharding"],
+    ("trl_recipe.py", 8): ["trl_args"],
 }
 HEADER = """# Implementation details
 

@@ -13,7 +13,8 @@ the way `grpo_lib.train` runs them (pure-bf16 torch AdamW, a frozen reference co
 3. generation: the peak of `generate()` for all completions of the GPU, KV cache on, every completion
    forced to its full length.
 
-and prints measured vs planned GiB for each (the planned peaks are `GPUMemoryPlan.update_peak_bytes` and
+and prints measured vs planned GiB for each (the planned peaks are `GPUMemoryPlan.first_micro_batch_peak_bytes`,
+the update of one micro-batch with the gradients freed, which is what this script runs, and
 `generation_peak_bytes`). The numbers recorded in notebooks/06_multi_gpu_qwen.ipynb come from this script, run on
 one H100 80GB on 2026-11-26: update peak 17.33 GiB with checkpointing, 37.05 GiB without, generation peak
 16.40 GiB (persistent 14.46 GiB). It needs a GPU with about 50 GiB free (the run without checkpointing is the big one).
@@ -96,7 +97,7 @@ def main() -> None:
         results[key + "_seconds"] = time.perf_counter() - t0
         plan = plan_gpu_memory(cfg, G=args.G, N=args.N, prompt_len=P, completion_len=T, master_weights=False,
                                gradient_checkpointing=ckpt, micro_batch_size=b)
-        results[key + "_planned_gib"] = plan.update_peak_bytes / GIB
+        results[key + "_planned_gib"] = plan.first_micro_batch_peak_bytes / GIB    # one micro-batch, as measured
         results["persistent_planned_gib"] = plan.persistent_bytes / GIB
     set_gradient_checkpointing(model, False)
     if not args.skip_generation:

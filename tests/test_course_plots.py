@@ -449,7 +449,7 @@ def _run(n=8, **scale):
     """n metric records with distinct made-up values per metric (every dashboard metric present)."""
     recs = []
     for t in range(1, n + 1):
-        rec = {"step": t, "reward": 0.1 * t, "reward/correctness": 0.07 * t, "reward/format": 0.03 * t,
+        rec = {"step": t, "reward": 0.1 * t, "rewards/correctness/mean": 0.07 * t, "rewards/format/mean": 0.03 * t,
                "accuracy": 0.05 * t, "loss": 0.001 * t, "kl": 0.002 * t, "grad_norm": 1.0 / t,
                "clip_ratio/region_mean": 0.01 * t, "clip_ratio/low_mean": 0.004 * t, "clip_ratio/high_mean": 0.006 * t,
                "entropy": 1.0 - 0.05 * t, "completions/mean_length": 20.0 + t, "frac_reward_zero_std": 0.1 * (t % 3)}
@@ -477,7 +477,7 @@ def test_run_dashboard_draws_every_panel_with_the_run_s_values():
         assert raw.get_alpha() < 0.5 and smooth.get_alpha() is None            # raw faint, smoothed solid
     # the per-function rewards sit in the reward panel, the clip parts in the clip panel
     reward_ax = visible[0]
-    assert {l.get_gid() for l in reward_ax.get_lines()} >= {"run|reward/correctness|smooth", "run|reward/format|smooth"}
+    assert {l.get_gid() for l in reward_ax.get_lines()} >= {"run|rewards/correctness/mean|smooth", "run|rewards/format/mean|smooth"}
     assert "β·KL" in visible[2].get_xlabel() and "not: progress" in visible[2].get_xlabel()
     assert visible[1].get_ylim() == (0.0, 1.0) and visible[0].get_xlim() == (0.0, 8.0)
     quiet = plots.run_dashboard(recs, notes=False)                                  # same curves, no notes

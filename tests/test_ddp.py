@@ -257,6 +257,9 @@ def test_gathered_metrics_of_two_ranks_equal_one_rank_on_the_whole_batch(two_ran
             "frac_reward_zero_std", "completions/mean_length", "completions/clipped_ratio"} <= set(whole)
     assert whole["kl"] > 0 and whole["entropy"] > 0 and whole["clip_ratio/region_mean"] > 0
     assert whole["clip_ratio/region_mean"] == pytest.approx(whole["clip_ratio/low_mean"] + whole["clip_ratio/high_mean"])
+    for name, v in batch.rewards_per_func.items():                         # TRL's names; std unbiased (TRL's nanstd)
+        assert whole[f"rewards/{name}/mean"] == pytest.approx(v.double().mean().item(), abs=1e-12)
+        assert whole[f"rewards/{name}/std"] == pytest.approx(v.double().std().item(), abs=1e-12)
     for r in ranks:                                                         # every rank gets the global numbers
         for k, v in whole.items():
             assert r["metrics"][k] == pytest.approx(v, rel=1e-5, abs=1e-7), k

@@ -14,6 +14,8 @@ Where TRL differs on purpose, a test says so and asserts the difference:
 - TRL's defaults are loss_type="dapo" and beta=0; the paper's (and grpo_lib's) are "grpo" and 0.04.
 - A group whose rewards are all equal gets A = (r - mean) / (0 + 1e-4) in TRL, which is float rounding
   noise times 1e4 (not always 0); grpo_lib gives exactly 0.
+- bnpo under gradient accumulation: TRL averages the micro-batches' token means, grpo_lib's engine takes
+  the token mean of the whole batch (the same without accumulation); both computed and compared.
 
 Without TRL these tests skip with the reason; with GRPO_REQUIRE_TRL=1 (set by .ci/run) they fail instead.
 About 20-40 s on 2 CPU cores. Run alone:  python -m pytest tests/test_golden_trl.py -q
@@ -227,3 +229,54 @@ def test_agreement_summary_for_notebook_04():
     assert [r["loss_type"] for r in rows] == ["grpo", "bnpo", "dr_grpo", "dapo"]
     for r in rows:
         assert r["|Δ loss|"] < 1e-5 and r["max |Δ grad| / max |grad|"] < 1e-4 and abs(r["grpo_lib loss"]) > 1e-3
+
+
+def _rows(batch: tc.LossBatch, rows: slice) -> tc.LossBatch:
+    return tc.LossBatch(**{k: None if v is None else v[rows] for k, v in batch.__dict__.items()})
+
+
+def test_bnpo_under_gradient_accumulation_differs_from_trl_as_documented(base, batch):
+    """bnpo with 2 micro-batches (gradient accumulation 2): TRL divides each micro-batch's token sum by that
+    micro-batch's own token count and averages the micro-batches; grpo_lib's engine weights each micro-batch
+    by its share of the batch's tokens (`micro_batch_weight`), which gives the token mean of the whole batch,
+    TRL's value without accumulation (test_loss_and_gradients_match_trl). Both are computed here, with TRL's
+    own code for TRL's side, and they differ when the micro-batches hold different numbers of tokens."""
+    from grpo_lib.loss import micro_batch_weight
+
+    halves = [slice(0, 6), slice(6, 12)]
+    micro = [_rows(batch, rows) for rows in halves]
+    tokens = [int(m.completion_mask.sum()) for m in micro]
+    assert batch.completion_mask.shape[0] == 12 and tokens[0] != tokens[1]
+    # TRL: gradient accumulation over the two micro-batches (each loss divided by the 2 accumulation steps)
+    trainer, ours = _pair(base, loss_type="bnpo", beta=0.04)
+    trainer.current_gradient_accumulation_steps = 2
+    trl_total = 0.0
+    for m in micro:
+        loss, _ = tc.trl_loss(trainer, m)
+        loss.backward()
+        trl_total += loss.item()
+    # TRL's rule reproduced with grpo_lib's loss: the mean of the micro-batches' token means
+    kw = dict(loss_type="bnpo", beta=0.04, epsilon=EPS, temperature=TAU, max_completion_length=L_MAX)
+    trl_rule, per_micro = copy.deepcopy(ours), []
+    for m in micro:
+        loss, _ = tc.our_loss(trl_rule, m, **kw)
+        (loss / 2).backward()
+        per_micro.append(loss.item())
+    assert trl_total == pytest.approx(sum(per_micro) / 2, rel=1e-5)
+    _assert_same_grads(trainer.model, trl_rule)
+    # the engine (grpo_lib.train.policy_update): weights tokens_k / tokens, summed = the whole batch's token mean
+    engine = 0.0
+    for m, n in zip(micro, tokens):
+        loss, _ = tc.our_loss(ours, m, **kw)
+        w = micro_batch_weight("bnpo", rows=6, tokens=n, batch_rows=12, batch_tokens=sum(tokens))
+        (loss * w).backward()
+        engine += loss.item() * w
+    whole = tc.our_loss(copy.deepcopy(ours), batch, **kw)[0].item()
+    assert engine == pytest.approx(whole, rel=1e-5)
+    expected_gap = sum(l * (n / sum(tokens) - 0.5) for l, n in zip(per_micro, tokens))   # Σ_k L_k (n_k/n - 1/2)
+    assert engine - trl_total == pytest.approx(expected_gap, rel=1e-4, abs=1e-7)
+    assert abs(engine - trl_total) > 1e-4
+    # and the gradients differ accordingly: TRL's equal weights vs the engine's token shares
+    g_trl, g_ours = _grads(trainer.model), _grads(ours)
+    assert max((g_trl[k] - g_ours[k]).abs().max().item() for k in g_ours) > 1e-4 * max(
+        g.abs().max().item() for g in g_ours.values())

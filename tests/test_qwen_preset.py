@@ -5,6 +5,8 @@ model folder goes through `load_policy` (pad token, attention choice), the promp
 template, the batch is per GPU, bf16 means mixed precision (fp32 master weights, bf16 autocast, here on
 CPU), gradient checkpointing and micro-batches are on, checkpoints rotate, and every checkpoint's model
 folder loads with `from_pretrained`. The tokenizer comes from scripts/fetch_qwen_tokenizer.py (npm).
+Attention is the CPU stand-in for FlashAttention-2's input contract (tests/flash_standin.py), what the preset
+picks on a GPU with flash-attn: a forward pass outside the bf16 autocast context would fail here as it fails there.
 """
 import json
 
@@ -12,6 +14,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2ForCausalLM
 
+import flash_standin
+from flash_standin import STANDIN, use_flash_standin
 from grpo_lib.models import QWEN2_5_1_5B_INSTRUCT, qwen2_5_1_5b_config
 from grpo_lib.cli import parse_config
 from grpo_lib.rewards import reward_functions
@@ -44,7 +48,11 @@ def qwen_run(qwen_tokenizer_dir, gsm8k_dir, tmp_path_factory):
     funcs = {**reward_functions(cfg.reward_funcs),
              "chars": lambda completions, **kw: [float(sum(map(ord, c[0]["content"])) % 7) for c in completions]}
     prompts = []
-    train(cfg, reward_funcs=funcs, callback=lambda rec, batch: prompts.extend(batch.rollout.prompts))
+    with pytest.MonkeyPatch.context() as mp:
+        use_flash_standin(mp)                     # load_policy picks the flash-attn stand-in, as it picks FA2 on a GPU
+        before = flash_standin.calls["n"]
+        train(cfg, reward_funcs=funcs, callback=lambda rec, batch: prompts.extend(batch.rollout.prompts))
+        assert flash_standin.calls["n"] > before
     return out, prompts
 
 
@@ -63,7 +71,7 @@ def test_the_qwen_preset_runs_end_to_end_in_mixed_precision(qwen_run):
     summary = json.loads((qwen_run / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["preset"] == "qwen2.5-1.5b-gsm8k"
     assert (summary["precision"], summary["param_dtype"], summary["compute_dtype"]) == ("mixed", "float32", "bfloat16")
-    assert summary["attn_implementation"] == "sdpa" and summary["world_size"] == 1
+    assert summary["attn_implementation"] == STANDIN and summary["world_size"] == 1
     assert (summary["prompts_per_device"], summary["global_prompts"], summary["global_batch"]) == (2, 2, 4)
     assert summary["config"]["gradient_checkpointing"] is True and summary["saved_dtype"] == "float32"
     records = [json.loads(line) for line in (qwen_run / "metrics.jsonl").read_text().splitlines()]

@@ -23,7 +23,7 @@ from grpo_lib.failures import RunFailed
 from conftest import REPO
 
 STEP_KEYS = {
-    "step", "iteration", "reward", "reward_std", "reward/correctness", "reward/format", "accuracy", "loss", "kl",
+    "step", "iteration", "reward", "reward_std", "rewards/correctness/mean", "rewards/correctness/std", "rewards/format/mean", "rewards/format/std", "accuracy", "loss", "kl",
     "entropy", "clip_ratio/low_mean", "clip_ratio/high_mean", "clip_ratio/region_mean", "ratio_mean", "grad_norm",
     "completions/mean_length", "completions/clipped_ratio", "frac_reward_zero_std",
     "generation_seconds", "scoring_seconds", "update_seconds", "learning_rate", "step_seconds", "tokens_per_second",
@@ -114,12 +114,12 @@ def test_smoke_run_writes_metrics_summary_and_model(smoke):
         assert all(math.isfinite(v) for v in rec.values() if isinstance(v, float))
         assert 0 <= rec["accuracy"] <= 1 and 0 <= rec["frac_reward_zero_std"] <= 1 and rec["grad_norm"] > 0
         assert 0 < rec["entropy"] <= math.log(len(build_char_tokenizer())) + 1e-6   # at most log V
-        assert rec["reward"] == pytest.approx(rec["reward/correctness"] + rec["reward/format"], abs=1e-6)
+        assert rec["reward"] == pytest.approx(rec["rewards/correctness/mean"] + rec["rewards/format/mean"], abs=1e-6)
         assert rec["ratio_mean"] == pytest.approx(1.0)                   # μ = 1: ρ = 1 exactly
         assert rec["clip_ratio/region_mean"] == rec["clip_ratio/low_mean"] == rec["clip_ratio/high_mean"] == 0.0
     assert records == result.history and result["step"] == [1, 2]
     documented = {k for k in METRICS if "<" not in k}
-    assert {k for k in records[0] if not k.startswith("reward/")} == documented   # every metric defined once
+    assert {k for k in records[0] if not k.startswith("rewards/")} == documented   # every metric defined once
     summary = json.loads((out / "summary.json").read_text())
     assert SUMMARY_KEYS <= set(summary), SUMMARY_KEYS - set(summary)
     assert summary["preset"] == "tiny" and summary["steps"] == 2 and summary["eval_n"] == 4
@@ -199,7 +199,7 @@ def test_qwen_preset_code_path_with_chat_template_and_local_gsm8k(gsm8k_dir, tmp
     assert all(p.startswith("<|im_start|>system\n\nRespond in the following format:") for p in prompts)
     assert all(p.endswith("<|im_end|>\n<|im_start|>assistant\n") for p in prompts)
     rec = result.history[0]
-    assert set(rec) >= STEP_KEYS | {"reward/chars"} and math.isfinite(rec["loss"])
+    assert set(rec) >= STEP_KEYS | {"rewards/chars/mean", "rewards/chars/std"} and math.isfinite(rec["loss"])
     assert rec["grad_norm"] > 0                                          # gradients flow with checkpointing on
     assert result.eval_before.samples[0]["answer"] == "18"               # evaluated on the TEST split (Janet's ducks)
 

@@ -70,14 +70,18 @@ def test_tiny_preset_maps_onto_trl_with_cpu_overrides(needs_trl, tmp_path):
     assert args.seed == 0 and args.logging_steps == 10 and args.report_to == ["wandb"]
 
 
-def test_micro_batches_outer_iterations_and_bad_micro_batch(needs_trl, tmp_path):
-    cfg = GRPOConfig.tiny(micro_batch_size=32, num_iterations=2, steps=5, device="cpu")
+@pytest.mark.parametrize("mu", [1, 2])
+def test_micro_batches_outer_iterations_and_bad_micro_batch(needs_trl, tmp_path, mu):
+    cfg = GRPOConfig.tiny(micro_batch_size=32, num_iterations=2, steps=5, device="cpu", mu=mu, save_every=2,
+                          eval_every=3)
     args = trl_recipe.trl_args(cfg, tmp_path)
     assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (32, 4)
     assert args.generation_batch_size == 128 and args.steps_per_generation == 4   # one generation per step
-    assert args.max_steps == 10
-    # π_ref ← π_θ at the start of each outer iteration = a full sync every M steps
-    assert (args.sync_ref_model, args.ref_model_sync_steps, args.ref_model_mixup_alpha) == (True, 5, 1.0)
+    # TRL counts optimizer steps, μ per sampled batch: I·M = 10 batches are 10·μ optimizer steps
+    assert (args.num_iterations, args.max_steps) == (mu, 10 * mu)
+    # π_ref ← π_θ at the start of each outer iteration = a full sync every M sampled batches = M·μ optimizer steps
+    assert (args.sync_ref_model, args.ref_model_sync_steps, args.ref_model_mixup_alpha) == (True, 5 * mu, 1.0)
+    assert (args.save_steps, args.logging_steps) == (2 * mu, 10 * mu)
     with pytest.raises(ValueError, match="micro_batch_size = 48 must divide the 128 completions per process"):
         trl_recipe.trl_args(GRPOConfig.tiny(micro_batch_size=48), tmp_path)
 
@@ -107,12 +111,14 @@ def test_cosine_schedule_matches_ours(needs_trl, tmp_path, warmup):
         assert lr_trl[0] == 0.0 and lr_ours[0] == pytest.approx(cfg.lr / (warmup + 1))   # the stated difference
 
 
-def test_trl_sees_our_prompts_step_by_step(needs_trl, tmp_path):
-    """TRL's sampler (no shuffling) hands each step the N prompts of our engine, each repeated G times."""
+@pytest.mark.parametrize("mu", [1, 2])
+def test_trl_sees_our_prompts_step_by_step(needs_trl, tmp_path, mu):
+    """TRL's sampler (no shuffling) hands each generation the N prompts of our engine's step, each repeated G
+    times; with μ = 2 (and micro-batches) a generation serves μ optimizer steps and the next one is our next step."""
     from grpo_lib.data import build_prompt, load_problems, prompts_for_step
     from grpo_lib.models import load_policy
 
-    cfg = GRPOConfig.tiny(steps=3, N=4, G=2, device="cpu")
+    cfg = GRPOConfig.tiny(steps=3, N=4, G=2, device="cpu", mu=mu, micro_batch_size=4 if mu == 2 else None)
     model, tok = load_policy("tiny", device="cpu")
     problems = load_problems("addition", "train")
     dataset = trl_recipe.training_dataset(cfg, tok, problems)
@@ -122,10 +128,17 @@ def test_trl_sees_our_prompts_step_by_step(needs_trl, tmp_path):
         return [0.0] * len(completions)
 
     trainer = GRPOTrainer(model=model, reward_funcs=zero_reward, args=trl_recipe.trl_args(cfg, tmp_path), train_dataset=dataset, processing_class=tok)
+    args = trainer.args
     order = list(trainer._get_train_sampler(dataset))
+    # one dataloader batch = one generation batch of B completions; a generation every steps_per_generation·μ
+    # micro-steps, each of which takes one dataloader batch: generation k reads batch k·steps_per_generation·μ
+    every = args.steps_per_generation * mu
+    assert args.max_steps * args.gradient_accumulation_steps == cfg.steps * every    # micro-steps in the run
+    assert len(order) == cfg.steps * every * cfg.B                                   # exactly one pass, no wrap
     for step in range(cfg.steps):
         want = [build_prompt(tok, p["question"]) for p in prompts_for_step(problems, step, cfg.N, cfg.seed)]
-        got = [dataset[i]["prompt"] for i in order[step * cfg.B:(step + 1) * cfg.B]]
+        start = step * every * cfg.B
+        got = [dataset[i]["prompt"] for i in order[start:start + cfg.B]]
         assert got == [q for q in want for _ in range(cfg.G)]
 
 
@@ -186,3 +199,127 @@ def test_an_earlier_run_is_refused_without_overwrite(needs_trl, tmp_path):
     with pytest.raises(OutputDirError, match="already holds a run"):
         trl_recipe.train_with_trl(GRPOConfig.tiny(device="cpu", report_to="none"), out)
     assert (out / "summary.json").read_text() == "{}"
+
+
+# every field the recipe sets, by hand, for both presets and μ in {1, 2}; every other field is TRL's default
+_COMMON = dict(
+    loss_type="grpo", beta=0.04, use_bias_correction_kl=False, scale_rewards="group", temperature=1.0, top_k=0,
+    top_p=1.0, repetition_penalty=1.0, mask_truncated_completions=False, importance_sampling_level="token",
+    sync_ref_model=False, ref_model_sync_steps=512, ref_model_mixup_alpha=0.6, shuffle_dataset=False,
+    optim="adamw_torch", lr_scheduler_type="constant", lr_scheduler_kwargs=None, warmup_steps=0, adam_beta1=0.9,
+    fp16=False, use_cpu=True, seed=0, data_seed=0, report_to=["wandb"], disable_tqdm=False, ddp_timeout=1800,
+)
+_PRESETS = {
+    # tiny: N = 16 prompts x G = 8 = 128 completions, one process, no micro-batches, fp32 on the CPU
+    "tiny": dict(
+        num_generations=8, epsilon=0.2, epsilon_high=0.2, per_device_train_batch_size=128,
+        gradient_accumulation_steps=1, steps_per_generation=1, generation_batch_size=128, max_completion_length=40,
+        learning_rate=5e-5, weight_decay=0.0, adam_beta2=0.99, max_grad_norm=1.0, bf16=False,
+        gradient_checkpointing=False, activation_checkpointing=False, save_strategy="no", save_total_limit=None,
+        steps=100, logging=10, save_every=None,
+    ),
+    # Qwen on 8 GPUs: 7 prompts x G = 12 = 84 completions per GPU in micro-batches of 12 (7 accumulation steps),
+    # bf16 mixed precision. TRL's generation_batch_size is per_device x steps_per_generation x the processes it
+    # sees, 1 in this test (672 under accelerate launch --num_processes 8).
+    "qwen2.5-1.5b-gsm8k": dict(
+        num_generations=12, epsilon=0.1, epsilon_high=0.1, per_device_train_batch_size=12,
+        gradient_accumulation_steps=7, steps_per_generation=7, generation_batch_size=84, max_completion_length=400,
+        learning_rate=5e-6, weight_decay=0.01, adam_beta2=0.999, max_grad_norm=0.1, bf16=True,
+        gradient_checkpointing=True, activation_checkpointing=True, save_strategy="steps", save_total_limit=2,
+        steps=500, logging=1, save_every=50,
+    ),
+}
+
+
+@pytest.mark.parametrize("mu", [1, 2])
+@pytest.mark.parametrize("preset", list(_PRESETS))
+def test_recipe_config_field_by_field(needs_trl, tmp_path, preset, mu):
+    from trl import GRPOConfig as TRLConfig
+
+    cfg = (GRPOConfig.tiny if preset == "tiny" else GRPOConfig.full)(device="cpu", mu=mu)
+    world = 1 if preset == "tiny" else 8
+    got = trl_recipe.trl_args(cfg, tmp_path, world_size=world).to_dict()
+    p = dict(_PRESETS[preset])
+    steps, logging, save_every = p.pop("steps"), p.pop("logging"), p.pop("save_every")
+    want = {**_COMMON, **p, "num_iterations": mu,
+            "max_steps": steps * mu,                 # TRL's steps are optimizer steps: μ per sampled batch
+            "logging_steps": logging * mu, "save_steps": save_every * mu if save_every else 500}
+    for key, value in want.items():
+        assert got[key] == value, f"{preset}, mu = {mu}: {key} = {got[key]!r}, expected {value!r}"
+    default = TRLConfig(output_dir=str(tmp_path), use_cpu=True).to_dict()
+    rest = sorted(k for k in got if k not in want and k not in ("output_dir", "logging_dir"))
+    assert len(rest) > 100                            # TRL 1.16's GRPOConfig has ~200 fields
+    changed = {k: (got[k], default[k]) for k in rest if got[k] != default[k]}
+    assert changed == {}, f"fields the recipe changes without this test knowing: {changed}"
+
+
+def test_mixed_precision_loads_fp32_master_weights_and_turns_on_bf16_autocast(needs_trl, tmp_path):
+    """--precision mixed with bf16: fp32 weights + TRL's bf16=True (autocast); pure: bf16 weights, bf16=False."""
+    mixed = trl_recipe.trl_args(GRPOConfig.tiny(device="cpu", dtype="bfloat16"), tmp_path)
+    pure = trl_recipe.trl_args(GRPOConfig.tiny(device="cpu", dtype="bfloat16", precision="pure"), tmp_path)
+    fp32 = trl_recipe.trl_args(GRPOConfig.tiny(device="cpu", dtype="float32"), tmp_path)
+    assert (mixed.bf16, pure.bf16, fp32.bf16) == (True, False, False)
+    prec = trl_recipe._precision(GRPOConfig.tiny(device="cpu", dtype="bfloat16"), "cpu")
+    assert (prec.param_dtype, prec.compute_dtype) == (torch.float32, torch.bfloat16)
+
+
+@pytest.mark.parametrize("env", [
+    {"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "3"},
+    {"ACCELERATE_USE_FSDP": "true"},
+], ids=["zero3", "fsdp"])
+def test_weight_sharding_is_refused_before_loading(needs_trl, tmp_path, monkeypatch, env):
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    out = tmp_path / "run"
+    with pytest.raises(ValueError, match="does not support (DeepSpeed ZeRO-3|FSDP).*zero2.yaml"):
+        trl_recipe.train_with_trl(GRPOConfig.tiny(device="cpu", report_to="none"), out)
+    assert not out.exists()
+    trl_recipe.check_no_weight_sharding({"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "2"})
+
+
+def test_trl_run_in_mixed_precision_under_the_flash_attn_standin(needs_trl, tmp_path, monkeypatch):
+    """The recipe with --dtype bfloat16 and μ = 2, I = 2: every forward (TRL's generation, log-probs, reference,
+    loss; our evaluations) passes the FlashAttention-2 stand-in; TRL samples our I·M = 4 batches, one per step,
+    in our order; per-function rewards are logged under TRL's names with our function names."""
+    import functools
+
+    import flash_standin
+    from grpo_lib import rewards
+    from grpo_lib.data import build_prompt, load_problems, prompts_for_step
+    from grpo_lib.models import load_policy
+
+    flash_standin.use_flash_standin(monkeypatch)
+    seen = []
+    real = rewards.reward_functions
+
+    def recorded(names):
+        def wrap(f):
+            @functools.wraps(f)
+            def g(prompts, completions, **kw):
+                seen.append(list(prompts))
+                return f(prompts=prompts, completions=completions, **kw)
+            return g
+        return {n: wrap(f) for n, f in real(names).items()}
+
+    monkeypatch.setattr(rewards, "reward_functions", recorded)
+    out = tmp_path / "run"
+    before = flash_standin.calls["n"]
+    assert trl_recipe.main(["--preset", "tiny", "--dtype", "bfloat16", "--steps", "2", "--num-iterations", "2",
+                            "--mu", "2", "--N", "2", "--G", "2", "--micro-batch-size", "2",
+                            "--max-completion-length", "8", "--eval-n", "4", "--eval-every", "1", "--log-every", "1",
+                            "--report-to", "none", "--progress", "false", "--output-dir", str(out)]) == 0
+    assert flash_standin.calls["n"] > before
+    s = json.loads((out / "summary.json").read_text())
+    assert (s["precision"], s["param_dtype"], s["compute_dtype"]) == ("mixed", "float32", "bfloat16")
+    assert s["attn_implementation"] == flash_standin.STANDIN and s["trl_args"]["bf16"] is True
+    # 2 reward functions x 4 generations (not 4 / μ): one per sampled batch, our prompts in our order
+    cfg = GRPOConfig.tiny(steps=2, num_iterations=2, N=2, G=2)
+    _, tok = load_policy("tiny", device="cpu")
+    problems = load_problems("addition", "train")
+    per_step = [[build_prompt(tok, p["question"]) for p in prompts_for_step(problems, t, 2, 0)] for t in range(4)]
+    assert len(seen) == 8
+    assert [sorted(set(seen[2 * t])) for t in range(4)] == [sorted(p) for p in per_step]
+    assert [json.loads(line)["step"] for line in (out / "evals.jsonl").read_text().splitlines()] == [0, 1, 2, 3, 4]
+    log = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if "loss" in r] == [2, 4, 6, 8]        # logging_steps = μ: one record per batch
+    assert {"rewards/correctness/mean", "rewards/correctness/std", "rewards/format/mean"} <= set(log[0])

@@ -309,6 +309,19 @@ def training_memory_table(
 # Gradient checkpointing (transformers checkpoints each decoder layer) keeps only each layer's input,
 # a·h per token per layer, and recomputes one layer at a time during the backward pass: so one layer's
 # full activations are added back at the peak.
+#
+# Under bf16 autocast with fp32 weights (grpo_lib's mixed precision) not everything is bf16. The embedding
+# output is fp32 and every residual add keeps fp32, so the residual stream is fp32: each RMSNorm saves its
+# fp32 input and its fp32 normalised input, 2·(8·h + 4) per token per layer instead of 2·((4 + a)·h + 4);
+# each Linear casts its input to bf16 on its own (autocast caches only the weights' casts), so q/k/v_proj
+# save three bf16 copies of the normed input and gate/up_proj two: 5·a·h instead of 2·a·h; a checkpointed
+# layer input is fp32 (4·h); the final norm saves 8·h + 4 and RoPE's cos and sin are fp32 (2·4·head_dim);
+# and on CUDA autocast runs log_softmax in fp32, so the log-probs keep b·T·V·4 bytes, not b·T·V·a.
+# tests/test_course_memory.py measures this too (CPU autocast, which keeps log_softmax in bf16).
+#
+# The optimizer step adds a temporary: torch's AdamW (the foreach implementation, the default on CUDA)
+# computes sqrt(v) for all parameters at once, one more AdamW-state-sized tensor (Ψ·o bytes) on top of the
+# weights, gradients and moments while the step runs.
 
 DTYPE_BYTES = {name: dtype.itemsize for name, dtype in TORCH_DTYPES.items()}
 """dtype name -> bytes per element (4 for float32, 2 for bfloat16 / float16), from grpo_lib.config.TORCH_DTYPES"""
@@ -363,10 +376,11 @@ def qwen2_parameter_count(config) -> int:
 
 
 def layer_activation_bytes(config, *, dtype_bytes: float = 2, seq_len: int, padded: bool = True,
-                           attention: str = "sdpa") -> float:
+                           attention: str = "sdpa", mixed: bool = False) -> float:
     """Bytes autograd keeps for one decoder layer, per token: the Korthikanti-style count above.
 
     per token = 2·((4 + a)·h + 4) + 2·a·h + 2·a·h_q + 2·a·h_kv' + 4·n_heads + 4·a·f  (+ a·s with a mask)
+    mixed:      2·(8·h + 4)       + 5·a·h + (the same attention, MLP and mask terms)
 
     Args:
         config: a Qwen2 config.
@@ -375,6 +389,8 @@ def layer_activation_bytes(config, *, dtype_bytes: float = 2, seq_len: int, padd
         padded: True when the batch has a padding mask (GRPO's left-padded prompts): K and V are
             repeated to every query head and SDPA saves the mask. flash_attention_2 needs neither.
         attention: "sdpa" or "flash_attention_2" (both keep no s×s scores; eager attention would).
+        mixed: fp32 weights under `dtype_bytes` autocast (grpo_lib's mixed precision): fp32 residual stream
+            and norms, a separate cast of the normed input for each projection.
 
     Returns:
         bytes per token for one layer (a float; multiply by tokens and layers).
@@ -388,8 +404,8 @@ def layer_activation_bytes(config, *, dtype_bytes: float = 2, seq_len: int, padd
     h, f, hq = s["h"], s["f"], s["n_heads"] * s["head_dim"]
     masked = padded and attention == "sdpa"
     hkv_saved = hq if masked else s["n_kv"] * s["head_dim"]
-    norms = 2 * ((4 + a) * h + 4)
-    norm_outputs = 2 * a * h
+    norms = 2 * (8 * h + 4) if mixed else 2 * ((4 + a) * h + 4)
+    norm_outputs = (5 if mixed else 2) * a * h
     attn = a * hq + 2 * a * hkv_saved + a * hq + 4 * s["n_heads"]
     mlp = 4 * a * f
     mask = a * seq_len if masked else 0
@@ -398,7 +414,8 @@ def layer_activation_bytes(config, *, dtype_bytes: float = 2, seq_len: int, padd
 
 def activation_breakdown(config, *, micro_batch_size: int, prompt_len: int, completion_len: int,
                          dtype_bytes: float = 2, gradient_checkpointing: bool = False, padded: bool = True,
-                         attention: str = "sdpa", logits: str = "grpo_lib") -> dict[str, int]:
+                         attention: str = "sdpa", logits: str = "grpo_lib", mixed: bool = False,
+                         fp32_log_softmax: bool | None = None) -> dict[str, int]:
     """Activation memory of one forward + backward on b completions of P + T tokens, by part, in bytes.
 
     n = b·(P + T) tokens go through the model (prompt and completion), logits are kept for the T
@@ -408,8 +425,12 @@ def activation_breakdown(config, *, micro_batch_size: int, prompt_len: int, comp
         checkpointed    L · n · a·h  +  n · layer_activation_bytes (one layer recomputed at a time)
         outside layers  n·((4 + a)·h + 4 + 8 + 2·a·head_dim) + b·(T + 1)·a·h
                         (final norm, token ids, RoPE cos/sin (not with checkpointing), LM-head input)
-        logits          b·T·V·a   (grpo_lib: log-softmax rows of the completion positions, model dtype)
+        logits          b·T·V·a   (grpo_lib: log-softmax rows of the completion positions, model dtype;
+                                   b·T·V·4 under CUDA autocast, whose log_softmax is fp32)
                         b·(P+T)·V·4 (full_fp32: the tutorial's fp32 log-softmax over every position)
+
+    mixed (fp32 weights under autocast): the per-layer count of `layer_activation_bytes(mixed=True)`, fp32
+    checkpointed layer inputs (4·h), an fp32 final norm (8·h + 4) and fp32 RoPE tables (2·4·head_dim).
 
     Args:
         config: a Qwen2 config.
@@ -418,6 +439,8 @@ def activation_breakdown(config, *, micro_batch_size: int, prompt_len: int, comp
         dtype_bytes, padded, attention: as in `layer_activation_bytes`.
         gradient_checkpointing: keep only each layer's input and recompute in backward.
         logits: "grpo_lib" or "full_fp32".
+        mixed: grpo_lib's mixed precision (see above).
+        fp32_log_softmax: the kept log-probs are fp32 (autocast on CUDA); None = `mixed`.
 
     Returns:
         dict of bytes: "layers" (saved inside the decoder layers), "recompute" (the one layer rebuilt
@@ -434,14 +457,18 @@ def activation_breakdown(config, *, micro_batch_size: int, prompt_len: int, comp
     s, a = _qwen2_shape(config), dtype_bytes
     b, P, T = micro_batch_size, prompt_len, completion_len
     n = b * (P + T)                                                            # tokens through the model
-    per_layer = layer_activation_bytes(config, dtype_bytes=a, seq_len=P + T, padded=padded, attention=attention)
+    per_layer = layer_activation_bytes(config, dtype_bytes=a, seq_len=P + T, padded=padded, attention=attention,
+                                       mixed=mixed)
+    residual = 4 if mixed else a                                           # bytes of the residual stream
     if gradient_checkpointing:
-        layers, recompute = s["L"] * n * a * s["h"], n * per_layer
+        layers, recompute = s["L"] * n * residual * s["h"], n * per_layer
     else:
         layers, recompute = s["L"] * n * per_layer, 0
-    rope = 0 if gradient_checkpointing else 2 * a * s["head_dim"]          # cos, sin: saved inside the layers
-    outside = n * ((4 + a) * s["h"] + 4 + 8 + rope) + b * (T + 1) * a * s["h"]
-    logit_bytes = b * T * s["V"] * a if logits == "grpo_lib" else b * (P + T) * s["V"] * 4
+    rope = 0 if gradient_checkpointing else 2 * residual * s["head_dim"]   # cos, sin: saved inside the layers
+    final_norm = 8 * s["h"] + 4 if mixed else (4 + a) * s["h"] + 4
+    outside = n * (final_norm + 8 + rope) + b * (T + 1) * a * s["h"]
+    lsm = 4 if (mixed if fp32_log_softmax is None else fp32_log_softmax) else a
+    logit_bytes = b * T * s["V"] * lsm if logits == "grpo_lib" else b * (P + T) * s["V"] * 4
     return {"layers": int(round(layers)), "recompute": int(round(recompute)),
             "outside_layers": int(round(outside)), "logits": int(round(logit_bytes))}
 
@@ -463,14 +490,19 @@ class GPUMemoryPlan:
 
     Rows whose `model` is "policy" or "reference" are model states; "update" rows exist during the
     policy update (one micro-batch at a time), "generation" rows while sampling. grpo_lib's update starts
-    with `optimizer.zero_grad(set_to_none=True)`, so the gradients are freed while the forward pass
-    builds its activations and come back as the backward pass frees them; they stay allocated between
-    updates, through generation. Hence, with states = weights + reference + AdamW state + master copy:
+    with `optimizer.zero_grad(set_to_none=True)`, so the gradients are freed while the first micro-batch's
+    forward pass builds its activations and come back as its backward pass frees them; every later
+    micro-batch of the same update (gradient accumulation) runs with the gradients allocated, and they stay
+    allocated between updates, through generation. Hence, with states = weights + reference + AdamW state +
+    master copy:
 
-        update peak      = states + max(update rows, gradients)
+        first micro-batch = states + max(update rows, gradients)      (what scripts/measure_gpu_memory.py measures)
+        update peak      = states + gradients + update rows           (with 2 or more micro-batches per update;
+                                                                       = first micro-batch with one)
+        step peak        = states + gradients + AdamW's update temporary (the optimizer step)
         generation peak  = states + gradients + max(KV cache at P tokens + prefill buffer,
                                                      full KV cache + sampling logits)
-        peak             = max(update peak, generation peak)
+        peak             = max(update peak, step peak, generation peak)
 
     Attributes:
         table: the rows (a `MemoryTable`).
@@ -525,8 +557,26 @@ class GPUMemoryPlan:
         return max(prefill, decode)
 
     @property
-    def update_peak_bytes(self) -> int:
+    def micro_batches(self) -> int:
+        """Micro-batches per update on one GPU: ceil(completions per GPU / micro-batch size)."""
+        rows, b = self.settings.get("completions_per_gpu", 1), self.settings.get("micro_batch_size", 1)
+        return -(-rows // b)
+
+    @property
+    def first_micro_batch_peak_bytes(self) -> int:
+        """States + max(update rows, gradients): one micro-batch with the gradients freed (set_to_none)."""
         return self.states_bytes + max(self.update_bytes, self.gradient_bytes)
+
+    @property
+    def update_peak_bytes(self) -> int:
+        if self.micro_batches > 1:             # micro-batches 2, 3, ... run with the gradients allocated
+            return self.states_bytes + self.gradient_bytes + self.update_bytes
+        return self.first_micro_batch_peak_bytes
+
+    @property
+    def step_peak_bytes(self) -> int:
+        """States + gradients + AdamW's temporary: the optimizer step."""
+        return self.persistent_bytes + self.table.bytes_of("optimizer step")
 
     @property
     def generation_peak_bytes(self) -> int:
@@ -534,7 +584,7 @@ class GPUMemoryPlan:
 
     @property
     def peak_bytes(self) -> int:
-        return max(self.update_peak_bytes, self.generation_peak_bytes)
+        return max(self.update_peak_bytes, self.step_peak_bytes, self.generation_peak_bytes)
 
     @property
     def peak_gib(self) -> float:
@@ -556,9 +606,16 @@ class GPUMemoryPlan:
         lines += ["| phase | component | numbers | bytes each | GiB | note |", "|---|---|---:|---:|---:|---|"]
         for r in self.rows:
             lines.append(f"| {r.model} | {r.component} | {r.numel:,} | {r.bytes_per_element:.4g} | {r.gib:.2f} | {r.note} |")
-        lines.append(f"| update peak | states + max(update, gradients) | | | {self.update_peak_bytes / GIB:.2f} | "
-                     f"{self.states_bytes / GIB:.2f} + max({self.update_bytes / GIB:.2f}, "
-                     f"{self.gradient_bytes / GIB:.2f}) |")
+        if self.micro_batches > 1:
+            lines.append(f"| update peak | states + gradients + update ({self.micro_batches} micro-batches) | | | "
+                         f"{self.update_peak_bytes / GIB:.2f} | {self.states_bytes / GIB:.2f} + "
+                         f"{self.gradient_bytes / GIB:.2f} + {self.update_bytes / GIB:.2f} |")
+        else:
+            lines.append(f"| update peak | states + max(update, gradients) | | | {self.update_peak_bytes / GIB:.2f} | "
+                         f"{self.states_bytes / GIB:.2f} + max({self.update_bytes / GIB:.2f}, "
+                         f"{self.gradient_bytes / GIB:.2f}) |")
+        lines.append(f"| step peak | states + gradients + AdamW temporary | | | {self.step_peak_bytes / GIB:.2f} | "
+                     f"{self.persistent_bytes / GIB:.2f} + {self.table.bytes_of('optimizer step') / GIB:.2f} |")
         lines.append(f"| generation peak | states + gradients + generation | | | "
                      f"{self.generation_peak_bytes / GIB:.2f} | {self.persistent_bytes / GIB:.2f} + "
                      f"{self.generation_bytes / GIB:.2f} |")
@@ -603,15 +660,19 @@ def plan_gpu_memory(
         policy      weights Ψ·a, gradients Ψ·a, AdamW m and v Ψ·2·o, fp32 master Ψ·4 (if used)
         reference   weights Ψ·a (only when β > 0)
         update      activations of one micro-batch of b completions (`activation_breakdown`), and the
-                    logits b·T·V·a kept for backward plus 2·b·T·V·a alive for a moment (the raw logits
-                    and their temperature-scaled copy in the forward; their gradient in the backward)
+                    logits b·T·V·a kept for backward (b·T·V·4 in mixed precision: fp32 log-softmax)
+                    plus 2·b·T·V·a alive for a moment (the raw logits and their temperature-scaled copy
+                    in the forward; their gradient in the backward)
+        optimizer step  AdamW's temporary sqrt(v), Ψ·o (sharded like the AdamW state)
         generation  KV cache (N·G/K)·(P+T)·L·2·n_kv·head_dim·a, the sampling logits (N·G/K)·V·4, and the
                     prefill's widest no-grad buffer (N·G/K)·P·3·f·a (gate, up and their product)
 
     and the peak is combined as `GPUMemoryPlan` explains (gradients are freed during the update's forward
-    pass). Measured on an H100 (scripts/measure_gpu_memory.py, Qwen2.5-1.5B shapes, G = 12, N = 7,
-    P + T = 256 + 400, micro-batch 12): peak 17.3 GiB with checkpointing (planned 17.1), 37.1 GiB
-    without (planned 38.2), 16.4 GiB while generating (planned 16.0).
+    pass for the first micro-batch only; AdamW's step adds its temporary). Measured on an H100
+    (scripts/measure_gpu_memory.py, pure bf16, Qwen2.5-1.5B shapes, G = 12, N = 7, P + T = 256 + 400, the
+    update of one micro-batch of 12): peak 17.3 GiB with checkpointing (first micro-batch planned 17.1),
+    37.1 GiB without (planned 38.2), 16.4 GiB while generating (planned 16.0). The mixed-precision layout
+    and a whole accumulated update have not been measured on a GPU.
 
     a = bytes of `dtype`; o = `optimizer_state_bytes`. With ZeRO (DeepSpeed, FSDP; grpo_lib itself runs
     plain DDP, stage 0) stage 1 shards the AdamW state and master weights over the K GPUs, stage 2 also
@@ -705,11 +766,12 @@ def plan_gpu_memory(
                               f"{dtype} casts of the weights, saved for the backward pass"))
     act = activation_breakdown(config, micro_batch_size=b, prompt_len=P, completion_len=T, dtype_bytes=a,
                                gradient_checkpointing=gradient_checkpointing, padded=padded,
-                               attention=attention, logits=logits)
+                               attention=attention, logits=logits, mixed=mixed)
     n = b * (P + T)
     if gradient_checkpointing:
         rows.append(MemoryRow("activations: layer inputs", "update", n, act["layers"] / n,
-                              f"checkpointing keeps a·h per token per layer ({s['L']} layers)"))
+                              f"checkpointing keeps {'4·h (fp32 residual stream)' if mixed else 'a·h'} per token "
+                              f"per layer ({s['L']} layers)"))
         rows.append(MemoryRow("activations: one layer recomputed", "update", n, act["recompute"] / n,
                               "rebuilt in backward, one layer at a time"))
     else:
@@ -718,8 +780,9 @@ def plan_gpu_memory(
     rows.append(MemoryRow("activations: final norm, LM-head input", "update", n, act["outside_layers"] / n,
                           "around the layers"))
     if logits == "grpo_lib":
-        rows.append(MemoryRow("logits kept for backward", "update", b * T * s["V"], a,
-                              f"b·T·V, completion positions only, {dtype}"))
+        rows.append(MemoryRow("logits kept for backward", "update", b * T * s["V"], 4 if mixed else a,
+                              "b·T·V, completion positions only, " + (
+                                  "fp32 (autocast runs log_softmax in fp32)" if mixed else dtype)))
         rows.append(MemoryRow("logits in flight", "update", 2 * b * T * s["V"], a,
                               "raw + temperature-scaled logits (forward), their gradient (backward)"))
     else:
@@ -727,6 +790,9 @@ def plan_gpu_memory(
                               "b·(P+T)·V fp32 log-softmax over every position (the tutorial's way)"))
         rows.append(MemoryRow("logits in flight", "update", b * (P + T) * s["V"], 4,
                               "the fp32 logits before their log-softmax"))
+    if optimizer == "adamw":
+        rows.append(MemoryRow("AdamW update temporary", "optimizer step", o, optimizer_state_bytes,
+                              f"sqrt(v) for every parameter at once (torch's foreach AdamW){o_note}"))
     kv = kv_cache_bytes(config, batch=per_gpu, seq_len=P + T, dtype_bytes=a)
     rows.append(MemoryRow("KV cache", "generation", kv // a, a,
                           f"{per_gpu} rows × (P+T) × L × 2 × {s['n_kv']} KV heads × {s['head_dim']}"))

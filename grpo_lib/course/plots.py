@@ -722,7 +722,7 @@ class Panel:
 
     Attributes:
         title: the panel's title.
-        keys: the metrics drawn (names of grpo_lib.runlog.METRICS, or `reward/*` for every per-function reward);
+        keys: the metrics drawn (names of grpo_lib.runlog.METRICS, or `rewards/*/mean` for every per-function reward);
             the first is the solid line, the others dashed / dotted.
         tells: what the panel tells you (printed under it).
         misses: what it does not tell you (printed under it).
@@ -737,7 +737,7 @@ class Panel:
 
 
 DASHBOARD_PANELS = (
-    Panel("reward (— total, -- per function)", ("reward", "reward/*"),
+    Panel("reward (— total, -- per function)", ("reward", "rewards/*/mean"),
           "whether π_θ earns more on its own samples", "held-out accuracy; a reward hack raises it too"),
     Panel("accuracy (sampled batch)", ("accuracy",),
           "share of sampled completions strictly right", "greedy held-out accuracy (eval before / after)", (0.0, 1.0)),
@@ -803,12 +803,13 @@ def _records(run: Any) -> list[dict[str, Any]]:
 
 
 def _panel_keys(panel: Panel, records: Sequence[Mapping[str, Any]]) -> list[str]:
-    """The metrics of `panel` this run has, with `reward/*` expanded to its per-function rewards (sorted)."""
+    """The metrics of `panel` this run has, with `rewards/*/mean` expanded to its per-function rewards (sorted)."""
     keys = []
     for key in panel.keys:
-        if key.endswith("/*"):
-            prefix = key[:-1]
-            keys += sorted({k for r in records for k in r if k.startswith(prefix)})
+        if "*" in key:
+            prefix, suffix = key.split("*", 1)
+            keys += sorted({k for r in records for k in r
+                            if k.startswith(prefix) and k.endswith(suffix) and "/" not in k[len(prefix):len(k) - len(suffix)]})
         elif any(key in r for r in records):
             keys.append(key)
     return keys
@@ -873,7 +874,7 @@ def run_dashboard(runs: Any, *, reference: str | None = None, panels: Sequence[P
                 faint = 0.35 if label == reference else 0.25
                 (line,) = ax.plot(steps, raw, color=colors[label], lw=0.7, alpha=faint, ls=ls)
                 line.set_gid(f"{label}|{key}|raw")
-                name = label if i == 0 else f"{label}: {key.split('/', 1)[-1]}"
+                name = label if i == 0 else f"{label}: {key.split('/')[1] if key.startswith('rewards/') else key}"
                 (line,) = ax.plot(steps, smooth(raw, window), color=colors[label], ls=ls,
                                   lw=1.4 if label == reference else 1.8, label=name if len(data) > 1 or i else None)
                 line.set_gid(f"{label}|{key}|smooth")

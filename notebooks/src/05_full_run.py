@@ -445,8 +445,8 @@ run_dashboard(metrics)          # the records of this run's metrics.jsonl; run_d
 # %% [markdown]
 # How to read it for the run above, top left to bottom right:
 #
-# - **reward** climbs, and its per-function parts say where from: `reward/correctness` carries the gain,
-#   `reward/format` was already near its 0.8 ceiling (the warm-up taught the tags);
+# - **reward** climbs, and its per-function parts say where from: `rewards/correctness/mean` carries the gain,
+#   `rewards/format/mean` was already near its 0.8 ceiling (the warm-up taught the tags);
 # - **accuracy** on the sampled batch climbs with it (sampled at τ = 1, so below the greedy held-out accuracy);
 # - **loss** rises from 0, and it is β·KL: the check below compares the two at every step;
 # - **KL** grows slowly from 0 (β = 0.04 holds it back);
@@ -465,9 +465,9 @@ check("5 · the dashboard",
       ("... and within 25% at every step", all(abs(m["loss"] - cfg.beta * m["kl"]) <= 0.25 * cfg.beta * m["kl"] + 1e-6
                                                for m in metrics)),
       ("the clip fraction is 0 at every step (μ = 1)", all(m["clip_ratio/region_mean"] == 0 for m in metrics)),
-      ("reward/correctness carries the gain: it rises more than reward/format",
-       avg(last10, "reward/correctness") - avg(first10, "reward/correctness")
-       > avg(last10, "reward/format") - avg(first10, "reward/format")),
+      ("rewards/correctness/mean carries the gain: it rises more than rewards/format/mean",
+       avg(last10, "rewards/correctness/mean") - avg(first10, "rewards/correctness/mean")
+       > avg(last10, "rewards/format/mean") - avg(first10, "rewards/format/mean")),
       ("the entropy falls", avg(last10, "entropy") < avg(first10, "entropy")),
       ("the smoothed curve is the trailing mean of 5 steps",
        abs(smooth([m["reward"] for m in metrics])[9] - avg(metrics[5:10], "reward")) < 1e-12))
@@ -553,7 +553,7 @@ check("6.1 · learning rate too high",
       ("after one update the batch accuracy is 0", hi[1]["accuracy"] == 0.0 < healthy[1]["accuracy"]),
       ("... and the KL to π_ref is over 50 times the healthy run's after 40 steps", hi[1]["kl"] > 50 * healthy[-1]["kl"]),
       ("the reward left is the format reward alone (last 10 steps, within 0.02)",
-       abs(avg(hi[-10:], "reward") - avg(hi[-10:], "reward/format")) < 0.02),
+       abs(avg(hi[-10:], "reward") - avg(hi[-10:], "rewards/format/mean")) < 0.02),
       ("the entropy ends over 10 times the healthy run's (last 10 steps)",
        avg(hi[-10:], "entropy") > 10 * avg(healthy[-10:], "entropy")),
       ("the completions end at the length limit (over 90% cut at 40 tokens, last 10 steps)",
