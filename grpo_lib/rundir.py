@@ -14,8 +14,8 @@ Choices made here (1-3 tested in tests/test_failures.py; 4-4 tested in tests/tes
    (`fcntl.flock`) at the folder check, before anything else, and holds it until it ends; under
    torchrun rank 0 holds it for every rank. The command line takes it earlier still, at process start,
    before importing torch (`lock_output_dir_at_start`: the imports take seconds), so of two runs
-   started close together the first one always wins. A second run on the folder is refused at once, naming the
-   process that holds it (pid, host, start time). The kernel releases the lock of a process that dies,
+   started close together the first one always wins. A second run on the folder is refused at its
+   folder check, naming the process that holds it (pid, host, start time). The kernel releases the lock of a process that dies,
    even by kill -9: the next run takes it over and says which run left it (a clean end removes the lock
    file; a killed run leaves it, with its pid, host and start time). On a network file system without working flock the lock protects nothing more
    than before; runs there need separate folders.
