@@ -157,13 +157,15 @@ def lock_output_dir_at_start(argv: list[str] | None = None) -> RunLock | None:
         _remove_empty(missing)
         return None
     _early_created[:] = missing
-    atexit.register(_release_early_lock)
+    atexit.register(_release_early_lock, os.getpid())
     return _early_lock
 
 
-def _release_early_lock() -> None:
+def _release_early_lock(pid: int | None = None) -> None:
     """Give back a lock `lock_output_dir_at_start` took that the run never asked for, and remove its folders."""
     global _early_lock
+    if pid is not None and pid != os.getpid():           # a forked child exiting: the lock is its parent's
+        return
     lock, _early_lock = _early_lock, None
     if lock is not None:
         lock.release()
