@@ -12,8 +12,10 @@ Choices made here (1-3 tested in tests/test_failures.py; 4-4 tested in tests/tes
    not the output folder recorded inside it, so a copied or moved run never writes into the original.
 4. One run per folder (`lock_output_dir`): the run takes an exclusive lock on OUTPUT_DIR/.grpo-run.lock
    (`fcntl.flock`) at the folder check, before anything else, and holds it until it ends; under
-   torchrun rank 0 holds it for every rank. A second run on the folder is refused at once, naming the
-   process that holds it (pid, host, start time). The kernel releases the lock of a process that dies,
+   torchrun rank 0 holds it for every rank. The command line takes it earlier still, at process start,
+   before importing torch (`lock_output_dir_at_start`: the imports take seconds), so of two runs
+   started close together the first one always wins. A second run on the folder is refused at its
+   folder check, naming the process that holds it (pid, host, start time). The kernel releases the lock of a process that dies,
    even by kill -9: the next run takes it over and says which run left it (a clean end removes the lock
    file; a killed run leaves it, with its pid, host and start time). On a network file system without working flock the lock protects nothing more
    than before; runs there need separate folders.
@@ -105,8 +107,103 @@ def _read_holder(fd: int) -> dict[str, Any]:
         return {}
 
 
+_early_lock: RunLock | None = None
+"""the lock `lock_output_dir_at_start` took for this process's --output-dir, until `lock_output_dir` takes it"""
+_early_created: list[Path] = []
+"""the folders `lock_output_dir_at_start` created, removed again (when empty) if the run never uses its lock"""
+
+
+def lock_output_dir_at_start(argv: list[str] | None = None) -> RunLock | None:
+    """Lock the --output-dir named on the command line now, before the heavy imports (choice 4).
+
+    Called at the top of `python -m grpo_lib.train` and `python -m grpo_lib.trl_recipe`, before
+    `import torch`: importing torch and transformers takes seconds, with more than 0.5 s of jitter on a
+    loaded machine, so a lock taken only at the folder check let a run started 0.5 s later win the
+    race. Taken here, the run that started first holds it. `lock_output_dir` later hands this same
+    lock to the run when its folder is the same one (flock belongs to one open file: opening and
+    locking the file again in this process would refuse this very run); if the run ends without
+    asking for it (a bad option, --help, another output folder), it is released at exit and the
+    folders it created are removed again, so nothing is left that today's runs would not leave.
+
+    Does nothing (returns None) without `--output-dir X` / `--output-dir=X` (or `--output_dir`), for
+    --help, on a torchrun rank other than 0 (rank 0 holds the lock for all), when another run holds
+    the lock (the run is refused at the folder check, with today's message, after its options are
+    checked), and when the folder cannot be used (the folder check reports it). Only the standard
+    library is imported here.
+    """
+    import atexit
+    import sys
+
+    global _early_lock
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if _early_lock is not None or os.environ.get("RANK", "0") != "0" or "-h" in argv or "--help" in argv:
+        return None
+    out = None
+    for i, a in enumerate(argv):                         # the last one wins, as in argparse
+        if a in ("--output-dir", "--output_dir") and i + 1 < len(argv) and not argv[i + 1].startswith("-"):
+            out = argv[i + 1]
+        elif a.startswith(("--output-dir=", "--output_dir=")):
+            out = a.split("=", 1)[1]
+    if not out:
+        return None
+    missing = []
+    for parent in [Path(out), *Path(out).parents]:     # the folders this lock would create (removed if unused)
+        if os.path.lexists(parent):
+            break
+        missing.append(parent)
+    try:
+        _early_lock = lock_output_dir(out)
+    except (OutputDirError, OSError):                    # busy, or not usable: the folder check says so, as today
+        _remove_empty(missing)
+        return None
+    _early_created[:] = missing
+    atexit.register(_release_early_lock, os.getpid())
+    return _early_lock
+
+
+def _release_early_lock(pid: int | None = None) -> None:
+    """Give back a lock `lock_output_dir_at_start` took that the run never asked for, and remove its folders."""
+    global _early_lock
+    if pid is not None and pid != os.getpid():           # a forked child exiting: the lock is its parent's
+        return
+    lock, _early_lock = _early_lock, None
+    if lock is not None:
+        lock.release()
+        _remove_empty(_early_created)
+    _early_created.clear()
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    for folder in folders:                               # deepest first
+        try:
+            folder.rmdir()
+        except OSError:                                  # not empty (or gone): leave it
+            pass
+
+
+def _take_early_lock(out: Path) -> RunLock | None:
+    """The lock `lock_output_dir_at_start` holds if it is `out`'s (this process now owns it), else None."""
+    global _early_lock
+    lock = _early_lock
+    if lock is None or not lock.held:
+        return None
+    try:
+        a, b = os.stat(out / LOCK_FILE, follow_symlinks=False), os.fstat(lock._fd)
+        same = (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+    except OSError:
+        same = False
+    if not same:                                         # the run writes elsewhere: give that folder back now
+        _release_early_lock()
+        return None
+    _early_lock = None
+    _early_created.clear()
+    return lock
+
+
 def lock_output_dir(out: str | os.PathLike) -> RunLock:
     """Take the exclusive lock on `out` (created if needed) for this run (choice 4); release it when the run ends.
+
+    When `lock_output_dir_at_start` already locked `out` in this process, that lock is returned.
 
     Raises:
         OutputDirBusy: another live process holds it (the message names its pid, host and start time).
@@ -116,6 +213,9 @@ def lock_output_dir(out: str | os.PathLike) -> RunLock:
     import sys
 
     out = check_writable(out)
+    early = _take_early_lock(out)
+    if early is not None:
+        return early
     path = out / LOCK_FILE
     for _ in range(100):
         try:

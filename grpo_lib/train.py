@@ -66,6 +66,11 @@ tests/test_ddp.py; notebooks/06_multi_gpu_qwen.ipynb shows 1 under torchrun, and
 
 from __future__ import annotations
 
+if __name__ == "__main__":     # the command line: lock --output-dir now, before the imports below take seconds,
+    from grpo_lib.rundir import lock_output_dir_at_start   # so the run started first wins (grpo_lib.rundir choice 4)
+
+    lock_output_dir_at_start()
+
 import contextlib
 import math
 import os

@@ -50,6 +50,11 @@ Choices made here:
 
 from __future__ import annotations
 
+if __name__ == "__main__":     # the command line: lock --output-dir now, before the imports below take seconds,
+    from grpo_lib.rundir import lock_output_dir_at_start   # so the run started first wins (grpo_lib.rundir choice 4)
+
+    lock_output_dir_at_start()
+
 import json
 import os
 import sys

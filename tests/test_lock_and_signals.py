@@ -99,9 +99,11 @@ def test_a_symlinked_lock_file_is_refused(tmp_path):
 
 @pytest.mark.slow
 @needs_tiny_model
-def test_two_runs_started_half_a_second_apart_on_one_folder_one_is_refused(tmp_path):
-    """The case that lost a run's work: both used to exit 0 with interleaved metrics. Now exactly one runs;
-    the other is refused at the folder check, naming the first one's pid."""
+def test_two_runs_started_half_a_second_apart_on_one_folder_the_second_is_refused(tmp_path):
+    """The case that lost a run's work: both used to exit 0 with interleaved metrics. Now the first one runs
+    and the second is refused at the folder check, naming the first one's pid. The first holds the lock from
+    its start (before importing torch, which takes seconds with more than 0.5 s of jitter under load: with
+    the lock taken only at the folder check, the refused run was the first in 2 of 10 trials)."""
     out = tmp_path / "twin"
     cmd = [sys.executable, "-m", "grpo_lib.train", *CLI_SMALL, "--steps", "6", "--save-every", "1",
            "--output-dir", str(out)]
@@ -113,13 +115,78 @@ def test_two_runs_started_half_a_second_apart_on_one_folder_one_is_refused(tmp_p
     ran = [(p, err) for p, _, err in results if p.returncode == 0]
     assert len(refused) == 1 and len(ran) == 1, [(p.returncode, err[-500:]) for p, _, err in results]
     (loser, err), (winner, _) = refused[0], ran[0]
+    assert loser is second and winner is first, "the run started first was refused"
     assert loser.returncode == 1 and "Traceback" not in err
-    assert f"error: --output-dir {out} is in use by another run: pid {winner.pid} on host" in err
+    assert f"error: --output-dir {out} is in use by another run: pid {first.pid} on host" in err
     records = read_jsonl(out / "metrics.jsonl")          # one run's records only, all parseable
     assert [r["step"] for r in records] == [1, 2, 3, 4, 5, 6]
-    assert read_summary(out)["config"]["seed"] == (1 if winner is first else 2)
+    assert read_summary(out)["config"]["seed"] == 1
     assert not (out / LOCK_FILE).exists()
-    print(f"refused: the {'second' if loser is second else 'first'} run")
+
+
+def _fake_torch(tmp_path, body):
+    """A folder holding a package named torch whose import runs `body` (then exits 7): shows what a command did
+    before its first `import torch`."""
+    fake = tmp_path / "fake" / "torch"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("import json, os, sys\n" + body + "\nsys.exit(7)\n")
+    return {**env(), "PYTHONPATH": str(ROOT) + os.pathsep + str(tmp_path / "fake")}
+
+
+@pytest.mark.parametrize("entry", ["grpo_lib.train", "grpo_lib.trl_recipe"])
+@pytest.mark.parametrize("spelling", [["--output-dir", "{out}"], ["--output-dir={out}"], ["--output_dir", "{out}"]])
+def test_the_command_line_locks_its_output_dir_before_importing_torch(tmp_path, entry, spelling):
+    """The lock is held before the heavy imports start; a run that ends without using it (here: exits while
+    importing torch) gives it back and removes the folders it created for it."""
+    out = tmp_path / "new" / "run"
+    body = (f"lock = {str(out / LOCK_FILE)!r}\n"
+            "print('held by me' if os.path.exists(lock) and json.load(open(lock))['pid'] == os.getpid() else 'free')")
+    args = [a.format(out=out) for a in spelling]
+    proc = subprocess.run([sys.executable, "-m", entry, "--steps", "1", *args], env=_fake_torch(tmp_path, body),
+                          capture_output=True, text=True, timeout=120)
+    assert (proc.returncode, proc.stdout.strip()) == (7, "held by me"), proc.stderr[-2000:]
+    assert not (tmp_path / "new").exists()          # released at exit; the folders it created are gone again
+
+
+@pytest.mark.parametrize("args", [["--help", "--output-dir", "{out}"], ["--output-dir"], [],
+                                  ["--output-dir", "{out}", "--other-rank"]])
+def test_no_early_lock_for_help_without_a_folder_or_on_other_ranks(tmp_path, args):
+    out = tmp_path / "run"
+    body = f"print(sorted(os.listdir({str(tmp_path)!r})))"
+    other_rank = "--other-rank" in args
+    run_env = {**_fake_torch(tmp_path, body), **({"RANK": "1"} if other_rank else {})}
+    args = [a.format(out=out) for a in args if a != "--other-rank"]
+    proc = subprocess.run([sys.executable, "-m", "grpo_lib.train", *args], env=run_env, capture_output=True,
+                          text=True, timeout=120)
+    assert (proc.returncode, proc.stdout.strip()) == (7, "['fake']"), proc.stderr[-2000:]
+
+
+def test_the_early_lock_is_handed_to_the_run_or_given_back(tmp_path, monkeypatch):
+    """In-process: `lock_output_dir` returns the early lock for the same folder (a second flock in this process
+    would refuse the run itself), and gives it back (removing the folders it made) for another folder."""
+    monkeypatch.delenv("RANK", raising=False)
+    out, other = tmp_path / "a" / "run", tmp_path / "b"
+    early = rundir.lock_output_dir_at_start(["--steps", "1", "--output-dir", str(out)])
+    try:
+        assert early is not None and early.held and json.loads((out / LOCK_FILE).read_text())["pid"] == os.getpid()
+        assert rundir.lock_output_dir_at_start(["--output-dir", str(out)]) is None      # one early lock per process
+        lock = lock_output_dir(tmp_path / "a" / ".." / "a" / "run")      # the same folder, spelled differently
+        assert lock is early
+        with pytest.raises(OutputDirBusy, match=rf"pid {os.getpid()} on host"):         # handed over: held
+            lock_output_dir(out)
+        lock.release()
+        assert not (out / LOCK_FILE).exists() and out.is_dir()   # the run's own folder stays, as today
+    finally:
+        early.release()
+    early = rundir.lock_output_dir_at_start([f"--output-dir={out / 'x' / 'y'}"])
+    lock = lock_output_dir(other)                     # the run writes elsewhere (e.g. a preset's default)
+    try:
+        assert not early.held and not (out / "x").exists() and out.is_dir()
+        assert lock is not early and lock.held and (other / LOCK_FILE).exists()
+    finally:
+        lock.release()
+    (tmp_path / "file").write_text("")
+    assert rundir.lock_output_dir_at_start(["--output-dir", str(tmp_path / "file" / "run")]) is None
 
 
 # --- 2. a signal ends a run like a failure --------------------------------------------------------------------
