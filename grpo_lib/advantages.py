@@ -7,7 +7,8 @@ uses the group itself as the baseline: a completion is good if it scored above i
 
 Every token of completion o_i gets the same A_i (outcome supervision).
 
-Choices made here (each shown in notebooks/01_worked_example_2plus3.ipynb or notebooks/02_advantages.ipynb):
+Choices made here (1-5 shown in notebooks/01_worked_example_2plus3.ipynb or notebooks/02_advantages.ipynb; 6-6 tested
+in tests/test_advantages.py and tests/test_golden_trl_post_r1.py):
 1. The std is the sample std (ddof=1, Bessel-corrected), as in the tutorial and TRL (`torch.std`'s
    default). ddof=0 gives the population std (nano-aha-moment). For the 2+3 example r = [1, 0, 2] the
    sample std is exactly 1, so A = [0, -1, 1]; the population std gives A = [0, -1.22, 1.22].

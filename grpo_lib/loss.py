@@ -5,8 +5,8 @@
 
 The loss is -J, computed per token from log-probabilities and then aggregated over the batch.
 
-Choices made here (1-7 shown in notebooks/04_the_loss.ipynb; 8-12 tested in tests/test_loss.py and, against
-TRL's own code, tests/test_golden_trl.py):
+Choices made here (1-7 shown in notebooks/04_the_loss.ipynb; 8-8 tested in tests/test_loss.py; 9-12 tested in
+tests/test_loss.py and, against TRL's own code, tests/test_golden_trl_post_r1.py):
 1. The KL to π_ref uses the k3 estimator of the paper, e^d - d - 1 with d = logp_ref - logp (Schulman's
    "k3"; unbiased, always >= 0, 0 only where the two log-probs agree). It is computed as expm1(d) - d,
    the same number without the cancellation of e^d - 1 for small d. The KL is added to the loss, not to
@@ -36,18 +36,18 @@ TRL's own code, tests/test_golden_trl.py):
    The bound is what keeps e^(log ρ) (the ratio, GSPO's sequence ratio, whose log is a mean of token
    log-ratios and so never larger than their maximum) and k3's e^d finite; k1 and k2 take no exp, so with
    them the k3 exponent is not checked.
-9. GSPO (Zheng et al. 2025), `importance_sampling_level="sequence"` (TRL's name; TRL 1.16 has "token" and
+9. GSPO (Zheng et al. 2025), `importance_sampling_level="sequence"` (`sequence_log_ratio`) (TRL's name; TRL 1.16 has "token" and
    "sequence" only, so "sequence_token" is not offered): one ratio per completion, s_i = exp(mean_t log
    ρ_{i,t}) over its active tokens, clipped with the same ε / ε_high (GSPO's paper uses 3e-4 / 4e-4, so
    set them). Only with loss_type "grpo", the per-sequence objective: TRL only warns for the token-summing
    types, the config refuses them.
-10. CISPO (MiniMax-M1), loss_type "cispo", TRL's form: ℓ_{i,t} = -sg(min(ρ, ε_max))·A_i·log π_θ, ε_max
-   being `epsilon_high` itself (a cap on the weight, not 1 + ε_high; ScaleRL uses 5.0), normalised like
+10. CISPO (MiniMax-M1), loss_type "cispo" in `grpo_loss`, TRL's form: ℓ_{i,t} = -sg(min(ρ, ε_max))·A_i·log π_θ,
+   ε_max being `epsilon_high` itself (a cap on the weight, not 1 + ε_high; ScaleRL uses 5.0), normalised like
    "dapo" (token sum / global token count). Every token keeps the gradient A·∇log π_θ, scaled by the
    capped weight; the loss *value* is TRL's (it holds log π_θ, not ρ). The config refuses ε_max < 1 (a cap
    below 1 shrinks on-policy tokens; TRL takes any, and its epsilon_high default ε = 0.2 would cap there).
-11. The KL estimator is an option, `kl_estimator` "k3" (default, the paper), "k2" = d²/2 or "k1" = -d
-   (d = log π_ref - log π_θ), and `use_bias_correction_kl` (TRL's name; DeepSeek-V3.2) multiplies it by
+11. The KL estimator is an option (`kl_estimate`), `kl_estimator` "k3" (default, the paper), "k2" = d²/2 or
+   "k1" = -d (d = log π_ref - log π_θ), and `use_bias_correction_kl` (TRL's name; DeepSeek-V3.2) multiplies it by
    the ratio ρ (with its gradient; GSPO's s_i at sequence level). Default False, today's engine and
    DeepSeekMath eq. 3; TRL 1.16 defaults to True. The "kl" stat is the term β multiplies.
 12. Sampler-trainer mismatch weights (`sampling_importance_weights`, TRL's

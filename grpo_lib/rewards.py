@@ -10,7 +10,8 @@ Completions come as the tutorial (and TRL's conversational format) pass them, `[
 and `answer` is a list of gold strings, one per completion. Every reward function returns one float per
 completion and never raises on any completion text.
 
-Choices made here (each shown in notebooks/03_reward_design.ipynb):
+Choices made here (1-7 shown in notebooks/03_reward_design.ipynb; 8-8 tested in tests/test_rewards.py and
+tests/test_golden_trl_post_r1.py):
 1. The model's answer is the content of the LAST `<answer>` tag, and that tag must be closed (the
    tutorial's rule). An unclosed last tag gives no answer, even if an earlier tag was closed: the
    model's final word was an unfinished answer, and falling back to an earlier one would reward

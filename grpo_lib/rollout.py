@@ -420,6 +420,8 @@ class ScoredRollout:
         logp_ref: log π_ref, (B, T), or None when β = 0.
         correct: (B,) bool, strict correctness of each completion (for the batch accuracy).
         scoring_seconds: wall time of rewards + advantages + old/ref log-probs.
+        is_weights: sampler-trainer correction weights, (B, T) or (B, 1) (`grpo_lib.loss.sampling_importance_weights`),
+            for a sampler other than the policy; None (the engine's own sampler) = no correction.
     """
 
     rollout: Rollout
@@ -431,6 +433,7 @@ class ScoredRollout:
     logp_ref: Tensor | None = None
     correct: Tensor | None = None
     scoring_seconds: float = 0.0
+    is_weights: Tensor | None = None
 
     @property
     def mask(self) -> Tensor:

@@ -193,6 +193,7 @@ def policy_update(policy: nn.Module, optimizer: torch.optim.Optimizer, batch: Sc
                 max_completion_length=cfg.max_completion_length, global_num_tokens=n_global,
                 world_size=dist.get_world_size(), importance_sampling_level=cfg.importance_sampling_level,
                 kl_estimator=cfg.kl_estimator, use_bias_correction_kl=cfg.use_bias_correction_kl,
+                is_weights=None if batch.is_weights is None else batch.is_weights[rows],
             )
             m = mask[rows].float()
             stats["entropy"] = (entropy * m).sum() / m.sum().clamp(min=1)
