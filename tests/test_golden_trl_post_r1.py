@@ -287,3 +287,19 @@ def test_soft_overlong_punishment_matches_trl(L_max, L_cache):
     ours = soft_overlong_punishment(L_max, L_cache)(completion_ids=ids)
     assert ours == pytest.approx(theirs, abs=0)
     assert min(ours) == -1.0 and max(ours) == 0.0
+
+
+def test_post_r1_defaults_against_trls():
+    """Ours are off (the run of before); TRL 1.16 turns the bias-corrected KL and the vLLM correction on."""
+    from trl import GRPOConfig as TRLConfig
+
+    from grpo_lib.config import GRPOConfig
+
+    trl_cfg, ours = TRLConfig(output_dir="unused", use_cpu=True, report_to="none"), GRPOConfig()
+    assert trl_cfg.importance_sampling_level == ours.importance_sampling_level == "token"
+    assert trl_cfg.multi_objective_aggregation == ours.multi_objective_aggregation == "sum_then_normalize"
+    assert (trl_cfg.use_bias_correction_kl, ours.use_bias_correction_kl) == (True, False)
+    assert (trl_cfg.vllm_importance_sampling_correction, ours.vllm_importance_sampling_correction) == (True, False)
+    assert trl_cfg.vllm_importance_sampling_mode == ours.vllm_importance_sampling_mode == "sequence_mask"
+    assert (trl_cfg.vllm_importance_sampling_clip_min, trl_cfg.vllm_importance_sampling_clip_max) == \
+        (ours.vllm_importance_sampling_clip_min, ours.vllm_importance_sampling_clip_max) == (None, 3.0)

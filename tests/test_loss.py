@@ -673,6 +673,10 @@ def test_bias_corrected_kl_off_policy_by_hand():
 
 def test_log_ratio_bound_applies_to_k3_only():
     """d = 100 at an active token: k3's e^100 overflows float32, so it is refused; k1 and k2 take no exp (k2 = 5000)."""
+    # what the bound prevents: e^100 is inf in float32, so k3, the loss and its gradient (1 - e^d) would be inf;
+    # e^80 is still finite
+    assert torch.isinf(kl_k3(torch.zeros(1), torch.full((1,), 100.0))).all()
+    assert torch.isfinite(kl_k3(torch.zeros(1), torch.full((1,), 80.0))).all()
     logp, _, logp_ref, A, mask = hand_batch()
     logp_ref = logp_ref.clone()
     logp_ref[0, 1] = logp[0, 1] + 100.0
