@@ -442,6 +442,9 @@ def grpo_loss(logp: Tensor, logp_old: Tensor | None, logp_ref: Tensor | None, ad
             "kl": mean k3 (0 when logp_ref is None), "clip_fraction": share of tokens where clipping
             changed the min (ρ < 1-ε with A < 0, or ρ > 1+ε_high with A > 0), "clip_fraction_low" and
             "clip_fraction_high": the two halves of it, "ratio_mean": mean ρ. All 0 for an empty mask.
+            "kl" is the term β multiplies (the chosen estimator, times ρ with use_bias_correction_kl). At
+            sequence level the other three are means over the B completions of s_i (as TRL logs them); for
+            "cispo", "clip_fraction_high" (= "clip_fraction") is TRL's cispo_clip_ratio, ρ > ε_max with A > 0.
 
     Raises:
         ValueError: mismatched shapes, a mask other than 0/1, negative or non-finite ε / ε_high / β, or a
