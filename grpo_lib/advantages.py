@@ -7,7 +7,8 @@ uses the group itself as the baseline: a completion is good if it scored above i
 
 Every token of completion o_i gets the same A_i (outcome supervision).
 
-Choices made here (each shown in notebooks/01_worked_example_2plus3.ipynb or notebooks/02_advantages.ipynb):
+Choices made here (1-5 shown in notebooks/01_worked_example_2plus3.ipynb or notebooks/02_advantages.ipynb; 6-6 tested
+in tests/test_advantages.py and tests/test_golden_trl_post_r1.py):
 1. The std is the sample std (ddof=1, Bessel-corrected), as in the tutorial and TRL (`torch.std`'s
    default). ddof=0 gives the population std (nano-aha-moment). For the 2+3 example r = [1, 0, 2] the
    sample std is exactly 1, so A = [0, -1, 1]; the population std gives A = [0, -1.22, 1.22].
@@ -20,6 +21,14 @@ Choices made here (each shown in notebooks/01_worked_example_2plus3.ipynb or not
    removes the "difficulty bias" of dividing by a small group std.
 5. G < 2 is refused: with one completion per prompt there is nothing to compare with, and the sample
    std is undefined.
+6. GDPO (`gdpo_advantages`, TRL's multi_objective_aggregation="normalize_then_sum"): each reward
+   function is normalised within its group, (r_k - mean_k) / (std_k + 1e-4), the results are summed
+   with the weights, and the sum is normalised again over the whole batch, (s - mean(s)) / (std(s) +
+   1e-4), as TRL 1.16 does (so `scale` does not apply; the config refuses a scale_rewards other than
+   "group" with it). Summing first and then normalising maps different reward combinations with the same
+   total to the same advantage; normalising each first keeps them apart. A function flat in a group gives
+   exactly 0 there (choice 3), and a group flat in every function gets A = 0 exactly; TRL gives both
+   rounding noise times 1e4.
 """
 
 from __future__ import annotations
@@ -34,6 +43,8 @@ from torch import Tensor
 from grpo_lib import dist
 
 SCALES = ("group", "batch", "none")
+MULTI_OBJECTIVE_AGGREGATIONS = ("sum_then_normalize", "normalize_then_sum")
+"""TRL's multi_objective_aggregation values: sum the reward functions, then normalise (GRPO), or GDPO"""
 
 
 def _as_rewards(rewards: Any) -> Tensor:
@@ -185,3 +196,40 @@ def compute_advantages(r: Tensor, G: int, scale: str = "group", std_floor: float
     else:
         A = group_advantages(r_NG, scale=scale, std_floor=std_floor)           # (N, G)
     return A.reshape(-1)                                                       # (N, G) -> (B,)
+
+
+def gdpo_advantages(rewards_per_func: Any, weights: Any = None, std_floor: float = 1e-4) -> Tensor:
+    """GDPO: normalise each reward function within its group, sum with the weights, normalise over the batch.
+
+        ŕ_k = (r_k - mean_group(r_k)) / (std_group(r_k) + std_floor)     for each reward function k
+        s = Σ_k w_k ŕ_k,    A = (s - mean_batch(s)) / (std_batch(s) + std_floor)
+
+    Under torchrun the batch mean and std are those of all ranks' s (`batch_std`), as TRL normalises the
+    gathered rewards.
+
+    Args:
+        rewards_per_func: r_k, (K, N, G): K reward functions, N prompts, G completions each (or a list of K
+            (N, G) arrays).
+        weights: w_k, K numbers; None gives 1 each (TRL's reward_weights).
+        std_floor: added to each std (TRL: 1e-4).
+
+    Returns:
+        A, (N, G); a group flat in every function gets exactly 0.
+
+    Used by: `grpo_lib.rollout.score_rollout` (multi_objective_aggregation="normalize_then_sum")
+    """
+    per = [_as_rewards(r) for r in (rewards_per_func if not isinstance(rewards_per_func, Tensor)
+                                    or rewards_per_func.ndim != 3 else rewards_per_func.unbind(0))]
+    if not per or len({tuple(r.shape) for r in per}) != 1:
+        raise ValueError("rewards_per_func must hold K >= 1 reward arrays of the same shape (N, G), got shapes "
+                         f"{[tuple(r.shape) for r in per]}")
+    w = torch.ones(len(per)) if weights is None else torch.as_tensor(weights, dtype=per[0].dtype).flatten()
+    if w.numel() != len(per) or not torch.isfinite(w).all():
+        raise ValueError(f"weights must be {len(per)} finite numbers (one per reward function), got {weights!r}")
+    s = sum(float(w_k) * group_advantages(r, scale="group", std_floor=std_floor) for w_k, r in zip(w, per))  # (N, G)
+    flat = torch.stack([_all_equal(r) for r in per]).all(dim=0)     # (N, 1) flat in every function
+    stats = torch.stack([s.new_tensor(float(s.numel())), s.sum()]).double()
+    n, total = dist.all_reduce_sum(stats).tolist()
+    std = batch_std(s.reshape(-1)) if dist.get_world_size() > 1 else s.std().item()
+    A = (s - total / n) / (std + std_floor)                         # (N, G)
+    return torch.where(flat, torch.zeros_like(A), A)

@@ -38,7 +38,9 @@ Choices made here (1-7 tested in tests/test_checkpoint.py, the 2-process case in
 5. A resumed run must use the same configuration: `config_differences` lists the fields that differ,
    except harmless ones (`RESUME_MAY_DIFFER`: where to write, how to log, threads, device), and
    `train` refuses to continue when the list is not empty. It must also use the same number of
-   processes, since every rank restores its own RNG state and its own slice of the prompts.
+   processes, since every rank restores its own RNG state and its own slice of the prompts. A field
+   added to the config after a checkpoint was written counts as its default there
+   (`FIELDS_ADDED_LATER`: the defaults that give the run it was), so older checkpoints still resume.
 6. Checksums: the manifest records each file's size and sha256. Finding the latest checkpoint compares
    sizes only (cheap); the checkpoint chosen for a resume is verified file by file, so a file damaged
    in place (same size, flipped bytes) is named. When the newest checkpoint of an output dir is damaged,
@@ -590,11 +592,22 @@ def _load_pretrained_weights(model: nn.Module, folder: Path, files: list[Path] |
                               f"unexpected {sorted(result.unexpected_keys)[:5]})")
 
 
+FIELDS_ADDED_LATER: dict[str, Any] = {
+    # the post-R1 options (off by default, so a checkpoint written before they existed ran with these values)
+    "importance_sampling_level": "token", "kl_estimator": "k3", "use_bias_correction_kl": False,
+    "multi_objective_aggregation": "sum_then_normalize", "vllm_importance_sampling_correction": False,
+    "vllm_importance_sampling_mode": "sequence_mask", "vllm_importance_sampling_clip_min": None,
+    "vllm_importance_sampling_clip_max": 3.0,
+}
+"""config fields newer than some checkpoints -> the value an older checkpoint's run had (choice 5)"""
+
+
 def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """'field: saved X, now Y' for every config field that differs, except those in RESUME_MAY_DIFFER.
 
     Both are `GRPOConfig.to_dict()` dicts; a JSON round trip makes tuples and lists compare equal.
     """
+    saved = {**FIELDS_ADDED_LATER, **saved}
     saved, current = json.loads(json.dumps(saved)), json.loads(json.dumps(current))
     out = []
     for name in sorted(set(saved) | set(current)):

@@ -38,8 +38,9 @@ from typing import Any
 
 import torch
 
+from grpo_lib.advantages import MULTI_OBJECTIVE_AGGREGATIONS
 from grpo_lib.advantages import SCALES as SCALE_REWARDS
-from grpo_lib.loss import LOSS_TYPES
+from grpo_lib.loss import ALL_LOSS_TYPES, IMPORTANCE_SAMPLING_LEVELS, IS_MODES, KL_ESTIMATORS
 from grpo_lib.rewards import REWARD_FUNCTIONS, SYSTEM_PROMPT
 
 TASKS = ("addition", "gsm8k")
@@ -107,10 +108,34 @@ class GRPOConfig:
         "TRL has no such loop)", symbol="I")
     loss_type: str = option("grpo",
         "how token losses are averaged: 'grpo' = per-sequence mean then batch mean (paper eq. 3), 'bnpo', 'dr_grpo', "
-        "'dapo' (token-level, TRL's default)")
+        "'dapo' (token-level, TRL's default); or 'cispo' (MiniMax-M1: the weight min(ρ, epsilon_high) with its "
+        "gradient stopped times A·log π_θ, normalised as 'dapo'; epsilon_high is the cap ε_max >= 1, ScaleRL 5.0)")
     scale_rewards: str = option("group",
         "A_i = (r_i - mean) / std with the 'group' std (paper), the 'batch' std (TRL scale_rewards='batch'), or "
         "'none' (Dr. GRPO: only centre)")
+    importance_sampling_level: str = option("token",
+        "'token': one ratio ρ_{i,t} per token (GRPO); 'sequence': GSPO's s_i = exp(mean_t log ρ_{i,t}), one per "
+        "completion, clipped with epsilon / epsilon_high (GSPO: 3e-4 / 4e-4); needs loss_type 'grpo' (TRL: "
+        "importance_sampling_level)")
+    kl_estimator: str = option("k3",
+        "estimator of KL(π_θ ‖ π_ref) in the β term, d = log π_ref - log π_θ: 'k3' = e^d - d - 1 (paper), 'k2' = "
+        "d²/2, 'k1' = -d (TRL has k3 only)")
+    use_bias_correction_kl: bool = option(False,
+        "multiply the KL term by the ratio ρ (DeepSeek-V3.2's unbiased KL, ρ·k3); TRL's name, TRL 1.16's default "
+        "is True, ours False (DeepSeekMath eq. 3)")
+    multi_objective_aggregation: str = option("sum_then_normalize",
+        "'sum_then_normalize': r_i = Σ_k r_k, then group advantages; 'normalize_then_sum' (GDPO): each reward "
+        "function normalised within its group, summed, then normalised over the batch (TRL's name)")
+    vllm_importance_sampling_correction: bool = option(False,
+        "weight the policy term by sampler-trainer correction weights (TRL's name, default True with vLLM); the "
+        "engine samples with the policy itself, so there is no mismatch to correct and True is refused here")
+    vllm_importance_sampling_mode: str = option("sequence_mask",
+        "how the correction weights are formed: 'token_truncate', 'token_mask', 'sequence_truncate', "
+        "'sequence_mask' (TRL's default); see grpo_lib.loss.sampling_importance_weights")
+    vllm_importance_sampling_clip_min: float | None = option(None,
+        "C_min of the correction weights (TRL's name); None = no lower bound")
+    vllm_importance_sampling_clip_max: float | None = option(3.0,
+        "C_max of the correction weights (TRL's name and default 3.0); None = no upper bound")
     temperature: float = option(1.0,
         "sampling temperature τ > 0 of the rollouts; log-probs use the same τ-scaled logits, so ρ compares like with "
         "like", symbol="τ")
@@ -255,7 +280,37 @@ class GRPOConfig:
         need(self.mu >= 1, f"mu (μ, updates per sampled batch) must be >= 1, got {self.mu}")
         need(self.num_iterations >= 1, f"num_iterations (I, outer iterations) must be >= 1, got {self.num_iterations}")
         need(self.steps >= 1, f"steps (M, steps per outer iteration) must be >= 1, got {self.steps}")
-        need(self.loss_type in LOSS_TYPES, f"loss_type must be one of {LOSS_TYPES}, got {self.loss_type!r}")
+        need(self.loss_type in ALL_LOSS_TYPES, f"loss_type must be one of {ALL_LOSS_TYPES}, got {self.loss_type!r}")
+        need(self.importance_sampling_level in IMPORTANCE_SAMPLING_LEVELS,
+             f"importance_sampling_level must be one of {IMPORTANCE_SAMPLING_LEVELS}, got "
+             f"{self.importance_sampling_level!r}")
+        need(self.importance_sampling_level != "sequence" or self.loss_type == "grpo",
+             f"importance_sampling_level='sequence' (GSPO) needs loss_type='grpo', got loss_type={self.loss_type!r}: "
+             "GSPO's objective is a mean over completions; the token-summing types weight each sequence ratio by its "
+             "length (TRL warns), and 'cispo' caps token weights")
+        need(self.loss_type != "cispo" or (self.epsilon_high is not None and self.epsilon_high >= 1),
+             "loss_type='cispo' caps the importance weight at epsilon_high itself (ε_max, not 1 + ε_high; ScaleRL: "
+             f"5.0), so epsilon_high must be given and >= 1, got epsilon_high={self.epsilon_high}")
+        need(self.kl_estimator in KL_ESTIMATORS, f"kl_estimator must be one of {KL_ESTIMATORS}, got {self.kl_estimator!r}")
+        need(self.multi_objective_aggregation in MULTI_OBJECTIVE_AGGREGATIONS,
+             f"multi_objective_aggregation must be one of {MULTI_OBJECTIVE_AGGREGATIONS}, got "
+             f"{self.multi_objective_aggregation!r}")
+        need(self.multi_objective_aggregation != "normalize_then_sum" or self.scale_rewards == "group",
+             "multi_objective_aggregation='normalize_then_sum' (GDPO) normalises each reward function by its group std "
+             f"and the sum by the batch std, so scale_rewards={self.scale_rewards!r} would be ignored (as TRL "
+             "ignores it); leave scale_rewards='group'")
+        need(self.vllm_importance_sampling_mode in IS_MODES,
+             f"vllm_importance_sampling_mode must be one of {IS_MODES}, got {self.vllm_importance_sampling_mode!r}")
+        lo, hi = self.vllm_importance_sampling_clip_min, self.vllm_importance_sampling_clip_max
+        need(lo is None or hi is None or lo < hi,
+             f"vllm_importance_sampling_clip_min ({lo}) must be less than vllm_importance_sampling_clip_max ({hi})")
+        need(not self.vllm_importance_sampling_mode.endswith("_truncate") or lo is not None or hi is not None,
+             "vllm_importance_sampling_clip_min or _clip_max must be set for the truncate mode "
+             f"{self.vllm_importance_sampling_mode!r}")
+        need(not self.vllm_importance_sampling_correction,
+             "vllm_importance_sampling_correction=True needs a sampler other than the policy (vLLM in TRL); this "
+             "engine samples with the policy itself, so the weights would all be 1. Use "
+             "grpo_lib.loss.sampling_importance_weights and grpo_loss(is_weights=...) with your sampler's log-probs")
         need(self.scale_rewards in SCALE_REWARDS,
              f"scale_rewards must be one of {SCALE_REWARDS}, got {self.scale_rewards!r}")
         need(TEMPERATURE_RANGE[0] <= self.temperature <= TEMPERATURE_RANGE[1],

@@ -5,7 +5,8 @@
 
 The loss is -J, computed per token from log-probabilities and then aggregated over the batch.
 
-Choices made here (1-7 shown in notebooks/04_the_loss.ipynb; 8-8 tested in tests/test_loss.py):
+Choices made here (1-7 shown in notebooks/04_the_loss.ipynb; 8-8 tested in tests/test_loss.py; 9-12 tested in
+tests/test_loss.py and, against TRL's own code, tests/test_golden_trl_post_r1.py):
 1. The KL to π_ref uses the k3 estimator of the paper, e^d - d - 1 with d = logp_ref - logp (Schulman's
    "k3"; unbiased, always >= 0, 0 only where the two log-probs agree). It is computed as expm1(d) - d,
    the same number without the cancellation of e^d - 1 for small d. The KL is added to the loss, not to
@@ -32,6 +33,27 @@ Choices made here (1-7 shown in notebooks/04_the_loss.ipynb; 8-8 tested in tests
    which would make the loss and its gradient inf); a larger one is refused, naming the position. No
    clamp changes the loss or its gradient anywhere below the bound. `global_num_tokens` ("dapo") must be
    a finite count at least this batch's own active tokens, `max_completion_length` a finite number > 0.
+   The bound is what keeps e^(log ρ) (the ratio, GSPO's sequence ratio, whose log is a mean of token
+   log-ratios and so never larger than their maximum) and k3's e^d finite; k1 and k2 take no exp, so with
+   them the k3 exponent is not checked.
+9. GSPO (Zheng et al. 2025), `importance_sampling_level="sequence"` (`sequence_log_ratio`) (TRL's name; TRL 1.16 has "token" and
+   "sequence" only, so "sequence_token" is not offered): one ratio per completion, s_i = exp(mean_t log
+   ρ_{i,t}) over its active tokens, clipped with the same ε / ε_high (GSPO's paper uses 3e-4 / 4e-4, so
+   set them). Only with loss_type "grpo", the per-sequence objective: TRL only warns for the token-summing
+   types, the config refuses them.
+10. CISPO (MiniMax-M1), loss_type "cispo" in `grpo_loss`, TRL's form: ℓ_{i,t} = -sg(min(ρ, ε_max))·A_i·log π_θ,
+   ε_max being `epsilon_high` itself (a cap on the weight, not 1 + ε_high; ScaleRL uses 5.0), normalised like
+   "dapo" (token sum / global token count). Every token keeps the gradient A·∇log π_θ, scaled by the
+   capped weight; the loss *value* is TRL's (it holds log π_θ, not ρ). The config refuses ε_max < 1 (a cap
+   below 1 shrinks on-policy tokens; TRL takes any, and its epsilon_high default ε = 0.2 would cap there).
+11. The KL estimator is an option (`kl_estimate`), `kl_estimator` "k3" (default, the paper), "k2" = d²/2 or
+   "k1" = -d (d = log π_ref - log π_θ), and `use_bias_correction_kl` (TRL's name; DeepSeek-V3.2) multiplies it by
+   the ratio ρ (with its gradient; GSPO's s_i at sequence level). Default False, today's engine and
+   DeepSeekMath eq. 3; TRL 1.16 defaults to True. The "kl" stat is the term β multiplies.
+12. Sampler-trainer mismatch weights (`sampling_importance_weights`, TRL's
+   `vllm_importance_sampling_mode`): w from the trainer's and the sampler's log-probs of the sampled tokens,
+   per token or per sequence (exp of the summed difference), truncated to [C_min, C_max] or set to 0
+   outside it; `grpo_loss(is_weights=w)` multiplies the policy term (not the KL) by w, as TRL does.
 """
 
 from __future__ import annotations
@@ -43,6 +65,14 @@ import torch
 from torch import Tensor
 
 LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
+"""the four normalisations of the clipped objective (choice 3)"""
+ALL_LOSS_TYPES = (*LOSS_TYPES, "cispo")
+"""what `grpo_loss` and the config's loss_type accept: the four, and CISPO (choice 10)"""
+IMPORTANCE_SAMPLING_LEVELS = ("token", "sequence")
+"""TRL 1.16's importance_sampling_level values: per-token ρ (GRPO) or GSPO's length-normalised sequence ratio"""
+KL_ESTIMATORS = ("k1", "k2", "k3")
+IS_MODES = ("token_truncate", "token_mask", "sequence_truncate", "sequence_mask")
+"""TRL's vllm_importance_sampling_mode values (`sampling_importance_weights`)"""
 LOG_RATIO_LIMIT = 80.0
 """the largest log-ratio `grpo_loss` accepts at an active position (choice 8): log ρ = log π_θ - log π_θold and the
 k3 exponent log π_ref - log π_θ. e^80 = 5.5e34 stays finite in float32 (max 3.4e38, e^88.7), and so does ρ·A for
@@ -66,6 +96,99 @@ def kl_k3(logp: Tensor, logp_ref: Tensor) -> Tensor:
     """
     d = logp_ref - logp                                             # (B, T)
     return torch.expm1(d) - d                                       # (B, T) = e^d - 1 - d, accurate for small d
+
+
+def kl_estimate(logp: Tensor, logp_ref: Tensor, estimator: str = "k3") -> Tensor:
+    """Per-token KL estimate of KL(π_θ ‖ π_ref) from samples of π_θ, d = logp_ref - logp:
+    "k1" = -d (unbiased, can be negative), "k2" = d²/2 (biased, >= 0), "k3" = e^d - d - 1 (`kl_k3`).
+
+    As a differentiated loss on-policy: E[∇k1] = 0, ∇k2 gives the reverse-KL gradient, ∇k3 the forward-KL one.
+
+    Used by: `grpo_loss` (kl_estimator)
+    """
+    if estimator == "k3":
+        return kl_k3(logp, logp_ref)
+    d = logp_ref - logp                                             # (B, T)
+    if estimator == "k2":
+        return 0.5 * d * d
+    if estimator == "k1":
+        return -d
+    raise ValueError(f"kl_estimator must be one of {KL_ESTIMATORS}, got {estimator!r}")
+
+
+def sequence_log_ratio(log_ratio: Tensor, mask: Tensor) -> Tensor:
+    """GSPO's log s_i = mean over the active tokens of log ρ_{i,t}, (B, T) -> (B, 1) (0 for an empty row).
+
+    Used by: `grpo_loss` (importance_sampling_level="sequence")
+    """
+    m = mask.to(log_ratio.dtype)
+    return ((log_ratio * m).sum(-1) / m.sum(-1).clamp(min=1.0)).unsqueeze(-1)
+
+
+def sampling_importance_weights(logp_trainer: Tensor, logp_sampler: Tensor, mask: Tensor, *,
+                                mode: str = "sequence_mask", clip_min: float | None = None,
+                                clip_max: float | None = 3.0) -> tuple[Tensor, dict[str, float]]:
+    """Weights that correct for a sampler whose log-probs differ from the trainer's (TRL's vLLM IS correction).
+
+    δ_{i,t} = (log π_train - log π_sampler) at active tokens (0 elsewhere, and where the sampler gave NaN).
+    "token_*": w_{i,t} = e^δ_{i,t}, (B, T); "sequence_*": w_i = e^(Σ_t δ_{i,t}), (B, 1) (the product of the
+    token ratios, not GSPO's mean). "*_truncate" clamps w to [clip_min, clip_max] (TIS); "*_mask" sets w to
+    0 outside it (MIS / IcePop). A missing bound is no bound.
+
+    Args:
+        logp_trainer: log π_train(θ_old) of the sampled tokens, (B, T) (TRL: old_per_token_logps).
+        logp_sampler: log π_sampler of the same tokens, (B, T) (TRL: sampling_per_token_logps).
+        mask: (B, T) 0/1.
+        mode, clip_min, clip_max: TRL's vllm_importance_sampling_mode / _clip_min / _clip_max.
+
+    Returns:
+        w (detached, (B, T) or (B, 1), for `grpo_loss(is_weights=w)`) and the metrics under TRL's names:
+        "sampling/sampling_logp_difference/mean" and "/max" (|δ| over the active tokens), and
+        "sampling/importance_sampling_ratio/min", "/mean", "/max" (w over the active tokens, or over the rows).
+
+    Raises:
+        ValueError: an unknown mode, clip_min >= clip_max, a truncate mode without any bound (TRL's checks), or
+            a weight that is inf at an active position (a truncate mode without clip_max and a sum of
+            differences above `LOG_RATIO_LIMIT`).
+    """
+    if mode not in IS_MODES:
+        raise ValueError(f"vllm_importance_sampling_mode must be one of {IS_MODES}, got {mode!r}")
+    if clip_min is not None and clip_max is not None and clip_min >= clip_max:
+        raise ValueError(f"vllm_importance_sampling_clip_min ({clip_min}) must be less than "
+                         f"vllm_importance_sampling_clip_max ({clip_max})")
+    if mode.endswith("_truncate") and clip_min is None and clip_max is None:
+        raise ValueError("at least one of vllm_importance_sampling_clip_min / _clip_max must be set for the "
+                         f"truncate mode {mode!r}")
+    if logp_trainer.shape != logp_sampler.shape or tuple(mask.shape) != tuple(logp_trainer.shape):
+        raise ValueError(f"logp_trainer {tuple(logp_trainer.shape)}, logp_sampler {tuple(logp_sampler.shape)} and "
+                         f"mask {tuple(mask.shape)} must have the same (B, T) shape")
+    keep = mask != 0
+    with torch.no_grad():
+        lt, ls = logp_trainer.detach().float(), logp_sampler.detach().float()
+        diff = torch.nan_to_num((lt - ls).masked_fill(~keep, 0.0), nan=0.0)     # (B, T)
+        sequence = mode.startswith("sequence")
+        w = torch.exp(diff.sum(-1, keepdim=True) if sequence else diff)        # (B, 1) or (B, T)
+        lo = -math.inf if clip_min is None else clip_min
+        hi = math.inf if clip_max is None else clip_max
+        if mode.endswith("_truncate"):
+            w = w.clamp(min=clip_min, max=clip_max)
+        else:
+            w = w.masked_fill((w < lo) | (w > hi), 0.0)
+        active = keep.any(-1, keepdim=True) if sequence else keep
+        if not torch.isfinite(w[active.expand_as(w)]).all():
+            raise ValueError(f"an importance weight is inf in mode {mode!r} (clip_max={clip_max}): the summed "
+                             "log-prob difference overflows exp; set vllm_importance_sampling_clip_max")
+        delta = (lt - ls).abs()[keep & ~torch.isnan(lt - ls)]
+        flat = w.flatten() if sequence else w[keep]
+        zero = lambda f, x: float(f(x)) if x.numel() else 0.0                   # noqa: E731
+        metrics = {
+            "sampling/sampling_logp_difference/mean": zero(torch.mean, delta),
+            "sampling/sampling_logp_difference/max": zero(torch.max, delta),
+            "sampling/importance_sampling_ratio/min": zero(torch.min, flat),
+            "sampling/importance_sampling_ratio/mean": zero(torch.mean, flat),
+            "sampling/importance_sampling_ratio/max": zero(torch.max, flat),
+        }
+    return w, metrics
 
 
 def clipped_surrogate(rho: Tensor, A: Tensor, epsilon: float, epsilon_high: float | None = None) -> Tensor:
@@ -102,6 +225,7 @@ def normalise_token_losses(per_token: Tensor, mask: Tensor, loss_type: str, *,
         "bnpo":    Σ_{i,t} m ℓ / max(1, Σ_i |o_i|)               token mean over this batch
         "dr_grpo": Σ_{i,t} m ℓ / (B · max_completion_length)     Dr. GRPO: constant denominator
         "dapo":    Σ_{i,t} m ℓ / dapo_divisor(global_num_tokens, world_size)
+        "cispo":   as "dapo" (TRL normalises CISPO by the global token count too)
 
     `grpo_loss` calls it on its per-token loss, `micro_batch_weight` says how the micro-batches of one update
     add up to it, and the exercise checkers of notebooks 04 and 05 use it as their reference.
@@ -128,7 +252,7 @@ def normalise_token_losses(per_token: Tensor, mask: Tensor, loss_type: str, *,
         return masked.sum() / m.sum().clamp(min=1)
     if loss_type == "dr_grpo":   # Σ_i Σ_t / (B · L_max)
         return masked.sum() / (per_token.shape[0] * max_completion_length)
-    if loss_type == "dapo":      # Σ_i Σ_t / (N_global / world_size)
+    if loss_type in ("dapo", "cispo"):  # Σ_i Σ_t / (N_global / world_size)
         n_global = m.sum() if global_num_tokens is None else torch.as_tensor(
             global_num_tokens, dtype=per_token.dtype, device=per_token.device)
         return masked.sum() / dapo_divisor(n_global, world_size)
@@ -166,15 +290,24 @@ def micro_batch_weight(loss_type: str, *, rows: int, tokens: int, batch_rows: in
         return rows / batch_rows
     if loss_type == "bnpo":
         return tokens / max(batch_tokens, 1)
-    if loss_type == "dapo":
+    if loss_type in ("dapo", "cispo"):
         return 1.0
     raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
 
 
 def _check_inputs(logp, logp_old, logp_ref, advantages, mask, epsilon, epsilon_high, beta, loss_type,
-                  max_completion_length, world_size, global_num_tokens=None):
-    if loss_type not in LOSS_TYPES:
-        raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
+                  max_completion_length, world_size, global_num_tokens=None, importance_sampling_level="token",
+                  kl_estimator="k3", is_weights=None):
+    if importance_sampling_level not in IMPORTANCE_SAMPLING_LEVELS:
+        raise ValueError(f"importance_sampling_level must be one of {IMPORTANCE_SAMPLING_LEVELS}, "
+                         f"got {importance_sampling_level!r}")
+    if kl_estimator not in KL_ESTIMATORS:
+        raise ValueError(f"kl_estimator must be one of {KL_ESTIMATORS}, got {kl_estimator!r}")
+    if loss_type == "cispo" and (epsilon_high is None or epsilon_high < 1):
+        raise ValueError(f"loss_type='cispo' caps the importance weight at epsilon_high itself (ε_max, ScaleRL: 5.0), "
+                         f"so it must be given and >= 1, got epsilon_high={epsilon_high!r}")
+    if loss_type not in ALL_LOSS_TYPES:
+        raise ValueError(f"loss_type must be one of {ALL_LOSS_TYPES}, got {loss_type!r}")
     if logp.ndim != 2:
         raise ValueError(f"logp must be (B, T) per-token log-probs, got shape {tuple(logp.shape)}")
     B, T = logp.shape
@@ -198,7 +331,11 @@ def _check_inputs(logp, logp_old, logp_ref, advantages, mask, epsilon, epsilon_h
     for name, value in (("epsilon", epsilon), ("epsilon_high", epsilon_high), ("beta", beta)):
         if value is not None and not math.isfinite(value):
             raise ValueError(f"{name} must be a finite number, got {value}")
-    _check_finite_where_active(logp, logp_old, logp_ref, advantages, mask)
+    if is_weights is not None and (is_weights.ndim != 2 or is_weights.shape[0] != logp.shape[0]
+                                   or is_weights.shape[1] not in (1, logp.shape[1])):
+        raise ValueError(f"is_weights must be (B, T) or (B, 1) for logp of shape {tuple(logp.shape)}, "
+                         f"got {tuple(is_weights.shape)}")
+    _check_finite_where_active(logp, logp_old, logp_ref, advantages, mask, check_k3=kl_estimator == "k3")
     if epsilon < 0 or (epsilon_high is not None and epsilon_high < 0):
         raise ValueError(f"clip ranges must be >= 0, got epsilon={epsilon}, epsilon_high={epsilon_high}")
     if beta < 0:
@@ -226,7 +363,7 @@ def _check_inputs(logp, logp_old, logp_ref, advantages, mask, epsilon, epsilon_h
                 "scale the loss up)")
 
 
-def _check_finite_where_active(logp, logp_old, logp_ref, advantages, mask) -> None:
+def _check_finite_where_active(logp, logp_old, logp_ref, advantages, mask, check_k3: bool = True) -> None:
     """Refuse NaN / inf at active positions (mask 1; padding may hold anything): one host sync when all is well."""
     keep = mask != 0                                                # (B, T)
     active_rows = keep.any(dim=1)                                   # (B,)
@@ -237,7 +374,8 @@ def _check_finite_where_active(logp, logp_old, logp_ref, advantages, mask) -> No
     # the overflow bound (choice 8): log-ratios above LOG_RATIO_LIMIT, where exp overflows float32
     ratios = [(name, d) for name, d in (
         ("log π_θ - log π_θold (log ρ)", None if logp_old is None else logp.detach().float() - logp_old.detach().float()),
-        ("log π_ref - log π_θ (the k3 exponent)", None if logp_ref is None else logp_ref.detach().float() - logp.detach().float()))
+        ("log π_ref - log π_θ (the k3 exponent)",
+         None if logp_ref is None or not check_k3 else logp_ref.detach().float() - logp.detach().float()))
         if d is not None]
     too_big = [keep & (d > LOG_RATIO_LIMIT) for _, d in ratios]
     if not torch.stack([b.any() for b in bad + too_big]).any():
@@ -264,7 +402,9 @@ def grpo_loss(logp: Tensor, logp_old: Tensor | None, logp_ref: Tensor | None, ad
               epsilon: float = 0.2, epsilon_high: float | None = None, beta: float = 0.04,
               loss_type: str = "grpo", max_completion_length: int | None = None,
               global_num_tokens: int | float | Tensor | None = None,
-              world_size: int = 1) -> tuple[Tensor, dict[str, Tensor]]:
+              world_size: int = 1, importance_sampling_level: str = "token", kl_estimator: str = "k3",
+              use_bias_correction_kl: bool = False,
+              is_weights: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
     """Negated GRPO objective: ℓ_{i,t} = -(min(ρA, clip(ρ, 1-ε, 1+ε_high)A) - β·k3), masked and aggregated.
 
     The loss_type picks the normalisation over tokens and completions (`normalise_token_losses` has the
@@ -288,6 +428,13 @@ def grpo_loss(logp: Tensor, logp_old: Tensor | None, logp_ref: Tensor | None, ad
         global_num_tokens: "dapo" only: active tokens summed over all ranks (an all-reduced count);
             None means this batch's own count.
         world_size: "dapo" only: number of DDP ranks.
+        importance_sampling_level: "token" (ρ_{i,t}) or "sequence" (GSPO: s_i = exp(mean_t log ρ_{i,t}),
+            one ratio per completion, clipped with the same ε / ε_high).
+        kl_estimator: "k3" (paper), "k2" or "k1" (`kl_estimate`).
+        use_bias_correction_kl: multiply the KL term by ρ (or s_i), with its gradient (DeepSeek-V3.2; TRL's
+            default True, ours False).
+        is_weights: sampler-trainer correction weights from `sampling_importance_weights`, (B, T) or (B, 1),
+            multiplied into the policy term (not the KL); None = no correction.
 
     Returns:
         loss: 0-dim tensor to minimise (fp32 when logp is bf16/fp16).
@@ -295,6 +442,9 @@ def grpo_loss(logp: Tensor, logp_old: Tensor | None, logp_ref: Tensor | None, ad
             "kl": mean k3 (0 when logp_ref is None), "clip_fraction": share of tokens where clipping
             changed the min (ρ < 1-ε with A < 0, or ρ > 1+ε_high with A > 0), "clip_fraction_low" and
             "clip_fraction_high": the two halves of it, "ratio_mean": mean ρ. All 0 for an empty mask.
+            "kl" is the term β multiplies (the chosen estimator, times ρ with use_bias_correction_kl). At
+            sequence level the other three are means over the B completions of s_i (as TRL logs them); for
+            "cispo", "clip_fraction_high" (= "clip_fraction") is TRL's cispo_clip_ratio, ρ > ε_max with A > 0.
 
     Raises:
         ValueError: mismatched shapes, a mask other than 0/1, negative or non-finite ε / ε_high / β, or a
@@ -305,7 +455,8 @@ def grpo_loss(logp: Tensor, logp_old: Tensor | None, logp_ref: Tensor | None, ad
     Taught in: notebooks/04_the_loss.ipynb
     """
     _check_inputs(logp, logp_old, logp_ref, advantages, mask, epsilon, epsilon_high, beta, loss_type,
-                  max_completion_length, world_size, global_num_tokens)
+                  max_completion_length, world_size, global_num_tokens, importance_sampling_level, kl_estimator,
+                  is_weights)
     epsilon_high = epsilon if epsilon_high is None else epsilon_high
     if logp.dtype in (torch.float16, torch.bfloat16):
         logp = logp.float()                                         # (B, T) the loss is computed in fp32
@@ -318,12 +469,22 @@ def grpo_loss(logp: Tensor, logp_old: Tensor | None, logp_ref: Tensor | None, ad
     logp_old = logp_old.to(logp.dtype).masked_fill(~keep, 0.0)      # (B, T)
     A = advantages.to(logp.dtype).masked_fill(~keep.any(dim=1), 0.0)  # (B,) a row without active tokens adds 0
 
-    rho = torch.exp(logp - logp_old)                                # (B, T)
-    surr = clipped_surrogate(rho, A, epsilon, epsilon_high)         # (B, T)
-    per_token = -surr                                               # (B, T)
+    log_ratio = logp - logp_old                                     # (B, T)
+    if importance_sampling_level == "sequence":
+        log_ratio = sequence_log_ratio(log_ratio, m)                # (B, 1) GSPO: log s_i
+    rho = torch.exp(log_ratio)                                      # (B, T), or (B, 1) at sequence level
+    if loss_type == "cispo":   # sg(min(ρ, ε_max)) · A · log π_θ: every token keeps its gradient
+        per_token = -(rho.clamp(max=epsilon_high).detach() * A[:, None] * logp)  # (B, T)
+    else:
+        per_token = -clipped_surrogate(rho, A, epsilon, epsilon_high).expand_as(logp)  # (B, T)
+    if is_weights is not None:
+        w = is_weights.detach().to(logp.dtype).expand_as(logp)     # (B, T)
+        per_token = per_token * w.masked_fill(~keep, 0.0)           # the policy term only, as TRL
     kl = None
     if logp_ref is not None:
-        kl = kl_k3(logp, logp_ref.to(logp.dtype).masked_fill(~keep, 0.0))  # (B, T)
+        kl = kl_estimate(logp, logp_ref.to(logp.dtype).masked_fill(~keep, 0.0), kl_estimator)  # (B, T)
+        if use_bias_correction_kl:
+            kl = kl * rho                                           # (B, T) ρ·k, gradient through ρ
         if beta != 0:
             per_token = per_token + beta * kl                       # (B, T)
 
@@ -333,14 +494,22 @@ def grpo_loss(logp: Tensor, logp_old: Tensor | None, logp_ref: Tensor | None, ad
     with torch.no_grad():
         n_tok = m.sum().clamp(min=1)
         A_t = A[:, None]                                            # (B, 1)
-        low = (rho < 1 - epsilon) & (A_t < 0)                       # (B, T) clipped from below
-        high = (rho > 1 + epsilon_high) & (A_t > 0)                 # (B, T) clipped from above
+        if loss_type == "cispo":   # TRL's cispo_clip_ratio: the weight capped where A > 0
+            low = torch.zeros_like(rho, dtype=torch.bool)
+            high = (rho > epsilon_high) & (A_t > 0)
+        else:
+            low = (rho < 1 - epsilon) & (A_t < 0)                   # clipped from below
+            high = (rho > 1 + epsilon_high) & (A_t > 0)             # clipped from above
+        if rho.shape[1] == 1 and m.shape[1] != 1:   # sequence level: means over all B completions (as TRL)
+            mean = lambda x: x.to(m.dtype).mean()                   # noqa: E731
+        else:
+            mean = lambda x: (x.to(m.dtype) * m).sum() / n_tok      # noqa: E731
         stats = {
             "kl": (kl * m).sum() / n_tok if kl is not None else logp.new_zeros(()),
-            "clip_fraction": ((low | high).to(m.dtype) * m).sum() / n_tok,
-            "clip_fraction_low": (low.to(m.dtype) * m).sum() / n_tok,
-            "clip_fraction_high": (high.to(m.dtype) * m).sum() / n_tok,
-            "ratio_mean": (rho * m).sum() / n_tok,
+            "clip_fraction": mean(low | high),
+            "clip_fraction_low": mean(low),
+            "clip_fraction_high": mean(high),
+            "ratio_mean": mean(rho),
         }
     stats = {k: v.detach() for k, v in stats.items()}
     return loss, stats

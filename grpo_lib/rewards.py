@@ -10,7 +10,8 @@ Completions come as the tutorial (and TRL's conversational format) pass them, `[
 and `answer` is a list of gold strings, one per completion. Every reward function returns one float per
 completion and never raises on any completion text.
 
-Choices made here (each shown in notebooks/03_reward_design.ipynb):
+Choices made here (1-7 shown in notebooks/03_reward_design.ipynb; 8-8 tested in tests/test_rewards.py and
+tests/test_golden_trl_post_r1.py):
 1. The model's answer is the content of the LAST `<answer>` tag, and that tag must be closed (the
    tutorial's rule). An unclosed last tag gives no answer, even if an earlier tag was closed: the
    model's final word was an unfinished answer, and falling back to an earlier one would reward
@@ -41,6 +42,11 @@ Choices made here (each shown in notebooks/03_reward_design.ipynb):
 7. No regular expression here can backtrack catastrophically: tags are found with str.find/rfind,
    and the number patterns are linear (no nested quantifiers over overlapping characters), so a
    200 KB completion scores in milliseconds.
+8. DAPO's overlong shaping, `soft_overlong_punishment(L_max, L_cache)` (TRL's
+   `get_soft_overlong_punishment`, DAPO eq. 13): 0 up to L_max - L_cache tokens, then falling linearly
+   to -1 at L_max, and -1 beyond. It scores token counts (`completion_ids`, as TRL passes them), not
+   text, so it is a factory rather than an entry of REWARD_FUNCTIONS. L_cache = 0 (TRL accepts it and
+   divides by it only for lengths it never reaches) is refused here, as is L_cache > L_max.
 """
 
 from __future__ import annotations
@@ -504,6 +510,46 @@ def combined_reward(prompts: Any, completions: Any, answer: Any, **kwargs: Any) 
     correctness = correctness_reward(prompts=prompts, completions=completions, answer=answer)
     formatting = format_reward(completions=completions)
     return [round(c + f, 10) for c, f in zip(correctness, formatting)]
+
+
+class SoftOverlongPunishment:
+    """DAPO's soft overlong penalty R_len(|y|) (eq. 13), TRL's `get_soft_overlong_punishment`.
+
+        R_len = 0                                 if |y| <= L_max - L_cache
+              = ((L_max - L_cache) - |y|) / L_cache  if L_max - L_cache < |y| <= L_max
+              = -1                                if |y| > L_max
+
+    Call it as TRL does, `fn(completion_ids=[[ids], ...])`; it returns one float per completion.
+
+    Args:
+        max_completion_len: L_max, the generation budget in tokens.
+        soft_punish_cache: L_cache, the width of the linear zone (DAPO: 4,096 of 20,480), 0 < L_cache <= L_max.
+    """
+
+    __name__ = "soft_overlong_punishment_reward"      # TRL's metric name
+
+    def __init__(self, max_completion_len: int, soft_punish_cache: int):
+        for name, v in (("max_completion_len", max_completion_len), ("soft_punish_cache", soft_punish_cache)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a positive int (tokens), got {v!r}")
+        if soft_punish_cache > max_completion_len:
+            raise ValueError(f"soft_punish_cache ({soft_punish_cache}) must be <= max_completion_len "
+                             f"({max_completion_len})")
+        self.max_completion_len, self.soft_punish_cache = max_completion_len, soft_punish_cache
+
+    def __call__(self, completion_ids: Sequence[Sequence[int]], **kwargs: Any) -> list[float]:
+        L_max, L_c = self.max_completion_len, self.soft_punish_cache
+        out = []
+        for ids in _as_list(completion_ids, "completion_ids must be a list of token-id lists, one per completion"):
+            n = len(ids)
+            out.append(0.0 if n <= L_max - L_c else ((L_max - L_c) - n) / L_c if n <= L_max else -1.0)
+        return out
+
+
+def soft_overlong_punishment(max_completion_len: int, soft_punish_cache: int) -> SoftOverlongPunishment:
+    """DAPO's soft overlong penalty as a reward function (see `SoftOverlongPunishment`; TRL's
+    `get_soft_overlong_punishment(max_completion_len, soft_punish_cache)`)."""
+    return SoftOverlongPunishment(max_completion_len, soft_punish_cache)
 
 
 REWARD_FUNCTIONS = {"correctness": correctness_reward, "format": format_reward,

@@ -40,7 +40,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from grpo_lib.advantages import compute_advantages
+from grpo_lib.advantages import compute_advantages, gdpo_advantages
 from grpo_lib.logprobs import completion_mask, token_logprobs
 from grpo_lib.rewards import strict_correct
 
@@ -420,6 +420,8 @@ class ScoredRollout:
         logp_ref: log π_ref, (B, T), or None when β = 0.
         correct: (B,) bool, strict correctness of each completion (for the batch accuracy).
         scoring_seconds: wall time of rewards + advantages + old/ref log-probs.
+        is_weights: sampler-trainer correction weights, (B, T) or (B, 1) (`grpo_lib.loss.sampling_importance_weights`),
+            for a sampler other than the policy; None (the engine's own sampler) = no correction.
     """
 
     rollout: Rollout
@@ -431,6 +433,7 @@ class ScoredRollout:
     logp_ref: Tensor | None = None
     correct: Tensor | None = None
     scoring_seconds: float = 0.0
+    is_weights: Tensor | None = None
 
     @property
     def mask(self) -> Tensor:
@@ -441,7 +444,8 @@ class ScoredRollout:
 def score_rollout(rollout: Rollout, answers: Sequence[str], reward_funcs: Mapping[str, RewardFunc], *,
                   policy: nn.Module | None = None, ref_model: nn.Module | None = None,
                   scale_rewards: str = "group", temperature: float = 1.0, need_old: bool = False,
-                  chunk_size: int | None = None) -> ScoredRollout:
+                  chunk_size: int | None = None,
+                  multi_objective_aggregation: str = "sum_then_normalize") -> ScoredRollout:
     """Rewards r, advantages A and the no-grad log-probs of π_θold and π_ref for one rollout.
 
     Args:
@@ -454,6 +458,8 @@ def score_rollout(rollout: Rollout, answers: Sequence[str], reward_funcs: Mappin
         temperature: τ used for sampling; the log-probs use the same τ.
         need_old: compute log π_θold now (needed when μ > 1, since π_θ moves between updates).
         chunk_size: rows per forward for the log-probs.
+        multi_objective_aggregation: "sum_then_normalize" (A from the summed reward) or "normalize_then_sum"
+            (GDPO, `grpo_lib.advantages.gdpo_advantages` on the per-function rewards; scale_rewards unused).
 
     Returns:
         ScoredRollout.
@@ -464,7 +470,14 @@ def score_rollout(rollout: Rollout, answers: Sequence[str], reward_funcs: Mappin
     device = rollout.completion_ids.device
     r, per_func = score_completions(rollout, answers, reward_funcs)             # (B,), {name: (B,)}
     r = r.to(device)                                                            # (B,) on the model's device
-    A = compute_advantages(r, rollout.G, scale=scale_rewards)                   # (B,)
+    if multi_objective_aggregation == "normalize_then_sum":                     # GDPO
+        per = torch.stack([v.to(device) for v in per_func.values()]).view(len(per_func), -1, rollout.G)  # (K, N, G)
+        A = gdpo_advantages(per).reshape(-1)                                    # (B,)
+    elif multi_objective_aggregation == "sum_then_normalize":
+        A = compute_advantages(r, rollout.G, scale=scale_rewards)               # (B,)
+    else:
+        raise ValueError(f"multi_objective_aggregation must be 'sum_then_normalize' or 'normalize_then_sum', "
+                         f"got {multi_objective_aggregation!r}")
     golds = [a for a in answers for _ in range(rollout.G)]
     correct = torch.tensor([strict_correct(t, g) for t, g in zip(rollout.texts, golds)])  # (B,) bool
     logp_old = logp_ref = None

@@ -196,7 +196,9 @@ def policy_update(policy: nn.Module, optimizer: torch.optim.Optimizer, batch: Sc
                 None if batch.logp_ref is None else batch.logp_ref[rows], A[rows], mask[rows],
                 epsilon=cfg.epsilon, epsilon_high=cfg.epsilon_high, beta=cfg.beta, loss_type=cfg.loss_type,
                 max_completion_length=cfg.max_completion_length, global_num_tokens=n_global,
-                world_size=dist.get_world_size(),
+                world_size=dist.get_world_size(), importance_sampling_level=cfg.importance_sampling_level,
+                kl_estimator=cfg.kl_estimator, use_bias_correction_kl=cfg.use_bias_correction_kl,
+                is_weights=None if batch.is_weights is None else batch.is_weights[rows],
             )
             m = mask[rows].float()
             stats["entropy"] = (entropy * m).sum() / m.sum().clamp(min=1)
@@ -428,7 +430,8 @@ def _train(cfg: GRPOConfig, info: dist.DistInfo, ckpt: checkpoint.Checkpoint | N
                 batch = score_rollout(rollout, [p["answer"] for p in problems], reward_funcs, policy=model,
                                       ref_model=ref_model, scale_rewards=cfg.scale_rewards,
                                       temperature=cfg.temperature, need_old=cfg.mu > 1,
-                                      chunk_size=cfg.micro_batch_size)
+                                      chunk_size=cfg.micro_batch_size,
+                                      multi_objective_aggregation=cfg.multi_objective_aggregation)
             if faults:
                 _inject_fault(faults, step + 1, rank, batch, failure.signals)   # test hook (GRPO_LIB_FAULT); never in real runs
             # μ GRPO updates on the same batch: maximise the clipped objective minus β·KL

@@ -69,7 +69,8 @@ def require_trl() -> Any:
 def make_trainer(model: nn.Module, tokenizer: Any, *, G: int = 4, loss_type: str = "grpo", beta: float = 0.0,
                  epsilon: float = 0.2, epsilon_high: float | None = None, temperature: float = 1.0,
                  max_completion_length: int = 8, scale_rewards: str = "group", rewards: Sequence[float] | None = None,
-                 use_bias_correction_kl: bool = False, output_dir: str | None = None) -> Any:
+                 use_bias_correction_kl: bool = False, output_dir: str | None = None,
+                 rewards_per_func: Sequence[Sequence[float]] | None = None, **trl_kwargs: Any) -> Any:
     """A real `trl.GRPOTrainer` on the CPU around `model`, for calling its loss and scoring code directly.
 
     Args:
@@ -84,6 +85,9 @@ def make_trainer(model: nn.Module, tokenizer: Any, *, G: int = 4, loss_type: str
         use_bias_correction_kl: TRL 1.16 defaults to True (DeepSeek-V3.2: the k3 KL term is multiplied by
             the ratio ρ). False is DeepSeekMath's eq. 3, which grpo_lib implements.
         output_dir: TRL's output_dir (nothing is written there); None uses a temporary folder.
+        rewards_per_func: instead of `rewards`, K lists of N·G rewards: the trainer gets K reward functions,
+            function k returning list k (for multi_objective_aggregation).
+        trl_kwargs: any other TRL GRPOConfig field (importance_sampling_level, multi_objective_aggregation...).
 
     Returns:
         the trainer, with `current_gradient_accumulation_steps` set as TRL's training loop sets it.
@@ -93,13 +97,19 @@ def make_trainer(model: nn.Module, tokenizer: Any, *, G: int = 4, loss_type: str
     from trl import GRPOConfig as TRLConfig
     from trl import GRPOTrainer
 
-    rewards = [0.0] * (2 * G) if rewards is None else [float(r) for r in rewards]
-    if len(rewards) % G:
-        raise ValueError(f"rewards must hold N·G values (G = {G}), got {len(rewards)}")
-    dataset = Dataset.from_list([{"prompt": "1+1=", "target_reward": r} for r in rewards])
+    columns = [[float(r) for r in rs] for rs in rewards_per_func] if rewards_per_func is not None else [
+        [0.0] * (2 * G) if rewards is None else [float(r) for r in rewards]]
+    rewards = columns[0]
+    if len(rewards) % G or any(len(c) != len(rewards) for c in columns):
+        raise ValueError(f"rewards must hold N·G values (G = {G}) for every function, got {[len(c) for c in columns]}")
+    dataset = Dataset.from_list([{"prompt": "1+1=", **{f"target_reward_{k}": c[i] for k, c in enumerate(columns)}}
+                                 for i in range(len(rewards))])
 
-    def given_reward(prompts, completions, target_reward, **kwargs):      # noqa: ARG001 (TRL's signature)
-        return list(target_reward)
+    def _given(k: int) -> Any:
+        def given_reward(prompts, completions, **kwargs):                 # noqa: ARG001 (TRL's signature)
+            return list(kwargs[f"target_reward_{k}"])
+        given_reward.__name__ = f"given_reward_{k}"
+        return given_reward
 
     args = TRLConfig(
         output_dir=output_dir or tempfile.mkdtemp(prefix="trl-compare-"),
@@ -108,9 +118,10 @@ def make_trainer(model: nn.Module, tokenizer: Any, *, G: int = 4, loss_type: str
         loss_type=loss_type, beta=beta, epsilon=epsilon,
         epsilon_high=epsilon if epsilon_high is None else epsilon_high,
         temperature=temperature, scale_rewards=scale_rewards, top_k=0, top_p=1.0, seed=0,
-        use_bias_correction_kl=use_bias_correction_kl,
+        use_bias_correction_kl=use_bias_correction_kl, **trl_kwargs,
     )
-    trainer = GRPOTrainer(model=model, reward_funcs=given_reward, args=args, train_dataset=dataset,
+    funcs = [_given(k) for k in range(len(columns))]
+    trainer = GRPOTrainer(model=model, reward_funcs=funcs[0] if len(funcs) == 1 else funcs, args=args, train_dataset=dataset,
                           processing_class=tokenizer)
     trainer.current_gradient_accumulation_steps = args.gradient_accumulation_steps
     return trainer
@@ -183,7 +194,8 @@ def make_batch(model: nn.Module, tokenizer: Any, prompts: Sequence[str] = EXAMPL
     return LossBatch(prompt_ids, prompt_mask, completion_ids, mask, A, logp_old, logp_ref)
 
 
-def trl_loss(trainer: Any, batch: LossBatch) -> tuple[Tensor, dict[str, float]]:
+def trl_loss(trainer: Any, batch: LossBatch, extra_inputs: dict[str, Any] | None = None,
+             ) -> tuple[Tensor, dict[str, float]]:
     """TRL's `GRPOTrainer._compute_loss` on `batch` (its model, its fused log-probs, its loss code).
 
     Returns:
@@ -197,6 +209,7 @@ def trl_loss(trainer: Any, batch: LossBatch) -> tuple[Tensor, dict[str, float]]:
         inputs["old_per_token_logps"] = batch.logp_old
     if trainer.beta != 0.0:
         inputs["ref_per_token_logps"] = batch.logp_ref
+    inputs.update(extra_inputs or {})                    # e.g. importance_sampling_ratio (TRL's vLLM correction)
     trainer._metrics["train"].clear()
     trainer.model.train()
     loss = trainer._compute_loss(trainer.model, inputs)
@@ -206,8 +219,9 @@ def trl_loss(trainer: Any, batch: LossBatch) -> tuple[Tensor, dict[str, float]]:
 
 def our_loss(model: nn.Module, batch: LossBatch, *, loss_type: str, beta: float, epsilon: float = 0.2,
              epsilon_high: float | None = None, temperature: float = 1.0,
-             max_completion_length: int | None = None) -> tuple[Tensor, dict[str, Tensor]]:
-    """grpo_lib's log-probs and `grpo_loss` on `batch` (as `grpo_lib.train.policy_update` calls them)."""
+             max_completion_length: int | None = None, **loss_kwargs: Any) -> tuple[Tensor, dict[str, Tensor]]:
+    """grpo_lib's log-probs and `grpo_loss` on `batch` (as `grpo_lib.train.policy_update` calls them);
+    loss_kwargs go to `grpo_loss` (importance_sampling_level, kl_estimator, is_weights...)."""
     from grpo_lib.loss import grpo_loss
     from grpo_lib.rollout import Rollout, completion_logprobs
 
@@ -220,7 +234,7 @@ def our_loss(model: nn.Module, batch: LossBatch, *, loss_type: str, beta: float,
     logp = completion_logprobs(model, rollout, temperature)          # the engine's path (each prompt once)
     return grpo_loss(logp, batch.logp_old, batch.logp_ref if beta > 0 else None, batch.advantages,
                      batch.completion_mask, epsilon=epsilon, epsilon_high=epsilon_high, beta=beta,
-                     loss_type=loss_type, max_completion_length=max_completion_length or T)
+                     loss_type=loss_type, max_completion_length=max_completion_length or T, **loss_kwargs)
 
 
 def _group_size(batch: LossBatch) -> int:

@@ -17,7 +17,8 @@ Choices made here:
 1. TRL's defaults are set for large GPU runs, and several are wrong for this run; each is overridden:
    bf16 off when our compute dtype is fp32 (TRL defaults to bf16=True), gradient checkpointing off (TRL defaults to on),
    `loss_type` (TRL: "dapo") and `beta` (TRL: 0.0) from our config, the KL term *not* multiplied by the
-   ratio (`use_bias_correction_kl=False`, DeepSeekMath eq. 3; TRL 1.16 defaults to True), learning-rate
+   ratio unless asked (our `use_bias_correction_kl`, default False, DeepSeekMath eq. 3; TRL 1.16 defaults to
+   True), learning-rate
    schedule constant (TRL: linear decay), AdamW (`adamw_torch`, TRL: fused), no dataset shuffling
    (the dataset already holds our step-by-step prompt order).
 2. TRL's batch sizes count *completions*, ours count prompts: per_device_train_batch_size = B = N·G
@@ -46,6 +47,10 @@ Choices made here:
    micro_batch_size and on its shuffling of the batch); the engine divides by the whole batch's token
    count, the update of one pass over the batch. Without accumulation they agree
    (tests/test_golden_trl.py checks both).
+9. The post-R1 options map (`trl_args`) to TRL's fields of the same names (importance_sampling_level,
+   use_bias_correction_kl, multi_objective_aggregation; loss_type "cispo" with epsilon_high as ε_max);
+   kl_estimator other than "k3" is refused (TRL has k3 only), and the vllm_importance_sampling_* fields
+   are not passed: they act only with use_vllm=True, and this recipe generates without vLLM.
 """
 
 from __future__ import annotations
@@ -73,11 +78,19 @@ TRL_NAMES: dict[str, str] = {
     "G": "num_generations",
     "epsilon": "epsilon",
     "epsilon_high": "epsilon_high (None -> epsilon)",
-    "beta": "beta (+ use_bias_correction_kl=False: KL not multiplied by ρ)",
+    "beta": "beta (+ use_bias_correction_kl from ours, default False: KL not multiplied by ρ)",
     "mu": "num_iterations (and every step count below x μ: TRL counts optimizer steps)",
     "num_iterations": "sync_ref_model=True, ref_model_sync_steps=steps·μ, ref_model_mixup_alpha=1.0 (when > 1)",
     "loss_type": "loss_type (bnpo with micro-batches: TRL averages the micro-batches' token means, ours is the batch's token mean)",
     "scale_rewards": "scale_rewards",
+    "importance_sampling_level": "importance_sampling_level",
+    "kl_estimator": "(TRL has k3 only: 'k1' / 'k2' are refused by this recipe)",
+    "use_bias_correction_kl": "use_bias_correction_kl (TRL 1.16's default True, ours False)",
+    "multi_objective_aggregation": "multi_objective_aggregation",
+    "vllm_importance_sampling_correction": "vllm_importance_sampling_correction (acts only with use_vllm=True; the recipe generates without vLLM)",
+    "vllm_importance_sampling_mode": "vllm_importance_sampling_mode (not passed: no vLLM here)",
+    "vllm_importance_sampling_clip_min": "vllm_importance_sampling_clip_min (not passed: no vLLM here)",
+    "vllm_importance_sampling_clip_max": "vllm_importance_sampling_clip_max (not passed: no vLLM here)",
     "temperature": "temperature (top_k=0, top_p=1.0, repetition_penalty=1.0)",
     "reward_funcs": "reward_funcs= (the same Python functions; reward_weights all 1: summed)",
     "N": "per_device_train_batch_size = N·G completions (TRL counts completions)",
@@ -180,6 +193,9 @@ def trl_args(cfg: GRPOConfig, output_dir: str | os.PathLike | None = None, *, wo
         raise ImportError(INSTALL_HINT)
     from trl import GRPOConfig as TRLConfig
 
+    if cfg.kl_estimator != "k3":
+        raise ValueError(f"kl_estimator={cfg.kl_estimator!r}: TRL's KL term is k3 only (with use_bias_correction_kl for "
+                         "ρ·k3); run it with grpo_lib.train, or use kl_estimator='k3' here")
     device = _resolve_device(cfg)
     precision = _precision(cfg, device)
     world = _world_size() if world_size is None else world_size
@@ -203,9 +219,11 @@ def trl_args(cfg: GRPOConfig, output_dir: str | os.PathLike | None = None, *, wo
         # --- the GRPO objective ---
         num_generations=cfg.G, epsilon=cfg.epsilon,
         epsilon_high=cfg.epsilon if cfg.epsilon_high is None else cfg.epsilon_high,
-        beta=cfg.beta, use_bias_correction_kl=False, num_iterations=cfg.mu, loss_type=cfg.loss_type,
-        scale_rewards=cfg.scale_rewards, temperature=cfg.temperature, top_k=0, top_p=1.0,
-        repetition_penalty=1.0, mask_truncated_completions=False, importance_sampling_level="token",
+        beta=cfg.beta, use_bias_correction_kl=cfg.use_bias_correction_kl, num_iterations=cfg.mu,
+        loss_type=cfg.loss_type, scale_rewards=cfg.scale_rewards, temperature=cfg.temperature, top_k=0, top_p=1.0,
+        repetition_penalty=1.0, mask_truncated_completions=False,
+        importance_sampling_level=cfg.importance_sampling_level,
+        multi_objective_aggregation=cfg.multi_objective_aggregation,
         sync_ref_model=sync_ref, ref_model_sync_steps=cfg.steps * mu if sync_ref else 512,
         ref_model_mixup_alpha=1.0 if sync_ref else 0.6,
         # --- the batch and the budget: TRL counts completions ---

@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from grpo_lib.advantages import batch_std, compute_advantages, group_advantages, zero_std_fraction
+from grpo_lib.advantages import batch_std, compute_advantages, gdpo_advantages, group_advantages, zero_std_fraction
 
 
 def test_two_plus_three_example_sample_std():
@@ -182,3 +182,34 @@ def test_std_floor_must_be_finite_and_non_negative(floor):
     with pytest.raises(ValueError, match="std_floor must be a finite number >= 0"):
         group_advantages([[1.0, 0.0, 0.0, 1.0]], std_floor=floor)
     assert group_advantages([[1.0, 0.0, 0.0, 1.0]], std_floor=0).abs().sum() > 0
+
+
+# ---------------------------------------------------------------- GDPO (choice 6), by hand
+def test_gdpo_by_hand_keeps_reward_combinations_apart():
+    """G = 4, correctness r_1 = [1, 0, 0, 0], format r_2 = [0, 1, 1, 0]: totals [1, 1, 1, 0], so summing first gives
+    completions 0, 1, 2 the same advantage. GDPO: r_1 has mean 1/4, sample std 1/2 -> [0.75, -0.25, -0.25, -0.25] /
+    0.5001; r_2 has mean 1/2, std 0.5773503 -> [-0.5, 0.5, 0.5, -0.5] / 0.5774503. s = [0.6338240, 0.3659760,
+    0.3659760, -1.3657760] (mean 0), sample std 0.9192308, A = s / 0.9193308 = [0.6894448, 0.3980899, 0.3980899,
+    -1.4856246]: the correct completion ranks above the two that only have the format."""
+    r = torch.tensor([[[1.0, 0.0, 0.0, 0.0]], [[0.0, 1.0, 1.0, 0.0]]])          # (K, N, G) = (2, 1, 4)
+    A = gdpo_advantages(r)
+    torch.testing.assert_close(A, torch.tensor([[0.6894448, 0.3980899, 0.3980899, -1.4856246]]), atol=1e-5, rtol=0)
+    A_sum = group_advantages(r.sum(0))
+    assert A_sum[0, 0] == A_sum[0, 1] == A_sum[0, 2]
+
+
+def test_gdpo_weights_flat_groups_and_bad_input():
+    r1 = torch.tensor([[1.0, 0.0, 0.0, 0.0], [2.0, 2.0, 2.0, 2.0]])
+    r2 = torch.tensor([[0.0, 1.0, 1.0, 0.0], [0.5, 0.5, 0.5, 0.5]])
+    A = gdpo_advantages([r1, r2])
+    assert (A[1] == 0).all()                                   # flat in every function: exactly 0
+    # weight 0 on the format reward: GDPO of correctness alone, then batch-normalised
+    A_w = gdpo_advantages([r1, r2], weights=[1.0, 0.0])
+    s = group_advantages(r1)                                   # group-normalised correctness, flat row 0
+    expected = (s - s.mean()) / (s.std() + 1e-4)
+    expected[1] = 0.0
+    torch.testing.assert_close(A_w, expected)
+    with pytest.raises(ValueError, match="weights"):
+        gdpo_advantages([r1, r2], weights=[1.0])
+    with pytest.raises(ValueError, match="same shape"):
+        gdpo_advantages([r1, r2[:1]])

@@ -193,6 +193,13 @@ def test_a_different_configuration_is_refused_listing_the_fields(tmp_path):
     with pytest.raises(CheckpointError, match=r"written by 1 process\(es\), this run has 2.*--nproc_per_node=1"):
         open_checkpoint(tmp_path / "run", cfg.to_dict(), 2)
     assert config_differences(cfg.to_dict(), cfg.to_dict()) == []
+    # a checkpoint written before the post-R1 options existed resumes with their defaults, not with others
+    from grpo_lib.checkpoint import FIELDS_ADDED_LATER
+
+    older = {k: v for k, v in cfg.to_dict().items() if k not in FIELDS_ADDED_LATER}
+    assert config_differences(older, cfg.to_dict()) == []
+    assert config_differences(older, cfg.replace(kl_estimator="k2").to_dict()) == ["kl_estimator: saved 'k3', now 'k2'"]
+    assert all(getattr(GRPOConfig(), k) == v for k, v in FIELDS_ADDED_LATER.items())
     assert RESUME_MAY_DIFFER >= {"output_dir", "report_to", "log_every", "resume"}
 
 

@@ -575,3 +575,182 @@ def test_log_ratios_past_the_overflow_bound_are_refused_and_below_it_stay_finite
     assert stats["kl"].item() == pytest.approx(99.0 / 2)
     assert grpo_loss(torch.zeros(2, 1), torch.tensor([[1e9], [0.0]]), None, A, torch.tensor([[0], [1]]), beta=0.0)[0] \
         .isfinite()                                                 # padding (mask 0) may hold anything
+
+
+# ---------------------------------------------------------------- the post-R1 options, by hand (choices 8-12)
+# hand_batch: ρ = [[1, 1.5, 0.5], [1, 1.5, 0.5]], mask [[1, 1, 1], [1, 1, 0]], d = log π_ref - log π_θ =
+# [[ln 2, 0, 0], [0, 0, (masked)]].
+
+def test_gspo_sequence_ratio_by_hand():
+    """s_0 = exp((0 + ln 1.5 + ln 0.5)/3) = 0.75^(1/3) = 0.9085603, s_1 = exp((0 + ln 1.5)/2) = 1.5^(1/2) = 1.2247449.
+    ε = 0.2, A = [+1, -1]: neither clipped (s_0 inside [0.8, 1.2]; s_1 > 1.2 but A < 0 keeps the unclipped term).
+    grpo: (-s_0 + s_1) / 2 = 0.1580923. ∂/∂log π_{i,t} = -A_i s_i / |o_i| / B: row 0 -s_0/6 = -0.1514267 on each
+    token, row 1 +s_1/4 = 0.3061862 on its 2 active tokens."""
+    logp, logp_old, _, A, mask = hand_batch()
+    logp = logp.clone().requires_grad_(True)
+    loss, stats = grpo_loss(logp, logp_old, None, A, mask, epsilon=0.2, beta=0.0, importance_sampling_level="sequence")
+    assert loss.item() == pytest.approx(0.1580923, abs=1e-6)
+    (g,) = torch.autograd.grad(loss, logp)
+    torch.testing.assert_close(g, torch.tensor([[-0.1514267] * 3, [0.3061862, 0.3061862, 0.0]]), atol=1e-6, rtol=0)
+    assert stats["clip_fraction"].item() == 0
+    assert stats["ratio_mean"].item() == pytest.approx((0.9085603 + 1.2247449) / 2, abs=1e-6)   # over completions
+
+
+def test_gspo_clips_whole_sequences_by_hand():
+    """A = [-1, +1], ε = 0.05: s_0 = 0.909 < 0.95 with A < 0 and s_1 = 1.225 > 1.05 with A > 0: both clipped.
+    Per-token losses +0.95 and -1.05, grpo (0.95 - 1.05)/2 = -0.05, and no gradient at all."""
+    logp, logp_old, _, _, mask = hand_batch()
+    logp = logp.clone().requires_grad_(True)
+    loss, stats = grpo_loss(logp, logp_old, None, torch.tensor([-1.0, 1.0]), mask, epsilon=0.05, beta=0.0,
+                            importance_sampling_level="sequence")
+    assert loss.item() == pytest.approx(-0.05, abs=1e-6)
+    (g,) = torch.autograd.grad(loss, logp)
+    assert (g == 0).all()
+    assert stats["clip_fraction_low"].item() == 0.5 and stats["clip_fraction_high"].item() == 0.5
+
+
+def test_cispo_by_hand():
+    """ε_max = 1.2: w = sg(min(ρ, 1.2)) = [[1, 1.2, 0.5], [1, 1.2, 0.5]]; ℓ = -w·A·log π_θ, summed over the 5 active
+    tokens / 5. Σ w A log π = (-1 + 1.2(-2 + ln 1.5) + 0.5(-0.5 + ln 0.5)) - (-1.5 + 1.2(-1 + ln 1.5)) = -1.2965741,
+    loss 0.2593148. The gradient is -w·A / 5 on every active token, clipped or not: [[-0.2, -0.24, -0.1], [0.2, 0.24, 0]].
+    clip_fraction = ρ > 1.2 with A > 0 = 1 token of 5."""
+    logp, logp_old, _, A, mask = hand_batch()
+    logp = logp.clone().requires_grad_(True)
+    loss, stats = grpo_loss(logp, logp_old, None, A, mask, epsilon_high=1.2, beta=0.0, loss_type="cispo")
+    assert loss.item() == pytest.approx(0.2593148, abs=1e-6)
+    (g,) = torch.autograd.grad(loss, logp)
+    torch.testing.assert_close(g, torch.tensor([[-0.2, -0.24, -0.1], [0.2, 0.24, 0.0]]), atol=1e-6, rtol=0)
+    assert stats["clip_fraction"].item() == pytest.approx(0.2) and stats["clip_fraction_low"].item() == 0
+    with pytest.raises(ValueError, match="cispo.*epsilon_high"):
+        grpo_loss(logp, logp_old, None, A, mask, epsilon_high=0.28, beta=0.0, loss_type="cispo")
+
+
+@pytest.mark.parametrize("estimator, stat, grad_t0", [
+    ("k1", -LN2 / 5, 1 / 6),             # k1 = log π - log π_ref: ∂ = +1
+    ("k2", LN2 ** 2 / 2 / 5, -LN2 / 6),  # k2 = d²/2: ∂ = -d
+    ("k3", (1 - LN2) / 5, -1 / 6),       # k3 = e^d - d - 1: ∂ = 1 - e^d = -1 at d = ln 2
+])
+def test_kl_estimators_by_hand(estimator, stat, grad_t0):
+    """A = 0 and β = 1: the loss is the KL term alone. Only row 0, token 0 has d = ln 2 != 0 (row 1's is masked);
+    grpo's 1/(|o_0| B) = 1/6 scales its gradient. k1's gradient is 1/6 on every token of row 0 and 1/4 on row 1's."""
+    logp, _, logp_ref, _, mask = hand_batch()
+    logp = logp.clone().requires_grad_(True)
+    loss, stats = grpo_loss(logp, None, logp_ref, torch.zeros(2), mask, beta=1.0, kl_estimator=estimator)
+    assert stats["kl"].item() == pytest.approx(stat, abs=1e-6)
+    (g,) = torch.autograd.grad(loss, logp)
+    assert g[0, 0].item() == pytest.approx(grad_t0, abs=1e-6)
+    if estimator == "k1":
+        torch.testing.assert_close(g, torch.tensor([[1 / 6] * 3, [0.25, 0.25, 0.0]]))
+    else:
+        assert (g[0, 1:] == 0).all() and (g[1] == 0).all()
+
+
+def test_bias_corrected_k3_on_policy_has_the_reverse_kl_gradient():
+    """On-policy (ρ = 1 in value): ρ·k3 = k3 in value, but ∂(ρ·k3)/∂log π = k3 + 1 - e^d = -d, k2's gradient
+    (the reverse-KL one), not k3's 1 - e^d."""
+    logp, _, logp_ref, _, mask = hand_batch()
+    grads, stats = {}, {}
+    for name, kw in (("k3", {}), ("rho_k3", {"use_bias_correction_kl": True}), ("k2", {"kl_estimator": "k2"})):
+        lp = logp.clone().requires_grad_(True)
+        loss, st = grpo_loss(lp, None, logp_ref, torch.zeros(2), mask, beta=1.0, **kw)
+        grads[name], stats[name] = torch.autograd.grad(loss, lp)[0], st["kl"].item()
+    assert stats["rho_k3"] == pytest.approx(stats["k3"], abs=1e-7)
+    torch.testing.assert_close(grads["rho_k3"], grads["k2"])
+    assert grads["rho_k3"][0, 0].item() == pytest.approx(-LN2 / 6, abs=1e-6) != grads["k3"][0, 0].item()
+
+
+def test_bias_corrected_kl_off_policy_by_hand():
+    """Off-policy, ρ_0 = [1, 1.5, 0.5]: only token 0 has k3 != 0 and its ρ is 1, so the stat stays (1 - ln 2)/5;
+    row 1's d is masked. With ρ = 2 on that token (log π_old lowered by ln 2) it doubles."""
+    logp, logp_old, logp_ref, _, mask = hand_batch()
+    _, st = grpo_loss(logp, logp_old, logp_ref, torch.zeros(2), mask, beta=1.0, use_bias_correction_kl=True)
+    assert st["kl"].item() == pytest.approx((1 - LN2) / 5, abs=1e-6)
+    logp_old2 = logp_old.clone()
+    logp_old2[0, 0] = logp[0, 0] - LN2
+    _, st = grpo_loss(logp, logp_old2, logp_ref, torch.zeros(2), mask, beta=1.0, use_bias_correction_kl=True)
+    assert st["kl"].item() == pytest.approx(2 * (1 - LN2) / 5, abs=1e-6)
+
+
+def test_log_ratio_bound_applies_to_k3_only():
+    """d = 100 at an active token: k3's e^100 overflows float32, so it is refused; k1 and k2 take no exp (k2 = 5000)."""
+    # what the bound prevents: e^100 is inf in float32, so k3, the loss and its gradient (1 - e^d) would be inf;
+    # e^80 is still finite
+    assert torch.isinf(kl_k3(torch.zeros(1), torch.full((1,), 100.0))).all()
+    assert torch.isfinite(kl_k3(torch.zeros(1), torch.full((1,), 80.0))).all()
+    logp, _, logp_ref, A, mask = hand_batch()
+    logp_ref = logp_ref.clone()
+    logp_ref[0, 1] = logp[0, 1] + 100.0
+    with pytest.raises(ValueError, match="k3 exponent"):
+        grpo_loss(logp, None, logp_ref, A, mask, beta=0.04)
+    _, st = grpo_loss(logp, None, logp_ref, A, mask, beta=0.04, kl_estimator="k2")
+    assert st["kl"].item() == pytest.approx((LN2 ** 2 / 2 + 5000) / 5, rel=1e-6)
+    # and log ρ above the bound is still refused at sequence level (s_i's log is a mean of token log-ratios)
+    logp_old = logp.detach().clone()
+    logp_old[1, 0] -= 81.0
+    with pytest.raises(ValueError, match="log ρ"):
+        grpo_loss(logp, logp_old, None, A, mask, beta=0.0, importance_sampling_level="sequence")
+
+
+# δ = log π_train - log π_sampler = [[ln 2, 0, -ln 2], [ln 4, 0, (masked)]]
+def _is_batch():
+    lt = torch.tensor([[-1.0, -2.0, -3.0], [-1.0, -2.0, -3.0]])
+    ls = lt - torch.tensor([[LN2, 0.0, -LN2], [2 * LN2, 0.0, 5.0]])
+    return lt, ls, torch.tensor([[1, 1, 1], [1, 1, 0]])
+
+
+@pytest.mark.parametrize("mode, expected", [
+    ("token_truncate", [[2.0, 1.0, 0.5], [3.0, 1.0]]),     # 4 clamped to C_max = 3
+    ("token_mask", [[2.0, 1.0, 0.5], [0.0, 1.0]]),         # 4 > 3 set to 0
+    ("sequence_truncate", [[1.0], [3.0]]),                 # e^(ln2 + 0 - ln2) = 1, e^(ln 4) = 4 -> 3
+    ("sequence_mask", [[1.0], [0.0]]),
+])
+def test_sampling_importance_weights_by_hand(mode, expected):
+    from grpo_lib.loss import sampling_importance_weights
+
+    lt, ls, mask = _is_batch()
+    w, metrics = sampling_importance_weights(lt, ls, mask, mode=mode, clip_max=3.0)
+    if mode.startswith("token"):
+        torch.testing.assert_close(w[0], torch.tensor(expected[0]))
+        torch.testing.assert_close(w[1, :2], torch.tensor(expected[1]))
+    else:
+        torch.testing.assert_close(w, torch.tensor(expected))
+    assert metrics["sampling/sampling_logp_difference/mean"] == pytest.approx(4 * LN2 / 5, abs=1e-6)
+    assert metrics["sampling/sampling_logp_difference/max"] == pytest.approx(2 * LN2, abs=1e-6)
+
+
+def test_is_weights_scale_the_policy_term_not_the_kl():
+    """w = 0 on row 1 removes its policy gradient; the KL gradient (k1: +1/(|o| B) per token) stays."""
+    logp, logp_old, logp_ref, A, mask = hand_batch()
+    lp = logp.clone().requires_grad_(True)
+    w = torch.tensor([[1.0], [0.0]])
+    loss, _ = grpo_loss(lp, None, logp_ref, A, mask, beta=1.0, kl_estimator="k1", is_weights=w)
+    (g,) = torch.autograd.grad(loss, lp)
+    torch.testing.assert_close(g[1], torch.tensor([0.25, 0.25, 0.0]))          # the KL term alone
+    torch.testing.assert_close(g[0], torch.tensor([-1 / 6 + 1 / 6] * 3))        # -A/(|o| B) + 1/(|o| B) = 0
+    with pytest.raises(ValueError, match="is_weights"):
+        grpo_loss(lp, None, None, A, mask, beta=0.0, is_weights=torch.ones(2, 2))
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(mode="bad"), "vllm_importance_sampling_mode"),
+    (dict(mode="token_mask", clip_min=3.0, clip_max=2.0), "must be less than"),
+    (dict(mode="sequence_truncate", clip_min=0.1, clip_max=None), "inf"),
+])
+def test_sampling_importance_weights_refuses(kw, match):
+    from grpo_lib.loss import sampling_importance_weights
+
+    lt, ls, mask = _is_batch()
+    ls = ls.clone()
+    ls[0, :] -= 40.0                                    # Σ δ = 120 on row 0: e^120 overflows float32
+    with pytest.raises(ValueError, match=match):
+        sampling_importance_weights(lt, ls, mask, **kw)
+
+
+def test_new_options_off_by_default_change_nothing():
+    """The defaults (token level, k3, no bias correction, no weights) give today's loss bit for bit."""
+    logp, logp_old, logp_ref, A, mask = hand_batch()
+    a, sa = grpo_loss(logp, logp_old, logp_ref, A, mask, beta=0.1)
+    b, sb = grpo_loss(logp, logp_old, logp_ref, A, mask, beta=0.1, importance_sampling_level="token",
+                      kl_estimator="k3", use_bias_correction_kl=False, is_weights=None)
+    assert a.item() == b.item() == pytest.approx(0.1801142, abs=1e-6)
+    assert all(sa[k].item() == sb[k].item() for k in sa)

@@ -604,3 +604,18 @@ def test_unordered_or_tensor_completions_and_a_single_name_are_refused():
     with pytest.raises(ValueError, match=r"reward_funcs must be a list of names, got the single string 'correctness'; "
                                          r"write \['correctness'\]"):
         reward_functions("correctness")
+
+
+def test_soft_overlong_punishment_by_hand():
+    """L_max = 10, L_cache = 4: 0 up to 6 tokens, then (6 - n)/4: -0.25, -0.5, -0.75, -1 at 7..10, and -1 beyond."""
+    from grpo_lib.rewards import soft_overlong_punishment
+
+    fn = soft_overlong_punishment(10, 4)
+    assert fn(completion_ids=[[0] * n for n in (0, 6, 7, 8, 9, 10, 11, 50)]) == [0.0, 0.0, -0.25, -0.5, -0.75, -1.0,
+                                                                                 -1.0, -1.0]
+    assert fn.__name__ == "soft_overlong_punishment_reward"
+    for bad in ((10, 0), (10, 11), (0, 0), (10.0, 4)):
+        with pytest.raises(ValueError):
+            soft_overlong_punishment(*bad)
+    with pytest.raises(TypeError):
+        fn(completion_ids="abc")

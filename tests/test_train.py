@@ -312,3 +312,48 @@ def test_sampling_streams_differ_per_rank_and_step():
 # The tiny preset's target (held-out accuracy >= 80%, +30 points or more, from `train(GRPOConfig.tiny())`) is
 # checked by notebook 05's check cell "4 · the full tiny run" on the same preset and seed, which CI executes
 # twice (instructor and student copy); a third full run here cost about two minutes of CI's 20.
+
+
+# --- the post-R1 options through the engine: 2 steps each on the random tiny model -----------------------------
+@pytest.mark.parametrize("options", [
+    dict(importance_sampling_level="sequence", epsilon=3e-4, epsilon_high=4e-4, mu=2),    # GSPO
+    dict(loss_type="cispo", epsilon_high=5.0, mu=2),                                         # CISPO
+    dict(kl_estimator="k2", use_bias_correction_kl=True, mu=2),                              # ρ·k2
+    dict(kl_estimator="k1"),
+    dict(multi_objective_aggregation="normalize_then_sum"),                                  # GDPO
+], ids=["gspo", "cispo", "rho_k2", "k1", "gdpo"])
+def test_post_r1_options_run_through_the_engine(tmp_path, options):
+    from grpo_lib.advantages import gdpo_advantages
+
+    tok = build_char_tokenizer()
+    seen = []
+    cfg = small_cfg(tmp_path, **options)
+    result = train(cfg, model=random_tiny(tok), tokenizer=tok, callback=lambda rec, batch: seen.append(batch))
+    assert len(result.history) == 2
+    for rec in result.history:
+        assert all(math.isfinite(v) for v in rec.values() if isinstance(v, float))
+    if cfg.mu > 1:
+        assert any(rec["ratio_mean"] != pytest.approx(1.0, abs=1e-7) for rec in result.history)   # off-policy updates
+    if options.get("multi_objective_aggregation"):
+        b = seen[0]
+        per = torch.stack(list(b.rewards_per_func.values())).view(len(b.rewards_per_func), -1, cfg.G)
+        torch.testing.assert_close(b.advantages, gdpo_advantages(per).reshape(-1))
+
+
+def test_correction_weights_in_the_batch_scale_the_update():
+    """ScoredRollout.is_weights (a sampler other than the policy): all 0 with β = 0 leaves no gradient; all 1 is the
+    update without weights, to the last bit."""
+    tok = build_char_tokenizer()
+    base = random_tiny(tok)
+    rollout = generate_completions(base, tok, ["What is 1 + 2?\n", "Hi\n"], G=4, max_new_tokens=8, seed=0)
+    batch = score_rollout(rollout, ["3", "0"], {"chars": lambda completions, **kw: [
+        float(sum(map(ord, c[0]["content"])) % 5) for c in completions]}, policy=base)
+    cfg = GRPOConfig.tiny(beta=0.0, max_completion_length=8)
+    grads = {}
+    for name, w in (("none", None), ("ones", torch.ones(batch.mask.shape[0], 1)),
+                    ("zeros", torch.zeros_like(batch.mask, dtype=torch.float32))):
+        model = copy.deepcopy(base)
+        batch.is_weights = w
+        stats = policy_update(model, torch.optim.SGD(model.parameters(), lr=0.0), batch, cfg)
+        grads[name] = stats["grad_norm"]
+    assert grads["none"] > 0 and grads["ones"] == grads["none"] and grads["zeros"] == 0.0

@@ -323,3 +323,15 @@ def test_trl_run_in_mixed_precision_under_the_flash_attn_standin(needs_trl, tmp_
     log = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log if "loss" in r] == [2, 4, 6, 8]        # logging_steps = μ: one record per batch
     assert {"rewards/correctness/mean", "rewards/correctness/std", "rewards/format/mean"} <= set(log[0])
+
+
+def test_post_r1_options_map_onto_trl(needs_trl, tmp_path):
+    cfg = GRPOConfig.tiny(device="cpu", importance_sampling_level="sequence", use_bias_correction_kl=True,
+                          multi_objective_aggregation="normalize_then_sum")
+    got = trl_recipe.trl_args(cfg, tmp_path).to_dict()
+    assert (got["importance_sampling_level"], got["use_bias_correction_kl"], got["multi_objective_aggregation"]) == \
+        ("sequence", True, "normalize_then_sum")
+    got = trl_recipe.trl_args(GRPOConfig.tiny(device="cpu", loss_type="cispo", epsilon_high=5.0), tmp_path).to_dict()
+    assert (got["loss_type"], got["epsilon_high"]) == ("cispo", 5.0)
+    with pytest.raises(ValueError, match="kl_estimator='k2'.*k3 only"):
+        trl_recipe.trl_args(GRPOConfig.tiny(device="cpu", kl_estimator="k2"), tmp_path)
