@@ -124,7 +124,7 @@ SPECS = {s.name: s for s in (
     GallerySpec("r1_tags", "a strict reward on tags the start never writes (DeepSeek-R1's <think>)",
                 {"reward_funcs": ("correctness",)}, reward="r1_strict"),
     GallerySpec("mu4", "μ = 4 updates per batch", {"mu": 4}),
-    GallerySpec("long_grpo", "loss_type 'grpo' when wrong answers are long (τ = 1.5, 80 tokens)",
+    GallerySpec("long_grpo", "loss_type 'grpo' when wrong answers are long (τ = 1.8, 80 tokens)",
                 {"temperature": 1.8, "max_completion_length": 80, "loss_type": "grpo"}, reference="long_dr_grpo"),
     GallerySpec("long_dr_grpo", "the same with loss_type 'dr_grpo' (the reference of long_grpo)",
                 {"temperature": 1.8, "max_completion_length": 80, "loss_type": "dr_grpo"}),

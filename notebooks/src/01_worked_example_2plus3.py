@@ -382,8 +382,9 @@ check("1.6 · the policy gradient and its baselines",
        bool((mean_grpo / grad0).max() - (mean_grpo / grad0).min() > 0.3 and (mean_grpo / grad0 > 0).all())))
 
 # %% [markdown]
-# **Reusing samples: the ratio $\pi_\theta/\pi_{old}$.** Sampling is the expensive part of a step (notebook 05),
-# so one may take $\mu > 1$ gradient steps on the same group. After the first step the samples come from
+# **Reusing samples: the ratio $\pi_\theta/\pi_{old}$.** At LLM scale sampling is the expensive part of a step
+# (notebook 06 measures it; on notebook 05's tiny model it is not), so one may take $\mu > 1$ gradient steps on
+# the same group. After the first step the samples come from
 # $\pi_{old}$, the policy *before* the step, not from $\pi_\theta$, and the plain estimate is biased.
 # Importance sampling repairs it: $J(\theta) = \mathbb{E}_{o\sim\pi_{old}}\big[\tfrac{\pi_\theta(o)}{\pi_{old}(o)}\,r(o)\big]$
 # for any $\theta$. At $\theta = \theta_{old}$ the ratio $\rho$ is 1 and its gradient is $\nabla\log\pi_\theta$:

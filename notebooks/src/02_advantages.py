@@ -365,7 +365,10 @@ plots.zero_std_curves(p_grid, closed_form, simulated=simulated)
 # but only 4% of groups of 64: a larger group is the first remedy.
 #
 # Read the curves at the tutorial's setting: Qwen2.5-1.5B-Instruct starts around 20–25% strict accuracy on
-# GSM8K, where with $G = 12$ only a few percent of groups are flat. A base model that never produces the
+# GSM8K, where with $G = 12$ the formula predicts only a few percent of flat groups (the table below). That is a
+# prediction with one $p$ for every question; below, on the tiny model, the measured share of flat groups is
+# many times the formula's at the mean accuracy, because real questions differ in difficulty. Expect the
+# same on Qwen (not measured here): more flat groups than "a few percent". A base model that never produces the
 # answer format ($p \approx 0.02$) wastes over three quarters of its groups at $G = 12$ (Unsloth warns of
 # "0 reward for the first 100 steps"), and a model that has solved a question stops learning from it. The
 # remedies: a larger $G$, easier questions first, a partial-credit reward such as the format reward of
@@ -471,7 +474,7 @@ markdown_table(["question", "group: right", "group: wrong", "batch: right", "bat
                 "none: right", "none: wrong"], rows, floatfmt=".3f")
 
 # %% [markdown]
-# The lone right answer of the hard question gets 2.475 with the group std and $1 - 1/8 = 0.875$ with no
+# The lone right answer of the hard question gets 2.474 with the group std and $1 - 1/8 = 0.875$ with no
 # scaling; the solved question gets exactly nothing, whatever the scale; and `"batch"` is `"none"` divided by
 # one number for the whole batch (the std of all 32 rewards plus the floor).
 #
@@ -513,8 +516,8 @@ plots.question_weights(k, relative, G=G, ymax=1.5)
 r_four = (torch.arange(8)[None, :] < k_right[:, None]).float()    # the batch of four questions above, (4, 8)
 mixed = (k > 0) & (k < G)
 check("2.5 · scale = group, batch or none",
-      ("hard question, lone right answer: A = 2.4749 with the group std",
-       math.isclose(A["group"][0, 0].item(), 2.4749, rel_tol=1e-3)),
+      ("hard question, lone right answer: A = 2.474 with the group std (the table's value, as the prose says)",
+       f"{A['group'][0, 0].item():.3f}" == "2.474"),
       ("hard question, lone right answer: A = 1 − 1/8 = 0.875 with no scaling",
        math.isclose(A["none"][0, 0].item(), 0.875, rel_tol=1e-6)),
       ("the solved question gets exactly zero under every scale", all(torch.equal(A[s][3], torch.zeros(8)) for s in A)),
@@ -610,7 +613,7 @@ plots.memory_stacks(stacks, capacity_gib=80e9 / 2**30, capacity_label="one 80 GB
 # This course's setup needs about 26 GiB, PPO with a learned reward model over 50.
 #
 # These are only the model *states*. Activations and the $B \times T \times V$ logits come on top and
-# dominate at long completions (notebook 04 computes the logits; notebook 05 plans a multi-GPU run). What
+# dominate at long completions (notebook 04 computes the logits; notebook 06 plans a multi-GPU run). What
 # GRPO spends instead of memory is sampling: $G$ completions per prompt instead of one.
 
 # %% jupyter={"source_hidden": true}

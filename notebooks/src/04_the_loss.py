@@ -124,7 +124,9 @@ print(f"B = {B} completions, P = {P} prompt positions, T = {T} completion positi
 o_len
 
 # %% [markdown]
-# Each $|o_i|$ is the completion's characters plus its EOS, and every position the mask drops is padding.
+# Each $|o_i|$ is the completion's number of tokens plus its EOS (this character-level tokenizer makes most
+# characters one token, and each tag such as `<answer>` a single token), and every position the mask drops is
+# padding.
 #
 # First the tutorial's way, written out: one forward pass over the whole prompt + completion, a log-softmax
 # over the whole vocabulary at every position, then `gather` picks the row entry of the token that actually
@@ -169,7 +171,8 @@ show_source(selective_log_softmax)
 # %% jupyter={"source_hidden": true}
 check("4.1 · per-token log-probabilities",
       ("the batch is (B, P+T), the mask (B, T)", input_ids.shape == (B, P + T) and mask.shape == (B, T)),
-      ("|o_i| is every character plus the EOS", o_len.tolist() == [len(tok(c).input_ids) + 1 for c in completions]),
+      ("|o_i| counts tokens plus the EOS", o_len.tolist() == [len(tok(c).input_ids) + 1 for c in completions]),
+      ("... fewer than the characters: each tag is one token", all(n < len(c) + 1 for n, c in zip(o_len.tolist(), completions))),
       ("what the mask drops is padding", bool((o.input_ids[mask == 0] == tok.pad_token_id).all())),
       ("naive_token_logprobs equals the written-out version", torch.allclose(logp_naive, logp_mine, atol=1e-5)),
       ("token_logprobs equals it too", torch.allclose(logp, logp_mine, atol=1e-5)),
@@ -869,5 +872,6 @@ for eps_high in (0.2, 0.28):
 # %% [markdown]
 # ## Next
 #
-# [05_full_run.ipynb](05_full_run.ipynb): the training loop around this loss, on the tiny model on a CPU
-# and on Qwen2.5-1.5B on GPUs.
+# [05_full_run.ipynb](05_full_run.ipynb): the training loop around this loss, on the tiny model on a CPU;
+# [06_multi_gpu_qwen.ipynb](06_multi_gpu_qwen.ipynb): the same engine on Qwen2.5-1.5B on GPUs (memory planner,
+# DDP, the TRL recipe).

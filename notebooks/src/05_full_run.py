@@ -104,7 +104,9 @@ check("1 · the configuration",
 #
 # Three loops hide behind two names. DeepSeekMath's Algorithm 1 has **outer iterations** (I; the tutorial's
 # `num_iterations`) that reset $\pi_{ref} \leftarrow \pi_\theta$, **steps** (M) that each sample a new batch, and
-# **μ** updates on every sampled batch. TRL's `num_iterations` is μ, not I, and TRL never resets π_ref.
+# **μ** updates on every sampled batch. TRL's `num_iterations` is μ, not I; TRL resets π_ref only when asked
+# (`sync_ref_model=True` with `ref_model_sync_steps = M` and `ref_model_mixup_alpha = 1.0` is the outer loop:
+# notebook 06 maps every option).
 # Run both loops on notebook 01's three-answer policy (G = 4 sampled answers per step, SGD) and watch two
 # numbers: the clip fraction (only μ > 1 makes it non-zero) and the KL to π_ref (an outer reset sends it
 # back to 0).
@@ -475,10 +477,11 @@ check("5 · the dashboard",
 # %% [markdown]
 # ## 6 · A gallery of failing runs
 #
-# What does a broken run look like? Below are six real runs of the tiny model, each the tiny preset for 40 steps
-# with **one** change, each breaking in its own way, and one healthy reference run (the same 40 steps with no
-# change: the first 40 steps of section 4's run). They took one to eight minutes each on the course machine, too
-# long to rerun in every notebook execution, so their `metrics.jsonl` and `summary.json` are committed in
+# What does a broken run look like? Below are six real runs of the tiny model besides a healthy reference run,
+# each the tiny preset for 40 steps with **one** change: five that go wrong in their own way and, for the last of
+# them, its reference with another loss type. The healthy run is the same 40 steps with no change (the first 40
+# steps of section 4's run). Their `train()` wall times are in the table below, far too long to rerun in every
+# notebook execution (they were made on the course's shared, loaded machine), so their `metrics.jsonl` and `summary.json` are committed in
 # `grpo_lib/assets/gallery/` and loaded here. `python -m grpo_lib.course.gallery` regenerates them, and
 # `tests/test_course_gallery.py` checks that the committed files are what that command makes (the configuration
 # exactly; the first two steps, rerun, to float rounding).
@@ -524,7 +527,16 @@ check("6 · the gallery",
       ("the healthy run is the first 40 steps of section 4's run (batch reward within 2 completions' worth)",
        all(abs(h["reward"] - m["reward"]) <= 2 * 2.8 / cfg.B for h, m in zip(healthy, metrics[:40]))),
       ("with loss_type 'dr_grpo' the loss is not β·KL: the long_dr_grpo run's mean loss is negative",
-       avg(gallery["long_dr_grpo"]["metrics"], "loss") < 0))
+       avg(gallery["long_dr_grpo"]["metrics"], "loss") < 0),
+      ("six runs besides the healthy one; the last is the reference of long_grpo",
+       len(gallery) == 7 and list(gallery)[0] == "healthy" and SPECS["long_grpo"].reference == "long_dr_grpo"),
+      ("the β = 0 run's η is 2e-4, four times the preset's 5e-5",
+       SPECS["beta0"].overrides["lr"] == 2e-4 == 4 * GRPOConfig.tiny().lr),
+      ("the length runs sample at τ = 1.8 with room for 80 tokens",
+       all(SPECS[n].overrides["temperature"] == 1.8 and SPECS[n].overrides["max_completion_length"] == 80
+           for n in ("long_grpo", "long_dr_grpo"))),
+      ("each gallery run took over a minute of train() time on the machine that made it",
+       all(r["summary"]["gallery"]["train_call_seconds"] > 60 for r in gallery.values())))
 
 # %% [markdown]
 # ### 6.1 · Learning rate too high
@@ -562,7 +574,7 @@ check("6.1 · learning rate too high",
 # %% [markdown]
 # ### 6.2 · β = 0 with a large learning rate
 #
-# No KL term (β = 0: no π_ref is kept at all) and η = 5e-4, ten times the preset. **Predict, then look:** what
+# No KL term (β = 0: no π_ref is kept at all) and η = 2e-4, four times the preset's 5e-5. **Predict, then look:** what
 # does the engine's `kl` panel show for this run, and what does the KL to the starting model show?
 
 # %%
@@ -667,31 +679,47 @@ check("6.4 · μ = 4",
 # that the tiny model often garbles its answer, and then writes more (its wrong completions are about 5 tokens
 # longer than its right ones). `"grpo"` divides each completion's token losses by its own length |o_i|;
 # `"dr_grpo"` by the constant |o|_max (notebook 04). Here the reference (grey) is the `dr_grpo` run.
-# **Predict, then look:** a wrong completion has A < 0. Under which loss type is a long wrong completion pushed
-# down less per token, and what does that do to the length of the wrong completions over the run?
+# **Predict, then look:** the reward is correctness plus 0.2 per tag. When almost no answer is right, what sign
+# does a wrong completion's advantage have? Under which loss type is a long completion pushed less per token, and
+# what does that do to the length of the wrong completions over the run?
 
 # %%
+lg, ld = gallery["long_grpo"]["metrics"], gallery["long_dr_grpo"]["metrics"]
+acc_long, fmt_long = avg(lg + ld, "accuracy"), avg(lg + ld, "reward/format")
+print(f"both runs, all 80 steps: batch accuracy {acc_long:.3f}, mean format reward {fmt_long:.3f} of 0.8 "
+      f"({fmt_long / 0.8:.0%} of the tags written)")
 gallery_dashboard("long_grpo")
 
 # %% [markdown]
-# The panel of the wrong and right lengths gives it away (the extra panel, bottom right). The wrong completions
-# start at the same length in both runs, then under `grpo` they grow, from 25.0 to 26.1 tokens (mean of the first
-# vs the last 10 steps), while under `dr_grpo` they stay at 25.0 → 24.9; the overall length panel shows the same
-# split. Why: a wrong completion's push down is A/|o_i| per token under `grpo`, so one of 40 tokens gets half the
-# push per token of one of 20: the long way of being wrong is discouraged least, and survives. Under `dr_grpo`
-# every token weighs A/|o|_max, so a long wrong completion is pushed down in proportion to its length. The reward
-# and accuracy panels look alike for the two runs: the bias is in how the completions change, not in the score.
-# One token in 40 steps is small; it is the length bias that Dr. GRPO (Liu et al. 2025) names, which over long
-# runs lets wrong answers grow long (notebook 04, the loss normalisations).
+# First the signs. Right answers are rare here (the batch accuracy printed above is under 3%), so most groups
+# hold no right answer and their rewards differ only by the tags: a wrong completion with all four tags (0.8)
+# gets A > 0 whenever a groupmate lost a tag, A < 0 only when a groupmate is right or has more tags, and 0 in a
+# flat group. Most wrong completions in this run are therefore pushed *up*, not down: "wrong means A < 0" holds
+# only when the correctness reward separates the group.
+#
+# Then the lengths: the panel of the wrong and right lengths gives it away (the extra panel, bottom right). The
+# wrong completions start at the same length in both runs, then under `grpo` they grow, from 25.0 to 26.1 tokens
+# (mean of the first vs the last 10 steps), while under `dr_grpo` they stay at 25.0 → 24.9; the overall length
+# panel shows the same split. Under `grpo` every completion's push, up or down, is A/|o_i| per token, so a long
+# completion is pushed less per token in both directions; under `dr_grpo` every token weighs A/|o|_max, so a
+# long completion is pushed in proportion to its length. Which way that tips depends on which completions get
+# which sign; what this run measures is the outcome: with `grpo` the wrong completions grow, with `dr_grpo` they
+# do not. The reward and accuracy panels look alike for the two runs: the bias is in how the completions change,
+# not in the score. One token in 40 steps is small; it is the length bias that Dr. GRPO (Liu et al. 2025) names,
+# which over long runs lets wrong answers grow long (notebook 04, the loss normalisations).
 
 # %% jupyter={"source_hidden": true}
-lg, ld = gallery["long_grpo"]["metrics"], gallery["long_dr_grpo"]["metrics"]
 grow = lambda rows: avg(rows[-10:], "gallery/length_wrong") - avg(rows[:10], "gallery/length_wrong")
 check("6.5 · the length bias",
       ("at the start the wrong completions are over 3 tokens longer than the right ones, in both runs",
        all(avg(r[:10], "gallery/length_wrong") - avg(r[:10], "gallery/length_right") > 3 for r in (lg, ld))),
       ("under grpo the wrong completions grow by more than half a token (first vs last 10 steps)", grow(lg) > 0.5),
       ("under dr_grpo they change by less than half a token", abs(grow(ld)) < 0.5),
+      ("right answers are rare: batch accuracy under 3% over both runs", acc_long < 0.03),
+      ("most tags are written: mean format reward over 0.7 of 0.8", fmt_long > 0.7),
+      ("wrong lengths: grpo 25.0 → 26.1, dr_grpo 25.0 → 24.9 (first vs last 10 steps)",
+       [round(avg(r[:10], "gallery/length_wrong"), 1) for r in (lg, ld)] == [25.0, 25.0]
+       and [round(avg(r[-10:], "gallery/length_wrong"), 1) for r in (lg, ld)] == [26.1, 24.9]),
       ("the two runs' batch accuracy stays within 0.02 of each other (last 10 steps)",
        abs(avg(lg[-10:], "accuracy") - avg(ld[-10:], "accuracy")) < 0.02))
 

@@ -143,14 +143,17 @@ check("1 · mixed precision",
       ("pure bf16 changes fewer than 25% of them", changed["pure"] < 0.25))
 
 # %% [markdown]
-# ### Why Qwen stops after `</answer>`
+# ### Why Qwen should stop after `</answer>` (expected, not measured here)
 #
 # The tutorial built its prompt by gluing the system prompt and the question together as plain text, so
-# the Instruct model saw no chat turn and had no reason to end one: it kept writing after `</answer>`.
+# the Instruct model saw no chat turn and had no reason to end one: its saved outputs kept writing after
+# `</answer>`.
 # `build_prompt` uses the tokenizer's chat template (`apply_chat_template`) whenever it has one. Qwen's
 # template is ChatML: the prompt ends with `<|im_start|>assistant\n`, and the model was instruction-tuned
-# to close its turn with `<|im_end|>`, which is its EOS token for generation. So it stops right after
-# `</answer>`, and because the completion mask includes EOS (notebook 05), GRPO keeps rewarding that stop.
+# to close its turn with `<|im_end|>`, which is its EOS token for generation. So it is expected to stop right
+# after `</answer>`, and because the completion mask includes EOS (notebook 05), GRPO keeps training that stop.
+# No Qwen model was run in this course, so this is the expectation from how it was tuned, not a measurement:
+# the first thing to read in a real run's completions (and its `completions/clipped_ratio`).
 # Below, the same function on a tokenizer given a ChatML template (Qwen2.5's, shortened); the tiny tokenizer
 # has none and gets the plain format. (This belongs here rather than in notebook 05: only the Qwen run has a
 # chat template.)
@@ -537,10 +540,14 @@ check("4 · checkpoints",
 # - **activations** of one micro-batch of $b$ completions, $n = b(P+T)$ tokens: every tensor autograd
 #   saves for the backward pass. Korthikanti et al. (2022, *Reducing Activation Recomputation in Large
 #   Transformer Models*, §4.1) count them per layer for GPT: $sbh(34 + 5 n_{heads} s/h)$ bytes
-#   in 16-bit. The same count
+#   in 16-bit, with $s = P + T$ the sequence length, $b$ the micro-batch, $h$ the hidden size. The same count
 #   on Qwen2's layer (RMSNorm in fp32, SwiGLU MLP of width $f$, grouped-query attention through SDPA,
 #   which keeps no $s\times s$ scores) gives per token and per layer
 #   $2((4+a)h + 4) + 2ah + 2ah_q + 2ah'_{kv} + 4n_{heads} + 4af$ (+ $as$ for the padding mask),
+#   where $h_q = n_{heads} d_{head}$ is the width of the queries, $h'_{kv}$ the width of the saved keys (and of
+#   the values), $n_{kv} d_{head}$, except that with a padding mask transformers repeats K and V to every query
+#   head before SDPA, so $h'_{kv} = h_q$ in GRPO's left-padded batches; $f$ is the MLP width and $s$ the
+#   sequence length,
 #   about 106 KiB per token per layer for Qwen2.5-1.5B. `tests/test_course_memory.py` measures this with
 #   `torch.autograd.graph.saved_tensors_hooks` on a small Qwen2 and gets the same bytes;
 # - **gradient checkpointing** keeps only each layer's input ($ah$ per token per layer) and recomputes
@@ -714,17 +721,26 @@ update_flops = 6 * psi * B_tut * (P_tut + T_tut)                               #
 generation_flops = 2 * psi * B_tut * T_tut                                     # forward only, new tokens
 weights_bytes = 2 * psi                                                        # bf16, read once per decode step
 measured_generation_s = 33_600 / 1650                                          # docs/performance.md: 84 x 400 tokens at 1,650 tok/s, H200
+H200_BF16_PEAK = 989e12                                                        # NVIDIA's datasheet, dense bf16 FLOP/s (a spec, not measured)
+update_s_at = {u: update_flops / (H200_BF16_PEAK * u) for u in (0.4, 0.1)}    # the update's time at a utilisation u (estimate)
+breakeven_util = update_flops / (H200_BF16_PEAK * measured_generation_s)       # below this the update would take longer
 markdown_table(["quantity", "value"], [
     ("update: FLOPs (6 Ψ per token, all B·(P+T) tokens)", f"{update_flops:.3g}"),
     ("generation: FLOPs (2 Ψ per new token)", f"{generation_flops:.3g}"),
     ("generation: sequential forward passes", T_tut),
     ("generation: bytes of weights read per pass", f"{weights_bytes / 1e9:.2f} GB"),
     ("generation measured on an H200 (KV cache, 2026-11-26)", f"{measured_generation_s:.1f} s"),
+    ("update estimated at 40% / 10% of the H200's bf16 peak (not measured)",
+     f"{update_s_at[0.4]:.1f} s / {update_s_at[0.1]:.1f} s"),
+    ("utilisation at which the update would take as long as generation", f"{breakeven_util:.1%}"),
 ])
 
 # %% [markdown]
-# Generation does about 5 times fewer FLOPs than the update, yet on the GPU it takes most of the step: 400 passes
-# that cannot run in parallel, each a full read of the weights plus kernel-launch and Python overhead for one
+# Generation does about 5 times fewer FLOPs than the update, yet on the GPU it is expected to take most of the
+# step. The update's time on a GPU was not measured here; the table estimates it from its FLOPs and the H200's
+# datasheet peak: at 40% utilisation (typical of a large dense training step) it is a small fraction of the
+# measured generation time, and it would match generation only below the utilisation in the last row. Why
+# generation is slow: 400 passes that cannot run in parallel, each a full read of the weights plus kernel-launch and Python overhead for one
 # token per row. The measured time is over 50 times the floor that the H200's memory bandwidth (4.8 TB/s) sets.
 # Exercise 6.2 asks for that floor. Faster inference engines (vLLM, SGLang) attack exactly this part, which is
 # why production GRPO trainers generate with them (TRL's `use_vllm`, section 6). On the tiny CPU run generation is
@@ -735,7 +751,10 @@ markdown_table(["quantity", "value"], [
 check("5 · why generation dominates",
       ("the update does about 5 times the arithmetic of generation", 4.5 < update_flops / generation_flops < 5.5),
       ("the measured generation time is over 50 times the bandwidth floor (4.8 TB/s)",
-       measured_generation_s > 50 * T_tut * weights_bytes / 4.8e12))
+       measured_generation_s > 50 * T_tut * weights_bytes / 4.8e12),
+      ("estimated update time, even at 10% of peak, is under a third of the measured generation time",
+       update_s_at[0.1] < measured_generation_s / 3),
+      ("the update would take as long as generation only below 5% utilisation", breakeven_util < 0.05))
 
 
 # %% [markdown]
@@ -844,7 +863,8 @@ check("6 · the same run on TRL",
 #
 # The Qwen run is notebook 05's engine with another preset: 7 prompts × 12 completions per GPU, 400 new tokens,
 # mixed precision (fp32 master weights and AdamW, bf16 compute: pure bf16 rounds away most updates at lr 5e-6),
-# and the chat template, which makes Qwen stop after `</answer>`.
+# and the chat template, with which Qwen-Instruct is expected to stop after `</answer>` (it was tuned on
+# ChatML turns that end in `<|im_end|>`; no Qwen run here measured it).
 #
 # On several GPUs the tutorial's `nn.DataParallel` never ran (every call went through `model.module`)
 # and `device_map="auto"` only split the layers, so the GPUs took turns. DistributedDataParallel runs
@@ -856,7 +876,8 @@ check("6 · the same run on TRL",
 # never stopped. The memory planner says the tutorial's settings need about 17 GiB per GPU with gradient
 # checkpointing and micro-batches of 12 (so a 24 GB card is enough) and about 38 GiB without checkpointing; an
 # H100 measurement agrees within a few percent. The preset's mixed precision is planned at 30.4 GiB, not yet
-# measured. At this scale generation dominates the step, which is what TRL's vLLM route addresses; the recipe
+# measured. At this scale generation is expected to dominate the step (generation measured on an H200; the
+# update estimated from its FLOPs, not measured), which is what TRL's vLLM route addresses; the recipe
 # maps every option of this course onto TRL's `GRPOTrainer`.
 #
 # ## What this notebook added to grpo_lib
