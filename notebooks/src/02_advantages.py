@@ -767,9 +767,12 @@ def my_population_settings(lr, beta, G):   # floats, int -> (lr_new, beta_new)
 check_population_settings(my_population_settings);
 
 # %% [markdown]
-# **2.3 · Two completions per prompt.** Set $G = 2$. What values can $A$ take with the sample std, and
-# with the population std? Why does that make a question the model gets right half the time
-# indistinguishable from one it gets right 99% of the time, in a single group?
+# **2.3 · When does dividing by the std cost nothing?** Section 2.5 showed that with $G = 16$ the group std
+# makes a nearly hopeless question push as hard as a 50/50 one (the difficulty bias). With a right/wrong reward,
+# for which group sizes $G$ is `scale="group"` exactly `scale="none"` times one constant, for every mixed group?
+# Predict first (how many different groups with $k$ right answers are there at $G = 2$, $3$, $4$?), then check
+# with `group_advantages` and the ratio of $\lVert A \rVert$ under the two scales. What does that say about
+# comparing the two scales in a run with small groups?
 #
 # **2.4 · Predict, then run.** Before running `training_memory_table(cfg, dtype_bytes=4)` and
 # `training_memory_table(cfg, master_weights=False)`, predict both totals in GiB from the bytes per

@@ -826,16 +826,19 @@ check_clipped_tokens(my_clipped);
 
 
 # %% [markdown]
-# **4.2 · The exact KL the loop does not compute (fill in).** Write `my_exact_kl(logits, logits_ref)`: from the
-# full logits of $\pi_\theta$ and $\pi_{ref}$, both `(B, T, V)`, return $\mathrm{KL}(\pi_\theta\|\pi_{ref})$ at
-# every position, `(B, T)`. On 4.4's two 4-token distributions it should give the `exact_kl` of that section.
-# Stuck? `hint("4.2")`.
+# **4.2 · The KL term the loop does not compute (fill in).** The loss's KL term averages k3 of the sampled
+# tokens. Write `my_exact_kl(logits, logits_ref, mask)` for the same term with the *exact* KL instead: from the
+# full logits of $\pi_\theta$ and $\pi_{ref}$, both `(B, T, V)`, and the completion mask `(B, T)`, return
+# $\frac{1}{B}\sum_i \frac{1}{|o_i|}\sum_t m_{i,t}\,\mathrm{KL}(\pi_\theta\|\pi_{ref})_{i,t}$ (loss_type
+# `"grpo"`), one number. Section 4.4 worked on probabilities of a 4-token vocabulary; here the inputs are logits,
+# the batch has padding, and completions differ in length. Stuck? `hint("4.2")`.
 
 # %% tags=["solution"]
-def my_exact_kl(logits, logits_ref):   # (B, T, V), (B, T, V) -> (B, T)
+def my_exact_kl(logits, logits_ref, mask):   # (B, T, V), (B, T, V), (B, T) -> one number
     ### BEGIN SOLUTION
     logp, logq = logits.log_softmax(-1), logits_ref.log_softmax(-1)
-    return (logp.exp() * (logp - logq)).sum(-1)                  # weighted by π_θ, summed over the vocabulary
+    kl = (logp.exp() * (logp - logq)).sum(-1)                    # (B, T): weighted by π_θ, summed over the vocabulary
+    return ((kl * mask).sum(-1) / mask.sum(-1)).mean()           # per completion over its tokens, then over completions
     ### END SOLUTION
 
 check_exact_kl(my_exact_kl);

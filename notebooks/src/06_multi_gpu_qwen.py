@@ -758,16 +758,21 @@ check("5 · why generation dominates",
 
 
 # %% [markdown]
-# **6.2 · The floor under generation time (fill in).** Write `my_decode_floor(n_params, bytes_per_param, T, B,
-# bandwidth)`: a lower bound, in seconds, on generating `T` new tokens for `B` rows at once with a model of
-# `n_params` weights of `bytes_per_param` bytes each, on a GPU that reads `bandwidth` bytes per second from its
-# memory (ignore the KV cache and all overheads). Then compare it with the measured 20.4 s above: what takes the
-# rest of the time? Stuck? `hint("6.2")`.
+# **6.2 · The floor under generation time, with the KV cache (fill in).** The check above compares the
+# measured time with the weights alone. Generation also reads the KV cache. Write `my_decode_floor(n_params,
+# bytes_per_param, T, B, bandwidth, P, kv_bytes_per_token)`: a lower bound, in seconds, on generating `T` new
+# tokens for `B` rows of `P`-token prompts at once with a model of `n_params` weights of `bytes_per_param` bytes
+# each, on a GPU that reads `bandwidth` bytes per second from its memory, when every token a row has seen costs
+# `kv_bytes_per_token` bytes of cache (at the step that generates token t a row's cache holds its P prompt
+# tokens and the t − 1 tokens before; ignore all overheads). Which part grows with B? Then compare it with the
+# measured 20.4 s above: what takes the rest of the time? Stuck? `hint("6.2")`.
 
 # %% tags=["solution"]
-def my_decode_floor(n_params, bytes_per_param, T, B, bandwidth):   # -> seconds
+def my_decode_floor(n_params, bytes_per_param, T, B, bandwidth, P, kv_bytes_per_token):   # -> seconds
     ### BEGIN SOLUTION
-    return T * n_params * bytes_per_param / bandwidth    # every decode step reads all weights once, for all B rows
+    weights = T * n_params * bytes_per_param              # every step reads all weights once, for all B rows
+    cache = B * kv_bytes_per_token * sum(P + t - 1 for t in range(1, T + 1))   # each row reads its own cache
+    return (weights + cache) / bandwidth
     ### END SOLUTION
 
 check_decode_floor(my_decode_floor);
