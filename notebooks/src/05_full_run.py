@@ -339,7 +339,8 @@ check("3 · one update",
 # %%
 import contextlib, io
 
-del model, ref_model, optimizer         # section 3's copies; train() loads its own
+for name in ("model", "ref_model", "optimizer"):   # section 3's copies (train() loads its own); gone already
+    globals().pop(name, None)                      # when this cell runs again, so it can be re-run
 
 cfg = cfg.replace(output_dir=tempfile.mkdtemp(prefix="grpo05-"))   # a scratch folder, not runs/tiny
 out = Path(cfg.output_dir)
