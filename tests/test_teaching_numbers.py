@@ -119,3 +119,38 @@ def test_no_table_is_broken_by_a_blank_line():
 def test_no_hand_typed_build_timing():
     """The build's timings change with the machine's load: the guide points to the notebook's print instead."""
     assert "took 30 s" not in GUIDE and "303 s" not in GUIDE
+
+
+def test_exercise_1_6_best_constant_baseline():
+    """The worked answer's b*, J and exact variances at both policies, recomputed by enumerating the 81 groups."""
+    import itertools
+
+    import torch
+
+    from grpo_lib.toy import ToyPolicy
+
+    r = torch.tensor([1.0, 0.0, 2.0], dtype=torch.float64)
+    groups = torch.tensor(list(itertools.product(range(3), repeat=4)))
+    found = {}
+    for theta in ([0.5, 0.0, -0.5], [-1.0, 2.0, -1.0]):
+        p = ToyPolicy(theta).probs().detach().double()
+        w = p[groups].prod(-1)
+        score = torch.nn.functional.one_hot(groups, 3).double() - p
+
+        def var(b):
+            values = ((r[groups] - b)[..., None] * score).mean(1)
+            mean = (w[:, None] * values).sum(0)
+            return float((w[:, None] * (values - mean) ** 2).sum())
+
+        sq = ((torch.eye(3, dtype=torch.float64) - p) ** 2).sum(-1)
+        J, b_star = float((p * r).sum()), float((p * r * sq).sum() / (p * sq).sum())
+        grid = torch.linspace(b_star - 0.5, b_star + 0.5, 101, dtype=torch.float64)
+        assert min(grid.tolist(), key=var) == pytest.approx(b_star, abs=0.01)        # b* is the parabola's vertex
+        found[tuple(theta)] = (J, b_star, var(b_star), var(J), var(0.0), float(p[1]))
+    J, b_star, v_star, v_J, v_0, _ = found[(0.5, 0.0, -0.5)]
+    assert f"this is {b_star:.4f} at θ = [0.5, 0, −0.5] (J = {J:.4f})" in GUIDE
+    assert f"{v_star:.4f} at b*, {v_J:.4f} at J ({(v_J / v_star - 1):.1%} apart" in GUIDE
+    assert f"{v_0:.4f} at b = 0" in GUIDE
+    J, b_star, v_star, v_J, _, p6 = found[(-1.0, 2.0, -1.0)]
+    assert f'says "6" {p6:.0%} of the time: J = {J:.4f} but b* = {b_star:.4f}' in GUIDE
+    assert f"the variance is {v_star:.4f} at b* against {v_J:.4f} at J, about\n{v_J / v_star:.0f} times less" in GUIDE
