@@ -289,6 +289,103 @@ check("4.3 · the ratio and the clipped surrogate",
       ("A < 0: zero gradient below 1 − ε (ε = 0.1 and 0.3)", all(slopes[e][1] == [-1.0, -1.0, 0.0] for e in slopes)))
 
 # %% [markdown]
+# ### From a sequence to its tokens: where the ratio and the clip act
+#
+# The paper writes the policy of a whole completion, $\pi_\theta(o \mid q)$; the model gives one distribution
+# per position. The chain rule of probability joins them:
+#
+# $$\pi_\theta(o \mid q) = \prod_{t=1}^{|o|} \pi_\theta(o_t \mid q, o_{<t}), \qquad
+#   \log\pi_\theta(o \mid q) = \sum_{t=1}^{|o|} \log\pi_\theta(o_t \mid q, o_{<t}),$$
+#
+# so the per-token log-probabilities of 4.1 sum to the log-probability of the completion. GRPO's objective
+# (DeepSeekMath eq. 3) puts the ratio and the clip *inside* the token average: every token has its own
+# $\rho_{i,t} = \pi_\theta(o_{i,t} \mid q, o_{i,<t}) / \pi_{\theta_{old}}(o_{i,t} \mid q, o_{i,<t})$, clipped on its
+# own, with its completion's advantage $A_i$. A token that has moved far enough stops pushing; its neighbours
+# keep theirs. The ratio of whole completions is the *product* of the token ratios, so it compounds with length:
+# a drift of 1% per token is $1.01^{400} \approx 54$ over the tutorial's 400 tokens, far outside any clip range.
+# GSPO (Zheng et al. 2025, used for Qwen3) chose a sequence-level ratio on purpose, but normalised by length: the
+# geometric mean $s_i = \big(\pi_\theta(o_i \mid q)/\pi_{\theta_{old}}(o_i \mid q)\big)^{1/|o_i|}
+# = \exp\big(\frac{1}{|o_i|}\sum_t (\log\pi_\theta - \log\pi_{\theta_{old}})\big)$, one number per completion,
+# clipped with a much smaller range (ε = 3e-4 to 4e-4 in its paper), so all tokens of a completion share one
+# weight. TRL offers it as `importance_sampling_level="sequence"`.
+#
+# All three on one completion, the longest of 4.1's batch. For $\pi_\theta$ take a copy of the model with every
+# weight nudged by a little noise (an illustration of a policy a few updates after $\pi_{\theta_{old}}$, not a
+# training run):
+
+# %%
+i_long = int(o_len.argmax())                                   # the longest completion of the batch
+nudged = copy.deepcopy(model)
+with torch.no_grad():
+    noise = torch.Generator().manual_seed(0)
+    for weight in nudged.parameters():
+        weight.add_(torch.randn(weight.shape, generator=noise) * 0.005)
+    logp_nudged = token_logprobs(nudged, input_ids, attention_mask, logits_to_keep=T)    # (B, T)
+keep = mask[i_long].bool()
+lp_old, lp_new = logp[i_long][keep], logp_nudged[i_long][keep]       # (|o|,) log π(o_t | q, o_<t)
+rho_tok = (lp_new - lp_old).exp()                                    # GRPO: one ratio per token
+rho_seq = (lp_new.sum() - lp_old.sum()).exp()                        # π_θ(o|q) / π_old(o|q): their product
+rho_gspo = (lp_new - lp_old).mean().exp()                            # GSPO: their geometric mean
+inside = ((rho_tok - 1).abs() <= 0.2)
+print(f"|o| = {int(keep.sum())} tokens; log π_old(o|q) = Σ_t log π_old(o_t|q,o_<t) = {lp_old.sum():.3f}")
+print(f"token ratios: from {rho_tok.min():.3f} to {rho_tok.max():.3f}, {int(inside.sum())} of {len(rho_tok)} inside "
+      f"[0.8, 1.2]")
+print(f"sequence ratio (their product) {rho_seq:.3f};  GSPO's geometric mean {rho_gspo:.4f}")
+
+# %% [markdown]
+# **The mistake two public courses made.** They computed the ratio from *summed* log-probabilities,
+# `ratio = exp(logp.sum(-1) - logp_old.sum(-1))`, and clipped that one number with the token-level ε = 0.2. The
+# cell below takes the gradient of both losses with respect to each token's $\log\pi_\theta$, for this completion
+# with $A = +1$ and with $A = -1$:
+
+# %%
+def grad_per_token(A, summed):
+    """d(loss)/d log π_θ(o_t) for one completion: GRPO's per-token clip, or the clip of the summed ratio."""
+    lp = lp_new.clone().requires_grad_(True)
+    if summed:
+        loss = -clipped_surrogate((lp.sum() - lp_old.sum()).exp(), torch.tensor(A), 0.2)
+    else:
+        loss = -clipped_surrogate((lp - lp_old).exp(), torch.tensor(A), 0.2).mean()
+    return torch.autograd.grad(loss, lp)[0]
+
+seq_grads = {(A, summed): grad_per_token(A, summed) for A in (1.0, -1.0) for summed in (False, True)}
+markdown_table(["A", "ratio", "tokens with zero gradient", "mean |gradient| per token"],
+               [(f"{A:+.0f}", "summed (the mistake)" if summed else "per token (GRPO)",
+                 f"{int((g == 0).sum())} of {len(g)}", f"{g.abs().mean().item():.4f}")
+                for (A, summed), g in seq_grads.items()])
+
+# %% [markdown]
+# Read the table. Per token, the clip silences only the tokens that moved past 1 ± ε in the direction their
+# advantage favours, and every other token gets $\rho_t A/|o|$, about a $1/|o|$ share of the completion's push.
+# The nudged policy made this completion less likely as a whole: the summed ratio, the product of 24 token
+# ratios, is below $1 - \epsilon$ although most tokens are inside the range. Clipped as one number, it silences
+# every token at once when $A = -1$ (the completion teaches nothing), and when $A = +1$ it is not clipped at all
+# (the `min` keeps the unclipped term below $1 - \epsilon$) and every token gets the whole ratio as its push,
+# with no $1/|o|$ average: several times the per-token push. Both effects grow with the completion's length,
+# which is why the paper's clip is per token, and why GSPO, which does want one number per completion, takes
+# the $|o|$-th root first and clips it with a far smaller ε.
+
+# %% jupyter={"source_hidden": true}
+check("4.3 · from a sequence to its tokens",
+      ("the completion has 24 tokens; 1.01^400 ≈ 54", len(lp_new) == 24 and round(1.01**400) == 54),
+      ("chain rule: Σ_t log π(o_t|q,o_<t) is the log of the product of the token probabilities",
+       torch.isclose(lp_old.double().sum().exp(), lp_old.double().exp().prod(), rtol=1e-9)),
+      ("the sequence ratio is the product of the token ratios", torch.isclose(rho_seq, rho_tok.prod(), rtol=1e-4)),
+      ("GSPO's ratio is their geometric mean, between the smallest and largest token ratio",
+       torch.isclose(rho_gspo, rho_tok.prod() ** (1 / len(rho_tok)), rtol=1e-4)
+       and bool(rho_tok.min() <= rho_gspo <= rho_tok.max())),
+      ("most token ratios are inside [0.8, 1.2] ...", bool(inside.float().mean() > 0.5)),
+      ("... while the sequence ratio is outside it", bool((rho_seq - 1).abs() > 0.2)),
+      ("per token, some tokens keep a gradient for either sign of A",
+       all(bool((seq_grads[(A, False)] != 0).any()) for A in (1.0, -1.0))),
+      ("the nudged policy made the completion less likely: the summed ratio is below 1 − ε", bool(rho_seq < 0.8)),
+      ("summed, A = −1: every token's gradient is exactly 0", bool((seq_grads[(-1.0, True)] == 0).all())),
+      ("summed, A = +1: unclipped, every token's push is the summed ratio itself",
+       torch.allclose(seq_grads[(1.0, True)].abs(), rho_seq.expand(len(lp_new)), rtol=1e-4)),
+      ("... several (over 5) times the mean per-token push",
+       bool(seq_grads[(1.0, True)].abs().mean() > 5 * seq_grads[(1.0, False)].abs().mean())))
+
+# %% [markdown]
 # ## 4.4 The KL term: the k3 estimator
 #
 # The exact $\mathrm{KL}(\pi_\theta\,\|\,\pi_{ref}) = \sum_o \pi_\theta(o)\log\frac{\pi_\theta(o)}{\pi_{ref}(o)}$
@@ -791,6 +888,9 @@ check("4.9 · one GRPO step on the tiny model",
 # token; computing them only at completion positions and one row at a time is what keeps a GRPO step from
 # holding two 14 GB copies of the logits at Qwen's vocabulary. The clipped surrogate is flat, with zero
 # gradient, once a token's ratio has left $[1-\epsilon, 1+\epsilon]$ in the direction its advantage favours;
+# the ratio and the clip are per token (a completion's log-probability is the sum of its tokens', and its ratio
+# the product of theirs: clipping that product silences or inflates the whole completion at once; GSPO takes its
+# geometric mean instead);
 # the k3 KL term is unbiased and never negative, and outside the clip range it is the only force, pulling
 # back towards $\pi_{ref}$. With μ = 1 the loss reads β·KL (0 at the first step) while its gradient is
 # REINFORCE's, and clipping binds only when μ > 1. How the tokens are averaged (`loss_type`) decides how
