@@ -768,7 +768,43 @@ check_loo_advantages(my_loo_advantages);
 # that small. Then do the same for `ToyPolicy([-1.0, 2.0, -1.0])`, a policy that mostly answers "6". Where is
 # $b^*$ now, how large is the gap, and why is $b^*$ so far from $J$? Is a critic that learns $J$ the best
 # baseline there?
+
+# %% [markdown]
+# ## Quiz: check yourself
 #
+# Choose an answer to each question *before* you open it. Every answer is a number this notebook printed.
+
+# %%
+from grpo_lib.course.quiz import Question, quiz
+
+quiz("Quiz · notebook 01",
+     Question("Rewards 1, 0, 2 for \"5\", \"6\", \"2 + 3 = 5\": which logit does one GRPO step leave where it is?",
+              ("\"5\"", "\"6\"", "\"2 + 3 = 5\"", "none: every logit moves"), 0,
+              f"\"5\" has reward 1, exactly the group mean, so A = 0 and its gradient is {grad_grpo[0].item():.1f} (1.7).",
+              grad_grpo[0].item() == 0.0),
+     Question("At that first step the printed loss is 0. What is the gradient?",
+              ("0 as well: nothing is learned", "REINFORCE's, −A/G: the loss value says nothing about it",
+               "undefined until the second step"), 1,
+              f"The gradient is −A/G = {(-A_flat / G).numpy().round(4).tolist()} although the loss is 0 (1.7, 1.8).",
+              torch.allclose(grad_grpo, -A_flat / G)),
+     Question("The group-mean baseline's estimate has a smaller variance than b = J. Is it the better baseline?",
+              ("yes: lower variance is better", "no: its mean is shrunk by (G−1)/G; unbiased (leave-one-out) its "
+               "variance is above b = J's", "no: it is biased upwards"), 1,
+              f"Exact variances: group mean {var_group.sum():.4f} (mean ¾ ∇J), b = J {var_J.sum():.4f}, "
+              f"leave-one-out {var_loo.sum():.4f} (1.6).",
+              bool(var_group.sum() < var_J.sum() < var_loo.sum())),
+     Question("With ε = 0.2, 20 updates on one group (learning rate 1): how far does \"2 + 3 = 5\" move?",
+              (f"{rho_clip[2]:.2f} × its old probability, no further after the first update",
+               f"{rho_free[2]:.2f} × its old probability", "1.20 × exactly, the clip edge"), 0,
+              f"The first update overshoots the edge 1.2 and the other 19 have zero gradient; almost without the clip "
+              f"(ε = 0.99) it reaches {rho_free[2]:.2f} (1.6).",
+              bool(1.2 < rho_clip[2] < 1.5 and rho_free[2] > 2.0)),
+     Question("Subtracting a constant baseline b from every reward changes ...",
+              ("the expected gradient", "only the variance of the estimate", "nothing at all"), 1,
+              "E[∇log π] = 0, so any constant b keeps the mean ∇J; the variance is a parabola in b (1.6).",
+              torch.allclose(mean_J, grad_exact, atol=1e-6) and bool(var_J.sum() < var_plain.sum())))
+
+# %% [markdown]
 # ## Next
 #
 # [02_advantages.ipynb](02_advantages.ipynb): group-relative advantages for many questions at once, the

@@ -781,7 +781,42 @@ check_population_settings(my_population_settings);
 # **2.5 · Process supervision by hand.** In 2.7, give $o_3$'s first step a reward of 1 as well (as if the
 # step scorer missed the mistake). Which tokens change sign, and why does one wrong step reward change the
 # advantages of *other* completions too?
+
+# %% [markdown]
+# ## Quiz: check yourself
 #
+# Choose an answer to each question *before* you open it. Every answer is a number this notebook printed.
+
+# %%
+from grpo_lib.course.quiz import Question, quiz
+
+A_lone = group_advantages((torch.arange(8) < 1).float()[None])[0, 0].item()    # 1 right of 8, group std
+quiz("Quiz · notebook 02",
+     Question("One accuracy p = 0.05 for every question: what share of groups is flat at G = 4, and at G = 64?",
+              (f"{closed_form[4][5]:.2f} and {closed_form[64][5]:.2f}", "0.05 and 0.05", "0.00 and 0.00"), 0,
+              "P(flat) = p^G + (1 − p)^G: a larger group is the first remedy (2.4).",
+              bool(closed_form[4][5] > 0.8 and closed_form[64][5] < 0.05)),
+     Question("On the tiny model the measured share of flat groups of 8 is many times the formula at the mean "
+              "accuracy. Why?",
+              ("the sampler repeats itself", "questions differ in difficulty, and p^G + (1 − p)^G is convex",
+               "G is too small for the formula"), 1,
+              f"Measured {measured:.1%}, {at_mean:.1%} at the mean accuracy, {per_question:.1%} averaged per "
+              f"question (Jensen's inequality, 2.4).",
+              bool(measured > 5 * at_mean and abs(per_question - measured) < 0.08)),
+     Question("The hard question: 1 right answer of 8. What advantage does it get with the group std?",
+              (f"{A_lone:.3f}", "0.875", "1.000"), 0,
+              f"(1 − 1/8) divided by the group's sample std gives {A_lone:.3f}; with no scaling it is 0.875 (2.5).",
+              A_lone > 2.4),
+     Question("Which `scale` makes a nearly hopeless question push as hard as a 50/50 one (the difficulty bias)?",
+              ("\"group\"", "\"batch\"", "\"none\""), 0,
+              "Dividing by each group's own std makes ‖A‖ = √(G−1) for every mixed question (2.5).",
+              bool(relative["group"][1] / relative["none"][1] > 2)),
+     Question("Beside the policy, what does GRPO's group mean save compared with PPO's critic?",
+              ("nothing: the critic is small", "a second trained model as large as the policy, with its gradients "
+               "and AdamW moments", "only the reward model"), 1,
+              "The critic is trained, so it costs what the policy costs in model states (2.6).", True))
+
+# %% [markdown]
 # ## Next
 #
 # [03_reward_design.ipynb](03_reward_design.ipynb): where the rewards $r_i$ come from: the answer format,

@@ -947,7 +947,43 @@ check_fisher(my_fisher_p);
 #
 # **3.5 · Hack the cartoon.** Find a completion with a *wrong* answer that the cartoon reward model of
 # 3.6 scores above 0.99. What would DeepSeekMath's Algorithm 1 do next with such completions?
+
+# %% [markdown]
+# ## Quiz: check yourself
 #
+# Choose an answer to each question *before* you open it. Every answer is a number this notebook printed.
+
+# %%
+from grpo_lib.course.quiz import Question, quiz
+
+empty_tags = [[{"content": "<reasoning></reasoning><answer></answer>"}]]
+half_width = lambda n: (wilson_interval(round(n / 2), n)[1] - wilson_interval(round(n / 2), n)[0]) / 2   # noqa: E731
+quiz("Quiz · notebook 03",
+     Question("What does the tutorial's format reward pay for four empty tags?",
+              ("0", "0.2", "0.8, the full format reward"), 2,
+              f"format_reward gives {format_reward(empty_tags)[0]}; strict_format_reward gives "
+              f"{strict_format_reward(empty_tags)[0]} (3.4, 3.5).",
+              format_reward(empty_tags)[0] == 0.8 and strict_format_reward(empty_tags)[0] == 0.0),
+     Question("The tutorial went from 23% to 90% strict accuracy. Mostly by ...",
+              ("better maths", "writing the tags", "a larger model"), 1,
+              f"The format gain is {format_gain:.1%}, the maths gain {maths_gain:.1%} (3.8).",
+              bool(format_gain > 4 * maths_gain)),
+     Question("7 of 9 tagged answers right before, 27 of 30 after: is that a real improvement?",
+              ("yes, 78% → 90%", "no evidence either way", "it got worse"), 1,
+              f"Fisher's exact test: p = {p_fisher:.3f} (3.8).", abs(p_fisher - 0.5716) < 1e-4),
+     Question("At 50% accuracy, how wide is the 95% interval of an evaluation on 30 questions?",
+              (f"±{half_width(30) * 100:.0f} points", f"±{half_width(300) * 100:.1f} points",
+               f"±{half_width(1319) * 100:.1f} points"), 0,
+              f"Wilson interval: ±{half_width(30) * 100:.0f} points at n = 30, ±{half_width(1319) * 100:.1f} on "
+              f"GSM8K's 1,319 test questions (3.8).",
+              half_width(30) > 0.16 and half_width(1319) < 0.03),
+     Question("Why should the Qwen run's prompt go through the chat template?",
+              ("it is shorter", "Qwen-Instruct ends a ChatML turn with <|im_end|>, its EOS: it is expected to stop "
+               "after </answer>", "the reward needs it"), 1,
+              "Expected from how the model was tuned, shown here on a replay; no Qwen run measured it (3.7).",
+              chat_prompt.endswith("<|im_start|>assistant\n")))
+
+# %% [markdown]
 # ## Next
 #
 # [04_the_loss.ipynb](04_the_loss.ipynb): from advantages to the GRPO loss: per-token log-probabilities,

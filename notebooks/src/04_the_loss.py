@@ -973,6 +973,40 @@ for eps_high in (0.2, 0.28):
     print(f"epsilon_high = {eps_high}: pi_theta can grow from {p_old} to {p_old * (1 + eps_high):.4f}")
 
 # %% [markdown]
+# ## Quiz: check yourself
+#
+# Choose an answer to each question *before* you open it. Every answer is a number this notebook printed.
+
+# %%
+from grpo_lib.course.quiz import Question, quiz
+
+quiz("Quiz · notebook 04",
+     Question("A token with A > 0 whose ratio fell to ρ = 0.5 (below 1 − ε). What gradient does the clipped "
+              "surrogate give it?",
+              ("zero: it is outside the clip range", "the full gradient: the clip is one-sided", "a negative one"), 1,
+              f"The min keeps the unclipped term there: slope {slopes[0.1][0][2]:.0f} below 1 − ε for A = +1 (4.3).",
+              slopes[0.1][0][2] == 1.0 and slopes[0.1][0][0] == 0.0),
+     Question("log π(o | q) of a whole completion is ...",
+              ("the mean of its token log-probabilities", "the sum of its token log-probabilities",
+               "the last token's log-probability"), 1,
+              "The chain rule: π(o|q) = Π_t π(o_t | q, o_<t) (4.3, from a sequence to its tokens).",
+              torch.isclose(lp_old.double().sum().exp(), lp_old.double().exp().prod(), rtol=1e-9)),
+     Question("Clip the ratio of *summed* log-probabilities with ε = 0.2, for the nudged completion and A = −1. "
+              "How many of its tokens keep a gradient?",
+              (f"{int((seq_grads[(-1.0, False)] != 0).sum())} of {len(lp_new)}, as per token", f"0 of {len(lp_new)}",
+               f"all {len(lp_new)}"), 1,
+              f"The summed ratio {rho_seq:.3f} is one number below 1 − ε, so the clip silences the whole completion.",
+              bool((seq_grads[(-1.0, True)] == 0).all())),
+     Question("Can the k3 estimate of the KL be negative for one token?",
+              ("yes, like k1", "no: r − 1 − log r ≥ 0 for every r > 0", "only when β = 0"), 1,
+              "k3 is never negative and averages to the exact KL (4.4).",
+              bool((kl_k3(torch.linspace(-3, 3, 61), torch.zeros(61)) >= 0).all())),
+     Question("At μ = 1, how many tokens does the clip silence?",
+              ("none: ρ = 1 at the only update", "about ε of them", "every token with A < 0"), 0,
+              "π_old is the current policy, so every ratio is exactly 1; clipping binds only when μ > 1 (4.6, 4.7).",
+              slopes[0.1][0][1] == 1.0 and slopes[0.1][1][1] == -1.0))
+
+# %% [markdown]
 # ## Next
 #
 # [05_full_run.ipynb](05_full_run.ipynb): the training loop around this loss, on the tiny model on a CPU;

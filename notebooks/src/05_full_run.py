@@ -1010,7 +1010,38 @@ check("9 · what the tutorial's numbers measured",
 #
 # **5.6 · Group size.** Try `G=4` and `G=16` with the same `B = N·G`. Which reaches 80% first, in steps and
 # in seconds?
+
+# %% [markdown]
+# ## Quiz: check yourself
 #
+# Choose an answer to each question *before* you open it. Every answer is a number this notebook printed.
+
+# %%
+from grpo_lib.course.quiz import Question, quiz
+
+quiz("Quiz · notebook 05",
+     Question("At the first update (μ = 1) the loss is about 0. What does that say about the update?",
+              ("nothing moved", "nothing: the gradient is REINFORCE's and the weights moved", "the learning rate is 0"),
+              1, f"|loss| = {abs(stats['loss']):.1e}, grad norm {stats['grad_norm']:.3f} (section 3).",
+              abs(stats["loss"]) < 1e-5 and stats["grad_norm"] > 0),
+     Question("The gallery's R1-tags run: what is its zero-std fraction?",
+              ("about 0.25, like the healthy run", "1.0 at every step: every group is flat", "0 at every step"), 1,
+              "Every completion scores 0, so every advantage is 0 (6.3).",
+              all(m["frac_reward_zero_std"] == 1.0 for m in r1)),
+     Question("A β = 0 run's engine `kl` panel reads 0 at every step. The policy ...",
+              ("has not moved", "may have moved: with no π_ref nothing is measured", "moved back to the start"), 1,
+              f"The gallery's KL to the start is {b0[3]['gallery/kl_to_start']:.3f} by step 4 (6.2).",
+              all(m["kl"] == 0.0 for m in b0) and b0[3]["gallery/kl_to_start"] > 0.01),
+     Question("μ = 4 updates per batch: the clip fraction is non-zero, mostly from ...",
+              ("above (A > 0, ρ > 1 + ε)", "below (A < 0, ρ < 1 − ε)", "both equally"), 1,
+              f"Mean {avg(mu, 'clip_ratio/low_mean'):.2%} low against {avg(mu, 'clip_ratio/high_mean'):.2%} high (6.4).",
+              avg(mu, "clip_ratio/low_mean") > avg(mu, "clip_ratio/high_mean")),
+     Question("As k grows, which of pass@k and maj@k can fall?",
+              ("pass@k", "maj@k", "neither"), 1,
+              "pass@k needs one right sample in k; a majority vote can be won by a common wrong answer (8).",
+              all(bool((c["pass"].diff() >= -1e-12).all()) for c in curves.values())))
+
+# %% [markdown]
 # ## Next
 #
 # Notebook 06 runs this engine on several GPUs: why the tutorial's `nn.DataParallel` and `device_map="auto"`

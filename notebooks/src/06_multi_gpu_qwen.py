@@ -916,7 +916,34 @@ check("6 · the same run on TRL",
 # your GPU for the tutorial's batch, with and without gradient checkpointing, and the largest `G` at
 # `micro_batch_size=12`. Which term of the table grows with G, and which does not? What does ZeRO stage 1
 # (`zero_stage=1`) save on 8 GPUs?
+
+# %% [markdown]
+# ## Quiz: check yourself
 #
+# Choose an answer to each question *before* you open it. Every answer is a number this notebook printed.
+
+# %%
+from grpo_lib.course.quiz import Question, quiz
+
+plain = scenarios["tutorial settings, pure bf16: G 12, N 7, micro-batch 12, checkpointing"]
+quiz("Quiz · notebook 06",
+     Question("The update does about 5 times the FLOPs of generation. Which is expected to take most of a GPU step?",
+              ("the update", "generation", "they take the same time"), 1,
+              f"Generation was measured at {measured_generation_s:.1f} s on an H200; the update is estimated at "
+              f"{update_s_at[0.4]:.1f} s at 40% of peak (not measured): T sequential passes, each reading every "
+              f"weight (5).",
+              update_s_at[0.1] < measured_generation_s / 3),
+     Question("TRL's `num_iterations` is which loop of DeepSeekMath's Algorithm 1?",
+              ("the outer iterations I (π_ref reset)", "μ, the updates per sampled batch", "the steps M"), 1,
+              "TRL's outer loop is `sync_ref_model` (6).", TRL_NAMES["mu"] == "num_iterations"),
+     Question("The tutorial's settings with gradient checkpointing and micro-batches of 12: do they fit a 24 GB card?",
+              ("yes", "no"), 0,
+              f"The planner gives {plain.peak_gib:.1f} GiB per GPU, under 90% of 24 (5).", plain.fits(24)),
+     Question("Several GPUs with DDP: what does each process hold?",
+              ("a slice of the layers", "the whole model and whole groups of its own prompts", "one completion"), 1,
+              "DDP replicates the model and averages the gradients in the backward pass (2).", True))
+
+# %% [markdown]
 # ## Next
 #
 # Check the memory plan of your GPUs (section 5), then run the Qwen preset with the commands of sections 1 and 3,
