@@ -1042,6 +1042,19 @@ quiz("Quiz · notebook 05",
               all(bool((c["pass"].diff() >= -1e-12).all()) for c in curves.values())))
 
 # %% [markdown]
+# ## GRPO on one page
+#
+# The whole method on one page, `docs/cheatsheet.md`: background, the key equations with each paper symbol and
+# its `grpo_lib` name, Algorithm 1's three loops as pseudocode, and the metrics to watch. Shown here from the file:
+
+# %%
+from IPython.display import Markdown
+
+import grpo_lib
+
+Markdown((Path(grpo_lib.__file__).resolve().parents[1] / "docs" / "cheatsheet.md").read_text())
+
+# %% [markdown]
 # ## Next
 #
 # Notebook 06 runs this engine on several GPUs: why the tutorial's `nn.DataParallel` and `device_map="auto"`
