@@ -725,6 +725,116 @@ check("6.5 · the length bias",
        abs(avg(lg[-10:], "accuracy") - avg(ld[-10:], "accuracy")) < 0.02))
 
 # %% [markdown]
+# ### 6.6 · "My reward is always 0": a triage
+#
+# After "my loss is 0", the question learners ask most. Four usual causes, each run here on the tiny model (8
+# training questions × G = 8, one sampled batch each, scored but not trained), beside the healthy preset:
+#
+# 1. the completions are **truncated** before the answer tag (`max_completion_length` too small);
+# 2. the reward's **regex is stricter** than the format the model writes (here DeepSeek-R1's, which wants the
+#    answer alone on its own line inside `<answer>` tags);
+# 3. the prompt is **not in the format the model learned**. On Qwen-Instruct that is a prompt built without the
+#    chat template; the tiny tokenizer has none, so here the prompt is the question behind `"Question: "`
+#    instead of the plain format the model was warmed up on;
+# 4. the **wrong reward function or arguments**: a correctness reward that reads its gold from a dataset column
+#    the engine does not pass (`solution`), so every gold is empty.
+#
+# **Predict, then look:** which dashboard panel tells each cause apart? The table shows one step's metrics
+# under their `metrics.jsonl` names (the reward functions' own means in one column).
+
+# %%
+import re
+
+from grpo_lib.advantages import zero_std_fraction
+from grpo_lib.rewards import correctness_reward, format_reward
+
+triage_problems = addition_problems("train", n=8, seed=1)
+triage_golds = [p["answer"] for p in triage_problems]
+triage_model, triage_tok = load_tiny_model()
+
+def strict_newline_reward(prompts, completions, answer, **kwargs):
+    """DeepSeek-R1's format: the answer alone on its own line inside the tags, else 0."""
+    pattern = re.compile(r"<answer>\n(\d+)\n</answer>")
+    return [2.0 if (m := pattern.search(c[0]["content"])) and m.group(1) == a else 0.0
+            for c, a in zip(completions, answer)]
+
+def correctness_from_solution(prompts, completions, **kwargs):
+    """The gold read from a column the engine does not pass: `solution` instead of `answer`."""
+    return correctness_reward(prompts, completions, kwargs.get("solution", [""] * len(completions)))
+
+preset_funcs = reward_functions(cfg.reward_funcs)
+causes = {                                               # name: (max_new_tokens, prompt format, reward functions)
+    "healthy (the preset)": (cfg.max_completion_length, None, preset_funcs),
+    "1 · truncated: 8 new tokens": (8, None, preset_funcs),
+    "2 · a regex stricter than the model's format": (cfg.max_completion_length, None,
+                                                     {"strict_newline": strict_newline_reward}),
+    "3 · a prompt format the model did not learn": (cfg.max_completion_length, "Question: {}", preset_funcs),
+    "4 · the gold passed under another name": (cfg.max_completion_length, None,
+                                               {"correctness": correctness_from_solution, "format": format_reward}),
+}
+triage = {}
+for name, (max_new, prompt_format, funcs) in causes.items():
+    prompts_t = [build_prompt(triage_tok, p["question"]) if prompt_format is None else prompt_format.format(p["question"])
+                 for p in triage_problems]
+    ro = generate_completions(triage_model, triage_tok, prompts_t, cfg.G, max_new_tokens=max_new,
+                              temperature=cfg.temperature, seed=0)
+    scored = score_rollout(ro, triage_golds, funcs, scale_rewards=cfg.scale_rewards, temperature=cfg.temperature)
+    triage[name] = {"reward": scored.rewards.mean().item(),
+                    "per_func": {k: v.mean().item() for k, v in scored.rewards_per_func.items()},
+                    "accuracy": scored.correct.float().mean().item(),
+                    "frac_reward_zero_std": zero_std_fraction(scored.rewards.view(-1, cfg.G)),
+                    "completions/mean_length": ro.completion_lengths.float().mean().item(),
+                    "completions/clipped_ratio": ro.truncated.float().mean().item(),
+                    "text": ro.texts[0]}
+markdown_table(["cause", "reward", "reward/<name>", "accuracy", "frac_reward_zero_std", "completions/mean_length",
+                "completions/clipped_ratio", "first completion"],
+               [(name, t["reward"], ", ".join(f"{k} {v:.2f}" for k, v in t["per_func"].items()), t["accuracy"],
+                 t["frac_reward_zero_std"], t["completions/mean_length"], t["completions/clipped_ratio"],
+                 repr(t["text"])) for name, t in triage.items()], floatfmt=".2f")
+
+# %% [markdown]
+# Each cause has its own tell, and three of them are visible from the first step:
+#
+# | cause | the tell on the dashboard | the fix |
+# | --- | --- | --- |
+# | 1 · truncated | `completions/clipped_ratio` 1.0 and `completions/mean_length` at the limit; the format reward pays for the tags written before the cut | raise `max_completion_length` (read one completion: it ends mid-reasoning) |
+# | 2 · stricter regex | the reward function's own mean is 0 and every group is flat, while the engine's `accuracy` (its own strict check) is high and the completions read right | test the reward function on the model's real completions before training |
+# | 3 · prompt format | `accuracy` 0 as well, the completions are garbled or shorter | build the prompt as the model learned it (`build_prompt`: Qwen's chat template) |
+# | 4 · wrong arguments | `reward/correctness` 0 while `accuracy` is not, and the format reward is normal | check which keyword arguments the engine passes (`prompts`, `completions`, `answer`) |
+#
+# The pair to remember: `accuracy` is computed by the engine, independently of your reward functions. When the
+# reward says 0 and `accuracy` does not, the bug is in the reward (causes 2 and 4); when both are 0, look at the
+# completions and the prompt (causes 1 and 3). On Qwen, cause 3 is expected to look different: without the chat
+# template the model is expected to run on after `</answer>`, so `completions/clipped_ratio` would climb (not
+# measured here).
+
+# %% jupyter={"source_hidden": true}
+t = triage
+check("6.6 · my reward is always 0",
+      ("healthy: reward over 1, accuracy over 0.5", t["healthy (the preset)"]["reward"] > 1
+       and t["healthy (the preset)"]["accuracy"] > 0.5),
+      ("1: every completion cut at the limit, correctness 0",
+       t["1 · truncated: 8 new tokens"]["completions/clipped_ratio"] == 1.0
+       and t["1 · truncated: 8 new tokens"]["completions/mean_length"] == 8
+       and t["1 · truncated: 8 new tokens"]["per_func"]["correctness"] == 0.0
+       and t["1 · truncated: 8 new tokens"]["per_func"]["format"] > 0),
+      ("2: reward 0 and every group flat, while accuracy is over 0.5 and no completion is cut",
+       t["2 · a regex stricter than the model's format"]["reward"] == 0.0
+       and t["2 · a regex stricter than the model's format"]["frac_reward_zero_std"] == 1.0
+       and t["2 · a regex stricter than the model's format"]["accuracy"] > 0.5
+       and t["2 · a regex stricter than the model's format"]["completions/clipped_ratio"] == 0.0),
+      ("3: correctness and accuracy both 0, completions shorter than the healthy ones",
+       t["3 · a prompt format the model did not learn"]["per_func"]["correctness"] == 0.0
+       and t["3 · a prompt format the model did not learn"]["accuracy"] == 0.0
+       and t["3 · a prompt format the model did not learn"]["completions/mean_length"]
+       < t["healthy (the preset)"]["completions/mean_length"]),
+      ("4: correctness 0 while accuracy is over 0.5 and the format reward is the healthy one",
+       t["4 · the gold passed under another name"]["per_func"]["correctness"] == 0.0
+       and t["4 · the gold passed under another name"]["accuracy"] > 0.5
+       and t["4 · the gold passed under another name"]["per_func"]["format"]
+       == t["healthy (the preset)"]["per_func"]["format"]))
+
+# %% [markdown]
 # ## 7 · Completions before and after
 #
 # The same held-out problems, greedy, before and after training.
