@@ -581,19 +581,28 @@ check("6.1 · learning rate too high",
 # %%
 gallery_dashboard("beta0")
 
+# %%
+b0 = gallery["beta0"]["metrics"]
+markdown_table(["run", "engine kl, max", "KL to start at step 4", "KL to start: max (40 steps)",
+                "KL to start: mean of the last 10", "grad norm, mean", "lowest batch accuracy (step)",
+                "held-out accuracy before → after"],
+               [(name, f"{max(m['kl'] for m in rows):.3f}", f"{rows[3]['gallery/kl_to_start']:.3f}",
+                 f"{max(m['gallery/kl_to_start'] for m in rows):.3f}", f"{avg(rows[-10:], 'gallery/kl_to_start'):.3f}",
+                 f"{avg(rows, 'grad_norm'):.2f}",
+                 "{:.2f} ({})".format(*min((m["accuracy"], m["step"]) for m in rows)),
+                 f"{gallery[key]['summary']['accuracy_before']:.2f} → {gallery[key]['summary']['accuracy_after']:.2f}")
+                for name, key, rows in (("healthy", "healthy", healthy), ("beta0 (β = 0, η = 2e-4)", "beta0", b0))])
+
 # %% [markdown]
 # Two KL panels, two answers. The engine's `kl` reads 0 at every step: with β = 0 no π_ref is kept, so nothing
 # is measured. A flat KL panel in a β = 0 run means "not measured", not "not moved". The gallery's KL to the
-# starting model shows where π_θ went: by step 4 it is 0.076, more than the healthy run reaches in 40 steps
-# (0.023 at most), and it stays up there, 0.060 on average over the last 10 steps (3.7 times the healthy run's),
-# jumping between 0.03 and 0.13. Four times the learning rate and nothing pulling back: the grad-norm panel sits
-# higher (1.18 on average against 0.72; the update is clipped to norm 1), and the batch accuracy drops to 0.41 at
-# step 5 before it recovers. In 40 steps the run still learns (held-out accuracy 0.48 → 0.84 on 100 problems,
-# the healthy run 0.89): drift is not yet failure. That is the lesson: only a KL to the start shows how far the
+# starting model shows where π_θ went: by step 4 it is past the largest value the healthy run reaches in 40 steps,
+# and it stays up there. Four times the learning rate and nothing pulling back: the grad norm sits higher (the
+# update is clipped to norm 1), and the batch accuracy dips before it recovers. In 40 steps the run still learns
+# (the last column): drift is not yet failure. That is the lesson: only a KL to the start shows how far the
 # policy has gone, and nothing in this loss would stop it going further in a longer run.
 
 # %% jupyter={"source_hidden": true}
-b0 = gallery["beta0"]["metrics"]
 check("6.2 · β = 0",
       ("the engine's kl is 0 at every step (no π_ref)", all(m["kl"] == 0.0 for m in b0)),
       ("by step 4 the KL to the start exceeds the healthy run's largest in 40 steps",
@@ -601,7 +610,12 @@ check("6.2 · β = 0",
       ("over the last 10 steps it is over 3 times the healthy run's",
        avg(b0[-10:], "gallery/kl_to_start") > 3 * avg(healthy[-10:], "gallery/kl_to_start")),
       ("the grad norm is larger: over 1.5 times the healthy run's on average",
-       avg(b0, "grad_norm") > 1.5 * avg(healthy, "grad_norm")))
+       avg(b0, "grad_norm") > 1.5 * avg(healthy, "grad_norm")),
+      ("the batch accuracy dips below the healthy run's lowest, then recovers (last 10 steps above the dip)",
+       min(m["accuracy"] for m in b0) < min(m["accuracy"] for m in healthy)
+       and avg(b0[-10:], "accuracy") > min(m["accuracy"] for m in b0)),
+      ("the run still learns: held-out accuracy rises",
+       gallery["beta0"]["summary"]["accuracy_after"] > gallery["beta0"]["summary"]["accuracy_before"] + 0.2))
 
 # %% [markdown]
 # ### 6.3 · A strict reward on tags the start never writes
@@ -619,23 +633,34 @@ gallery_dashboard("r1_tags")
 # The zero-std panel is the tell: 1.0 at every step. Every completion scores 0, so every group is flat and every
 # advantage is 0; the reward panel is flat at 0. Nothing is learned, and the final accuracy would say so only
 # after the whole run (held-out accuracy 0.48 → 0.47 on 100 problems). The grad-norm panel shows what is left:
-# the KL term, whose gradient is exactly 0 while π_θ = π_ref, so the grad norm is exactly 0 for the first 14
-# steps. Then a surprise worth knowing: at step 15 the two forward passes (π_θ's, with gradients, and π_ref's)
-# differ by float rounding and a gradient of 1e-9 appears. AdamW divides each gradient by its own running size
+# the KL term, whose gradient is exactly 0 while π_θ = π_ref. Then a surprise worth knowing, in the steps around
+# the first non-zero gradient:
+
+# %%
+first_kick = next(m["step"] for m in gallery["r1_tags"]["metrics"] if m["grad_norm"] > 0)
+markdown_table(["step", "grad norm", "KL to the start"],
+               [(m["step"], f"{m['grad_norm']:.1e}", f"{m['gallery/kl_to_start']:.1e}")
+                for m in gallery["r1_tags"]["metrics"][first_kick - 3:first_kick + 5]])
+
+# %% [markdown]
+# Read it top down: the grad norm is exactly 0 until the two forward passes (π_θ's, with gradients, and π_ref's)
+# first differ by float rounding, a gradient of about 1e-9. AdamW divides each gradient by its own running size
 # (plus its ε = 1e-8), so once the per-weight gradients approach 1e-8 it takes steps of about η whatever their
-# size: the grad norm goes 1e-9, 8e-8, 1.5e-4 at steps 15–17, and the KL to the start 6e-14, 6e-8, 1.6e-4 at
-# steps 16–18 (8e-4 by step 20). From
-# then on the KL term's own gradient keeps the weights moving (grad norm up to 0.033, still far below the
-# healthy run's 0.36 at its smallest). A run with flat groups does not stand still: it drifts, with no reward
-# to steer it.
+# size, and the KL to the start jumps by orders of magnitude one step behind the grad norm. From then on the KL
+# term's own gradient keeps the weights moving (the largest grad norm stays far below the healthy run's
+# smallest). A run with flat groups does not stand still: it drifts, with no reward to steer it.
 
 # %% jupyter={"source_hidden": true}
 r1 = gallery["r1_tags"]["metrics"]
-first_kick = next(m["step"] for m in r1 if m["grad_norm"] > 0)
 check("6.3 · flat groups",
       ("the zero-std fraction is 1.0 at every step", all(m["frac_reward_zero_std"] == 1.0 for m in r1)),
       ("the reward is 0 at every step", all(m["reward"] == 0.0 for m in r1)),
       ("the gradient is exactly 0 until a rounding difference appears", first_kick > 5),
+      ("... about 1e-9 at the first non-zero step", 1e-10 < r1[first_kick - 1]["grad_norm"] < 1e-8),
+      ("the grad norm grows by orders of magnitude within two steps", r1[first_kick + 1]["grad_norm"]
+       > 1e4 * r1[first_kick - 1]["grad_norm"]),
+      ("the KL to the start moves one step behind the grad norm",
+       r1[first_kick - 1]["gallery/kl_to_start"] == 0.0 < r1[first_kick]["gallery/kl_to_start"]),
       ("after it, the largest grad norm is below a tenth of the healthy run's smallest",
        max(m["grad_norm"] for m in r1) < 0.1 * min(m["grad_norm"] for m in healthy)),
       ("and yet π_θ drifts from the start: KL to the start > 1e-4 three steps after the kick",
@@ -650,20 +675,29 @@ check("6.3 · flat groups",
 # %%
 gallery_dashboard("mu4")
 
+# %%
+mu = gallery["mu4"]["metrics"]
+pct = lambda rows, k: f"{avg(rows, k):.2%}"                      # noqa: E731
+markdown_table(["run", "clip fraction: min – max per step", "mean", "from below", "from above",
+                "first 10 steps", "last 10 steps", "KL, last 10 steps"],
+               [(name, f"{min(m['clip_ratio/region_mean'] for m in rows):.2%} – "
+                       f"{max(m['clip_ratio/region_mean'] for m in rows):.2%}",
+                 pct(rows, "clip_ratio/region_mean"), pct(rows, "clip_ratio/low_mean"), pct(rows, "clip_ratio/high_mean"),
+                 pct(rows[:10], "clip_ratio/region_mean"), pct(rows[-10:], "clip_ratio/region_mean"),
+                 f"{avg(rows[-10:], 'kl'):.3f}")
+                for name, rows in (("healthy (μ = 1)", healthy), ("mu4 (μ = 4)", mu))])
+
 # %% [markdown]
-# The clip panel gives it away. At μ = 1 it is 0 at every step: ρ = 1 at the only update. At μ = 4 it is
-# 0.12%–0.96% of the tokens at every step (mean 0.50%), mostly clipped from
-# below (0.39% low against 0.11% high: tokens of worse-than-average completions whose
-# probability has already fallen below (1 − ε)·π_old, where the objective stops pushing). The first of the four
-# updates is never clipped (there π_θ = π_old, every ρ = 1), so this is an average over updates 2–4. It does not
-# climb during the run (0.55% in the first 10 steps, 0.45% in the last 10): every
-# step samples a fresh batch and ρ starts again at 1. The KL panel shows the other side: four updates per batch
-# move π_θ faster (0.033 against 0.016, last 10 steps). μ > 1 is not a bug (PPO reuses its
-# batches, TRL calls it `num_iterations`); the clip fraction is how you see that it is on, and how often the
-# trust region binds.
+# The clip panel gives it away, and the table reads it. At μ = 1 the clip fraction is 0 at every step (ρ = 1 at
+# the only update); at μ = 4 it is non-zero at every step, mostly from below: tokens of worse-than-average
+# completions whose probability has already fallen below (1 − ε)·π_old, where the objective stops pushing. The
+# first of the four updates is never clipped (there π_θ = π_old, every ρ = 1), so this is an average over updates
+# 2–4. It does not climb during the run (first vs last 10 steps): every step samples a fresh batch and ρ starts
+# again at 1. The last column is the other side: four updates per batch move π_θ faster. μ > 1 is not a bug (PPO
+# reuses its batches, TRL calls it `num_iterations`); the clip fraction is how you see that it is on, and how
+# often the trust region binds.
 
 # %% jupyter={"source_hidden": true}
-mu = gallery["mu4"]["metrics"]
 check("6.4 · μ = 4",
       ("the healthy run (μ = 1) never clips", all(m["clip_ratio/region_mean"] == 0 for m in healthy)),
       ("μ = 4 clips some tokens at every step", all(m["clip_ratio/region_mean"] > 0 for m in mu)),
