@@ -548,19 +548,32 @@ check("6 · the gallery",
 # %%
 gallery_dashboard("lr_high")
 
+# %%
+hi = gallery["lr_high"]["metrics"]
+cut_from = next((m["step"] for m in hi if m["completions/clipped_ratio"] > 0.5), None)
+markdown_table(["run", "accuracy step 1 → 2", "KL step 2 (and step 40)", "entropy step 2 / step 1",
+                "entropy last 10 / step 1", "reward, last 10 (format reward)", "first step > half cut at 40 tokens",
+                "largest grad norm (step)"],
+               [(name, f"{rows[0]['accuracy']:.2f} → {rows[1]['accuracy']:.2f}",
+                 f"{rows[1]['kl']:.3f} ({rows[-1]['kl']:.3f})", f"{rows[1]['entropy'] / rows[0]['entropy']:.1f}×",
+                 f"{avg(rows[-10:], 'entropy') / rows[0]['entropy']:.0f}×",
+                 f"{avg(rows[-10:], 'reward'):.2f} ({avg(rows[-10:], 'reward/format'):.2f})",
+                 next((m["step"] for m in rows if m["completions/clipped_ratio"] > 0.5), "never"),
+                 "{:.1f} ({})".format(*max((m["grad_norm"], m["step"]) for m in rows)))
+                for name, rows in (("healthy", healthy), ("lr_high (η = 2e-3)", hi))])
+
 # %% [markdown]
 # Broken after one update. Step 1 is the healthy run's step 1 (same samples); its update, about η = 2e-3 on every
-# weight (a fresh AdamW moves each weight by about η), knocks the policy off what it knew. At step 2 the batch
-# accuracy is 0.00 (0.69 at step 1), the KL to π_ref is 1.6 (the healthy run reaches 0.016 after 40 steps) and
-# the entropy has tripled. The reward falls to 0.80, which is exactly the format reward: the tags are still
-# there, the numbers are wrong. From then on almost every group is flat (all wrong, all 0.8: the zero-std panel
-# sits near 1), so there is no signal to climb back with, and the policy wanders: the entropy keeps rising
-# (about 17× the start) and from step 15 on the completions run to the 40-token limit without stopping. The
-# tells, in the order they appear: the KL jumps, the accuracy drops, the entropy climbs, the length hits the
-# limit. The grad norm spikes (4.0 at step 5) but is the weakest tell: the update is clipped to norm 1 anyway.
+# weight (a fresh AdamW moves each weight by about η), knocks the policy off what it knew: at step 2 the batch
+# accuracy is 0, the KL to π_ref is already far beyond what the healthy run reaches in 40 steps, and the entropy
+# has jumped. The reward left is the format reward alone: the tags are still there, the numbers are wrong. From
+# then on almost every group is flat (all wrong, all 0.8: the zero-std panel sits near 1), so there is no signal
+# to climb back with, and the policy wanders: the entropy keeps rising and the completions come to run to the
+# 40-token limit without stopping. The tells, in the order they appear: the KL jumps, the accuracy drops, the
+# entropy climbs, the length hits the limit. The grad norm spikes but is the weakest tell: the update is clipped
+# to norm 1 anyway.
 
 # %% jupyter={"source_hidden": true}
-hi = gallery["lr_high"]["metrics"]
 check("6.1 · learning rate too high",
       ("step 1 is the healthy run's step 1 (same samples)", hi[0]["reward"] == healthy[0]["reward"]),
       ("after one update the batch accuracy is 0", hi[1]["accuracy"] == 0.0 < healthy[1]["accuracy"]),
@@ -570,7 +583,10 @@ check("6.1 · learning rate too high",
       ("the entropy ends over 10 times the healthy run's (last 10 steps)",
        avg(hi[-10:], "entropy") > 10 * avg(healthy[-10:], "entropy")),
       ("the completions end at the length limit (over 90% cut at 40 tokens, last 10 steps)",
-       avg(hi[-10:], "completions/clipped_ratio") > 0.9))
+       avg(hi[-10:], "completions/clipped_ratio") > 0.9),
+      ("the entropy jumps at step 2 (over twice step 1's)", hi[1]["entropy"] > 2 * hi[0]["entropy"]),
+      ("the order of the tells: KL and accuracy at step 2, the length limit later",
+       cut_from is not None and cut_from > 2 and hi[1]["kl"] > 50 * healthy[-1]["kl"]))
 
 # %% [markdown]
 # ### 6.2 · β = 0 with a large learning rate
