@@ -154,3 +154,39 @@ def test_exercise_1_6_best_constant_baseline():
     J, b_star, v_star, v_J, _, p6 = found[(-1.0, 2.0, -1.0)]
     assert f'says "6" {p6:.0%} of the time: J = {J:.4f} but b* = {b_star:.4f}' in GUIDE
     assert f"the variance is {v_star:.4f} at b* against {v_J:.4f} at J, about\n{v_J / v_star:.0f} times less" in GUIDE
+
+
+def test_the_gallery_answers_are_the_committed_runs():
+    """Part 2's answers to notebook 05's gallery questions (6.1, 6.2, 6.4), recomputed from the committed runs."""
+    def load(name):
+        folder = ROOT / "grpo_lib" / "assets" / "gallery" / name
+        return ([json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()],
+                json.loads((folder / "summary.json").read_text()))
+
+    def avg(rows, key):
+        return sum(m[key] for m in rows) / len(rows)
+
+    (hi, hi_sum), (h, h_sum), (b0, b0_sum), (mu, _) = (load(n) for n in ("lr_high", "healthy", "beta0", "mu4"))
+    cut = next(m["step"] for m in hi if m["completions/clipped_ratio"] > 0.5)
+    g_max, g_step = max((m["grad_norm"], m["step"]) for m in hi)
+    assert (f"at step 2 the batch accuracy is {hi[1]['accuracy']:.2f} ({hi[0]['accuracy']:.2f} at step 1), the KL to "
+            f"π_ref {hi[1]['kl']:.1f} (the healthy run reaches {h[-1]['kl']:.3f} in 40 steps), the entropy "
+            f"×{hi[1]['entropy'] / hi[0]['entropy']:.0f}") in GUIDE
+    assert f"the entropy keeps rising (×{avg(hi[-10:], 'entropy') / hi[0]['entropy']:.0f}) and from step {cut} on" in GUIDE
+    assert f"Held-out accuracy {hi_sum['accuracy_before']:.2f} → {hi_sum['accuracy_after']:.2f}. The grad norm spikes " \
+           f"({g_max:.1f} at step {g_step})" in GUIDE
+    kl_b0, kl_h = avg(b0[-10:], "gallery/kl_to_start"), avg(h[-10:], "gallery/kl_to_start")
+    acc_min, acc_step = min((m["accuracy"], m["step"]) for m in b0)
+    assert (f"{b0[3]['gallery/kl_to_start']:.3f} by step 4, more than the healthy run reaches in 40 steps "
+            f"({max(m['gallery/kl_to_start'] for m in h):.3f} at most), and {kl_b0:.3f} on average over the last 10 "
+            f"steps ({kl_b0 / kl_h:.1f}× the healthy run's)") in GUIDE
+    assert (f"The grad norm averages {avg(b0, 'grad_norm'):.2f} ({avg(h, 'grad_norm'):.2f} healthy); batch accuracy "
+            f"dips to {acc_min:.2f} at step {acc_step} and recovers; held-out {b0_sum['accuracy_before']:.2f} → "
+            f"{b0_sum['accuracy_after']:.2f} (healthy {h_sum['accuracy_after']:.2f})") in GUIDE
+    clip = [m["clip_ratio/region_mean"] for m in mu]
+    assert (f"the clip fraction is {min(clip):.2%}–{max(clip):.2%} of the tokens at every step (mean "
+            f"{avg(mu, 'clip_ratio/region_mean'):.2%}) instead of 0, mostly from below "
+            f"({avg(mu, 'clip_ratio/low_mean'):.2%} low, {avg(mu, 'clip_ratio/high_mean'):.2%} high)") in GUIDE
+    assert (f"({avg(mu[:10], 'clip_ratio/region_mean'):.2%} first 10 steps, {avg(mu[-10:], 'clip_ratio/region_mean'):.2%} "
+            f"last 10)") in GUIDE
+    assert f"({avg(mu[-10:], 'kl'):.3f} vs {avg(h[-10:], 'kl'):.3f}, last 10 steps)" in GUIDE
