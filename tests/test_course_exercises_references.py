@@ -124,3 +124,44 @@ def test_calls_reference_names_what_it_found():
         return a(x)
     loop["b"] = b
     assert ck.calls_reference(a, [fisher_exact_2x2]) is None
+
+
+PURE = ("grpo_lib.advantages", "grpo_lib.loss", "grpo_lib.logprobs", "grpo_lib.rewards", "grpo_lib.evaluation",
+        "grpo_lib.toy", "grpo_lib.course.exercises")
+"""modules whose functions a notebook imports for its lessons and that are cheap to call with an exercise's cases"""
+
+
+def _notebook_imports_and_checkers(source):
+    """(the grpo_lib functions a notebook imports from PURE, the checkers it calls on a learner's function)."""
+    import ast
+    import importlib
+
+    tree = ast.parse(source.read_text())
+    imported = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith(PURE):
+            module = importlib.import_module(node.module)
+            for alias in node.names:
+                obj = getattr(module, alias.name, None)
+                if callable(obj) and not alias.name.startswith(("check_", "hint")) and isinstance(obj, type(_strict)):
+                    imported[alias.name] = obj
+    checkers = {node.func.id for node in ast.walk(tree) if isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name) and node.func.id.startswith("check_")
+                and node.args and isinstance(node.args[0], ast.Name) and node.args[0].id.startswith("my_")}
+    modules = [importlib.import_module(f"grpo_lib.course.exercises.ex0{n}") for n in range(1, 7)]
+    return imported, {name: next(getattr(m, name) for m in modules if hasattr(m, name)) for name in checkers}
+
+
+SOURCES = sorted((__import__("pathlib").Path(__file__).resolve().parents[1] / "notebooks" / "src").glob("0*.py"))
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
+def test_no_function_a_notebook_imports_passes_its_exercises(source, capsys):
+    """Whatever the notebook imports from grpo_lib, handed in as the answer (or wrapped in a lambda), fails."""
+    imported, checkers = _notebook_imports_and_checkers(source)
+    assert checkers, f"{source.name} calls no checker"
+    for check_name, check in checkers.items():
+        for name, fn in imported.items():
+            for answer in (fn, lambda *args, fn=fn: fn(*args)):
+                assert not check(answer), f"{source.name}: {check_name} accepts `{name}` handed in"
+    capsys.readouterr()
