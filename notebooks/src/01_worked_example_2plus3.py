@@ -337,8 +337,6 @@ print("mean over all 81 groups:", mean_plain.numpy().round(4))
 # (leave-one-out). The last two are not constants, so they are plotted at $b = J$, the value they estimate.
 
 # %%
-gen = torch.Generator().manual_seed(1)
-groups = torch.stack([pi.sample(4, gen) for _ in range(2000)])            # (2000, G)
 def leave_one_out(rewards):
     """Per answer, the mean of the other G - 1 rewards of its group: (..., G) -> (..., G)."""
     return (rewards.sum(-1, keepdim=True) - rewards) / (rewards.shape[-1] - 1)
@@ -351,6 +349,8 @@ def reinforce_batch_per_answer(policy, groups, baselines):
     return ((r_all[groups] - baselines)[..., None] * score).mean(dim=1)
 
 
+gen = torch.Generator().manual_seed(1)
+groups = torch.stack([pi.sample(4, gen) for _ in range(2000)])            # (2000, G)
 measured = {
     "b = 0": (0.0, reinforce_batch(pi, groups).var(0).sum().item()),
     "b = J": (J.item(), reinforce_batch(pi, groups, J.item()).var(0).sum().item()),

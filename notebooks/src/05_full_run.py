@@ -482,8 +482,8 @@ check("5 · the dashboard",
 # each the tiny preset for 40 steps with **one** change: five that go wrong in their own way and, for the last of
 # them, its reference with another loss type. The healthy run is the same 40 steps with no change (the first 40
 # steps of section 4's run). Their `train()` wall times are in the table below, far too long to rerun in every
-# notebook execution (they were made on the course's shared, loaded machine), so their `metrics.jsonl` and `summary.json` are committed in
-# `grpo_lib/assets/gallery/` and loaded here. `python -m grpo_lib.course.gallery` regenerates them, and
+# notebook execution (they were made on the course's shared, loaded machine), so their `metrics.jsonl` and
+# `summary.json` are committed in `grpo_lib/assets/gallery/` and loaded here. `python -m grpo_lib.course.gallery` regenerates them, and
 # `tests/test_course_gallery.py` checks that the committed files are what that command makes (the configuration
 # exactly; the first two steps, rerun, to float rounding).
 #
