@@ -3,7 +3,7 @@
 Each entry is a short real GRPO run of the shipped tiny Qwen2 (`GRPOConfig.tiny`), with one change from the
 healthy reference run, that shows one failure mode on the dashboard (`grpo_lib.course.plots.run_dashboard`).
 The runs take tens of minutes each on the loaded 2-core course machine (each summary.json records
-its own), so their outputs are committed (metrics.jsonl and summary.json per
+its own time), so their outputs are committed (metrics.jsonl and summary.json per
 run, no model weights, under `GALLERY_DIR`) and the notebook loads them; this command regenerates them:
 
     python -m grpo_lib.course.gallery                      # all runs into grpo_lib/assets/gallery
