@@ -61,3 +61,19 @@ def test_every_notebook_ends_with_a_quiz_of_4_to_6_checked_questions(source):
     text = source.read_text()
     assert text.index("## Quiz: check yourself") > text.index("## Exercises")
     assert text.index("## Quiz: check yourself") < text.index("## Next")
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
+def test_the_built_notebook_shows_its_quiz_with_every_fact_holding(source):
+    """The committed notebook ran its quiz (so every answer's fact held on the numbers it printed) and shows it."""
+    import json
+
+    built = json.loads((ROOT / "notebooks" / f"{source.stem}.ipynb").read_text())
+    n = len([a for a in _quiz_calls(source)[0].args[1:] if isinstance(a, ast.Call)])
+    shown = ["".join(out.get("data", {}).get("text/plain", "")) for cell in built["cells"]
+             for out in cell.get("outputs", [])]
+    title = f"Quiz · notebook {source.stem[:2]}: {n} questions"
+    assert any(text.startswith(title) for text in shown), f"{source.stem}.ipynb does not show '{title}'"
+    html = [out["data"]["text/html"] for cell in built["cells"] for out in cell.get("outputs", [])
+            if "text/html" in out.get("data", {}) and "Quiz · notebook" in "".join(out["data"]["text/html"])]
+    assert html and "".join(html[0]).count("<details><summary>Answer</summary>") == n
