@@ -843,7 +843,7 @@ markdown_table(["cause", "reward", "reward/<name>", "accuracy", "frac_reward_zer
                  repr(t["text"])) for name, t in triage.items()], floatfmt=".2f")
 
 # %% [markdown]
-# Each cause has its own tell, and three of them are visible from the first step:
+# Each cause has its own tell, and every one is visible from the first step:
 #
 # | cause | the tell on the dashboard | the fix |
 # | --- | --- | --- |
