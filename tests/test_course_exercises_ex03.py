@@ -33,7 +33,8 @@ def test_independent_rule_agrees_with_library_on_the_cases():
 
 
 def test_strict_format_checker_both_ways(capsys):
-    _passes(check_strict_format(lambda t: strict_format_reward([[{"content": t}]])[0]), capsys)
+    _fails(check_strict_format(lambda t: strict_format_reward([[{"content": t}]])[0]), capsys,
+           "calls `strict_format_reward`")                                  # the library's answer handed in
     _passes(check_strict_format(independent_strict_format), capsys)
     _fails(check_strict_format(lambda t: "<answer>" in t), capsys, "exactly the hack")          # the placeholder
     no_dotall = re.compile(r"\s*<reasoning>(.+?)</reasoning>\s*<answer>(.+?)</answer>\s*")

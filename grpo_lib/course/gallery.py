@@ -2,7 +2,8 @@
 
 Each entry is a short real GRPO run of the shipped tiny Qwen2 (`GRPOConfig.tiny`), with one change from the
 healthy reference run, that shows one failure mode on the dashboard (`grpo_lib.course.plots.run_dashboard`).
-The runs take about a minute each on a CPU, so their outputs are committed (metrics.jsonl and summary.json per
+The runs take tens of minutes each on the loaded 2-core course machine (each summary.json records
+its own time), so their outputs are committed (metrics.jsonl and summary.json per
 run, no model weights, under `GALLERY_DIR`) and the notebook loads them; this command regenerates them:
 
     python -m grpo_lib.course.gallery                      # all runs into grpo_lib/assets/gallery
@@ -124,7 +125,7 @@ SPECS = {s.name: s for s in (
     GallerySpec("r1_tags", "a strict reward on tags the start never writes (DeepSeek-R1's <think>)",
                 {"reward_funcs": ("correctness",)}, reward="r1_strict"),
     GallerySpec("mu4", "μ = 4 updates per batch", {"mu": 4}),
-    GallerySpec("long_grpo", "loss_type 'grpo' when wrong answers are long (τ = 1.5, 80 tokens)",
+    GallerySpec("long_grpo", "loss_type 'grpo' when wrong answers are long (τ = 1.8, 80 tokens)",
                 {"temperature": 1.8, "max_completion_length": 80, "loss_type": "grpo"}, reference="long_dr_grpo"),
     GallerySpec("long_dr_grpo", "the same with loss_type 'dr_grpo' (the reference of long_grpo)",
                 {"temperature": 1.8, "max_completion_length": 80, "loss_type": "dr_grpo"}),

@@ -675,7 +675,8 @@ def variance_vs_baseline(b_grid: Sequence[float], exact_var: Sequence[float],
     Args:
         b_grid: the baselines b of the curve.
         exact_var: the exact variance (summed over the logits) at each b.
-        measured: label -> (b where the dot goes, the variance measured over sampled groups).
+        measured: label -> (b where the dot goes, the variance measured over sampled groups). A baseline that is
+            not a constant (the group mean) is drawn at the value it estimates; its label should say its mean.
         J: the true mean reward, marked by a dotted line.
 
     Axes are fixed: b in [-1, 3], variance in [0, 0.5] (the toy of notebook 01).
@@ -691,7 +692,7 @@ def variance_vs_baseline(b_grid: Sequence[float], exact_var: Sequence[float],
     ax.axvline(J, color="grey", ls=":", lw=1)
     ax.annotate("J", (J, 0.47), ha="center", color="grey")
     ax.set(xlabel="baseline b", ylabel="variance of the estimate\n(sum over the logits)", xlim=(-1, 3), ylim=(0, 0.5),
-           title="same mean for every b, not the same spread")
+           title="constant b: same mean, not the same spread\n(dots at J: per-group baselines, means in the legend)")
     ax.legend(fontsize=8, loc="upper left")
     ax.grid(alpha=0.3)
     fig.tight_layout()

@@ -257,6 +257,12 @@ check("1.5 · which std",
 # GRPO is a policy-gradient method. Before using its update, derive what it estimates, on the same
 # three-answer policy $\pi_\theta = \operatorname{softmax}(\theta)$ over "5", "6", "2 + 3 = 5" (rewards 1, 0, 2).
 #
+# Two library pieces appear here before sections 1.7–1.9 take them apart. `ToyPolicy(theta)` is that policy:
+# three logits $\theta$ (`.logits`), with `.probs()`, `.log_prob(o)` and `.sample(G, generator)`.
+# `grpo_step(policy, optimizer, group, epsilon=ε, beta=β, mu=μ)` is one whole GRPO update on a group of answers:
+# ε is the clip range of the ratio (below), β the weight of the KL penalty that keeps $\pi_\theta$ near a
+# reference policy (β = 0 here: no penalty), and μ the number of gradient steps taken on the same group.
+#
 # **The objective** is the expected reward of one answer drawn from the policy,
 # $J(\theta) = \mathbb{E}_{o\sim\pi_\theta}[r(o)] = \sum_o \pi_\theta(o)\,r(o)$. With three answers the sum has
 # three terms, so $J$ and its exact gradient can be computed by enumeration, and autograd does the
@@ -322,19 +328,35 @@ print("mean over all 81 groups:", mean_plain.numpy().round(4))
 # %% [markdown]
 # **A baseline.** Subtracting a constant $b$ from every reward leaves the estimate unbiased, because the score
 # has mean zero: $\mathbb{E}[\nabla\log\pi_\theta(o)] = \sum_o \nabla\pi_\theta(o) = \nabla\sum_o\pi_\theta(o) = \nabla 1 = 0$.
-# It does change the *variance*: with $b = 0$ every sampled answer is pushed up (all rewards are $\ge 0$), and
-# only the size of the pushes tells good from bad. The figure sweeps $b$ and shows the exact variance of the
-# estimate from one group of $G = 4$ (summed over the three logits), with the variance measured over 2,000
-# sampled groups at $b = 0$, at $b = J$ (the true mean reward, which a real model does not know) and with the
-# group's own mean reward as $b$.
+# It does change the *variance*: with $b = 0$ every sampled answer with a positive reward is pushed up ("5" as
+# well as "2 + 3 = 5") and "6", with $r = 0$, is not pushed at all, so only the size of the pushes tells good
+# from bad. The figure sweeps a constant $b$ and shows the exact variance of the estimate from one group of
+# $G = 4$ (summed over the three logits); every constant $b$ gives the same mean, $\nabla J$. The dots are
+# variances measured over 2,000 sampled groups: at $b = 0$, at $b = J$ (the true mean reward, which a real model
+# does not know), with the group's own mean reward as $b$, and with the mean of the *other* $G - 1$ rewards
+# (leave-one-out). The last two are not constants, so they are plotted at $b = J$, the value they estimate.
 
 # %%
+def leave_one_out(rewards):
+    """Per answer, the mean of the other G - 1 rewards of its group: (..., G) -> (..., G)."""
+    return (rewards.sum(-1, keepdim=True) - rewards) / (rewards.shape[-1] - 1)
+
+
+def reinforce_batch_per_answer(policy, groups, baselines):
+    """The estimate with one baseline per answer, b_i: (n, G) groups, (n, G) baselines -> (n, K)."""
+    p = policy.probs().detach()
+    score = torch.nn.functional.one_hot(groups, len(p)).float() - p       # (n, G, K)
+    return ((r_all[groups] - baselines)[..., None] * score).mean(dim=1)
+
+
 gen = torch.Generator().manual_seed(1)
 groups = torch.stack([pi.sample(4, gen) for _ in range(2000)])            # (2000, G)
 measured = {
     "b = 0": (0.0, reinforce_batch(pi, groups).var(0).sum().item()),
     "b = J": (J.item(), reinforce_batch(pi, groups, J.item()).var(0).sum().item()),
-    "b = group mean": (J.item(), reinforce_batch(pi, groups, r_all[groups].mean(-1)).var(0).sum().item()),
+    "group mean (mean shrunk by 3/4)": (J.item(), reinforce_batch(pi, groups, r_all[groups].mean(-1)).var(0).sum().item()),
+    "leave-one-out mean (unbiased)": (J.item(), reinforce_batch_per_answer(pi, groups, leave_one_out(r_all[groups]))
+                                      .var(0).sum().item()),
 }
 b_grid = torch.linspace(-1, 3, 41)
 exact_var = torch.stack([exact_moments(pi, 4, lambda rw, b=b: b)[1].sum() for b in b_grid])
@@ -344,17 +366,31 @@ variance_vs_baseline(b_grid, exact_var, measured, J=J.item())
 # %% [markdown]
 # **The group mean: a critic for free.** $b = J$ is what PPO's value network (the *critic*) learns to predict,
 # one number per prompt, with a second network as large as the policy. GRPO samples $G$ answers to the same
-# prompt anyway, so their mean reward estimates $J$ at no extra cost. The figure shows it works at least as
-# well here. One subtlety: the group mean contains $r_i$ itself, so answer $i$'s baseline is correlated with
-# its own reward, and the expectation comes out as exactly $\frac{G-1}{G}\nabla J$: the same direction,
-# shorter (exercise 1.1 removes the factor). GRPO also divides by the group's std (notebook 02). That makes
-# $A$ independent of the reward's units, but it is a different scale for every group, so the expectation is no
-# longer parallel to $\nabla J$: the three logits' gradients are scaled by different factors (Dr. GRPO calls
-# this a bias).
+# prompt anyway, so their mean reward estimates $J$ at no extra cost. Its dot sits *below* $b = J$'s, but that
+# comparison is not like with like: the group mean contains $r_i$ itself, so answer $i$'s baseline is
+# correlated with its own reward, and the expectation comes out as exactly $\frac{G-1}{G}\nabla J$, the same
+# direction, shorter. A shorter estimate has a smaller variance ($(3/4)^2$ of it) for that reason alone. Compare
+# estimates of the same mean: the leave-one-out baseline (the other $G - 1$ rewards; exercise 1.1) is unbiased,
+# and its variance is *larger* than at $b = J$ (the exact numbers are printed below). The group baseline is the
+# practical choice not because it beats a critic, but because it needs none.
+#
+# GRPO also divides by the group's std (notebook 02). That makes $A$ independent of the reward's units, but it
+# is a different scale for every group, so within this one question the expectation is no longer parallel to
+# $\nabla J$: the three logits' gradients are scaled by different factors. (Across questions the same division
+# has a second effect, the *difficulty bias* that Dr. GRPO names: a nearly solved or nearly hopeless question
+# pushes as hard as a 50/50 one. Notebook 02 §2.5 measures that one.)
 
 # %%
 mean_J, var_J = exact_moments(pi, 4, lambda rw: J.item())
 mean_group, var_group = exact_moments(pi, 4, lambda rw: rw.mean(-1))
+groups81 = torch.tensor(list(itertools.product(range(3), repeat=4)))     # (81, G): every group of 4
+w81 = pi.probs().detach()[groups81].prod(-1)                              # (81,) P(group)
+loo_values = reinforce_batch_per_answer(pi, groups81, leave_one_out(r_all[groups81]))   # (81, K)
+mean_loo = (w81[:, None] * loo_values).sum(0)
+var_loo = (w81[:, None] * (loo_values - mean_loo) ** 2).sum(0)
+print(f"exact variances (sum over the logits): b = 0 {var_plain.sum():.4f}, b = J {var_J.sum():.4f}, "
+      f"leave-one-out {var_loo.sum():.4f} (mean ∇J), group mean {var_group.sum():.4f} (mean 3/4 ∇J, "
+      f"= (3/4)² × leave-one-out)")
 p0 = ToyPolicy([0.5, 0.0, -0.5]).probs().detach()                        # fixed here, whatever `pi` is above
 grad0 = p0 * (r_all - (p0 * r_all).sum())                                 # its exact gradient
 all_groups = torch.tensor(list(itertools.product(range(3), repeat=4)))   # (81, G)
@@ -378,12 +414,18 @@ check("1.6 · the policy gradient and its baselines",
        abs(measured["b = 0"][1] - var_plain.sum().item()) < 0.1 * var_plain.sum().item()),
       ("the group-mean baseline gives exactly (G−1)/G ∇J", torch.allclose(mean_group, 0.75 * grad_exact, atol=1e-6)),
       ("... with less variance than no baseline", bool(var_group.sum() < 0.5 * var_plain.sum())),
+      ("the leave-one-out baseline is unbiased: its exact mean is ∇J", torch.allclose(mean_loo, grad_exact, atol=1e-6)),
+      ("the group-mean estimate is exactly 3/4 of the leave-one-out one, so its variance is (3/4)² of it",
+       torch.allclose(var_group.sum(), 0.75**2 * var_loo.sum(), rtol=1e-5)),
+      ("like with like: the unbiased leave-one-out variance is above b = J's", bool(var_loo.sum() > var_J.sum())),
+      ("... while the shrunk group mean's is below it", bool(var_group.sum() < var_J.sum())),
       ("dividing by the group std scales the logits differently (same signs)",
        bool((mean_grpo / grad0).max() - (mean_grpo / grad0).min() > 0.3 and (mean_grpo / grad0 > 0).all())))
 
 # %% [markdown]
-# **Reusing samples: the ratio $\pi_\theta/\pi_{old}$.** Sampling is the expensive part of a step (notebook 05),
-# so one may take $\mu > 1$ gradient steps on the same group. After the first step the samples come from
+# **Reusing samples: the ratio $\pi_\theta/\pi_{old}$.** At LLM scale sampling is the expensive part of a step
+# (notebook 06 measures it; on notebook 05's tiny model it is not), so one may take $\mu > 1$ gradient steps on
+# the same group. After the first step the samples come from
 # $\pi_{old}$, the policy *before* the step, not from $\pi_\theta$, and the plain estimate is biased.
 # Importance sampling repairs it: $J(\theta) = \mathbb{E}_{o\sim\pi_{old}}\big[\tfrac{\pi_\theta(o)}{\pi_{old}(o)}\,r(o)\big]$
 # for any $\theta$. At $\theta = \theta_{old}$ the ratio $\rho$ is 1 and its gradient is $\nabla\log\pi_\theta$:
@@ -720,10 +762,49 @@ check_loo_advantages(my_loo_advantages);
 # advantages of the group with `group_advantages` (rewards 2, 0, 2). Which answers are pushed up now, and
 # what happened to the incentive to show the working? What does that say about designing rewards?
 #
-# **1.6 · The best constant baseline.** In section 1.6's figure the lowest variance is not exactly at
-# $b = J$. Find the best constant $b^*$ from the exact variance (a finer `b_grid`, or a formula: the variance
-# is a parabola in $b$), and compare its variance with the one at $J$. Is the difference worth a critic?
+# **1.6 · The best constant baseline.** The exact variance is a parabola in $b$, and its minimum $b^*$ is not
+# exactly $J$. Find $b^*$ (from three exact variances with `exact_moments`, or from a formula for the vertex)
+# and print the exact variances at $b^*$ and at $J$ at section 1.6's policy: the figure cannot show a difference
+# that small. Then do the same for `ToyPolicy([-1.0, 2.0, -1.0])`, a policy that mostly answers "6". Where is
+# $b^*$ now, how large is the gap, and why is $b^*$ so far from $J$? Is a critic that learns $J$ the best
+# baseline there?
+
+# %% [markdown]
+# ## Quiz: check yourself
 #
+# Choose an answer to each question *before* you open it. Every answer is a number this notebook printed.
+
+# %%
+from grpo_lib.course.quiz import Question, quiz
+
+quiz("Quiz · notebook 01",
+     Question("Rewards 1, 0, 2 for \"5\", \"6\", \"2 + 3 = 5\": which logit does one GRPO step leave where it is?",
+              ("\"5\"", "\"6\"", "\"2 + 3 = 5\"", "none: every logit moves"), 0,
+              f"\"5\" has reward 1, exactly the group mean, so A = 0 and its gradient is {grad_grpo[0].item():.1f} (1.7).",
+              grad_grpo[0].item() == 0.0),
+     Question("At that first step the printed loss is 0. What is the gradient?",
+              ("0 as well: nothing is learned", "REINFORCE's, −A/G: the loss value says nothing about it",
+               "undefined until the second step"), 1,
+              f"The gradient is −A/G = {(-A_flat / G).numpy().round(4).tolist()} although the loss is 0 (1.7, 1.8).",
+              torch.allclose(grad_grpo, -A_flat / G)),
+     Question("The group-mean baseline's estimate has a smaller variance than b = J. Is it the better baseline?",
+              ("yes: lower variance is better", "no: its mean is shrunk by (G−1)/G; unbiased (leave-one-out) its "
+               "variance is above b = J's", "no: it is biased upwards"), 1,
+              f"Exact variances: group mean {var_group.sum():.4f} (mean ¾ ∇J), b = J {var_J.sum():.4f}, "
+              f"leave-one-out {var_loo.sum():.4f} (1.6).",
+              bool(var_group.sum() < var_J.sum() < var_loo.sum())),
+     Question("With ε = 0.2, 20 updates on one group (learning rate 1): how far does \"2 + 3 = 5\" move?",
+              (f"{rho_clip[2]:.2f} × its old probability, no further after the first update",
+               f"{rho_free[2]:.2f} × its old probability", "1.20 × exactly, the clip edge"), 0,
+              f"The first update overshoots the edge 1.2 and the other 19 have zero gradient; almost without the clip "
+              f"(ε = 0.99) it reaches {rho_free[2]:.2f} (1.6).",
+              bool(1.2 < rho_clip[2] < 1.5 and rho_free[2] > 2.0)),
+     Question("Subtracting a constant baseline b from every reward changes ...",
+              ("the expected gradient", "only the variance of the estimate", "nothing at all"), 1,
+              "E[∇log π] = 0, so any constant b keeps the mean ∇J; the variance is a parabola in b (1.6).",
+              torch.allclose(mean_J, grad_exact, atol=1e-6) and bool(var_J.sum() < var_plain.sum())))
+
+# %% [markdown]
 # ## Next
 #
 # [02_advantages.ipynb](02_advantages.ipynb): group-relative advantages for many questions at once, the

@@ -365,7 +365,10 @@ plots.zero_std_curves(p_grid, closed_form, simulated=simulated)
 # but only 4% of groups of 64: a larger group is the first remedy.
 #
 # Read the curves at the tutorial's setting: Qwen2.5-1.5B-Instruct starts around 20–25% strict accuracy on
-# GSM8K, where with $G = 12$ only a few percent of groups are flat. A base model that never produces the
+# GSM8K, where with $G = 12$ the formula predicts only a few percent of flat groups (the table below). That is a
+# prediction with one $p$ for every question; below, on the tiny model, the measured share of flat groups is
+# many times the formula's at the mean accuracy, because real questions differ in difficulty. Expect the
+# same on Qwen (not measured here): more flat groups than "a few percent". A base model that never produces the
 # answer format ($p \approx 0.02$) wastes over three quarters of its groups at $G = 12$ (Unsloth warns of
 # "0 reward for the first 100 steps"), and a model that has solved a question stops learning from it. The
 # remedies: a larger $G$, easier questions first, a partial-credit reward such as the format reward of
@@ -471,7 +474,7 @@ markdown_table(["question", "group: right", "group: wrong", "batch: right", "bat
                 "none: right", "none: wrong"], rows, floatfmt=".3f")
 
 # %% [markdown]
-# The lone right answer of the hard question gets 2.475 with the group std and $1 - 1/8 = 0.875$ with no
+# The lone right answer of the hard question gets 2.474 with the group std and $1 - 1/8 = 0.875$ with no
 # scaling; the solved question gets exactly nothing, whatever the scale; and `"batch"` is `"none"` divided by
 # one number for the whole batch (the std of all 32 rewards plus the floor).
 #
@@ -513,8 +516,8 @@ plots.question_weights(k, relative, G=G, ymax=1.5)
 r_four = (torch.arange(8)[None, :] < k_right[:, None]).float()    # the batch of four questions above, (4, 8)
 mixed = (k > 0) & (k < G)
 check("2.5 · scale = group, batch or none",
-      ("hard question, lone right answer: A = 2.4749 with the group std",
-       math.isclose(A["group"][0, 0].item(), 2.4749, rel_tol=1e-3)),
+      ("hard question, lone right answer: A = 2.474 with the group std (the table's value, as the prose says)",
+       f"{A['group'][0, 0].item():.3f}" == "2.474"),
       ("hard question, lone right answer: A = 1 − 1/8 = 0.875 with no scaling",
        math.isclose(A["none"][0, 0].item(), 0.875, rel_tol=1e-6)),
       ("the solved question gets exactly zero under every scale", all(torch.equal(A[s][3], torch.zeros(8)) for s in A)),
@@ -610,7 +613,7 @@ plots.memory_stacks(stacks, capacity_gib=80e9 / 2**30, capacity_label="one 80 GB
 # This course's setup needs about 26 GiB, PPO with a learned reward model over 50.
 #
 # These are only the model *states*. Activations and the $B \times T \times V$ logits come on top and
-# dominate at long completions (notebook 04 computes the logits; notebook 05 plans a multi-GPU run). What
+# dominate at long completions (notebook 04 computes the logits; notebook 06 plans a multi-GPU run). What
 # GRPO spends instead of memory is sampling: $G$ completions per prompt instead of one.
 
 # %% jupyter={"source_hidden": true}
@@ -764,9 +767,12 @@ def my_population_settings(lr, beta, G):   # floats, int -> (lr_new, beta_new)
 check_population_settings(my_population_settings);
 
 # %% [markdown]
-# **2.3 · Two completions per prompt.** Set $G = 2$. What values can $A$ take with the sample std, and
-# with the population std? Why does that make a question the model gets right half the time
-# indistinguishable from one it gets right 99% of the time, in a single group?
+# **2.3 · When does dividing by the std cost nothing?** Section 2.5 showed that with $G = 16$ the group std
+# makes a nearly hopeless question push as hard as a 50/50 one (the difficulty bias). With a right/wrong reward,
+# for which group sizes $G$ is `scale="group"` exactly `scale="none"` times one constant, for every mixed group?
+# Predict first (how many different groups with $k$ right answers are there at $G = 2$, $3$, $4$?), then check
+# with `group_advantages` and the ratio of $\lVert A \rVert$ under the two scales. What does that say about
+# comparing the two scales in a run with small groups?
 #
 # **2.4 · Predict, then run.** Before running `training_memory_table(cfg, dtype_bytes=4)` and
 # `training_memory_table(cfg, master_weights=False)`, predict both totals in GiB from the bytes per
@@ -775,7 +781,42 @@ check_population_settings(my_population_settings);
 # **2.5 · Process supervision by hand.** In 2.7, give $o_3$'s first step a reward of 1 as well (as if the
 # step scorer missed the mistake). Which tokens change sign, and why does one wrong step reward change the
 # advantages of *other* completions too?
+
+# %% [markdown]
+# ## Quiz: check yourself
 #
+# Choose an answer to each question *before* you open it. Every answer is a number this notebook printed.
+
+# %%
+from grpo_lib.course.quiz import Question, quiz
+
+A_lone = group_advantages((torch.arange(8) < 1).float()[None])[0, 0].item()    # 1 right of 8, group std
+quiz("Quiz · notebook 02",
+     Question("One accuracy p = 0.05 for every question: what share of groups is flat at G = 4, and at G = 64?",
+              (f"{closed_form[4][5]:.2f} and {closed_form[64][5]:.2f}", "0.05 and 0.05", "0.00 and 0.00"), 0,
+              "P(flat) = p^G + (1 − p)^G: a larger group is the first remedy (2.4).",
+              bool(closed_form[4][5] > 0.8 and closed_form[64][5] < 0.05)),
+     Question("On the tiny model the measured share of flat groups of 8 is many times the formula at the mean "
+              "accuracy. Why?",
+              ("the sampler repeats itself", "questions differ in difficulty, and p^G + (1 − p)^G is convex",
+               "G is too small for the formula"), 1,
+              f"Measured {measured:.1%}, {at_mean:.1%} at the mean accuracy, {per_question:.1%} averaged per "
+              f"question (Jensen's inequality, 2.4).",
+              bool(measured > 5 * at_mean and abs(per_question - measured) < 0.08)),
+     Question("The hard question: 1 right answer of 8. What advantage does it get with the group std?",
+              (f"{A_lone:.3f}", "0.875", "1.000"), 0,
+              f"(1 − 1/8) divided by the group's sample std gives {A_lone:.3f}; with no scaling it is 0.875 (2.5).",
+              A_lone > 2.4),
+     Question("Which `scale` makes a nearly hopeless question push as hard as a 50/50 one (the difficulty bias)?",
+              ("\"group\"", "\"batch\"", "\"none\""), 0,
+              "Dividing by each group's own std makes ‖A‖ = √(G−1) for every mixed question (2.5).",
+              bool(relative["group"][1] / relative["none"][1] > 2)),
+     Question("Beside the policy, what does GRPO's group mean save compared with PPO's critic?",
+              ("nothing: the critic is small", "a second trained model as large as the policy, with its gradients "
+               "and AdamW moments", "only the reward model"), 1,
+              "The critic is trained, so it costs what the policy costs in model states (2.6).", True))
+
+# %% [markdown]
 # ## Next
 #
 # [03_reward_design.ipynb](03_reward_design.ipynb): where the rewards $r_i$ come from: the answer format,

@@ -18,7 +18,8 @@
 #   after `</answer>`) with the correctness and format rewards;
 # - hack the format reward with four empty tags, fix it with a strict format rule, and see why R1 uses
 #   rules where DeepSeekMath used a learned reward model;
-# - build the chat-template prompt the training engine uses and see generation stop at `<|im_end|>`;
+# - build the chat-template prompt the training engine uses and see, on a replay, what generation, the mask
+#   and the rewards do when a completion stops at `<|im_end|>`;
 #   then split the tutorial's 23% → 90% into format and maths, with confidence intervals.
 #
 # **Needs:** notebook 02 (advantages). **Runs in:** about 20 s on a laptop CPU.
@@ -782,9 +783,10 @@ rows = [[n, *[(wilson_interval(round(p * n), n)[1] - wilson_interval(round(p * n
 markdown_table(["questions n", "± at 50% accuracy", "± at 90% accuracy"], rows, floatfmt=".3f")
 
 # %% [markdown]
-# At 50% accuracy, 30 questions give ±17 points; GSM8K's 1,319 test questions ±2.7. Notebook 05 therefore
-# evaluates on GSM8K's *test* split (the tutorial's 30 questions came from the train split), reports strict and
-# lenient accuracy and the format rate separately, each with its interval.
+# At 50% accuracy, 30 questions give ±17 points; GSM8K's 1,319 test questions ±2.7. A GSM8K run should
+# therefore evaluate on the *test* split (the tutorial's 30 questions came from the train split) and report
+# strict and lenient accuracy and the format rate separately, each with its interval. Notebook 05 evaluates
+# the tiny model on 300 held-out addition problems (the row n = 300 above: ±5.6 points at 50% accuracy).
 
 # %% jupyter={"source_hidden": true}
 verdicts = {name: list(judge(text, "18").values()) for name, text in graded.items()}
@@ -808,7 +810,8 @@ check("3.8 · strict vs lenient accuracy",
       ("7 of 9: [0.453, 0.937], 0.90 near its top", tuple(round(x, 3) for x in wilson_interval(7, 9)) == (0.453, 0.937)),
       ("Fisher: p = 0.572, no evidence either way", abs(p_fisher - 0.5716) < 1e-4),
       ("the test is symmetric in the two samples", abs(fisher_exact_2x2(27, 30, 7, 9) - p_fisher) < 1e-12),
-      ("30 questions: over ±16 points; 1,319: under ±3", rows[0][1] > 0.16 and rows[-1][1] < 0.03))
+      ("30 questions: over ±16 points; 1,319: under ±3", rows[0][1] > 0.16 and rows[-1][1] < 0.03),
+      ("notebook 05's 300 held-out problems: ±5.6 points at 50% accuracy", rows[2][0] == 300 and round(rows[2][1] * 100, 1) == 5.6))
 
 # %% [markdown]
 # ## 3.9 Reward distributions per group
@@ -879,7 +882,9 @@ check("3.9 · reward distributions per group",
 # but a right answer without tags earns nothing, and four empty tags earn the full 0.8, an advantage a
 # policy will follow; a strict format rule closes that hole and also penalises text after `</answer>`.
 # Rules replace DeepSeekMath's learned reward model, which can be fooled by surface features. The missing
-# stop is a prompt problem: with Qwen's chat template the answer turn ends at `<|im_end|>`. Finally, the
+# stop is most likely a prompt problem: Qwen-Instruct was tuned on ChatML turns that end at `<|im_end|>`, and
+# `generate` stops there and trains that stop; this notebook showed the mechanics on a replay, and no Qwen run
+# here measured that the template makes Qwen stop (that is expected, not measured). Finally, the
 # tutorial's 23% → 90% is mostly the tag format (7 of 9 tagged answers were already right), and on 30
 # questions its 95% intervals are ±11 to ±17 points wide (±11 at 90% accuracy, ±17 at 50%).
 #
@@ -942,7 +947,43 @@ check_fisher(my_fisher_p);
 #
 # **3.5 · Hack the cartoon.** Find a completion with a *wrong* answer that the cartoon reward model of
 # 3.6 scores above 0.99. What would DeepSeekMath's Algorithm 1 do next with such completions?
+
+# %% [markdown]
+# ## Quiz: check yourself
 #
+# Choose an answer to each question *before* you open it. Every answer is a number this notebook printed.
+
+# %%
+from grpo_lib.course.quiz import Question, quiz
+
+empty_tags = [[{"content": "<reasoning></reasoning><answer></answer>"}]]
+half_width = lambda n: (wilson_interval(round(n / 2), n)[1] - wilson_interval(round(n / 2), n)[0]) / 2   # noqa: E731
+quiz("Quiz · notebook 03",
+     Question("What does the tutorial's format reward pay for four empty tags?",
+              ("0", "0.2", "0.8, the full format reward"), 2,
+              f"format_reward gives {format_reward(empty_tags)[0]}; strict_format_reward gives "
+              f"{strict_format_reward(empty_tags)[0]} (3.4, 3.5).",
+              format_reward(empty_tags)[0] == 0.8 and strict_format_reward(empty_tags)[0] == 0.0),
+     Question("The tutorial went from 23% to 90% strict accuracy. Mostly by ...",
+              ("better maths", "writing the tags", "a larger model"), 1,
+              f"The format gain is {format_gain:.1%}, the maths gain {maths_gain:.1%} (3.8).",
+              bool(format_gain > 4 * maths_gain)),
+     Question("7 of 9 tagged answers right before, 27 of 30 after: is that a real improvement?",
+              ("yes, 78% → 90%", "no evidence either way", "it got worse"), 1,
+              f"Fisher's exact test: p = {p_fisher:.3f} (3.8).", abs(p_fisher - 0.5716) < 1e-4),
+     Question("At 50% accuracy, how wide is the 95% interval of an evaluation on 30 questions?",
+              (f"±{half_width(30) * 100:.0f} points", f"±{half_width(300) * 100:.1f} points",
+               f"±{half_width(1319) * 100:.1f} points"), 0,
+              f"Wilson interval: ±{half_width(30) * 100:.0f} points at n = 30, ±{half_width(1319) * 100:.1f} on "
+              f"GSM8K's 1,319 test questions (3.8).",
+              half_width(30) > 0.16 and half_width(1319) < 0.03),
+     Question("Why should the Qwen run's prompt go through the chat template?",
+              ("it is shorter", "Qwen-Instruct ends a ChatML turn with <|im_end|>, its EOS: it is expected to stop "
+               "after </answer>", "the reward needs it"), 1,
+              "Expected from how the model was tuned, shown here on a replay; no Qwen run measured it (3.7).",
+              chat_prompt.endswith("<|im_start|>assistant\n")))
+
+# %% [markdown]
 # ## Next
 #
 # [04_the_loss.ipynb](04_the_loss.ipynb): from advantages to the GRPO loss: per-token log-probabilities,

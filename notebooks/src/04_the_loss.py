@@ -124,7 +124,9 @@ print(f"B = {B} completions, P = {P} prompt positions, T = {T} completion positi
 o_len
 
 # %% [markdown]
-# Each $|o_i|$ is the completion's characters plus its EOS, and every position the mask drops is padding.
+# Each $|o_i|$ is the completion's number of tokens plus its EOS (this character-level tokenizer makes most
+# characters one token, and each tag such as `<answer>` a single token), and every position the mask drops is
+# padding.
 #
 # First the tutorial's way, written out: one forward pass over the whole prompt + completion, a log-softmax
 # over the whole vocabulary at every position, then `gather` picks the row entry of the token that actually
@@ -169,7 +171,8 @@ show_source(selective_log_softmax)
 # %% jupyter={"source_hidden": true}
 check("4.1 · per-token log-probabilities",
       ("the batch is (B, P+T), the mask (B, T)", input_ids.shape == (B, P + T) and mask.shape == (B, T)),
-      ("|o_i| is every character plus the EOS", o_len.tolist() == [len(tok(c).input_ids) + 1 for c in completions]),
+      ("|o_i| counts tokens plus the EOS", o_len.tolist() == [len(tok(c).input_ids) + 1 for c in completions]),
+      ("... fewer than the characters: each tag is one token", all(n < len(c) + 1 for n, c in zip(o_len.tolist(), completions))),
       ("what the mask drops is padding", bool((o.input_ids[mask == 0] == tok.pad_token_id).all())),
       ("naive_token_logprobs equals the written-out version", torch.allclose(logp_naive, logp_mine, atol=1e-5)),
       ("token_logprobs equals it too", torch.allclose(logp, logp_mine, atol=1e-5)),
@@ -284,6 +287,103 @@ check("4.3 · the ratio and the clipped surrogate",
        torch.allclose(surr_mine[1], torch.tensor([-0.8, -0.8, -1.0, -1.2, -1.5]))),
       ("A > 0: zero gradient beyond 1 + ε (ε = 0.1 and 0.3)", all(slopes[e][0] == [0.0, 1.0, 1.0] for e in slopes)),
       ("A < 0: zero gradient below 1 − ε (ε = 0.1 and 0.3)", all(slopes[e][1] == [-1.0, -1.0, 0.0] for e in slopes)))
+
+# %% [markdown]
+# ### From a sequence to its tokens: where the ratio and the clip act
+#
+# The paper writes the policy of a whole completion, $\pi_\theta(o \mid q)$; the model gives one distribution
+# per position. The chain rule of probability joins them:
+#
+# $$\pi_\theta(o \mid q) = \prod_{t=1}^{|o|} \pi_\theta(o_t \mid q, o_{<t}), \qquad
+#   \log\pi_\theta(o \mid q) = \sum_{t=1}^{|o|} \log\pi_\theta(o_t \mid q, o_{<t}),$$
+#
+# so the per-token log-probabilities of 4.1 sum to the log-probability of the completion. GRPO's objective
+# (DeepSeekMath eq. 3) puts the ratio and the clip *inside* the token average: every token has its own
+# $\rho_{i,t} = \pi_\theta(o_{i,t} \mid q, o_{i,<t}) / \pi_{\theta_{old}}(o_{i,t} \mid q, o_{i,<t})$, clipped on its
+# own, with its completion's advantage $A_i$. A token that has moved far enough stops pushing; its neighbours
+# keep theirs. The ratio of whole completions is the *product* of the token ratios, so it compounds with length:
+# a drift of 1% per token is $1.01^{400} \approx 54$ over the tutorial's 400 tokens, far outside any clip range.
+# GSPO (Zheng et al. 2025, used for Qwen3) chose a sequence-level ratio on purpose, but normalised by length: the
+# geometric mean $s_i = \big(\pi_\theta(o_i \mid q)/\pi_{\theta_{old}}(o_i \mid q)\big)^{1/|o_i|}
+# = \exp\big(\frac{1}{|o_i|}\sum_t (\log\pi_\theta - \log\pi_{\theta_{old}})\big)$, one number per completion,
+# clipped with a much smaller range (ε = 3e-4 to 4e-4 in its paper), so all tokens of a completion share one
+# weight. TRL offers it as `importance_sampling_level="sequence"`.
+#
+# All three on one completion, the longest of 4.1's batch. For $\pi_\theta$ take a copy of the model with every
+# weight nudged by a little noise (an illustration of a policy a few updates after $\pi_{\theta_{old}}$, not a
+# training run):
+
+# %%
+i_long = int(o_len.argmax())                                   # the longest completion of the batch
+nudged = copy.deepcopy(model)
+with torch.no_grad():
+    noise = torch.Generator().manual_seed(0)
+    for weight in nudged.parameters():
+        weight.add_(torch.randn(weight.shape, generator=noise) * 0.005)
+    logp_nudged = token_logprobs(nudged, input_ids, attention_mask, logits_to_keep=T)    # (B, T)
+keep = mask[i_long].bool()
+lp_old, lp_new = logp[i_long][keep], logp_nudged[i_long][keep]       # (|o|,) log π(o_t | q, o_<t)
+rho_tok = (lp_new - lp_old).exp()                                    # GRPO: one ratio per token
+rho_seq = (lp_new.sum() - lp_old.sum()).exp()                        # π_θ(o|q) / π_old(o|q): their product
+rho_gspo = (lp_new - lp_old).mean().exp()                            # GSPO: their geometric mean
+inside = ((rho_tok - 1).abs() <= 0.2)
+print(f"|o| = {int(keep.sum())} tokens; log π_old(o|q) = Σ_t log π_old(o_t|q,o_<t) = {lp_old.sum():.3f}")
+print(f"token ratios: from {rho_tok.min():.3f} to {rho_tok.max():.3f}, {int(inside.sum())} of {len(rho_tok)} inside "
+      f"[0.8, 1.2]")
+print(f"sequence ratio (their product) {rho_seq:.3f};  GSPO's geometric mean {rho_gspo:.4f}")
+
+# %% [markdown]
+# **The mistake two public courses made.** They computed the ratio from *summed* log-probabilities,
+# `ratio = exp(logp.sum(-1) - logp_old.sum(-1))`, and clipped that one number with the token-level ε = 0.2. The
+# cell below takes the gradient of both losses with respect to each token's $\log\pi_\theta$, for this completion
+# with $A = +1$ and with $A = -1$:
+
+# %%
+def grad_per_token(A, summed):
+    """d(loss)/d log π_θ(o_t) for one completion: GRPO's per-token clip, or the clip of the summed ratio."""
+    lp = lp_new.clone().requires_grad_(True)
+    if summed:
+        loss = -clipped_surrogate((lp.sum() - lp_old.sum()).exp(), torch.tensor(A), 0.2)
+    else:
+        loss = -clipped_surrogate((lp - lp_old).exp(), torch.tensor(A), 0.2).mean()
+    return torch.autograd.grad(loss, lp)[0]
+
+seq_grads = {(A, summed): grad_per_token(A, summed) for A in (1.0, -1.0) for summed in (False, True)}
+markdown_table(["A", "ratio", "tokens with zero gradient", "mean |gradient| per token"],
+               [(f"{A:+.0f}", "summed (the mistake)" if summed else "per token (GRPO)",
+                 f"{int((g == 0).sum())} of {len(g)}", f"{g.abs().mean().item():.4f}")
+                for (A, summed), g in seq_grads.items()])
+
+# %% [markdown]
+# Read the table. Per token, the clip silences only the tokens that moved past 1 ± ε in the direction their
+# advantage favours, and every other token gets $\rho_t A/|o|$, about a $1/|o|$ share of the completion's push.
+# The nudged policy made this completion less likely as a whole: the summed ratio, the product of 24 token
+# ratios, is below $1 - \epsilon$ although most tokens are inside the range. Clipped as one number, it silences
+# every token at once when $A = -1$ (the completion teaches nothing), and when $A = +1$ it is not clipped at all
+# (the `min` keeps the unclipped term below $1 - \epsilon$) and every token gets the whole ratio as its push,
+# with no $1/|o|$ average: several times the per-token push. Both effects grow with the completion's length,
+# which is why the paper's clip is per token, and why GSPO, which does want one number per completion, takes
+# the $|o|$-th root first and clips it with a far smaller ε.
+
+# %% jupyter={"source_hidden": true}
+check("4.3 · from a sequence to its tokens",
+      ("the completion has 24 tokens; 1.01^400 ≈ 54", len(lp_new) == 24 and round(1.01**400) == 54),
+      ("chain rule: Σ_t log π(o_t|q,o_<t) is the log of the product of the token probabilities",
+       torch.isclose(lp_old.double().sum().exp(), lp_old.double().exp().prod(), rtol=1e-9)),
+      ("the sequence ratio is the product of the token ratios", torch.isclose(rho_seq, rho_tok.prod(), rtol=1e-4)),
+      ("GSPO's ratio is their geometric mean, between the smallest and largest token ratio",
+       torch.isclose(rho_gspo, rho_tok.prod() ** (1 / len(rho_tok)), rtol=1e-4)
+       and bool(rho_tok.min() <= rho_gspo <= rho_tok.max())),
+      ("most token ratios are inside [0.8, 1.2] ...", bool(inside.float().mean() > 0.5)),
+      ("... while the sequence ratio is outside it", bool((rho_seq - 1).abs() > 0.2)),
+      ("per token, some tokens keep a gradient for either sign of A",
+       all(bool((seq_grads[(A, False)] != 0).any()) for A in (1.0, -1.0))),
+      ("the nudged policy made the completion less likely: the summed ratio is below 1 − ε", bool(rho_seq < 0.8)),
+      ("summed, A = −1: every token's gradient is exactly 0", bool((seq_grads[(-1.0, True)] == 0).all())),
+      ("summed, A = +1: unclipped, every token's push is the summed ratio itself",
+       torch.allclose(seq_grads[(1.0, True)].abs(), rho_seq.expand(len(lp_new)), rtol=1e-4)),
+      ("... several (over 5) times the mean per-token push",
+       bool(seq_grads[(1.0, True)].abs().mean() > 5 * seq_grads[(1.0, False)].abs().mean())))
 
 # %% [markdown]
 # ## 4.4 The KL term: the k3 estimator
@@ -788,6 +888,9 @@ check("4.9 · one GRPO step on the tiny model",
 # token; computing them only at completion positions and one row at a time is what keeps a GRPO step from
 # holding two 14 GB copies of the logits at Qwen's vocabulary. The clipped surrogate is flat, with zero
 # gradient, once a token's ratio has left $[1-\epsilon, 1+\epsilon]$ in the direction its advantage favours;
+# the ratio and the clip are per token (a completion's log-probability is the sum of its tokens', and its ratio
+# the product of theirs: clipping that product silences or inflates the whole completion at once; GSPO takes its
+# geometric mean instead);
 # the k3 KL term is unbiased and never negative, and outside the clip range it is the only force, pulling
 # back towards $\pi_{ref}$. With μ = 1 the loss reads β·KL (0 at the first step) while its gradient is
 # REINFORCE's, and clipping binds only when μ > 1. How the tokens are averaged (`loss_type`) decides how
@@ -823,16 +926,19 @@ check_clipped_tokens(my_clipped);
 
 
 # %% [markdown]
-# **4.2 · The exact KL the loop does not compute (fill in).** Write `my_exact_kl(logits, logits_ref)`: from the
-# full logits of $\pi_\theta$ and $\pi_{ref}$, both `(B, T, V)`, return $\mathrm{KL}(\pi_\theta\|\pi_{ref})$ at
-# every position, `(B, T)`. On 4.4's two 4-token distributions it should give the `exact_kl` of that section.
-# Stuck? `hint("4.2")`.
+# **4.2 · The KL term the loop does not compute (fill in).** The loss's KL term averages k3 of the sampled
+# tokens. Write `my_exact_kl(logits, logits_ref, mask)` for the same term with the *exact* KL instead: from the
+# full logits of $\pi_\theta$ and $\pi_{ref}$, both `(B, T, V)`, and the completion mask `(B, T)`, return
+# $\frac{1}{B}\sum_i \frac{1}{|o_i|}\sum_t m_{i,t}\,\mathrm{KL}(\pi_\theta\|\pi_{ref})_{i,t}$ (loss_type
+# `"grpo"`), one number. Section 4.4 worked on probabilities of a 4-token vocabulary; here the inputs are logits,
+# the batch has padding, and completions differ in length. Stuck? `hint("4.2")`.
 
 # %% tags=["solution"]
-def my_exact_kl(logits, logits_ref):   # (B, T, V), (B, T, V) -> (B, T)
+def my_exact_kl(logits, logits_ref, mask):   # (B, T, V), (B, T, V), (B, T) -> one number
     ### BEGIN SOLUTION
     logp, logq = logits.log_softmax(-1), logits_ref.log_softmax(-1)
-    return (logp.exp() * (logp - logq)).sum(-1)                  # weighted by π_θ, summed over the vocabulary
+    kl = (logp.exp() * (logp - logq)).sum(-1)                    # (B, T): weighted by π_θ, summed over the vocabulary
+    return ((kl * mask).sum(-1) / mask.sum(-1)).mean()           # per completion over its tokens, then over completions
     ### END SOLUTION
 
 check_exact_kl(my_exact_kl);
@@ -867,7 +973,42 @@ for eps_high in (0.2, 0.28):
     print(f"epsilon_high = {eps_high}: pi_theta can grow from {p_old} to {p_old * (1 + eps_high):.4f}")
 
 # %% [markdown]
+# ## Quiz: check yourself
+#
+# Choose an answer to each question *before* you open it. Every answer is a number this notebook printed.
+
+# %%
+from grpo_lib.course.quiz import Question, quiz
+
+quiz("Quiz · notebook 04",
+     Question("A token with A > 0 whose ratio fell to ρ = 0.5 (below 1 − ε). What gradient does the clipped "
+              "surrogate give it?",
+              ("zero: it is outside the clip range", "the full gradient: the clip is one-sided", "a negative one"), 1,
+              f"The min keeps the unclipped term there: slope {slopes[0.1][0][2]:.0f} below 1 − ε for A = +1 (4.3).",
+              slopes[0.1][0][2] == 1.0 and slopes[0.1][0][0] == 0.0),
+     Question("log π(o | q) of a whole completion is ...",
+              ("the mean of its token log-probabilities", "the sum of its token log-probabilities",
+               "the last token's log-probability"), 1,
+              "The chain rule: π(o|q) = Π_t π(o_t | q, o_<t) (4.3, from a sequence to its tokens).",
+              torch.isclose(lp_old.double().sum().exp(), lp_old.double().exp().prod(), rtol=1e-9)),
+     Question("Clip the ratio of *summed* log-probabilities with ε = 0.2, for the nudged completion and A = −1. "
+              "How many of its tokens keep a gradient?",
+              (f"{int((seq_grads[(-1.0, False)] != 0).sum())} of {len(lp_new)}, as per token", f"0 of {len(lp_new)}",
+               f"all {len(lp_new)}"), 1,
+              f"The summed ratio {rho_seq:.3f} is one number below 1 − ε, so the clip silences the whole completion.",
+              bool((seq_grads[(-1.0, True)] == 0).all())),
+     Question("Can the k3 estimate of the KL be negative for one token?",
+              ("yes, like k1", "no: r − 1 − log r ≥ 0 for every r > 0", "only when β = 0"), 1,
+              "k3 is never negative and averages to the exact KL (4.4).",
+              bool((kl_k3(torch.linspace(-3, 3, 61), torch.zeros(61)) >= 0).all())),
+     Question("At μ = 1, how many tokens does the clip silence?",
+              ("none: ρ = 1 at the only update", "about ε of them", "every token with A < 0"), 0,
+              "π_old is the current policy, so every ratio is exactly 1; clipping binds only when μ > 1 (4.6, 4.7).",
+              slopes[0.1][0][1] == 1.0 and slopes[0.1][1][1] == -1.0))
+
+# %% [markdown]
 # ## Next
 #
-# [05_full_run.ipynb](05_full_run.ipynb): the training loop around this loss, on the tiny model on a CPU
-# and on Qwen2.5-1.5B on GPUs.
+# [05_full_run.ipynb](05_full_run.ipynb): the training loop around this loss, on the tiny model on a CPU;
+# [06_multi_gpu_qwen.ipynb](06_multi_gpu_qwen.ipynb): the same engine on Qwen2.5-1.5B on GPUs (memory planner,
+# DDP, the TRL recipe).

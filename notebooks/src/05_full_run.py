@@ -104,7 +104,9 @@ check("1 · the configuration",
 #
 # Three loops hide behind two names. DeepSeekMath's Algorithm 1 has **outer iterations** (I; the tutorial's
 # `num_iterations`) that reset $\pi_{ref} \leftarrow \pi_\theta$, **steps** (M) that each sample a new batch, and
-# **μ** updates on every sampled batch. TRL's `num_iterations` is μ, not I, and TRL never resets π_ref.
+# **μ** updates on every sampled batch. TRL's `num_iterations` is μ, not I; TRL resets π_ref only when asked
+# (`sync_ref_model=True` with `ref_model_sync_steps = M` and `ref_model_mixup_alpha = 1.0` is the outer loop:
+# notebook 06 maps every option).
 # Run both loops on notebook 01's three-answer policy (G = 4 sampled answers per step, SGD) and watch two
 # numbers: the clip fraction (only μ > 1 makes it non-zero) and the KL to π_ref (an outer reset sends it
 # back to 0).
@@ -337,7 +339,8 @@ check("3 · one update",
 # %%
 import contextlib, io
 
-del model, ref_model, optimizer         # section 3's copies; train() loads its own
+for name in ("model", "ref_model", "optimizer"):   # section 3's copies (train() loads its own); gone already
+    globals().pop(name, None)                      # when this cell runs again, so it can be re-run
 
 cfg = cfg.replace(output_dir=tempfile.mkdtemp(prefix="grpo05-"))   # a scratch folder, not runs/tiny
 out = Path(cfg.output_dir)
@@ -475,11 +478,12 @@ check("5 · the dashboard",
 # %% [markdown]
 # ## 6 · A gallery of failing runs
 #
-# What does a broken run look like? Below are six real runs of the tiny model, each the tiny preset for 40 steps
-# with **one** change, each breaking in its own way, and one healthy reference run (the same 40 steps with no
-# change: the first 40 steps of section 4's run). They took one to eight minutes each on the course machine, too
-# long to rerun in every notebook execution, so their `metrics.jsonl` and `summary.json` are committed in
-# `grpo_lib/assets/gallery/` and loaded here. `python -m grpo_lib.course.gallery` regenerates them, and
+# What does a broken run look like? Below are six real runs of the tiny model besides a healthy reference run,
+# each the tiny preset for 40 steps with **one** change: five that go wrong in their own way and, for the last of
+# them, its reference with another loss type. The healthy run is the same 40 steps with no change (the first 40
+# steps of section 4's run). Their `train()` wall times are in the table below, far too long to rerun in every
+# notebook execution (they were made on the course's shared, loaded machine), so their `metrics.jsonl` and
+# `summary.json` are committed in `grpo_lib/assets/gallery/` and loaded here. `python -m grpo_lib.course.gallery` regenerates them, and
 # `tests/test_course_gallery.py` checks that the committed files are what that command makes (the configuration
 # exactly; the first two steps, rerun, to float rounding).
 #
@@ -524,7 +528,16 @@ check("6 · the gallery",
       ("the healthy run is the first 40 steps of section 4's run (batch reward within 2 completions' worth)",
        all(abs(h["reward"] - m["reward"]) <= 2 * 2.8 / cfg.B for h, m in zip(healthy, metrics[:40]))),
       ("with loss_type 'dr_grpo' the loss is not β·KL: the long_dr_grpo run's mean loss is negative",
-       avg(gallery["long_dr_grpo"]["metrics"], "loss") < 0))
+       avg(gallery["long_dr_grpo"]["metrics"], "loss") < 0),
+      ("six runs besides the healthy one; the last is the reference of long_grpo",
+       len(gallery) == 7 and list(gallery)[0] == "healthy" and SPECS["long_grpo"].reference == "long_dr_grpo"),
+      ("the β = 0 run's η is 2e-4, four times the preset's 5e-5",
+       SPECS["beta0"].overrides["lr"] == 2e-4 == 4 * GRPOConfig.tiny().lr),
+      ("the length runs sample at τ = 1.8 with room for 80 tokens",
+       all(SPECS[n].overrides["temperature"] == 1.8 and SPECS[n].overrides["max_completion_length"] == 80
+           for n in ("long_grpo", "long_dr_grpo"))),
+      ("each gallery run took over a minute of train() time on the machine that made it",
+       all(r["summary"]["gallery"]["train_call_seconds"] > 60 for r in gallery.values())))
 
 # %% [markdown]
 # ### 6.1 · Learning rate too high
@@ -535,19 +548,32 @@ check("6 · the gallery",
 # %%
 gallery_dashboard("lr_high")
 
+# %%
+hi = gallery["lr_high"]["metrics"]
+cut_from = next((m["step"] for m in hi if m["completions/clipped_ratio"] > 0.5), None)
+markdown_table(["run", "accuracy step 1 → 2", "KL step 2 (and step 40)", "entropy step 2 / step 1",
+                "entropy last 10 / step 1", "reward, last 10 (format reward)", "first step > half cut at 40 tokens",
+                "largest grad norm (step)"],
+               [(name, f"{rows[0]['accuracy']:.2f} → {rows[1]['accuracy']:.2f}",
+                 f"{rows[1]['kl']:.3f} ({rows[-1]['kl']:.3f})", f"{rows[1]['entropy'] / rows[0]['entropy']:.1f}×",
+                 f"{avg(rows[-10:], 'entropy') / rows[0]['entropy']:.0f}×",
+                 f"{avg(rows[-10:], 'reward'):.2f} ({avg(rows[-10:], 'reward/format'):.2f})",
+                 next((m["step"] for m in rows if m["completions/clipped_ratio"] > 0.5), "never"),
+                 "{:.1f} ({})".format(*max((m["grad_norm"], m["step"]) for m in rows)))
+                for name, rows in (("healthy", healthy), ("lr_high (η = 2e-3)", hi))])
+
 # %% [markdown]
 # Broken after one update. Step 1 is the healthy run's step 1 (same samples); its update, about η = 2e-3 on every
-# weight (a fresh AdamW moves each weight by about η), knocks the policy off what it knew. At step 2 the batch
-# accuracy is 0.00 (0.69 at step 1), the KL to π_ref is 1.6 (the healthy run reaches 0.016 after 40 steps) and
-# the entropy has tripled. The reward falls to 0.80, which is exactly the format reward: the tags are still
-# there, the numbers are wrong. From then on almost every group is flat (all wrong, all 0.8: the zero-std panel
-# sits near 1), so there is no signal to climb back with, and the policy wanders: the entropy keeps rising
-# (about 17× the start) and from step 15 on the completions run to the 40-token limit without stopping. The
-# tells, in the order they appear: the KL jumps, the accuracy drops, the entropy climbs, the length hits the
-# limit. The grad norm spikes (4.0 at step 5) but is the weakest tell: the update is clipped to norm 1 anyway.
+# weight (a fresh AdamW moves each weight by about η), knocks the policy off what it knew: at step 2 the batch
+# accuracy is 0, the KL to π_ref is already far beyond what the healthy run reaches in 40 steps, and the entropy
+# has jumped. The reward left is the format reward alone: the tags are still there, the numbers are wrong. From
+# then on almost every group is flat (all wrong, all 0.8: the zero-std panel sits near 1), so there is no signal
+# to climb back with, and the policy wanders: the entropy keeps rising and the completions come to run to the
+# 40-token limit without stopping. The tells, in the order they appear: the KL jumps, the accuracy drops, the
+# entropy climbs, the length hits the limit. The grad norm spikes but is the weakest tell: the update is clipped
+# to norm 1 anyway.
 
 # %% jupyter={"source_hidden": true}
-hi = gallery["lr_high"]["metrics"]
 check("6.1 · learning rate too high",
       ("step 1 is the healthy run's step 1 (same samples)", hi[0]["reward"] == healthy[0]["reward"]),
       ("after one update the batch accuracy is 0", hi[1]["accuracy"] == 0.0 < healthy[1]["accuracy"]),
@@ -557,30 +583,42 @@ check("6.1 · learning rate too high",
       ("the entropy ends over 10 times the healthy run's (last 10 steps)",
        avg(hi[-10:], "entropy") > 10 * avg(healthy[-10:], "entropy")),
       ("the completions end at the length limit (over 90% cut at 40 tokens, last 10 steps)",
-       avg(hi[-10:], "completions/clipped_ratio") > 0.9))
+       avg(hi[-10:], "completions/clipped_ratio") > 0.9),
+      ("the entropy jumps at step 2 (over twice step 1's)", hi[1]["entropy"] > 2 * hi[0]["entropy"]),
+      ("the order of the tells: KL and accuracy at step 2, the length limit later",
+       cut_from is not None and cut_from > 2 and hi[1]["kl"] > 50 * healthy[-1]["kl"]))
 
 # %% [markdown]
 # ### 6.2 · β = 0 with a large learning rate
 #
-# No KL term (β = 0: no π_ref is kept at all) and η = 5e-4, ten times the preset. **Predict, then look:** what
+# No KL term (β = 0: no π_ref is kept at all) and η = 2e-4, four times the preset's 5e-5. **Predict, then look:** what
 # does the engine's `kl` panel show for this run, and what does the KL to the starting model show?
 
 # %%
 gallery_dashboard("beta0")
 
+# %%
+b0 = gallery["beta0"]["metrics"]
+markdown_table(["run", "engine kl, max", "KL to start at step 4", "KL to start: max (40 steps)",
+                "KL to start: mean of the last 10", "grad norm, mean", "lowest batch accuracy (step)",
+                "held-out accuracy before → after"],
+               [(name, f"{max(m['kl'] for m in rows):.3f}", f"{rows[3]['gallery/kl_to_start']:.3f}",
+                 f"{max(m['gallery/kl_to_start'] for m in rows):.3f}", f"{avg(rows[-10:], 'gallery/kl_to_start'):.3f}",
+                 f"{avg(rows, 'grad_norm'):.2f}",
+                 "{:.2f} ({})".format(*min((m["accuracy"], m["step"]) for m in rows)),
+                 f"{gallery[key]['summary']['accuracy_before']:.2f} → {gallery[key]['summary']['accuracy_after']:.2f}")
+                for name, key, rows in (("healthy", "healthy", healthy), ("beta0 (β = 0, η = 2e-4)", "beta0", b0))])
+
 # %% [markdown]
 # Two KL panels, two answers. The engine's `kl` reads 0 at every step: with β = 0 no π_ref is kept, so nothing
 # is measured. A flat KL panel in a β = 0 run means "not measured", not "not moved". The gallery's KL to the
-# starting model shows where π_θ went: by step 4 it is 0.076, more than the healthy run reaches in 40 steps
-# (0.023 at most), and it stays up there, 0.060 on average over the last 10 steps (3.7 times the healthy run's),
-# jumping between 0.03 and 0.13. Four times the learning rate and nothing pulling back: the grad-norm panel sits
-# higher (1.18 on average against 0.72; the update is clipped to norm 1), and the batch accuracy drops to 0.41 at
-# step 5 before it recovers. In 40 steps the run still learns (held-out accuracy 0.48 → 0.84 on 100 problems,
-# the healthy run 0.89): drift is not yet failure. That is the lesson: only a KL to the start shows how far the
+# starting model shows where π_θ went: by step 4 it is past the largest value the healthy run reaches in 40 steps,
+# and it stays up there. Four times the learning rate and nothing pulling back: the grad norm sits higher (the
+# update is clipped to norm 1), and the batch accuracy dips before it recovers. In 40 steps the run still learns
+# (the last column): drift is not yet failure. That is the lesson: only a KL to the start shows how far the
 # policy has gone, and nothing in this loss would stop it going further in a longer run.
 
 # %% jupyter={"source_hidden": true}
-b0 = gallery["beta0"]["metrics"]
 check("6.2 · β = 0",
       ("the engine's kl is 0 at every step (no π_ref)", all(m["kl"] == 0.0 for m in b0)),
       ("by step 4 the KL to the start exceeds the healthy run's largest in 40 steps",
@@ -588,7 +626,12 @@ check("6.2 · β = 0",
       ("over the last 10 steps it is over 3 times the healthy run's",
        avg(b0[-10:], "gallery/kl_to_start") > 3 * avg(healthy[-10:], "gallery/kl_to_start")),
       ("the grad norm is larger: over 1.5 times the healthy run's on average",
-       avg(b0, "grad_norm") > 1.5 * avg(healthy, "grad_norm")))
+       avg(b0, "grad_norm") > 1.5 * avg(healthy, "grad_norm")),
+      ("the batch accuracy dips below the healthy run's lowest, then recovers (last 10 steps above the dip)",
+       min(m["accuracy"] for m in b0) < min(m["accuracy"] for m in healthy)
+       and avg(b0[-10:], "accuracy") > min(m["accuracy"] for m in b0)),
+      ("the run still learns: held-out accuracy rises",
+       gallery["beta0"]["summary"]["accuracy_after"] > gallery["beta0"]["summary"]["accuracy_before"] + 0.2))
 
 # %% [markdown]
 # ### 6.3 · A strict reward on tags the start never writes
@@ -606,23 +649,34 @@ gallery_dashboard("r1_tags")
 # The zero-std panel is the tell: 1.0 at every step. Every completion scores 0, so every group is flat and every
 # advantage is 0; the reward panel is flat at 0. Nothing is learned, and the final accuracy would say so only
 # after the whole run (held-out accuracy 0.48 → 0.47 on 100 problems). The grad-norm panel shows what is left:
-# the KL term, whose gradient is exactly 0 while π_θ = π_ref, so the grad norm is exactly 0 for the first 14
-# steps. Then a surprise worth knowing: at step 15 the two forward passes (π_θ's, with gradients, and π_ref's)
-# differ by float rounding and a gradient of 1e-9 appears. AdamW divides each gradient by its own running size
+# the KL term, whose gradient is exactly 0 while π_θ = π_ref. Then a surprise worth knowing, in the steps around
+# the first non-zero gradient:
+
+# %%
+first_kick = next(m["step"] for m in gallery["r1_tags"]["metrics"] if m["grad_norm"] > 0)
+markdown_table(["step", "grad norm", "KL to the start"],
+               [(m["step"], f"{m['grad_norm']:.1e}", f"{m['gallery/kl_to_start']:.1e}")
+                for m in gallery["r1_tags"]["metrics"][first_kick - 3:first_kick + 5]])
+
+# %% [markdown]
+# Read it top down: the grad norm is exactly 0 until the two forward passes (π_θ's, with gradients, and π_ref's)
+# first differ by float rounding, a gradient of about 1e-9. AdamW divides each gradient by its own running size
 # (plus its ε = 1e-8), so once the per-weight gradients approach 1e-8 it takes steps of about η whatever their
-# size: the grad norm goes 1e-9, 8e-8, 1.5e-4 at steps 15–17, and the KL to the start 6e-14, 6e-8, 1.6e-4 at
-# steps 16–18 (8e-4 by step 20). From
-# then on the KL term's own gradient keeps the weights moving (grad norm up to 0.033, still far below the
-# healthy run's 0.36 at its smallest). A run with flat groups does not stand still: it drifts, with no reward
-# to steer it.
+# size, and the KL to the start jumps by orders of magnitude one step behind the grad norm. From then on the KL
+# term's own gradient keeps the weights moving (the largest grad norm stays far below the healthy run's
+# smallest). A run with flat groups does not stand still: it drifts, with no reward to steer it.
 
 # %% jupyter={"source_hidden": true}
 r1 = gallery["r1_tags"]["metrics"]
-first_kick = next(m["step"] for m in r1 if m["grad_norm"] > 0)
 check("6.3 · flat groups",
       ("the zero-std fraction is 1.0 at every step", all(m["frac_reward_zero_std"] == 1.0 for m in r1)),
       ("the reward is 0 at every step", all(m["reward"] == 0.0 for m in r1)),
       ("the gradient is exactly 0 until a rounding difference appears", first_kick > 5),
+      ("... about 1e-9 at the first non-zero step", 1e-10 < r1[first_kick - 1]["grad_norm"] < 1e-8),
+      ("the grad norm grows by orders of magnitude within two steps", r1[first_kick + 1]["grad_norm"]
+       > 1e4 * r1[first_kick - 1]["grad_norm"]),
+      ("the KL to the start moves one step behind the grad norm",
+       r1[first_kick - 1]["gallery/kl_to_start"] == 0.0 < r1[first_kick]["gallery/kl_to_start"]),
       ("after it, the largest grad norm is below a tenth of the healthy run's smallest",
        max(m["grad_norm"] for m in r1) < 0.1 * min(m["grad_norm"] for m in healthy)),
       ("and yet π_θ drifts from the start: KL to the start > 1e-4 three steps after the kick",
@@ -637,20 +691,29 @@ check("6.3 · flat groups",
 # %%
 gallery_dashboard("mu4")
 
+# %%
+mu = gallery["mu4"]["metrics"]
+pct = lambda rows, k: f"{avg(rows, k):.2%}"                      # noqa: E731
+markdown_table(["run", "clip fraction: min – max per step", "mean", "from below", "from above",
+                "first 10 steps", "last 10 steps", "KL, last 10 steps"],
+               [(name, f"{min(m['clip_ratio/region_mean'] for m in rows):.2%} – "
+                       f"{max(m['clip_ratio/region_mean'] for m in rows):.2%}",
+                 pct(rows, "clip_ratio/region_mean"), pct(rows, "clip_ratio/low_mean"), pct(rows, "clip_ratio/high_mean"),
+                 pct(rows[:10], "clip_ratio/region_mean"), pct(rows[-10:], "clip_ratio/region_mean"),
+                 f"{avg(rows[-10:], 'kl'):.3f}")
+                for name, rows in (("healthy (μ = 1)", healthy), ("mu4 (μ = 4)", mu))])
+
 # %% [markdown]
-# The clip panel gives it away. At μ = 1 it is 0 at every step: ρ = 1 at the only update. At μ = 4 it is
-# 0.12%–0.96% of the tokens at every step (mean 0.50%), mostly clipped from
-# below (0.39% low against 0.11% high: tokens of worse-than-average completions whose
-# probability has already fallen below (1 − ε)·π_old, where the objective stops pushing). The first of the four
-# updates is never clipped (there π_θ = π_old, every ρ = 1), so this is an average over updates 2–4. It does not
-# climb during the run (0.55% in the first 10 steps, 0.45% in the last 10): every
-# step samples a fresh batch and ρ starts again at 1. The KL panel shows the other side: four updates per batch
-# move π_θ faster (0.033 against 0.016, last 10 steps). μ > 1 is not a bug (PPO reuses its
-# batches, TRL calls it `num_iterations`); the clip fraction is how you see that it is on, and how often the
-# trust region binds.
+# The clip panel gives it away, and the table reads it. At μ = 1 the clip fraction is 0 at every step (ρ = 1 at
+# the only update); at μ = 4 it is non-zero at every step, mostly from below: tokens of worse-than-average
+# completions whose probability has already fallen below (1 − ε)·π_old, where the objective stops pushing. The
+# first of the four updates is never clipped (there π_θ = π_old, every ρ = 1), so this is an average over updates
+# 2–4. It does not climb during the run (first vs last 10 steps): every step samples a fresh batch and ρ starts
+# again at 1. The last column is the other side: four updates per batch move π_θ faster. μ > 1 is not a bug (PPO
+# reuses its batches, TRL calls it `num_iterations`); the clip fraction is how you see that it is on, and how
+# often the trust region binds.
 
 # %% jupyter={"source_hidden": true}
-mu = gallery["mu4"]["metrics"]
 check("6.4 · μ = 4",
       ("the healthy run (μ = 1) never clips", all(m["clip_ratio/region_mean"] == 0 for m in healthy)),
       ("μ = 4 clips some tokens at every step", all(m["clip_ratio/region_mean"] > 0 for m in mu)),
@@ -667,33 +730,159 @@ check("6.4 · μ = 4",
 # that the tiny model often garbles its answer, and then writes more (its wrong completions are about 5 tokens
 # longer than its right ones). `"grpo"` divides each completion's token losses by its own length |o_i|;
 # `"dr_grpo"` by the constant |o|_max (notebook 04). Here the reference (grey) is the `dr_grpo` run.
-# **Predict, then look:** a wrong completion has A < 0. Under which loss type is a long wrong completion pushed
-# down less per token, and what does that do to the length of the wrong completions over the run?
+# **Predict, then look:** the reward is correctness plus 0.2 per tag. When almost no answer is right, what sign
+# does a wrong completion's advantage have? Under which loss type is a long completion pushed less per token, and
+# what does that do to the length of the wrong completions over the run?
 
 # %%
+lg, ld = gallery["long_grpo"]["metrics"], gallery["long_dr_grpo"]["metrics"]
+acc_long, fmt_long = avg(lg + ld, "accuracy"), avg(lg + ld, "reward/format")
+print(f"both runs, all 80 steps: batch accuracy {acc_long:.3f}, mean format reward {fmt_long:.3f} of 0.8 "
+      f"({fmt_long / 0.8:.0%} of the tags written)")
 gallery_dashboard("long_grpo")
 
 # %% [markdown]
-# The panel of the wrong and right lengths gives it away (the extra panel, bottom right). The wrong completions
-# start at the same length in both runs, then under `grpo` they grow, from 25.0 to 26.1 tokens (mean of the first
-# vs the last 10 steps), while under `dr_grpo` they stay at 25.0 → 24.9; the overall length panel shows the same
-# split. Why: a wrong completion's push down is A/|o_i| per token under `grpo`, so one of 40 tokens gets half the
-# push per token of one of 20: the long way of being wrong is discouraged least, and survives. Under `dr_grpo`
-# every token weighs A/|o|_max, so a long wrong completion is pushed down in proportion to its length. The reward
-# and accuracy panels look alike for the two runs: the bias is in how the completions change, not in the score.
-# One token in 40 steps is small; it is the length bias that Dr. GRPO (Liu et al. 2025) names, which over long
-# runs lets wrong answers grow long (notebook 04, the loss normalisations).
+# First the signs. Right answers are rare here (the batch accuracy printed above is under 3%), so most groups
+# hold no right answer and their rewards differ only by the tags: a wrong completion with all four tags (0.8)
+# gets A > 0 whenever a groupmate lost a tag, A < 0 only when a groupmate is right or has more tags, and 0 in a
+# flat group. Most wrong completions in this run are therefore pushed *up*, not down: "wrong means A < 0" holds
+# only when the correctness reward separates the group.
+#
+# Then the lengths: the panel of the wrong and right lengths gives it away (the extra panel, bottom right). The
+# wrong completions start at the same length in both runs, then under `grpo` they grow, from 25.0 to 26.1 tokens
+# (mean of the first vs the last 10 steps), while under `dr_grpo` they stay at 25.0 → 24.9; the overall length
+# panel shows the same split. Under `grpo` every completion's push, up or down, is A/|o_i| per token, so a long
+# completion is pushed less per token in both directions; under `dr_grpo` every token weighs A/|o|_max, so a
+# long completion is pushed in proportion to its length. Which way that tips depends on which completions get
+# which sign; what this run measures is the outcome: with `grpo` the wrong completions grow, with `dr_grpo` they
+# do not. The reward and accuracy panels look alike for the two runs: the bias is in how the completions change,
+# not in the score. One token in 40 steps is small; it is the length bias that Dr. GRPO (Liu et al. 2025) names,
+# which over long runs lets wrong answers grow long (notebook 04, the loss normalisations).
 
 # %% jupyter={"source_hidden": true}
-lg, ld = gallery["long_grpo"]["metrics"], gallery["long_dr_grpo"]["metrics"]
 grow = lambda rows: avg(rows[-10:], "gallery/length_wrong") - avg(rows[:10], "gallery/length_wrong")
 check("6.5 · the length bias",
       ("at the start the wrong completions are over 3 tokens longer than the right ones, in both runs",
        all(avg(r[:10], "gallery/length_wrong") - avg(r[:10], "gallery/length_right") > 3 for r in (lg, ld))),
       ("under grpo the wrong completions grow by more than half a token (first vs last 10 steps)", grow(lg) > 0.5),
       ("under dr_grpo they change by less than half a token", abs(grow(ld)) < 0.5),
+      ("right answers are rare: batch accuracy under 3% over both runs", acc_long < 0.03),
+      ("most tags are written: mean format reward over 0.7 of 0.8", fmt_long > 0.7),
+      ("wrong lengths: grpo 25.0 → 26.1, dr_grpo 25.0 → 24.9 (first vs last 10 steps)",
+       [round(avg(r[:10], "gallery/length_wrong"), 1) for r in (lg, ld)] == [25.0, 25.0]
+       and [round(avg(r[-10:], "gallery/length_wrong"), 1) for r in (lg, ld)] == [26.1, 24.9]),
       ("the two runs' batch accuracy stays within 0.02 of each other (last 10 steps)",
        abs(avg(lg[-10:], "accuracy") - avg(ld[-10:], "accuracy")) < 0.02))
+
+# %% [markdown]
+# ### 6.6 · "My reward is always 0": a triage
+#
+# After "my loss is 0", the question learners ask most. Four usual causes, each run here on the tiny model (8
+# training questions × G = 8, one sampled batch each, scored but not trained), beside the healthy preset:
+#
+# 1. the completions are **truncated** before the answer tag (`max_completion_length` too small);
+# 2. the reward's **regex is stricter** than the format the model writes (here DeepSeek-R1's, which wants the
+#    answer alone on its own line inside `<answer>` tags);
+# 3. the prompt is **not in the format the model learned**. On Qwen-Instruct that is a prompt built without the
+#    chat template; the tiny tokenizer has none, so here the prompt is the question behind `"Question: "`
+#    instead of the plain format the model was warmed up on;
+# 4. the **wrong reward function or arguments**: a correctness reward that reads its gold from a dataset column
+#    the engine does not pass (`solution`), so every gold is empty.
+#
+# **Predict, then look:** which dashboard panel tells each cause apart? The table shows one step's metrics
+# under their `metrics.jsonl` names (the reward functions' own means in one column).
+
+# %%
+import re
+
+from grpo_lib.advantages import zero_std_fraction
+from grpo_lib.rewards import correctness_reward, format_reward
+
+triage_problems = addition_problems("train", n=8, seed=1)
+triage_golds = [p["answer"] for p in triage_problems]
+triage_model, triage_tok = load_tiny_model()
+
+def strict_newline_reward(prompts, completions, answer, **kwargs):
+    """DeepSeek-R1's format: the answer alone on its own line inside the tags, else 0."""
+    pattern = re.compile(r"<answer>\n(\d+)\n</answer>")
+    return [2.0 if (m := pattern.search(c[0]["content"])) and m.group(1) == a else 0.0
+            for c, a in zip(completions, answer)]
+
+def correctness_from_solution(prompts, completions, **kwargs):
+    """The gold read from a column the engine does not pass: `solution` instead of `answer`."""
+    return correctness_reward(prompts, completions, kwargs.get("solution", [""] * len(completions)))
+
+preset_funcs = reward_functions(cfg.reward_funcs)
+causes = {                                               # name: (max_new_tokens, prompt format, reward functions)
+    "healthy (the preset)": (cfg.max_completion_length, None, preset_funcs),
+    "1 · truncated: 8 new tokens": (8, None, preset_funcs),
+    "2 · a regex stricter than the model's format": (cfg.max_completion_length, None,
+                                                     {"strict_newline": strict_newline_reward}),
+    "3 · a prompt format the model did not learn": (cfg.max_completion_length, "Question: {}", preset_funcs),
+    "4 · the gold passed under another name": (cfg.max_completion_length, None,
+                                               {"correctness": correctness_from_solution, "format": format_reward}),
+}
+triage = {}
+for name, (max_new, prompt_format, funcs) in causes.items():
+    prompts_t = [build_prompt(triage_tok, p["question"]) if prompt_format is None else prompt_format.format(p["question"])
+                 for p in triage_problems]
+    ro = generate_completions(triage_model, triage_tok, prompts_t, cfg.G, max_new_tokens=max_new,
+                              temperature=cfg.temperature, seed=0)
+    scored = score_rollout(ro, triage_golds, funcs, scale_rewards=cfg.scale_rewards, temperature=cfg.temperature)
+    triage[name] = {"reward": scored.rewards.mean().item(),
+                    "per_func": {k: v.mean().item() for k, v in scored.rewards_per_func.items()},
+                    "accuracy": scored.correct.float().mean().item(),
+                    "frac_reward_zero_std": zero_std_fraction(scored.rewards.view(-1, cfg.G)),
+                    "completions/mean_length": ro.completion_lengths.float().mean().item(),
+                    "completions/clipped_ratio": ro.truncated.float().mean().item(),
+                    "text": ro.texts[0]}
+markdown_table(["cause", "reward", "reward/<name>", "accuracy", "frac_reward_zero_std", "completions/mean_length",
+                "completions/clipped_ratio", "first completion"],
+               [(name, t["reward"], ", ".join(f"{k} {v:.2f}" for k, v in t["per_func"].items()), t["accuracy"],
+                 t["frac_reward_zero_std"], t["completions/mean_length"], t["completions/clipped_ratio"],
+                 repr(t["text"])) for name, t in triage.items()], floatfmt=".2f")
+
+# %% [markdown]
+# Each cause has its own tell, and every one is visible from the first step:
+#
+# | cause | the tell on the dashboard | the fix |
+# | --- | --- | --- |
+# | 1 · truncated | `completions/clipped_ratio` 1.0 and `completions/mean_length` at the limit; the format reward pays for the tags written before the cut | raise `max_completion_length` (read one completion: it ends mid-reasoning) |
+# | 2 · stricter regex | the reward function's own mean is 0 and every group is flat, while the engine's `accuracy` (its own strict check) is high and the completions read right | test the reward function on the model's real completions before training |
+# | 3 · prompt format | `accuracy` 0 as well, the completions are garbled or shorter | build the prompt as the model learned it (`build_prompt`: Qwen's chat template) |
+# | 4 · wrong arguments | `reward/correctness` 0 while `accuracy` is not, and the format reward is normal | check which keyword arguments the engine passes (`prompts`, `completions`, `answer`) |
+#
+# The pair to remember: `accuracy` is computed by the engine, independently of your reward functions. When the
+# reward says 0 and `accuracy` does not, the bug is in the reward (causes 2 and 4); when both are 0, look at the
+# completions and the prompt (causes 1 and 3). On Qwen, cause 3 is expected to look different: without the chat
+# template the model is expected to run on after `</answer>`, so `completions/clipped_ratio` would climb (not
+# measured here).
+
+# %% jupyter={"source_hidden": true}
+t = triage
+check("6.6 · my reward is always 0",
+      ("healthy: reward over 1, accuracy over 0.5", t["healthy (the preset)"]["reward"] > 1
+       and t["healthy (the preset)"]["accuracy"] > 0.5),
+      ("1: every completion cut at the limit, correctness 0",
+       t["1 · truncated: 8 new tokens"]["completions/clipped_ratio"] == 1.0
+       and t["1 · truncated: 8 new tokens"]["completions/mean_length"] == 8
+       and t["1 · truncated: 8 new tokens"]["per_func"]["correctness"] == 0.0
+       and t["1 · truncated: 8 new tokens"]["per_func"]["format"] > 0),
+      ("2: reward 0 and every group flat, while accuracy is over 0.5 and no completion is cut",
+       t["2 · a regex stricter than the model's format"]["reward"] == 0.0
+       and t["2 · a regex stricter than the model's format"]["frac_reward_zero_std"] == 1.0
+       and t["2 · a regex stricter than the model's format"]["accuracy"] > 0.5
+       and t["2 · a regex stricter than the model's format"]["completions/clipped_ratio"] == 0.0),
+      ("3: correctness and accuracy both 0, completions shorter than the healthy ones",
+       t["3 · a prompt format the model did not learn"]["per_func"]["correctness"] == 0.0
+       and t["3 · a prompt format the model did not learn"]["accuracy"] == 0.0
+       and t["3 · a prompt format the model did not learn"]["completions/mean_length"]
+       < t["healthy (the preset)"]["completions/mean_length"]),
+      ("4: correctness 0 while accuracy is over 0.5 and the format reward is the healthy one",
+       t["4 · the gold passed under another name"]["per_func"]["correctness"] == 0.0
+       and t["4 · the gold passed under another name"]["accuracy"] > 0.5
+       and t["4 · the gold passed under another name"]["per_func"]["format"]
+       == t["healthy (the preset)"]["per_func"]["format"]))
 
 # %% [markdown]
 # ## 7 · Completions before and after
@@ -981,7 +1170,51 @@ check("9 · what the tutorial's numbers measured",
 #
 # **5.6 · Group size.** Try `G=4` and `G=16` with the same `B = N·G`. Which reaches 80% first, in steps and
 # in seconds?
+
+# %% [markdown]
+# ## Quiz: check yourself
 #
+# Choose an answer to each question *before* you open it. Every answer is a number this notebook printed.
+
+# %%
+from grpo_lib.course.quiz import Question, quiz
+
+quiz("Quiz · notebook 05",
+     Question("At the first update (μ = 1) the loss is about 0. What does that say about the update?",
+              ("nothing moved", "nothing: the gradient is REINFORCE's and the weights moved", "the learning rate is 0"),
+              1, f"|loss| = {abs(stats['loss']):.1e}, grad norm {stats['grad_norm']:.3f} (section 3).",
+              abs(stats["loss"]) < 1e-5 and stats["grad_norm"] > 0),
+     Question("The gallery's R1-tags run: what is its zero-std fraction?",
+              ("about 0.25, like the healthy run", "1.0 at every step: every group is flat", "0 at every step"), 1,
+              "Every completion scores 0, so every advantage is 0 (6.3).",
+              all(m["frac_reward_zero_std"] == 1.0 for m in r1)),
+     Question("A β = 0 run's engine `kl` panel reads 0 at every step. The policy ...",
+              ("has not moved", "may have moved: with no π_ref nothing is measured", "moved back to the start"), 1,
+              f"The gallery's KL to the start is {b0[3]['gallery/kl_to_start']:.3f} by step 4 (6.2).",
+              all(m["kl"] == 0.0 for m in b0) and b0[3]["gallery/kl_to_start"] > 0.01),
+     Question("μ = 4 updates per batch: the clip fraction is non-zero, mostly from ...",
+              ("above (A > 0, ρ > 1 + ε)", "below (A < 0, ρ < 1 − ε)", "both equally"), 1,
+              f"Mean {avg(mu, 'clip_ratio/low_mean'):.2%} low against {avg(mu, 'clip_ratio/high_mean'):.2%} high (6.4).",
+              avg(mu, "clip_ratio/low_mean") > avg(mu, "clip_ratio/high_mean")),
+     Question("As k grows, which of pass@k and maj@k can fall?",
+              ("pass@k", "maj@k", "neither"), 1,
+              "pass@k needs one right sample in k; a majority vote can be won by a common wrong answer (8).",
+              all(bool((c["pass"].diff() >= -1e-12).all()) for c in curves.values())))
+
+# %% [markdown]
+# ## GRPO on one page
+#
+# The whole method on one page, `docs/cheatsheet.md`: background, the key equations with each paper symbol and
+# its `grpo_lib` name, Algorithm 1's three loops as pseudocode, and the metrics to watch. Shown here from the file:
+
+# %%
+from IPython.display import Markdown
+
+import grpo_lib
+
+Markdown((Path(grpo_lib.__file__).resolve().parents[1] / "docs" / "cheatsheet.md").read_text())
+
+# %% [markdown]
 # ## Next
 #
 # Notebook 06 runs this engine on several GPUs: why the tutorial's `nn.DataParallel` and `device_map="auto"`

@@ -143,14 +143,17 @@ check("1 · mixed precision",
       ("pure bf16 changes fewer than 25% of them", changed["pure"] < 0.25))
 
 # %% [markdown]
-# ### Why Qwen stops after `</answer>`
+# ### Why Qwen should stop after `</answer>` (expected, not measured here)
 #
 # The tutorial built its prompt by gluing the system prompt and the question together as plain text, so
-# the Instruct model saw no chat turn and had no reason to end one: it kept writing after `</answer>`.
+# the Instruct model saw no chat turn and had no reason to end one: its saved outputs kept writing after
+# `</answer>`.
 # `build_prompt` uses the tokenizer's chat template (`apply_chat_template`) whenever it has one. Qwen's
 # template is ChatML: the prompt ends with `<|im_start|>assistant\n`, and the model was instruction-tuned
-# to close its turn with `<|im_end|>`, which is its EOS token for generation. So it stops right after
-# `</answer>`, and because the completion mask includes EOS (notebook 05), GRPO keeps rewarding that stop.
+# to close its turn with `<|im_end|>`, which is its EOS token for generation. So it is expected to stop right
+# after `</answer>`, and because the completion mask includes EOS (notebook 05), GRPO keeps training that stop.
+# No Qwen model was run in this course, so this is the expectation from how it was tuned, not a measurement:
+# the first thing to read in a real run's completions (and its `completions/clipped_ratio`).
 # Below, the same function on a tokenizer given a ChatML template (Qwen2.5's, shortened); the tiny tokenizer
 # has none and gets the plain format. (This belongs here rather than in notebook 05: only the Qwen run has a
 # chat template.)
@@ -537,10 +540,14 @@ check("4 · checkpoints",
 # - **activations** of one micro-batch of $b$ completions, $n = b(P+T)$ tokens: every tensor autograd
 #   saves for the backward pass. Korthikanti et al. (2022, *Reducing Activation Recomputation in Large
 #   Transformer Models*, §4.1) count them per layer for GPT: $sbh(34 + 5 n_{heads} s/h)$ bytes
-#   in 16-bit. The same count
+#   in 16-bit, with $s = P + T$ the sequence length, $b$ the micro-batch, $h$ the hidden size. The same count
 #   on Qwen2's layer (RMSNorm in fp32, SwiGLU MLP of width $f$, grouped-query attention through SDPA,
 #   which keeps no $s\times s$ scores) gives per token and per layer
 #   $2((4+a)h + 4) + 2ah + 2ah_q + 2ah'_{kv} + 4n_{heads} + 4af$ (+ $as$ for the padding mask),
+#   where $h_q = n_{heads} d_{head}$ is the width of the queries, $h'_{kv}$ the width of the saved keys (and of
+#   the values), $n_{kv} d_{head}$, except that with a padding mask transformers repeats K and V to every query
+#   head before SDPA, so $h'_{kv} = h_q$ in GRPO's left-padded batches; $f$ is the MLP width and $s$ the
+#   sequence length,
 #   about 106 KiB per token per layer for Qwen2.5-1.5B. `tests/test_course_memory.py` measures this with
 #   `torch.autograd.graph.saved_tensors_hooks` on a small Qwen2 and gets the same bytes;
 # - **gradient checkpointing** keeps only each layer's input ($ah$ per token per layer) and recomputes
@@ -747,17 +754,26 @@ update_flops = 6 * psi * B_tut * (P_tut + T_tut)                               #
 generation_flops = 2 * psi * B_tut * T_tut                                     # forward only, new tokens
 weights_bytes = 2 * psi                                                        # bf16, read once per decode step
 measured_generation_s = 33_600 / 1650                                          # docs/performance.md: 84 x 400 tokens at 1,650 tok/s, H200
+H200_BF16_PEAK = 989e12                                                        # NVIDIA's datasheet, dense bf16 FLOP/s (a spec, not measured)
+update_s_at = {u: update_flops / (H200_BF16_PEAK * u) for u in (0.4, 0.1)}    # the update's time at a utilisation u (estimate)
+breakeven_util = update_flops / (H200_BF16_PEAK * measured_generation_s)       # below this the update would take longer
 markdown_table(["quantity", "value"], [
     ("update: FLOPs (6 Ψ per token, all B·(P+T) tokens)", f"{update_flops:.3g}"),
     ("generation: FLOPs (2 Ψ per new token)", f"{generation_flops:.3g}"),
     ("generation: sequential forward passes", T_tut),
     ("generation: bytes of weights read per pass", f"{weights_bytes / 1e9:.2f} GB"),
     ("generation measured on an H200 (KV cache, 2026-11-26)", f"{measured_generation_s:.1f} s"),
+    ("update estimated at 40% / 10% of the H200's bf16 peak (not measured)",
+     f"{update_s_at[0.4]:.1f} s / {update_s_at[0.1]:.1f} s"),
+    ("utilisation at which the update would take as long as generation", f"{breakeven_util:.1%}"),
 ])
 
 # %% [markdown]
-# Generation does about 5 times fewer FLOPs than the update, yet on the GPU it takes most of the step: 400 passes
-# that cannot run in parallel, each a full read of the weights plus kernel-launch and Python overhead for one
+# Generation does about 5 times fewer FLOPs than the update, yet on the GPU it is expected to take most of the
+# step. The update's time on a GPU was not measured here; the table estimates it from its FLOPs and the H200's
+# datasheet peak: at 40% utilisation (typical of a large dense training step) it is a small fraction of the
+# measured generation time, and it would match generation only below the utilisation in the last row. Why
+# generation is slow: 400 passes that cannot run in parallel, each a full read of the weights plus kernel-launch and Python overhead for one
 # token per row. The measured time is over 50 times the floor that the H200's memory bandwidth (4.8 TB/s) sets.
 # Exercise 6.2 asks for that floor. Faster inference engines (vLLM, SGLang) attack exactly this part, which is
 # why production GRPO trainers generate with them (TRL's `use_vllm`, section 6). On the tiny CPU run generation is
@@ -768,20 +784,28 @@ markdown_table(["quantity", "value"], [
 check("5 · why generation dominates",
       ("the update does about 5 times the arithmetic of generation", 4.5 < update_flops / generation_flops < 5.5),
       ("the measured generation time is over 50 times the bandwidth floor (4.8 TB/s)",
-       measured_generation_s > 50 * T_tut * weights_bytes / 4.8e12))
+       measured_generation_s > 50 * T_tut * weights_bytes / 4.8e12),
+      ("estimated update time, even at 10% of peak, is under a third of the measured generation time",
+       update_s_at[0.1] < measured_generation_s / 3),
+      ("the update would take as long as generation only below 5% utilisation", breakeven_util < 0.05))
 
 
 # %% [markdown]
-# **6.2 · The floor under generation time (fill in).** Write `my_decode_floor(n_params, bytes_per_param, T, B,
-# bandwidth)`: a lower bound, in seconds, on generating `T` new tokens for `B` rows at once with a model of
-# `n_params` weights of `bytes_per_param` bytes each, on a GPU that reads `bandwidth` bytes per second from its
-# memory (ignore the KV cache and all overheads). Then compare it with the measured 20.4 s above: what takes the
-# rest of the time? Stuck? `hint("6.2")`.
+# **6.2 · The floor under generation time, with the KV cache (fill in).** The check above compares the
+# measured time with the weights alone. Generation also reads the KV cache. Write `my_decode_floor(n_params,
+# bytes_per_param, T, B, bandwidth, P, kv_bytes_per_token)`: a lower bound, in seconds, on generating `T` new
+# tokens for `B` rows of `P`-token prompts at once with a model of `n_params` weights of `bytes_per_param` bytes
+# each, on a GPU that reads `bandwidth` bytes per second from its memory, when every token a row has seen costs
+# `kv_bytes_per_token` bytes of cache (at the step that generates token t a row's cache holds its P prompt
+# tokens and the t − 1 tokens before; ignore all overheads). Which part grows with B? Then compare it with the
+# measured 20.4 s above: what takes the rest of the time? Stuck? `hint("6.2")`.
 
 # %% tags=["solution"]
-def my_decode_floor(n_params, bytes_per_param, T, B, bandwidth):   # -> seconds
+def my_decode_floor(n_params, bytes_per_param, T, B, bandwidth, P, kv_bytes_per_token):   # -> seconds
     ### BEGIN SOLUTION
-    return T * n_params * bytes_per_param / bandwidth    # every decode step reads all weights once, for all B rows
+    weights = T * n_params * bytes_per_param              # every step reads all weights once, for all B rows
+    cache = B * kv_bytes_per_token * sum(P + t - 1 for t in range(1, T + 1))   # each row reads its own cache
+    return (weights + cache) / bandwidth
     ### END SOLUTION
 
 check_decode_floor(my_decode_floor);
@@ -882,7 +906,8 @@ check("6 · the same run on TRL",
 #
 # The Qwen run is notebook 05's engine with another preset: 7 prompts × 12 completions per GPU, 400 new tokens,
 # mixed precision (fp32 master weights and AdamW, bf16 compute: pure bf16 rounds away most updates at lr 5e-6),
-# and the chat template, which makes Qwen stop after `</answer>`.
+# and the chat template, with which Qwen-Instruct is expected to stop after `</answer>` (it was tuned on
+# ChatML turns that end in `<|im_end|>`; no Qwen run here measured it).
 #
 # On several GPUs the tutorial's `nn.DataParallel` never ran (every call went through `model.module`)
 # and `device_map="auto"` only split the layers, so the GPUs took turns. DistributedDataParallel runs
@@ -894,7 +919,8 @@ check("6 · the same run on TRL",
 # never stopped. The memory planner says the tutorial's settings fit a 24 GB card with gradient checkpointing
 # and micro-batches of 12 and need an 80 GB card without checkpointing; an H100 measurement of one micro-batch
 # agrees within 10%. The preset's mixed precision needs an 80 GB card (planned in section 5), not yet
-# measured. At this scale generation dominates the step, which is what TRL's vLLM route addresses; the recipe
+# measured. At this scale generation is expected to dominate the step (generation measured on an H200; the
+# update estimated from its FLOPs, not measured), which is what TRL's vLLM route addresses; the recipe
 # maps every option of this course onto TRL's `GRPOTrainer`.
 #
 # ## What this notebook added to grpo_lib
@@ -928,7 +954,34 @@ check("6 · the same run on TRL",
 # your GPU for the tutorial's batch, with and without gradient checkpointing, and the largest `G` at
 # `micro_batch_size=12`. Which term of the table grows with G, and which does not? What does ZeRO stage 1
 # (`zero_stage=1`) save on 8 GPUs?
+
+# %% [markdown]
+# ## Quiz: check yourself
 #
+# Choose an answer to each question *before* you open it. Every answer is a number this notebook printed.
+
+# %%
+from grpo_lib.course.quiz import Question, quiz
+
+plain = scenarios["tutorial settings, pure bf16: G 12, N 7, micro-batch 12, checkpointing"]
+quiz("Quiz · notebook 06",
+     Question("The update does about 5 times the FLOPs of generation. Which is expected to take most of a GPU step?",
+              ("the update", "generation", "they take the same time"), 1,
+              f"Generation was measured at {measured_generation_s:.1f} s on an H200; the update is estimated at "
+              f"{update_s_at[0.4]:.1f} s at 40% of peak (not measured): T sequential passes, each reading every "
+              f"weight (5).",
+              update_s_at[0.1] < measured_generation_s / 3),
+     Question("TRL's `num_iterations` is which loop of DeepSeekMath's Algorithm 1?",
+              ("the outer iterations I (π_ref reset)", "μ, the updates per sampled batch", "the steps M"), 1,
+              "TRL's outer loop is `sync_ref_model` (6).", TRL_NAMES["mu"] == "num_iterations"),
+     Question("The tutorial's settings with gradient checkpointing and micro-batches of 12: do they fit a 24 GB card?",
+              ("yes", "no"), 0,
+              f"The planner gives {plain.peak_gib:.1f} GiB per GPU, under 90% of 24 (5).", plain.fits(24)),
+     Question("Several GPUs with DDP: what does each process hold?",
+              ("a slice of the layers", "the whole model and whole groups of its own prompts", "one completion"), 1,
+              "DDP replicates the model and averages the gradients in the backward pass (2).", True))
+
+# %% [markdown]
 # ## Next
 #
 # Check the memory plan of your GPUs (section 5), then run the Qwen preset with the commands of sections 1 and 3,

@@ -20,8 +20,11 @@ The exercise convention of the course (docs/teaching.md has the instructor's sid
   the wrong shape, NaN): a student copy with every exercise still blank runs top to bottom under nbmake.
 - Hints are progressive (issue 12) for a checker that passes `run_cases(..., key_step=...)`: every "not yet"
   names the failing case and gives a nudge toward the idea, never the formula; the key step (the formula or
-  line that answers the exercise) is printed only by `hint("N.K")` or after `SHOW_KEY_STEP_AFTER` wrong
-  answers. A blank exercise is not a wrong answer, so Run All on a student copy shows no answer.
+  line that answers the exercise) is printed only by `hint("N.K")` (its first call gives the nudge, the second
+  the key step) or after `SHOW_KEY_STEP_AFTER` wrong answers. A blank exercise is not a wrong answer, so Run All
+  on a student copy shows no answer.
+- A checker whose exercise the library already answers passes `run_cases(..., references=...)`: a learner's
+  function that is, wraps or calls one of those functions gets "✗ Not yet" naming it (`calls_reference`).
 
 Used by: every checker of grpo_lib.course.exercises (ex01 ... ex06), in each notebook's "Exercises" section.
 """
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import functools
 import re
+import types
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -144,28 +148,40 @@ def register_hints(exercise: str, nudge: str, key_step: str) -> None:
     KEY_STEPS[exercise] = (nudge, key_step)
 
 
-def hint(exercise: str, level: int = 2) -> str:
-    """Print (and return) exercise N.K's hint: level 1 the nudge the checker prints, level 2 the key step.
+_hints_shown: dict[str, int] = {}
 
-    The key step is the formula or the line that answers the exercise; a checker prints it by itself only
-    after `SHOW_KEY_STEP_AFTER` wrong answers, so Run All on a student copy never shows it.
+
+def hint(exercise: str, level: int | None = None) -> str:
+    """Print (and return) exercise N.K's hint: level 1 the nudge, level 2 the key step.
+
+    Without `level`, the first call for an exercise gives level 1 (the nudge) and every later call level 2 (the
+    key step), so asking once never gives the answer away. The key step is the formula or the line that answers
+    the exercise; a checker prints it by itself only after `SHOW_KEY_STEP_AFTER` wrong answers, so Run All on a
+    student copy never shows it.
     """
     if exercise not in KEY_STEPS:
         text = f"No hints for exercise {exercise!r}; exercises with hints: {', '.join(sorted(KEY_STEPS)) or 'none yet'}."
-    elif level not in (1, 2):
+    elif level is not None and level not in (1, 2):
         text = f"level must be 1 (a nudge) or 2 (the key step), got {level!r}."
     else:
+        if level is None:
+            level = 1 if _hints_shown.get(exercise, 0) == 0 else 2
+        _hints_shown[exercise] = _hints_shown.get(exercise, 0) + 1
         text = f"Exercise {exercise}, hint {level}: {KEY_STEPS[exercise][level - 1]}"
+        if level == 1:
+            text += f'\n  (hint("{exercise}") again gives the key step.)'
     print(text)
     return text
 
 
 def reset_attempts(exercise: str | None = None) -> None:
-    """Forget the wrong-answer counts (all of them, or one exercise's)."""
+    """Forget the wrong-answer counts and the hints shown (all of them, or one exercise's)."""
     if exercise is None:
         _wrong_answers.clear()
+        _hints_shown.clear()
     else:
         _wrong_answers.pop(exercise, None)
+        _hints_shown.pop(exercise, None)
 
 
 def _with_key_step(exercise: str, message: str, wrong: bool) -> str:
@@ -177,7 +193,95 @@ def _with_key_step(exercise: str, message: str, wrong: bool) -> str:
         n = _wrong_answers[exercise]
         if n >= SHOW_KEY_STEP_AFTER:
             return f"{message}\n  Wrong answer {n}, so here is the key step: {KEY_STEPS[exercise][1]}"
-    return f'{message}\n  (hint("{exercise}") shows the key step, when you want it.)'
+    return f'{message}\n  (hint("{exercise}") gives a nudge, and a second call the key step, when you want them.)'
+
+
+def _code_names(code: Any) -> set[str]:
+    """Every global or attribute name a code object (and the functions, lambdas and classes inside it) uses."""
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if hasattr(const, "co_names"):
+            names |= _code_names(const)
+    return names
+
+
+def calls_reference(fn: Any, references: Iterable[Callable], _seen: set[int] | None = None) -> str | None:
+    """The name of a reference answer that `fn` is, wraps or calls; None when it does none of these.
+
+    An exercise asks the learner to write a function the library already has (the notebook imports it for other
+    cells). This finds the shortcut of handing the library's function in: `fn` is a reference (or has its code),
+    wraps one (`functools.wraps`, `functools.partial`, a closure, a default argument), or calls one by name,
+    directly, under another name bound to it, as a module attribute (`grpo_lib.rewards.strict_format_reward`), or
+    through a helper function of the learner's that does (followed to any depth). A name bound to something else
+    (the learner's own function called `completion_mask`) is followed, not flagged. Indirect routes (`getattr`
+    with a computed name, `eval`) are not detected: this stops the accidental shortcut, not a determined one.
+
+    Args:
+        fn: the learner's function.
+        references: the library functions that answer the exercise.
+
+    Returns:
+        the reference's `__name__`, or None.
+    """
+    refs = [r for r in references if callable(r)]
+    by_code = {id(getattr(r, "__code__", None)): r.__name__ for r in refs if hasattr(r, "__code__")}
+    by_obj = {id(r): r.__name__ for r in refs}
+    ref_names = {r.__name__ for r in refs}
+    seen = set() if _seen is None else _seen
+    if id(fn) in seen:
+        return None
+    seen.add(id(fn))
+    if id(fn) in by_obj:
+        return by_obj[id(fn)]
+    if isinstance(fn, functools.partial):
+        return calls_reference(fn.func, refs, seen)
+    if getattr(fn, "__wrapped__", None) is not None:
+        found = calls_reference(fn.__wrapped__, refs, seen)
+        if found:
+            return found
+    fn = getattr(fn, "__func__", fn)                                   # a bound method: its function
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        return None
+    if id(code) in by_code:
+        return by_code[id(code)]
+    inner = [c.cell_contents for c in (fn.__closure__ or ()) if _has_contents(c)]
+    inner += list(fn.__defaults__ or ()) + list((fn.__kwdefaults__ or {}).values())
+    glob = getattr(fn, "__globals__", {})
+    builtins = glob.get("__builtins__", {})
+    builtins = builtins if isinstance(builtins, dict) else vars(builtins)
+    for name in sorted(_code_names(code)):
+        if name in glob:
+            inner.append(glob[name])
+        elif name in ref_names and name not in builtins:               # an attribute: module.reference(...)
+            return name
+    for obj in inner:
+        if id(obj) in by_obj:
+            return by_obj[id(obj)]
+        if _is_learners(obj):
+            found = calls_reference(obj, refs, seen)                    # the learner's own helper: follow it
+            if found:
+                return found
+    return None
+
+
+def _is_learners(obj: Any) -> bool:
+    """True for a Python function (or partial) written outside grpo_lib and outside installed packages."""
+    if isinstance(obj, functools.partial):
+        return True
+    if not isinstance(obj, (types.FunctionType, types.MethodType)):
+        return False
+    module = str(getattr(obj, "__module__", "") or "")
+    filename = getattr(getattr(getattr(obj, "__func__", obj), "__code__", None), "co_filename", "")
+    return not module.startswith("grpo_lib") and "site-packages" not in filename and "/lib/python" not in filename
+
+
+def _has_contents(cell: Any) -> bool:
+    try:
+        cell.cell_contents
+    except ValueError:                                                  # an empty cell (a name not yet bound)
+        return False
+    return True
 
 
 class Case(NamedTuple):
@@ -238,7 +342,7 @@ def run_cases(fn: Callable, cases: Iterable[Case], *, exercise: str, blank_hint:
               error_hint: str | Callable[[str], str], read: Callable[[Any, Case], Any],
               matches: Callable[[Any, Any], bool], hint: Callable[[Case, Any], str], show: Callable[[Any], str],
               success: str, show_got: Callable[[Any], str] | None = None,
-              key_step: str | None = None) -> CheckResult:
+              key_step: str | None = None, references: Iterable[Callable] = ()) -> CheckResult:
     """The loop every checker runs: call the learner's function on each case, stop at the first failure.
 
     For each case, in order: the placeholder's NotImplementedError gives "✗ Not yet: Exercise N.K is not
@@ -252,9 +356,12 @@ def run_cases(fn: Callable, cases: Iterable[Case], *, exercise: str, blank_hint:
         cases: the `Case`s, tried in order (the most telling case first).
         exercise: "N.K", used when the placeholder's message does not name it.
         show: formats an expected value for the message; `show_got` (default `show`) formats the learner's.
-        key_step: the formula or line that answers the exercise (issue 12's progressive hints). When given,
+        key_step: the formula or line that answers the exercise (progressive hints). When given,
             `blank_hint` must be a nudge that does not give it away; the key step is printed only by
-            `hint("N.K")` or after `SHOW_KEY_STEP_AFTER` wrong answers (a blank exercise is not one).
+            `hint("N.K")` (its second call) or after `SHOW_KEY_STEP_AFTER` wrong answers (a blank exercise is
+            not one).
+        references: the library functions that answer the exercise. A learner's function that is, wraps or
+            calls one of them (`calls_reference`) is not checked: it gets "✗ Not yet" naming the function.
 
     Returns:
         the printed `CheckResult`, truthy only when every case passed.
@@ -266,6 +373,11 @@ def run_cases(fn: Callable, cases: Iterable[Case], *, exercise: str, blank_hint:
     def say(message: str, wrong: bool) -> CheckResult:
         return report(False, _with_key_step(exercise, message, wrong))
 
+    used = calls_reference(fn, references) if references else None
+    if used:
+        return say(f"✗ Not yet: your function calls `{used}`, the library's answer to Exercise {exercise}. "
+                   f"Write it yourself; compare with `{used}` afterwards.\n"
+                   f"  Hint: {blank_hint}", wrong=False)
     for case in cases:
         got, error = call(fn, *_fresh(case.args))
         if is_unfilled(error):

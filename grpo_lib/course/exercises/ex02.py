@@ -28,8 +28,8 @@ from grpo_lib.course.exercises.checking import ERROR_HINT, read_number as _one_n
 from grpo_lib.loss import grpo_loss
 
 
-FLAT_NUDGE = ("a group is flat when all G answers land on the same reward value: for each question add up the "
-              "chance of that for every value, then combine the questions.")
+FLAT_NUDGE = ("start with one question and G = 2: list every way its two answers can leave the advantages all 0. "
+              "Then ask whether a batch of one easy and one hard question is as likely to be flat as two medium ones.")
 FLAT_KEY = "(probs ** G).sum(dim=-1).mean(): per question Σ_k p_k^G, then the mean over the questions."
 FLAT_CASES = (("one question, right half the time, G = 2: probs = [[0.5, 0.5]]", [[0.5, 0.5]], 2),
               ("one question with three reward values (0, 0.8, 2.8), G = 4: probs = [[0.5, 0.3, 0.2]]",

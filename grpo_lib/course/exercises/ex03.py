@@ -73,7 +73,7 @@ def check_strict_format(fn: Callable[[str], Any]) -> CheckResult:
         hint=lambda case, got: _STRICT_FORMAT_HINTS.get(kinds[case.name], "one <reasoning>…</reasoning> then one "
                                                        "<answer>…</answer>, non-empty, nothing but whitespace around "
                                                        "them."),
-        show=str,
+        show=str, references=(strict_format_reward,),
         success=f"✓ Correct: your rule agrees with strict_format_reward on all {len(STRICT_FORMAT_CASES)} cases.")
 
 
@@ -96,6 +96,19 @@ def _fisher_hint(case: Case, value: float) -> str:
     return "fix the totals and count how likely each split of the right answers is, if both accuracies were equal."
 
 
+def _scipy_fisher() -> tuple:
+    """scipy.stats.fisher_exact when scipy is installed: a learner may reach for it instead of the idea."""
+    try:
+        from scipy.stats import fisher_exact  # optional: only to recognise it in a learner's answer
+    except ImportError:
+        return ()
+    return (fisher_exact,)
+
+
+FISHER_REFERENCES = (fisher_exact_2x2, *_scipy_fisher())
+"""what answers exercise 3.2 already: the library's test (and scipy's, when installed)"""
+
+
 @never_raises("3.2")
 def check_fisher(fn: Callable[[int, int, int, int], Any]) -> CheckResult:
     """Exercise 3.2: the two-sided Fisher exact test p-value."""
@@ -105,5 +118,5 @@ def check_fisher(fn: Callable[[int, int, int, int], Any]) -> CheckResult:
         ("27 of 30 vs 7 of 9 (the same two, swapped)", (27, 30, 7, 9)))]
     return run_cases(fn, cases, exercise="3.2", blank_hint=FISHER_NUDGE, key_step=FISHER_KEY, error_hint=ERROR_HINT,
                      read=_one_number, matches=lambda got, exp: math.isclose(got, exp, abs_tol=1e-4),
-                     hint=_fisher_hint, show=lambda v: f"{v:.4f}",
+                     hint=_fisher_hint, show=lambda v: f"{v:.4f}", references=FISHER_REFERENCES,
                      success="✓ Correct: 7/9 vs 27/30 gives p = 0.572. Thirty questions cannot tell 78% from 90% apart.")

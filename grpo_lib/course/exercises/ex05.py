@@ -31,6 +31,7 @@ import torch
 from grpo_lib.course.exercises.checking import ERROR_HINT, Case, CheckResult, Rejected, as_tensor, fmt, never_raises, \
     run_cases
 from grpo_lib.course.exercises.checking import read_number as _one_number
+from grpo_lib.evaluation import maj_at_k
 from grpo_lib.logprobs import completion_mask
 
 __all__ = ["CheckResult", "MASK_KEY", "MASK_NUDGE", "MASK_CASES", "reference_mask", "check_completion_mask",
@@ -123,7 +124,7 @@ def check_completion_mask(fn: Callable[[torch.Tensor, list[int]], Any]) -> Check
     cases = [Case(name, (ids, list(eos_ids)), reference_mask(ids, eos_ids)) for name, ids, eos_ids in MASK_CASES]
     return run_cases(fn, cases, exercise="5.1", blank_hint=MASK_NUDGE, key_step=MASK_KEY, error_hint=ERROR_HINT,
                      read=_read_mask, matches=lambda got, exp: bool(torch.equal(got, exp)), hint=_mask_hint,
-                     show=lambda t: str(t.int().tolist()),
+                     show=lambda t: str(t.int().tolist()), references=(completion_mask, reference_mask),
                      success="✓ Correct: the stop token is trained, the padding after it is not, and a truncated "
                              "completion counts whole: the mask `generate_completions` builds.")
 
@@ -188,7 +189,7 @@ def check_maj_two_answers(fn: Callable[[int, int, int], Any]) -> CheckResult:
     cases = [Case(name, args, maj_two_answers(*args)) for name, args in MAJ_CASES]
     return run_cases(fn, cases, exercise="5.2", blank_hint=MAJ_NUDGE, key_step=MAJ_KEY, error_hint=ERROR_HINT,
                      read=_one_number, matches=lambda got, exp: math.isclose(got, exp, rel_tol=1e-6, abs_tol=1e-7),
-                     hint=_maj_hint, show=lambda v: f"{v:.4f}",
+                     hint=_maj_hint, show=lambda v: f"{v:.4f}", references=(maj_at_k, maj_two_answers),
                      success="✓ Correct: a random k-subset holds t right samples with a hypergeometric probability, "
                              "and the vote is won when 2t > k (half the time when 2t = k). With c/n below 1/2 maj@k "
                              "falls as k grows, while pass@k rises: voting rewards a policy whose right answer is "
