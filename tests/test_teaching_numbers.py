@@ -59,7 +59,7 @@ def test_gallery_length_run_signs_are_the_committed_runs():
     rows = [json.loads(line) for name in ("long_grpo", "long_dr_grpo")
             for line in (ROOT / "grpo_lib" / "assets" / "gallery" / name / "metrics.jsonl").read_text().splitlines()]
     acc = sum(r["accuracy"] for r in rows) / len(rows)
-    fmt = sum(r["reward/format"] for r in rows) / len(rows)
+    fmt = sum(r["rewards/format/mean"] for r in rows) / len(rows)
     assert f"the batch accuracy is under 3% ({acc:.3f} over both runs) and the mean format reward {fmt:.2f} of 0.8" \
         in GUIDE and acc < 0.03
 

@@ -557,7 +557,7 @@ markdown_table(["run", "accuracy step 1 → 2", "KL step 2 (and step 40)", "entr
                [(name, f"{rows[0]['accuracy']:.2f} → {rows[1]['accuracy']:.2f}",
                  f"{rows[1]['kl']:.3f} ({rows[-1]['kl']:.3f})", f"{rows[1]['entropy'] / rows[0]['entropy']:.1f}×",
                  f"{avg(rows[-10:], 'entropy') / rows[0]['entropy']:.0f}×",
-                 f"{avg(rows[-10:], 'reward'):.2f} ({avg(rows[-10:], 'reward/format'):.2f})",
+                 f"{avg(rows[-10:], 'reward'):.2f} ({avg(rows[-10:], 'rewards/format/mean'):.2f})",
                  next((m["step"] for m in rows if m["completions/clipped_ratio"] > 0.5), "never"),
                  "{:.1f} ({})".format(*max((m["grad_norm"], m["step"]) for m in rows)))
                 for name, rows in (("healthy", healthy), ("lr_high (η = 2e-3)", hi))])
@@ -736,7 +736,7 @@ check("6.4 · μ = 4",
 
 # %%
 lg, ld = gallery["long_grpo"]["metrics"], gallery["long_dr_grpo"]["metrics"]
-acc_long, fmt_long = avg(lg + ld, "accuracy"), avg(lg + ld, "reward/format")
+acc_long, fmt_long = avg(lg + ld, "accuracy"), avg(lg + ld, "rewards/format/mean")
 print(f"both runs, all 80 steps: batch accuracy {acc_long:.3f}, mean format reward {fmt_long:.3f} of 0.8 "
       f"({fmt_long / 0.8:.0%} of the tags written)")
 gallery_dashboard("long_grpo")
@@ -836,7 +836,7 @@ for name, (max_new, prompt_format, funcs) in causes.items():
                     "completions/mean_length": ro.completion_lengths.float().mean().item(),
                     "completions/clipped_ratio": ro.truncated.float().mean().item(),
                     "text": ro.texts[0]}
-markdown_table(["cause", "reward", "reward/<name>", "accuracy", "frac_reward_zero_std", "completions/mean_length",
+markdown_table(["cause", "reward", "rewards/<name>/mean", "accuracy", "frac_reward_zero_std", "completions/mean_length",
                 "completions/clipped_ratio", "first completion"],
                [(name, t["reward"], ", ".join(f"{k} {v:.2f}" for k, v in t["per_func"].items()), t["accuracy"],
                  t["frac_reward_zero_std"], t["completions/mean_length"], t["completions/clipped_ratio"],
@@ -850,7 +850,7 @@ markdown_table(["cause", "reward", "reward/<name>", "accuracy", "frac_reward_zer
 # | 1 · truncated | `completions/clipped_ratio` 1.0 and `completions/mean_length` at the limit; the format reward pays for the tags written before the cut | raise `max_completion_length` (read one completion: it ends mid-reasoning) |
 # | 2 · stricter regex | the reward function's own mean is 0 and every group is flat, while the engine's `accuracy` (its own strict check) is high and the completions read right | test the reward function on the model's real completions before training |
 # | 3 · prompt format | `accuracy` 0 as well, the completions are garbled or shorter | build the prompt as the model learned it (`build_prompt`: Qwen's chat template) |
-# | 4 · wrong arguments | `reward/correctness` 0 while `accuracy` is not, and the format reward is normal | check which keyword arguments the engine passes (`prompts`, `completions`, `answer`) |
+# | 4 · wrong arguments | `rewards/correctness/mean` 0 while `accuracy` is not, and the format reward is normal | check which keyword arguments the engine passes (`prompts`, `completions`, `answer`) |
 #
 # The pair to remember: `accuracy` is computed by the engine, independently of your reward functions. When the
 # reward says 0 and `accuracy` does not, the bug is in the reward (causes 2 and 4); when both are 0, look at the
