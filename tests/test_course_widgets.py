@@ -16,6 +16,7 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from IPython.core.pylabtools import print_figure  # noqa: E402
 
+from grpo_lib.course import widgets  # noqa: E402
 from grpo_lib.course.widgets import FigureSlider, beta_slider, epsilon_slider  # noqa: E402
 
 
@@ -147,15 +148,35 @@ def shown_png(w) -> bytes:
     return base64.b64decode(out["data"]["image/png"])
 
 
+class FakeShell:
+    """A kernel's shell as far as `figure_output` sees it: a display formatter that makes `made` for a Figure."""
+
+    def __init__(self, made):
+        self.display_formatter = type("Formatter", (), {"format": staticmethod(lambda fig: (made(fig), {}))})()
+
+
 @pytest.mark.parametrize("make, value", [(epsilon_slider, 0.35), (beta_slider, 1.25)])
-def test_slider_shows_exactly_the_current_figure(make, value):
+def test_in_a_kernel_the_slider_shows_exactly_the_current_figure(make, value, monkeypatch):
+    # a kernel without `%matplotlib inline`: its formatter makes only text, so the slider renders the PNG
+    monkeypatch.setattr(widgets, "get_ipython", lambda: FakeShell(lambda fig: {"text/plain": "<Figure>"}))
     w = make()
     first = shown_png(w)
     assert first[:8] == b"\x89PNG\r\n\x1a\n"
     assert first == base64.b64decode(print_figure(w.result, "png", base64=True))
+    assert w.children[-1].outputs[0]["data"]["text/plain"] == "<Figure>"
     w.children[0].value = value
     assert shown_png(w) == base64.b64decode(print_figure(w.result, "png", base64=True))
     assert shown_png(w) != first                                   # replaced, not appended (one output)
+
+
+def test_a_kernel_s_own_png_is_used_as_it_is(monkeypatch):
+    monkeypatch.setattr(widgets, "get_ipython", lambda: FakeShell(lambda fig: {"image/png": "QUJD", "text/plain": "f"}))
+    assert shown_png(epsilon_slider()) == b"ABC"
+
+
+def test_outside_ipython_no_image_is_rendered():
+    (out,) = epsilon_slider().children[-1].outputs
+    assert set(out["data"]) == {"text/plain"} and out["data"]["text/plain"].startswith("<Figure")
 
 
 def test_sliders_never_capture_output(monkeypatch):

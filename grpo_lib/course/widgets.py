@@ -48,13 +48,16 @@ def figure_output(fig: Figure) -> dict[str, Any]:
     """One `display_data` output holding `fig` as a PNG, formatted as `display(fig)` would in this kernel.
 
     Inside IPython the shell's own formatter is used (same image and size as the plain call above the
-    slider); where it makes no PNG (no `%matplotlib inline`, or no kernel: the tests) IPython's
-    `print_figure`, which the inline backend also calls.
+    slider), with IPython's `print_figure` (which the inline backend also calls) where it makes no PNG (no
+    `%matplotlib inline`). Outside IPython (plain Python, the tests) no front end can show the output area,
+    so only the text form is made and no image is rendered.
     """
     ip = get_ipython()
-    data, metadata = ip.display_formatter.format(fig) if ip is not None else ({}, {})
-    if "image/png" not in data:       # no `%matplotlib inline` in this kernel, or no kernel at all
-        data, metadata = {"image/png": print_figure(fig, "png", base64=True), "text/plain": repr(fig)}, {}
+    if ip is None:
+        return {"output_type": "display_data", "data": {"text/plain": repr(fig)}, "metadata": {}}
+    data, metadata = ip.display_formatter.format(fig)
+    if "image/png" not in data:
+        data = {**data, "image/png": print_figure(fig, "png", base64=True)}
     return {"output_type": "display_data", "data": data, "metadata": metadata}
 
 
