@@ -109,6 +109,7 @@ def make_trainer(model: nn.Module, tokenizer: Any, *, G: int = 4, loss_type: str
         epsilon_high=epsilon if epsilon_high is None else epsilon_high,
         temperature=temperature, scale_rewards=scale_rewards, top_k=0, top_p=1.0, seed=0,
         use_bias_correction_kl=use_bias_correction_kl,
+        activation_checkpointing=True,   # TRL's default (its gradient_checkpointing=True), under transformers 5's name
     )
     trainer = GRPOTrainer(model=model, reward_funcs=given_reward, args=args, train_dataset=dataset,
                           processing_class=tokenizer)
