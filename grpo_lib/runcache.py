@@ -15,7 +15,8 @@ Choices made here:
    changes the progress bar). A run given its own model, tokenizer, reward functions or callback, a resumed
    run, and a multi-process run are never reused: their behaviour is not a function of the config alone.
 3. The reused run is a copy: its files are copied into the new `output_dir` and the returned TrainResult is
-   loaded from a file, so the two copies never share a model object.
+   loaded from a file, so the two copies never share a model object. The random-number states (torch,
+   Python, NumPy) are restored to what the real run left, so the cells after `train()` draw the same numbers.
 """
 
 from __future__ import annotations
@@ -76,6 +77,7 @@ def load(cfg: Any) -> Any | None:
             shutil.copy2(item, target)
     result = torch.load(folder / "result.pt", weights_only=False)
     result.output_dir = out
+    _set_rng(torch.load(folder / "rng.pt", weights_only=False))
     print(f"[run cache] reused the finished run with exactly these settings ({ENV}={cache_dir()}, "
           f"key {folder.name}): files copied to {out}; no training ran")
     return result
@@ -88,5 +90,22 @@ def store(cfg: Any, result: Any) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(Path(cfg.output_dir), tmp / "files")
     torch.save(result, tmp / "result.pt")
+    torch.save(_get_rng(), tmp / "rng.pt")
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)
+
+
+def _get_rng() -> dict[str, Any]:
+    import random
+
+    import numpy as np
+    return {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+
+
+def _set_rng(state: dict[str, Any]) -> None:
+    import random
+
+    import numpy as np
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])

@@ -1,5 +1,8 @@
 """grpo_lib.runcache: within one test session (GRPO_RUN_CACHE), a run with exactly the same settings is copied,
 not trained again; anything else trains."""
+import random
+
+import numpy as np
 import pytest
 import torch
 
@@ -44,6 +47,16 @@ def test_the_same_settings_are_copied_and_say_so(trainings, tmp_path, capsys):
     for (k, v), (k2, v2) in zip(first.model.state_dict().items(), second.model.state_dict().items()):
         assert k == k2 and torch.equal(v, v2)
     assert second.eval_after.samples == first.eval_after.samples and second.evals == first.evals
+
+
+def test_the_random_state_after_a_reused_run_is_the_one_the_real_run_left(trainings, tmp_path):
+    train(cfg_in(tmp_path / "a"))
+    after_real = (torch.rand(3), random.random(), np.random.rand())
+    torch.manual_seed(123), random.seed(123), np.random.seed(123)        # anything else in between
+    train(cfg_in(tmp_path / "b"))
+    assert len(trainings) == 1
+    after_copy = (torch.rand(3), random.random(), np.random.rand())
+    assert torch.equal(after_copy[0], after_real[0]) and after_copy[1:] == after_real[1:]
 
 
 def test_any_other_setting_trains_again(trainings, tmp_path):
