@@ -84,7 +84,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from grpo_lib import checkpoint, dist, rundir
+from grpo_lib import checkpoint, dist, runcache, rundir
 from grpo_lib.config import GRPOConfig
 from grpo_lib.data import build_prompt, check_prompts_fit, load_problems, max_context, prompts_for_step
 from grpo_lib.evaluation import EvalResult, evaluate
@@ -297,10 +297,19 @@ def train(cfg: GRPOConfig, *, model: nn.Module | None = None, tokenizer: Any = N
     lock = _take_output_dir(cfg, out, ckpt) if info.is_main else None    # one run per folder, held to the end
     failure = FailureRecorder(out, cfg.to_dict(), world, None if ckpt is None else ckpt.path,
                               None if ckpt is None else ckpt.skipped, write=info.is_main)
+    # within one test session (GRPO_RUN_CACHE, set only by the test command) a run with exactly these settings
+    # that already finished is copied instead of trained again (grpo_lib.runcache)
+    plain = all(arg is None for arg in (model, tokenizer, reward_funcs, callback))
+    cache = runcache.reusable(cfg, world_size=world, plain=plain)
     try:
+        if cache and (cached := runcache.load(cfg)) is not None:
+            return cached
         with StopSignals() as failure.signals:       # SIGTERM/SIGINT/SIGHUP: stop at the next step (failures choice 5)
-            return _train(cfg, info, ckpt, faults, failure, t_start, model=model, tokenizer=tokenizer,
-                          reward_funcs=reward_funcs, callback=callback, precision=precision, N_global=N_global)
+            result = _train(cfg, info, ckpt, faults, failure, t_start, model=model, tokenizer=tokenizer,
+                            reward_funcs=reward_funcs, callback=callback, precision=precision, N_global=N_global)
+        if cache:
+            runcache.store(cfg, result)
+        return result
     except (RunStopped, StopNow) as e:               # a signal: summary.json "stopped", how to resume
         failure.stopped(e)
         raise

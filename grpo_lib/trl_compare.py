@@ -118,7 +118,9 @@ def make_trainer(model: nn.Module, tokenizer: Any, *, G: int = 4, loss_type: str
         loss_type=loss_type, beta=beta, epsilon=epsilon,
         epsilon_high=epsilon if epsilon_high is None else epsilon_high,
         temperature=temperature, scale_rewards=scale_rewards, top_k=0, top_p=1.0, seed=0,
-        use_bias_correction_kl=use_bias_correction_kl, **trl_kwargs,
+        use_bias_correction_kl=use_bias_correction_kl,
+        activation_checkpointing=True,   # TRL's default (its gradient_checkpointing=True), under transformers 5's name
+        **trl_kwargs,
     )
     funcs = [_given(k) for k in range(len(columns))]
     trainer = GRPOTrainer(model=model, reward_funcs=funcs[0] if len(funcs) == 1 else funcs, args=args, train_dataset=dataset,

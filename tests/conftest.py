@@ -38,3 +38,70 @@ def gsm8k_dir() -> Path:
     if not (GSM8K_DIR / "train.jsonl").exists():
         pytest.skip(f"GSM8K jsonl not found at {GSM8K_DIR} (the course expects ../shared/data/gsm8k)")
     return GSM8K_DIR
+
+
+# --- `bash scripts/dev.sh test --quick` (GRPO_QUICK=1): no training run, no notebook, no multi-process job ----
+# The quick selection is `-m "not slow and not trains and not notebook and not browser"`. So that it stays quick
+# when tests are added, a test it selects that starts a training run, executes a notebook or launches a
+# subprocess job anyway fails here, naming the marker it needs: the markers cannot silently fall out of date.
+# Whole test files that train (each starts train(), torchrun or spawned ranks in most of its tests), and single
+# tests elsewhere that do; the markers are added here so that the test files themselves need no edit.
+MARKED_FILES = {
+    "test_train.py": "trains", "test_failures.py": "trains", "test_checkpoint.py": "trains",
+    "test_ddp.py": "trains", "test_qwen_preset.py": "trains", "test_course_gallery.py": "trains",
+    "test_trl_recipe.py": "trains", "test_golden_trl.py": "trains", "test_benchmarks.py": "trains",
+    "test_browser_sliders.py": "browser",
+}
+MARKED_TESTS = {
+    "test_precision.py::test_bf16_training_keeps_fp32_master_weights_and_saves_fp32_unless_told": "trains",
+    "test_course_notebook.py::test_a_job_returns_every_rank_s_output_with_its_environment": "trains",
+    "test_course_notebook.py::test_a_failed_job_runs_once_and_raises_with_its_status_and_stderr": "trains",
+    "test_cli.py::test_cli_exits_non_zero_on_a_nan_loss": "trains",
+    "test_notebook_sources.py::test_build_runs_a_notebook_and_a_failure_keeps_the_committed_one": "notebook",
+    "test_notebook_sources.py::test_saving_the_notebook_in_jupyter_writes_its_source": "notebook",
+    "test_student_copies_show_no_answers.py::test_running_a_student_copy_shows_no_answer": "notebook",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        name = Path(str(item.fspath)).name
+        marker = MARKED_FILES.get(name) or MARKED_TESTS.get(f"{name}::{item.originalname}")
+        if marker:
+            item.add_marker(getattr(pytest.mark, marker))
+
+
+QUICK_FORBIDDEN_COMMANDS = {"torch.distributed.run": "trains", "grpo_lib.train": "trains",
+                            "grpo_lib.trl_recipe": "trains", "--nbmake": "notebook", "jupyter": "notebook"}
+
+
+@pytest.fixture(autouse=True)
+def _quick_mode_guard(request, monkeypatch):
+    if os.environ.get("GRPO_QUICK") != "1":
+        yield
+        return
+    import subprocess
+
+    import nbclient
+    import torch.multiprocessing
+
+    import grpo_lib.train
+
+    def refuse(what: str, marker: str):
+        pytest.fail(f"{request.node.nodeid} {what} under --quick: mark it @pytest.mark.{marker} "
+                    "(the quick run leaves those out)", pytrace=False)
+
+    monkeypatch.setattr(grpo_lib.train, "_train", lambda *a, **k: refuse("starts a training run (train())", "trains"))
+    monkeypatch.setattr(torch.multiprocessing, "start_processes",
+                        lambda *a, **k: refuse("spawns worker processes", "trains"))
+    monkeypatch.setattr(nbclient.NotebookClient, "execute", lambda *a, **k: refuse("executes a notebook", "notebook"))
+    popen_init = subprocess.Popen.__init__
+
+    def checked_popen(self, args, *rest, **kwargs):
+        line = args if isinstance(args, str) else " ".join(map(str, args))
+        for needle, marker in QUICK_FORBIDDEN_COMMANDS.items():
+            if needle in line and "--help" not in line:
+                refuse(f"runs `{line[:120]}`", marker)
+        popen_init(self, args, *rest, **kwargs)
+    monkeypatch.setattr(subprocess.Popen, "__init__", checked_popen)
+    yield

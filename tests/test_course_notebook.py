@@ -128,3 +128,14 @@ def test_check_refuses_malformed_facts():
     for bad in ((), (("no value",),), ((1, True),)):
         with pytest.raises(ValueError):
             check("demo", *bad)
+
+
+def test_load_scaled_stretches_only_on_a_busy_machine(monkeypatch):
+    import os
+
+    from grpo_lib.course import notebook
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(os, "getloadavg", lambda: (5.0, 1.0, 1.0))
+    assert notebook.load_scaled(600) == 1500.0                       # 2.5 runnable per core: 2.5x
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.5, 1.0, 1.0))
+    assert notebook.load_scaled(600) == 600.0                        # a quiet machine: never shortened

@@ -1,8 +1,9 @@
 """The ε and β sliders of notebook 04, driven without a browser: set a value, read the redrawn figure.
 
-`interactive` swallows exceptions raised by its callback (it logs them), so every test here checks the
-*result*: a broken callback leaves `.result` stale and the assertions on the figure's data fail.
+Every test here checks the *result* (the figure's data), and the output area's content: exactly one PNG of
+that figure, put there without capturing output (capturing made nbclient stall, see grpo_lib.course.widgets).
 """
+import base64
 
 import matplotlib
 
@@ -13,7 +14,10 @@ import pytest  # noqa: E402
 from ipywidgets import FloatSlider, Output  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from grpo_lib.course.widgets import beta_slider, epsilon_slider  # noqa: E402
+from IPython.core.pylabtools import print_figure  # noqa: E402
+
+from grpo_lib.course import widgets  # noqa: E402
+from grpo_lib.course.widgets import FigureSlider, beta_slider, epsilon_slider  # noqa: E402
 
 
 def by_gid(ax, gid):
@@ -133,3 +137,78 @@ def test_beta_slider_passes_its_fixed_epsilon():
     assert band(w.result) == pytest.approx((0.9, 1.1))
     w.children[0].value = 1.0
     assert band(w.result) == pytest.approx((0.9, 1.1))
+
+
+# --- how the figure reaches the output area ---------------------------------------------------------------
+
+def shown_png(w) -> bytes:
+    """The one output of the slider's output area, which must be a PNG image; its bytes."""
+    (out,) = w.children[-1].outputs
+    assert out["output_type"] == "display_data"
+    return base64.b64decode(out["data"]["image/png"])
+
+
+class FakeShell:
+    """A kernel's shell as far as `figure_output` sees it: a display formatter that makes `made` for a Figure."""
+
+    def __init__(self, made):
+        self.display_formatter = type("Formatter", (), {"format": staticmethod(lambda fig: (made(fig), {}))})()
+
+
+@pytest.mark.parametrize("make, value", [(epsilon_slider, 0.35), (beta_slider, 1.25)])
+def test_in_a_kernel_the_slider_shows_exactly_the_current_figure(make, value, monkeypatch):
+    # a kernel without `%matplotlib inline`: its formatter makes only text, so the slider renders the PNG
+    monkeypatch.setattr(widgets, "get_ipython", lambda: FakeShell(lambda fig: {"text/plain": "<Figure>"}))
+    w = make()
+    first = shown_png(w)
+    assert first[:8] == b"\x89PNG\r\n\x1a\n"
+    assert first == base64.b64decode(print_figure(w.result, "png", base64=True))
+    assert w.children[-1].outputs[0]["data"]["text/plain"] == "<Figure>"
+    w.children[0].value = value
+    assert shown_png(w) == base64.b64decode(print_figure(w.result, "png", base64=True))
+    assert shown_png(w) != first                                   # replaced, not appended (one output)
+
+
+def test_a_kernel_s_own_png_is_used_as_it_is(monkeypatch):
+    monkeypatch.setattr(widgets, "get_ipython", lambda: FakeShell(lambda fig: {"image/png": "QUJD", "text/plain": "f"}))
+    assert shown_png(epsilon_slider()) == b"ABC"
+
+
+def test_outside_ipython_no_image_is_rendered():
+    (out,) = epsilon_slider().children[-1].outputs
+    assert set(out["data"]) == {"text/plain"} and out["data"]["text/plain"].startswith("<Figure")
+
+
+def test_sliders_never_capture_output(monkeypatch):
+    """`with out:` (output capture) is what made nbclient wait for the cell's timeout: never used here."""
+    from ipywidgets import Output
+
+    def refuse(self):
+        raise AssertionError("the slider captured output with `with out:`")
+    monkeypatch.setattr(Output, "__enter__", refuse)
+    for w, value in ((epsilon_slider(), 0.1), (beta_slider(), 0.0)):
+        w.children[0].value = value
+        assert len(w.children[-1].outputs) == 1
+
+
+def test_a_failing_callback_fails_the_first_draw_and_shows_later_errors():
+    calls = []
+
+    def draw(x):
+        calls.append(x)
+        if x > 0.5:
+            raise ValueError(f"cannot draw x = {x}")
+        return epsilon_slider().result
+
+    with pytest.raises(ValueError, match="cannot draw x = 0.9"):
+        FigureSlider(draw, x=FloatSlider(value=0.9, min=0, max=1))
+    w = FigureSlider(draw, x=FloatSlider(value=0.1, min=0, max=1))
+    good = w.result
+    with pytest.raises(ValueError, match="cannot draw x = 0.75"):
+        w.children[0].value = 0.75
+    (out,) = w.children[-1].outputs
+    assert out["output_type"] == "stream" and "ValueError: cannot draw x = 0.75" in out["text"]
+    assert w.result is good                                        # the last good figure is kept
+    w.children[0].value = 0.25
+    assert isinstance(w.result, Figure) and w.children[-1].outputs[0]["output_type"] == "display_data"
+    assert calls == [0.9, 0.1, 0.75, 0.25]

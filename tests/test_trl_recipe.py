@@ -96,13 +96,16 @@ def test_cosine_schedule_matches_ours(needs_trl, tmp_path, warmup):
     cfg = GRPOConfig.tiny(lr_schedule="cosine", steps=20, warmup_steps=warmup)
     args = trl_recipe.trl_args(cfg, tmp_path)
     p = torch.nn.Parameter(torch.zeros(1))
-    _, ours = make_optimizer(torch.nn.Linear(1, 1), cfg)
-    theirs = get_scheduler(args.lr_scheduler_type, torch.optim.AdamW([p], lr=cfg.lr), num_warmup_steps=args.warmup_steps,
+    opt_ours, ours = make_optimizer(torch.nn.Linear(1, 1), cfg)
+    opt_trl = torch.optim.AdamW([p], lr=cfg.lr)
+    theirs = get_scheduler(args.lr_scheduler_type, opt_trl, num_warmup_steps=args.warmup_steps,
                            num_training_steps=cfg.total_steps, scheduler_specific_kwargs=args.lr_scheduler_kwargs)
     lr_ours, lr_trl = [], []
     for _ in range(cfg.total_steps):
         lr_ours.append(ours.get_last_lr()[0])
         lr_trl.append(theirs.get_last_lr()[0])
+        opt_ours.step()          # no gradients, so nothing moves; in the order torch expects (no warning)
+        opt_trl.step()
         ours.step()
         theirs.step()
     assert lr_ours[warmup:] == pytest.approx(lr_trl[warmup:], rel=1e-9)

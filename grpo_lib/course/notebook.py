@@ -105,8 +105,18 @@ def markdown_table(header: Sequence[Any], rows: Iterable[Sequence[Any]], floatfm
     return Markdown(text)
 
 
-def run_torchrun(args: Sequence[str], nproc: int = 2, *, env: dict[str, str] | None = None, timeout: float = 600,
-                 ) -> subprocess.CompletedProcess:
+def load_scaled(seconds: float) -> float:
+    """`seconds` stretched on a busy machine: times the 1-minute load average per usable core, when above 1.
+
+    A limit meant to catch a hang must not fire because other programs share the cores.
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    busy = os.getloadavg()[0] / cores if hasattr(os, "getloadavg") else 1.0
+    return seconds * max(1.0, busy)
+
+
+def run_torchrun(args: Sequence[str], nproc: int = 2, *, env: dict[str, str] | None = None,
+                 timeout: float | None = None) -> subprocess.CompletedProcess:
     """Run `torchrun --standalone --nproc_per_node=nproc ARGS` (as `python -m torch.distributed.run`) and wait.
 
     Each process gets OMP_NUM_THREADS=1 (k processes share the cores) unless `env` says otherwise. The job
@@ -117,7 +127,8 @@ def run_torchrun(args: Sequence[str], nproc: int = 2, *, env: dict[str, str] | N
         args: what follows torchrun's own options: a script and its arguments, or "-m", module, arguments.
         nproc: processes to start (`--nproc_per_node`).
         env: extra environment variables for the job (added to this process's environment).
-        timeout: seconds before the job is stopped (subprocess.TimeoutExpired).
+        timeout: seconds before the job is stopped (subprocess.TimeoutExpired); None: 600 s stretched by
+            `load_scaled` (a loaded machine is slow, not hung).
 
     Returns:
         the `subprocess.CompletedProcess` of the job (stdout and stderr captured as text). All ranks write
@@ -134,7 +145,8 @@ def run_torchrun(args: Sequence[str], nproc: int = 2, *, env: dict[str, str] | N
     """
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *map(str, args)]
     job_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=job_env)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=job_env,
+                          timeout=load_scaled(600) if timeout is None else timeout)
     if proc.returncode != 0:
         raise RuntimeError(f"torchrun exited with status {proc.returncode} ({nproc} processes: "
                            f"{' '.join(map(str, args))}); end of its stderr:\n{proc.stderr[-6000:]}")
