@@ -917,7 +917,7 @@ check("6 · the same run on TRL",
 # launches it; the per-GPU batch stays 84 completions and the step grows to $84K$. Checkpoints hold everything
 # the next step depends on, rotate, load with `from_pretrained`, and resume to the same metrics as a run that
 # never stopped. The memory planner says the tutorial's settings fit a 24 GB card with gradient checkpointing
-# and micro-batches of 12 and need an 80 GB card without checkpointing; an H100 measurement of one micro-batch
+# and micro-batches of 12, and not without checkpointing; an H100 measurement of one micro-batch
 # agrees within 10%. The preset's mixed precision needs an 80 GB card (planned in section 5), not yet
 # measured. At this scale generation is expected to dominate the step (generation measured on an H200; the
 # update estimated from its FLOPs, not measured), which is what TRL's vLLM route addresses; the recipe
@@ -973,7 +973,7 @@ quiz("Quiz · notebook 06",
               update_s_at[0.1] < measured_generation_s / 3),
      Question("TRL's `num_iterations` is which loop of DeepSeekMath's Algorithm 1?",
               ("the outer iterations I (π_ref reset)", "μ, the updates per sampled batch", "the steps M"), 1,
-              "TRL's outer loop is `sync_ref_model` (6).", TRL_NAMES["mu"] == "num_iterations"),
+              "TRL's outer loop is `sync_ref_model` (6).", TRL_NAMES["mu"].startswith("num_iterations")),
      Question("The tutorial's settings with gradient checkpointing and micro-batches of 12: do they fit a 24 GB card?",
               ("yes", "no"), 0,
               f"The planner gives {plain.peak_gib:.1f} GiB per GPU, under 90% of 24 (5).", plain.fits(24)),
