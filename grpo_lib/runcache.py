@@ -15,8 +15,10 @@ Choices made here:
    changes the progress bar). A run given its own model, tokenizer, reward functions or callback, a resumed
    run, and a multi-process run are never reused: their behaviour is not a function of the config alone.
 3. The reused run is a copy: its files are copied into the new `output_dir` and the returned TrainResult is
-   loaded from a file, so the two copies never share a model object. The random-number states (torch,
-   Python, NumPy) are restored to what the real run left, so the cells after `train()` draw the same numbers.
+   loaded from a file, so the two copies never share a model object (a full pickle, `weights_only=False`:
+   safe only because the folder is this command's own `mktemp -d`, mode 0700, written by this same process
+   tree). The random-number states (torch, Python, NumPy) are restored to what the real run left, so the
+   cells after `train()` draw the same numbers.
 """
 
 from __future__ import annotations
