@@ -598,6 +598,7 @@ FIELDS_ADDED_LATER: dict[str, Any] = {
     "multi_objective_aggregation": "sum_then_normalize", "vllm_importance_sampling_correction": False,
     "vllm_importance_sampling_mode": "sequence_mask", "vllm_importance_sampling_clip_min": None,
     "vllm_importance_sampling_clip_max": 3.0,
+    "save_on_stop": False,                     # how a stopped run ends, added with the stop signals
 }
 """config fields newer than some checkpoints -> the value an older checkpoint's run had (choice 5)"""
 
