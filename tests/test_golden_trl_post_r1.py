@@ -243,6 +243,8 @@ def test_loss_with_correction_weights_matches_trl(base, batch, mismatch, mode):
              is_weights=w)
 
 
+# TRL 1.16's own default gradient_checkpointing=True is a name transformers 5 deprecated: TRL's, not ours
+@pytest.mark.filterwarnings("ignore:`gradient_checkpointing` is deprecated:FutureWarning")
 def test_truncate_without_bounds_is_refused_as_trl_refuses_it():
     from trl import GRPOConfig as TRLConfig
 
@@ -289,6 +291,8 @@ def test_soft_overlong_punishment_matches_trl(L_max, L_cache):
     assert min(ours) == -1.0 and max(ours) == 0.0
 
 
+# TRL 1.16's own default gradient_checkpointing=True is a name transformers 5 deprecated: TRL's, not ours
+@pytest.mark.filterwarnings("ignore:`gradient_checkpointing` is deprecated:FutureWarning")
 def test_post_r1_defaults_against_trls():
     """Ours are off (the run of before); TRL 1.16 turns the bias-corrected KL and the vLLM correction on."""
     from trl import GRPOConfig as TRLConfig

@@ -278,6 +278,7 @@ def test_a_run_stopped_by_sigterm_resumes_exactly(tmp_path, never_stopped, save_
 
 @pytest.mark.slow
 @needs_tiny_model
+@pytest.mark.filterwarnings("ignore:Unable to enable fault handler")   # torchrun's @record, under pytest's capture
 def test_kill_term_mid_run_from_outside_then_resume_is_bit_identical(tmp_path, capsys):
     """`kill -TERM` while the command runs step 3 (checkpoints every 2 steps): exit 143, no traceback,
     summary.json "stopped" naming checkpoint 2; resuming gives the metrics of a run never stopped."""
