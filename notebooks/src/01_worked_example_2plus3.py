@@ -325,6 +325,7 @@ mean_plain, var_plain = exact_moments(pi, G=4)
 print("one group:", [ANSWERS[k] for k in o_pg.tolist()], "→ estimate", reinforce_estimate(pi, o_pg).numpy().round(4))
 print("mean over all 81 groups:", mean_plain.numpy().round(4))
 
+
 # %% [markdown]
 # **A baseline.** Subtracting a constant $b$ from every reward leaves the estimate unbiased, because the score
 # has mean zero: $\mathbb{E}[\nabla\log\pi_\theta(o)] = \sum_o \nabla\pi_\theta(o) = \nabla\sum_o\pi_\theta(o) = \nabla 1 = 0$.

@@ -332,6 +332,7 @@ print(f"token ratios: from {rho_tok.min():.3f} to {rho_tok.max():.3f}, {int(insi
       f"[0.8, 1.2]")
 print(f"sequence ratio (their product) {rho_seq:.3f};  GSPO's geometric mean {rho_gspo:.4f}")
 
+
 # %% [markdown]
 # **The mistake two public courses made.** They computed the ratio from *summed* log-probabilities,
 # `ratio = exp(logp.sum(-1) - logp_old.sum(-1))`, and clipped that one number with the token-level ε = 0.2. The
