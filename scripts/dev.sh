@@ -8,7 +8,7 @@
 #   bash scripts/dev.sh lab     # set up, then open the course in JupyterLab (widgets work); extra args go
 #                               # to jupyter-lab, e.g. --no-browser --port 8890
 #
-# Only Python 3.11 and pip are needed. torch is pinned here (2.13.0) and installed first. On Linux, PyPI's
+# Only Python (3.11, 3.12 or 3.13) and pip are needed. torch is pinned here (2.13.0) and installed first. On Linux, PyPI's
 # torch wheel is the multi-GB CUDA build: a CPU-only machine sets TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu.
 set -euo pipefail
 cd "$(dirname "$0")/.."
