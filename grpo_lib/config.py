@@ -488,7 +488,7 @@ def _qwen_gsm8k_preset() -> dict[str, Any]:
     # The tutorial's hyperparameters: 7 prompts x 12
     # completions, 400 new tokens, β = 0.04, lr 5e-6 (AdamW, no schedule), ε = 0.1, μ = 1, grad clip 0.1,
     # T = 1.0, 500 steps, one outer iteration, bf16. Evaluation is on GSM8K's *test* split (the tutorial
-    # evaluated 30 train questions). Two changes from the tutorial (issue 10): the 7 prompts are *per GPU*
+    # evaluated 30 train questions). Two changes from the tutorial: the 7 prompts are *per GPU*
     # (on k GPUs a step samples 7k prompts, 84k completions), and bf16 means mixed precision (fp32 master
     # weights and AdamW state, bf16 autocast): the tutorial's pure-bf16 AdamW rounds most lr-5e-6 updates
     # away. Checkpoints every 50 steps, the newest 2 kept.

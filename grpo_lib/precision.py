@@ -3,7 +3,7 @@
 At lr = 5e-6 an AdamW step moves a weight by about 5e-6. In bfloat16 (8 bits of mantissa) the spacing
 of representable numbers near a weight w is about |w|·2^-7, so for every |w| above about 2e-3 the step is
 below half that spacing and rounds away: pure-bf16 AdamW leaves most of the model where it was (the
-tutorial's run, and this engine before issue 10). Mixed precision keeps the parameters, their gradients
+tutorial's run, and this engine before mixed precision). Mixed precision keeps the parameters, their gradients
 and AdamW's moments in fp32 and runs the matrix multiplications of the forward and backward passes in
 bf16 under `torch.autocast`, which casts each weight to bf16 when a matmul uses it.
 

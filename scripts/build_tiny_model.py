@@ -4,7 +4,7 @@
 
 Takes about 1 minute on 2 idle CPU cores (4-6 minutes when other jobs share them); the result is
 bit-identical for a given seed on one machine and library stack. Since the build reuses the library's
-sampling, judging and cosine decay (issue 13), its output was compared with the script it replaced: on this
+sampling, judging and cosine decay, its output was compared with the script it replaced: on this
 2-core machine on 2026-11-30 both wrote byte-identical files (all six, sha256). Neither reproduces the
 shipped model.safetensors byte for byte on this machine (step-50 loss 1.0599 here vs 1.0602 in
 build_info.json): the float reductions differ from the machine that built it, not the recipe. Notebooks and tests never run it: they load the result with

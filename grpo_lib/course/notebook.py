@@ -6,7 +6,7 @@
 - `markdown_table(header, rows)` turns a small sweep (a loop over cases) into a table that renders
   on GitHub, so the numbers in the prose come from code that runs in CI.
 
-- `check(section, *facts)` is the one check cell of a lesson section (issue 12): it verifies the section's
+- `check(section, *facts)` is the one check cell of a lesson section: it verifies the section's
   claims, shows "✓ <section>: N facts checked" that expands to the list (collapsed by default), and raises
   naming every fact that fails, so CI fails on a broken lesson while the notebook reads like prose.
 

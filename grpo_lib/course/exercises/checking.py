@@ -18,7 +18,7 @@ The exercise convention of the course (docs/teaching.md has the instructor's sid
 
 - A checker never raises, whatever the learner's function does (raises, returns None, a string, a tensor of
   the wrong shape, NaN): a student copy with every exercise still blank runs top to bottom under nbmake.
-- Hints are progressive (issue 12) for a checker that passes `run_cases(..., key_step=...)`: every "not yet"
+- Hints are progressive for a checker that passes `run_cases(..., key_step=...)`: every "not yet"
   names the failing case and gives a nudge toward the idea, never the formula; the key step (the formula or
   line that answers the exercise) is printed only by `hint("N.K")` (its first call gives the nudge, the second
   the key step) or after `SHOW_KEY_STEP_AFTER` wrong answers. A blank exercise is not a wrong answer, so Run All

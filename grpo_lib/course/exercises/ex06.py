@@ -210,7 +210,7 @@ def check_dapo_normaliser(fn: Callable[[list[torch.Tensor], int], Any]) -> Check
         success="✓ Correct: every rank divides by N_global / K, so after DDP's average the loss is the token mean "
                 "over the global batch, as in TRL's 'dapo'.")
 
-# --- issue 12: exercises that need the idea, with progressive hints (key_step) ---------------------------
+# --- exercises that need the idea, with progressive hints (key_step) ---------------------------
 
 DECODE_NUDGE = ("each new token of every row needs a forward pass, and the T new tokens come one after another. What "
                 "must the GPU read from memory for one decode step: which part is the same for every row, which part "
