@@ -2,7 +2,7 @@
 checked by hand and on a real rollout of the tiny model; the checker accepts an answer written independently,
 rejects each plausible mistake with its own message, reports the student placeholder as "not yet", and never
 raises; exercise 5.2 (maj@k with one wrong answer): by hand, by enumerating subsets and against
-grpo_lib.evaluation.maj_at_k."""
+grpo_lib.course.evaluation.maj_at_k."""
 import itertools
 import math
 
@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from checker_helpers import fails as _fails, passes as _passes, placeholder as _placeholder
+from grpo_lib.course.evaluation import maj_at_k
 from grpo_lib.course.exercises import checking
 from grpo_lib.course.exercises.ex05 import (MASK_CASES, MASK_KEY, check_completion_mask, check_maj_two_answers,
                                            maj_two_answers, reference_mask)
-from grpo_lib.evaluation import maj_at_k
 
 
 @pytest.fixture(autouse=True)
@@ -179,7 +179,7 @@ def test_exercise_5_2_table_in_teaching_md():
     """docs/teaching.md, exercise 5.2: the maj@k and pass@k rows for n = 16, c = 6 are what the functions give."""
     from pathlib import Path
 
-    from grpo_lib.evaluation import pass_at_k
+    from grpo_lib.course.evaluation import pass_at_k
     text = (Path(__file__).resolve().parents[1] / "docs" / "teaching.md").read_text(encoding="utf-8")
     ks = (1, 2, 3, 4, 6, 8, 12)
     maj = " | ".join(f"{maj_two_answers(16, 6, k):.3f}" for k in ks) + " | " + f"{maj_two_answers(16, 6, 13):.0f}"

@@ -13,7 +13,7 @@ import torch
 
 from grpo_lib.course.exercises import checking as ck
 from grpo_lib.course.exercises import ex01, ex02, ex03, ex04, ex05, ex06
-from grpo_lib.evaluation import fisher_exact_2x2
+from grpo_lib.course.evaluation import fisher_exact_2x2
 
 
 @pytest.fixture(autouse=True)

@@ -14,12 +14,12 @@ import math
 import pytest
 import torch
 
-import grpo_lib.evaluation
+import grpo_lib.course.evaluation
 import grpo_lib.logprobs
 import grpo_lib.rewards
 from grpo_lib.course.exercises import checking as ck
+from grpo_lib.course.evaluation import fisher_exact_2x2, maj_at_k
 from grpo_lib.course.exercises import ex03, ex04, ex05, ex06
-from grpo_lib.evaluation import fisher_exact_2x2, maj_at_k
 from grpo_lib.logprobs import completion_mask
 from grpo_lib.loss import dapo_divisor
 from grpo_lib.rewards import strict_format_reward
@@ -62,7 +62,7 @@ BYPASSES = {
              _helper_calls(_strict)]),
     "3.2": (ex03.check_fisher, "fisher_exact_2x2",
             [fisher_exact_2x2, lambda *a: fisher_exact_2x2(*a), functools.partial(fisher_exact_2x2),
-             lambda *a: grpo_lib.evaluation.fisher_exact_2x2(*a), _helper_calls(fisher_exact_2x2),
+             lambda *a: grpo_lib.course.evaluation.fisher_exact_2x2(*a), _helper_calls(fisher_exact_2x2),
              _wrapped(fisher_exact_2x2)]),
     "4.2": (ex04.check_exact_kl, "exact_kl",
             [lambda lg, lr_, m: ((ex04.exact_kl(lg, lr_) * m).sum(-1) / m.sum(-1)).mean()]),

@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 from grpo_lib.data import build_prompt
-from grpo_lib.evaluation import (EvalResult, bootstrap_ci, evaluate, judge, maj_at_k, pass_at_k, pass_maj_curves,
-                                 sample_answers, wilson_interval)
+from grpo_lib.course.evaluation import bootstrap_ci, maj_at_k, pass_at_k, pass_maj_curves, sample_answers
+from grpo_lib.evaluation import EvalResult, evaluate, judge, wilson_interval
 from grpo_lib.models import load_tiny_model
 from grpo_lib.rewards import extract_answer_from_model_output
 from grpo_lib.rollout import generate_completions

@@ -40,7 +40,8 @@ from grpo_lib.advantages import group_advantages, zero_std_fraction
 from grpo_lib.course.exercises.checking import hint
 from grpo_lib.course.exercises.ex03 import check_fisher, check_strict_format
 from grpo_lib.data import build_prompt, load_gsm8k
-from grpo_lib.evaluation import fisher_exact_2x2, judge, wilson_interval
+from grpo_lib.course.evaluation import fisher_exact_2x2
+from grpo_lib.evaluation import judge, wilson_interval
 from grpo_lib.logprobs import completion_mask        # notebook 04 explains it; here we only use it
 from grpo_lib.course.memory import count_parameters_from_config, qwen2_5_1_5b_instruct_config
 from grpo_lib.models import tiny_qwen2_config
@@ -923,7 +924,7 @@ check_strict_format(my_strict_format);
 # **3.2 · Is 7 of 9 different from 27 of 30? (fill in).** Write `my_fisher_p(k1, n1, k2, n2)`, the
 # two-sided p-value of Fisher's exact test of section 3.8, from the idea there (fixed totals, how likely each
 # split is). Use `math.comb`; no statistics library. Then: what does p = 0.57 say about "the maths improved from
-# 78% to 90%"? Compare with `grpo_lib.evaluation.fisher_exact_2x2` when done. Stuck? `hint("3.2")`.
+# 78% to 90%"? Compare with `grpo_lib.course.evaluation.fisher_exact_2x2` when done. Stuck? `hint("3.2")`.
 
 # %% tags=["solution"]
 def my_fisher_p(k1, n1, k2, n2):     # ints -> the two-sided p-value

@@ -1,7 +1,7 @@
 """Checkers for the fill-in exercises of notebook 03: a strict-format rule (3.1) and Fisher's exact test (3.2).
 
 Each `check_*` function runs a learner's function on a few fixed cases, compares it with the tested grpo_lib
-answer (`strict_format_reward`, `evaluation.fisher_exact_2x2`), prints ✓ or ✗ with the first failing case and a
+answer (`strict_format_reward`, `course.evaluation.fisher_exact_2x2`), prints ✓ or ✗ with the first failing case and a
 hint, and returns a `CheckResult` that is truthy when every case passed. A checker never raises: a student copy
 whose exercise cells still hold the placeholder (`raise NotImplementedError("Exercise 3.1")`) runs green under
 nbmake and reports "✗ Not yet: Exercise 3.1 is not filled in yet" with a hint. The shared loop is
@@ -18,7 +18,7 @@ from typing import Any
 
 from grpo_lib.course.exercises.checking import Case, CheckResult, Rejected, never_raises, run_cases
 from grpo_lib.course.exercises.checking import ERROR_HINT, read_number as _one_number
-from grpo_lib.evaluation import fisher_exact_2x2
+from grpo_lib.course.evaluation import fisher_exact_2x2
 from grpo_lib.rewards import strict_format_reward
 
 STRICT_FORMAT_CASES = (

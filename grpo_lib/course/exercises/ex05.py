@@ -14,7 +14,7 @@ filled in yet" with a nudge; `hint("5.1")` shows the key step.
 
 Exercise 5.2 asks for `maj_two_answers(n, c, k)`: maj@k when every wrong sample gives the same wrong answer, from
 the definition (a majority vote over a random k-subset of the n samples, a tie won half the time); the general
-case is `grpo_lib.evaluation.maj_at_k`.
+case is `grpo_lib.course.evaluation.maj_at_k`.
 
 Taught in: notebooks/05_full_run.ipynb
 """
@@ -31,7 +31,7 @@ import torch
 from grpo_lib.course.exercises.checking import ERROR_HINT, Case, CheckResult, Rejected, as_tensor, fmt, never_raises, \
     run_cases
 from grpo_lib.course.exercises.checking import read_number as _one_number
-from grpo_lib.evaluation import maj_at_k
+from grpo_lib.course.evaluation import maj_at_k
 from grpo_lib.logprobs import completion_mask
 
 __all__ = ["CheckResult", "MASK_KEY", "MASK_NUDGE", "MASK_CASES", "reference_mask", "check_completion_mask",
@@ -143,7 +143,7 @@ def maj_two_answers(n: int, c: int, k: int) -> float:
         Σ_t C(c, t) C(n - c, k - t) / C(n, k) · [1 if 2t > k, 1/2 if 2t = k, else 0]
 
     (math.comb is 0 when t > c or k - t > n - c, so t can run over 0..k.) The general case, any number of
-    different wrong answers and abstentions, is `grpo_lib.evaluation.maj_at_k`; tests check that they agree.
+    different wrong answers and abstentions, is `grpo_lib.course.evaluation.maj_at_k`; tests check that they agree.
 
     Used by: `check_maj_two_answers` (exercise 5.2)
     """
