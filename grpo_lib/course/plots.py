@@ -24,6 +24,7 @@ from matplotlib.figure import Figure
 
 from grpo_lib.loss import clipped_surrogate, kl_k3
 
+# --- notebook 01: the worked 2 + 3 example ------------------------------------------------------------------
 # One colour per answer of the 2+3 world, the same in every figure: "5", "6", "2 + 3 = 5".
 TOY_COLORS = ("tab:blue", "tab:red", "tab:green")
 
@@ -109,10 +110,369 @@ def toy_training_panels(histories: Mapping[str, Mapping[str, Any]]) -> Figure:
     return fig
 
 
+# --- notebook 01 §1.6: the variance of the policy-gradient estimate against its baseline ----------------------
+def variance_vs_baseline(b_grid: Sequence[float], exact_var: Sequence[float],
+                         measured: Mapping[str, tuple[float, float]], J: float) -> Figure:
+    """The exact variance of the REINFORCE estimate against a constant baseline b, with measured points.
+
+    Args:
+        b_grid: the baselines b of the curve.
+        exact_var: the exact variance (summed over the logits) at each b.
+        measured: label -> (b where the dot goes, the variance measured over sampled groups). A baseline that is
+            not a constant (the group mean) is drawn at the value it estimates; its label should say its mean.
+        J: the true mean reward, marked by a dotted line.
+
+    Axes are fixed: b in [-1, 3], variance in [0, 0.5] (the toy of notebook 01).
+
+    Taught in: notebooks/01_worked_example_2plus3.ipynb
+    """
+    fig = Figure(figsize=(6.4, 3.4))
+    ax = fig.subplots()
+    ax.plot(np.asarray(b_grid, dtype=float), np.asarray(exact_var, dtype=float), lw=1.6, color="tab:blue",
+            label="exact, constant baseline b")
+    for i, (name, (b, v)) in enumerate(measured.items()):
+        ax.plot([b], [v], "o", color=f"C{i + 1}", label=f"sampled groups: {name}")
+    ax.axvline(J, color="grey", ls=":", lw=1)
+    ax.annotate("J", (J, 0.47), ha="center", color="grey")
+    ax.set(xlabel="baseline b", ylabel="variance of the estimate\n(sum over the logits)", xlim=(-1, 3), ylim=(0, 0.5),
+           title="constant b: same mean, not the same spread\n(dots at J: per-group baselines, means in the legend)")
+    ax.legend(fontsize=8, loc="upper left")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+# --- notebook 02: group-relative advantages --------------------------------------------------------------------
+
+# One colour per advantage scaling, the same in every figure of notebook 02.
+SCALE_COLORS = {"group": "tab:purple", "batch": "tab:orange", "none": "tab:gray"}
+# One colour per model in the memory figures: trained models dark, frozen ones light.
+MODEL_COLORS = {"policy": "tab:blue", "reference": "lightsteelblue", "reward": "navajowhite", "value": "tab:orange"}
+
+
+def advantage_by_correct_count(
+    k: Sequence[int],
+    A_right: Sequence[float],
+    A_wrong: Sequence[float],
+    *,
+    G: int,
+    ylim: float = 3.0,
+) -> Figure:
+    """Advantage of a right answer and of a wrong answer against the number k of right answers in a group.
+
+    Args:
+        k: 0..G, the number of right answers (reward 1) among the G completions (reward 0 otherwise).
+        A_right: A of a right answer for each k (NaN where k = 0: there is none).
+        A_wrong: A of a wrong answer for each k (NaN where k = G).
+        G: group size, used for the x-axis and the title.
+        ylim: the y-axis is fixed to [-ylim, ylim].
+
+    Returns:
+        A Figure with one Axes holding two labelled lines, "right answer" then "wrong answer", whose
+        y-data are exactly A_right and A_wrong.
+
+    Taught in: notebooks/02_advantages.ipynb
+    """
+    k = np.asarray(k, dtype=float)
+    fig = Figure(figsize=(6.4, 3.4), layout="constrained")
+    ax = fig.add_subplot()
+    ax.plot(k, np.asarray(A_right, dtype=float), "o-", color="tab:green", lw=2, label="right answer (r = 1)")
+    ax.plot(k, np.asarray(A_wrong, dtype=float), "s-", color="tab:red", lw=2, label="wrong answer (r = 0)")
+    ax.axhline(0, color="0.4", lw=0.8, zorder=0)
+    ax.set_xlim(-0.5, G + 0.5)
+    ax.set_ylim(-ylim, ylim)
+    ax.set_xticks(range(G + 1))
+    ax.set_xlabel(f"k = number of right answers in the group (G = {G})")
+    ax.set_ylabel("advantage $A_i$")
+    ax.set_title("The rarer outcome gets the larger push", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper right", fontsize=9)
+    return fig
+
+
+def zero_std_curves(
+    p: Sequence[float],
+    fractions: Mapping[int, Sequence[float]],
+    *,
+    simulated: Mapping[int, tuple[Sequence[float], Sequence[float]]] | None = None,
+) -> Figure:
+    """Fraction of groups whose rewards are all equal (no learning signal) against the success rate p.
+
+    Args:
+        p: success probabilities on the x-axis, in [0, 1].
+        fractions: group size G -> fraction of zero-std groups at each p (e.g. p^G + (1-p)^G),
+            drawn as lines in the order given.
+        simulated: optional G -> (p values, measured fractions), drawn as dots over the lines.
+
+    Returns:
+        A Figure with one Axes, both axes fixed to [0, 1]; the labelled lines are "G = ..." in the
+        order of `fractions`, with y-data exactly the values given.
+
+    Taught in: notebooks/02_advantages.ipynb
+    """
+    p = np.asarray(p, dtype=float)
+    fig = Figure(figsize=(6.4, 3.6), layout="constrained")
+    ax = fig.add_subplot()
+    colors = {}
+    for G, frac in fractions.items():
+        (line,) = ax.plot(p, np.asarray(frac, dtype=float), lw=2, label=f"G = {G}")
+        colors[G] = line.get_color()
+    for G, (p_sim, frac_sim) in (simulated or {}).items():
+        ax.plot(p_sim, frac_sim, "o", ms=4, color=colors.get(G, "k"), label="_simulated")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("p = probability that one completion is right")
+    ax.set_ylabel("fraction of groups with std = 0")
+    ax.set_title("Very weak or very strong policies get no gradient from most groups", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper center", fontsize=9, ncol=len(fractions))
+    return fig
+
+
+def question_weights(
+    k: Sequence[int],
+    weights: Mapping[str, Sequence[float]],
+    *,
+    G: int,
+    ymax: float = 2.5,
+) -> Figure:
+    """How hard each question pushes the policy, for each advantage scaling (Dr. GRPO's difficulty bias).
+
+    Args:
+        k: number of right answers out of G for each question, on the x-axis.
+        weights: scale name ("group", "batch", "none") -> one weight per k, drawn as lines in order.
+        G: group size (x-axis range and label).
+        ymax: the y-axis is fixed to [0, ymax].
+
+    Returns:
+        A Figure with one Axes; labelled lines are the keys of `weights`, y-data exactly the values.
+
+    Taught in: notebooks/02_advantages.ipynb
+    """
+    k = np.asarray(k, dtype=float)
+    fig = Figure(figsize=(6.4, 3.6), layout="constrained")
+    ax = fig.add_subplot()
+    markers = {"group": "o", "batch": "s", "none": "^"}
+    styles = {"group": "-", "batch": "--", "none": ":"}         # "batch" and "none" often coincide: keep both visible
+    for name, w in weights.items():
+        ax.plot(k, np.asarray(w, dtype=float), marker=markers.get(name, "o"), ls=styles.get(name, "-"), lw=2,
+                ms=7 if name == "none" else 5, mfc="none" if name == "none" else None,
+                color=SCALE_COLORS.get(name), label=f'scale="{name}"')
+    ax.axhline(1, color="0.6", lw=0.8, ls=":", zorder=0)
+    ax.set_xlim(-0.5, G + 0.5)
+    ax.set_ylim(0, ymax)
+    ax.set_xlabel(f"k = right answers out of G = {G} (hard question on the left, easy on the right)")
+    ax.set_ylabel("push of the question\n(relative to the 50/50 one)")
+    ax.set_title("Dividing by the group std up-weights nearly solved and nearly hopeless questions",
+                 fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper center", fontsize=9, ncol=len(weights))
+    return fig
+
+
+def memory_stacks(
+    stacks: Mapping[str, Mapping[str, float]],
+    *,
+    capacity_gib: float | None = None,
+    capacity_label: str = "",
+    ymax: float = 100.0,
+) -> Figure:
+    """Stacked bars of training memory in GiB: one bar per setup, one segment per model.
+
+    Args:
+        stacks: bar label -> (model name -> GiB), e.g. {"GRPO": {"policy": 23.0, "reference": 2.9}}.
+            Segments are stacked in the order given.
+        capacity_gib: draws a dashed line at this height (e.g. one GPU's memory); None draws none.
+        capacity_label: text written at the right end of that line.
+        ymax: the y-axis is fixed to [0, ymax].
+
+    Returns:
+        A Figure with one Axes; each segment is a bar patch labelled by its model name (once per model).
+
+    Taught in: notebooks/02_advantages.ipynb
+    """
+    fig = Figure(figsize=(6.4, 3.8), layout="constrained")
+    ax = fig.add_subplot()
+    labels = list(stacks)
+    seen: set[str] = set()
+    for x, label in enumerate(labels):
+        bottom = 0.0
+        for model, gib in stacks[label].items():
+            if gib <= 0:
+                continue
+            ax.bar(x, gib, bottom=bottom, width=0.6, color=MODEL_COLORS.get(model, "0.7"),
+                   edgecolor="white", label=model if model not in seen else "_" + model)
+            seen.add(model)
+            bottom += gib
+        ax.text(x, bottom + ymax * 0.01, f"{bottom:.1f} GiB", ha="center", va="bottom", fontsize=9)
+    if capacity_gib is not None:
+        ax.axhline(capacity_gib, color="k", ls="--", lw=1)
+        ax.text(len(labels) - 0.45, capacity_gib, capacity_label or f"{capacity_gib:g} GiB", va="bottom",
+                ha="right", fontsize=8)
+    ax.set_xticks(range(len(labels)), labels)
+    ax.set_xlim(-0.6, len(labels) - 0.4)
+    ax.set_ylim(0, ymax)
+    ax.set_ylabel("GiB (weights, gradients, optimizer)")
+    ax.legend(loc="upper left", fontsize=9)
+    ax.grid(axis="y", alpha=0.3)
+    return fig
+
+
+def token_advantage_maps(
+    outcome: Any,
+    process: Any,
+    mask: Any,
+    *,
+    step_ends: Sequence[Sequence[int]] | None = None,
+    vmax: float = 2.0,
+) -> Figure:
+    """Per-token advantages A_{i,t} as two colour maps: outcome supervision above, process supervision below.
+
+    Args:
+        outcome: (G, T) advantages, the same A_i on every token of completion i.
+        process: (G, T) advantages from per-step rewards.
+        mask: (G, T) 1 on real tokens, 0 on padding (padding is left blank).
+        step_ends: optional, for each completion the token indices where a step ends (drawn as ticks, with
+            the step's value written in its middle).
+        vmax: the colour scale is fixed to [-vmax, vmax] (blue negative, red positive).
+
+    Returns:
+        A Figure with two image Axes and one colour bar; the images hold exactly the masked arrays.
+
+    Taught in: notebooks/02_advantages.ipynb
+    """
+    m = np.asarray(mask, dtype=float)
+    panels = {"outcome supervision: one $A_i$ for every token": np.asarray(outcome, dtype=float),
+              "process supervision: sum of the normalised step rewards still ahead": np.asarray(process, dtype=float)}
+    G, T = m.shape
+    fig = Figure(figsize=(7.2, 1.0 + 0.9 * G), layout="constrained")
+    axes = fig.subplots(2, 1, sharex=True)
+    for ax, (title, values) in zip(axes, panels.items()):
+        if values.shape != m.shape:
+            raise ValueError(f"advantages of shape {values.shape} do not match the mask's {m.shape}")
+        image = ax.imshow(np.where(m > 0, values, np.nan), cmap="bwr", vmin=-vmax, vmax=vmax, aspect="auto",
+                          interpolation="nearest")
+        ax.set_yticks(range(G), [f"$o_{i + 1}$" for i in range(G)])
+        ax.set_title(title, fontsize=9)
+        for i, ends in enumerate(step_ends or []):
+            start = 0
+            for t in ends:                                    # a tick after each step, its value in the middle
+                ax.plot([t + 0.5, t + 0.5], [i - 0.5, i + 0.5], color="k", lw=1.5)
+                ax.text((start + t) / 2, i, f"{values[i, t]:+.2f}", ha="center", va="center", fontsize=8)
+                start = t + 1
+    axes[-1].set_xlabel("token position t")
+    fig.colorbar(image, ax=list(axes), shrink=0.9, label="$A_{i,t}$")
+    return fig
+
+
+# --- notebook 02 §2.4: questions are not equally hard ---------------------------------------------------------
+def accuracy_spread(p_per_question: Sequence[float], p_mean: float, bins: int = 16) -> Figure:
+    """A histogram of each question's accuracy on [0, 1], with the mean accuracy marked.
+
+    Taught in: notebooks/02_advantages.ipynb
+    """
+    fig = Figure(figsize=(6.4, 3.0))
+    ax = fig.subplots()
+    ax.hist(np.asarray(p_per_question, dtype=float), bins=np.linspace(0, 1, bins + 1), color="tab:blue", alpha=0.8)
+    ax.axvline(p_mean, color="k", ls="--", lw=1, label=f"mean accuracy {p_mean:.2f}")
+    ax.set(xlim=(0, 1), xlabel="accuracy of one question", ylabel="questions",
+           title="questions are not equally hard")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+# --- notebook 03: reward design -------------------------------------------------------------------------------
+def reward_strips(
+    rewards: Any,
+    advantages: Any | None = None,
+    *,
+    labels: Sequence[str] | None = None,
+    rmax: float = 2.8,
+    amax: float = 3.5,
+) -> Figure:
+    """The G rewards of each group as a strip of dots (and, below, their advantages), one column per group.
+
+    Args:
+        rewards: (N, G) rewards; group i is drawn at x = i, its G dots spread sideways, its mean as a bar.
+        advantages: optional (N, G) advantages, drawn the same way in a second panel.
+        labels: N short group labels for the x-axis.
+        rmax: the reward axis is fixed to [-0.2, rmax + 0.2]; the advantage axis to [-amax, amax].
+
+    Returns:
+        A Figure with one Axes (rewards) or two (rewards, advantages). In each, collection i holds the
+        G points of group i, with y-values exactly row i.
+
+    Taught in: notebooks/03_reward_design.ipynb
+    """
+    r = np.asarray(rewards, dtype=float)
+    if r.ndim != 2:
+        raise ValueError(f"rewards must have shape (N, G), got {r.shape}")
+    N, G = r.shape
+    rows = [("reward $r_i$", r, (-0.2, rmax + 0.2))]
+    if advantages is not None:
+        a = np.asarray(advantages, dtype=float)
+        if a.shape != r.shape:
+            raise ValueError(f"advantages of shape {a.shape} do not match rewards of shape {r.shape}")
+        rows.append(("advantage $A_i$", a, (-amax, amax)))
+    fig = Figure(figsize=(max(6.4, 0.8 * N + 2), 2.6 * len(rows)), layout="constrained")
+    axes = fig.subplots(len(rows), 1, sharex=True, squeeze=False)[:, 0]
+    offsets = np.linspace(-0.3, 0.3, G) if G > 1 else np.zeros(1)
+    for ax, (ylabel, values, ylim) in zip(axes, rows):
+        for i in range(N):
+            ax.scatter(i + offsets, values[i], s=18, color="tab:blue", alpha=0.8, zorder=3)
+            ax.plot([i - 0.38, i + 0.38], [values[i].mean()] * 2, color="k", lw=1.5)
+        ax.set_ylim(*ylim)
+        ax.set_ylabel(ylabel)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].set_title("Each column is one group of G completions; the bar is the group mean", fontsize=10)
+    axes[-1].set_xlim(-0.6, N - 0.4)
+    axes[-1].set_xticks(range(N), list(labels) if labels is not None else [f"q{i + 1}" for i in range(N)],
+                        fontsize=8)
+    return fig
+
+
+def accuracy_with_ci(
+    labels: Sequence[str],
+    correct: Sequence[int],
+    total: Sequence[int],
+    low: Sequence[float],
+    high: Sequence[float],
+) -> Figure:
+    """Accuracy bars k/n with their 95% confidence intervals as error bars, y fixed to [0, 1].
+
+    Args:
+        labels: one label per bar.
+        correct, total: k and n per bar.
+        low, high: the interval per bar (e.g. Wilson), in [0, 1].
+
+    Returns:
+        A Figure with one Axes holding one bar per label, of height exactly k/n.
+
+    Taught in: notebooks/03_reward_design.ipynb
+    """
+    k = np.asarray(correct, dtype=float)
+    n = np.asarray(total, dtype=float)
+    acc = k / n
+    lo, hi = np.asarray(low, dtype=float), np.asarray(high, dtype=float)
+    fig = Figure(figsize=(6.4, 3.4), layout="constrained")
+    ax = fig.add_subplot()
+    x = np.arange(len(labels))
+    ax.bar(x, acc, width=0.6, color="tab:blue", alpha=0.8)
+    ax.errorbar(x, acc, yerr=[acc - lo, hi - acc], fmt="none", ecolor="k", capsize=6, lw=1.5)
+    for xi, a, ki, ni in zip(x, acc, k, n):
+        ax.text(xi + 0.32, a, f"{int(ki)}/{int(ni)}", va="center", fontsize=9)
+    ax.set_xticks(x, labels, fontsize=9)
+    ax.set_xlim(-0.6, len(labels) - 0.4)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("accuracy (bars: 95% CI)")
+    ax.grid(axis="y", alpha=0.3)
+    return fig
+
+
 # --- notebook 04: the loss (ε and β sliders, k3 estimator, loss_type weights) -----------------------------
-# The slider figures evaluate grpo_lib.loss itself (imported inside each builder, so importing this module
-# stays free of torch): the curve you see is the library's math, and tests/test_course_plots.py checks it
-# against the formula written out independently.
+# The slider figures evaluate grpo_lib.loss itself: the curve you see is the library's math, and
+# tests/test_course_plots.py checks it against the formula written out independently.
 
 RATIO_XLIM = (0.0, 2.0)
 """x-range of every ρ plot in notebook 04: ρ = π_θ/π_θold from 0 to 2 (ρ = 1 means π_θ = π_θold)."""
@@ -357,365 +717,6 @@ def loss_type_token_weights(push: Mapping[str, Sequence[float]], lengths: Sequen
     return fig
 
 
-# --- notebooks 02 (advantages) and 03 (reward design) ------------------------------------------------
-
-# One colour per advantage scaling, the same in every figure of notebook 02.
-SCALE_COLORS = {"group": "tab:purple", "batch": "tab:orange", "none": "tab:gray"}
-# One colour per model in the memory figures: trained models dark, frozen ones light.
-MODEL_COLORS = {"policy": "tab:blue", "reference": "lightsteelblue", "reward": "navajowhite", "value": "tab:orange"}
-
-
-def advantage_by_correct_count(
-    k: Sequence[int],
-    A_right: Sequence[float],
-    A_wrong: Sequence[float],
-    *,
-    G: int,
-    ylim: float = 3.0,
-) -> Figure:
-    """Advantage of a right answer and of a wrong answer against the number k of right answers in a group.
-
-    Args:
-        k: 0..G, the number of right answers (reward 1) among the G completions (reward 0 otherwise).
-        A_right: A of a right answer for each k (NaN where k = 0: there is none).
-        A_wrong: A of a wrong answer for each k (NaN where k = G).
-        G: group size, used for the x-axis and the title.
-        ylim: the y-axis is fixed to [-ylim, ylim].
-
-    Returns:
-        A Figure with one Axes holding two labelled lines, "right answer" then "wrong answer", whose
-        y-data are exactly A_right and A_wrong.
-
-    Taught in: notebooks/02_advantages.ipynb
-    """
-    k = np.asarray(k, dtype=float)
-    fig = Figure(figsize=(6.4, 3.4), layout="constrained")
-    ax = fig.add_subplot()
-    ax.plot(k, np.asarray(A_right, dtype=float), "o-", color="tab:green", lw=2, label="right answer (r = 1)")
-    ax.plot(k, np.asarray(A_wrong, dtype=float), "s-", color="tab:red", lw=2, label="wrong answer (r = 0)")
-    ax.axhline(0, color="0.4", lw=0.8, zorder=0)
-    ax.set_xlim(-0.5, G + 0.5)
-    ax.set_ylim(-ylim, ylim)
-    ax.set_xticks(range(G + 1))
-    ax.set_xlabel(f"k = number of right answers in the group (G = {G})")
-    ax.set_ylabel("advantage $A_i$")
-    ax.set_title("The rarer outcome gets the larger push", fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="upper right", fontsize=9)
-    return fig
-
-
-def zero_std_curves(
-    p: Sequence[float],
-    fractions: Mapping[int, Sequence[float]],
-    *,
-    simulated: Mapping[int, tuple[Sequence[float], Sequence[float]]] | None = None,
-) -> Figure:
-    """Fraction of groups whose rewards are all equal (no learning signal) against the success rate p.
-
-    Args:
-        p: success probabilities on the x-axis, in [0, 1].
-        fractions: group size G -> fraction of zero-std groups at each p (e.g. p^G + (1-p)^G),
-            drawn as lines in the order given.
-        simulated: optional G -> (p values, measured fractions), drawn as dots over the lines.
-
-    Returns:
-        A Figure with one Axes, both axes fixed to [0, 1]; the labelled lines are "G = ..." in the
-        order of `fractions`, with y-data exactly the values given.
-
-    Taught in: notebooks/02_advantages.ipynb
-    """
-    p = np.asarray(p, dtype=float)
-    fig = Figure(figsize=(6.4, 3.6), layout="constrained")
-    ax = fig.add_subplot()
-    colors = {}
-    for G, frac in fractions.items():
-        (line,) = ax.plot(p, np.asarray(frac, dtype=float), lw=2, label=f"G = {G}")
-        colors[G] = line.get_color()
-    for G, (p_sim, frac_sim) in (simulated or {}).items():
-        ax.plot(p_sim, frac_sim, "o", ms=4, color=colors.get(G, "k"), label="_simulated")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    ax.set_xlabel("p = probability that one completion is right")
-    ax.set_ylabel("fraction of groups with std = 0")
-    ax.set_title("Very weak or very strong policies get no gradient from most groups", fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="upper center", fontsize=9, ncol=len(fractions))
-    return fig
-
-
-def question_weights(
-    k: Sequence[int],
-    weights: Mapping[str, Sequence[float]],
-    *,
-    G: int,
-    ymax: float = 2.5,
-) -> Figure:
-    """How hard each question pushes the policy, for each advantage scaling (Dr. GRPO's difficulty bias).
-
-    Args:
-        k: number of right answers out of G for each question, on the x-axis.
-        weights: scale name ("group", "batch", "none") -> one weight per k, drawn as lines in order.
-        G: group size (x-axis range and label).
-        ymax: the y-axis is fixed to [0, ymax].
-
-    Returns:
-        A Figure with one Axes; labelled lines are the keys of `weights`, y-data exactly the values.
-
-    Taught in: notebooks/02_advantages.ipynb
-    """
-    k = np.asarray(k, dtype=float)
-    fig = Figure(figsize=(6.4, 3.6), layout="constrained")
-    ax = fig.add_subplot()
-    markers = {"group": "o", "batch": "s", "none": "^"}
-    styles = {"group": "-", "batch": "--", "none": ":"}         # "batch" and "none" often coincide: keep both visible
-    for name, w in weights.items():
-        ax.plot(k, np.asarray(w, dtype=float), marker=markers.get(name, "o"), ls=styles.get(name, "-"), lw=2,
-                ms=7 if name == "none" else 5, mfc="none" if name == "none" else None,
-                color=SCALE_COLORS.get(name), label=f'scale="{name}"')
-    ax.axhline(1, color="0.6", lw=0.8, ls=":", zorder=0)
-    ax.set_xlim(-0.5, G + 0.5)
-    ax.set_ylim(0, ymax)
-    ax.set_xlabel(f"k = right answers out of G = {G} (hard question on the left, easy on the right)")
-    ax.set_ylabel("push of the question\n(relative to the 50/50 one)")
-    ax.set_title("Dividing by the group std up-weights nearly solved and nearly hopeless questions",
-                 fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="upper center", fontsize=9, ncol=len(weights))
-    return fig
-
-
-def memory_stacks(
-    stacks: Mapping[str, Mapping[str, float]],
-    *,
-    capacity_gib: float | None = None,
-    capacity_label: str = "",
-    ymax: float = 100.0,
-) -> Figure:
-    """Stacked bars of training memory in GiB: one bar per setup, one segment per model.
-
-    Args:
-        stacks: bar label -> (model name -> GiB), e.g. {"GRPO": {"policy": 23.0, "reference": 2.9}}.
-            Segments are stacked in the order given.
-        capacity_gib: draws a dashed line at this height (e.g. one GPU's memory); None draws none.
-        capacity_label: text written at the right end of that line.
-        ymax: the y-axis is fixed to [0, ymax].
-
-    Returns:
-        A Figure with one Axes; each segment is a bar patch labelled by its model name (once per model).
-
-    Taught in: notebooks/02_advantages.ipynb
-    """
-    fig = Figure(figsize=(6.4, 3.8), layout="constrained")
-    ax = fig.add_subplot()
-    labels = list(stacks)
-    seen: set[str] = set()
-    for x, label in enumerate(labels):
-        bottom = 0.0
-        for model, gib in stacks[label].items():
-            if gib <= 0:
-                continue
-            ax.bar(x, gib, bottom=bottom, width=0.6, color=MODEL_COLORS.get(model, "0.7"),
-                   edgecolor="white", label=model if model not in seen else "_" + model)
-            seen.add(model)
-            bottom += gib
-        ax.text(x, bottom + ymax * 0.01, f"{bottom:.1f} GiB", ha="center", va="bottom", fontsize=9)
-    if capacity_gib is not None:
-        ax.axhline(capacity_gib, color="k", ls="--", lw=1)
-        ax.text(len(labels) - 0.45, capacity_gib, capacity_label or f"{capacity_gib:g} GiB", va="bottom",
-                ha="right", fontsize=8)
-    ax.set_xticks(range(len(labels)), labels)
-    ax.set_xlim(-0.6, len(labels) - 0.4)
-    ax.set_ylim(0, ymax)
-    ax.set_ylabel("GiB (weights, gradients, optimizer)")
-    ax.legend(loc="upper left", fontsize=9)
-    ax.grid(axis="y", alpha=0.3)
-    return fig
-
-
-def token_advantage_maps(
-    outcome: Any,
-    process: Any,
-    mask: Any,
-    *,
-    step_ends: Sequence[Sequence[int]] | None = None,
-    vmax: float = 2.0,
-) -> Figure:
-    """Per-token advantages A_{i,t} as two colour maps: outcome supervision above, process supervision below.
-
-    Args:
-        outcome: (G, T) advantages, the same A_i on every token of completion i.
-        process: (G, T) advantages from per-step rewards.
-        mask: (G, T) 1 on real tokens, 0 on padding (padding is left blank).
-        step_ends: optional, for each completion the token indices where a step ends (drawn as ticks, with
-            the step's value written in its middle).
-        vmax: the colour scale is fixed to [-vmax, vmax] (blue negative, red positive).
-
-    Returns:
-        A Figure with two image Axes and one colour bar; the images hold exactly the masked arrays.
-
-    Taught in: notebooks/02_advantages.ipynb
-    """
-    m = np.asarray(mask, dtype=float)
-    panels = {"outcome supervision: one $A_i$ for every token": np.asarray(outcome, dtype=float),
-              "process supervision: sum of the normalised step rewards still ahead": np.asarray(process, dtype=float)}
-    G, T = m.shape
-    fig = Figure(figsize=(7.2, 1.0 + 0.9 * G), layout="constrained")
-    axes = fig.subplots(2, 1, sharex=True)
-    for ax, (title, values) in zip(axes, panels.items()):
-        if values.shape != m.shape:
-            raise ValueError(f"advantages of shape {values.shape} do not match the mask's {m.shape}")
-        image = ax.imshow(np.where(m > 0, values, np.nan), cmap="bwr", vmin=-vmax, vmax=vmax, aspect="auto",
-                          interpolation="nearest")
-        ax.set_yticks(range(G), [f"$o_{i + 1}$" for i in range(G)])
-        ax.set_title(title, fontsize=9)
-        for i, ends in enumerate(step_ends or []):
-            start = 0
-            for t in ends:                                    # a tick after each step, its value in the middle
-                ax.plot([t + 0.5, t + 0.5], [i - 0.5, i + 0.5], color="k", lw=1.5)
-                ax.text((start + t) / 2, i, f"{values[i, t]:+.2f}", ha="center", va="center", fontsize=8)
-                start = t + 1
-    axes[-1].set_xlabel("token position t")
-    fig.colorbar(image, ax=list(axes), shrink=0.9, label="$A_{i,t}$")
-    return fig
-
-
-def reward_strips(
-    rewards: Any,
-    advantages: Any | None = None,
-    *,
-    labels: Sequence[str] | None = None,
-    rmax: float = 2.8,
-    amax: float = 3.5,
-) -> Figure:
-    """The G rewards of each group as a strip of dots (and, below, their advantages), one column per group.
-
-    Args:
-        rewards: (N, G) rewards; group i is drawn at x = i, its G dots spread sideways, its mean as a bar.
-        advantages: optional (N, G) advantages, drawn the same way in a second panel.
-        labels: N short group labels for the x-axis.
-        rmax: the reward axis is fixed to [-0.2, rmax + 0.2]; the advantage axis to [-amax, amax].
-
-    Returns:
-        A Figure with one Axes (rewards) or two (rewards, advantages). In each, collection i holds the
-        G points of group i, with y-values exactly row i.
-
-    Taught in: notebooks/03_reward_design.ipynb
-    """
-    r = np.asarray(rewards, dtype=float)
-    if r.ndim != 2:
-        raise ValueError(f"rewards must have shape (N, G), got {r.shape}")
-    N, G = r.shape
-    rows = [("reward $r_i$", r, (-0.2, rmax + 0.2))]
-    if advantages is not None:
-        a = np.asarray(advantages, dtype=float)
-        if a.shape != r.shape:
-            raise ValueError(f"advantages of shape {a.shape} do not match rewards of shape {r.shape}")
-        rows.append(("advantage $A_i$", a, (-amax, amax)))
-    fig = Figure(figsize=(max(6.4, 0.8 * N + 2), 2.6 * len(rows)), layout="constrained")
-    axes = fig.subplots(len(rows), 1, sharex=True, squeeze=False)[:, 0]
-    offsets = np.linspace(-0.3, 0.3, G) if G > 1 else np.zeros(1)
-    for ax, (ylabel, values, ylim) in zip(axes, rows):
-        for i in range(N):
-            ax.scatter(i + offsets, values[i], s=18, color="tab:blue", alpha=0.8, zorder=3)
-            ax.plot([i - 0.38, i + 0.38], [values[i].mean()] * 2, color="k", lw=1.5)
-        ax.set_ylim(*ylim)
-        ax.set_ylabel(ylabel)
-        ax.grid(axis="y", alpha=0.3)
-    axes[0].set_title("Each column is one group of G completions; the bar is the group mean", fontsize=10)
-    axes[-1].set_xlim(-0.6, N - 0.4)
-    axes[-1].set_xticks(range(N), list(labels) if labels is not None else [f"q{i + 1}" for i in range(N)],
-                        fontsize=8)
-    return fig
-
-
-def accuracy_with_ci(
-    labels: Sequence[str],
-    correct: Sequence[int],
-    total: Sequence[int],
-    low: Sequence[float],
-    high: Sequence[float],
-) -> Figure:
-    """Accuracy bars k/n with their 95% confidence intervals as error bars, y fixed to [0, 1].
-
-    Args:
-        labels: one label per bar.
-        correct, total: k and n per bar.
-        low, high: the interval per bar (e.g. Wilson), in [0, 1].
-
-    Returns:
-        A Figure with one Axes holding one bar per label, of height exactly k/n.
-
-    Taught in: notebooks/03_reward_design.ipynb
-    """
-    k = np.asarray(correct, dtype=float)
-    n = np.asarray(total, dtype=float)
-    acc = k / n
-    lo, hi = np.asarray(low, dtype=float), np.asarray(high, dtype=float)
-    fig = Figure(figsize=(6.4, 3.4), layout="constrained")
-    ax = fig.add_subplot()
-    x = np.arange(len(labels))
-    ax.bar(x, acc, width=0.6, color="tab:blue", alpha=0.8)
-    ax.errorbar(x, acc, yerr=[acc - lo, hi - acc], fmt="none", ecolor="k", capsize=6, lw=1.5)
-    for xi, a, ki, ni in zip(x, acc, k, n):
-        ax.text(xi + 0.32, a, f"{int(ki)}/{int(ni)}", va="center", fontsize=9)
-    ax.set_xticks(x, labels, fontsize=9)
-    ax.set_xlim(-0.6, len(labels) - 0.4)
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("accuracy (bars: 95% CI)")
-    ax.grid(axis="y", alpha=0.3)
-    return fig
-
-
-# --- notebook 01 §1.6: the variance of the policy-gradient estimate against its baseline ----------------------
-def variance_vs_baseline(b_grid: Sequence[float], exact_var: Sequence[float],
-                         measured: Mapping[str, tuple[float, float]], J: float) -> Figure:
-    """The exact variance of the REINFORCE estimate against a constant baseline b, with measured points.
-
-    Args:
-        b_grid: the baselines b of the curve.
-        exact_var: the exact variance (summed over the logits) at each b.
-        measured: label -> (b where the dot goes, the variance measured over sampled groups). A baseline that is
-            not a constant (the group mean) is drawn at the value it estimates; its label should say its mean.
-        J: the true mean reward, marked by a dotted line.
-
-    Axes are fixed: b in [-1, 3], variance in [0, 0.5] (the toy of notebook 01).
-
-    Taught in: notebooks/01_worked_example_2plus3.ipynb
-    """
-    fig = Figure(figsize=(6.4, 3.4))
-    ax = fig.subplots()
-    ax.plot(np.asarray(b_grid, dtype=float), np.asarray(exact_var, dtype=float), lw=1.6, color="tab:blue",
-            label="exact, constant baseline b")
-    for i, (name, (b, v)) in enumerate(measured.items()):
-        ax.plot([b], [v], "o", color=f"C{i + 1}", label=f"sampled groups: {name}")
-    ax.axvline(J, color="grey", ls=":", lw=1)
-    ax.annotate("J", (J, 0.47), ha="center", color="grey")
-    ax.set(xlabel="baseline b", ylabel="variance of the estimate\n(sum over the logits)", xlim=(-1, 3), ylim=(0, 0.5),
-           title="constant b: same mean, not the same spread\n(dots at J: per-group baselines, means in the legend)")
-    ax.legend(fontsize=8, loc="upper left")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    return fig
-
-
-# --- notebook 02 §2.4: questions are not equally hard ---------------------------------------------------------
-def accuracy_spread(p_per_question: Sequence[float], p_mean: float, bins: int = 16) -> Figure:
-    """A histogram of each question's accuracy on [0, 1], with the mean accuracy marked.
-
-    Taught in: notebooks/02_advantages.ipynb
-    """
-    fig = Figure(figsize=(6.4, 3.0))
-    ax = fig.subplots()
-    ax.hist(np.asarray(p_per_question, dtype=float), bins=np.linspace(0, 1, bins + 1), color="tab:blue", alpha=0.8)
-    ax.axvline(p_mean, color="k", ls="--", lw=1, label=f"mean accuracy {p_mean:.2f}")
-    ax.set(xlim=(0, 1), xlabel="accuracy of one question", ylabel="questions",
-           title="questions are not equally hard")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
 # --- notebook 05: reading a run (the dashboard of metrics.jsonl, one run or several overlaid) -------------------
 @dataclass(frozen=True)
 class Panel:
@@ -723,7 +724,7 @@ class Panel:
 
     Attributes:
         title: the panel's title.
-        keys: the metrics drawn (names of grpo_lib.runlog.METRICS, or `rewards/*/mean` for every per-function reward);
+        keys: the metrics drawn (names of grpo_lib.run.runlog.METRICS, or `rewards/*/mean` for every per-function reward);
             the first is the solid line, the others dashed / dotted.
         tells: what the panel tells you (printed under it).
         misses: what it does not tell you (printed under it).
@@ -905,7 +906,7 @@ def pass_maj_curves_plot(curves: Mapping[str, Mapping[str, Any]], *, title: str 
 
     Args:
         curves: model label -> {"k": ks, "pass": means, "maj": means, "pass_ci": (low, high), "maj_ci": (low, high)}
-            (what `grpo_lib.evaluation.pass_maj_curves` returns), one colour per model in the given order.
+            (what `grpo_lib.course.evaluation.pass_maj_curves` returns), one colour per model in the given order.
         title: axes title.
 
     Returns:
@@ -923,7 +924,7 @@ def pass_maj_curves_plot(curves: Mapping[str, Mapping[str, Any]], *, title: str 
     for i, (label, c) in enumerate(curves.items()):
         missing = [key for key in ("k", "pass", "maj", "pass_ci", "maj_ci") if key not in c]
         if missing:
-            raise KeyError(f"curves[{label!r}] lacks {missing}: pass the dict grpo_lib.evaluation.pass_maj_curves returns")
+            raise KeyError(f"curves[{label!r}] lacks {missing}: pass the dict grpo_lib.course.evaluation.pass_maj_curves returns")
         k = np.asarray(c["k"], dtype=float)
         k_max = max(k_max, int(k.max()))
         for metric, (ls, marker, name) in PASS_MAJ_STYLES.items():
