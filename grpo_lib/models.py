@@ -32,6 +32,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
 
 from grpo_lib.config import TORCH_DTYPES
+from grpo_lib.precision import auto_dtype
 
 TINY_MODEL_NAME = "tiny-qwen2-addition"
 TINY_MODEL_DIR = Path(__file__).resolve().parent / "assets" / TINY_MODEL_NAME
@@ -127,7 +128,8 @@ def frozen_copy(model: torch.nn.Module, dtype: torch.dtype | None = None) -> tor
         dtype: store the copy in this dtype (mixed precision keeps π_ref in bf16: half an fp32 copy;
             grpo_lib.precision choice 3); None keeps the model's dtype.
 
-    Used by: grpo_lib.train and grpo_lib.checkpoint (the engine that notebooks/05_full_run.ipynb runs)
+    Used by: grpo_lib.run.lifecycle (π_ref ← π_θ) and grpo_lib.run.checkpoint (the engine that
+    notebooks/05_full_run.ipynb runs)
     """
     ref = copy.deepcopy(model)
     if dtype is not None:
@@ -236,7 +238,7 @@ def _resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtyp
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
+        dtype = auto_dtype(device)
     if dtype in TORCH_DTYPES:
         return TORCH_DTYPES[dtype]
     raise ValueError(f"dtype must be 'auto', a torch.dtype or one of {sorted(TORCH_DTYPES)}, got {dtype!r}")
@@ -287,7 +289,8 @@ def load_policy(model_name_or_path: str | os.PathLike, *, device: torch.device |
     Args:
         model_name_or_path: hub name, local folder, or "tiny" / "tiny-qwen2-addition" for TINY_MODEL_DIR.
         device: where the model goes ("cpu", "cuda", "cuda:1", a torch.device).
-        dtype: parameter dtype: "auto" = bf16 on CUDA, fp32 on CPU; or a torch.dtype, or "bfloat16"/"float32"/"float16".
+        dtype: parameter dtype: "auto" (`grpo_lib.precision.auto_dtype`: bf16 on CUDA, fp32 on CPU); or a
+            torch.dtype, or "bfloat16"/"float32"/"float16".
         compute_dtype: the dtype the matmuls run in (bf16 under autocast with fp32 parameters); picks the
             attention implementation. None = dtype.
 
@@ -300,7 +303,7 @@ def load_policy(model_name_or_path: str | os.PathLike, *, device: torch.device |
         FileNotFoundError: a local path that does not exist, or a hub name that cannot be loaded
             (no network and not in the cache).
 
-    Used by: `grpo_lib.train.train`
+    Used by: `grpo_lib.run.lifecycle.Run`
     """
     device = torch.device(device)
     torch_dtype = _resolve_dtype(dtype, device)

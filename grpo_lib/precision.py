@@ -29,7 +29,13 @@ from dataclasses import dataclass
 
 import torch
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+from grpo_lib.config import DTYPES, TORCH_DTYPES
+
+
+def auto_dtype(device: str | torch.device) -> str:
+    """What dtype "auto" is on `device`: "bfloat16" on CUDA, "float32" elsewhere (the rule's one home: the
+    engine, the model loader and the memory planner ask here)."""
+    return "bfloat16" if torch.device(device).type == "cuda" else "float32"
 
 
 @dataclass(frozen=True)
@@ -91,12 +97,12 @@ def resolve_precision(dtype: str, precision: str, device: str | torch.device) ->
     """
     device = torch.device(device)
     if dtype == "auto":
-        dtype = "bfloat16" if device.type == "cuda" else "float32"
-    if dtype not in DTYPES:
+        dtype = auto_dtype(device)
+    if dtype not in DTYPES[1:]:                          # the full names of config.TORCH_DTYPES
         raise ValueError(f"--dtype must be 'auto', 'float32' or 'bfloat16', got {dtype!r}")
     if precision not in ("mixed", "pure"):
         raise ValueError(f"--precision must be 'mixed' or 'pure', got {precision!r}")
-    compute = DTYPES[dtype]
+    compute = TORCH_DTYPES[dtype]
     if compute == torch.float16:
         raise ValueError("--dtype float16 is not supported for training: fp16 needs a gradient scaler (loss "
                          "scaling) that grpo_lib does not implement; use --dtype bfloat16 or float32")

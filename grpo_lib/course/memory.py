@@ -39,7 +39,8 @@ import torch
 from transformers import AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification, Qwen2Config
 
 from grpo_lib.config import TORCH_DTYPES
-from grpo_lib.models import count_parameters
+from grpo_lib.models import count_parameters, qwen2_5_1_5b_config
+from grpo_lib.precision import auto_dtype
 
 GIB = 2**30
 OPTIMIZERS = ("adamw", "sgd")
@@ -57,8 +58,6 @@ def qwen2_5_1_5b_instruct_config():
 
     Taught in: notebooks/02_advantages.ipynb
     """
-    from grpo_lib.models import qwen2_5_1_5b_config
-
     return qwen2_5_1_5b_config()           # the numbers live in grpo_lib.models.QWEN2_5_1_5B_INSTRUCT
 
 
@@ -827,7 +826,7 @@ def plan_for_run(cfg, config, *, prompt_len: int, world_size: int = 1, **overrid
 
     Taught in: notebooks/06_multi_gpu_qwen.ipynb
     """
-    dtype = "bfloat16" if cfg.dtype == "auto" else cfg.dtype
+    dtype = auto_dtype("cuda") if cfg.dtype == "auto" else cfg.dtype   # the plan is for a GPU
     kwargs = dict(G=cfg.G, N=cfg.global_N(world_size), prompt_len=prompt_len, completion_len=cfg.max_completion_length,
                   world_size=world_size, dtype=dtype, master_weights=False, beta=cfg.beta,
                   precision=getattr(cfg, "precision", "pure"),
