@@ -2,7 +2,7 @@
 
 Both train the tiny preset at matched settings (the same model, tokenizer, prompts step by step, reward
 functions, N x G, max_completion_length, lr, beta, loss_type, threads): TRL's arguments are
-`grpo_lib.trl_recipe.trl_args(cfg)`, the mapping of docs/trl.md. TRL's `trainer.train()` drives the run;
+`grpo_lib.trl.recipe.trl_args(cfg)`, the mapping of docs/trl.md. TRL's `trainer.train()` drives the run;
 a TrainerCallback times each TRL step (on_step_begin -> on_step_end: generation, scoring, reference
 log-probs, forward, backward, AdamW, TRL's logging) and then runs and times one step of ours (the body of
 grpo_lib.train's loop: generate_completions, score_rollout, policy_update, scheduler step). So the two
@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> dict:
     import torch
 
-    from grpo_lib.trl_compare import INSTALL_HINT, trl_available
+    from grpo_lib.trl.compare import INSTALL_HINT, trl_available
 
     if not trl_available():
         raise SystemExit(f"bench_vs_trl needs TRL. {INSTALL_HINT}")
@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> dict:
     from grpo_lib.rollout import generate_completions, score_rollout
     from grpo_lib.rewards import reward_functions
     from grpo_lib.train import make_optimizer, policy_update, sampling_seed
-    from grpo_lib.trl_recipe import training_dataset, trl_args
+    from grpo_lib.trl.recipe import training_dataset, trl_args
 
     steps = args.steps if args.steps is not None else (4 if args.quick else 40)
     eval_n = args.eval_n if args.eval_n is not None else (20 if args.quick else 300)

@@ -1,4 +1,4 @@
-"""The command line of `python -m grpo_lib.train` (and `torchrun ... -m grpo_lib.train`): one option per config field.
+"""The command line of `python -m grpo_lib` (and `torchrun ... -m grpo_lib`): one option per config field.
 
 The parser is built from the GRPOConfig dataclass itself (`dataclasses.fields` for the names and help texts,
 `typing.get_type_hints` for the types), so a new field is a new option with no code here:
@@ -30,10 +30,11 @@ from typing import Any
 
 from torch.distributed.elastic.multiprocessing.errors import record
 
-from grpo_lib import checkpoint, dist, rundir
+from grpo_lib import dist
 from grpo_lib.config import PRESETS, SYMBOLS, GRPOConfig, base_type, batch_override, field_docs, field_types
-from grpo_lib.failures import RunStopped, StopNow, known_error
-from grpo_lib.runlog import NonFiniteMetricError
+from grpo_lib.run import checkpoint
+from grpo_lib.run.failures import NonFiniteMetricError, RunStopped, StopNow, known_error
+from grpo_lib.run.layout import CHECKPOINTS_SUBDIR, run_dir_of
 from grpo_lib.train import train
 
 
@@ -61,13 +62,13 @@ def _parse_value(kind: Any, optional: bool, name: str) -> Callable[[str], Any]:
 def build_arg_parser() -> argparse.ArgumentParser:
     """argparse parser with --preset and one --option per GRPOConfig field (help = the field's docstring).
 
-    Used by: `parse_config` (and `python -m grpo_lib.train --help`)
+    Used by: `parse_config` (and `python -m grpo_lib --help`)
     """
     parser = argparse.ArgumentParser(
-        prog="python -m grpo_lib.train",
+        prog="python -m grpo_lib",
         description="GRPO (DeepSeekMath, arXiv 2402.03300) on the tiny CPU preset or Qwen2.5 on GSM8K. "
                     "Start from --preset, then override any option. Paper symbols in [brackets].",
-        epilog="Example: python -m grpo_lib.train --preset tiny --steps 50 --output-dir runs/tiny50",
+        epilog="Example: python -m grpo_lib --preset tiny --steps 50 --output-dir runs/tiny50",
     )
     parser.add_argument("--preset", default=argparse.SUPPRESS, choices=list(PRESETS),
                         help="starting values: 'tiny' (CPU, minutes; the default) or 'qwen2.5-1.5b-gsm8k' "
@@ -146,7 +147,7 @@ def parse_config(argv: Sequence[str] | None = None) -> GRPOConfig:
 
     With `--resume DIR` the starting values are the configuration saved in the checkpoint, so
     `--resume DIR` alone continues the same run; options given with it override the saved values, and
-    `train` refuses those that would change the training (grpo_lib.checkpoint.RESUME_MAY_DIFFER lists
+    `train` refuses those that would change the training (grpo_lib.run.checkpoint.RESUME_MAY_DIFFER lists
     the ones that may change). The resumed run writes into DIR (the run folder the checkpoint sits in),
     never into the output folder recorded in the checkpoint, so resuming a copy leaves the original
     alone; `--output-dir` given with it continues the run in another folder. A bad value, or a --resume
@@ -178,9 +179,9 @@ def parse_config(argv: Sequence[str] | None = None) -> GRPOConfig:
 def _resume_output_dir(resume: str) -> Path:
     """Where `--resume DIR` writes: DIR itself for a run folder, RUN for RUN/checkpoints/step-XXXXXX."""
     folder = Path(resume)
-    if (folder / checkpoint.CHECKPOINTS_SUBDIR).is_dir() or not folder.name.startswith("step-"):
+    if (folder / CHECKPOINTS_SUBDIR).is_dir() or not folder.name.startswith("step-"):
         return folder
-    run = rundir.run_dir_of(folder)
+    run = run_dir_of(folder)
     if run is None:
         raise ValueError(f"--resume {resume}: this checkpoint does not sit in a run folder (RUN/checkpoints/"
                          "step-XXXXXX), so there is no run to continue in; pass --output-dir for the resumed run")
@@ -189,10 +190,10 @@ def _resume_output_dir(resume: str) -> Path:
 
 @record        # under torchrun: the failing rank's traceback goes into torchrun's error report
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of `python -m grpo_lib.train` and of `torchrun ... -m grpo_lib.train`.
+    """Entry point of `python -m grpo_lib` and of `torchrun ... -m grpo_lib`.
 
     Returns 0 when training completed and 1 for every failure. A known error (a bad option or file, a
-    run that stopped: grpo_lib.failures.KNOWN_ERRORS) prints one "error: ..." paragraph on stderr, from
+    run that stopped: grpo_lib.run.failures.KNOWN_ERRORS) prints one "error: ..." paragraph on stderr, from
     each rank that has it (rank 0 alone when every rank failed the same way), without a traceback;
     `--debug` adds the traceback. Any other exception propagates with its traceback (exit status 1).
     A bad command-line value exits with argparse's usage message (status 2) before anything starts.
@@ -206,7 +207,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run_reporting_errors(run: Callable[[], Any], debug: bool = False) -> int:
     """Call `run()` under the command line's error policy (the entry point of grpo_lib.train and
-    grpo_lib.trl_recipe): 0 when it returns; a known error -> one "error: ..." paragraph on stderr and 1;
+    grpo_lib.trl.recipe): 0 when it returns; a known error -> one "error: ..." paragraph on stderr and 1;
     a signal -> one "stopped: ..." paragraph and 128 + the signal's number; anything else propagates."""
     completed = False
     try:

@@ -115,8 +115,6 @@ def _read_jsonl_rows(path: Path) -> list[tuple[int, Any]]:
 
 def _gsm8k_problem(row: Any, where: str) -> dict[str, str]:
     """One GSM8K row checked field by field -> {"question", "answer" (gold), "solution"}; `where` names the row."""
-    from grpo_lib.rewards import extract_answer_from_dataset
-
     if not isinstance(row, dict):
         raise ValueError(f"{where}: a GSM8K row must be a JSON object with 'question' and 'answer', "
                          f"got {type(row).__name__}")
@@ -144,7 +142,7 @@ def load_problems(task: str, split: str, *, data_dir: str | os.PathLike | None =
         data_dir: GSM8K only, see `load_gsm8k`.
         n: keep the first n problems (a fixed subset, in the split's canonical order); None keeps all.
 
-    Used by: `grpo_lib.train.train`
+    Used by: `grpo_lib.run.lifecycle.Run`
     """
     if task == "addition":
 
@@ -217,7 +215,7 @@ def check_prompts_fit(tokenizer: Any, prompts: Sequence[str], max_completion_len
     Raises:
         ValueError: names max_completion_length, the model's max_position_embeddings and the prompt.
 
-    Used by: `grpo_lib.train.train` (before any training)
+    Used by: `grpo_lib.run.lifecycle.Run` (before any training)
     """
     if not prompts:
         return 0
@@ -252,7 +250,7 @@ def prompts_for_step(problems: Sequence[dict], step: int, N: int, seed: int = 0,
     Returns:
         list of N / world_size problem dicts.
 
-    Used by: `grpo_lib.train.train`
+    Used by: `grpo_lib.run.lifecycle.Run`
     """
     if N % world_size:
         raise ValueError(f"N = {N} must be divisible by world_size = {world_size}")

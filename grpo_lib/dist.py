@@ -98,7 +98,7 @@ def init_distributed(device: str = "auto", timeout_minutes: float | None = None)
         DistInfo(rank, local_rank, world_size, device). A plain `python` process gets rank 0 of 1 and
         no process group is created.
 
-    Used by: `grpo_lib.train.train`
+    Used by: `grpo_lib.run.lifecycle.Run`
     """
     rank, local_rank, world_size = env_rank()
     dev = resolve_device(device, local_rank)
@@ -178,7 +178,7 @@ def all_reduce_metrics(metrics: Mapping[str, float], op: str = "mean", device: s
         device: where the reduction tensor lives: the rank's GPU under nccl (which reduces GPU tensors
             only), "cpu" under gloo.
 
-    Used by: `grpo_lib.train.train` (the per-step metrics)
+    Used by: `grpo_lib.run.lifecycle.Run` (the per-step metrics)
     """
     if op not in ("mean", "sum"):
         raise ValueError(f"op must be 'mean' or 'sum', got {op!r}")

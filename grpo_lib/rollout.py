@@ -41,8 +41,9 @@ import torch
 from torch import Tensor, nn
 
 from grpo_lib.advantages import compute_advantages, gdpo_advantages
-from grpo_lib.logprobs import completion_mask, token_logprobs
+from grpo_lib.logprobs import completion_mask, grouped_token_logprobs, token_logprobs
 from grpo_lib.rewards import strict_correct
+from grpo_lib.sampling import sample_tokens
 
 RewardFunc = Callable[..., list]
 
@@ -126,7 +127,7 @@ def gradient_checkpointing_on(model: nn.Module) -> bool:
 def set_gradient_checkpointing(model: nn.Module, on: bool) -> None:
     """Switch gradient (activation) checkpointing on or off, with non-reentrant checkpoints.
 
-    Used by: `grpo_lib.train.train` (gradient_checkpointing) and `generation_mode`
+    Used by: `grpo_lib.run.lifecycle.Run` (gradient_checkpointing) and `generation_mode`
     """
     new_api = hasattr(model, "activation_checkpointing_enable")   # transformers >= 5.x renamed it
     if on:
@@ -229,8 +230,6 @@ def generate_completions(model: nn.Module, tokenizer: Any, prompts: Sequence[str
         raise ValueError(f"temperature must be > 0 for sampling, got {temperature}")
     pad_id, eos_id = _check_pad(tokenizer), _eos_id(tokenizer)
     from transformers import PreTrainedModel
-
-    from grpo_lib.sampling import sample_tokens
 
     device = next(model.parameters()).device
     enc = tokenizer(list(prompts), return_tensors="pt", padding=True, padding_side="left",
@@ -385,8 +384,6 @@ def completion_logprobs(model: nn.Module, rollout: Rollout, temperature: float =
 
     Used by: `score_rollout` (π_ref, π_old) and `grpo_lib.train.policy_update` (π_θ, with gradients)
     """
-    from grpo_lib.logprobs import grouped_token_logprobs
-
     start, stop, _ = (rows or slice(None)).indices(rollout.B)
     G, b = rollout.G, stop - start
     chunk = chunk_size or max(b, 1)

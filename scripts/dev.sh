@@ -34,7 +34,7 @@ setup() {
   # TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu gets PyTorch's CPU-only wheel where pip's default
   # index would fetch the multi-GB CUDA build (plain Linux + PyPI); unset, pip uses its configured indexes.
   "$VENV/bin/python" -m pip install -q "torch==2.13.0" ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"}
-  # [trl]: TRL, pinned, for the golden tests against TRL's GRPOTrainer and `python -m grpo_lib.trl_recipe`
+  # [trl]: TRL, pinned, for the golden tests against TRL's GRPOTrainer and `python -m grpo_lib.trl.recipe`
   "$VENV/bin/python" -m pip install -q -e ".[dev,trl]"
   touch "$stamp"
 }
@@ -44,7 +44,7 @@ shift || true
 case "$cmd" in
   train)
     setup
-    exec "$VENV/bin/python" -m grpo_lib.train --preset tiny --output-dir "${OUTPUT_DIR:-runs/tiny}" "$@"
+    exec "$VENV/bin/python" -m grpo_lib --preset tiny --output-dir "${OUTPUT_DIR:-runs/tiny}" "$@"
     ;;
   test)
     # GRPO_PHASE_TIMES: a file that collects "phase<TAB>seconds<TAB>status" lines (install, unit tests, each

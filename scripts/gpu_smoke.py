@@ -47,10 +47,10 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from grpo_lib import checkpoint  # noqa: E402
 from grpo_lib.config import GRPOConfig  # noqa: E402
 from grpo_lib.data import build_prompt, load_problems  # noqa: E402
 from grpo_lib.models import qwen2_5_1_5b_config  # noqa: E402
+from grpo_lib.run import checkpoint  # noqa: E402
 from grpo_lib.train import train  # noqa: E402
 
 TINY_SIZES = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4)

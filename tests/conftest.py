@@ -82,7 +82,7 @@ def pytest_collection_modifyitems(config, items):
 
 
 QUICK_FORBIDDEN_COMMANDS = {"torch.distributed.run": "trains", "grpo_lib.train": "trains",
-                            "grpo_lib.trl_recipe": "trains", "--nbmake": "notebook", "jupyter": "notebook"}
+                            "grpo_lib.trl_recipe": "trains", "grpo_lib.trl.recipe": "trains", "-m grpo_lib ": "trains", "--nbmake": "notebook", "jupyter": "notebook"}
 
 
 @pytest.fixture(autouse=True)
@@ -95,13 +95,13 @@ def _quick_mode_guard(request, monkeypatch):
     import nbclient
     import torch.multiprocessing
 
-    import grpo_lib.train
+    from grpo_lib.run.lifecycle import Run
 
     def refuse(what: str, marker: str):
         pytest.fail(f"{request.node.nodeid} {what} under --quick: mark it @pytest.mark.{marker} "
                     "(the quick run leaves those out)", pytrace=False)
 
-    monkeypatch.setattr(grpo_lib.train, "_train", lambda *a, **k: refuse("starts a training run (train())", "trains"))
+    monkeypatch.setattr(Run, "_start", lambda *a, **k: refuse("starts a training run (train())", "trains"))
     monkeypatch.setattr(torch.multiprocessing, "start_processes",
                         lambda *a, **k: refuse("spawns worker processes", "trains"))
     monkeypatch.setattr(nbclient.NotebookClient, "execute", lambda *a, **k: refuse("executes a notebook", "notebook"))

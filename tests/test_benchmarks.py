@@ -188,7 +188,7 @@ def test_step_two_processes_under_torchrun():
 
 # --- (d) grpo_lib's step vs TRL's ---------------------------------------------------------------------------
 def test_vs_trl_quick_reports_ratio_spread_and_accuracy():
-    from grpo_lib.trl_compare import INSTALL_HINT, trl_available
+    from grpo_lib.trl.compare import INSTALL_HINT, trl_available
 
     if not trl_available():
         if os.environ.get("GRPO_REQUIRE_TRL") == "1":

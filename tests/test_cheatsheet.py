@@ -1,7 +1,7 @@
 """docs/cheatsheet.md names only what exists, and its equations are the library's.
 
 Every `grpo_lib` function and `GRPOConfig` field the page names exists, every metric of its table is one the
-engine logs (`grpo_lib.runlog.METRICS`), notebook 05 shows the page, and the loss written as the page writes it
+engine logs (`grpo_lib.run.runlog.METRICS`), notebook 05 shows the page, and the loss written as the page writes it
 (advantage, ratio, clip, k3, the four normalisations) equals `grpo_loss` on a small batch.
 """
 import dataclasses
@@ -12,12 +12,12 @@ import pytest
 import torch
 
 import grpo_lib.advantages
+from grpo_lib.config import GRPOConfig
 import grpo_lib.logprobs
 import grpo_lib.loss
 import grpo_lib.rollout
+from grpo_lib.run.runlog import METRICS
 import grpo_lib.train
-from grpo_lib.config import GRPOConfig
-from grpo_lib.runlog import METRICS
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGE = (ROOT / "docs" / "cheatsheet.md").read_text()

@@ -7,19 +7,20 @@ weights. The run is stopped the hard way: it dies while writing its second check
 import hashlib
 import json
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2ForCausalLM
 
-from grpo_lib import checkpoint
-from grpo_lib.checkpoint import (RESUME_MAY_DIFFER, CheckpointError, config_differences, find_checkpoint,
-                                 is_complete, latest_checkpoint, open_checkpoint, rng_state, save_checkpoint,
-                                 set_rng_state)
 from grpo_lib.cli import parse_config
 from grpo_lib.config import GRPOConfig
 from grpo_lib.models import tiny_qwen2_config
+from grpo_lib.run import checkpoint
+from grpo_lib.run.checkpoint import (RESUME_MAY_DIFFER, Checkpoint, CheckpointError, config_differences,
+                                     find_checkpoint, is_complete, latest_checkpoint, open_checkpoint, reference_at,
+                                     rng_state, save_checkpoint, set_rng_state)
 from grpo_lib.tokenizer import build_char_tokenizer
 from grpo_lib.train import make_optimizer, train
 
@@ -125,6 +126,17 @@ def test_checkpoint_contents_and_the_reference_model(uninterrupted):
     assert torch.load(mid / "scheduler.pt", weights_only=True)["last_epoch"] == 4
 
 
+def test_the_reference_rule_by_hand():
+    """π_ref after s completed steps of M = 3 per outer iteration (choice 4): the one rule a save and a resume read."""
+    assert [reference_at(s, 0.04, 3) for s in range(8)] == ["none", "initial", "initial", "none", "saved", "saved",
+                                                            "none", "saved"]
+    assert {reference_at(s, 0.0, 3) for s in range(8)} == {"none"}                  # β = 0: no π_ref at all
+    state = {"step": 4, "reference": "saved"}
+    assert Checkpoint(Path("step-000004"), state).reference_needed(0.04, 3) == "saved"
+    assert Checkpoint(Path("step-000004"), state).reference_needed(0.04, 2) == "none"   # an iteration boundary
+    assert Checkpoint(Path("step-000002"), {"step": 2, "reference": "initial"}).reference_needed(0.04, 3) == "initial"
+
+
 # --- atomic writes and refusals, on a small stand-in model (no training needed) -------------------------------
 def write_small_checkpoint(out, step, cfg=None, world_size=1):
     cfg = cfg or GRPOConfig.tiny()
@@ -194,7 +206,7 @@ def test_a_different_configuration_is_refused_listing_the_fields(tmp_path):
         open_checkpoint(tmp_path / "run", cfg.to_dict(), 2)
     assert config_differences(cfg.to_dict(), cfg.to_dict()) == []
     # a checkpoint written before the post-R1 options existed resumes with their defaults, not with others
-    from grpo_lib.checkpoint import FIELDS_ADDED_LATER
+    from grpo_lib.run.checkpoint import FIELDS_ADDED_LATER
 
     older = {k: v for k, v in cfg.to_dict().items() if k not in FIELDS_ADDED_LATER}
     assert config_differences(older, cfg.to_dict()) == []

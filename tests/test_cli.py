@@ -1,5 +1,5 @@
 """grpo_lib.cli: one option per GRPOConfig field (built from the dataclass), presets, bad values that exit naming the
-option, --help with paper symbols, `python -m grpo_lib.train` as a command, and the exit status of a failed run."""
+option, --help with paper symbols, `python -m grpo_lib` as a command, and the exit status of a failed run."""
 import dataclasses
 import json
 import os
@@ -79,10 +79,12 @@ def test_help_explains_options_with_paper_symbols():
         assert expected in text, expected
 
 
-def test_module_help_runs_as_a_command():
-    out = subprocess.run([sys.executable, "-m", "grpo_lib.train", "--help"], capture_output=True, text=True,
+@pytest.mark.parametrize("entry", ["grpo_lib", "grpo_lib.train"])   # the documented command, and the older one
+def test_module_help_runs_as_a_command(entry):
+    out = subprocess.run([sys.executable, "-m", entry, "--help"], capture_output=True, text=True,
                          cwd=REPO, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("usage: python -m grpo_lib [-h]")
     assert "--preset" in out.stdout and "[ε]" in out.stdout
 
 
@@ -123,12 +125,12 @@ def test_the_readme_gpu_commands_give_the_batch_they_claim():
     import re
 
     text = (REPO / "README.md").read_text()
-    lines = [line for line in text.splitlines() if "grpo_lib.train --preset qwen2.5-1.5b-gsm8k" in line]
+    lines = [line for line in text.splitlines() if "-m grpo_lib --preset qwen2.5-1.5b-gsm8k" in line]
     assert len(lines) == 2, lines
     for line in lines:
         m = re.search(r"--nproc_per_node=(\d+)", line)
         world = int(m.group(1)) if m else 1
-        cfg = parse_config(line.split("grpo_lib.train ", 1)[1].split())
+        cfg = parse_config(line.split("-m grpo_lib ", 1)[1].split())
         claimed = {1: "1 GPU: 7 prompts = 84 completions per step",
                    8: "8 GPUs: 8 x 7 = 56 prompts = 672 completions per step"}[world]
         assert claimed in text

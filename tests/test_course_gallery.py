@@ -15,8 +15,8 @@ import math
 import pytest
 
 from grpo_lib.course import gallery
-from grpo_lib.checkpoint import FIELDS_ADDED_LATER
 from grpo_lib.course.gallery import GALLERY_DIR, SPECS, config_diff, load_run, r1_strict_reward, run_spec
+from grpo_lib.run.checkpoint import FIELDS_ADDED_LATER
 
 SAMPLED = ("reward", "accuracy", "frac_reward_zero_std", "completions/mean_length", "gallery/length_wrong",
            "gallery/length_right")

@@ -6,7 +6,7 @@ Two kinds of multi-process test:
   runs everything the module-scoped fixture `two_ranks` collects: a 3-step train() whose ranks start from
   DIFFERENT random weights, a resume from its checkpoint, and single DDP updates on given completions for
   each loss type. The tests then compare with one process doing the same work on the whole batch.
-- real `torchrun --standalone --nproc_per_node=2 -m grpo_lib.train` runs of the tiny preset (marked slow:
+- real `torchrun --standalone --nproc_per_node=2 -m grpo_lib` runs of the tiny preset (marked slow:
   two fresh interpreters each): one that finishes, and one where rank 1 raises (test hook
   GRPO_LIB_FAULT="raise@2:rank1") and the whole job must exit non-zero, with the error, without hanging.
 
@@ -160,11 +160,11 @@ def _worker(rank: int, port: int, tmp: str) -> None:
             dist.all_reduce_sum = real_all_reduce_sum
     out["local_tokens"] = int(mine.mask.sum())
     # (4) the step's metrics over both ranks, from the "grpo" update on this rank's half
-    from grpo_lib.runlog import step_metrics
+    from grpo_lib.run.runlog import step_metrics
 
     out["metrics"] = step_metrics(mine, [out["grpo"][0]], G=mine.rollout.G)
     # (5) resume where rank 1 cannot see the checkpoint: both ranks fail at once, naming rank 1 and the path
-    from grpo_lib.checkpoint import CheckpointError, open_checkpoint_on_every_rank
+    from grpo_lib.run.checkpoint import CheckpointError, open_checkpoint_on_every_rank
 
     where = f"{tmp}/run-rank0/checkpoints/step-000002" if rank == 0 else f"{tmp}/not-on-this-machine"
     try:
@@ -262,7 +262,7 @@ def test_two_ranks_give_the_update_of_one_process_on_the_whole_batch(two_ranks, 
 
 def test_gathered_metrics_of_two_ranks_equal_one_rank_on_the_whole_batch(two_ranks):
     """reward_std, kl, entropy, clip ratios, frac_reward_zero_std...: 2 ranks x 2 prompts == 1 rank x 4 prompts."""
-    from grpo_lib.runlog import step_metrics
+    from grpo_lib.run.runlog import step_metrics
 
     _, base, batch, ranks = two_ranks
     stats, _ = one_update(copy.deepcopy(base), batch, update_cfg(loss_type="grpo"))
@@ -320,7 +320,7 @@ def test_bnpo_is_normalised_per_process_as_in_trl(two_ranks):
 def torchrun(tmp: Path, *args: str, env: dict | None = None, timeout: float = 240.0) -> subprocess.CompletedProcess:
     timeout *= time_scale()
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={WORLD}",
-           "-m", "grpo_lib.train", "--preset", "tiny", "--N", "4", "--G", "4", "--eval-n", "8",
+           "-m", "grpo_lib", "--preset", "tiny", "--N", "4", "--G", "4", "--eval-n", "8",
            "--eval-batch-size", "8", "--report-to", "none", "--num-threads", "1", "--progress", "false",
            "--output-dir", str(tmp / "run"), *args]
     full_env = {**os.environ, "PYTHONPATH": str(REPO), "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1",
@@ -370,7 +370,7 @@ def test_sigterm_to_torchrun_stops_every_rank_at_the_same_step_and_rank_0_record
     """How Slurm stops a job: SIGTERM to torchrun, which passes it to both ranks. They agree (one all-reduce
     per step) and stop after the same step; rank 0, which holds the folder's lock, writes "stopped"."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={WORLD}",
-           "-m", "grpo_lib.train", "--preset", "tiny", "--N", "4", "--G", "4", "--eval-n", "8",
+           "-m", "grpo_lib", "--preset", "tiny", "--N", "4", "--G", "4", "--eval-n", "8",
            "--eval-batch-size", "8", "--report-to", "none", "--num-threads", "1", "--progress", "false",
            "--output-dir", str(tmp_path / "run"), "--steps", "4", "--save-every", "1"]
     env = {**os.environ, "PYTHONPATH": str(REPO), "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1",
@@ -390,7 +390,7 @@ def test_sigterm_to_torchrun_stops_every_rank_at_the_same_step_and_rank_0_record
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["status"] == "stopped" and summary["stopped_by"] == "SIGTERM", log[-3000:]
     assert summary["stopped_after_step"] == 2 and summary["world_size"] == 2
-    assert summary["resume_command"] == (f"torchrun --standalone --nproc_per_node=2 -m grpo_lib.train --resume "
+    assert summary["resume_command"] == (f"torchrun --standalone --nproc_per_node=2 -m grpo_lib --resume "
                                          f"{tmp_path / 'run'}")
     assert [json.loads(x)["step"] for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()] == [1, 2]
     assert not (tmp_path / "run" / ".grpo-run.lock").exists()

@@ -1,6 +1,6 @@
-"""Nothing lost, and every failure ends the same way (grpo_lib.failures, grpo_lib.rundir, the CLI, checkpoints).
+"""Nothing lost, and every failure ends the same way (grpo_lib.run.failures, grpo_lib.run.rundir, the CLI, checkpoints).
 
-One test (or more) per case of issue 14, named after what it proves:
+One test (or more) per failure case, named after what it proves:
   1 --resume DIR writes into DIR            2 a run is never silently written over    3 weights that blow up
   4 disk full while saving                   5 bad GSM8K rows before the model loads  6 unusable output folders
   8 clear messages from the command line     11 damaged checkpoints named, fallback announced
@@ -16,14 +16,14 @@ import shutil
 import pytest
 import torch
 
-from grpo_lib import checkpoint
 from grpo_lib import train as train_module
-from grpo_lib.checkpoint import Checkpoint, CheckpointError, find_checkpoint, open_checkpoint, resolve_checkpoint
 from grpo_lib.cli import main, parse_config
 from grpo_lib.config import GRPOConfig
-from grpo_lib.failures import NonFiniteWeightsError, RunFailed, parameters_finite
 from grpo_lib.models import TINY_MODEL_DIR
-from grpo_lib.rundir import OutputDirError
+from grpo_lib.run import checkpoint, lifecycle
+from grpo_lib.run.checkpoint import Checkpoint, CheckpointError, find_checkpoint, open_checkpoint, resolve_checkpoint
+from grpo_lib.run.failures import NonFiniteWeightsError, RunFailed, parameters_finite
+from grpo_lib.run.rundir import OutputDirError
 from grpo_lib.tokenizer import build_char_tokenizer
 from grpo_lib.train import train
 
@@ -50,7 +50,7 @@ def no_model_load(monkeypatch):
     """Make any model load fail loudly: the test proves an error came before it."""
     def refuse(*args, **kwargs):
         raise AssertionError("the model was loaded before the bad input was refused")
-    monkeypatch.setattr(train_module, "load_policy", refuse)
+    monkeypatch.setattr(lifecycle, "load_policy", refuse)
 
 
 # --- case 1: --resume DIR writes into DIR, not into the output folder recorded in the checkpoint --------------
@@ -159,7 +159,7 @@ def test_float16_weights_that_overflow_stop_the_run_naming_the_update(tmp_path, 
     # force a pure-fp16 run here to reach the weights check through the real training loop
     from grpo_lib.precision import Precision
 
-    monkeypatch.setattr(train_module, "resolve_precision",
+    monkeypatch.setattr(lifecycle, "resolve_precision",
                         lambda *a, **k: Precision("pure", torch.float16, torch.float16, "cpu"))
     tok = build_char_tokenizer()
     model = random_tiny(tok).to(torch.float16)

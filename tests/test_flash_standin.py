@@ -16,9 +16,9 @@ import torch
 import flash_standin
 from flash_standin import MESSAGE, STANDIN, use_flash_standin
 from grpo_lib.cli import parse_config
-from grpo_lib.failures import logits_finite
 from grpo_lib.models import load_policy
 from grpo_lib.precision import resolve_precision
+from grpo_lib.run.failures import logits_finite
 from grpo_lib.train import train
 
 

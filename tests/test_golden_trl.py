@@ -29,7 +29,7 @@ import os
 import pytest
 import torch
 
-from grpo_lib.trl_compare import INSTALL_HINT, TRL_VERSION, trl_available
+from grpo_lib.trl.compare import INSTALL_HINT, TRL_VERSION, trl_available
 
 if not trl_available():
     if os.environ.get("GRPO_REQUIRE_TRL") == "1":
@@ -38,12 +38,12 @@ if not trl_available():
 
 import importlib.metadata  # noqa: E402
 
-from grpo_lib import trl_compare as tc  # noqa: E402
 from grpo_lib.advantages import group_advantages  # noqa: E402
 from grpo_lib.config import GRPOConfig  # noqa: E402
 from grpo_lib.logprobs import token_logprobs  # noqa: E402
 from grpo_lib.loss import kl_k3  # noqa: E402
 from grpo_lib.models import load_policy  # noqa: E402
+from grpo_lib.trl import compare as tc  # noqa: E402
 
 TAU = 0.9             # a temperature != 1, so the temperature scaling of both log-prob paths is compared
 T = 8                 # completion length of the batch

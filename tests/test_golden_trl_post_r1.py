@@ -29,18 +29,18 @@ from collections import defaultdict
 import pytest
 import torch
 
-from grpo_lib.trl_compare import INSTALL_HINT, trl_available
+from grpo_lib.trl.compare import INSTALL_HINT, trl_available
 
 if not trl_available():
     if os.environ.get("GRPO_REQUIRE_TRL") == "1":
         pytest.fail(f"GRPO_REQUIRE_TRL=1 but {INSTALL_HINT}", pytrace=False)
     pytest.skip(INSTALL_HINT, allow_module_level=True)
 
-from grpo_lib import trl_compare as tc  # noqa: E402
 from grpo_lib.advantages import gdpo_advantages, group_advantages  # noqa: E402
 from grpo_lib.loss import IS_MODES, grpo_loss, sampling_importance_weights  # noqa: E402
 from grpo_lib.models import load_policy  # noqa: E402
 from grpo_lib.rewards import soft_overlong_punishment  # noqa: E402
+from grpo_lib.trl import compare as tc  # noqa: E402
 
 TAU, T, L_MAX = 0.9, 8, 10
 GSPO_EPS, GSPO_EPS_HIGH = 3e-4, 4e-4       # GSPO's paper values

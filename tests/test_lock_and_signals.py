@@ -1,6 +1,6 @@
 """One run per output folder, a signal ends a run like a failure, and the TRL recipe keeps the error policy.
 
-(grpo_lib.rundir choice 4, grpo_lib.failures choice 5, grpo_lib.trl_recipe.main.) Most runs are in-process on
+(grpo_lib.run.rundir choice 4, grpo_lib.run.failures choice 5, grpo_lib.trl.recipe.main.) Most runs are in-process on
 a random 2-layer tiny Qwen2; the command-line ones use the shipped tiny model and are marked slow. Nothing
 here sleeps a fixed time: the command-line tests wait on a line or a file, with generous timeouts.
 """
@@ -15,11 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from grpo_lib import rundir
-from grpo_lib import train as train_module
 from grpo_lib.cli import main
-from grpo_lib.failures import RunStopped, StopNow
-from grpo_lib.rundir import LOCK_FILE, OutputDirBusy, OutputDirError, lock_output_dir
+from grpo_lib.run import rundir
+from grpo_lib.run.failures import RunStopped, StopNow
+from grpo_lib.run.rundir import LOCK_FILE, OutputDirBusy, OutputDirError, lock_output_dir
 from grpo_lib.tokenizer import build_char_tokenizer
 from grpo_lib.train import train
 
@@ -68,7 +67,7 @@ def test_a_run_on_a_folder_another_run_holds_is_refused_naming_the_holder(tmp_pa
 
 def test_a_lock_left_by_a_killed_run_is_taken_over_and_named(tmp_path, capsys):
     out = tmp_path / "run"
-    code = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); from grpo_lib.rundir import lock_output_dir; "
+    code = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); from grpo_lib.run.rundir import lock_output_dir; "
             f"lock = lock_output_dir({str(out)!r}); print('locked', flush=True); sys.stdin.read()")
     proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
@@ -105,7 +104,7 @@ def test_two_runs_started_half_a_second_apart_on_one_folder_the_second_is_refuse
     its start (before importing torch, which takes seconds with more than 0.5 s of jitter under load: with
     the lock taken only at the folder check, the refused run was the first in 2 of 10 trials)."""
     out = tmp_path / "twin"
-    cmd = [sys.executable, "-m", "grpo_lib.train", *CLI_SMALL, "--steps", "6", "--save-every", "1",
+    cmd = [sys.executable, "-m", "grpo_lib", *CLI_SMALL, "--steps", "6", "--save-every", "1",
            "--output-dir", str(out)]
     first = subprocess.Popen([*cmd, "--seed", "1"], env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(0.5)                    # the reported case: the second started 0.5 s later (not a wait for speed)
@@ -133,7 +132,7 @@ def _fake_torch(tmp_path, body):
     return {**env(), "PYTHONPATH": str(ROOT) + os.pathsep + str(tmp_path / "fake")}
 
 
-@pytest.mark.parametrize("entry", ["grpo_lib.train", "grpo_lib.trl_recipe"])
+@pytest.mark.parametrize("entry", ["grpo_lib", "grpo_lib.train", "grpo_lib.trl.recipe", "grpo_lib.trl_recipe"])
 @pytest.mark.parametrize("spelling", [["--output-dir", "{out}"], ["--output-dir={out}"], ["--output_dir", "{out}"]])
 def test_the_command_line_locks_its_output_dir_before_importing_torch(tmp_path, entry, spelling):
     """The lock is held before the heavy imports start; a run that ends without using it (here: exits while
@@ -156,7 +155,7 @@ def test_no_early_lock_for_help_without_a_folder_or_on_other_ranks(tmp_path, arg
     other_rank = "--other-rank" in args
     run_env = {**_fake_torch(tmp_path, body), **({"RANK": "1"} if other_rank else {})}
     args = [a.format(out=out) for a in args if a != "--other-rank"]
-    proc = subprocess.run([sys.executable, "-m", "grpo_lib.train", *args], env=run_env, capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "grpo_lib", *args], env=run_env, capture_output=True,
                           text=True, timeout=120)
     assert (proc.returncode, proc.stdout.strip()) == (7, "['fake']"), proc.stderr[-2000:]
 
@@ -209,18 +208,18 @@ def test_a_signal_stops_the_run_after_the_step_and_records_it(tmp_path, signum):
     name = signal.Signals(signum).name
     assert err.value.exit_status == 128 + signum and err.value.step == 2
     assert str(err.value) == (f"the run was stopped by {name} after step 2; the last checkpoint is "
-                              f"{out / 'checkpoints' / 'step-000002'}; continue with: python -m grpo_lib.train "
+                              f"{out / 'checkpoints' / 'step-000002'}; continue with: python -m grpo_lib "
                               f"--resume {out}.")
     summary = read_summary(out)
     assert summary["status"] == "stopped" and summary["stopped_by"] == name and summary["stopped_after_step"] == 2
     assert summary["last_checkpoint"] == str(out / "checkpoints" / "step-000002")
-    assert summary["resume_command"] == f"python -m grpo_lib.train --resume {out}"
+    assert summary["resume_command"] == f"python -m grpo_lib --resume {out}"
     assert [r["step"] for r in read_jsonl(out / "metrics.jsonl")] == [1, 2]       # step 3 never started
     assert signal.getsignal(signum) == before and not (out / LOCK_FILE).exists()
 
 
 def test_a_stop_without_a_checkpoint_says_how_to_start_again(tmp_path):
-    from grpo_lib.failures import resume_command
+    from grpo_lib.run.failures import resume_command
 
     tok = build_char_tokenizer()
     with pytest.raises(RunStopped) as err:
@@ -229,8 +228,8 @@ def test_a_stop_without_a_checkpoint_says_how_to_start_again(tmp_path):
                               "--save-every and --save-on-stop): start again, with --overwrite in the same folder.")
     assert read_summary(tmp_path / "run")["resume_command"] is None
     out, elsewhere = tmp_path / "run", tmp_path / "other" / "checkpoints" / "step-000002"
-    assert resume_command(out, out / "checkpoints" / "step-000002", 1) == f"python -m grpo_lib.train --resume {out}"
-    assert resume_command(out, elsewhere, 2) == (f"torchrun --standalone --nproc_per_node=2 -m grpo_lib.train "
+    assert resume_command(out, out / "checkpoints" / "step-000002", 1) == f"python -m grpo_lib --resume {out}"
+    assert resume_command(out, elsewhere, 2) == (f"torchrun --standalone --nproc_per_node=2 -m grpo_lib "
                                                  f"--resume {elsewhere} --output-dir {out}")
 
 
@@ -284,7 +283,7 @@ def test_kill_term_mid_run_from_outside_then_resume_is_bit_identical(tmp_path, c
     summary.json "stopped" naming checkpoint 2; resuming gives the metrics of a run never stopped."""
     out = tmp_path / "run"
     args = [*CLI_SMALL, "--steps", "6", "--save-every", "2"]
-    proc = subprocess.Popen([sys.executable, "-m", "grpo_lib.train", *args, "--output-dir", str(out)],
+    proc = subprocess.Popen([sys.executable, "-m", "grpo_lib", *args, "--output-dir", str(out)],
                             env={**env(), "GRPO_LIB_FAULT": "pause@3"}, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     seen = []
@@ -301,7 +300,7 @@ def test_kill_term_mid_run_from_outside_then_resume_is_bit_identical(tmp_path, c
     assert "Traceback" not in err
     ckpt2 = out / "checkpoints" / "step-000002"
     assert (f"stopped: the run was stopped by SIGTERM after step 3; the last checkpoint is {ckpt2}; continue "
-            f"with: python -m grpo_lib.train --resume {out}.") in err
+            f"with: python -m grpo_lib --resume {out}.") in err
     summary = read_summary(out)
     assert summary["status"] == "stopped" and summary["stopped_after_step"] == 3
     assert summary["last_checkpoint"] == str(ckpt2)
@@ -314,7 +313,7 @@ def test_kill_term_mid_run_from_outside_then_resume_is_bit_identical(tmp_path, c
     assert (out / "model" / "model.safetensors").read_bytes() == (tmp_path / "full" / "model" / "model.safetensors").read_bytes()
 
 
-# --- 3. python -m grpo_lib.trl_recipe keeps python -m grpo_lib.train's error policy -----------------------------
+# --- 3. python -m grpo_lib.trl.recipe keeps python -m grpo_lib's error policy -----------------------------
 def _trl_case(tmp_path, case):
     out = tmp_path / "run"
     if case == "file":
@@ -334,13 +333,13 @@ def _trl_case(tmp_path, case):
     ("micro batch", ["--N", "3", "--micro-batch-size", "5"],
      "micro_batch_size = 5 must divide the 12 completions per process and step"),
     ("cuda", ["--device", "cuda"], "device='cuda' but CUDA is not available here; use --device cpu (or auto)"),
-    ("resume", ["--resume", "runs/x/checkpoint-2"], "python -m grpo_lib.trl_recipe does not resume: TRL's checkpoints"),
+    ("resume", ["--resume", "runs/x/checkpoint-2"], "python -m grpo_lib.trl.recipe does not resume: TRL's checkpoints"),
 ])
 def test_trl_recipe_errors_are_one_message_before_anything_loads(tmp_path, capsys, monkeypatch, needs_trl,
                                                                 case, extra, message):
     import torch
 
-    from grpo_lib import models, trl_recipe
+    from grpo_lib.trl import recipe as trl_recipe
 
     if case in ("vllm", "cuda") and torch.cuda.is_available():
         pytest.skip("a CPU-only case")
@@ -348,7 +347,7 @@ def test_trl_recipe_errors_are_one_message_before_anything_loads(tmp_path, capsy
 
     def refuse(*args, **kwargs):
         raise AssertionError("the model was loaded before the bad input was refused")
-    monkeypatch.setattr(models, "load_policy", refuse)
+    monkeypatch.setattr(trl_recipe, "load_policy", refuse)
     argv = ["--preset", "tiny", *CLI_SMALL, "--output-dir", str(out), *extra]
     assert trl_recipe.main(argv) == 1
     err = capsys.readouterr().err

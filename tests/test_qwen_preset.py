@@ -1,6 +1,6 @@
 """The Qwen preset's whole code path on CPU: Qwen2.5-1.5B's architecture at tiny sizes, Qwen's real tokenizer.
 
-`python -m grpo_lib.train --preset qwen2.5-1.5b-gsm8k` with only the sizes and the budget changed: the
+`python -m grpo_lib --preset qwen2.5-1.5b-gsm8k` with only the sizes and the budget changed: the
 model folder goes through `load_policy` (pad token, attention choice), the prompts through Qwen's chat
 template, the batch is per GPU, bf16 means mixed precision (fp32 master weights, bf16 autocast, here on
 CPU), gradient checkpointing and micro-batches are on, checkpoints rotate, and every checkpoint's model

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-import grpo_lib.train as train_module
 from grpo_lib import runcache
 from grpo_lib.config import GRPOConfig
+from grpo_lib.run.lifecycle import Run
 from grpo_lib.train import train
 
 pytestmark = pytest.mark.trains
@@ -25,12 +25,12 @@ def trainings(monkeypatch, tmp_path):
     """GRPO_RUN_CACHE set to a fresh folder; the list of configs that really trained."""
     monkeypatch.setenv(runcache.ENV, str(tmp_path / "cache"))
     ran = []
-    real = train_module._train
+    real = Run._start                          # the run's real work: data, model, evaluation, then the steps
 
-    def counting(cfg, *args, **kwargs):
-        ran.append(cfg)
-        return real(cfg, *args, **kwargs)
-    monkeypatch.setattr(train_module, "_train", counting)
+    def counting(run, *args, **kwargs):
+        ran.append(run.cfg)
+        return real(run, *args, **kwargs)
+    monkeypatch.setattr(Run, "_start", counting)
     return ran
 
 

@@ -1,4 +1,5 @@
-"""grpo_lib.runlog: the metric records, the NaN/inf check, summary.json, metrics.jsonl on resume, W&B offline."""
+"""grpo_lib.run.runlog: the metric records, summary.json, metrics.jsonl on resume, W&B offline; and the NaN/inf
+check the records go through (grpo_lib.run.failures)."""
 import json
 import math
 from pathlib import Path
@@ -8,8 +9,8 @@ import torch
 
 from grpo_lib.config import GRPOConfig
 from grpo_lib.evaluation import EvalResult
-from grpo_lib.runlog import (CHECKED_METRICS, METRICS, NonFiniteMetricError, RunLog, completed_summary, failed_summary,
-                             non_finite, wandb_logged_in, write_summary)
+from grpo_lib.run.failures import CHECKED_METRICS, NonFiniteMetricError, non_finite
+from grpo_lib.run.runlog import METRICS, RunLog, completed_summary, wandb_logged_in, write_summary
 
 
 def test_non_finite_names_only_the_checked_metrics():
@@ -35,9 +36,6 @@ def test_summaries_and_atomic_write(tmp_path):
     write_summary(tmp_path, done)
     assert json.loads((tmp_path / "summary.json").read_text()) == json.loads(json.dumps(done))
     assert not (tmp_path / "summary.json.tmp").exists()
-    failed = failed_summary(cfg, NonFiniteMetricError(2, {"loss": math.nan}, None), model_name="tiny", world_size=1,
-                            eval_before=before)
-    assert (failed["status"], failed["failed_step"], failed["last_checkpoint"]) == ("failed", 2, None)
 
 
 def test_metrics_file_is_rewritten_up_to_the_resumed_history_then_continued(tmp_path):

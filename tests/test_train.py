@@ -13,12 +13,13 @@ from transformers import AutoModelForCausalLM, Qwen2ForCausalLM
 
 from grpo_lib.config import GRPOConfig
 from grpo_lib.models import TINY_MODEL_DIR, tiny_qwen2_config
-from grpo_lib.rollout import RewardFunctionError, generate_completions, score_rollout
-from grpo_lib.tokenizer import build_char_tokenizer
 from grpo_lib.rewards import reward_functions
-from grpo_lib.runlog import METRICS, NonFiniteMetricError
+from grpo_lib.rollout import RewardFunctionError, generate_completions, score_rollout
+from grpo_lib.run.failures import NonFiniteMetricError
+from grpo_lib.run.failures import RunFailed
+from grpo_lib.run.runlog import METRICS
+from grpo_lib.tokenizer import build_char_tokenizer
 from grpo_lib.train import make_optimizer, policy_update, sampling_seed, train
-from grpo_lib.failures import RunFailed
 
 from conftest import REPO
 

@@ -1,4 +1,4 @@
-"""grpo_lib.trl_recipe: our GRPOConfig on TRL's GRPOTrainer (the same run, for learners who outgrow the engine).
+"""grpo_lib.trl.recipe: our GRPOConfig on TRL's GRPOTrainer (the same run, for learners who outgrow the engine).
 
 The mapping tests are fast; test_tiny_preset_learns_with_trl trains 40 steps with TRL (about 1.5 min on a
 quiet 2-core machine, marked slow). Without TRL the tests that need it skip with the reason; with
@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from grpo_lib import trl_recipe
 from grpo_lib.config import GRPOConfig
-from grpo_lib.trl_compare import INSTALL_HINT, trl_available
+from grpo_lib.trl import recipe as trl_recipe
+from grpo_lib.trl.compare import INSTALL_HINT, trl_available
 
 
 
@@ -153,7 +153,7 @@ def test_tiny_preset_learns_with_trl(needs_trl, tmp_path):
                             "--progress", "false", "--output-dir", str(out)]) == 0
     summary = json.loads((out / "summary.json").read_text())
     from grpo_lib.evaluation import EvalResult
-    from grpo_lib.runlog import completed_summary
+    from grpo_lib.run.runlog import completed_summary
 
     ours = completed_summary(GRPOConfig.tiny(), model_name="tiny", world_size=1, device="cpu", n_params=1,
                              eval_before=EvalResult(n=1, n_strict=0, n_lenient=0, n_format=0),
@@ -194,7 +194,7 @@ def test_trl_only_options_pass_through_and_typos_are_named(needs_trl, tmp_path):
 
 def test_an_earlier_run_is_refused_without_overwrite(needs_trl, tmp_path):
     """The recipe checks --output-dir like grpo_lib.train, before loading anything."""
-    from grpo_lib.rundir import OutputDirError
+    from grpo_lib.run.rundir import OutputDirError
 
     out = tmp_path / "run"
     out.mkdir()
@@ -306,7 +306,7 @@ def test_trl_run_in_mixed_precision_under_the_flash_attn_standin(needs_trl, tmp_
             return g
         return {n: wrap(f) for n, f in real(names).items()}
 
-    monkeypatch.setattr(rewards, "reward_functions", recorded)
+    monkeypatch.setattr(trl_recipe, "reward_functions", recorded)
     out = tmp_path / "run"
     before = flash_standin.calls["n"]
     assert trl_recipe.main(["--preset", "tiny", "--dtype", "bfloat16", "--steps", "2", "--num-iterations", "2",

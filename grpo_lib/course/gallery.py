@@ -112,7 +112,7 @@ class GallerySpec:
 
     def config(self, output_dir: str | Path, **extra: Any):
         """The GRPOConfig of this run (the tiny preset, COMMON, the overrides, then `extra`)."""
-        from grpo_lib.config import GRPOConfig
+        from grpo_lib.config import GRPOConfig  # here, not at the top: reading the gallery imports no torch
 
         return GRPOConfig.tiny(**{**COMMON, **self.overrides, **extra, "output_dir": str(output_dir)})
 
@@ -150,7 +150,7 @@ class _Extras:
     """
 
     def __init__(self, model: Any, temperature: float):
-        from grpo_lib.models import frozen_copy
+        from grpo_lib.models import frozen_copy  # here, not at the top: reading the gallery imports no torch
 
         self.model, self.temperature = model, temperature
         self.start = frozen_copy(model)
@@ -158,7 +158,7 @@ class _Extras:
         self.rows: list[dict[str, float]] = []
 
     def __call__(self, record: dict[str, Any], batch: Any) -> None:
-        import torch
+        import torch  # here, not at the top: reading the gallery (SPECS, load_run) imports no torch
 
         from grpo_lib.loss import kl_k3
         from grpo_lib.models import frozen_copy
@@ -196,7 +196,7 @@ def run_spec(spec: GallerySpec, out: str | Path, *, steps: int | None = None, ev
     import contextlib
     import io
 
-    from grpo_lib.models import load_tiny_model
+    from grpo_lib.models import load_tiny_model  # here, not at the top: reading the gallery imports no torch
     from grpo_lib.train import train
 
     out = Path(out)

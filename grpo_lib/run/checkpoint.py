@@ -62,6 +62,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import random
 import shutil
@@ -77,12 +78,10 @@ from torch import nn
 
 from grpo_lib import dist
 from grpo_lib.models import frozen_copy
+from grpo_lib.run.layout import CHECKPOINTS_SUBDIR, MODEL_SUBDIR, checkpoint_dir
 
-CHECKPOINTS_SUBDIR = "checkpoints"
 MANIFEST = "manifest.json"
 STATE_FILE = "trainer_state.json"
-MODEL_SUBDIR = "model"
-"""π_θ as `save_pretrained` writes it (config, generation config, safetensors, tokenizer): from_pretrained loads it"""
 MODEL_FILE = "model.safetensors"
 """format 1 (older checkpoints): π_θ as one safetensors file at the top of the checkpoint"""
 REFERENCE_FILE = "reference.safetensors"
@@ -99,13 +98,17 @@ RESUME_MAY_DIFFER = frozenset({
 """config fields that may change between a run and its resumption (they do not change the training)"""
 
 
+def reference_at(step: int, beta: float, steps_per_iteration: int) -> str:
+    """π_ref after `step` completed steps, as a checkpoint records it (choice 4): "none" (β = 0, or an iteration
+    boundary: the next step resets π_ref ← π_θ), "initial" (inside the first outer iteration: the starting
+    model, not saved) or "saved" (inside a later outer iteration: its weights are in the checkpoint)."""
+    if beta <= 0 or step % steps_per_iteration == 0:
+        return "none"
+    return "initial" if step // steps_per_iteration == 0 else "saved"
+
+
 class CheckpointError(ValueError):
     """A checkpoint that cannot be resumed from: missing, half-written, or written by another configuration."""
-
-
-def checkpoint_dir(output_dir: str | os.PathLike, step: int) -> Path:
-    """OUTPUT_DIR/checkpoints/step-XXXXXX for `step` completed steps (zero-padded so names sort by step)."""
-    return Path(output_dir) / CHECKPOINTS_SUBDIR / f"step-{step:06d}"
 
 
 def rng_state() -> dict[str, Any]:
@@ -181,7 +184,7 @@ def save_checkpoint(output_dir: str | os.PathLike, step: int, *, model: nn.Modul
     Returns:
         The checkpoint folder on rank 0, None on the other ranks.
 
-    Used by: grpo_lib.train (notebooks/06_multi_gpu_qwen.ipynb shows rotation and resume)
+    Used by: grpo_lib.run.lifecycle.Run (notebooks/06_multi_gpu_qwen.ipynb shows rotation and resume)
     """
     rng_states = dist.all_gather_objects(rng_state())              # every rank's, in rank order
     final = None
@@ -447,7 +450,7 @@ class Checkpoint:
         state: trainer_state.json: step, iteration, world_size, config, history, evals, eval_before.
         requested: the --resume argument that led here.
 
-    Used by: grpo_lib.train (notebooks/06_multi_gpu_qwen.ipynb shows rotation and resume)
+    Used by: grpo_lib.run.lifecycle.Run (notebooks/06_multi_gpu_qwen.ipynb shows rotation and resume)
     """
 
     path: Path
@@ -476,6 +479,24 @@ class Checkpoint:
     def reference_is_initial(self) -> bool:
         """True when π_ref was the starting model at this step (not saved: rebuild it from the starting model)."""
         return self.state.get("reference") == "initial"
+
+    def reference_needed(self, beta: float, steps_per_iteration: int) -> str:
+        """What a run resumed from here needs for π_ref (choice 4): "none" (β = 0, or an iteration boundary:
+        the next step resets π_ref ← π_θ), "initial" (the starting model, not saved: rebuild it) or "saved"."""
+        if reference_at(self.step, beta, steps_per_iteration) == "none":
+            return "none"
+        return "initial" if self.reference_is_initial else "saved"
+
+    def check_fingerprint(self, start_fingerprint: float, requested: Any = None) -> None:
+        """Refuse to rebuild π_ref ("initial") from a starting model whose weights fingerprint is not the
+        one recorded here (grpo_lib.run.lifecycle.weights_fingerprint)."""
+        saved = self.state.get("start_fingerprint")
+        if saved is not None and not math.isclose(saved, start_fingerprint, rel_tol=1e-6):
+            raise CheckpointError(
+                f"--resume {requested or self.requested or self.path}: {self.path.name} was taken in the first outer "
+                f"iteration, where π_ref is the starting model, so π_ref was not saved; but the model this run starts "
+                f"from is not that model (weights fingerprint {start_fingerprint:.6g}, saved {saved:.6g}). Resume with "
+                f"the same --model (or the same model passed to train()).")
 
     def load_model(self, model: nn.Module) -> None:
         """Copy the saved π_θ weights into `model` (same architecture), with safetensors: exactly the
@@ -530,16 +551,17 @@ class Checkpoint:
         Raises:
             CheckpointError: π_ref is needed but the checkpoint holds none.
 
-        Used by: grpo_lib.train (notebooks/06_multi_gpu_qwen.ipynb shows rotation and resume)
+        Used by: grpo_lib.run.lifecycle.Run (notebooks/06_multi_gpu_qwen.ipynb shows rotation and resume)
         """
         self.load_optimizer(optimizer, scheduler)
         ref_model = None
-        if beta > 0 and self.step % steps_per_iteration and self.reference_is_initial:
+        needed = self.reference_needed(beta, steps_per_iteration)
+        if needed == "initial":
             if start_reference is None:
                 raise CheckpointError(f"--resume {self.requested or self.path}: π_ref is the starting model here "
                                       "(not saved), and no starting model was given to rebuild it")
             ref_model = start_reference
-        elif beta > 0 and self.step % steps_per_iteration:
+        elif needed == "saved":
             ref_model = frozen_copy(model, reference_dtype)
             if not self.load_reference(ref_model):
                 raise CheckpointError(f"--resume {self.requested or self.path}: {self.path.name} is inside an outer iteration with "
@@ -631,7 +653,7 @@ def open_checkpoint(path: str | os.PathLike, config: dict[str, Any], world_size:
         CheckpointError: no complete checkpoint there, a different configuration (the message lists the
             differing fields), or a different number of processes.
 
-    Used by: grpo_lib.train (notebooks/06_multi_gpu_qwen.ipynb shows rotation and resume)
+    Used by: grpo_lib.run.lifecycle.Run (notebooks/06_multi_gpu_qwen.ipynb shows rotation and resume)
     """
     folder, skipped = resolve_checkpoint(path)
     state = read_state(folder, path)
@@ -687,8 +709,6 @@ def open_checkpoint_on_every_rank(path: str | os.PathLike, config: dict[str, Any
     Raises:
         CheckpointError: on every rank when any rank fails.
     """
-    from grpo_lib import dist
-
     try:
         ckpt, problem = open_checkpoint(path, config, world_size), None
     except CheckpointError as e:

@@ -38,8 +38,29 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as tdist
 
-from grpo_lib.runlog import SUMMARY_FILE, NonFiniteMetricError, write_summary
+from grpo_lib import dist
+from grpo_lib.run.layout import SUMMARY_FILE, run_dir_of
+from grpo_lib.run.runlog import write_summary
+
+CHECKED_METRICS = ("loss", "grad_norm", "kl", "reward")
+"""metrics that must stay finite; the run stops at the first step where one is NaN or inf"""
+
+
+def non_finite(record: Mapping[str, float]) -> dict[str, float]:
+    """The `CHECKED_METRICS` of a record that are NaN or inf (empty when the step is healthy)."""
+    return {k: record[k] for k in CHECKED_METRICS if not math.isfinite(record[k])}
+
+
+class NonFiniteMetricError(FloatingPointError):
+    """A NaN or inf loss, grad norm, KL or reward: the run stops at that step (the message names both)."""
+
+    def __init__(self, step: int, bad: Mapping[str, float], last_checkpoint: Path | None):
+        self.step, self.bad, self.last_checkpoint = step, dict(bad), last_checkpoint
+        what = ", ".join(f"{k} = {v}" for k, v in bad.items())
+        super().__init__(f"training stopped at step {step}: non-finite {what}; {_keep(last_checkpoint)}. Try a lower "
+                         "--lr or --max-grad-norm, or check the reward functions.")
 
 
 class NonFiniteWeightsError(NonFiniteMetricError):
@@ -135,12 +156,8 @@ class StopSignals:
 
     def pending(self, device: str | torch.device = "cpu") -> int | None:
         """The signal number when this rank or any other got one (one all-reduce under torchrun), else None."""
-        from grpo_lib import dist
-
         if not dist.is_initialized():                 # one process: no tensor, no device sync
             return self.received
-        import torch.distributed as tdist
-
         here = torch.tensor(float(self.received or 0), device=device)
         tdist.all_reduce(here, op=tdist.ReduceOp.MAX)
         return int(here.item()) or None
@@ -150,10 +167,8 @@ def resume_command(out: Path, last_checkpoint: Path | None, world_size: int) -> 
     """The command that continues a run in `out` from its last checkpoint (None without one)."""
     if last_checkpoint is None:
         return None
-    launcher = (f"torchrun --standalone --nproc_per_node={world_size} -m grpo_lib.train" if world_size > 1
-                else "python -m grpo_lib.train")
-    from grpo_lib.rundir import run_dir_of
-
+    launcher = (f"torchrun --standalone --nproc_per_node={world_size} -m grpo_lib" if world_size > 1
+                else "python -m grpo_lib")
     run = run_dir_of(last_checkpoint)
     if run is not None and os.path.realpath(run) == os.path.realpath(out):
         return f"{launcher} --resume {out}"                        # the run folder: its newest good checkpoint

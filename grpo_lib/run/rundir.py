@@ -8,8 +8,9 @@ Choices made here (1-3 tested in tests/test_failures.py; 4-4 tested in tests/tes
    checkpoints) is refused for a fresh run, so a finished run's results are never replaced by
    accident, and a later --resume can never pick up an older run's checkpoint. `--overwrite` deletes
    those outputs (checkpoints included) first; other files in the folder are left alone.
-3. `--resume DIR` continues the run in DIR itself (`run_dir_of`): the folder the checkpoint sits in,
-   not the output folder recorded inside it, so a copied or moved run never writes into the original.
+3. `--resume DIR` continues the run in DIR itself (`run_dir_of` in grpo_lib.run.layout; `prepare_output_dir`
+   lets it continue there): the folder the checkpoint sits in, not the output folder recorded inside it,
+   so a copied or moved run never writes into the original.
 4. One run per folder (`lock_output_dir`): the run takes an exclusive lock on OUTPUT_DIR/.grpo-run.lock
    (`fcntl.flock`) at the folder check, before anything else, and holds it until it ends; under
    torchrun rank 0 holds it for every rank. The command line takes it earlier still, at process start,
@@ -32,12 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-RUN_OUTPUTS = ("metrics.jsonl", "evals.jsonl", "summary.json", "model", "checkpoints")
-"""what a run writes into its output folder (grpo_lib.train, grpo_lib.checkpoint)"""
-
-
-LOCK_FILE = ".grpo-run.lock"
-"""the lock a run holds on its output folder (choice 4): JSON with the holder's pid, host and start time"""
+from grpo_lib.run.layout import LOCK_FILE, RUN_OUTPUTS, SUMMARY_FILE   # the standard library only: cheap before torch
 
 
 class OutputDirError(ValueError):
@@ -116,7 +112,7 @@ _early_created: list[Path] = []
 def lock_output_dir_at_start(argv: list[str] | None = None) -> RunLock | None:
     """Lock the --output-dir named on the command line now, before the heavy imports (choice 4).
 
-    Called at the top of `python -m grpo_lib.train` and `python -m grpo_lib.trl_recipe`, before
+    Called at the top of `python -m grpo_lib` and `python -m grpo_lib.trl.recipe`, before
     `import torch`: importing torch and transformers takes seconds, with more than 0.5 s of jitter on a
     loaded machine, so a lock taken only at the folder check let a run started 0.5 s later win the
     race. Taken here, the run that started first holds it. `lock_output_dir` later hands this same
@@ -287,7 +283,7 @@ def existing_run_outputs(out: str | os.PathLike) -> list[str]:
         p = out / name
         if (p.is_dir() and any(p.iterdir())) or (p.is_file() and p.stat().st_size > 0):
             found.append(name)
-    if found == ["summary.json"] and _failed_summary(out / "summary.json"):
+    if found == [SUMMARY_FILE] and _failed_summary(out / SUMMARY_FILE):
         return []
     return found
 
@@ -333,11 +329,3 @@ def prepare_output_dir(out: str | os.PathLike, *, overwrite: bool = False, conti
             f"Continue it with --resume {out}, choose another --output-dir, or pass --overwrite to delete "
             "that run's outputs (checkpoints included) and start again.")
     return clear_run(out)
-
-
-def run_dir_of(checkpoint_folder: str | os.PathLike) -> Path | None:
-    """The run folder a checkpoint sits in (RUN/checkpoints/step-XXXXXX -> RUN), or None if it sits alone."""
-    folder = Path(checkpoint_folder)
-    if folder.parent.name == "checkpoints":
-        return folder.parent.parent
-    return None

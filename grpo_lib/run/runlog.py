@@ -1,7 +1,8 @@
 """A run's bookkeeping: the per-step metrics, metrics.jsonl / evals.jsonl / summary.json, W&B, the console.
 
-`grpo_lib.train` computes; this module records. Only rank 0 writes files and talks to W&B; every rank
-builds the same (all-reduced) records, so every rank takes the same decision when a metric is not finite.
+`grpo_lib.train` computes, `grpo_lib.run.lifecycle.Run` calls this module, which records. Only rank 0 writes
+files and talks to W&B; every rank builds the same (all-reduced) records, so every rank takes the same decision
+when a metric is not finite (grpo_lib.run.failures.non_finite).
 
 Choices made here (1-4 tested in tests/test_train.py and tests/test_runlog.py; 5-5 tested in
 tests/test_lock_and_signals.py):
@@ -11,8 +12,8 @@ tests/test_lock_and_signals.py):
    is imported) when WANDB_MODE is unset and no API key is configured. `--report-to none` turns it off.
    No key is ever read out or written.
 3. metrics.jsonl is rewritten up to a resumed checkpoint and then continued, never duplicated.
-4. summary.json is written to a temporary file and renamed, so it is never half-written; a run that stops
-   on a NaN/inf metric still writes one, with "status": "failed".
+4. summary.json is written to a temporary file and renamed (`write_summary`), so it is never half-written;
+   a run that stops on a NaN/inf metric still writes one, with "status": "failed" (grpo_lib.run.failures).
 5. The run's files are opened without following symlinks (`open_output`, O_NOFOLLOW): a link planted
    as metrics.jsonl or evals.jsonl is refused naming the file, and one planted as summary.json.tmp is
    removed rather than written through.
@@ -21,7 +22,6 @@ tests/test_lock_and_signals.py):
 from __future__ import annotations
 
 import json
-import math
 import netrc
 import os
 import sys
@@ -39,13 +39,7 @@ from grpo_lib.advantages import zero_std_fraction
 from grpo_lib.config import GRPOConfig
 from grpo_lib.evaluation import EvalResult
 from grpo_lib.rollout import ScoredRollout
-
-CHECKED_METRICS = ("loss", "grad_norm", "kl", "reward")
-"""metrics that must stay finite; the run stops at the first step where one is NaN or inf"""
-METRICS_FILE = "metrics.jsonl"
-EVALS_FILE = "evals.jsonl"
-SUMMARY_FILE = "summary.json"
-MODEL_SUBDIR = "model"
+from grpo_lib.run.layout import EVALS_FILE, METRICS_FILE, SUMMARY_FILE
 
 METRICS = {
     "step": "1-based step; the record describes the batch sampled at this step and the updates on it",
@@ -77,18 +71,6 @@ METRICS = {
 """the per-step metrics of metrics.jsonl (and W&B, same names), defined once"""
 
 
-class NonFiniteMetricError(FloatingPointError):
-    """A NaN or inf loss, grad norm, KL or reward: the run stops at that step (the message names both)."""
-
-    def __init__(self, step: int, bad: Mapping[str, float], last_checkpoint: Path | None):
-        self.step, self.bad, self.last_checkpoint = step, dict(bad), last_checkpoint
-        what = ", ".join(f"{k} = {v}" for k, v in bad.items())
-        keep = (f"the last good checkpoint is {last_checkpoint} (resume with --resume {last_checkpoint})"
-                if last_checkpoint is not None else "no checkpoint was written before it (see --save-every)")
-        super().__init__(f"training stopped at step {step}: non-finite {what}; {keep}. Try a lower --lr or "
-                         "--max-grad-norm, or check the reward functions.")
-
-
 def step_metrics(batch: ScoredRollout, updates: Sequence[Mapping[str, float]], G: int,
                  device: str | torch.device = "cpu") -> dict[str, float]:
     """The metrics of one step, computed over the completions of ALL ranks (TRL's definitions and names).
@@ -112,7 +94,7 @@ def step_metrics(batch: ScoredRollout, updates: Sequence[Mapping[str, float]], G
         completions/clipped_ratio, loss, grad_norm (means over ranks), kl, entropy, clip_ratio/low_mean,
         clip_ratio/high_mean, clip_ratio/region_mean, ratio_mean (token means over all ranks).
 
-    Used by: grpo_lib.train (every step's record)
+    Used by: grpo_lib.run.lifecycle.Run (every step's record)
     """
     rollout = batch.rollout
     local = torch.stack([batch.rewards.detach().double().cpu(), rollout.completion_lengths.double().cpu(),
@@ -144,11 +126,6 @@ def step_metrics(batch: ScoredRollout, updates: Sequence[Mapping[str, float]], G
     record.update(dist.all_reduce_metrics({k: sum(u[k] for u in updates) / n for k in ("loss", "grad_norm")},
                                           op="mean", device=device))
     return record
-
-
-def non_finite(record: Mapping[str, float]) -> dict[str, float]:
-    """The `CHECKED_METRICS` of a record that are NaN or inf (empty when the step is healthy)."""
-    return {k: record[k] for k in CHECKED_METRICS if not math.isfinite(record[k])}
 
 
 def wandb_logged_in() -> bool:
@@ -303,14 +280,4 @@ def completed_summary(cfg: GRPOConfig, *, model_name: str, world_size: int, devi
         "samples_before": eval_before.samples, "samples_after": eval_after.samples,
         "versions": versions(), "config": cfg.to_dict(),
     }
-
-
-def failed_summary(cfg: GRPOConfig, error: NonFiniteMetricError, *, model_name: str, world_size: int,
-                   eval_before: EvalResult) -> dict[str, Any]:
-    """summary.json of a run stopped by a NaN/inf metric: the error, the step, the last good checkpoint."""
-    last = error.last_checkpoint
-    return {"status": "failed", "error": str(error), "failed_step": error.step,
-            "last_checkpoint": None if last is None else str(last),
-            "preset": cfg.preset, "model": model_name, "world_size": world_size,
-            "accuracy_before": eval_before.strict_accuracy, "config": cfg.to_dict()}
 

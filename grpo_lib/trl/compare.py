@@ -33,6 +33,11 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor, nn
 
+from grpo_lib.logprobs import completion_mask, token_logprobs
+from grpo_lib.loss import grpo_loss
+from grpo_lib.models import load_policy
+from grpo_lib.rollout import Rollout, completion_logprobs
+
 TRL_VERSION = "1.16.0"
 """the TRL release the golden tests and the recipe are written against (pinned by the [trl] extra)"""
 INSTALL_HINT = ('TRL is not installed. Install the pinned version with  pip install -e ".[trl]"  '
@@ -169,8 +174,6 @@ def make_batch(model: nn.Module, tokenizer: Any, prompts: Sequence[str] = EXAMPL
         G, T: completions per prompt, completion length.
         off_policy: False gives logp_old = None (μ = 1: both sides use the current log-probs, detached).
     """
-    from grpo_lib.logprobs import completion_mask, token_logprobs
-
     g = torch.Generator().manual_seed(seed)
     enc = tokenizer(list(prompts), return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
     prompt_ids = enc["input_ids"].repeat_interleave(G, dim=0)                # (B, P)
@@ -224,9 +227,6 @@ def our_loss(model: nn.Module, batch: LossBatch, *, loss_type: str, beta: float,
              max_completion_length: int | None = None, **loss_kwargs: Any) -> tuple[Tensor, dict[str, Tensor]]:
     """grpo_lib's log-probs and `grpo_loss` on `batch` (as `grpo_lib.train.policy_update` calls them);
     loss_kwargs go to `grpo_loss` (importance_sampling_level, kl_estimator, is_weights...)."""
-    from grpo_lib.loss import grpo_loss
-    from grpo_lib.rollout import Rollout, completion_logprobs
-
     B, T = batch.completion_ids.shape
     G = _group_size(batch)
     rollout = Rollout(prompts=[""] * (B // G), prompt_ids=batch.prompt_ids, prompt_mask=batch.prompt_mask,
@@ -275,8 +275,6 @@ def agreement(loss_types: Sequence[str] = ("grpo", "bnpo", "dr_grpo", "dapo"), *
     import copy
     import io
     import warnings
-
-    from grpo_lib.models import load_policy
 
     @contextlib.contextmanager
     def quiet():     # TRL's and transformers' start-up chatter (W&B mode, progress bars, deprecations)

@@ -1,11 +1,11 @@
 """The same GRPO run on TRL's GRPOTrainer: for learners who outgrow grpo_lib's engine.
 
-    python -m grpo_lib.trl_recipe --preset tiny                     # the tiny CPU run, trained by TRL
-    python -m grpo_lib.trl_recipe --preset tiny --steps 40 --output-dir runs/tiny-trl
-    accelerate launch --num_processes 8 -m grpo_lib.trl_recipe --preset qwen2.5-1.5b-gsm8k \
+    python -m grpo_lib.trl.recipe --preset tiny                     # the tiny CPU run, trained by TRL
+    python -m grpo_lib.trl.recipe --preset tiny --steps 40 --output-dir runs/tiny-trl
+    accelerate launch --num_processes 8 -m grpo_lib.trl.recipe --preset qwen2.5-1.5b-gsm8k \
         --trl use_vllm=true --trl vllm_mode=colocate        # 8 GPUs x 7 prompts (docs/trl.md); not run here
 
-Every option of `python -m grpo_lib.train` is accepted (same parser, same presets), plus
+Every option of `python -m grpo_lib` is accepted (same parser, same presets), plus
 `--trl KEY=VALUE` (repeatable) for TRL-only options such as vLLM generation. `trl_args` maps
 our GRPOConfig onto TRL's `GRPOConfig` field by field (`TRL_NAMES` is the table; docs/trl.md prints it);
 the model, tokenizer, prompts (same order, step by step), reward functions and held-out evaluation are
@@ -56,7 +56,7 @@ Choices made here:
 from __future__ import annotations
 
 if __name__ == "__main__":     # the command line: lock --output-dir now, before the imports below take seconds,
-    from grpo_lib.rundir import lock_output_dir_at_start   # so the run started first wins (grpo_lib.rundir choice 4)
+    from grpo_lib.run.rundir import lock_output_dir_at_start   # so the run started first wins (grpo_lib.run.rundir choice 4)
 
     lock_output_dir_at_start()
 
@@ -69,8 +69,18 @@ from typing import Any, Sequence
 
 import torch
 
+from grpo_lib.cli import parse_config, run_reporting_errors
 from grpo_lib.config import GRPOConfig
-from grpo_lib.trl_compare import INSTALL_HINT, trl_available
+from grpo_lib.data import build_prompt, load_problems, prompts_for_step
+from grpo_lib.dist import resolve_device
+from grpo_lib.evaluation import evaluate
+from grpo_lib.models import load_policy
+from grpo_lib.precision import resolve_precision
+from grpo_lib.rewards import reward_functions
+from grpo_lib.run.layout import EVALS_FILE, METRICS_FILE, MODEL_SUBDIR
+from grpo_lib.run.rundir import lock_output_dir, prepare_output_dir
+from grpo_lib.run.runlog import completed_summary, open_output, write_summary
+from grpo_lib.trl.compare import INSTALL_HINT, trl_available
 
 # our option -> TRL's option (or how TRL gets it). The docs table (docs/trl.md) is this dict;
 # tests/test_trl_recipe.py checks that every GRPOConfig field is here.
@@ -129,7 +139,7 @@ TRL_NAMES: dict[str, str] = {
     "save_total_limit": "save_total_limit",
     "save_on_stop": "(not used: a signal stops a TRL run as TRL does)",
     "resume": "(refused: this recipe does not resume; grpo_lib.train does)",
-    "overwrite": "the same output-folder check before training (grpo_lib.rundir.prepare_output_dir; TRL has none)",
+    "overwrite": "the same output-folder check before training (grpo_lib.run.rundir.prepare_output_dir; TRL has none)",
     "dist_timeout_minutes": "ddp_timeout (seconds)",
 }
 
@@ -148,8 +158,6 @@ def _world_size() -> int:
 
 def _precision(cfg: GRPOConfig, device: str) -> Any:
     """The engine's `Precision` for this run (fp32 master weights + bf16 autocast, or pure): the same rules."""
-    from grpo_lib.precision import resolve_precision
-
     return resolve_precision(cfg.dtype, cfg.precision, device)
 
 
@@ -166,7 +174,7 @@ def check_no_weight_sharding(environ: dict[str, str] | None = None) -> None:
         what = "FSDP"
     else:
         return
-    raise ValueError(f"python -m grpo_lib.trl_recipe does not support {what}: it shards the weights over the "
+    raise ValueError(f"python -m grpo_lib.trl.recipe does not support {what}: it shards the weights over the "
                      "processes, and the recipe's held-out evaluation and model save use the whole policy on each "
                      "process. Use TRL's zero2.yaml (AdamW state and gradients sharded; the 1.5B model's weights fit "
                      "every GPU) or plain DDP (accelerate launch --num_processes K)")
@@ -330,8 +338,6 @@ def training_dataset(cfg: GRPOConfig, tokenizer: Any, problems: Sequence[dict], 
     (N = cfg.global_N(world_size): a per-GPU preset's prompts over all processes)."""
     from datasets import Dataset
 
-    from grpo_lib.data import build_prompt, prompts_for_step
-
     rows = []
     for step in range(cfg.total_steps):
         for p in prompts_for_step(problems, step, cfg.global_N(world_size), cfg.seed):
@@ -352,17 +358,9 @@ def train_with_trl(cfg: GRPOConfig, output_dir: str | os.PathLike | None = None,
     from transformers import TrainerCallback
     from trl import GRPOTrainer
 
-    from grpo_lib.data import load_problems
-    from grpo_lib.evaluation import evaluate
-    from grpo_lib.models import load_policy
-    from grpo_lib.rewards import reward_functions
-    from grpo_lib.runlog import EVALS_FILE, METRICS_FILE, MODEL_SUBDIR, completed_summary, open_output, write_summary
-
     t_start = time.perf_counter()
     out = Path(output_dir or cfg.output_dir)
     _check_resume(cfg)
-    from grpo_lib.dist import resolve_device
-
     resolve_device(cfg.device)                                  # --device cuda without CUDA: named, here
     _check_vllm_can_run(trl_overrides or {})
     device = _resolve_device(cfg)
@@ -371,8 +369,6 @@ def train_with_trl(cfg: GRPOConfig, output_dir: str | os.PathLike | None = None,
     precision = _precision(cfg, device)
     lock = None
     if int(os.environ.get("RANK", "0")) == 0:                   # an earlier run there is refused unless --overwrite
-        from grpo_lib.rundir import lock_output_dir, prepare_output_dir
-
         lock = lock_output_dir(out)                             # one run per folder, as grpo_lib.train
         try:
             prepare_output_dir(out, overwrite=cfg.overwrite, continuing=False)
@@ -434,7 +430,7 @@ def train_with_trl(cfg: GRPOConfig, output_dir: str | os.PathLike | None = None,
         if lock is not None:
             lock.release()
 
-    # the fields of grpo_lib.train's summary.json (grpo_lib.runlog.completed_summary), plus TRL's own
+    # the fields of grpo_lib.train's summary.json (grpo_lib.run.runlog.completed_summary), plus TRL's own
     summary = completed_summary(cfg, model_name=cfg.model, world_size=trainer.accelerator.num_processes,
                                 device=device, n_params=n_params, eval_before=eval_before, eval_after=eval_after,
                                 train_seconds=train_seconds, wall_seconds=time.perf_counter() - t_start)
@@ -454,9 +450,9 @@ def train_with_trl(cfg: GRPOConfig, output_dir: str | os.PathLike | None = None,
     return summary
 
 
-RESUME_REFUSED = ("python -m grpo_lib.trl_recipe does not resume: TRL's checkpoints (checkpoint-N) hold no record of "
+RESUME_REFUSED = ("python -m grpo_lib.trl.recipe does not resume: TRL's checkpoints (checkpoint-N) hold no record of "
                   "grpo_lib's settings, evaluations or prompt order, and grpo_lib.train's checkpoints are not TRL's. "
-                  "Start the TRL run again without --resume, or train with python -m grpo_lib.train, whose --resume "
+                  "Start the TRL run again without --resume, or train with python -m grpo_lib, whose --resume "
                   "continues a run step for step")
 
 
@@ -488,20 +484,18 @@ def _jsonable(v: Any) -> Any:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m grpo_lib.trl_recipe [--preset tiny] [any option of python -m grpo_lib.train]`.
+    """`python -m grpo_lib.trl.recipe [--preset tiny] [any option of python -m grpo_lib]`.
 
     The output folder defaults to the preset's with "-trl" appended (runs/tiny-trl), so a run of our
     engine is never overwritten. Returns 2 (with how to install it) when TRL is missing. Errors follow
-    `python -m grpo_lib.train`'s policy (grpo_lib.cli.run_reporting_errors): a known error is one
+    `python -m grpo_lib`'s policy (grpo_lib.cli.run_reporting_errors): a known error is one
     "error: ..." paragraph and exit status 1 (`--debug` adds the traceback). `--resume` is refused before
     anything loads (`RESUME_REFUSED`).
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     if not trl_available():
-        print(f"error: python -m grpo_lib.trl_recipe trains with TRL's GRPOTrainer. {INSTALL_HINT}", file=sys.stderr)
+        print(f"error: python -m grpo_lib.trl.recipe trains with TRL's GRPOTrainer. {INSTALL_HINT}", file=sys.stderr)
         return 2
-    from grpo_lib.cli import parse_config
-
     trl_items, rest, it = [], [], iter(argv)
     for a in it:                                # --trl KEY=VALUE (repeatable): TRL-only options
         if a == "--trl":
@@ -511,7 +505,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             rest.append(a)
     argv = rest
-    from grpo_lib.cli import run_reporting_errors
 
     def run() -> None:
         overrides = parse_trl_overrides(trl_items)

@@ -746,7 +746,7 @@ for loss_type in ("bnpo", "dapo"):
 # (−0.125 here), because each rank divides by its own tokens.
 
 # %% [markdown]
-# **Is this what TRL computes?** TRL's `GRPOTrainer` has the same four `loss_type`s. `grpo_lib.trl_compare.agreement`
+# **Is this what TRL computes?** TRL's `GRPOTrainer` has the same four `loss_type`s. `grpo_lib.trl.compare.agreement`
 # builds a real TRL 1.16 trainer around the tiny model and feeds one batch (3 prompts × 4 completions, old
 # log-probs perturbed so the clip acts on both sides, β = 0.04, ε_high = 0.28) to TRL's own `_compute_loss` and
 # to `grpo_loss`, each on its own copy of the weights: the loss values and the gradient of every weight. (TRL's
@@ -755,7 +755,7 @@ for loss_type in ("bnpo", "dapo"):
 # optional here: without it the cell says how to install it.
 
 # %%
-from grpo_lib.trl_compare import INSTALL_HINT, agreement, trl_available
+from grpo_lib.trl.compare import INSTALL_HINT, agreement, trl_available
 
 if trl_available():
     trl_rows = agreement()                      # TRL's _compute_loss vs grpo_loss on one batch, per loss_type

@@ -329,7 +329,7 @@ check("3 · one update",
 # %% [markdown]
 # ## 4 · The full tiny run
 #
-# `train(cfg)` is what `python -m grpo_lib.train --preset tiny` runs: evaluate on the 300 held-out test
+# `train(cfg)` is what `python -m grpo_lib --preset tiny` runs: evaluate on the 300 held-out test
 # problems, 100 steps of sample → score → update, evaluate again, save. It writes `metrics.jsonl`,
 # `evals.jsonl`, `summary.json` and `model/` to a temporary folder. The seed is fixed and the preset uses
 # one CPU thread, so the run is reproducible (measured: 51.7% → 93.7%). The course's target: held-out accuracy
@@ -947,7 +947,7 @@ import time
 from collections import Counter
 
 from grpo_lib.course.plots import pass_maj_curves_plot
-from grpo_lib.evaluation import bootstrap_ci, maj_at_k, pass_at_k, pass_maj_curves, sample_answers
+from grpo_lib.course.evaluation import bootstrap_ci, maj_at_k, pass_at_k, pass_maj_curves, sample_answers
 
 N_PASSK = 150                       # of the 300 held-out problems: 2 × 150 × 16 completions (300 doubles the cost)
 held_out = addition_problems("test", n=N_PASSK, seed=None)        # the first 150, in the evaluation's order
@@ -1141,13 +1141,14 @@ check("9 · what the tutorial's numbers measured",
 # ## What this notebook added to grpo_lib
 #
 # - `grpo_lib.train`: `train`, `policy_update`, `make_optimizer` and the CLI (`grpo_lib.cli`)
-#   `python -m grpo_lib.train` (metrics.jsonl, evals.jsonl, summary.json, model/).
+#   `python -m grpo_lib` (metrics.jsonl, evals.jsonl, summary.json, model/); `grpo_lib.run`: the run around the
+#   steps (`Run`: the output folder, the metrics and files in `runlog`, evaluations, checkpoints, failures).
 # - `grpo_lib.config.GRPOConfig` with the `tiny` preset (notebook 06 adds the `qwen2.5-1.5b-gsm8k` one).
 # - `grpo_lib.rollout`: `generate_completions`, `score_rollout`, `completion_logprobs`;
 #   `grpo_lib.advantages.compute_advantages`.
 # - `grpo_lib.evaluation`: `evaluate`, `judge`, `wilson_interval`, `EvalResult`.
 # - `grpo_lib.data.build_prompt`, `grpo_lib.models.load_tiny_model`, `grpo_lib.tasks.addition_problems`.
-# - `grpo_lib.evaluation`: `pass_at_k`, `maj_at_k`, `bootstrap_ci`, `sample_answers`, `pass_maj_curves`.
+# - `grpo_lib.course.evaluation`: `pass_at_k`, `maj_at_k`, `bootstrap_ci`, `sample_answers`, `pass_maj_curves`.
 # - `grpo_lib.course.plots`: `run_dashboard` (and `smooth`), `pass_maj_curves_plot`; `grpo_lib.course.gallery`:
 #   the failing runs' specs, their committed results in `grpo_lib/assets/gallery/`, and
 #   `python -m grpo_lib.course.gallery`, which regenerates them.

@@ -82,9 +82,9 @@ _ = torch.manual_seed(0)                             # `_ =`: no <torch._C.Gener
 # notebook only prints the commands; set `GRPO_FULL=1` to run the single-GPU one from here.
 
 # %%
-one_gpu = ("python -m grpo_lib.train --preset qwen2.5-1.5b-gsm8k --output-dir runs/qwen "
+one_gpu = ("python -m grpo_lib --preset qwen2.5-1.5b-gsm8k --output-dir runs/qwen "
            "--data-dir ../shared/data/gsm8k")
-eight_gpus = ("torchrun --standalone --nproc_per_node=8 -m grpo_lib.train --preset qwen2.5-1.5b-gsm8k "
+eight_gpus = ("torchrun --standalone --nproc_per_node=8 -m grpo_lib --preset qwen2.5-1.5b-gsm8k "
               "--output-dir runs/qwen-8gpu --data-dir ../shared/data/gsm8k")
 print("1 GPU: ", one_gpu)
 print("8 GPUs:", eight_gpus)
@@ -386,16 +386,16 @@ from grpo_lib.cli import parse_config
 
 QWEN = "--preset qwen2.5-1.5b-gsm8k --data-dir ../shared/data/gsm8k"
 launch = {
-    1: f"python -m grpo_lib.train {QWEN} --output-dir runs/qwen-1gpu",
-    2: f"torchrun --standalone --nproc_per_node=2 -m grpo_lib.train {QWEN} --output-dir runs/qwen-2gpu",
-    8: f"torchrun --standalone --nproc_per_node=8 -m grpo_lib.train {QWEN} --output-dir runs/qwen-8gpu",
+    1: f"python -m grpo_lib {QWEN} --output-dir runs/qwen-1gpu",
+    2: f"torchrun --standalone --nproc_per_node=2 -m grpo_lib {QWEN} --output-dir runs/qwen-2gpu",
+    8: f"torchrun --standalone --nproc_per_node=8 -m grpo_lib {QWEN} --output-dir runs/qwen-8gpu",
 }
 multi_node = (f"torchrun --nnodes=2 --nproc_per_node=8 --rdzv-backend=c10d --rdzv-endpoint=$HEAD_NODE:29500 "
-              f"-m grpo_lib.train {QWEN} --output-dir runs/qwen-16gpu   # same line on both machines")
+              f"-m grpo_lib {QWEN} --output-dir runs/qwen-16gpu   # same line on both machines")
 for K, cmd in launch.items():
     print(f"{K} GPU{'s' if K > 1 else ' '}: {cmd}")
 print("2 nodes x 8 GPUs:", multi_node)
-launched = {K: parse_config(cmd.split("grpo_lib.train ", 1)[1].split()) for K, cmd in launch.items()}
+launched = {K: parse_config(cmd.split("-m grpo_lib ", 1)[1].split()) for K, cmd in launch.items()}
 markdown_table(["GPUs K", "prompts × G per GPU", "prompts per step", "completions per step", "lr"],
                [(K, f"{c.N_per_rank(K)} × {c.G}", c.global_N(K), c.global_B(K), c.lr) for K, c in launched.items()],
                floatfmt="g")
@@ -428,7 +428,7 @@ check("3 · launching on K GPUs",
 
 # %%
 ddp_out = Path(tempfile.mkdtemp(prefix="grpo06-ddp-"))
-ddp_args = ["-m", "grpo_lib.train", "--preset", "tiny", "--steps", "10", "--eval-n", "100", "--num-threads", "1",
+ddp_args = ["-m", "grpo_lib", "--preset", "tiny", "--steps", "10", "--eval-n", "100", "--num-threads", "1",
             "--report-to", "none", "--progress", "false", "--log-every", "2",
             "--save-every", "3", "--save-total-limit", "2", "--output-dir", str(ddp_out)]
 print("torchrun --standalone --nproc_per_node=2", " ".join(ddp_args[:-2]), "--output-dir <output_dir>")
@@ -455,7 +455,7 @@ check("3 · the tiny preset on 2 processes",
 # A 500-step Qwen run takes hours; a lost GPU or a preempted job must not lose them. With `--save-every K` the
 # run writes `OUTPUT_DIR/checkpoints/step-XXXXXX/` every $K$ steps: the model as `save_pretrained` writes it,
 # AdamW's state, the learning-rate schedule, every rank's random-number states, the metrics so far, and
-# `manifest.json` last, with each file's size and sha256 (`grpo_lib.checkpoint`). The folder is written under a
+# `manifest.json` last, with each file's size and sha256 (`grpo_lib.run.checkpoint`). The folder is written under a
 # temporary name and renamed when complete, so a run killed while writing never leaves a half checkpoint that
 # looks whole. `--save-total-limit 2` keeps the newest 2 complete ones: the run above wrote steps 3, 6 and 9,
 # and deleted step 3 once step 9 was complete.
@@ -497,8 +497,8 @@ print(repr(question), "->", repr(answer))
 
 # %%
 step6 = ddp_out / "checkpoints" / "step-000006"
-resume_args = ["-m", "grpo_lib.train", "--resume", str(step6), "--progress", "false"]
-print("torchrun --standalone --nproc_per_node=2 -m grpo_lib.train --resume <output_dir>/checkpoints/" + step6.name)
+resume_args = ["-m", "grpo_lib", "--resume", str(step6), "--progress", "false"]
+print("torchrun --standalone --nproc_per_node=2 -m grpo_lib --resume <output_dir>/checkpoints/" + step6.name)
 resumed_run = run_torchrun(resume_args, nproc=2, env={"WANDB_MODE": "offline"})
 print(resumed_run.stdout.replace(str(ddp_out), "<output_dir>"))
 resumed_metrics = [json.loads(line) for line in (ddp_out / "metrics.jsonl").read_text().splitlines()]
@@ -817,7 +817,7 @@ check_decode_floor(my_decode_floor);
 # GPU. [TRL](https://github.com/huggingface/trl)'s `GRPOTrainer` adds what a larger run needs: vLLM generation
 # (the part that dominates a step, section 5), DeepSpeed ZeRO and FSDP (sharded AdamW state, gradients and
 # weights, for a model whose training state does not fit one GPU), several machines, LoRA. The recipe
-# `python -m grpo_lib.trl_recipe` trains **this course's configuration** with TRL: the same model and tokenizer,
+# `python -m grpo_lib.trl.recipe` trains **this course's configuration** with TRL: the same model and tokenizer,
 # the same prompts step by step, the same reward functions and the same held-out evaluation, so two runs differ
 # only in the trainer. Its options are `grpo_lib.train`'s, plus `--trl KEY=VALUE` for TRL-only ones.
 # `tests/test_golden_trl.py` (in CI) checks that TRL 1.16.0's own loss computation and `grpo_lib`'s agree on
@@ -827,10 +827,10 @@ check_decode_floor(my_decode_floor);
 # `grpo`), `beta=0.0` (no KL and no reference model), `use_bias_correction_kl=True` (the KL term multiplied by
 # the ratio), a linear learning-rate decay, bf16 and gradient checkpointing on. And TRL counts its batch in
 # **completions** (`per_device_train_batch_size`), where ours counts prompts. The full option map, by name
-# (`grpo_lib.trl_recipe.TRL_NAMES`; docs/trl.md prints it with these defaults):
+# (`grpo_lib.trl.recipe.TRL_NAMES`; docs/trl.md prints it with these defaults):
 
 # %%
-from grpo_lib.trl_recipe import TRL_NAMES
+from grpo_lib.trl.recipe import TRL_NAMES
 
 markdown_table(["our option (GRPOConfig, --option)", "TRL (trl.GRPOConfig / GRPOTrainer)"],
                [(f"`{ours}`", theirs) for ours, theirs in TRL_NAMES.items()
@@ -846,7 +846,7 @@ markdown_table(["our option (GRPOConfig, --option)", "TRL (trl.GRPOConfig / GRPO
 #
 # ```bash
 # pip install -e ".[trl]"                                     # TRL, pinned to 1.16.0
-# python -m grpo_lib.trl_recipe --preset tiny --steps 40 --eval-n 100 --report-to none
+# python -m grpo_lib.trl.recipe --preset tiny --steps 40 --eval-n 100 --report-to none
 # ```
 #
 # **The Qwen run on 8 GPUs through TRL, with vLLM generation and ZeRO-2 (never run: no GPU was available).** The
@@ -860,11 +860,11 @@ markdown_table(["our option (GRPOConfig, --option)", "TRL (trl.GRPOConfig / GRPO
 # %%
 import contextlib, io, warnings
 
-from grpo_lib.trl_compare import INSTALL_HINT, trl_available
-from grpo_lib.trl_recipe import parse_trl_overrides, trl_args
+from grpo_lib.trl.compare import INSTALL_HINT, trl_available
+from grpo_lib.trl.recipe import parse_trl_overrides, trl_args
 
 TRL_8_GPUS = """\
-accelerate launch --config_file "$ZERO2" --num_processes 8 -m grpo_lib.trl_recipe \\
+accelerate launch --config_file "$ZERO2" --num_processes 8 -m grpo_lib.trl.recipe \\
     --preset qwen2.5-1.5b-gsm8k --data-dir ../shared/data/gsm8k \\
     --trl use_vllm=true --trl vllm_mode=colocate --trl vllm_gpu_memory_utilization=0.3 \\
     --output-dir runs/qwen2.5-1.5b-gsm8k-trl"""
@@ -931,12 +931,12 @@ check("6 · the same run on TRL",
 # - `grpo_lib.dist`: rank and world size from torchrun, `print0`, `all_reduce_metrics`; `train()` wraps the
 #   policy in DistributedDataParallel under torchrun. `grpo_lib.course.notebook.run_torchrun` launches it from a
 #   cell.
-# - `grpo_lib.checkpoint`: atomic checkpoints with a manifest, rotation (`--save-total-limit`), resume
+# - `grpo_lib.run.checkpoint`: atomic checkpoints with a manifest, rotation (`--save-total-limit`), resume
 #   (`--resume`), tested in `tests/test_checkpoint.py` and, on 2 processes, `tests/test_ddp.py`.
 # - `grpo_lib.course.memory.plan_gpu_memory`, `plan_for_run`, `qwen2_parameter_count`, `activation_breakdown`,
 #   `kv_cache_bytes`: the per-GPU memory planner, tested in `tests/test_course_memory.py` (by hand, against torch's
 #   parameter count and against the bytes autograd saves); `scripts/measure_gpu_memory.py` measures it on a GPU.
-# - `grpo_lib.trl_recipe` (`python -m grpo_lib.trl_recipe`, `trl_args`, `TRL_NAMES`): the same run on TRL
+# - `grpo_lib.trl.recipe` (`python -m grpo_lib.trl.recipe`, `trl_args`, `TRL_NAMES`): the same run on TRL
 #   (docs/trl.md; tested in `tests/test_trl_recipe.py` and `tests/test_golden_trl.py`).
 # - `grpo_lib.course.exercises.ex06`: the checkers of exercises 6.1 and 6.2, tested in
 #   `tests/test_course_exercises_ex06.py` and `tests/test_course_exercises_hints.py`.
@@ -987,5 +987,5 @@ quiz("Quiz · notebook 06",
 # Check the memory plan of your GPUs (section 5), then run the Qwen preset with the commands of sections 1 and 3,
 # with `--save-every` so that a lost machine costs minutes, not hours; compare its learning curves with notebook
 # 05's tiny run. If you do, record the step time and peak memory with `scripts/gpu_smoke.py` first: no one has
-# measured them yet. When you need vLLM, ZeRO or several machines, move to TRL with `python -m grpo_lib.trl_recipe`
+# measured them yet. When you need vLLM, ZeRO or several machines, move to TRL with `python -m grpo_lib.trl.recipe`
 # (section 6, docs/trl.md). docs/teaching.md lists discussion questions for this notebook.
