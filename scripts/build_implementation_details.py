@@ -5,8 +5,9 @@
 
 The choices are written once, in the docstring of the module that implements them (next to the code, where
 a change is made); this page is generated from them, in the order one training step goes through the
-modules, each choice linked to its module, the functions it names, and the notebook that shows it (or the
-tests that check it). tests/test_implementation_details.py fails when the page is stale.
+modules, each choice linked to the line of its module where it is written, to the line of each function it
+names (CleanRL links each detail to its line), and to the notebook that shows it (or the tests that check
+it). tests/test_implementation_details.py fails when the page is stale.
 """
 
 from __future__ import annotations
@@ -33,20 +34,22 @@ ORDER = [
     ("logprobs.py", "Per-token log-probabilities"),
     ("loss.py", "The GRPO loss"),
     ("train.py", "The training loop (DeepSeekMath Algorithm 1)"),
+    ("run/lifecycle.py", "The run around the steps (start, record, finish)"),
     ("precision.py", "Mixed precision"),
     ("dist.py", "Many processes (torchrun, DDP)"),
     ("evaluation.py", "Evaluation"),
-    ("checkpoint.py", "Checkpoints and resume"),
-    ("rundir.py", "The output folder"),
-    ("failures.py", "How a run fails"),
+    ("run/checkpoint.py", "Checkpoints and resume"),
+    ("run/rundir.py", "The output folder"),
+    ("run/failures.py", "How a run fails"),
     ("runcache.py", "Reusing a finished run within one test session"),
-    ("runlog.py", "Metrics, files and W&B"),
+    ("run/runlog.py", "Metrics, files and W&B"),
     ("toy.py", "The 2 + 3 toy of notebook 01"),
     ("course/memory.py", "Memory accounting (course wing)"),
     ("course/widgets.py", "Sliders (course wing)"),
     ("course/gallery.py", "The gallery of failing runs (course wing)"),
-    ("trl_compare.py", "Golden comparison with TRL's GRPOTrainer"),
-    ("trl_recipe.py", "The same run on TRL"),
+    ("course/evaluation.py", "Sampled evaluation, pass@k and maj@k (course wing)"),
+    ("trl/compare.py", "Golden comparison with TRL's GRPOTrainer"),
+    ("trl/recipe.py", "The same run on TRL"),
 ]
 CODE = {   # (module, item) -> the functions that implement it, where the item's text names none of them
     ("course/gallery.py", 1): ["GallerySpec", "SPECS", "config_diff"], ("course/gallery.py", 2): ["EXTRA_METRICS", "run_spec"],
@@ -76,21 +79,22 @@ CODE = {   # (module, item) -> the functions that implement it, where the item's
     ("loss.py", 4): ["normalise_token_losses", "grpo_loss"], ("loss.py", 5): ["grpo_loss"],
     ("loss.py", 6): ["grpo_loss"], ("loss.py", 7): ["grpo_loss"],
     ("train.py", 1): ["train", "policy_update"], ("train.py", 2): ["sampling_seed"], ("train.py", 3): ["train"],
-    ("train.py", 4): ["train"], ("train.py", 5): ["train"], ("train.py", 6): ["train"], ("train.py", 7): ["_save"],
-    ("train.py", 8): ["train", "policy_update", "_inject_fault"],
+    ("train.py", 4): ["train"], ("train.py", 5): ["train"], ("train.py", 6): ["train"], ("train.py", 7): ["train"],
+    ("train.py", 8): ["train", "policy_update"],
+    ("run/lifecycle.py", 1): ["Run"], ("run/lifecycle.py", 3): ["parse_faults", "inject_fault"],
     ("dist.py", 1): ["env_rank", "launched_by_torchrun"], ("dist.py", 2): ["init_distributed", "resolve_device"],
     ("dist.py", 6): ["all_reduce_metrics"],
     ("evaluation.py", 1): ["evaluate"], ("evaluation.py", 2): ["evaluate"], ("evaluation.py", 3): ["judge"],
     ("evaluation.py", 5): ["evaluate"],
-    ("checkpoint.py", 1): ["save_checkpoint", "find_checkpoint"], ("checkpoint.py", 2): ["Checkpoint"],
-    ("checkpoint.py", 3): ["save_checkpoint", "rng_state"], ("checkpoint.py", 4): ["save_checkpoint", "resume"],
-    ("checkpoint.py", 6): ["file_sha256", "resolve_checkpoint"],
-    ("rundir.py", 1): ["check_writable", "prepare_output_dir"], ("rundir.py", 2): ["prepare_output_dir", "clear_run"],
-    ("rundir.py", 3): ["run_dir_of"],
-    ("failures.py", 1): ["FailureRecorder", "RunFailed"], ("failures.py", 2): ["parameters_finite", "logits_finite"],
-    ("failures.py", 3): ["RunFailed"], ("failures.py", 4): ["known_error"],
-    ("runlog.py", 2): ["init_wandb", "wandb_logged_in"], ("runlog.py", 3): ["RunLog"],
-    ("runlog.py", 4): ["write_summary", "failed_summary"],
+    ("run/checkpoint.py", 1): ["save_checkpoint", "find_checkpoint"], ("run/checkpoint.py", 2): ["Checkpoint"],
+    ("run/checkpoint.py", 3): ["save_checkpoint", "rng_state"], ("run/checkpoint.py", 4): ["save_checkpoint", "resume"],
+    ("run/checkpoint.py", 6): ["file_sha256", "resolve_checkpoint"],
+    ("run/rundir.py", 1): ["check_writable", "prepare_output_dir"], ("run/rundir.py", 2): ["prepare_output_dir", "clear_run"],
+    ("run/rundir.py", 3): ["prepare_output_dir"],
+    ("run/failures.py", 1): ["FailureRecorder", "RunFailed"], ("run/failures.py", 2): ["parameters_finite", "logits_finite"],
+    ("run/failures.py", 3): ["RunFailed"], ("run/failures.py", 4): ["known_error"],
+    ("run/runlog.py", 2): ["init_wandb", "wandb_logged_in"], ("run/runlog.py", 3): ["RunLog"],
+    ("run/runlog.py", 4): ["write_summary"],
     ("toy.py", 1): ["ToyPolicy"], ("toy.py", 3): ["grpo_step"], ("toy.py", 4): ["grpo_step"],
     ("course/memory.py", 1): ["training_memory_table"], ("course/memory.py", 2): ["count_parameters_from_config"],
     ("course/memory.py", 3): ["training_memory_table"], ("course/memory.py", 5): ["GIB"],
@@ -101,19 +105,20 @@ CODE = {   # (module, item) -> the functions that implement it, where the item's
     ("runcache.py", 3): ["load", "store"],
     ("sampling.py", 1): ["sample_tokens"], ("sampling.py", 2): ["sample_tokens"], ("sampling.py", 3): ["sample_tokens"],
     ("sampling.py", 4): ["sample_tokens"],
-    ("trl_compare.py", 1): ["make_trainer", "trl_loss"], ("trl_compare.py", 2): ["trl_loss"],
-    ("trl_compare.py", 3): ["make_batch"],
-    ("trl_recipe.py", 1): ["trl_args"], ("trl_recipe.py", 2): ["trl_args"], ("trl_recipe.py", 3): ["trl_args"],
-    ("trl_recipe.py", 4): ["train_with_trl"], ("trl_recipe.py", 5): ["main"],
-    ("trl_recipe.py", 6): ["trl_args", "train_with_trl"], ("trl_recipe.py", 7): ["check_no_weight_sharding"],
-    ("trl_recipe.py", 8): ["trl_args"],
+    ("trl/compare.py", 1): ["make_trainer", "trl_loss"], ("trl/compare.py", 2): ["trl_loss"],
+    ("trl/compare.py", 3): ["make_batch"],
+    ("trl/recipe.py", 1): ["trl_args"], ("trl/recipe.py", 2): ["trl_args"], ("trl/recipe.py", 3): ["trl_args"],
+    ("trl/recipe.py", 4): ["train_with_trl"], ("trl/recipe.py", 5): ["main"],
+    ("trl/recipe.py", 6): ["trl_args", "train_with_trl"], ("trl/recipe.py", 7): ["check_no_weight_sharding"],
+    ("trl/recipe.py", 8): ["trl_args"],
 }
 HEADER = """# Implementation details
 
 Every choice grpo_lib makes where GRPO implementations differ (the std in the advantage, how the loss is
 averaged, what the mask keeps, how many processes agree on a batch, ...), numbered per module, in the order
-one training step goes through the modules. Each links to the code that implements it and to the notebook
-that shows it (or the tests that check it). The model is CleanRL's implementation-details pages.
+one training step goes through the modules. Each links to the line where it is written, to the line of each
+function that implements it, and to the notebook that shows it (or the tests that check it). The model is
+CleanRL's implementation-details pages.
 
 This page is generated from the "Choices made here" list in each module's docstring, which is where a choice
 is changed: `python scripts/build_implementation_details.py` rewrites it, and
@@ -140,11 +145,35 @@ def choices(module: Path) -> tuple[str, list[str]]:
     return header, ["".join(parts) for parts in items]
 
 
-def defined_names(module: Path) -> set[str]:
+def defined_names(module: Path) -> dict[str, int]:
+    """name -> the line it is defined on: the module's functions, classes and assignments, then nested ones."""
     tree = ast.parse(module.read_text(encoding="utf-8"))
-    names = {n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
-    names |= {t.id for n in tree.body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)}
+    names: dict[str, int] = {}
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.setdefault(node.name, node.lineno)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            for target in node.targets if isinstance(node, ast.Assign) else [node.target]:
+                if isinstance(target, ast.Name):
+                    names.setdefault(target.id, node.lineno)
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.setdefault(node.name, node.lineno)
     return names
+
+
+def choice_lines(module: Path) -> dict[int, int]:
+    """item number -> the line of the module where its text starts (in the "Choices made here" list)."""
+    lines = module.read_text(encoding="utf-8").splitlines()
+    start = next(i for i, line in enumerate(lines) if "Choices made here" in line)
+    found: dict[int, int] = {}
+    for i in range(start + 1, len(lines)):
+        m = re.match(r"(\d+)\. ", lines[i])
+        if m:
+            found.setdefault(int(m.group(1)), i + 1)
+        elif found and not lines[i].strip():
+            break
+    return found
 
 
 def where_shown(header: str, number: int) -> list[str]:
@@ -164,15 +193,17 @@ def build() -> str:
     for rel, title in ORDER:
         module = REPO / "grpo_lib" / rel
         header, items = choices(module)
-        names = defined_names(module)
-        out.append(f"## {title}: [grpo_lib/{rel}](../grpo_lib/{rel})\n")
+        names, lines = defined_names(module), choice_lines(module)
+        link = f"../grpo_lib/{rel}"
+        out.append(f"## {title}: [grpo_lib/{rel}]({link})\n")
         for k, item in enumerate(items, 1):
             named = [n for n in dict.fromkeys(re.findall(r"`(\w+)(?:\(|`)", item)) if n in names]
             named = named or CODE.get((rel, k), [])
             missing = [n for n in named if n not in names]
             if missing:
                 raise SystemExit(f"grpo_lib/{rel}: choice {k} names {missing}, which the module does not define")
-            code = f"[grpo_lib/{rel}](../grpo_lib/{rel})" + (": " + ", ".join(f"`{n}`" for n in named) if named else "")
+            code = f"[grpo_lib/{rel}#L{lines[k]}]({link}#L{lines[k]})" + (
+                ": " + ", ".join(f"[`{n}`]({link}#L{names[n]})" for n in named) if named else "")
             shown = ", ".join(where_shown(header, k)) or "—"
             out.append(f"{k}. {item}\n\n   *Code:* {code}. *Shown in:* {shown}.\n")
     return "\n".join(out)

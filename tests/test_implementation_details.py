@@ -25,9 +25,25 @@ def test_every_choice_of_every_listed_module_is_on_the_page_with_its_code_and_li
             assert item in page, (rel, item[:60])
     codes = re.findall(r"\*Code:\* (.*?)\. \*Shown in:\* (.*?)\.\n", page)
     assert len(codes) == sum(len(builder.choices(REPO / "grpo_lib" / rel)[1]) for rel, _ in builder.ORDER)
-    assert all(": `" in code for code, _ in codes)                       # each names at least one function
+    assert all(": [`" in code for code, _ in codes)                      # each names at least one function
     for link in re.findall(r"\]\(\.\./([^)]+)\)", page):
-        assert (REPO / link).exists(), link                              # links stay inside the repository
+        path, _, line = link.partition("#L")
+        assert (REPO / path).exists(), link                              # links stay inside the repository
+        assert not line or 1 <= int(line) <= len((REPO / path).read_text(encoding="utf-8").splitlines()), link
+
+
+def test_each_choice_and_each_function_links_to_its_line():
+    """Every *Code:* link goes to a line: the module's to the line where the choice is written, each
+    function's to its `def` (or `class`, or assignment) line."""
+    page = builder.build()
+    links = re.findall(r"\[`(\w+)`\]\(\.\./(grpo_lib/[^)#]+)#L(\d+)\)", page)
+    assert len(links) > 100
+    for name, path, line in links:
+        text = (REPO / path).read_text(encoding="utf-8").splitlines()[int(line) - 1]
+        assert re.match(rf"\s*(async def|def|class) {name}\b|{name}\s*[:=]", text.strip()), (name, path, line, text)
+    for k, path, line in re.findall(r"\n(\d+)\. .*?\*Code:\* \[(grpo_lib/[^#\]]+)#L(\d+)\]", page, re.S):
+        text = (REPO / path).read_text(encoding="utf-8").splitlines()[int(line) - 1]
+        assert text.startswith(f"{k}. "), (k, path, line, text)
 
 
 def test_every_module_with_choices_is_listed():
