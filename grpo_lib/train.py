@@ -94,6 +94,7 @@ from grpo_lib.loss import grpo_loss, micro_batch_weight
 from grpo_lib.models import count_parameters, frozen_copy, load_policy
 from grpo_lib.precision import Precision, dtype_name, resolve_precision
 from grpo_lib.rewards import reward_functions
+from grpo_lib.threads import ThreadGovernor
 from grpo_lib.rollout import (RewardFunc, ScoredRollout, completion_logprobs, generate_completions, score_rollout,
                               set_gradient_checkpointing)
 from grpo_lib.runlog import (MODEL_SUBDIR, NonFiniteMetricError, RunLog, completed_summary, non_finite,
@@ -388,10 +389,8 @@ def _train(cfg: GRPOConfig, info: dist.DistInfo, ckpt: checkpoint.Checkpoint | N
         log.eval(step, result, time.perf_counter() - t0)
         return result
 
-    threads_before = torch.get_num_threads()
-    threads = dist.cpu_threads(cfg.num_threads)
-    if threads is not None and info.device == "cpu":
-        torch.set_num_threads(threads)              # restored when train() returns (a notebook keeps its own)
+    # CPU threads: the usable cores, given back to other programs between steps (grpo_lib.threads); restored at the end
+    governor = ThreadGovernor.for_run(cfg.num_threads, world, info.device)
     try:
         optimizer, scheduler = make_optimizer(model, cfg)
         # the DDP constructor broadcasts rank 0's weights, so every rank starts from the same π_θ
@@ -421,6 +420,8 @@ def _train(cfg: GRPOConfig, info: dist.DistInfo, ckpt: checkpoint.Checkpoint | N
             failure.stop_point(step, info.device, save=None if not cfg.save_on_stop or saved_here else (
                 lambda: _save(cfg, step - 1, world, log, eval_before, model, optimizer, scheduler, ref_model,
                               tokenizer=tokenizer, run_info=run_info, start_fingerprint=start_fingerprint)))
+            if governor is not None:
+                governor.update()                           # fewer threads while other programs hold cores
             t_step = time.perf_counter()
             failure.step, failure.phase = step + 1, "sampling"
             if step % cfg.steps == 0 and cfg.beta > 0:      # π_ref ← π_θ at the start of every outer iteration
@@ -485,6 +486,8 @@ def _train(cfg: GRPOConfig, info: dist.DistInfo, ckpt: checkpoint.Checkpoint | N
                                     train_seconds=train_seconds, wall_seconds=time.perf_counter() - t_start)
         summary.update(failure.resume_record())
         summary.update(run_info, saved_dtype=cfg.save_dtype or dtype_name(precision.param_dtype))
+        if governor is not None:
+            summary.update(governor.summary())
         failure.phase = "saving the final model"
         if info.is_main:   # in the master weights' dtype (fp32 in mixed precision) unless --save-dtype
             checkpoint.save_pretrained_model(model, tokenizer, log.out / MODEL_SUBDIR, dtype=cfg.save_dtype)
@@ -495,7 +498,8 @@ def _train(cfg: GRPOConfig, info: dist.DistInfo, ckpt: checkpoint.Checkpoint | N
         dist.barrier()
     finally:
         log.close()
-        torch.set_num_threads(threads_before)
+        if governor is not None:
+            governor.restore()
     model.eval()
     return TrainResult(history=log.history, evals=log.evals, summary=summary, eval_before=eval_before,
                        eval_after=eval_after, model=model, tokenizer=tokenizer, output_dir=log.out)
