@@ -181,17 +181,26 @@ def worker(args: argparse.Namespace) -> dict | None:
         step_seconds = time.perf_counter() - t_step
 
         local = torch.tensor([sec[p] for p in PHASES] + [step_seconds], dtype=torch.float64)
-        tokens = torch.tensor([float(rollout.completion_lengths.sum())], dtype=torch.float64)
+        # positions one pass processes: each distinct prompt once (prefix sharing), then every completion token
+        positions = float(rollout.prompt_mask[::rollout.G].sum() + rollout.completion_mask.sum())
+        tokens = torch.tensor([float(rollout.completion_lengths.sum()), positions], dtype=torch.float64)
         if dist.is_initialized():
             torch.distributed.all_reduce(local, op=torch.distributed.ReduceOp.MAX)   # the slowest rank
             torch.distributed.all_reduce(tokens, op=torch.distributed.ReduceOp.SUM)  # the global batch
-        records.append({**dict(zip(PHASES + ("step",), local.tolist())), "tokens": tokens.item()})
+        records.append({**dict(zip(PHASES + ("step",), local.tolist())), "tokens": tokens[0].item(),
+                        "positions": tokens[1].item()})
 
     timed = records[1:]
+    # the compute floor: 2 FLOP per weight of every Linear (the LM head included) per position and forward
+    # pass; a backward costs about two forwards. Attention's own matmuls (~4·d·context per position and
+    # layer) are left out: at these lengths they are a few percent.
+    linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+    passes = {"generation": 1, "scoring": 0, "logprobs": (cfg.beta > 0) + (cfg.mu > 1), "update": 3 * cfg.mu}
     result = {"processes": world, "threads": threads, "device": info.device, "N": cfg.N, "G": cfg.G,
               "B": cfg.B, "max_completion_length": cfg.max_completion_length, "steps": steps,
-              "median": {k: statistics.median(r[k] for r in timed) for k in PHASES + ("step", "tokens")},
-              "records": records}
+              "median": {k: statistics.median(r[k] for r in timed) for k in PHASES + ("step", "tokens", "positions")},
+              "flop_per_position_pass": 2.0 * linear, "passes": passes,
+              "matmul_gflops": matmul_gflops(info.device), "records": records}
     # Free the DDP wrapper while the process group is still registered, then leave together: if the wrapper's
     # Reducer held the last reference to the gloo group after destroy_process_group, its destructor would join
     # gloo's threads while holding the GIL, and a thread still freeing a Python-owned tensor waits for the GIL
@@ -199,6 +208,52 @@ def worker(args: argparse.Namespace) -> dict | None:
     del policy
     dist.cleanup(barrier=True)
     return result if info.is_main else None
+
+
+def matmul_gflops(device: str, n: int = 1024, repeats: int = 8) -> float:
+    """What this process's threads do on one large fp32 matmul (GFLOP/s): the ceiling for the phases."""
+    import torch
+
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    a @ b                                                   # warm-up
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return 2 * n**3 * repeats / (time.perf_counter() - t0) / 1e9
+
+
+def floor_table(results: list[dict]) -> str:
+    """Per configuration and phase: passes, GFLOP, achieved GFLOP/s and its share of the matmul ceiling."""
+    rows = []
+    for r in results:
+        m, name = r["median"], f"{r['processes']} × {r['threads']}"
+        per_pass = r["flop_per_position_pass"] * m["positions"] / 1e9
+        ceiling = r["matmul_gflops"] * r["processes"]       # every process's threads together
+        total = 0.0
+        for p in PHASES:
+            gflop = per_pass * r["passes"][p]
+            total += gflop
+            rate = gflop / max(m[p], 1e-9)
+            rows.append([name, PHASE_TITLES[p], f"{m[p] * 1000:.1f}", r["passes"][p], f"{gflop:.1f}",
+                         f"{rate:.1f}" if gflop else "-", f"{rate / ceiling:.0%}" if gflop else "-"])
+        rate = total / m["step"]
+        rows.append([name, "**step**", f"{m['step'] * 1000:.1f}", sum(r["passes"].values()), f"{total:.1f}",
+                     f"{rate:.1f}", f"{rate / ceiling:.0%}"])
+    r0 = results[0]
+    return "\n".join([
+        "Where the time goes: the compute floor of each phase (2 FLOP per Linear weight per position and forward "
+        f"pass, a backward = 2 forwards; {r0['flop_per_position_pass'] / 2e6:.2f} M Linear weights, "
+        f"{r0['median']['positions']:.0f} positions per pass: each distinct prompt once + every completion "
+        "token; attention's own matmuls left out). The ceiling is one 1024 × 1024 fp32 matmul at the same "
+        "threads: " + ", ".join(f"{r['processes']} × {r['threads']}: {r['matmul_gflops']:.0f} GFLOP/s"
+                                 for r in results) + " per process; the share is of P times that.",
+        "",
+        markdown_table(["processes × threads", "phase", "ms", "forward passes", "GFLOP", "GFLOP/s",
+                        "share of the matmul ceiling"], rows)])
 
 
 # --- the report -----------------------------------------------------------------------------------------
@@ -230,6 +285,8 @@ def report(results: list[dict]) -> str:
         "Tokens per second of each phase (completion tokens of the step / the phase's seconds):",
         "",
         markdown_table(["processes × threads"] + [PHASE_TITLES[p] for p in PHASES], rows_tps),
+        "",
+        floor_table(results),
     ]
     return "\n".join(lines)
 

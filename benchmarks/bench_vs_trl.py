@@ -17,6 +17,12 @@ Run:
     python benchmarks/bench_vs_trl.py                 # tiny preset, 40 steps, 300 held-out problems (~3-4 min quiet)
     python benchmarks/bench_vs_trl.py --quick         # N=4, G=4, 4 steps, 20 problems (seconds; tests/test_benchmarks.py)
     python benchmarks/bench_vs_trl.py --steps 20 --threads 2
+    python benchmarks/bench_vs_trl.py --defaults      # each at its own default thread layout (see below)
+
+--defaults: what a learner gets without choosing. Ours runs at the engine's default (grpo_lib.threads: the
+usable cores, fewer while other programs hold cores, re-checked before each of our steps); TRL runs at
+torch's default (torch.get_num_threads() at start: all the machine's cores), set again before each TRL step.
+Without --defaults both run at --threads (default 1): the matched comparison.
 
 Needs TRL (pip install -e ".[trl]").
 """
@@ -44,7 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="N=4, G=4, 4 steps, 20 held-out problems (seconds)")
     p.add_argument("--steps", type=int, default=None, help="training steps for each trainer (default 40; quick 4)")
     p.add_argument("--eval-n", type=int, default=None, help="held-out problems (default 300; quick 20)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (both trainers; default 1, the preset's)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (both trainers; default 1)")
+    p.add_argument("--defaults", action="store_true",
+                   help="each trainer at its own default thread layout (ours: grpo_lib.threads; TRL: torch's default)")
     p.add_argument("--N", type=int, default=None, help="prompts per step (default: the preset's 16; quick 4)")
     p.add_argument("--G", type=int, default=None, help="completions per prompt (default 8; quick 4)")
     return p
@@ -66,6 +74,7 @@ def run(args: argparse.Namespace) -> dict:
     from grpo_lib.models import load_policy
     from grpo_lib.rollout import generate_completions, score_rollout
     from grpo_lib.rewards import reward_functions
+    from grpo_lib.threads import ThreadGovernor
     from grpo_lib.train import make_optimizer, policy_update, sampling_seed
     from grpo_lib.trl.recipe import training_dataset, trl_args
 
@@ -76,11 +85,13 @@ def run(args: argparse.Namespace) -> dict:
             if v is not None}
     if steps < 2:
         raise SystemExit(f"--steps must be >= 2 (the first step of each is a warm-up), got {steps}")
-    if args.threads < 1:
-        raise SystemExit(f"--threads must be >= 1, got {args.threads}")
-    cfg = GRPOConfig.tiny(steps=steps, eval_n=eval_n, device="cpu", num_threads=args.threads, report_to="none",
+    threads = None if args.defaults else (1 if args.threads is None else args.threads)
+    if threads is not None and threads < 1:
+        raise SystemExit(f"--threads must be >= 1, got {threads}")
+    torch_default = torch.get_num_threads()          # TRL's default: whatever torch starts with (all cores)
+    cfg = GRPOConfig.tiny(steps=steps, eval_n=eval_n, device="cpu", num_threads=threads, report_to="none",
                           progress=False, **over)
-    torch.set_num_threads(args.threads)
+    governor = ThreadGovernor.for_run(threads, 1, "cpu")       # ours: fixed at --threads, or the engine's default
     torch.manual_seed(cfg.seed)
     train_problems = load_problems(cfg.task, "train")
     eval_problems = load_problems(cfg.task, "test", n=eval_n)
@@ -110,11 +121,13 @@ def run(args: argparse.Namespace) -> dict:
 
     class Alternate(TrainerCallback):
         def on_step_begin(self, a, state, control, **kw):
+            torch.set_num_threads(torch_default if threads is None else threads)
             self.t0 = time.perf_counter()
 
         def on_step_end(self, a, state, control, **kw):
             t_trl.append(time.perf_counter() - self.t0)
             t0 = time.perf_counter()
+            torch.set_num_threads(governor.update())             # as grpo_lib.train does before each step
             our_step(state.global_step - 1)
             t_ours.append(time.perf_counter() - t0)
 
@@ -132,7 +145,9 @@ def run(args: argparse.Namespace) -> dict:
         acc[name].append(evaluate(model, tok, eval_problems, max_new_tokens=cfg.max_completion_length,
                                   batch_size=cfg.eval_batch_size, progress=False).strict_accuracy)
     return {"cfg": cfg, "t_trl": t_trl, "t_ours": t_ours, "acc": acc, "steps": steps, "eval_n": eval_n,
-            "threads": args.threads, "load_start": load_start, "load_end": load_average()}
+            "threads": (f"grpo_lib at its default ({governor.summary()['steps_at_num_threads']} steps at each count), "
+                        f"TRL at torch's default ({torch_default})" if threads is None else str(threads)),
+            "load_start": load_start, "load_end": load_average()}
 
 
 def quantile(xs: list[float], q: float) -> float:
@@ -147,7 +162,7 @@ def report(r: dict) -> str:
     t_trl, t_ours = r["t_trl"][1:], r["t_ours"][1:]                 # step 1 of each: warm-up
     ratios = [a / b for a, b in zip(t_trl, t_ours)]
     lines = [line if not line.startswith("# load average at start") else
-             f"# load average at start (1/5/15 min): {r['load_start']}" for line in machine_lines(threads=str(r["threads"]))]
+             f"# load average at start (1/5/15 min): {r['load_start']}" for line in machine_lines(threads=r["threads"])]
     lines.append(f"# load average at end (1/5/15 min): {r['load_end']}")
     lines.append(f"# tiny preset: N = {cfg.N} x G = {cfg.G} = {cfg.B} completions per step, {cfg.max_completion_length} "
                  f"new tokens, lr {cfg.lr}, beta {cfg.beta}, loss_type {cfg.loss_type}, {r['steps']} steps each "
@@ -173,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("WANDB_MODE", "offline")
     args = build_parser().parse_args(argv)
+    if args.defaults and args.threads is not None:     # before anything heavy is imported
+        raise SystemExit("--defaults runs each trainer at its own default thread count: leave out --threads")
     print(report(run(args)), flush=True)
     return 0
 

@@ -218,9 +218,10 @@ class GRPOConfig:
         "rank and step")
     device: str = option("auto",
         "'auto' (cuda:LOCAL_RANK when CUDA is available, else cpu), 'cpu', 'cuda' or 'cuda:K'")
-    num_threads: int | None = option(1,
-        "CPU threads per process for torch during train(), restored afterwards (1: robust on a shared 2-core machine; "
-        "None = torch's default, or the cores divided by the processes under torchrun)")
+    num_threads: int | None = option(None,
+        "CPU threads per process for torch during train(), restored afterwards. None (default): the cores this "
+        "process may use (divided among torchrun's processes), one fewer for each core other programs keep busy, "
+        "checked between steps (grpo_lib.threads); N: exactly N, never adjusted")
     output_dir: str = option("runs/tiny",
         "where metrics.jsonl, summary.json and the final model (save_pretrained) are written")
     report_to: str = option("wandb",

@@ -111,19 +111,6 @@ def init_distributed(device: str = "auto", timeout_minutes: float | None = None)
     return DistInfo(rank=rank, local_rank=local_rank, world_size=world_size, device=dev)
 
 
-def cpu_threads(num_threads: int | None) -> int | None:
-    """Torch threads per process on CPU: `num_threads`, else the usable cores divided by torchrun's local processes.
-
-    None for one plain process without num_threads: leave torch's default (all cores).
-    """
-    if num_threads is not None:
-        return num_threads
-    if "LOCAL_WORLD_SIZE" not in os.environ:
-        return None                                 # one plain process: leave torch's default (all cores)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores // int(os.environ["LOCAL_WORLD_SIZE"]))
-
-
 def is_initialized() -> bool:
     """True when a torch.distributed process group exists."""
     return torch.distributed.is_available() and torch.distributed.is_initialized()

@@ -54,6 +54,7 @@ MARKED_FILES = {
     "test_browser_sliders.py": "browser",
 }
 MARKED_TESTS = {
+    "test_threads.py::test_one_and_two_threads_give_the_same_run": "trains",
     "test_precision.py::test_bf16_training_keeps_fp32_master_weights_and_saves_fp32_unless_told": "trains",
     "test_course_notebook.py::test_a_job_returns_every_rank_s_output_with_its_environment": "trains",
     "test_course_notebook.py::test_a_failed_job_runs_once_and_raises_with_its_status_and_stderr": "trains",

@@ -85,7 +85,8 @@ def test_cpu_peak_sees_torch_allocations_and_not_earlier_ones():
     assert peak_small < 16 * MIB
 
 
-@pytest.mark.parametrize("script", ["bench_logprobs.py", "bench_kv_cache.py", "bench_step.py", "bench_vs_trl.py"])
+@pytest.mark.parametrize("script", ["bench_logprobs.py", "bench_kv_cache.py", "bench_step.py", "bench_vs_trl.py",
+                                    "bench_threads.py"])
 def test_help_documents_quick(script):
     proc = run_script(script, "--help", timeout=120)
     assert proc.returncode == 0, proc.stderr
@@ -194,8 +195,9 @@ def test_vs_trl_quick_reports_ratio_spread_and_accuracy():
         if os.environ.get("GRPO_REQUIRE_TRL") == "1":
             pytest.fail(f"GRPO_REQUIRE_TRL=1 but {INSTALL_HINT}", pytrace=False)
         pytest.skip(INSTALL_HINT)
-    proc = run_script("bench_vs_trl.py", "--quick")
+    proc = run_script("bench_vs_trl.py", "--quick", "--defaults")       # each trainer at its own default threads
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "grpo_lib at its default" in proc.stdout and "TRL at torch's default" in proc.stdout
     (steps_table,), (ratio_table,) = [t for t in tables(proc.stdout) if len(t) == 2], \
         [t for t in tables(proc.stdout) if len(t) == 1]
     rows = {r["trainer"]: r for r in steps_table}
@@ -212,3 +214,27 @@ def test_vs_trl_quick_reports_ratio_spread_and_accuracy():
     medians = number(rows["TRL"]["median s/step"]) / number(rows["grpo_lib"]["median s/step"])
     assert float(ratio["ratio of medians"]) == pytest.approx(medians, abs=0.02)
     assert "load average at start" in proc.stdout and "load average at end" in proc.stdout
+
+
+def test_vs_trl_defaults_and_threads_exclude_each_other():
+    proc = run_script("bench_vs_trl.py", "--quick", "--defaults", "--threads", "2")
+    assert proc.returncode != 0 and "leave out --threads" in proc.stderr
+
+
+# --- (e) thread layouts -----------------------------------------------------------------------------------------
+def test_threads_quick_runs_the_default_layout_and_reports_threads_used():
+    proc = run_script("bench_threads.py", "--quick")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (table,) = tables(proc.stdout)
+    (row,) = table
+    assert row["layout (P x T)"] == "auto" and row["machine"] == "idle"
+    lo, hi = (number(x) for x in row["min-max ms"].split("-"))
+    assert 0 < lo <= number(row["step ms"]) <= hi
+    used = re.findall(r"(\d+) steps at (\d+)", row["threads used (auto)"])
+    assert sum(int(n) for n, _ in used) == 2                           # --quick: 2 steps, each at some count
+    assert "load average at start" in proc.stdout and "load average at end" in proc.stdout
+
+
+def test_threads_bad_layout_is_named():
+    proc = run_script("bench_threads.py", "--layouts", "1x3")
+    assert proc.returncode != 0 and "1x3" in proc.stderr

@@ -52,6 +52,7 @@ from grpo_lib.run.failures import (FailureRecorder, NonFiniteMetricError, NonFin
                                    StopSignals, logits_finite, max_abs_weight, non_finite, parameters_finite)
 from grpo_lib.run.layout import MODEL_SUBDIR, run_dir_of
 from grpo_lib.run.runlog import RunLog, completed_summary, step_metrics, versions
+from grpo_lib.threads import ThreadGovernor
 
 FAULT_ENV = "GRPO_LIB_FAULT"
 """the test hook's variable (choice 3): "raise@S", "nan@S", "pause@S", optionally ":rankR"; unset in real runs"""
@@ -122,7 +123,7 @@ class Run:
         self.log: RunLog | None = None
         self.lock: rundir.RunLock | None = None
         self._signals: StopSignals | None = None
-        self._threads_before: int | None = None
+        self.governor: ThreadGovernor | None = None
 
     # ------------------------------------------------------------------ start
     def __enter__(self) -> "Run":
@@ -205,10 +206,9 @@ class Run:
         failure.phase = "opening the output files"
         self.log = RunLog(cfg, info.is_main, history=ckpt.history if ckpt is not None else [],   # a resumed run continues
                           evals=ckpt.evals if ckpt is not None else [])
-        self._threads_before = torch.get_num_threads()
-        threads = dist.cpu_threads(cfg.num_threads)
-        if threads is not None and info.device == "cpu":
-            torch.set_num_threads(threads)          # restored when the run ends (a notebook keeps its own)
+        # CPU threads: the usable cores, one given back per core other programs keep busy (grpo_lib.threads);
+        # the caller's own count is restored when the run ends (a notebook keeps its own)
+        self.governor = ThreadGovernor.for_run(cfg.num_threads, world, info.device)
         self.optimizer, self.scheduler = self.make_optimizer(self.model, cfg)
         # the DDP constructor broadcasts rank 0's weights, so every rank starts from the same π_θ
         self.policy = self.model if world == 1 else DistributedDataParallel(
@@ -281,6 +281,8 @@ class Run:
             # a signal: stop here, between steps (failures choice 5); --save-on-stop checkpoints this point first
             failure.stop_point(step, self.info.device, save=None if not cfg.save_on_stop or saved_here else (
                 lambda: self._save(step - 1)))
+            if self.governor is not None:
+                self.governor.update()                      # fewer threads while other programs hold cores
             self.t_step = time.perf_counter()
             failure.step, failure.phase = step + 1, "sampling"
             if step % cfg.steps == 0 and cfg.beta > 0:      # π_ref ← π_θ at the start of every outer iteration
@@ -402,6 +404,8 @@ class Run:
                                     wall_seconds=time.perf_counter() - self.t_start)
         summary.update(failure.resume_record())
         summary.update(self.run_info, saved_dtype=cfg.save_dtype or dtype_name(precision.param_dtype))
+        if self.governor is not None:
+            summary.update(self.governor.summary())     # steps_at_num_threads
         failure.phase = "saving the final model"
         if self.info.is_main:   # in the master weights' dtype (fp32 in mixed precision) unless --save-dtype
             checkpoint.save_pretrained_model(self.model, self.tokenizer, log.out / MODEL_SUBDIR, dtype=cfg.save_dtype)
@@ -420,8 +424,8 @@ class Run:
         try:
             if self.log is not None:
                 self.log.close()
-            if self._threads_before is not None:
-                torch.set_num_threads(self._threads_before)
+            if self.governor is not None:
+                self.governor.restore()
             if self._signals is not None:
                 self._signals.__exit__(None, None, None)
             if e is None and self.result is not None:
