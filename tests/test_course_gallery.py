@@ -51,7 +51,7 @@ def test_the_cached_run_was_made_by_its_spec(name):
     spec_config = json.loads(json.dumps(SPECS[name].config("x").to_dict()))
     spec_config["output_dir"] = None
     # a field added to the config after the run counts as the default it ran with (as for a checkpoint's resume)
-    ran_with = {**FIELDS_ADDED_LATER, **run["summary"]["config"]}
+    ran_with = json.loads(json.dumps({**FIELDS_ADDED_LATER, **run["summary"]["config"]}))   # tuples as JSON lists
     assert ran_with == spec_config, f"{name}: the spec changed; rerun python -m grpo_lib.course.gallery"
     assert run["summary"]["gallery"]["reward"] == SPECS[name].reward and run["summary"]["status"] == "completed"
     assert [r["step"] for r in run["metrics"]] == list(range(1, gallery.COMMON["steps"] + 1))
