@@ -86,7 +86,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from grpo_lib import checkpoint, dist, runcache, rundir
 from grpo_lib.config import GRPOConfig
-from grpo_lib.data import build_prompt, check_prompts_fit, load_problems, max_context, prompts_for_step
+from grpo_lib.data import build_prompt, check_prompts_fit, load_problems, max_context
 from grpo_lib.evaluation import EvalResult, evaluate
 from grpo_lib.failures import (FailureRecorder, NonFiniteWeightsError, RunFailed, RunStopped, StopNow, StopSignals,
                                logits_finite, max_abs_weight, parameters_finite)
@@ -96,6 +96,10 @@ from grpo_lib.precision import Precision, dtype_name, resolve_precision
 from grpo_lib.rewards import reward_functions
 from grpo_lib.rollout import (RewardFunc, ScoredRollout, completion_logprobs, generate_completions, score_rollout,
                               set_gradient_checkpointing)
+# [post-R1 engine options] LoRA, the perturbed sampler, dynamic sampling
+from grpo_lib.dynamic_sampling import draw_problems, draw_seed, sample_groups, score_draw
+from grpo_lib.lora import apply_lora, merge_adapters, reference_model, require_peft
+from grpo_lib.sampler import sampler_correction, sync_sampler
 from grpo_lib.runlog import (MODEL_SUBDIR, NonFiniteMetricError, RunLog, completed_summary, non_finite,
                              step_metrics, versions)
 
@@ -111,7 +115,7 @@ def make_optimizer(model: nn.Module, cfg: GRPOConfig) -> tuple[torch.optim.Optim
     Taught in: notebooks/05_full_run.ipynb
     """
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2),
+    optimizer = torch.optim.AdamW(params, lr=cfg.optimizer_lr, betas=(cfg.adam_beta1, cfg.adam_beta2),
                                   weight_decay=cfg.weight_decay)
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg))
 
@@ -400,6 +404,7 @@ def _train(cfg: GRPOConfig, info: dist.DistInfo, ckpt: checkpoint.Checkpoint | N
         if start_reference is not None:
             dist.broadcast_module(start_reference)   # π_ref = rank 0's starting model on every rank
         ref_model, start_step, last_checkpoint = None, 0, None
+        sampler = None                               # [post-R1] the perturbed copy that samples (sampler_perturbation)
         if ckpt is not None:                         # AdamW, the schedule, π_ref, this rank's RNG
             ref_model = ckpt.resume(model, optimizer, scheduler, rank=rank, beta=cfg.beta, steps_per_iteration=cfg.steps,
                                     start_reference=start_reference, reference_dtype=precision.reference_dtype)
@@ -425,22 +430,41 @@ def _train(cfg: GRPOConfig, info: dist.DistInfo, ckpt: checkpoint.Checkpoint | N
             failure.step, failure.phase = step + 1, "sampling"
             if step % cfg.steps == 0 and cfg.beta > 0:      # π_ref ← π_θ at the start of every outer iteration
                 ref_model = None                            # free the old copy first
-                ref_model = frozen_copy(model, precision.reference_dtype)   # bf16 in mixed precision
-            # sample N prompts (N/K on this rank) and G completions o_i ~ π_θold = π_θ for each; under
-            # autocast the matmuls run in bf16 on the current fp32 weights (grpo_lib.precision choice 2)
-            problems = prompts_for_step(train_problems, step, N_global, cfg.seed, rank, world)
-            prompts = [build_prompt(tokenizer, p["question"], cfg.system_prompt) for p in problems]
-            with precision.context():
-                rollout = generate_completions(model, tokenizer, prompts, cfg.G,   # unwrapped module: no DDP hooks
+                # bf16 in mixed precision; [post-R1] with LoRA, the base model (adapters off) in the first iteration
+                ref_model = reference_model(model, precision.reference_dtype, first_iteration=step < cfg.steps)
+            # [post-R1] the sampler: None = π_θ itself; else a perturbed copy re-synced from π_θ (grpo_lib.sampler)
+            sampler = sync_sampler(sampler, model, cfg.sampler_perturbation, seed=cfg.seed * 1_000_003 + step)
+
+            def draw(d: int):   # draw d of this step: N/K prompts and G completions o_i ~ π_θold (= π_θ) for each
+                problems = draw_problems(train_problems, step, d, N_global, cfg.seed, rank, world,
+                                         cfg.dynamic_sampling_max_draws)        # d = 0: prompts_for_step, as before
+                prompts = [build_prompt(tokenizer, p["question"], cfg.system_prompt) for p in problems]
+                failure.phase = "sampling"
+                rollout = generate_completions(sampler or model, tokenizer, prompts, cfg.G,   # unwrapped: no DDP hooks
                                                max_new_tokens=cfg.max_completion_length, temperature=cfg.temperature,
-                                               seed=sampling_seed(cfg.seed, step, rank, world))
-                # rewards r_i, group advantages A_i, log π_θold (only if μ > 1), log π_ref (only if β > 0)
+                                               seed=draw_seed(sampling_seed(cfg.seed, step, rank, world), d))
                 failure.phase = "scoring (reward functions, advantages, log-probs)"
-                batch = score_rollout(rollout, [p["answer"] for p in problems], reward_funcs, policy=model,
+                return score_draw(rollout, [p["answer"] for p in problems], reward_funcs)   # rewards r_i, once
+
+            # under autocast the matmuls run in bf16 on the current fp32 weights (grpo_lib.precision choice 2)
+            with precision.context():
+                # [post-R1] DAPO's dynamic sampling draws until N/K informative groups (one draw when it is off)
+                drawn, extra_metrics = sample_groups(draw, N_local, max_draws=cfg.dynamic_sampling_max_draws
+                                                     if cfg.dynamic_sampling else 1,
+                                                     aggregation=cfg.multi_objective_aggregation, device=info.device)
+                # group advantages A_i, log π_θold (only if μ > 1), log π_ref (only if β > 0)
+                batch = score_rollout(drawn.rollout, drawn.answers, reward_funcs, policy=model,
                                       ref_model=ref_model, scale_rewards=cfg.scale_rewards,
                                       temperature=cfg.temperature, need_old=cfg.mu > 1,
                                       chunk_size=cfg.micro_batch_size,
-                                      multi_objective_aggregation=cfg.multi_objective_aggregation)
+                                      multi_objective_aggregation=cfg.multi_objective_aggregation, scores=drawn.scores)
+                # [post-R1] the sampler's log-probs against the trainer's; correction weights (batch.is_weights)
+                extra_metrics.update(sampler_correction(
+                    batch, model, sampler, temperature=cfg.temperature,
+                    correction=cfg.vllm_importance_sampling_correction, mode=cfg.vllm_importance_sampling_mode,
+                    clip_min=cfg.vllm_importance_sampling_clip_min, clip_max=cfg.vllm_importance_sampling_clip_max,
+                    chunk_size=cfg.micro_batch_size))
+                batch.metrics = extra_metrics
             if faults:
                 _inject_fault(faults, step + 1, rank, batch, failure.signals)   # test hook (GRPO_LIB_FAULT); never in real runs
             # μ GRPO updates on the same batch: maximise the clipped objective minus β·KL
@@ -454,11 +478,12 @@ def _train(cfg: GRPOConfig, info: dist.DistInfo, ckpt: checkpoint.Checkpoint | N
                     raise NonFiniteWeightsError(step + 1, f"the weights hold NaN or inf after update {k + 1} of "
                                                 f"mu = {cfg.mu}", last_checkpoint)
             update_seconds = time.perf_counter() - t_update
-            _check_logits(model, rollout, step, info, last_checkpoint, precision)   # before the next sampling or a save
+            _check_logits(model, batch.rollout, step, info, last_checkpoint, precision)   # before the next sampling or a save
             # ---------------------------------------------------------------------------------------
 
             record = _step_record(batch, updates, cfg, step, info.device, update_seconds, scheduler, t_step, t_start,
                                   N_global)
+            record.update(batch.metrics)             # [post-R1] dynamic_sampling/*, sampling/* (empty when off)
             log.step(record)
             bad = non_finite(record)                 # same on every rank: the record is all-reduced
             if bad:                                  # train() writes the failed summary.json
@@ -476,7 +501,7 @@ def _train(cfg: GRPOConfig, info: dist.DistInfo, ckpt: checkpoint.Checkpoint | N
                 failure.last_checkpoint = last_checkpoint
         log.end_steps()
         train_seconds = time.perf_counter() - t_train
-        del ref_model
+        del ref_model, sampler
 
         failure.phase = "evaluation after training"
         eval_after = run_eval(cfg.total_steps, "eval after")
@@ -486,6 +511,7 @@ def _train(cfg: GRPOConfig, info: dist.DistInfo, ckpt: checkpoint.Checkpoint | N
         summary.update(failure.resume_record())
         summary.update(run_info, saved_dtype=cfg.save_dtype or dtype_name(precision.param_dtype))
         failure.phase = "saving the final model"
+        model = merge_adapters(model)                # [post-R1] LoRA: W + (α/r)·B A, a plain model (else unchanged)
         if info.is_main:   # in the master weights' dtype (fp32 in mixed precision) unless --save-dtype
             checkpoint.save_pretrained_model(model, tokenizer, log.out / MODEL_SUBDIR, dtype=cfg.save_dtype)
             summary["wall_seconds"] = time.perf_counter() - t_start
@@ -513,6 +539,8 @@ def _prepare(cfg: GRPOConfig, info: dist.DistInfo, model: nn.Module | None, toke
     # problems first: a missing data file fails before a model download
     train_problems = load_problems(cfg.task, "train", data_dir=cfg.data_dir)
     eval_problems = load_problems(cfg.task, "test", data_dir=cfg.data_dir, n=cfg.eval_n)
+    if cfg.lora_r:
+        require_peft()                               # [post-R1] before the model loads
     if model is None:
         model, tokenizer = load_policy(cfg.model, device=info.device, dtype=precision.param_dtype,
                                        compute_dtype=precision.compute_dtype)
@@ -522,6 +550,8 @@ def _prepare(cfg: GRPOConfig, info: dist.DistInfo, model: nn.Module | None, toke
     else:
         model.to(device=info.device, dtype=precision.param_dtype)
         model_name = f"{type(model).__name__} passed to train()"
+    if cfg.lora_r:
+        model = apply_lora(model, cfg)               # [post-R1] LoRA adapters (peft); the rest frozen
     # rank 0's starting weights are the run's (DDP broadcasts them); recorded in checkpoints whose π_ref is them
     start_fingerprint = dist.all_gather_objects(weights_fingerprint(model))[0]
     start_reference = None
