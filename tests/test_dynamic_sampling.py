@@ -139,6 +139,36 @@ def test_ranks_stay_in_lock_step_a_full_rank_waits_without_generating(monkeypatc
     assert m["dynamic_sampling/draws"] == 3.0 and m["dynamic_sampling/generations"] == 8.0   # this rank's 8
 
 
+def _lock_step_worker(rank: int, port: int, tmp: str) -> None:
+    """One of 2 gloo ranks: rank 0 is full after its first draw, rank 1 needs two more (1 informative group each)."""
+    import os
+
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", LOCAL_WORLD_SIZE="2",
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), TORCHELASTIC_USE_AGENT_STORE="True")
+    torch.set_num_threads(1)
+    ds.dist.init_distributed("cpu", timeout_minutes=2)
+    plan = {0: [[MIXED, MIXED]], 1: [[FLAT, FLAT], [FLAT, MIXED], [MIXED, FLAT]]}[rank]
+    draw, calls = scripted([fake_draw(f"d{d}", groups) for d, groups in enumerate(plan)])
+    batch, metrics = sample_groups(draw, 2, max_draws=5)
+    torch.save({"calls": calls, "metrics": metrics, "prompts": batch.rollout.prompts}, f"{tmp}/rank{rank}.pt")
+    ds.dist.cleanup(barrier=True)
+
+
+def test_two_gloo_ranks_make_the_same_number_of_draws(tmp_path):
+    """The real all-reduce of choice 4 (2 spawned CPU processes, gloo): no rank waits in a collective the other
+    never reaches, and both count 3 draws although rank 0 generated once."""
+    from test_ddp import spawn
+
+    spawn(_lock_step_worker, tmp_path, timeout=120.0)
+    out = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
+    assert out[0]["calls"] == [0] and out[1]["calls"] == [0, 1, 2]
+    assert out[0]["prompts"] == ["d0-q0", "d0-q1"] and out[1]["prompts"] == ["d1-q1", "d2-q0"]
+    for rank in out:                                     # the metrics are the same on both ranks, summed over them
+        assert rank["metrics"] == {"dynamic_sampling/draws": 3.0, "dynamic_sampling/generations": 32.0,
+                                   "dynamic_sampling/extra_generations": 16.0,
+                                   "dynamic_sampling/informative_groups": 4.0, "dynamic_sampling/flat_groups": 0.0}
+
+
 # --- one batch from several draws --------------------------------------------------------------------------------
 def test_groups_from_draws_of_other_widths_are_padded_with_mask_zero():
     d0 = fake_draw("d0", [MIXED, FLAT], P=3, T=2)

@@ -160,6 +160,17 @@ def test_a_short_run_moves_only_the_adapters_and_saves_the_merged_model(tmp_path
     assert summary["config"]["lora_r"] == 4
 
 
+@needs_peft
+def test_a_later_outer_iteration_resets_the_reference_to_the_adapted_policy(tmp_path):
+    """I = 2 outer iterations of 1 step: π_ref ← π_θ at the start of the second is a frozen copy of the adapted
+    policy, so its step starts at KL 0 again (π_ref as the base model would give the KL of the first step's move)."""
+    cfg = lora_cfg(steps=1, num_iterations=2, N=2, G=4, eval_n=2, max_completion_length=12, lr=1e-3, report_to="none",
+                   progress=False, output_dir=str(tmp_path / "run"), beta=0.04)
+    result = train(cfg, model=tiny(2), tokenizer=TOK)
+    assert [r["iteration"] for r in result.history] == [1, 2]
+    assert all(abs(r["kl"]) < 1e-7 for r in result.history)
+
+
 # --- bad input, refused before anything loads --------------------------------------------------------------------
 @pytest.mark.parametrize("overrides, names", [
     (dict(lora_alpha=16.0), ["lora_alpha", "no effect without LoRA", "lora_r"]),
