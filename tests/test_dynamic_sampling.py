@@ -260,3 +260,31 @@ def test_a_run_with_flat_rewards_draws_to_the_cap_every_step_and_logs_it(tmp_pat
     assert len(seen) == 2 and len(seen[0]) == 2
     assert all(q in seen[0][i] for i, q in enumerate(problems))             # the fill keeps draw 0's groups first
     assert result.history == records
+
+
+def test_a_resumed_run_with_dynamic_sampling_and_a_noisy_sampler_continues_exactly(tmp_path):
+    """Extra draws take their prompts and seeds from (step, draw), and the noise from the step: a run resumed from a
+    checkpoint gives the same metrics, step for step, as the run never stopped."""
+    from test_train import random_tiny, small_cfg
+
+    from grpo_lib.tokenizer import build_char_tokenizer
+    from grpo_lib.train import train
+
+    def parity(completions, **kw):          # depends on the text only: some groups flat, some not
+        return [float(len(c[0]["content"]) % 2) for c in completions]
+
+    tok = build_char_tokenizer()
+    timing = {"generation_seconds", "scoring_seconds", "update_seconds", "step_seconds", "tokens_per_second",
+              "wall_seconds"}
+    cfg = small_cfg(tmp_path, steps=4, save_every=2, dynamic_sampling=True, dynamic_sampling_max_draws=3,
+                    sampler_perturbation="noise:0.01", vllm_importance_sampling_correction=True, mu=2)
+    full = train(cfg, model=random_tiny(tok), tokenizer=tok, reward_funcs={"parity": parity})
+    assert sum(r["dynamic_sampling/extra_generations"] for r in full.history) > 0     # extra draws happened
+    assert sum(r["dynamic_sampling/informative_groups"] for r in full.history) > 0    # and found groups to keep
+    resumed = train(cfg.replace(resume=str(tmp_path / "run" / "checkpoints" / "step-000002"),
+                                output_dir=str(tmp_path / "resumed")),
+                    model=random_tiny(tok), tokenizer=tok, reward_funcs={"parity": parity})
+    strip = lambda h: [{k: v for k, v in r.items() if k not in timing} for r in h]   # noqa: E731
+    assert strip(resumed.history) == strip(full.history)
+    for (name, p), q in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(p, q), name
