@@ -40,6 +40,7 @@ Choices made here (1-6 tested in tests/test_dynamic_sampling.py):
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -76,12 +77,14 @@ class Draw:
         answers: n gold answers.
         rewards: r, (B,) total reward.
         rewards_per_func: name -> (B,) reward of each function.
+        scoring_seconds: wall time of the reward functions (summed over the draws of a merged Draw).
     """
 
     rollout: Rollout
     answers: list[str]
     rewards: Tensor
     rewards_per_func: dict[str, Tensor]
+    scoring_seconds: float = 0.0
 
     @property
     def scores(self) -> tuple[Tensor, dict[str, Tensor]]:
@@ -94,10 +97,12 @@ def score_draw(rollout: Rollout, answers: Sequence[str], reward_funcs: Mapping[s
 
     Used by: the `draw` callable of `grpo_lib.train` (and the tests)
     """
+    t0 = time.perf_counter()
     r, per_func = score_completions(rollout, answers, reward_funcs)
     device = rollout.completion_ids.device
     return Draw(rollout=rollout, answers=list(answers), rewards=r.to(device),
-                rewards_per_func={k: v.to(device) for k, v in per_func.items()})
+                rewards_per_func={k: v.to(device) for k, v in per_func.items()},
+                scoring_seconds=time.perf_counter() - t0)
 
 
 def _flat(r: Tensor, G: int) -> Tensor:
@@ -206,7 +211,8 @@ def select_groups(draws: Sequence[Draw], picks: Sequence[tuple[int, int]]) -> Dr
                       eos_token_id=first.eos_token_id, pad_token_id=first.pad_token_id,
                       generation_seconds=sum(d.rollout.generation_seconds for d in draws))
     return Draw(rollout=rollout, answers=parts["answers"], rewards=torch.cat(parts["rewards"]),
-                rewards_per_func={k: torch.cat(v) for k, v in per_func.items()})
+                rewards_per_func={k: torch.cat(v) for k, v in per_func.items()},
+                scoring_seconds=sum(d.scoring_seconds for d in draws))
 
 
 def sample_groups(draw: Callable[[int], Draw], n_groups: int, *, max_draws: int,

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 
 import torch
 from torch import nn
@@ -141,11 +142,13 @@ def sampler_correction(batch: ScoredRollout, policy: nn.Module, sampler: nn.Modu
 
     Returns:
         `METRICS` (the two logp_difference ones always, the ratio ones with `correction`), combined over ranks.
+        The time of the two passes is added to batch.scoring_seconds.
 
     Used by: grpo_lib.train
     """
     if sampler is None:
         return {}
+    t0 = time.perf_counter()
     rollout = batch.rollout
     if batch.logp_old is not None:
         logp_train = batch.logp_old
@@ -162,4 +165,5 @@ def sampler_correction(batch: ScoredRollout, policy: nn.Module, sampler: nn.Modu
         _, metrics = sampling_importance_weights(logp_train, logp_sampler, batch.mask, mode="token_mask",
                                                  clip_max=1.0)
         metrics = {k: v for k, v in metrics.items() if "logp_difference" in k}
+    batch.scoring_seconds += time.perf_counter() - t0                 # the two passes are scoring work
     return _combine_over_ranks(metrics)

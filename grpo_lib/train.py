@@ -465,6 +465,7 @@ def _train(cfg: GRPOConfig, info: dist.DistInfo, ckpt: checkpoint.Checkpoint | N
                     clip_min=cfg.vllm_importance_sampling_clip_min, clip_max=cfg.vllm_importance_sampling_clip_max,
                     chunk_size=cfg.micro_batch_size))
                 batch.metrics = extra_metrics
+                batch.scoring_seconds += drawn.scoring_seconds   # [post-R1] the reward functions ran in the draws
             if faults:
                 _inject_fault(faults, step + 1, rank, batch, failure.signals)   # test hook (GRPO_LIB_FAULT); never in real runs
             # μ GRPO updates on the same batch: maximise the clipped objective minus β·KL
