@@ -185,6 +185,7 @@ def test_a_later_outer_iteration_resets_the_reference_to_the_adapted_policy(tmp_
     (dict(lora_r=8, lora_dropout=1.0), ["lora_dropout must be in [0, 1)"]),
     (dict(lora_r=8, lora_target_modules=()), ["lora_target_modules must name at least one module"]),
     (dict(lora_r=8, lr=1e10), ["lr × lora_lr_multiplier"]),
+    (dict(lora_r=8, lora_lr_multiplier=0.0), ["lora_lr_multiplier must be > 0"]),
 ])
 def test_lora_combinations_that_make_no_sense_are_refused_naming_the_options(overrides, names):
     with pytest.raises(ValueError) as err:
