@@ -73,6 +73,7 @@ MARKED_TESTS = {
     "test_sampler.py::test_a_run_with_a_bf16_sampler_logs_trl_s_metrics": "trains",
     "test_lora.py::test_a_short_run_moves_only_the_adapters_and_saves_the_merged_model": "trains",
     "test_lora.py::test_a_later_outer_iteration_resets_the_reference_to_the_adapted_policy": "trains",
+    "test_lora.py::test_the_tiny_preset_trains_with_lora_from_the_command_line": "trains",
     "test_lora.py::test_without_peft_a_lora_run_stops_before_loading_with_the_install_command": "trains",
     "test_notebook_sources.py::test_build_runs_a_notebook_and_a_failure_keeps_the_committed_one": "notebook",
     "test_notebook_sources.py::test_saving_the_notebook_in_jupyter_writes_its_source": "notebook",

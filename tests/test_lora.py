@@ -201,3 +201,29 @@ def test_without_peft_a_lora_run_stops_before_loading_with_the_install_command(t
     with pytest.raises(Exception) as err:
         train(lora_cfg(steps=1, N=2, G=2, eval_n=1, report_to="none", progress=False, output_dir=str(tmp_path / "r")))
     assert 'pip install -e ".[lora]"' in str(err.value) and loaded == []
+
+
+@needs_peft
+def test_the_tiny_preset_trains_with_lora_from_the_command_line(tmp_path):
+    """The shipped tiny model (4 layers) with --lora-r 8: 8 · 11,264 = 90,112 trainable parameters (the formula of
+    the first test), lr 5e-5 × 10, and a model/ folder that loads as a plain Qwen2 with the adapters merged."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "grpo_lib.train", "--preset", "tiny", "--lora-r", "8", "--steps", "2",
+                           "--N", "2", "--G", "4", "--eval-n", "4", "--max-completion-length", "16",
+                           "--report-to", "none", "--no-progress", "--output-dir", str(out)],
+                          capture_output=True, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "LoRA: r = 8, α = 32 (scale α/r = 4) on q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj: " \
+           "90,112 trainable of " in proc.stdout
+    assert "AdamW lr = 5e-05 × lora_lr_multiplier 10 = 0.0005" in proc.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["config"]["lora_r"] == 8
+    reloaded = AutoModelForCausalLM.from_pretrained(out / "model")
+    assert type(reloaded) is Qwen2ForCausalLM and not any("lora" in k for k in reloaded.state_dict())
