@@ -69,6 +69,7 @@ MARKED_TESTS = {
     "test_lock_and_signals.py::test_a_symlink_planted_among_the_outputs_is_never_written_through": "trains",
     "test_dynamic_sampling.py::test_a_run_with_flat_rewards_draws_to_the_cap_every_step_and_logs_it": "trains",
     "test_dynamic_sampling.py::test_two_gloo_ranks_make_the_same_number_of_draws": "trains",
+    "test_dynamic_sampling.py::test_two_gloo_ranks_train_with_dynamic_sampling_a_bf16_sampler_and_lora": "trains",
     "test_dynamic_sampling.py::test_a_resumed_run_with_dynamic_sampling_and_a_noisy_sampler_continues_exactly": "trains",
     "test_sampler.py::test_a_run_with_a_bf16_sampler_logs_trl_s_metrics": "trains",
     "test_lora.py::test_a_short_run_moves_only_the_adapters_and_saves_the_merged_model": "trains",

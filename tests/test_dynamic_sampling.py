@@ -6,6 +6,7 @@ Hand-built draws (rewards chosen per group) test the loop itself; one short trai
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -288,3 +289,46 @@ def test_a_resumed_run_with_dynamic_sampling_and_a_noisy_sampler_continues_exact
     assert strip(resumed.history) == strip(full.history)
     for (name, p), q in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.equal(p, q), name
+
+
+def _train_worker(rank: int, port: int, tmp: str) -> None:
+    import os
+
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", LOCAL_WORLD_SIZE="2",
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), TORCHELASTIC_USE_AGENT_STORE="True",
+                      WANDB_MODE="offline", HF_HUB_OFFLINE="1")
+    torch.set_num_threads(1)
+    from test_train import random_tiny, small_cfg
+
+    from grpo_lib.tokenizer import build_char_tokenizer
+    from grpo_lib.train import train
+
+    tok = build_char_tokenizer()
+    cfg = small_cfg(Path(tmp) / f"rank{rank}", steps=2, N=4, dynamic_sampling=True, dynamic_sampling_max_draws=3,
+                    sampler_perturbation="bf16", vllm_importance_sampling_correction=True, lora_r=4)
+    parity = {"parity": lambda completions, **kw: [float(len(c[0]["content"]) % 2) for c in completions]}
+    result = train(cfg, model=random_tiny(tok), tokenizer=tok, reward_funcs=parity)
+    torch.save({"history": result.history, "params": result.model.state_dict()}, f"{tmp}/train{rank}.pt")
+    ds.dist.cleanup(barrier=True)
+
+
+def test_two_gloo_ranks_train_with_dynamic_sampling_a_bf16_sampler_and_lora(tmp_path):
+    """Every new option at once under DDP (2 CPU ranks): the run ends on both ranks with the same (all-reduced)
+    metrics and the same merged weights."""
+    from grpo_lib.lora import peft_available
+
+    if not peft_available():
+        pytest.skip("LoRA needs peft")
+    from test_ddp import spawn
+
+    spawn(_train_worker, tmp_path, timeout=240.0)
+    out = [torch.load(tmp_path / f"train{r}.pt", weights_only=False) for r in range(2)]
+    timing = {"generation_seconds", "scoring_seconds", "update_seconds", "step_seconds", "tokens_per_second",
+              "wall_seconds"}
+    same = [[{k: v for k, v in rec.items() if k not in timing} for rec in o["history"]] for o in out]
+    assert same[0] == same[1] and len(same[0]) == 2
+    for rec in same[0]:
+        assert rec["dynamic_sampling/draws"] >= 1 and rec["sampling/sampling_logp_difference/mean"] > 0
+        assert rec["dynamic_sampling/generations"] >= 4 * 4                   # N·G over the two ranks at least
+    for k, v in out[0]["params"].items():
+        assert torch.equal(v, out[1]["params"][k]), k
