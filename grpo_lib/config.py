@@ -127,8 +127,9 @@ class GRPOConfig:
         "'sum_then_normalize': r_i = Σ_k r_k, then group advantages; 'normalize_then_sum' (GDPO): each reward "
         "function normalised within its group, summed, then normalised over the batch (TRL's name)")
     vllm_importance_sampling_correction: bool = option(False,
-        "weight the policy term by sampler-trainer correction weights (TRL's name, default True with vLLM); the "
-        "engine samples with the policy itself, so there is no mismatch to correct and True is refused here")
+        "weight the policy term by sampler-trainer correction weights (TRL's name, default True with vLLM); needs a "
+        "sampler other than the policy: sampler_perturbation 'bf16' or 'noise:σ' (without one there is no mismatch "
+        "to correct and True is refused)")
     vllm_importance_sampling_mode: str = option("sequence_mask",
         "how the correction weights are formed: 'token_truncate', 'token_mask', 'sequence_truncate', "
         "'sequence_mask' (TRL's default); see grpo_lib.loss.sampling_importance_weights")
@@ -136,6 +137,19 @@ class GRPOConfig:
         "C_min of the correction weights (TRL's name); None = no lower bound")
     vllm_importance_sampling_clip_max: float | None = option(3.0,
         "C_max of the correction weights (TRL's name and default 3.0); None = no upper bound")
+    sampler_perturbation: str = option("none",
+        "sample the rollouts from a perturbed copy of the policy, re-synced from it every step, so that the sampler's "
+        "log-probs differ from the trainer's as vLLM's do: 'none' (the policy samples), 'bf16' (a bfloat16 copy: "
+        "weights rounded to bf16, its whole forward in bf16) or 'noise:σ' (every weight plus Gaussian noise of std "
+        "σ, e.g. noise:1e-3). Logs TRL's sampling/* metrics; the correction is vllm_importance_sampling_correction")
+    dynamic_sampling: bool = option(False,
+        "DAPO's dynamic sampling: keep only the groups whose G total rewards are not all equal (reward std > 0, the "
+        "groups with a non-zero advantage; with the correctness reward alone, 0 < #correct < G), drawing N more "
+        "prompts at a time until N such groups are found or dynamic_sampling_max_draws draws were made; flat groups "
+        "then fill the rest (verl: algorithm.filter_groups; TRL has none)")
+    dynamic_sampling_max_draws: int = option(10,
+        "with dynamic_sampling: draws of N prompts (G completions each) per step at most, the first included, so at "
+        "most (this - 1)·N·G extra generations (verl's max_num_gen_batches; the DAPO recipe uses 10); >= 2")
     temperature: float = option(1.0,
         "sampling temperature τ > 0 of the rollouts; log-probs use the same τ-scaled logits, so ρ compares like with "
         "like", symbol="τ")
@@ -196,6 +210,24 @@ class GRPOConfig:
     system_prompt: str | None = option(None,
         "system prompt put before each question (the tutorial's SYSTEM_PROMPT in the GSM8K preset); None = just the "
         "question. Uses the chat template when the tokenizer has one")
+    lora_r: int = option(0,
+        "LoRA rank r through peft (pip install -e '.[lora]'): train the low-rank adapters B·A (r × d_in and d_out × r, "
+        "B starting at 0) of lora_target_modules and freeze every other weight; π_ref is then the base model (the "
+        "adapters switched off), not a copy. 0 = full fine-tuning", symbol="r")
+    lora_alpha: float = option(32.0,
+        "LoRA α: each adapter adds (α / r)·B·A to its weight (peft's lora_alpha; 'LoRA Without Regret' uses α = 32)",
+        symbol="α")
+    lora_dropout: float = option(0.0,
+        "dropout on the adapters' input (peft's lora_dropout); 0 keeps π_θ deterministic, so log π_θold = log π_θ "
+        "at μ = 1")
+    lora_target_modules: tuple[str, ...] = option(
+        ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
+        "the Linear layers that get adapters (peft's target_modules; the default: every attention and MLP projection "
+        "of Qwen2, as 'LoRA Without Regret' recommends: attention-only LoRA underperforms); CLI: comma-separated")
+    lora_lr_multiplier: float = option(10.0,
+        "with lora_r > 0 AdamW runs at lr × this: LoRA's best learning rate is about 10 times full fine-tuning's "
+        "(Schulman and Thinking Machines Lab 2025, 'LoRA Without Regret'). The start-up line prints the lr used; 1 "
+        "= lr as given")
     gradient_checkpointing: bool = option(False,
         "recompute activations in the backward pass to save memory (the update only: generation always runs without "
         "it)")
@@ -308,10 +340,51 @@ class GRPOConfig:
         need(not self.vllm_importance_sampling_mode.endswith("_truncate") or lo is not None or hi is not None,
              "vllm_importance_sampling_clip_min or _clip_max must be set for the truncate mode "
              f"{self.vllm_importance_sampling_mode!r}")
-        need(not self.vllm_importance_sampling_correction,
-             "vllm_importance_sampling_correction=True needs a sampler other than the policy (vLLM in TRL); this "
-             "engine samples with the policy itself, so the weights would all be 1. Use "
-             "grpo_lib.loss.sampling_importance_weights and grpo_loss(is_weights=...) with your sampler's log-probs")
+        perturbation = _perturbation_problem(self.sampler_perturbation)
+        need(perturbation is None, f"sampler_perturbation {perturbation}")
+        need(not self.vllm_importance_sampling_correction or self.sampler_perturbation != "none",
+             "vllm_importance_sampling_correction=True needs a sampler other than the policy (vLLM in TRL); with "
+             "sampler_perturbation='none' the policy samples, so every weight would be 1. Set sampler_perturbation "
+             "to 'bf16' or 'noise:SIGMA' (a perturbed copy samples), or pass your own sampler's log-probs to "
+             "grpo_lib.loss.sampling_importance_weights and grpo_loss(is_weights=...)")
+        need(not (self.sampler_perturbation == "bf16" and self.precision == "pure" and self.dtype == "bfloat16"),
+             "sampler_perturbation='bf16' with precision='pure' and dtype='bfloat16': the policy itself is then a "
+             "bf16 model, so its bf16 copy samples exactly as it does and there is no mismatch; use "
+             "sampler_perturbation='noise:SIGMA', or precision='mixed' (fp32 master weights)")
+        need(self.dynamic_sampling_max_draws >= 1,
+             f"dynamic_sampling_max_draws must be >= 1, got {self.dynamic_sampling_max_draws}")
+        need(not self.dynamic_sampling or self.dynamic_sampling_max_draws >= 2,
+             f"dynamic_sampling=True with dynamic_sampling_max_draws={self.dynamic_sampling_max_draws}: the first draw "
+             "is the step's own N prompts, so no extra draw could ever replace a flat group; give "
+             "dynamic_sampling_max_draws >= 2 (the DAPO recipe: 10), or leave dynamic_sampling off")
+        need(self.dynamic_sampling or self.dynamic_sampling_max_draws == _DEFAULTS["dynamic_sampling_max_draws"],
+             f"dynamic_sampling_max_draws={self.dynamic_sampling_max_draws} has no effect without dynamic_sampling=True "
+             "(--dynamic-sampling)")
+        need(self.lora_r >= 0, f"lora_r (LoRA rank r) must be >= 0 (0 = full fine-tuning), got {self.lora_r}")
+        need(self.lora_alpha > 0, f"lora_alpha (LoRA α) must be > 0, got {self.lora_alpha}")
+        need(0 <= self.lora_dropout < 1, f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
+        need(len(self.lora_target_modules) >= 1, "lora_target_modules must name at least one module, got none")
+        need(self.lora_lr_multiplier > 0, f"lora_lr_multiplier must be > 0, got {self.lora_lr_multiplier}")
+        if self.lora_r == 0:
+            changed = [name for name in LORA_FIELDS if getattr(self, name) != _DEFAULTS[name]]
+            need(not changed, f"{', '.join(changed)} {'has' if len(changed) == 1 else 'have'} no effect without "
+                 "LoRA: set lora_r > 0 (--lora-r 16), or leave "
+                 f"{'it' if len(changed) == 1 else 'them'} at the default")
+        else:
+            need(self.precision != "pure",
+                 f"lora_r={self.lora_r} with precision='pure': peft keeps the adapters in fp32 (its "
+                 "autocast_adapter_dtype) while 'pure' promises the trainable weights and AdamW state in dtype, and "
+                 "pure-bf16 AdamW rounds small updates away; use precision='mixed' (fp32 adapters and AdamW state, "
+                 "bf16 autocast)")
+            need(self.resume is None,
+                 f"resume with lora_r={self.lora_r}: resuming a LoRA run is not supported (a checkpoint would need the "
+                 "base weights and the adapters apart, and its AdamW state of the adapters only); start the run again")
+            need(self.save_every == 0 and not self.save_on_stop,
+                 f"save_every={self.save_every} / save_on_stop={self.save_on_stop} with lora_r={self.lora_r}: a LoRA run "
+                 "cannot be resumed, so its checkpoints would be of no use; the final model/ (adapters merged into the "
+                 "weights) is still saved. Leave save_every=0 and save_on_stop off")
+            need(self.lr * self.lora_lr_multiplier <= LR_MAX,
+                 f"lr × lora_lr_multiplier = {self.lr:g} × {self.lora_lr_multiplier:g} must be <= {LR_MAX:g}")
         need(self.scale_rewards in SCALE_REWARDS,
              f"scale_rewards must be one of {SCALE_REWARDS}, got {self.scale_rewards!r}")
         need(TEMPERATURE_RANGE[0] <= self.temperature <= TEMPERATURE_RANGE[1],
@@ -432,6 +505,11 @@ class GRPOConfig:
         return self.total_steps * self.mu
 
     @property
+    def optimizer_lr(self) -> float:
+        """the learning rate AdamW runs at: lr, times lora_lr_multiplier when LoRA is on (lora_r > 0)"""
+        return self.lr * self.lora_lr_multiplier if self.lora_r else self.lr
+
+    @property
     def is_tiny_model(self) -> bool:
         """True when the model is the shipped tiny Qwen2 (the CPU path)"""
         return self.model == "tiny"
@@ -505,6 +583,24 @@ def _qwen_gsm8k_preset() -> dict[str, Any]:
 
 
 PRESETS = {"tiny": _tiny_preset, "qwen2.5-1.5b-gsm8k": _qwen_gsm8k_preset}
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(GRPOConfig)}
+LORA_FIELDS = ("lora_alpha", "lora_dropout", "lora_target_modules", "lora_lr_multiplier")
+"""the LoRA options that act only with lora_r > 0 (set without it, they are refused)"""
+
+
+def _perturbation_problem(spec: str) -> str | None:
+    """Why `spec` is not a sampler_perturbation ('none', 'bf16' or 'noise:σ' with 0 < σ finite), or None."""
+    if spec in ("none", "bf16"):
+        return None
+    if spec.startswith("noise:"):
+        try:
+            sigma = float(spec.removeprefix("noise:"))
+        except ValueError:
+            sigma = None
+        if sigma is not None and math.isfinite(sigma) and sigma > 0:
+            return None
+        return f"'noise:σ' needs a finite σ > 0 (the std of the noise added to every weight), got {spec!r}"
+    return f"must be 'none', 'bf16' or 'noise:σ' (e.g. 'noise:1e-3'), got {spec!r}"
 """preset name -> function returning the field values that differ from the defaults (built fresh each time)"""
 
 SYMBOLS = {f.name: f.metadata["symbol"] for f in dataclasses.fields(GRPOConfig) if "symbol" in f.metadata}

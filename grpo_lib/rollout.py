@@ -34,7 +34,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -62,6 +62,7 @@ class Rollout:
         G: group size; group n is rows n·G .. n·G + G - 1.
         eos_token_id: the id that ends a completion.
         generation_seconds: wall time of the generate() call.
+        pad_token_id: the id after the EOS and in the left padding (None: not recorded).
 
     Used by: `generate_completions` (what it returns) and `score_rollout`
     """
@@ -75,6 +76,7 @@ class Rollout:
     G: int
     eos_token_id: int
     generation_seconds: float = 0.0
+    pad_token_id: int | None = None
 
     @property
     def N(self) -> int:
@@ -263,7 +265,7 @@ def generate_completions(model: nn.Module, tokenizer: Any, prompts: Sequence[str
     texts = decode_completions(tokenizer, completion_ids, mask, eos_id)
     return Rollout(prompts=list(prompts), prompt_ids=prompt_ids, prompt_mask=prompt_mask,
                    completion_ids=completion_ids, completion_mask=mask, texts=texts, G=G,
-                   eos_token_id=eos_id, generation_seconds=seconds)
+                   eos_token_id=eos_id, generation_seconds=seconds, pad_token_id=pad_id)
 
 
 # --- scoring ---------------------------------------------------------------------------------------
@@ -419,6 +421,8 @@ class ScoredRollout:
         scoring_seconds: wall time of rewards + advantages + old/ref log-probs.
         is_weights: sampler-trainer correction weights, (B, T) or (B, 1) (`grpo_lib.loss.sampling_importance_weights`),
             for a sampler other than the policy; None (the engine's own sampler) = no correction.
+        metrics: extra per-step metrics of the options that built this batch, already combined over the ranks
+            (`grpo_lib.dynamic_sampling`, `grpo_lib.sampler`); empty when those options are off.
     """
 
     rollout: Rollout
@@ -431,6 +435,7 @@ class ScoredRollout:
     correct: Tensor | None = None
     scoring_seconds: float = 0.0
     is_weights: Tensor | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
 
     @property
     def mask(self) -> Tensor:
@@ -442,7 +447,8 @@ def score_rollout(rollout: Rollout, answers: Sequence[str], reward_funcs: Mappin
                   policy: nn.Module | None = None, ref_model: nn.Module | None = None,
                   scale_rewards: str = "group", temperature: float = 1.0, need_old: bool = False,
                   chunk_size: int | None = None,
-                  multi_objective_aggregation: str = "sum_then_normalize") -> ScoredRollout:
+                  multi_objective_aggregation: str = "sum_then_normalize",
+                  scores: tuple[Tensor, Mapping[str, Tensor]] | None = None) -> ScoredRollout:
     """Rewards r, advantages A and the no-grad log-probs of π_θold and π_ref for one rollout.
 
     Args:
@@ -457,6 +463,8 @@ def score_rollout(rollout: Rollout, answers: Sequence[str], reward_funcs: Mappin
         chunk_size: rows per forward for the log-probs.
         multi_objective_aggregation: "sum_then_normalize" (A from the summed reward) or "normalize_then_sum"
             (GDPO, `grpo_lib.advantages.gdpo_advantages` on the per-function rewards; scale_rewards unused).
+        scores: (r (B,), name -> (B,)) already computed by `score_completions` for this rollout (dynamic
+            sampling scores each draw to filter it); None calls the reward functions here.
 
     Returns:
         ScoredRollout.
@@ -465,7 +473,7 @@ def score_rollout(rollout: Rollout, answers: Sequence[str], reward_funcs: Mappin
     """
     t0 = time.perf_counter()
     device = rollout.completion_ids.device
-    r, per_func = score_completions(rollout, answers, reward_funcs)             # (B,), {name: (B,)}
+    r, per_func = score_completions(rollout, answers, reward_funcs) if scores is None else scores  # (B,), {name: (B,)}
     r = r.to(device)                                                            # (B,) on the model's device
     if multi_objective_aggregation == "normalize_then_sum":                     # GDPO
         per = torch.stack([v.to(device) for v in per_func.values()]).view(len(per_func), -1, rollout.G)  # (K, N, G)

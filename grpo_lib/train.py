@@ -80,8 +80,10 @@ from grpo_lib import dist
 from grpo_lib.config import GRPOConfig
 from grpo_lib.loss import grpo_loss, micro_batch_weight
 from grpo_lib.precision import Precision
+from grpo_lib.dynamic_sampling import Draw, draw_seed, sample_groups, score_draw
 from grpo_lib.rollout import RewardFunc, ScoredRollout, completion_logprobs, generate_completions, score_rollout
 from grpo_lib.run.lifecycle import UPDATE_PHASE, Run, TrainResult
+from grpo_lib.sampler import sampler_correction, sync_sampler
 
 
 def make_optimizer(model: nn.Module, cfg: GRPOConfig) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
@@ -92,7 +94,7 @@ def make_optimizer(model: nn.Module, cfg: GRPOConfig) -> tuple[torch.optim.Optim
     Taught in: notebooks/05_full_run.ipynb
     """
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2),
+    optimizer = torch.optim.AdamW(params, lr=cfg.optimizer_lr, betas=(cfg.adam_beta1, cfg.adam_beta2),
                                   weight_decay=cfg.weight_decay)
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg))
 
@@ -235,21 +237,43 @@ def train(cfg: GRPOConfig, *, model: nn.Module | None = None, tokenizer: Any = N
         if run.cached is not None:     # this exact run already finished in this test session (grpo_lib.runcache)
             return run.cached
         model, policy, precision = run.model, run.policy, run.precision
+        sampler = None                                 # the perturbed copy that samples (sampler_perturbation)
         for step, ref_model in run.steps():            # I outer iterations of M steps; π_ref ← π_θ per iteration
-            # sample N prompts (N/K on this rank) and G completions o_i ~ π_θold = π_θ for each; under
-            # autocast the matmuls run in bf16 on the current fp32 weights (grpo_lib.precision choice 2)
-            problems, prompts = run.prompts(step)
-            with run.phase("sampling"), precision.context():
-                rollout = generate_completions(model, run.tokenizer, prompts, cfg.G,   # unwrapped: no DDP hooks
-                                               max_new_tokens=cfg.max_completion_length, temperature=cfg.temperature,
-                                               seed=sampling_seed(cfg.seed, step, run.rank, run.world_size))
-            # rewards r_i, group advantages A_i, log π_θold (only if μ > 1), log π_ref (only if β > 0)
-            with run.phase("scoring (reward functions, advantages, log-probs)"), precision.context():
-                batch = score_rollout(rollout, [p["answer"] for p in problems], run.reward_funcs, policy=model,
-                                      ref_model=ref_model, scale_rewards=cfg.scale_rewards,
-                                      temperature=cfg.temperature, need_old=cfg.mu > 1,
-                                      chunk_size=cfg.micro_batch_size,
-                                      multi_objective_aggregation=cfg.multi_objective_aggregation)
+            # the sampler: None = π_θ itself, else a perturbed copy re-synced from π_θ (grpo_lib.sampler)
+            sampler = sync_sampler(sampler, model, cfg.sampler_perturbation, seed=cfg.seed * 1_000_003 + step)
+
+            def draw(d: int) -> Draw:   # N prompts (N/K on this rank), G completions o_i ~ π_θold = π_θ, rewards r_i
+                problems, prompts = run.prompts(step, d)
+                with run.phase("sampling"):
+                    rollout = generate_completions(sampler or model, run.tokenizer, prompts, cfg.G,  # no DDP hooks
+                                                   max_new_tokens=cfg.max_completion_length,
+                                                   temperature=cfg.temperature,
+                                                   seed=draw_seed(sampling_seed(cfg.seed, step, run.rank,
+                                                                                run.world_size), d))
+                with run.phase("scoring (reward functions, advantages, log-probs)"):
+                    return score_draw(rollout, [p["answer"] for p in problems], run.reward_funcs)
+
+            # under autocast the matmuls run in bf16 on the current fp32 weights (grpo_lib.precision choice 2)
+            with precision.context():
+                # one draw, or (DAPO's dynamic sampling) draws until N/K groups whose rewards differ
+                drawn, metrics = sample_groups(draw, cfg.N_per_rank(run.world_size), device=run.info.device,
+                                               max_draws=cfg.dynamic_sampling_max_draws if cfg.dynamic_sampling else 1,
+                                               aggregation=cfg.multi_objective_aggregation)
+                # group advantages A_i, log π_θold (only if μ > 1), log π_ref (only if β > 0)
+                with run.phase("scoring (reward functions, advantages, log-probs)"):
+                    batch = score_rollout(drawn.rollout, drawn.answers, run.reward_funcs, policy=model,
+                                          ref_model=ref_model, scale_rewards=cfg.scale_rewards,
+                                          temperature=cfg.temperature, need_old=cfg.mu > 1,
+                                          chunk_size=cfg.micro_batch_size, scores=drawn.scores,
+                                          multi_objective_aggregation=cfg.multi_objective_aggregation)
+                    # a perturbed sampler: its log-probs against the trainer's, the correction weights
+                    metrics.update(sampler_correction(
+                        batch, model, sampler, temperature=cfg.temperature,
+                        correction=cfg.vllm_importance_sampling_correction, mode=cfg.vllm_importance_sampling_mode,
+                        clip_min=cfg.vllm_importance_sampling_clip_min, clip_max=cfg.vllm_importance_sampling_clip_max,
+                        chunk_size=cfg.micro_batch_size))
+                batch.metrics = metrics                # dynamic_sampling/*, sampling/* (empty when off)
+                batch.scoring_seconds += drawn.scoring_seconds   # the reward functions ran in the draws
             # μ GRPO updates on the same batch: maximise the clipped objective minus β·KL
             with run.phase(UPDATE_PHASE, batch):
                 updates = []
@@ -258,4 +282,5 @@ def train(cfg: GRPOConfig, *, model: nn.Module | None = None, tokenizer: Any = N
                     run.scheduler.step()
                     run.check_weights(f"after update {k + 1} of mu = {cfg.mu}")
             run.record(step, batch, updates)           # metrics, non-finite stop, callback, evaluation, checkpoint
+        sampler = None
         return run.finish()                            # evaluation after, the final model, summary.json

@@ -33,6 +33,9 @@ ORDER = [
     ("advantages.py", "Group-relative advantages"),
     ("logprobs.py", "Per-token log-probabilities"),
     ("loss.py", "The GRPO loss"),
+    ("dynamic_sampling.py", "DAPO's dynamic sampling"),
+    ("sampler.py", "A perturbed sampler: the sampler-trainer mismatch without vLLM"),
+    ("lora.py", "LoRA through peft"),
     ("train.py", "The training loop (DeepSeekMath Algorithm 1)"),
     ("run/lifecycle.py", "The run around the steps (start, record, finish)"),
     ("precision.py", "Mixed precision"),
@@ -113,6 +116,10 @@ CODE = {   # (module, item) -> the functions that implement it, where the item's
     ("trl/recipe.py", 4): ["train_with_trl"], ("trl/recipe.py", 5): ["main"],
     ("trl/recipe.py", 6): ["trl_args", "train_with_trl"], ("trl/recipe.py", 7): ["check_no_weight_sharding"],
     ("trl/recipe.py", 8): ["trl_args"],
+    ("dynamic_sampling.py", 3): ["sample_groups"], ("dynamic_sampling.py", 4): ["sample_groups"],
+    ("dynamic_sampling.py", 6): ["METRICS", "sample_groups"],
+    ("sampler.py", 4): ["sampler_correction"], ("sampler.py", 5): ["_combine_over_ranks"],
+    ("lora.py", 2): ["apply_lora"],
 }
 HEADER = """# Implementation details
 

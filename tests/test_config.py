@@ -94,7 +94,7 @@ def test_unknown_option_suggests_the_closest():
     (dict(vllm_importance_sampling_clip_min=3.0), "vllm_importance_sampling_clip_min (3.0) must be less than"),
     (dict(vllm_importance_sampling_mode="token_truncate", vllm_importance_sampling_clip_max=None),
      "must be set for the truncate mode 'token_truncate'"),
-    (dict(vllm_importance_sampling_correction=True), "this engine samples with the policy itself"),
+    (dict(vllm_importance_sampling_correction=True), "with sampler_perturbation='none' the policy samples"),
     (dict(scale_rewards="rank"), "scale_rewards must be one of"),
     (dict(temperature=0.0), "temperature (τ) must be in [0.001, 1000], a range float32 carries"),
     (dict(temperature=1e-45), "temperature (τ) must be in [0.001, 1000], a range float32 carries"),

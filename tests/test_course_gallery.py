@@ -52,8 +52,8 @@ def test_the_cached_run_was_made_by_its_spec(name):
     spec_config = {k: v for k, v in json.loads(json.dumps(SPECS[name].config("x").to_dict())).items()
                    if k not in RESUME_MAY_DIFFER}
     # a field added to the config after the run counts as the default it ran with (as for a checkpoint's resume)
-    ran_with = {k: v for k, v in {**FIELDS_ADDED_LATER, **run["summary"]["config"]}.items()
-                if k not in RESUME_MAY_DIFFER}
+    ran_with = {k: v for k, v in json.loads(json.dumps({**FIELDS_ADDED_LATER, **run["summary"]["config"]})).items()
+                if k not in RESUME_MAY_DIFFER}                                       # tuples as JSON lists
     assert ran_with == spec_config, f"{name}: the spec changed; rerun python -m grpo_lib.course.gallery"
     assert run["summary"]["gallery"]["reward"] == SPECS[name].reward and run["summary"]["status"] == "completed"
     assert [r["step"] for r in run["metrics"]] == list(range(1, gallery.COMMON["steps"] + 1))

@@ -184,7 +184,7 @@ def _trl_is_blocks():
     return blocks[:2]
 
 
-def _trl_is_weights(logp_train, logp_sampler, mask, mode, clip_min, clip_max):
+def _trl_is_weights(logp_train, logp_sampler, mask, mode, clip_min, clip_max, gather=None):
     import trl.trainer.grpo_trainer as gt
 
     weights_code, metrics_code = _trl_is_blocks()
@@ -192,7 +192,7 @@ def _trl_is_weights(logp_train, logp_sampler, mask, mode, clip_min, clip_max):
     fake_self = types.SimpleNamespace(
         vllm_importance_sampling_mode=mode, vllm_importance_sampling_clip_min=clip_min,
         vllm_importance_sampling_clip_max=clip_max, _metrics={"train": metrics},
-        accelerator=types.SimpleNamespace(gather=lambda x: x.reshape(-1)))
+        accelerator=types.SimpleNamespace(gather=gather or (lambda x: x.reshape(-1))))
     scope = dict(vars(gt), self=fake_self, completion_mask=mask, tool_mask=None, mode="train",
                  old_per_token_logps=logp_train, sampling_per_token_logps=logp_sampler, device="cpu")
     exec(weights_code, scope)   # noqa: S102 (TRL's own lines, from the installed package)
@@ -231,6 +231,31 @@ def test_importance_sampling_weights_match_trl(mismatch, mode, clip_min, clip_ma
         assert (w_ours[keep] == 0).any() and ((w_ours[keep] >= lo) & (w_ours[keep] <= hi) | (w_ours[keep] == 0)).all()
     else:
         assert ((w_ours[keep] == lo) | (w_ours[keep] == hi)).any()
+
+
+@pytest.mark.parametrize("mode", ["token_truncate", "sequence_mask"])
+def test_metrics_of_two_ranks_combine_as_trl_gathers_them(mismatch, mode, monkeypatch):
+    """grpo_lib.sampler combines each rank's metrics as TRL's `accelerator.gather` lines do (mean of means, max of
+    maxima, nanmin of minima): TRL's own metric block, run for rank 0 with a gather that adds rank 1's values."""
+    from grpo_lib import sampler as sampler_module
+
+    logp_train, logp_sampler, mask = mismatch
+    half = mask.shape[0] // 2
+    ranks = [slice(0, half), slice(half, None)]
+    ours = [sampling_importance_weights(logp_train[r], logp_sampler[r], mask[r], mode=mode, clip_min=0.5,
+                                        clip_max=2.0)[1] for r in ranks]
+    monkeypatch.setattr(sampler_module.dist, "all_gather_objects", lambda obj: ours)
+    combined = sampler_module._combine_over_ranks(ours[0])
+    sent = []                                            # rank 1's tensors, in the order TRL gathers them
+    _trl_is_weights(logp_train[ranks[1]], logp_sampler[ranks[1]], mask[ranks[1]], mode, 0.5, 2.0,
+                    gather=lambda x: (sent.append(x.reshape(())), x.reshape(-1))[1])
+    assert len(sent) == 5
+    _, trl_metrics = _trl_is_weights(logp_train[ranks[0]], logp_sampler[ranks[0]], mask[ranks[0]], mode, 0.5, 2.0,
+                                     gather=lambda x: torch.stack([x.reshape(()), sent.pop(0)]))
+    assert set(combined) == set(trl_metrics)
+    for k in trl_metrics:
+        assert combined[k] == pytest.approx(trl_metrics[k], rel=1e-6, abs=1e-7), k
+    assert combined["sampling/sampling_logp_difference/max"] == max(m["sampling/sampling_logp_difference/max"] for m in ours)
 
 
 @pytest.mark.parametrize("mode", ["token_truncate", "sequence_mask"])

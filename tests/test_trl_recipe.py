@@ -340,3 +340,11 @@ def test_post_r1_options_map_onto_trl(needs_trl, tmp_path):
     assert (got["loss_type"], got["epsilon_high"]) == ("cispo", 5.0)
     with pytest.raises(ValueError, match="kl_estimator='k2'.*k3 only"):
         trl_recipe.trl_args(GRPOConfig.tiny(device="cpu", kl_estimator="k2"), tmp_path)
+
+
+@pytest.mark.parametrize("overrides", [dict(sampler_perturbation="bf16"), dict(dynamic_sampling=True),
+                                       dict(lora_r=8)], ids=["sampler", "dynamic_sampling", "lora"])
+def test_engine_only_options_are_refused_naming_the_option(needs_trl, tmp_path, overrides):
+    name = next(iter(overrides))
+    with pytest.raises(ValueError, match=f"^{name}=.*no TRL counterpart.*python -m grpo_lib.train"):
+        trl_recipe.trl_args(GRPOConfig.tiny(device="cpu", **overrides), tmp_path)

@@ -621,6 +621,11 @@ FIELDS_ADDED_LATER: dict[str, Any] = {
     "vllm_importance_sampling_mode": "sequence_mask", "vllm_importance_sampling_clip_min": None,
     "vllm_importance_sampling_clip_max": 3.0,
     "save_on_stop": False,                     # how a stopped run ends, added with the stop signals
+    # the sampler, dynamic sampling and LoRA options (off by default)
+    "sampler_perturbation": "none", "dynamic_sampling": False, "dynamic_sampling_max_draws": 10, "lora_r": 0,
+    "lora_alpha": 32.0, "lora_dropout": 0.0,
+    "lora_target_modules": ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
+    "lora_lr_multiplier": 10.0,
 }
 """config fields newer than some checkpoints -> the value an older checkpoint's run had (choice 5)"""
 

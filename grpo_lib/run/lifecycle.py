@@ -41,8 +41,10 @@ from torch.nn.parallel import DistributedDataParallel
 
 from grpo_lib import dist, runcache
 from grpo_lib.config import GRPOConfig
-from grpo_lib.data import build_prompt, check_prompts_fit, load_problems, max_context, prompts_for_step
+from grpo_lib.data import build_prompt, check_prompts_fit, load_problems, max_context
+from grpo_lib.dynamic_sampling import draw_problems
 from grpo_lib.evaluation import EvalResult, evaluate
+from grpo_lib.lora import apply_lora, merge_adapters, reference_model, require_peft
 from grpo_lib.models import count_parameters, frozen_copy, load_policy
 from grpo_lib.precision import dtype_name, resolve_precision
 from grpo_lib.rewards import reward_functions
@@ -239,6 +241,8 @@ class Run:
         # problems first: a missing data file fails before a model download
         self.train_problems = load_problems(cfg.task, "train", data_dir=cfg.data_dir)
         self.eval_problems = load_problems(cfg.task, "test", data_dir=cfg.data_dir, n=cfg.eval_n)
+        if cfg.lora_r:
+            require_peft()                           # before the model loads
         if self.model is None:
             self.model, self.tokenizer = load_policy(cfg.model, device=self.info.device, dtype=precision.param_dtype,
                                                      compute_dtype=precision.compute_dtype)
@@ -248,6 +252,8 @@ class Run:
         else:
             self.model.to(device=self.info.device, dtype=precision.param_dtype)
             self.model_name = f"{type(self.model).__name__} passed to train()"
+        if cfg.lora_r:
+            self.model = apply_lora(self.model, cfg)   # LoRA adapters (peft); the rest frozen
         model = self.model
         # rank 0's starting weights are the run's (DDP broadcasts them); recorded in checkpoints whose π_ref is them
         self.start_fingerprint = dist.all_gather_objects(weights_fingerprint(model))[0]
@@ -287,15 +293,20 @@ class Run:
             failure.step, failure.phase = step + 1, "sampling"
             if step % cfg.steps == 0 and cfg.beta > 0:      # π_ref ← π_θ at the start of every outer iteration
                 self.ref_model = None                       # free the old copy first
-                self.ref_model = frozen_copy(self.model, self.precision.reference_dtype)
+                # bf16 in mixed precision; with LoRA, the base model (adapters off) in the first iteration
+                self.ref_model = reference_model(self.model, self.precision.reference_dtype,
+                                                 first_iteration=step < cfg.steps)
             yield step, self.ref_model
         self.log.end_steps()
         self.train_seconds = time.perf_counter() - t_train
         self.ref_model = None
 
-    def prompts(self, step: int) -> tuple[list[dict], list[str]]:
-        """This rank's problems of `step` (N/K of the step's N, the same on any number of ranks) and their prompts."""
-        problems = prompts_for_step(self.train_problems, step, self.N_global, self.cfg.seed, self.rank, self.world_size)
+    def prompts(self, step: int, draw: int = 0) -> tuple[list[dict], list[str]]:
+        """This rank's problems of `step` (N/K of the step's N, the same on any number of ranks) and their prompts;
+        draw d >= 1: the extra prompts of DAPO's dynamic sampling (grpo_lib.dynamic_sampling.draw_problems)."""
+        cfg = self.cfg
+        problems = draw_problems(self.train_problems, step, draw, self.N_global, cfg.seed, self.rank, self.world_size,
+                                 cfg.dynamic_sampling_max_draws)
         return problems, [build_prompt(self.tokenizer, p["question"], self.cfg.system_prompt) for p in problems]
 
     @contextlib.contextmanager
@@ -322,6 +333,7 @@ class Run:
         cfg, failure = self.cfg, self.failure
         self._check_logits(batch.rollout, step)     # before the next sampling or a save
         record = self._step_record(batch, updates, step)
+        record.update(batch.metrics)                 # the options' metrics: dynamic_sampling/*, sampling/*
         self.log.step(record)
         bad = non_finite(record)                     # same on every rank: the record is all-reduced
         if bad:                                      # __exit__ writes the failed summary.json
@@ -407,6 +419,7 @@ class Run:
         if self.governor is not None:
             summary.update(self.governor.summary())     # steps_at_num_threads
         failure.phase = "saving the final model"
+        self.model = merge_adapters(self.model)      # LoRA: W + (α/r)·B A, a plain model (else unchanged)
         if self.info.is_main:   # in the master weights' dtype (fp32 in mixed precision) unless --save-dtype
             checkpoint.save_pretrained_model(self.model, self.tokenizer, log.out / MODEL_SUBDIR, dtype=cfg.save_dtype)
             summary["wall_seconds"] = time.perf_counter() - self.t_start

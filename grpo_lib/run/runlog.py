@@ -37,9 +37,11 @@ from tqdm.auto import tqdm
 from grpo_lib import dist
 from grpo_lib.advantages import zero_std_fraction
 from grpo_lib.config import GRPOConfig
+from grpo_lib.dynamic_sampling import METRICS as dynamic_sampling_metrics
 from grpo_lib.evaluation import EvalResult
 from grpo_lib.rollout import ScoredRollout
 from grpo_lib.run.layout import EVALS_FILE, METRICS_FILE, SUMMARY_FILE
+from grpo_lib.sampler import METRICS as sampler_metrics
 
 METRICS = {
     "step": "1-based step; the record describes the batch sampled at this step and the updates on it",
@@ -69,6 +71,9 @@ METRICS = {
     "wall_seconds": "time since train() started (model loading and the first evaluation included)",
 }
 """the per-step metrics of metrics.jsonl (and W&B, same names), defined once"""
+OPTION_METRICS = {**dynamic_sampling_metrics, **sampler_metrics}
+"""metrics in the records only when an option is on: dynamic_sampling (grpo_lib.dynamic_sampling) and
+sampler_perturbation (grpo_lib.sampler), each defined once, in its module"""
 
 
 def step_metrics(batch: ScoredRollout, updates: Sequence[Mapping[str, float]], G: int,

@@ -50,7 +50,10 @@ Choices made here:
 9. The post-R1 options map (`trl_args`) to TRL's fields of the same names (importance_sampling_level,
    use_bias_correction_kl, multi_objective_aggregation; loss_type "cispo" with epsilon_high as ε_max);
    kl_estimator other than "k3" is refused (TRL has k3 only), and the vllm_importance_sampling_* fields
-   are not passed: they act only with use_vllm=True, and this recipe generates without vLLM.
+   are not passed: they act only with use_vllm=True, and this recipe generates without vLLM. The engine-only
+   options are refused, naming the option: sampler_perturbation (TRL's mismatch comes from vLLM),
+   dynamic_sampling (TRL 1.16 has no group filter) and lora_r (TRL takes `GRPOTrainer(peft_config=...)`,
+   which this recipe does not pass).
 """
 
 from __future__ import annotations
@@ -101,6 +104,9 @@ TRL_NAMES: dict[str, str] = {
     "vllm_importance_sampling_mode": "vllm_importance_sampling_mode (not passed: no vLLM here)",
     "vllm_importance_sampling_clip_min": "vllm_importance_sampling_clip_min (not passed: no vLLM here)",
     "vllm_importance_sampling_clip_max": "vllm_importance_sampling_clip_max (not passed: no vLLM here)",
+    "sampler_perturbation": "(none: TRL's sampler-trainer mismatch comes from vLLM, use_vllm=True; refused by this recipe)",
+    "dynamic_sampling": "(none: TRL 1.16 logs frac_reward_zero_std but has no group filter; refused by this recipe)",
+    "dynamic_sampling_max_draws": "(none, see dynamic_sampling; verl: max_num_gen_batches)",
     "temperature": "temperature (top_k=0, top_p=1.0, repetition_penalty=1.0)",
     "reward_funcs": "reward_funcs= (the same Python functions; reward_weights all 1: summed)",
     "N": "per_device_train_batch_size = N·G completions (TRL counts completions)",
@@ -121,6 +127,11 @@ TRL_NAMES: dict[str, str] = {
     "task": "train_dataset= (the same problems, in our step-by-step order; shuffle_dataset=False)",
     "data_dir": "train_dataset= (GSM8K jsonl files)",
     "system_prompt": "the prompt strings of train_dataset (same build_prompt)",
+    "lora_r": "GRPOTrainer(peft_config=LoraConfig(r=...)) (not passed: refused by this recipe)",
+    "lora_alpha": "LoraConfig(lora_alpha=...)",
+    "lora_dropout": "LoraConfig(lora_dropout=...)",
+    "lora_target_modules": "LoraConfig(target_modules=...)",
+    "lora_lr_multiplier": "(none: set learning_rate to lr × this yourself)",
     "gradient_checkpointing": "gradient_checkpointing",
     "micro_batch_size": "per_device_train_batch_size (+ gradient_accumulation_steps = B / micro_batch_size)",
     "eval_n": "grpo_lib.evaluation.evaluate (TRL's own eval scores rewards, not held-out accuracy)",
@@ -204,6 +215,12 @@ def trl_args(cfg: GRPOConfig, output_dir: str | os.PathLike | None = None, *, wo
     if cfg.kl_estimator != "k3":
         raise ValueError(f"kl_estimator={cfg.kl_estimator!r}: TRL's KL term is k3 only (with use_bias_correction_kl for "
                          "ρ·k3); run it with grpo_lib.train, or use kl_estimator='k3' here")
+    engine_only = {"sampler_perturbation": cfg.sampler_perturbation != "none", "dynamic_sampling": cfg.dynamic_sampling,
+                   "lora_r": cfg.lora_r > 0}
+    for name, on in engine_only.items():
+        if on:
+            raise ValueError(f"{name}={getattr(cfg, name)!r}: this recipe has no TRL counterpart for it "
+                             f"({TRL_NAMES[name]}); run it with python -m grpo_lib.train")
     device = _resolve_device(cfg)
     precision = _precision(cfg, device)
     world = _world_size() if world_size is None else world_size

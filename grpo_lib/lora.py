@@ -1,0 +1,186 @@
+"""LoRA through peft: train a low-rank update of each projection instead of every weight.
+
+Each target Linear layer W (d_out × d_in) gets two trainable matrices, A (r × d_in) and B (d_out × r), and
+computes
+
+    h = W x + (α / r) · B A x            A random, B = 0 at the start, so π_θ starts as the base model
+
+while W itself is frozen. Trainable parameters: r·(d_in + d_out) per target module, against d_in·d_out.
+
+    model = apply_lora(model, cfg)       # peft's get_peft_model; returns the (adapted) transformers model
+    ref = reference_model(model, dtype, first_iteration=True)   # the base model: adapters off, no copy
+    model = merge_adapters(model)        # W ← W + (α / r)·B A, then a plain model that saves like any other
+
+Choices made here (1-5 tested in tests/test_lora.py):
+1. The engine keeps the transformers model that peft adapts in place (`apply_lora` returns
+   `PeftModel.get_base_model()`), not the PeftModel wrapper: generation, the log-prob passes and the save
+   see the same module class as without LoRA; the PeftModel is kept beside it to switch the adapters off
+   and to merge them. Defaults: every attention and MLP projection of Qwen2 (q, k, v, o, gate, up, down),
+   α = 32, dropout 0, as in "LoRA Without Regret" (Schulman and Thinking Machines Lab 2025), whose finding
+   that attention-only LoRA underperforms is why the MLP is included.
+2. The learning rate is the config's lr times lora_lr_multiplier (default 10, the ratio of the best LoRA to
+   the best full fine-tuning lr in "LoRA Without Regret"), written in the config (`GRPOConfig.optimizer_lr`)
+   and printed at start-up, never applied silently; 1 gives the lr as written.
+3. π_ref in the first outer iteration is the base model itself: the policy with its adapters switched off
+   (peft's `disable_adapter()`) for the no-grad reference pass (`AdaptersOff`), so LoRA needs no second copy
+   of the weights (the memory win). From the second outer iteration on, π_ref ← π_θ is a frozen copy as
+   without LoRA (`reference_model`). The reference pass then runs on the fp32 master weights, not on a bf16
+   copy as the full-fine-tuning reference does in mixed precision.
+4. The final model/ is the merged model (`merge_adapters`: W ← W + (α / r)·B A in the weights' dtype, then
+   peft's merge_and_unload), so it loads with `AutoModelForCausalLM.from_pretrained` like any other run's;
+   no adapter files are written. TrainResult.model is that merged model.
+5. peft is an optional dependency (the [lora] extra): a LoRA run without it stops before the model loads,
+   with the install command (`require_peft`). Checkpoints and --resume are refused with LoRA by the config,
+   before anything loads (resuming would need the base weights and the adapters apart), and so is precision
+   'pure' (peft keeps the adapters in fp32).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import torch
+from torch import nn
+
+from grpo_lib import dist
+from grpo_lib.models import count_parameters, frozen_copy
+from grpo_lib.rollout import generation_mode
+
+INSTALL_HINT = 'LoRA needs peft: pip install -e ".[lora]" (peft==0.21.2)'
+PEFT_ATTR = "_grpo_lib_peft_model"
+"""the attribute of the adapted transformers model that holds its PeftModel (set in __dict__: no submodule)"""
+
+
+def peft_available() -> bool:
+    """True when peft imports."""
+    try:
+        import peft  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def require_peft() -> None:
+    """Raise ImportError with the install command when peft is missing (before any model loads).
+
+    Used by: grpo_lib.train
+    """
+    if not peft_available():
+        raise ImportError(INSTALL_HINT)
+
+
+def lora_config(cfg: Any) -> Any:
+    """peft's LoraConfig for the run: r, α, dropout, target modules (choice 1).
+
+    Used by: `apply_lora`
+    """
+    require_peft()
+    from peft import LoraConfig
+
+    return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=list(cfg.lora_target_modules), bias="none", task_type="CAUSAL_LM")
+
+
+def linear_names(model: nn.Module) -> list[str]:
+    """The distinct last names of the model's nn.Linear layers (what lora_target_modules may name)."""
+    return sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, nn.Linear)})
+
+
+def apply_lora(model: nn.Module, cfg: Any) -> nn.Module:
+    """Add LoRA adapters to `model` in place (peft's get_peft_model) and freeze everything else (choice 1).
+
+    Args:
+        model: the loaded policy (a transformers causal LM).
+        cfg: the GRPOConfig (lora_r > 0, lora_alpha, lora_dropout, lora_target_modules, lora_lr_multiplier).
+
+    Returns:
+        the same transformers model, its target layers now LoRA layers; only the adapters require grad.
+
+    Raises:
+        ImportError: peft is not installed (says how to install it).
+        ValueError: a target module that the model has no Linear layer of (names the option and the choices).
+
+    Used by: grpo_lib.train (`_prepare`)
+    """
+    require_peft()
+    from peft import get_peft_model
+
+    names = linear_names(model)
+    missing = [t for t in cfg.lora_target_modules if t not in names]
+    if missing:
+        raise ValueError(f"lora_target_modules names {missing}, which this model has no Linear layer of; its Linear "
+                         f"layers are {names}")
+    peft_model = get_peft_model(model, lora_config(cfg))
+    inner = peft_model.get_base_model()
+    inner.__dict__[PEFT_ATTR] = peft_model          # not a submodule: state_dict and parameters() unchanged
+    total, trainable = count_parameters(inner), count_parameters(inner, trainable_only=True)
+    dist.print0(f"LoRA: r = {cfg.lora_r}, α = {cfg.lora_alpha:g} (scale α/r = {cfg.lora_alpha / cfg.lora_r:g}) on "
+                f"{', '.join(cfg.lora_target_modules)}: {trainable:,} trainable of {total:,} parameters; AdamW lr = "
+                f"{cfg.lr:g} × lora_lr_multiplier {cfg.lora_lr_multiplier:g} = {cfg.optimizer_lr:g}")
+    return inner
+
+
+def peft_model_of(model: nn.Module) -> Any:
+    """The PeftModel that adapted `model` (None when `model` has no LoRA adapters)."""
+    return model.__dict__.get(PEFT_ATTR)
+
+
+def is_lora(model: nn.Module) -> bool:
+    """True when `model` came out of `apply_lora` and was not merged yet."""
+    return peft_model_of(model) is not None
+
+
+@contextlib.contextmanager
+def adapters_off(model: nn.Module):
+    """The adapters of `model` switched off for the duration (peft's disable_adapter()): the base model."""
+    with peft_model_of(model).disable_adapter():
+        yield model
+
+
+class AdaptersOff(nn.Module):
+    """π_ref = the base model: calls the LoRA policy with its adapters switched off (choice 3).
+
+    Holds no parameters of its own (the policy is not registered as a submodule), so it costs no memory and
+    an optimizer never sees it. Each call runs the policy as a frozen reference runs: eval mode, no
+    gradients, no gradient checkpointing (`grpo_lib.rollout.generation_mode`). A deep copy of it (frozen_copy
+    in a later outer iteration) copies the policy along.
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.__dict__["policy"] = model             # not registered: parameters() stays empty
+
+    @property
+    def config(self) -> Any:
+        return self.policy.config
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        with adapters_off(self.policy), generation_mode(self.policy):
+            return self.policy(*args, **kwargs)
+
+
+def reference_model(model: nn.Module, dtype: torch.dtype | None, first_iteration: bool) -> nn.Module:
+    """π_ref for an outer iteration: the base model (adapters off) in the first one with LoRA, else a frozen
+    copy of π_θ in `dtype` (choice 3).
+
+    Used by: grpo_lib.train
+    """
+    if is_lora(model) and first_iteration:
+        return AdaptersOff(model)
+    return frozen_copy(model, dtype)
+
+
+def merge_adapters(model: nn.Module) -> nn.Module:
+    """W ← W + (α / r)·B A in every adapted layer, then the plain transformers model (choice 4); a model
+    without adapters is returned as it is.
+
+    Used by: grpo_lib.train (before the final save)
+    """
+    peft_model = peft_model_of(model)
+    if peft_model is None:
+        return model
+    merged = peft_model.merge_and_unload()
+    merged.__dict__.pop(PEFT_ATTR, None)
+    model.__dict__.pop(PEFT_ATTR, None)
+    return merged
