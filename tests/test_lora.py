@@ -197,7 +197,7 @@ def test_lora_combinations_that_make_no_sense_are_refused_naming_the_options(ove
 def test_without_peft_a_lora_run_stops_before_loading_with_the_install_command(tmp_path, monkeypatch):
     monkeypatch.setattr(lora, "peft_available", lambda: False)
     loaded = []
-    monkeypatch.setattr("grpo_lib.train.load_policy", lambda *a, **k: loaded.append(1))
+    monkeypatch.setattr("grpo_lib.run.lifecycle.load_policy", lambda *a, **k: loaded.append(1))
     with pytest.raises(Exception) as err:
         train(lora_cfg(steps=1, N=2, G=2, eval_n=1, report_to="none", progress=False, output_dir=str(tmp_path / "r")))
     assert 'pip install -e ".[lora]"' in str(err.value) and loaded == []
@@ -214,7 +214,7 @@ def test_the_tiny_preset_trains_with_lora_from_the_command_line(tmp_path):
     from conftest import REPO
 
     out = tmp_path / "run"
-    proc = subprocess.run([sys.executable, "-m", "grpo_lib.train", "--preset", "tiny", "--lora-r", "8", "--steps", "2",
+    proc = subprocess.run([sys.executable, "-m", "grpo_lib", "--preset", "tiny", "--lora-r", "8", "--steps", "2",
                            "--N", "2", "--G", "4", "--eval-n", "4", "--max-completion-length", "16",
                            "--report-to", "none", "--no-progress", "--output-dir", str(out)],
                           capture_output=True, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
