@@ -35,6 +35,7 @@ from grpo_lib.data import build_prompt
 from grpo_lib.evaluation import judge
 from grpo_lib.rewards import extract_answer_from_model_output, parse_number
 from grpo_lib.rollout import generate_completions
+from grpo_lib.threads import ThreadGovernor, start_threads
 
 
 def fisher_exact_2x2(k1: int, n1: int, k2: int, n2: int) -> float:
@@ -244,8 +245,10 @@ def sample_answers(model: nn.Module, tokenizer: Any, problems: Sequence[dict], *
         system_prompt: as in training (`data.build_prompt`).
         batch_size: prompts per generate() call (batch_size · n rows).
         seed: base seed of the samples.
-        num_threads: CPU threads while sampling (restored after), e.g. the tiny preset's 1 (`cfg.num_threads`):
-            reproducible, and on a busy 2-core machine many times faster than 2 threads; None leaves torch's.
+        num_threads: CPU threads while sampling (restored after): N fixes them; None (`cfg.num_threads`'s
+            default) follows grpo_lib.threads, as a training run does: the usable cores, one given back per
+            core other programs keep busy, checked before every batch (so a busy machine does not make the
+            threads wait on each other). The thread count changes the speed, not the samples.
         progress: show a tqdm bar.
 
     Returns:
@@ -264,12 +267,11 @@ def sample_answers(model: nn.Module, tokenizer: Any, problems: Sequence[dict], *
         raise ValueError(f"num_threads must be None or an int >= 1, got {num_threads!r}")
     problems = list(problems)
     out = []
-    threads_before = torch.get_num_threads()
-    if num_threads is not None:
-        torch.set_num_threads(num_threads)
+    governor = ThreadGovernor(max_threads=start_threads(num_threads), adaptive=num_threads is None)
     try:
         for b, start in enumerate(tqdm(range(0, len(problems), batch_size), desc="sample", disable=not progress,
                                        leave=False)):
+            governor.update()                       # fewer threads while other programs hold cores
             batch = problems[start:start + batch_size]
             prompts = [build_prompt(tokenizer, p["question"], system_prompt) for p in batch]
             rollout = generate_completions(model, tokenizer, prompts, G=n, max_new_tokens=max_new_tokens,
@@ -280,7 +282,7 @@ def sample_answers(model: nn.Module, tokenizer: Any, problems: Sequence[dict], *
                             "answers": [extract_answer_from_model_output(t) for t in texts],
                             "correct": [judge(t, p["answer"])["strict"] for t in texts]})
     finally:
-        torch.set_num_threads(threads_before)
+        governor.restore()
     return out
 
 
