@@ -31,7 +31,9 @@ Choices made here (1-3 tested in tests/test_runcache.py; 4-4 tested in tests/tes
    and the output before comparing, and the new folder's path is put back when the finished job's folder and
    output are restored. A job with no path argument, with a path outside the temporary directory or paths in two
    folders, called with `force=True`, or that failed, is never reused; nor is one whose folder ends with a
-   symlink or a binary file holding the folder's path (it could not be put back faithfully).
+   symlink or a binary file holding the folder's path (it could not be put back faithfully), nor one whose
+   folder is larger than `JOB_FOLDER_LIMITS` (2,000 entries, 256 MiB: not one job's own folder, e.g. pytest's
+   shared one). Restoring only removes what the job removed and writes what it left: nothing else is touched.
 """
 
 from __future__ import annotations
@@ -132,6 +134,8 @@ def _set_rng(state: dict[str, Any]) -> None:
 # --- whole torchrun jobs (choice 4) ------------------------------------------------------------------------
 JOB_FOLDER = "<grpo job folder>"
 """what stands for the job folder's own path in the key and in the stored files and output"""
+JOB_FOLDER_LIMITS = (2_000, 256 * 2**20)
+"""(entries, bytes): a bigger folder is not one job's own (e.g. pytest's shared folder), and is never reused"""
 
 
 def job_folder(args: Sequence[Any]) -> Path | None:
@@ -152,7 +156,18 @@ def job_folder(args: Sequence[Any]) -> Path | None:
     if len(found) != 1:
         return None
     folder = Path(tempfile.gettempdir()) / found.pop().name      # as mkdtemp names it (the temp dir unresolved)
-    return folder if folder.is_dir() else None
+    return folder if folder.is_dir() and _small(folder) else None
+
+
+def _small(folder: Path) -> bool:
+    """At most JOB_FOLDER_LIMITS entries and bytes under `folder` (stops counting at the first excess)."""
+    entries, size = 0, 0
+    for root, dirs, files in os.walk(folder):
+        entries += len(dirs) + len(files)
+        size += sum(os.lstat(os.path.join(root, f)).st_size for f in files)
+        if entries > JOB_FOLDER_LIMITS[0] or size > JOB_FOLDER_LIMITS[1]:
+            return False
+    return True
 
 
 def _forms(folder: Path) -> list[str]:
@@ -204,13 +219,15 @@ def load_job(key: str, folder: Path, cmd: list[str]) -> subprocess.CompletedProc
     if not (stored / "output.json").is_file():
         return None
     output = json.loads((stored / "output.json").read_text())
-    for child in folder.iterdir():                # the folder is the stored job's input (the key says so) ...
-        shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+    left = dict(_tree(stored / "files"))          # the folder holds the stored job's input (the key says so) ...
+    for rel, path in reversed(_tree(folder)):     # ... so remove what the job removed (deepest first) ...
+        if rel not in left or path.is_dir() != left[rel].is_dir() or path.is_symlink():
+            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
     mark, here = JOB_FOLDER.encode(), str(folder).encode()
-    for rel, path in _tree(stored / "files"):     # ... and becomes what the job left
+    for rel, path in left.items():                # ... and write what it left (parents come first)
         target = folder / rel
         if path.is_dir():
-            target.mkdir()
+            target.mkdir(exist_ok=True)
         else:
             target.write_bytes(path.read_bytes().replace(mark, here))
     print(f"[run cache] reused the finished torchrun job with exactly this command line and inputs "

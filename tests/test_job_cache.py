@@ -132,3 +132,17 @@ def test_the_job_folder_is_the_one_temporary_folder_of_every_path_argument(launc
     call_outside = run_torchrun([a / "job.py", "--data", tmp_path / "elsewhere", a])
     run_torchrun([b / "job.py", "--data", tmp_path / "elsewhere", b])
     assert call_outside.returncode == 0 and len(launches) == 2                              # never reused
+
+
+def test_a_folder_too_big_to_be_one_job_s_own_is_never_reused(launches, monkeypatch):
+    monkeypatch.setattr(runcache, "JOB_FOLDER_LIMITS", (3, 10**6))        # job.py and old.txt: 2 entries
+    call(job_dir()), call(job_dir())                                       # 2 entries before, 4 after: kept
+    assert len(launches) == 1
+    big = job_dir()
+    for i in range(2):
+        (big / f"more{i}.txt").write_text("x")
+    call(big), call(big)                                                   # 4 entries: never hashed, never kept
+    assert len(launches) == 3
+    monkeypatch.setattr(runcache, "JOB_FOLDER_LIMITS", (100, 10))          # 10 bytes
+    call(job_dir())
+    assert len(launches) == 4
