@@ -73,12 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def settings(args: argparse.Namespace) -> dict:
     q = args.quick
-    s = dict(device=resolve_device(args.device), model=args.model,
+    s = dict(device=args.device, model=args.model,
              batch=args.batch if args.batch is not None else (4 if q else 8),
              tiny_batch=args.tiny_batch if args.tiny_batch is not None else (8 if q else 64),
              prompt_len=args.prompt_len,
              repeats=args.repeats if args.repeats is not None else (1 if q else 3))
-    s["dtype"] = args.dtype or ("bfloat16" if s["device"].startswith("cuda") else "float32")
+    s["dtype"] = args.dtype                          # filled in below, once the device is known
     try:
         s["lengths"] = [int(x) for x in (args.lengths or ("8,32" if q else "32,64,128")).split(",") if x.strip()]
     except ValueError:
@@ -91,6 +91,8 @@ def settings(args: argparse.Namespace) -> dict:
         raise SystemExit(f"--lengths must be positive integers, got {args.lengths!r}")
     if args.threads is not None and args.threads < 1:
         raise SystemExit(f"--threads must be >= 1, got {args.threads}")
+    s["device"] = resolve_device(args.device)        # imports torch: after the checks, so a bad value fails at once
+    s["dtype"] = args.dtype or ("bfloat16" if s["device"].startswith("cuda") else "float32")
     return s
 
 

@@ -94,7 +94,7 @@ def settings(args: argparse.Namespace) -> dict:
     """The shapes and options of this run, with --quick / full defaults filled in and checked."""
     q = args.quick
     s = dict(
-        device=resolve_device(args.device), model=args.model, vocab=args.vocab,
+        device=args.device, model=args.model, vocab=args.vocab,
         B=args.batch if args.batch is not None else (4 if q else 8),
         P=args.prompt_len if args.prompt_len is not None else (8 if q else 16),
         T=args.completion_len if args.completion_len is not None else (24 if q else 64),
@@ -102,9 +102,7 @@ def settings(args: argparse.Namespace) -> dict:
         repeats=args.repeats if args.repeats is not None else (1 if q else 3),
         threads=args.threads,
     )
-    if s["threads"] is None and not s["device"].startswith("cuda"):
-        s["threads"] = 1
-    s["dtype"] = args.dtype or ("bfloat16" if s["device"].startswith("cuda") else "float32")
+    s["dtype"] = args.dtype                          # filled in below, once the device is known
     s["modes"] = [m.strip() for m in args.modes.split(",") if m.strip()]
     for name in ("vocab", "B", "P", "T", "chunk", "repeats"):
         if s[name] < 1:
@@ -115,6 +113,10 @@ def settings(args: argparse.Namespace) -> dict:
         raise SystemExit(f"--modes must be a comma list of {MODES}, got {args.modes!r}")
     if args.threads is not None and args.threads < 1:
         raise SystemExit(f"--threads must be >= 1, got {args.threads}")
+    s["device"] = resolve_device(args.device)        # imports torch: after the checks, so a bad value fails at once
+    if s["threads"] is None and not s["device"].startswith("cuda"):
+        s["threads"] = 1
+    s["dtype"] = args.dtype or ("bfloat16" if s["device"].startswith("cuda") else "float32")
     return s
 
 

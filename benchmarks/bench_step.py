@@ -325,6 +325,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads is not None and args.threads < 1:
         raise SystemExit(f"--threads must be >= 1, got {args.threads}")
     overrides(args)                                          # validate before starting anything
+    if args.configs:
+        parse_configs(args.configs)                          # (before grpo_lib and torch are imported)
     from grpo_lib.dist import launched_by_torchrun
 
     if args._worker or launched_by_torchrun():

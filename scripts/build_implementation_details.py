@@ -107,7 +107,7 @@ CODE = {   # (module, item) -> the functions that implement it, where the item's
     ("course/widgets.py", 5): ["epsilon_slider"],
     ("threads.py", 1): ["usable_cores", "start_threads"], ("threads.py", 2): ["threads_for", "ThreadGovernor"],
     ("runcache.py", 1): ["reusable", "cache_dir"], ("runcache.py", 2): ["run_key", "reusable"],
-    ("runcache.py", 3): ["load", "store"],
+    ("runcache.py", 3): ["load", "store"], ("runcache.py", 4): ["job_folder", "job_key", "load_job", "store_job"],
     ("sampling.py", 1): ["sample_tokens"], ("sampling.py", 2): ["sample_tokens"], ("sampling.py", 3): ["sample_tokens"],
     ("sampling.py", 4): ["sample_tokens"],
     ("trl/compare.py", 1): ["make_trainer", "trl_loss"], ("trl/compare.py", 2): ["trl_loss"],

@@ -69,7 +69,8 @@ case "$cmd" in
     [ $status = ok ] || exit 1
     # GRPO_RUN_CACHE: a fresh folder for this command only. A notebook's train() with exactly the settings of a
     # run that already finished in this command (the student copy after its instructor copy) copies that run
-    # instead of training again (grpo_lib/runcache.py); every training still runs once per command.
+    # instead of training again, and run_torchrun restores a torchrun job that finished with the same command
+    # line and inputs (grpo_lib/runcache.py); every training and every job still runs once per command.
     run_cache=$(mktemp -d -t grpo-run-cache.XXXXXX)
     t=$SECONDS; status=0
     GRPO_RUN_CACHE=$run_cache "$VENV/bin/python" -m pytest --nbmake --nbmake-timeout=900 notebooks -q || status=$?

@@ -194,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
            "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
            "TOKENIZERS_PARALLELISM": "false"}
     env.pop("GRPO_LIB_FAULT", None)
+    env.pop("GRPO_RUN_CACHE", None)         # every run launches its jobs and trains: nothing is reused
     if args.log_dir:
         args.log_dir.mkdir(parents=True, exist_ok=True)
     if args.nbmake:

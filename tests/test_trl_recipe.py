@@ -1,7 +1,6 @@
 """grpo_lib.trl.recipe: our GRPOConfig on TRL's GRPOTrainer (the same run, for learners who outgrow the engine).
 
-The mapping tests are fast; test_tiny_preset_learns_with_trl trains 40 steps with TRL (about 1.5 min on a
-quiet 2-core machine, marked slow). Without TRL the tests that need it skip with the reason; with
+The mapping tests are fast; test_tiny_preset_learns_with_trl trains 10 steps with TRL (marked slow). Without TRL the tests that need it skip with the reason; with
 GRPO_REQUIRE_TRL=1 (set by .ci/run) they fail instead.
 """
 
@@ -147,9 +146,13 @@ def test_trl_sees_our_prompts_step_by_step(needs_trl, tmp_path, mu):
 
 @pytest.mark.slow
 def test_tiny_preset_learns_with_trl(needs_trl, tmp_path):
-    """40 steps of the tiny preset on TRL: held-out strict accuracy up by at least 20 points (100 problems)."""
+    """10 steps of the tiny preset on TRL: held-out strict accuracy up by at least 20 points (100 problems).
+
+    Measured (2026-12-07, the 2-core development machine): 48% before; 80, 84, 87 and 87% after 5, 10, 15 and 20
+    steps, 87% after 40 (one 40-step run evaluated every 5 steps). 10 steps keep a 16-point margin above the bar
+    for a quarter of the 40-step run's training."""
     out = tmp_path / "tiny-trl"
-    assert trl_recipe.main(["--preset", "tiny", "--steps", "40", "--eval-n", "100", "--report-to", "none",
+    assert trl_recipe.main(["--preset", "tiny", "--steps", "10", "--eval-n", "100", "--report-to", "none",
                             "--progress", "false", "--output-dir", str(out)]) == 0
     summary = json.loads((out / "summary.json").read_text())
     from grpo_lib.evaluation import EvalResult
@@ -160,7 +163,7 @@ def test_tiny_preset_learns_with_trl(needs_trl, tmp_path):
                              eval_after=EvalResult(n=1, n_strict=0, n_lenient=0, n_format=0),
                              train_seconds=0.0, wall_seconds=0.0)
     assert set(ours) <= set(summary) and summary["trainer"] == "trl"      # grpo_lib.train's fields, and more
-    assert summary["status"] == "completed" and summary["steps"] == 40 and summary["eval_n"] == 100
+    assert summary["status"] == "completed" and summary["steps"] == 10 and summary["eval_n"] == 100
     assert summary["accuracy_after"] - summary["accuracy_before"] >= 0.20, summary
     log = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert any("frac_reward_zero_std" in rec for rec in log)

@@ -11,7 +11,8 @@
   naming every fact that fails, so CI fails on a broken lesson while the notebook reads like prose.
 
 - `run_torchrun(args, nproc=2)` launches `torchrun --standalone` from a cell (notebook 06's DDP demos) and
-  returns the finished process; a job that fails raises, with its exit status and stderr (never rerun).
+  returns the finished process; a job that fails raises, with its exit status and stderr (never rerun). Within
+  one test command an identical job that already finished there is restored instead (`grpo_lib.runcache`).
 
 The display helpers degrade gracefully: without IPython (or pygments) they fall back to plain text.
 
@@ -116,12 +117,17 @@ def load_scaled(seconds: float) -> float:
 
 
 def run_torchrun(args: Sequence[str], nproc: int = 2, *, env: dict[str, str] | None = None,
-                 timeout: float | None = None) -> subprocess.CompletedProcess:
+                 timeout: float | None = None, force: bool = False) -> subprocess.CompletedProcess:
     """Run `torchrun --standalone --nproc_per_node=nproc ARGS` (as `python -m torch.distributed.run`) and wait.
 
     Each process gets OMP_NUM_THREADS=1 (k processes share the cores) unless `env` says otherwise. The job
     runs once: a job that exits non-zero raises, with torchrun's exit status and the end of its stderr
     (which holds the failing rank's traceback), so a failure is never hidden by starting it again.
+
+    Within one test command (GRPO_RUN_CACHE set, by `scripts/dev.sh test` only), a job that already finished in
+    that command with exactly the same arguments, environment and inputs (the files of the temporary folder its
+    arguments point into) is not launched again: its folder and output are restored, and a line says so
+    (`grpo_lib.runcache`, choice 4). Elsewhere every call launches the job.
 
     Args:
         args: what follows torchrun's own options: a script and its arguments, or "-m", module, arguments.
@@ -129,6 +135,7 @@ def run_torchrun(args: Sequence[str], nproc: int = 2, *, env: dict[str, str] | N
         env: extra environment variables for the job (added to this process's environment).
         timeout: seconds before the job is stopped (subprocess.TimeoutExpired); None: 600 s stretched by
             `load_scaled` (a loaded machine is slow, not hung).
+        force: launch the job even when an identical one finished in this test command.
 
     Returns:
         the `subprocess.CompletedProcess` of the job (stdout and stderr captured as text). All ranks write
@@ -143,14 +150,26 @@ def run_torchrun(args: Sequence[str], nproc: int = 2, *, env: dict[str, str] | N
 
     Taught in: notebooks/06_multi_gpu_qwen.ipynb
     """
+    from grpo_lib import runcache
+
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *map(str, args)]
+    folder = runcache.job_folder(args) if runcache.cache_dir() is not None and not force else None
+    key = runcache.job_key(args, nproc, env, folder) if folder is not None else None
+    if key is not None and (done := runcache.load_job(key, folder, cmd)) is not None:
+        return done
     job_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=job_env,
-                          timeout=load_scaled(600) if timeout is None else timeout)
+    proc = _launch(cmd, job_env, load_scaled(600) if timeout is None else timeout)
     if proc.returncode != 0:
         raise RuntimeError(f"torchrun exited with status {proc.returncode} ({nproc} processes: "
                            f"{' '.join(map(str, args))}); end of its stderr:\n{proc.stderr[-6000:]}")
+    if key is not None:
+        runcache.store_job(key, folder, proc)
     return proc
+
+
+def _launch(cmd: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
+    """Start the job and wait for it (the one place a job is launched; tests count the calls here)."""
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
 
 
 @dataclass(frozen=True)
