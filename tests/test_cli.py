@@ -79,7 +79,8 @@ def test_help_explains_options_with_paper_symbols():
         assert expected in text, expected
 
 
-@pytest.mark.parametrize("entry", ["grpo_lib", "grpo_lib.train"])   # the documented command, and the older one
+# the documented command, and the older one (a second interpreter start-up: outside --quick)
+@pytest.mark.parametrize("entry", ["grpo_lib", pytest.param("grpo_lib.train", marks=pytest.mark.slow)])
 def test_module_help_runs_as_a_command(entry):
     out = subprocess.run([sys.executable, "-m", entry, "--help"], capture_output=True, text=True,
                          cwd=REPO, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
