@@ -159,7 +159,7 @@ def test_kv_cache_gives_identical_greedy_tokens():
 
 # --- (b) one GRPO step -----------------------------------------------------------------------------------
 def check_step_table(output: str, config: str) -> None:
-    seconds, per_phase = tables(output)
+    seconds, per_phase, floor = tables(output)
     (row,) = seconds
     assert row["processes × threads"] == config
     phases = {k: number(v) for k, v in row.items() if k.endswith(" ms") and k != "step ms"}
@@ -172,6 +172,22 @@ def check_step_table(output: str, config: str) -> None:
     assert number(row["tokens/s"]) == pytest.approx(tokens / step, rel=0.02, abs=1)
     assert len(per_phase) == 1
     assert number(per_phase[0]["generation"]) == pytest.approx(tokens / (phases["generation ms"] / 1000), rel=0.02)
+    # the compute floor: 2 FLOP per Linear weight per position and forward pass, a backward = 2 forwards
+    weights = float(re.search(r"([\d.]+) M Linear weights", output).group(1)) * 1e6
+    positions = float(re.search(r"(\d+) positions per pass", output).group(1))
+    assert positions >= tokens                                        # every completion token, plus the prompts
+    passes = {"generation": 1, "scoring (rewards, A)": 0, "ref/old log-probs": 1,   # tiny: beta > 0, mu = 1
+              "update (fwd+bwd+AdamW)": 3, "**step**": 5}
+    assert [r["phase"] for r in floor] == list(passes) and {r["processes × threads"] for r in floor} == {config}
+    for r in floor:
+        assert int(r["forward passes"]) == passes[r["phase"]]
+        gflop = 2 * weights * positions * passes[r["phase"]] / 1e9
+        assert number(r["GFLOP"]) == pytest.approx(gflop, rel=0.02, abs=0.06)
+        ms = number(r["ms"])
+        assert ms == pytest.approx(phases.get(f"{r['phase']} ms", step * 1000), abs=0.11)   # the same times
+        if passes[r["phase"]]:
+            assert number(r["GFLOP/s"]) == pytest.approx(number(r["GFLOP"]) / (ms / 1000), rel=0.1, abs=0.2)
+            assert number(r["share of the matmul ceiling"]) > 0
 
 
 def test_step_one_process():
