@@ -230,3 +230,19 @@ def test_a_target_the_model_lacks_is_named_before_trl_sees_it(needs_trl, tmp_pat
     monkeypatch.setattr(trl, "GRPOTrainer", lambda *a, **k: pytest.fail("GRPOTrainer was built"))
     with pytest.raises(ValueError, match=r"lora_target_modules names \['qkv_proj'\].*'q_proj'"):
         build(lora_cfg(steps=1, N=2, G=2, lora_target_modules=("q_proj", "qkv_proj")), tmp_path)
+
+
+@needs_peft
+def test_mixed_precision_keeps_the_adapters_and_the_frozen_weights_in_fp32_under_bf16_autocast(needs_trl, tmp_path):
+    """--dtype bfloat16 (precision mixed): the recipe loads the policy in fp32 and TRL runs bf16 autocast; peft's
+    adapters are fp32 too, so AdamW's state is fp32, as in the engine ('pure' is refused with LoRA)."""
+    cfg = lora_cfg(steps=1, N=2, G=2, dtype="bfloat16")
+    prec = trl_recipe._precision(cfg, "cpu")
+    model, tok = load_policy("tiny", device="cpu", dtype=prec.param_dtype, compute_dtype=prec.compute_dtype)
+    args = trl_recipe.trl_args(cfg, tmp_path)
+    rewards = [trl_recipe._named(n, f) for n, f in reward_functions(cfg.reward_funcs).items()]
+    trainer = trl_recipe.make_trainer(cfg, args, model, tok,
+                                      trl_recipe.training_dataset(cfg, tok, load_problems("addition", "train")), rewards)
+    assert args.bf16 is True
+    dtypes = {(p.requires_grad, p.dtype) for p in trainer.model.parameters()}
+    assert dtypes == {(True, torch.float32), (False, torch.float32)}
