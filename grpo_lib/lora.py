@@ -73,7 +73,7 @@ def require_peft() -> None:
 def lora_config(cfg: Any) -> Any:
     """peft's LoraConfig for the run: r, α, dropout, target modules (choice 1).
 
-    Used by: `apply_lora`
+    Used by: `apply_lora`, grpo_lib.trl.recipe (TRL's `GRPOTrainer(peft_config=...)`)
     """
     require_peft()
     from peft import LoraConfig
@@ -106,19 +106,35 @@ def apply_lora(model: nn.Module, cfg: Any) -> nn.Module:
     require_peft()
     from peft import get_peft_model
 
+    check_target_modules(model, cfg)
+    peft_model = get_peft_model(model, lora_config(cfg))
+    inner = peft_model.get_base_model()
+    inner.__dict__[PEFT_ATTR] = peft_model          # not a submodule: state_dict and parameters() unchanged
+    dist.print0(describe(cfg, inner))
+    return inner
+
+
+def check_target_modules(model: nn.Module, cfg: Any) -> None:
+    """Raise ValueError when lora_target_modules names a layer `model` has no nn.Linear of (names the choices).
+
+    Used by: `apply_lora`, grpo_lib.trl.recipe
+    """
     names = linear_names(model)
     missing = [t for t in cfg.lora_target_modules if t not in names]
     if missing:
         raise ValueError(f"lora_target_modules names {missing}, which this model has no Linear layer of; its Linear "
                          f"layers are {names}")
-    peft_model = get_peft_model(model, lora_config(cfg))
-    inner = peft_model.get_base_model()
-    inner.__dict__[PEFT_ATTR] = peft_model          # not a submodule: state_dict and parameters() unchanged
-    total, trainable = count_parameters(inner), count_parameters(inner, trainable_only=True)
-    dist.print0(f"LoRA: r = {cfg.lora_r}, α = {cfg.lora_alpha:g} (scale α/r = {cfg.lora_alpha / cfg.lora_r:g}) on "
-                f"{', '.join(cfg.lora_target_modules)}: {trainable:,} trainable of {total:,} parameters; AdamW lr = "
-                f"{cfg.lr:g} × lora_lr_multiplier {cfg.lora_lr_multiplier:g} = {cfg.optimizer_lr:g}")
-    return inner
+
+
+def describe(cfg: Any, model: nn.Module) -> str:
+    """The start-up line of a LoRA run: r, α, the targets, trainable of all parameters of `model`, the lr used.
+
+    Used by: `apply_lora`, grpo_lib.trl.recipe
+    """
+    total, trainable = count_parameters(model), count_parameters(model, trainable_only=True)
+    return (f"LoRA: r = {cfg.lora_r}, α = {cfg.lora_alpha:g} (scale α/r = {cfg.lora_alpha / cfg.lora_r:g}) on "
+            f"{', '.join(cfg.lora_target_modules)}: {trainable:,} trainable of {total:,} parameters; AdamW lr = "
+            f"{cfg.lr:g} × lora_lr_multiplier {cfg.lora_lr_multiplier:g} = {cfg.optimizer_lr:g}")
 
 
 def peft_model_of(model: nn.Module) -> Any:

@@ -50,7 +50,7 @@ MARKED_FILES = {
     "test_train.py": "trains", "test_failures.py": "trains", "test_checkpoint.py": "trains",
     "test_ddp.py": "trains", "test_qwen_preset.py": "trains", "test_course_gallery.py": "trains",
     "test_trl_recipe.py": "trains", "test_golden_trl.py": "trains", "test_benchmarks.py": "trains",
-    "test_golden_trl_post_r1.py": "trains",
+    "test_golden_trl_post_r1.py": "trains", "test_trl_recipe_lora.py": "trains",
     "test_browser_sliders.py": "browser",
 }
 MARKED_TESTS = {

@@ -345,8 +345,8 @@ def test_post_r1_options_map_onto_trl(needs_trl, tmp_path):
         trl_recipe.trl_args(GRPOConfig.tiny(device="cpu", kl_estimator="k2"), tmp_path)
 
 
-@pytest.mark.parametrize("overrides", [dict(sampler_perturbation="bf16"), dict(dynamic_sampling=True),
-                                       dict(lora_r=8)], ids=["sampler", "dynamic_sampling", "lora"])
+@pytest.mark.parametrize("overrides", [dict(sampler_perturbation="bf16"), dict(dynamic_sampling=True)],
+                         ids=["sampler", "dynamic_sampling"])   # LoRA goes to TRL: tests/test_trl_recipe_lora.py
 def test_engine_only_options_are_refused_naming_the_option(needs_trl, tmp_path, overrides):
     name = next(iter(overrides))
     with pytest.raises(ValueError, match=f"^{name}=.*no TRL counterpart.*python -m grpo_lib.train"):

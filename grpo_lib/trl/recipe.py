@@ -51,9 +51,18 @@ Choices made here:
    use_bias_correction_kl, multi_objective_aggregation; loss_type "cispo" with epsilon_high as ε_max);
    kl_estimator other than "k3" is refused (TRL has k3 only), and the vllm_importance_sampling_* fields
    are not passed: they act only with use_vllm=True, and this recipe generates without vLLM. The engine-only
-   options are refused, naming the option: sampler_perturbation (TRL's mismatch comes from vLLM),
-   dynamic_sampling (TRL 1.16 has no group filter) and lora_r (TRL takes `GRPOTrainer(peft_config=...)`,
-   which this recipe does not pass).
+   options are refused, naming the option: sampler_perturbation (TRL's mismatch comes from vLLM) and
+   dynamic_sampling (TRL 1.16 has no group filter).
+10. LoRA (lora_r > 0) goes to TRL as `GRPOTrainer(peft_config=...)` (`make_trainer`) with the engine's
+   own LoraConfig (`grpo_lib.lora.lora_config`: r, α, dropout, target modules, bias "none"; the targets
+   checked against the model's Linear layers first), so TRL adapts the same layers with the same
+   r·(d_in + d_out) trainable parameters each; TRL's learning_rate is lr × lora_lr_multiplier, the
+   engine's rule (TRL has no multiplier). π_ref: TRL 1.16, given a fresh adapter, keeps no reference model
+   and computes the reference log-probs with the adapters disabled, the base model, as the engine does in
+   its first outer iteration; TRL cannot sync π_ref under PEFT (sync_ref_model raises), so
+   num_iterations > 1 with beta > 0 is refused before anything loads (the engine's later outer iterations
+   use a frozen copy of π_θ). model/ holds the merged model (`merge_lora`: W ← W + (α / r)·B A), as the
+   engine's: it loads with from_pretrained, no adapter files. Everything else as without LoRA.
 """
 
 from __future__ import annotations
@@ -72,6 +81,7 @@ from typing import Any, Sequence
 
 import torch
 
+from grpo_lib import lora
 from grpo_lib.cli import parse_config, run_reporting_errors
 from grpo_lib.config import GRPOConfig
 from grpo_lib.data import build_prompt, load_problems, prompts_for_step
@@ -127,11 +137,13 @@ TRL_NAMES: dict[str, str] = {
     "task": "train_dataset= (the same problems, in our step-by-step order; shuffle_dataset=False)",
     "data_dir": "train_dataset= (GSM8K jsonl files)",
     "system_prompt": "the prompt strings of train_dataset (same build_prompt)",
-    "lora_r": "GRPOTrainer(peft_config=LoraConfig(r=...)) (not passed: refused by this recipe)",
+    "lora_r": "GRPOTrainer(peft_config=peft.LoraConfig(r=..., bias='none', task_type='CAUSAL_LM')); π_ref: "
+              "the base model (adapters disabled) in both; num_iterations > 1 with beta > 0 refused (TRL cannot sync "
+              "π_ref under PEFT); model/ saved merged, as ours",
     "lora_alpha": "LoraConfig(lora_alpha=...)",
     "lora_dropout": "LoraConfig(lora_dropout=...)",
     "lora_target_modules": "LoraConfig(target_modules=...)",
-    "lora_lr_multiplier": "(none: set learning_rate to lr × this yourself)",
+    "lora_lr_multiplier": "learning_rate = lr × lora_lr_multiplier (TRL has no multiplier: the recipe sets it)",
     "gradient_checkpointing": "gradient_checkpointing",
     "micro_batch_size": "per_device_train_batch_size (+ gradient_accumulation_steps = B / micro_batch_size)",
     "eval_n": "grpo_lib.evaluation.evaluate (TRL's own eval scores rewards, not held-out accuracy)",
@@ -215,12 +227,17 @@ def trl_args(cfg: GRPOConfig, output_dir: str | os.PathLike | None = None, *, wo
     if cfg.kl_estimator != "k3":
         raise ValueError(f"kl_estimator={cfg.kl_estimator!r}: TRL's KL term is k3 only (with use_bias_correction_kl for "
                          "ρ·k3); run it with grpo_lib.train, or use kl_estimator='k3' here")
-    engine_only = {"sampler_perturbation": cfg.sampler_perturbation != "none", "dynamic_sampling": cfg.dynamic_sampling,
-                   "lora_r": cfg.lora_r > 0}
+    engine_only = {"sampler_perturbation": cfg.sampler_perturbation != "none", "dynamic_sampling": cfg.dynamic_sampling}
     for name, on in engine_only.items():
         if on:
             raise ValueError(f"{name}={getattr(cfg, name)!r}: this recipe has no TRL counterpart for it "
                              f"({TRL_NAMES[name]}); run it with python -m grpo_lib.train")
+    if cfg.lora_r and cfg.num_iterations > 1 and cfg.beta > 0:          # choice 10
+        raise ValueError(f"lora_r={cfg.lora_r} with num_iterations={cfg.num_iterations} and beta={cfg.beta:g}: TRL 1.16 "
+                         "cannot reset π_ref under PEFT (its reference is the base model, the adapters disabled; "
+                         "sync_ref_model raises NotImplementedError with a peft model). Use num_iterations=1, or "
+                         "beta=0, or run it with python -m grpo_lib.train (a frozen copy of π_θ from the second "
+                         "outer iteration on)")
     device = _resolve_device(cfg)
     precision = _precision(cfg, device)
     world = _world_size() if world_size is None else world_size
@@ -256,7 +273,8 @@ def trl_args(cfg: GRPOConfig, output_dir: str | os.PathLike | None = None, *, wo
         steps_per_generation=per_rank // b, max_steps=cfg.total_updates,
         max_completion_length=cfg.max_completion_length, shuffle_dataset=False,
         # --- the optimiser ---
-        learning_rate=cfg.lr, weight_decay=cfg.weight_decay, adam_beta1=cfg.adam_beta1, adam_beta2=cfg.adam_beta2,
+        learning_rate=cfg.optimizer_lr,           # lr, times lora_lr_multiplier with LoRA (choice 10)
+        weight_decay=cfg.weight_decay, adam_beta1=cfg.adam_beta1, adam_beta2=cfg.adam_beta2,
         max_grad_norm=cfg.max_grad_norm, lr_scheduler_type=schedule, lr_scheduler_kwargs=schedule_kwargs,
         warmup_steps=cfg.warmup_steps, optim="adamw_torch",
         # --- precision and memory: TRL's GPU defaults (bf16, gradient checkpointing) off unless asked ---
@@ -373,7 +391,6 @@ def train_with_trl(cfg: GRPOConfig, output_dir: str | os.PathLike | None = None,
         raise ImportError(INSTALL_HINT)
     import trl
     from transformers import TrainerCallback
-    from trl import GRPOTrainer
 
     t_start = time.perf_counter()
     out = Path(output_dir or cfg.output_dir)
@@ -383,6 +400,8 @@ def train_with_trl(cfg: GRPOConfig, output_dir: str | os.PathLike | None = None,
     device = _resolve_device(cfg)
     check_no_weight_sharding()                                  # ZeRO-3 / FSDP: refused first (choice 7)
     args = trl_args(cfg, out, overrides=trl_overrides)         # bad settings fail before any loading
+    if cfg.lora_r:
+        lora.require_peft()                                     # no peft: the install command, before loading
     precision = _precision(cfg, device)
     lock = None
     if int(os.environ.get("RANK", "0")) == 0:                   # an earlier run there is refused unless --overwrite
@@ -435,13 +454,15 @@ def train_with_trl(cfg: GRPOConfig, output_dir: str | os.PathLike | None = None,
               f"attention {model.config._attn_implementation}", flush=True)
         print(f"precision: {precision.describe()}" + (" (TRL: bf16=True)" if args.bf16 else ""), flush=True)
         eval_before = run_eval(0, "eval before")
-        trainer = GRPOTrainer(model=model, reward_funcs=reward_list, args=args, train_dataset=dataset,
-                              processing_class=tokenizer, callbacks=[EvalEvery()])
+        trainer = make_trainer(cfg, args, model, tokenizer, dataset, reward_list, callbacks=[EvalEvery()])
+        n_params = sum(p.numel() for p in model.parameters())  # with LoRA, the adapters too (as the engine)
         t_train = time.perf_counter()
         trainer.train(resume_from_checkpoint=cfg.resume)
         train_seconds = time.perf_counter() - t_train
         model.eval()
         eval_after = run_eval(cfg.total_steps, "eval after")
+        if cfg.lora_r:
+            model = merge_lora(trainer)                         # W ← W + (α/r)·B A: a plain model (choice 10)
     finally:
         torch.set_num_threads(threads_before)
         if lock is not None:
@@ -459,12 +480,39 @@ def train_with_trl(cfg: GRPOConfig, output_dir: str | os.PathLike | None = None,
             f.writelines(json.dumps(rec) + "\n" for rec in trainer.state.log_history)
         with open_output(out / EVALS_FILE) as f:
             f.writelines(json.dumps(rec) + "\n" for rec in evals)
-        model.save_pretrained(out / MODEL_SUBDIR)
+        model.save_pretrained(out / MODEL_SUBDIR)      # with LoRA, the merged model (choice 10)
         tokenizer.save_pretrained(out / MODEL_SUBDIR)
         write_summary(out, summary)
         print(f"accuracy {eval_before.strict_accuracy:.1%} -> {eval_after.strict_accuracy:.1%} in "
               f"{summary['wall_seconds']:.0f} s (TRL); outputs in {out}", flush=True)
     return summary
+
+
+def make_trainer(cfg: GRPOConfig, args: Any, model: Any, tokenizer: Any, dataset: Any, reward_funcs: Sequence[Any],
+                 callbacks: Sequence[Any] = ()) -> Any:
+    """TRL's GRPOTrainer for the run: `args` from `trl_args`, and with lora_r > 0 the engine's LoraConfig as
+    `peft_config` (choice 10; TRL wraps `model` in a PeftModel, adapting its layers in place).
+
+    Raises:
+        ValueError: lora_target_modules names a layer the model has no Linear of (before TRL sees it).
+    """
+    from trl import GRPOTrainer
+
+    peft_config = None
+    if cfg.lora_r:
+        lora.check_target_modules(model, cfg)
+        peft_config = lora.lora_config(cfg)
+    trainer = GRPOTrainer(model=model, reward_funcs=list(reward_funcs), args=args, train_dataset=dataset,
+                          processing_class=tokenizer, callbacks=list(callbacks), peft_config=peft_config)
+    if cfg.lora_r and trainer.accelerator.is_main_process:
+        print(lora.describe(cfg, model), flush=True)
+    return trainer
+
+
+def merge_lora(trainer: Any) -> Any:
+    """The trained policy with its adapters merged (peft's merge_and_unload: W ← W + (α / r)·B A in every
+    adapted layer), as a plain transformers model: what model/ holds after a LoRA run (choice 10)."""
+    return trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
 
 
 RESUME_REFUSED = ("python -m grpo_lib.trl.recipe does not resume: TRL's checkpoints (checkpoint-N) hold no record of "
