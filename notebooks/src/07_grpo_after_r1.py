@@ -100,22 +100,40 @@ def ask(name):
 
 
 def look(name):
-    """The experiment's curves (mean over seeds, min-max band), then compare(): one row per arm and per difference."""
-    fig = plot_experiment(name)
-    plt.show()
-    rows = compare(name)
-    display(markdown_table(["arm", "quantity", "seeds", "mean", "95% low", "95% high"],
-                           [(r["arm"], r["quantity"], r["n_seeds"], r["mean"], r["lo"], r["hi"]) for r in rows]))
-    return {r["arm"]: r for r in rows}
+    """The experiment's curves (mean over seeds, min-max band), then each quantity it compares (its claim first):
+    per arm the mean over seeds with a 95% interval, per other arm the difference to the first, paired by seed."""
+    display(plot_experiment(name))
+    e = EXPERIMENTS[name]
+    res = {q: {r["arm"]: r for r in compare(name, quantity=q)} for q in (e.claim, *e.also)}
+    display(markdown_table(["quantity", "arm", "seeds", "mean", "95% low", "95% high"],
+                           [(q, arm, r["n_seeds"], r["mean"], r["lo"], r["hi"]) for q, rows in res.items()
+                            for arm, r in rows.items()], floatfmt=".4g"))
+    return res
 
 
-def verdict(rows):
-    """One printed line per difference to the baseline: its interval, and whether it holds 0."""
-    for arm, r in rows.items():
-        if " - " in arm:
-            said = "holds 0: no difference measured here" if r["lo"] <= 0 <= r["hi"] else "excludes 0"
-            print(f"{arm}: {r['quantity']} {r['mean']:+.4f}, 95% interval [{r['lo']:+.4f}, {r['hi']:+.4f}] "
-                  f"over {r['n_seeds']} seeds: {said}")
+def verdict(res):
+    """One printed line per difference to the baseline: its mean and interval, and whether the interval holds 0."""
+    for q, rows in res.items():
+        for arm, r in rows.items():
+            if " - " in arm and math.isnan(r["mean"]):
+                print(f"{q}, {arm}: not defined (the baseline does not log it)")
+            elif " - " in arm:
+                said = "holds 0: no difference measured here" if r["lo"] <= 0 <= r["hi"] else "excludes 0"
+                print(f"{q}, {arm}: {r['mean']:+.4g}, 95% interval [{r['lo']:+.4g}, {r['hi']:+.4g}] "
+                      f"({r['n_seeds']} seeds): {said}")
+
+
+def holds_zero(res, quantity, arm):
+    """True when the paired interval of `arm` minus the baseline holds 0 for `quantity`."""
+    r = next(r for a, r in res[quantity].items() if a.startswith(f"{arm} - "))
+    return r["lo"] <= 0 <= r["hi"]
+
+
+def complete(name):
+    """The facts every measured section checks: each arm has a run per seed, each run its steps."""
+    e, runs = EXPERIMENTS[name], load_experiment(name)
+    return (f"{name}: every arm has {len(e.seeds)} seeds × {e.steps} steps",
+            all(len(recs) == len(e.seeds) and all(len(r.rows) == e.steps for r in recs) for recs in runs.values()))
 
 
 @contextlib.contextmanager
@@ -252,7 +270,7 @@ verdict(gspo)
 # GSPO_READING
 
 # %% jupyter={"source_hidden": true}
-check("1 · GSPO, measured", *GSPO_FACTS)
+check("1 · GSPO, measured", complete("gspo"))
 
 # %% [markdown]
 # ## 2 · CISPO: clip the weight, keep every token's gradient
@@ -318,7 +336,7 @@ verdict(cispo)
 # CISPO_READING
 
 # %% jupyter={"source_hidden": true}
-check("2 · CISPO, measured", *CISPO_FACTS)
+check("2 · CISPO, measured", complete("cispo"))
 
 # %% [markdown]
 # ## 3 · DAPO's other two parts: dynamic sampling and the soft overlong penalty
@@ -390,7 +408,7 @@ verdict(dynamic)
 # DYNAMIC_READING
 
 # %% jupyter={"source_hidden": true}
-check("3 · dynamic sampling, measured", *DYNAMIC_FACTS)
+check("3 · dynamic sampling, measured", complete("dynamic"))
 
 # %% [markdown]
 # ## 4 · GDPO: normalise each reward before you add them
@@ -463,7 +481,7 @@ verdict(gdpo)
 # GDPO_READING
 
 # %% jupyter={"source_hidden": true}
-check("4 · GDPO, measured", *GDPO_FACTS)
+check("4 · GDPO, measured", complete("gdpo"))
 
 # %% [markdown]
 # ## 5 · The KL term: k1, k2, k3 and ρ·k3
@@ -592,7 +610,7 @@ verdict(kl)
 # KL_READING
 
 # %% jupyter={"source_hidden": true}
-check("5 · KL estimators, measured", *KL_FACTS)
+check("5 · KL estimators, measured", complete("kl"))
 
 # %% [markdown]
 # ## 6 · The sampler is not the trainer
@@ -670,7 +688,7 @@ verdict(mismatch)
 # MISMATCH_READING
 
 # %% jupyter={"source_hidden": true}
-check("6 · the mismatch, measured", *MISMATCH_FACTS)
+check("6 · the mismatch, measured", complete("mismatch"))
 
 # %% [markdown]
 # ## 7 · LoRA: train a low-rank update instead of every weight
@@ -725,7 +743,7 @@ verdict(lora)
 # LORA_READING
 
 # %% jupyter={"source_hidden": true}
-check("7 · LoRA, measured", *LORA_FACTS)
+check("7 · LoRA, measured", complete("lora"))
 
 # %% [markdown]
 # ## 8 · A control: a random reward
@@ -754,7 +772,7 @@ verdict(random_reward)
 # held-out evaluation with the *true* reward says what the run did to the model.
 
 # %% jupyter={"source_hidden": true}
-check("8 · the random-reward control", *RANDOM_FACTS)
+check("8 · the random-reward control", complete("random_reward"))
 
 # %% [markdown]
 # ## 9 · Entropy collapse
@@ -766,16 +784,22 @@ check("8 · the random-reward control", *RANDOM_FACTS)
 # with μ = 4, over the same 40 steps.
 
 # %%
-ENTROPY_RUNS = ENTROPY_SOURCES
+ENTROPY_RUNS = {"healthy (μ = 1), gallery": load_run("healthy")["metrics"], "μ = 4, gallery": load_run("mu4")["metrics"]}
+if "clip_higher" in EXPERIMENTS:                       # a committed clip-higher comparison: its arms, mean over seeds
+    for arm, recs in load_experiment("clip_higher").items():
+        n = min(len(r.rows) for r in recs)
+        ENTROPY_RUNS[f"{arm}, {len(recs)} seeds"] = [{"step": k + 1, "entropy": sum(r.series("entropy")[k] for r in recs)
+                                                      / len(recs)} for k in range(n)]
 fig, ax = plt.subplots(figsize=(7, 3))
 for label, rows in ENTROPY_RUNS.items():
     ax.plot([m["step"] for m in rows], [m["entropy"] for m in rows], lw=1.5, label=label)
-ax.set(xlabel="step", ylabel="entropy (nats per token)", yscale="log", title="entropy of the policy during training")
+ax.set(xlabel="step", ylabel="entropy (nats per token)", title="entropy of the policy during training")
 ax.legend(fontsize=8), ax.grid(alpha=0.3)
 plt.show()
-ent = {label: (rows[0]["entropy"], sum(m["entropy"] for m in rows[-10:]) / 10) for label, rows in ENTROPY_RUNS.items()}
+mean10 = lambda rows: sum(m["entropy"] for m in rows) / len(rows)            # noqa: E731
+ent = {label: (mean10(rows[:10]), mean10(rows[-10:])) for label, rows in ENTROPY_RUNS.items()}
 for label, (first, last) in ent.items():
-    print(f"{label}: entropy at step 1 {first:.4f}, mean of the last 10 steps {last:.4f} ({last / first:.2f}×)")
+    print(f"{label}: entropy, mean of the first 10 steps {first:.4f}, of the last 10 {last:.4f} ({last / first - 1:+.0%})")
 
 # %% [markdown]
 # ENTROPY_READING
@@ -818,7 +842,10 @@ markdown_table(["advantage", "−η Cov(log π, A)", "real ΔH"], cov_rows, floa
 # CLIP_HIGHER_READING
 
 # %% jupyter={"source_hidden": true}
-check("9 · entropy collapse", *ENTROPY_FACTS,
+H, H4 = ent["healthy (μ = 1), gallery"], ent["μ = 4, gallery"]
+check("9 · entropy collapse",
+      ("the entropy falls in both gallery runs (last 10 steps below the first 10)", H[1] < H[0] and H4[1] < H4[0]),
+      ("it falls further at μ = 4", H4[1] / H4[0] < H[1] / H[0]),
       ("the first-order prediction is within 1% of the real change, in both cases",
        all(abs(pr - re) < 0.01 * abs(re) for _, pr, re in cov_rows)),
       ("a likely good action lowers the entropy, a rare good action raises it", cov_rows[0][2] < 0 < cov_rows[1][2]))
