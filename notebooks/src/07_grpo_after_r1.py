@@ -239,6 +239,9 @@ loss_gspo, st_gspo = grpo_loss(rho_3.log()[None], logp_old_3, None, torch.tensor
 loss_tok, st_tok = grpo_loss(rho_3.log()[None], logp_old_3, None, torch.tensor([1.0]), torch.ones(1, 3), beta=0.0)
 print(f"A = +1, ε = 0.2: GSPO loss {loss_gspo:.4f} (= -s_i, not clipped); token-level loss {loss_tok:.4f} "
       f"(= -mean(1.10, 0.90, 1.20): the third token clipped); token clip fraction {st_tok['clip_fraction']:.3f}")
+_, st_mu1 = grpo_loss(rho_3.log()[None], None, None, torch.tensor([1.0]), torch.ones(1, 3), beta=0.0,
+                      importance_sampling_level="sequence")                  # μ = 1: π_old is π_θ itself
+print(f"the same completion at μ = 1 (logp_old = None): s_i = {st_mu1['ratio_mean']:.4f}")
 
 # %% [markdown]
 # **Same as TRL?** One batch of the tiny model (3 prompts × 4 completions, old log-probs perturbed so that the
@@ -255,6 +258,7 @@ check("1 · GSPO",
        spread[0][1] < spread[1][1] < spread[2][1] and spread[0][2] > spread[1][2] > spread[2][2]),
       ("grpo_loss at sequence level is -s_i·A when s_i is inside the clip range",
        math.isclose(loss_gspo.item(), -s.item(), rel_tol=1e-6)),
+      ("at μ = 1, s_i = 1", st_mu1["ratio_mean"].item() == 1.0),
       ("the token-level loss clips the third token at 1.2",
        math.isclose(loss_tok.item(), -(1.10 + 0.90 + 1.20) / 3, rel_tol=1e-6)),
       ("TRL agrees (loss within 1e-5, gradients within 1e-4 of the largest)", agrees(trl_gspo)))
@@ -562,7 +566,7 @@ print(f"β·k3 = {loss_nan.item()}; gradient of the logits: {z_nan.grad.tolist()
 # One token at $d = 89$ makes the loss `inf`, and backward gives `inf` and NaN gradients (at the sampled token the
 # softmax's gradient subtracts $\pi\cdot\infty$ from $\infty$). Every weight that token's log-probability depends on gets a NaN
 # gradient, and the next optimizer step writes NaN into the model (the run then prints "!!!!",
-# the token of a NaN logit's argmax). Clamping $d$ (verl clamps it; the values differ between recipes) keeps
+# the token of a NaN logit's argmax). Clamping $d$ before the exponential, as some frameworks do, keeps
 # the number finite but sets the gradient to 0 beyond the clamp, silently. `grpo_lib` does neither: `grpo_loss`
 # **checks** the log-ratios at the active tokens against `LOG_RATIO_LIMIT` and refuses one above it, naming the
 # position, before any backward:
@@ -897,8 +901,9 @@ print(f'π("2 + 3 = 5") after 24 steps: π_ref fixed {one[-1]:.3f} (step 12: {on
 # With π_ref fixed the curve flattens: the policy settles where the KL's pull equals the advantages' push. With
 # resets it keeps climbing, one stretch at a time, each held near its own start. That is the trade ProRL makes on
 # purpose: the KL term still stops any single stretch from running away, and the resets let the run as a whole go
-# further than the base model's neighbourhood. The engine's Adam state is *not* reset with π_ref (ProRL resets it
-# too; the tutorial's script did so by re-creating the optimizer): notebook 05 discusses that choice.
+# further than the base model's neighbourhood. One difference remains: the engine's AdamW lives for the whole run
+# (choice 3 of `grpo_lib/train.py`), so its moment estimates are not reset with π_ref; ProRL resets them too (the
+# tutorial's script did, by re-creating the optimizer every iteration). This toy uses plain SGD, which has no state.
 
 # %% jupyter={"source_hidden": true}
 check("10 · ProRL's reference resets",
@@ -970,8 +975,8 @@ quiz("Quiz · notebook 07",
      Question("At μ = 1, what does GSPO's sequence ratio s_i equal?",
               ("1: π_θ = π_old at the update, so GSPO changes nothing on-policy", "the product of the token ratios",
                "1 + ε"), 0,
-              "Every token ratio is 1 at μ = 1, so their geometric mean is 1 (section 1 and exercise 7.3).",
-              math.isclose(torch.exp(torch.zeros(5).mean()).item(), 1.0)),
+              f"s_i = {st_mu1['ratio_mean']:.4f} at μ = 1: every token ratio is 1, so their geometric mean is 1 "
+              "(section 1 and exercise 7.3).", st_mu1["ratio_mean"].item() == 1.0),
      Question("A token with ρ = 6 and A = +1: which loss still pushes it?",
               ("the clipped surrogate", "CISPO", "neither"), 1,
               f"The clip gives it {push[('A = +1', 'dapo')][4]:.3f}, CISPO {push[('A = +1', 'cispo')][4]:.3f} "
