@@ -239,25 +239,34 @@ class _PostR1Extras(_Extras):
         self.G, self.generations, self.trainable = G, 0, None
 
     def __call__(self, record: dict[str, Any], batch: Any) -> None:
-        import torch
-
         super().__call__(record, batch)
         if self.trainable is None:
             self.trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
         self.generations += int(record.get("dynamic_sampling/generations", batch.rewards.numel()))
-        adv = batch.advantages.detach().double().view(-1, self.G)
-        per_func = torch.stack([v.detach().double().view(-1, self.G) for _, v in sorted(batch.rewards_per_func.items())],
-                               dim=-1)                                                       # (groups, G, K)
-        counts, vectors = [], []
-        for g in range(adv.shape[0]):
-            values = torch.unique(torch.round(adv[g] * 1e6))
-            if values.numel() > 1:
-                counts.append(values.numel())
-                vectors.append(torch.unique(torch.round(per_func[g] * 1e6), dim=0).shape[0])
-        mean = lambda xs: sum(xs) / len(xs) if xs else math.nan
+        adv, vec = distinct_per_group(batch.advantages, batch.rewards_per_func, self.G)
         self.rows[-1].update({"post_r1/generations": float(self.generations),
-                              "post_r1/distinct_advantages": mean(counts),
-                              "post_r1/distinct_reward_vectors": mean(vectors)})
+                              "post_r1/distinct_advantages": adv, "post_r1/distinct_reward_vectors": vec})
+
+
+def distinct_per_group(advantages: Any, rewards_per_func: Mapping[str, Any], G: int) -> tuple[float, float]:
+    """(distinct advantage values, distinct reward vectors) per group, means over the non-flat groups (choice 2).
+
+    A group is non-flat when its advantages (rounded to 1e-6) are not all equal; both means are NaN when every
+    group is flat. Advantages and rewards are (B,) in groups of G consecutive completions.
+    """
+    import torch
+
+    adv = torch.as_tensor(advantages).detach().double().reshape(-1, G)
+    per_func = torch.stack([torch.as_tensor(v).detach().double().reshape(-1, G)
+                            for _, v in sorted(rewards_per_func.items())], dim=-1)          # (groups, G, K)
+    counts, vectors = [], []
+    for g in range(adv.shape[0]):
+        values = torch.unique(torch.round(adv[g] * 1e6))
+        if values.numel() > 1:
+            counts.append(values.numel())
+            vectors.append(torch.unique(torch.round(per_func[g] * 1e6), dim=0).shape[0])
+    mean = lambda xs: sum(xs) / len(xs) if xs else math.nan
+    return mean(counts), mean(vectors)
 
 
 def _maxrss_bytes() -> int:
