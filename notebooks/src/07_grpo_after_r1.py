@@ -270,6 +270,11 @@ ask("gspo")
 gspo = look("gspo")
 verdict(gspo)
 
+# %%
+cf = gspo["clip_fraction_mean"]
+print(f"clipped, mean over the steps: token level {cf['token']['mean']:.2%} of the tokens, GSPO {cf['gspo']['mean']:.2%} "
+      f"of the completions")
+
 # %% [markdown]
 # GSPO_READING
 
@@ -335,6 +340,11 @@ ask("cispo")
 # %%
 cispo = look("cispo")
 verdict(cispo)
+
+# %%
+cf, gn = cispo["clip_fraction_mean"], cispo["grad_norm_mean"]
+print(f"clipped (clip) or capped (CISPO), mean over the steps: {cf['clip']['mean']:.3%} vs {cf['cispo']['mean']:.3%} of "
+      f"the tokens; gradient norm before clipping, mean over the steps: {gn['clip']['mean']:.3f} vs {gn['cispo']['mean']:.3f}")
 
 # %% [markdown]
 # CISPO_READING
@@ -408,6 +418,14 @@ ask("dynamic")
 dynamic = look("dynamic")
 verdict(dynamic)
 
+# %%
+dyn_runs = load_experiment("dynamic")
+flat = {arm: sum(r.series("frac_reward_zero_std")[0] for r in recs) / len(recs) for arm, recs in dyn_runs.items()}
+gens = dynamic["generations_total"]
+print(f"flat groups in the first step's batch: plain {flat['plain']:.0%}, dynamic {flat['dynamic']:.0%}; completions "
+      f"generated in the whole run: plain {gens['plain']['mean']:,.0f}, dynamic {gens['dynamic']['mean']:,.0f} "
+      f"({gens['dynamic']['mean'] / gens['plain']['mean']:.2f}×)")
+
 # %% [markdown]
 # DYNAMIC_READING
 
@@ -480,6 +498,16 @@ ask("gdpo")
 # %%
 gdpo = look("gdpo")
 verdict(gdpo)
+
+# %%
+gd_runs = load_experiment("gdpo")
+vectors = {arm: sum(sum(v for v in r.series("post_r1/distinct_reward_vectors") if v == v) /
+                    sum(1 for v in r.series("post_r1/distinct_reward_vectors") if v == v) for r in recs) / len(recs)
+           for arm, recs in gd_runs.items()}
+da = gdpo["distinct_advantages"]
+for arm in gd_runs:
+    print(f"{arm}: {da[arm]['mean']:.2f} distinct advantages per non-flat group, of {vectors[arm]:.2f} distinct reward "
+          f"vectors (correctness, format)")
 
 # %% [markdown]
 # GDPO_READING
@@ -610,6 +638,11 @@ ask("kl")
 kl = look("kl")
 verdict(kl)
 
+# %%
+kl_end = kl["kl_to_start_end"]
+order = sorted((a for a in kl_end if " - " not in a), key=lambda a: kl_end[a]["mean"])
+print("KL to the start after 12 steps, smallest first: " + ", ".join(f"{a} {kl_end[a]['mean']:.4f}" for a in order))
+
 # %% [markdown]
 # KL_READING
 
@@ -688,6 +721,11 @@ ask("mismatch")
 mismatch = look("mismatch")
 verdict(mismatch)
 
+# %%
+lp = mismatch["logp_diff_mean"]
+print(f"sampling/sampling_logp_difference/mean, mean over the steps: perturbed {lp['perturbed']['mean']:.4f}, corrected "
+      f"{lp['corrected']['mean']:.4f} (the exact arm samples with the policy: no sampler, nothing to log)")
+
 # %% [markdown]
 # MISMATCH_READING
 
@@ -743,6 +781,15 @@ ask("lora")
 lora = look("lora")
 verdict(lora)
 
+# %%
+tp, st = lora["trainable_params"], lora["train_state_mb"]
+print(f"trainable parameters: full {tp['full']['mean']:,.0f}, LoRA {tp['lora']['mean']:,.0f} "
+      f"({tp['lora']['mean'] / tp['full']['mean']:.1%}); weights + gradients + AdamW's moments of what is trained: "
+      f"{st['full']['mean']:.2f} MiB vs {st['lora']['mean']:.3f} MiB")
+if "peak_rss_mb" in lora:
+    pk = lora["peak_rss_mb"]
+    print(f"peak resident memory of the whole process: full {pk['full']['mean']:.0f} MiB, LoRA {pk['lora']['mean']:.0f} MiB")
+
 # %% [markdown]
 # LORA_READING
 
@@ -765,6 +812,15 @@ ask("random_reward")
 # %%
 random_reward = look("random_reward")
 verdict(random_reward)
+
+# %%
+rr_runs = load_experiment("random_reward")
+coin = [v for r in rr_runs["random"] for v in r.series("reward")]
+coin_mean = sum(coin) / len(coin)
+ch = random_reward["eval_accuracy_change"]
+print(f"the random arm's training reward, mean of its {len(coin)} steps (3 seeds × 12): {coin_mean:.3f} (a fair coin of 0 or 2: 1)")
+print(f"held-out accuracy change: real reward {ch['real']['mean']:+.3f} [{ch['real']['lo']:+.3f}, {ch['real']['hi']:+.3f}], "
+      f"random reward {ch['random']['mean']:+.3f} [{ch['random']['lo']:+.3f}, {ch['random']['hi']:+.3f}]")
 
 # %% [markdown]
 # RANDOM_READING
