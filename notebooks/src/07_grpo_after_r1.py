@@ -357,10 +357,19 @@ print(f"clipped (clip) or capped (CISPO), mean over the steps: {cf['clip']['mean
       f"the tokens; gradient norm before clipping, mean over the steps: {gn['clip']['mean']:.3f} vs {gn['cispo']['mean']:.3f}")
 
 # %% [markdown]
-# CISPO_READING
+# At μ = 4 the clip silences a small share of the tokens, while CISPO's cap of 5 binds almost never: a ratio of 5
+# is far beyond what four small updates reach. So CISPO keeps the gradient of every token, and its gradient norm is
+# the larger (its interval above 0; the engine then clips the norm to 1 before the step, `max_grad_norm`). Held-out
+# accuracy: the paired interval holds 0, no difference measured here. A larger gradient is not better learning by
+# itself; CISPO's case in MiniMax-M1 is long reasoning chains, where the silenced tokens are the ones that matter.
 
 # %% jupyter={"source_hidden": true}
-check("2 · CISPO, measured", complete("cispo"))
+check("2 · CISPO, measured", complete("cispo"),
+      ("CISPO caps fewer tokens than the clip silences: the paired interval is below 0",
+       cispo["clip_fraction_mean"]["cispo - clip"]["hi"] < 0),
+      ("CISPO caps under 0.1% of the tokens", cispo["clip_fraction_mean"]["cispo"]["mean"] < 1e-3),
+      ("CISPO's gradient norm is larger: the paired interval is above 0", cispo["grad_norm_mean"]["cispo - clip"]["lo"] > 0),
+      ("held-out accuracy: the paired interval holds 0", holds_zero(cispo, "eval_accuracy_end", "cispo")))
 
 # %% [markdown]
 # ## 3 · DAPO's other two parts: dynamic sampling and the soft overlong penalty
