@@ -880,24 +880,40 @@ tp, st = lora["trainable_params"], lora["train_state_mb"]
 print(f"trainable parameters: full {tp['full']['mean']:,.0f}, LoRA {tp['lora']['mean']:,.0f} "
       f"({tp['lora']['mean'] / tp['full']['mean']:.1%}); weights + gradients + AdamW's moments of what is trained: "
       f"{st['full']['mean']:.2f} MiB vs {st['lora']['mean']:.3f} MiB")
-if "peak_rss_mb" in lora:
-    pk = lora["peak_rss_mb"]
-    print(f"peak resident memory of the whole process: full {pk['full']['mean']:.0f} MiB, LoRA {pk['lora']['mean']:.0f} MiB")
+pk = lora["peak_rss_mb"]
+print(f"peak resident memory of the whole process: full {pk['full']['mean']:.0f} MiB, LoRA {pk['lora']['mean']:.0f} MiB")
+from grpo_lib.course.memory import qwen2_5_1_5b_instruct_config, qwen2_parameter_count
+
+
+
+def lora_count(c, r=8):
+    """Adapter parameters r·(d_in + d_out) summed over q, k, v, o, gate, up, down in every layer."""
+    hd = c.hidden_size // c.num_attention_heads
+    h, f, kv, q_dim = c.hidden_size, c.intermediate_size, c.num_key_value_heads * hd, c.num_attention_heads * hd
+    return r * c.num_hidden_layers * ((h + q_dim) + 2 * (h + kv) + (q_dim + h) + 2 * (h + f) + (f + h))
+
+
+qc = qwen2_5_1_5b_instruct_config()                       # the same count at Qwen2.5-1.5B, r = 8 on every projection
+lora_qwen, full_qwen = lora_count(qc), qwen2_parameter_count(qc)
+print(f"Qwen2.5-1.5B: trained state of full fine-tuning {16 * full_qwen / 2**30:.1f} GiB, of LoRA r = 8 "
+      f"{16 * lora_qwen / 2**30:.2f} GiB ({lora_qwen:,} adapter parameters)")
 
 # %% [markdown]
 # LoRA (r = 8 on every projection) trains a small share of the weights, and its trained state (weights, gradients
 # and AdamW's two moments of what is trained) shrinks in proportion. The whole process's peak memory does not: on a
 # model of a million parameters the weights are a few megabytes, and the process is mostly PyTorch and Python; the
 # LoRA runs peak *higher* (peft's own import and the adapter layers' activations), the paired interval above 0. The
-# saving is real where the weights dominate: at 1.5 billion parameters the trained state of full fine-tuning is
-# 16 bytes × 1.5e9 (notebook 06's planner), LoRA's a few hundred megabytes. Held-out accuracy at lr × 10: the
-# paired interval holds 0, as "LoRA Without Regret" predicts for RL.
+# saving is real where the weights dominate: the last line counts the same for Qwen2.5-1.5B (16 bytes per trained
+# parameter, as notebook 06's planner counts them). Held-out accuracy at lr × 10: the paired interval holds 0, as
+# "LoRA Without Regret" predicts for RL.
 
 # %% jupyter={"source_hidden": true}
 r8 = dict((r, n) for r, n, _ in lora_rows).get(8)
 check("7 · LoRA, measured", complete("lora"),
       ("LoRA trains under 10% of the parameters", tp["lora"]["mean"] < 0.1 * tp["full"]["mean"]),
       ("the runs' trainable count is the r = 8 count of the table in this section", r8 is None or r8 == tp["lora"]["mean"]),
+      ("r·(d_in + d_out) over the seven projections of every layer gives the runs' count",
+       lora_count(policy.config) == tp["lora"]["mean"]),
       ("its trained state is smaller: the paired interval is below 0", lora["train_state_mb"]["lora - full"]["hi"] < 0),
       ("the process's peak memory is larger with LoRA at this size: the paired interval is above 0",
        lora["peak_rss_mb"]["lora - full"]["lo"] > 0),
