@@ -41,6 +41,7 @@ import warnings
 import matplotlib.pyplot as plt
 import torch
 from IPython.display import Markdown, display
+from transformers.utils import logging as hf_logging
 
 from grpo_lib.advantages import gdpo_advantages, group_advantages
 from grpo_lib.config import GRPOConfig
@@ -56,6 +57,7 @@ from grpo_lib.rewards import soft_overlong_punishment
 from grpo_lib.toy import ToyPolicy, grpo_step
 from grpo_lib.trl.compare import INSTALL_HINT, trl_available
 
+hf_logging.disable_progress_bar()             # no "Loading weights" bars in the outputs
 _ = torch.manual_seed(0)                      # assigned: no "<torch._C.Generator at 0x...>" output
 
 # %% [markdown]
@@ -93,8 +95,9 @@ _ = torch.manual_seed(0)                      # assigned: no "<torch._C.Generato
 def ask(name):
     """The experiment's predict-then-look question, with what was run."""
     e = EXPERIMENTS[name]
-    arms = "; ".join(f"`{arm}`: " + (", ".join(f"{k}={v!r}" for k, v in over.items()) or "the baseline")
-                     for arm, over in e.arms.items())
+    arms = "; ".join(f"`{arm}`: " + (", ".join([f"{k}={v!r}" for k, v in over.items()]
+                                              + ([f"reward {e.rewards[arm]!r}"] if arm in e.rewards else []))
+                                    or "the baseline") for arm, over in e.arms.items())
     return Markdown(f"**Predict, then look ({e.title}).** {e.question}\n\n*{len(e.seeds)} seeds × {e.steps} steps. "
                     f"Arms: {arms}.*")
 
@@ -317,7 +320,7 @@ for A_sign in (1.0, -1.0):
         loss, _ = grpo_loss(logp, torch.zeros(5, 1), None, torch.full((5,), A_sign), torch.ones(5, 1), beta=0.0,
                             loss_type=loss_type, **kw)
         (g,) = torch.autograd.grad(loss, logp)
-        rows_cispo.append((f"A = {A_sign:+.0f}", loss_type, *(-5 * g[:, 0]).tolist()))  # ×5: per token, sign: ascent
+        rows_cispo.append((f"A = {A_sign:+.0f}", loss_type, *(-5 * g[:, 0] + 0.0).tolist()))  # ×5 tokens; + 0.0: no -0
 markdown_table(["", "loss_type"] + [f"push at ρ = {r:g}" for r in rhos.tolist()], rows_cispo, floatfmt=".3f")
 
 # %% [markdown]
@@ -815,6 +818,8 @@ width = {arm: mismatch["eval_accuracy_end"][f"{arm} - exact"]["hi"] - mismatch["
 check("6 · the mismatch, measured", complete("mismatch"),
       ("the perturbed sampler's log-prob difference is above 0.01 in both perturbed arms",
        lp["perturbed"]["lo"] > 0.01 and lp["corrected"]["lo"] > 0.01),
+      ("... over 10 times the bf16 copy's of the cell above",
+       lp["perturbed"]["mean"] > 10 * mode_rows["token_truncate"]["sampling/sampling_logp_difference/mean"]),
       ("the training reward of both perturbed arms is below the exact run's at every seed",
        all(p < e and c < e for p, c, e in zip(rew["perturbed"], rew["corrected"], rew["exact"]))),
       ("uncorrected, one seed ends over 0.1 below the exact run's accuracy",
