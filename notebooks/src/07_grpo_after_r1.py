@@ -60,6 +60,7 @@ from grpo_lib.trl.compare import INSTALL_HINT, trl_available
 hf_logging.disable_progress_bar()             # no "Loading weights" bars in the outputs
 _ = torch.manual_seed(0)                      # assigned: no "<torch._C.Generator at 0x...>" output
 
+
 # %% [markdown]
 # ## The one equation, and where each variant changes it
 #
@@ -1004,6 +1005,7 @@ ent = {label: (mean10(rows[:10]), mean10(rows[-10:])) for label, rows in ENTROPY
 for label, (first, last) in ent.items():
     print(f"{label}: entropy, mean of the first 10 steps {first:.4f}, of the last 10 {last:.4f} ({last / first - 1:+.0%})")
 
+
 # %% [markdown]
 # The tiny model starts with a low entropy: it was warmed up by supervised learning on the task, so its answers are
 # already peaked. Over 40 steps the entropy still falls in both runs, and further at μ = 4, where four updates per
@@ -1070,6 +1072,7 @@ from grpo_lib.run.lifecycle import Run
 
 show_lines(Run.steps, "if step % cfg.steps == 0 and cfg.beta > 0:", after=4)
 
+
 # %% [markdown]
 # What a reset buys, on notebook 01's three-answer policy: the same group every step (the tutorial's "5", "6",
 # "2 + 3 = 5", advantages 0, −1, +1), a strong KL term (β = 0.5), 24 steps of SGD, either as one iteration or as 6
@@ -1114,6 +1117,7 @@ check("10 · ProRL's reference resets",
       ("with resets the policy ends further", reset[-1] > one[-1] + 0.05),
       ("both start from the same first step (the first iteration is the same)", math.isclose(one[0], reset[0])))
 
+
 # %% [markdown]
 # ## Exercises
 #
@@ -1135,6 +1139,7 @@ def my_offpolicy_kl(p_theta, p_old, p_ref):   # three (V,) probability tensors -
 
 
 check_offpolicy_kl(my_offpolicy_kl);
+
 
 # %% [markdown]
 # **7.2 · The entropy change of a plain policy-gradient step (fill in).** Section 9 used the natural-gradient step
