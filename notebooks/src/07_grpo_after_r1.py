@@ -27,8 +27,8 @@
 # - fill in two exercises: the KL estimate on tokens another policy sampled (7.1), and the entropy change of a plain
 #   policy-gradient step (7.2).
 #
-# **Needs:** notebooks 04 (the loss) and 05 (the full run, its dashboard and gallery). **Runs in:** about a minute
-# on a laptop CPU (the runs were made beforehand; only small checks run here).
+# **Needs:** notebooks 04 (the loss) and 05 (the full run, its dashboard and gallery). **Runs in:** about 30 s on
+# the course's 2-core CPU machine (the runs were made beforehand; only small checks run here, TRL's among them).
 
 # %%
 # %matplotlib inline
