@@ -398,9 +398,9 @@ show_lines(informative_groups, "return ~_flat(rewards, G)")
 
 # %% [markdown]
 # **The soft overlong penalty.** A completion cut at the length budget $L_{max}$ has no answer, and a reward of 0
-# for it is noise: it says nothing about the tokens it did write. DAPO masks truncated completions (the course's
-# `mask_truncated_completions` in notebook 06's TRL recipe) and adds a length penalty that starts $L_{cache}$
-# tokens before the budget:
+# for it is noise: it says nothing about the tokens it did write. DAPO masks truncated completions out of the loss
+# (TRL: `mask_truncated_completions=True`; this course's engine keeps them, and its TRL recipe passes False to match)
+# and adds a length penalty that starts $L_{cache}$ tokens before the budget:
 #
 # $$R_{len}(|y|) = \begin{cases} 0 & |y| \le L_{max} - L_{cache}\\ \frac{(L_{max}-L_{cache}) - |y|}{L_{cache}} &
 # L_{max} - L_{cache} < |y| \le L_{max}\\ -1 & |y| > L_{max}\end{cases}$$
@@ -644,8 +644,8 @@ print(f"β·k3 = {loss_nan.item()}; gradient of the logits: {z_nan.grad.tolist()
 # %% [markdown]
 # One token at $d = 89$ makes the loss `inf`, and backward gives `inf` and NaN gradients (at the sampled token the
 # softmax's gradient subtracts $\pi\cdot\infty$ from $\infty$). Every weight that token's log-probability depends on gets a NaN
-# gradient, and the next optimizer step writes NaN into the model (the run then prints "!!!!",
-# the token of a NaN logit's argmax). Clamping $d$ before the exponential, as some frameworks do, keeps
+# gradient, and the next optimizer step writes NaN into the model (issue trackers report such runs writing "!!!!").
+# Clamping $d$ before the exponential, as some frameworks do, keeps
 # the number finite but sets the gradient to 0 beyond the clamp, silently. `grpo_lib` does neither: `grpo_loss`
 # **checks** the log-ratios at the active tokens against `LOG_RATIO_LIMIT` and refuses one above it, naming the
 # position, before any backward:
@@ -811,8 +811,8 @@ width = {arm: mismatch["eval_accuracy_end"][f"{arm} - exact"]["hi"] - mismatch["
 # both perturbed arms is lower than the exact run's at every seed: it scores what the noisy copy wrote, not what the
 # policy would write. What the policy learned is the held-out accuracy. Without the correction, the seeds disagree:
 # the per-seed line shows one seed ending far below the others, and the paired interval is wide (it holds 0: with 3
-# seeds, "no difference measured", not "no harm"). With TRL's correction (sequence-level masking of the weights
-# outside [0, 3]), every seed ends where the exact run ends, and the paired interval is narrow around 0. The price is
+# seeds, "no difference measured", not "no harm"). With TRL's correction (sequence-level weights, masked to 0 above
+# 3), every seed ends within 0.05 of the exact run, and the paired interval is narrow around 0. The price is
 # in the importance-sampling ratio panel: its mean is below 1, so part of every batch is masked out (weight 0).
 
 # %% jupyter={"source_hidden": true}
