@@ -98,6 +98,9 @@ def test_the_lora_runs_count_their_trainable_parameters_and_measure_their_memory
         for run in arm:
             p = run.summary["post_r1"]
             assert p["fresh_process"] and 0 < p["maxrss_start_bytes"] <= p["maxrss_after_load_bytes"] <= p["maxrss_end_bytes"]
+            # the peak is this process image's own: before torch is imported it is tens of MiB, not the parent's
+            # (getrusage's ru_maxrss, carried over through fork and exec, read 758 MiB there)
+            assert p["maxrss_start_bytes"] < 100 * 2**20 < p["maxrss_after_load_bytes"]
     other = load_experiment("gdpo")["sum_then_normalize"][0].summary["post_r1"]
     assert other["maxrss_end_bytes"] is None       # a run in a shared process records no memory (choice 3)
 

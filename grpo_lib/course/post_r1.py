@@ -30,8 +30,8 @@ Choices made here (1-9 tested in tests/test_course_post_r1.py):
    advantage values per group (GDPO's argument: summing the rewards before normalising can give two different
    reward vectors the same advantage) and the number of distinct reward vectors per group, its upper bound.
 3. The LoRA experiment's runs (`Experiment.fresh_process`) each train in a fresh Python process
-   (multiprocessing "spawn"), so the peak resident memory (`ru_maxrss` of that process, read at its start,
-   after the model loads and at the end) is the run's own, not a previous run's; the other runs train one
+   (multiprocessing "spawn"), so the peak resident memory (VmHWM of that process image, `_maxrss_bytes`, read
+   at its start, after the model loads and at the end) is the run's own, not a previous run's; the other runs train one
    after another in the command's process (a fresh process costs about 20 s of imports on the loaded course
    machine) and record no memory (None): a shared process's peak would be any earlier run's.
    The trainable parameters are counted on the policy at the first step (after peft added its adapters), and
@@ -270,10 +270,22 @@ def distinct_per_group(advantages: Any, rewards_per_func: Mapping[str, Any], G: 
 
 
 def _maxrss_bytes() -> int:
+    """The peak resident memory of this process image: VmHWM of /proc/self/status on Linux (choice 3).
+
+    Not getrusage's ru_maxrss: Linux carries it over from the parent through fork and exec, so a process that
+    multiprocessing spawns from a large parent starts with the parent's peak (measured: 758 MiB at the start
+    of every run spawned by a command that had trained 40 runs). VmHWM belongs to the memory map, which exec
+    replaces. Elsewhere (macOS), ru_maxrss in bytes.
+    """
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024                     # "VmHWM:   123456 kB"
     import resource
 
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(rss if sys.platform == "darwin" else rss * 1024)      # Linux reports KiB, macOS bytes
+    return int(rss if sys.platform == "darwin" else rss * 1024)
 
 
 def run_arm(name: str, arm: str, seed: int, out: str | Path, *, steps: int | None = None, eval_n: int | None = None,
@@ -516,7 +528,7 @@ QUANTITIES: dict[str, tuple[str, Callable[[RunRecord], float]]] = {
     "trainable_params": ("trainable parameters", lambda r: float(r.summary["post_r1"]["trainable_params"])),
     "train_state_mb": ("trainable parameters × 16 bytes (weight, gradient, AdamW's 2 moments), MiB",
                        lambda r: r.summary["post_r1"]["trainable_params"] * 16 / 2**20),
-    "peak_rss_mb": ("peak resident memory of the run's process (ru_maxrss), MiB",
+    "peak_rss_mb": ("peak resident memory of the run's process (VmHWM), MiB",
                     lambda r: r.summary["post_r1"]["maxrss_end_bytes"] / 2**20),
     "rss_growth_mb": ("peak resident memory minus the peak after loading the model, MiB",
                       lambda r: (r.summary["post_r1"]["maxrss_end_bytes"]
