@@ -72,12 +72,33 @@ def test_every_comparison_of_the_cache_has_all_seeds_and_an_interval_around_its_
             assert r["lo"] <= r["mean"] <= r["hi"], (name, r)
 
 
-def test_distinct_advantages_never_exceed_the_distinct_reward_vectors_in_the_cache():
+def test_the_course_s_rewards_never_collide_in_a_sum_so_both_aggregations_keep_every_distinct_reward():
+    """GDPO's argument is that summing first gives two different reward vectors the same advantage. The course's
+    correctness (0, 1.5, 2) plus format (0.2 per tag, 4 tags) has 15 pairs and 15 different sums, so summing
+    loses nothing here; the runs measure it: in every step of both arms a non-flat group has as many distinct
+    advantages as distinct reward vectors (the "no difference" of compare("gdpo"))."""
+    from grpo_lib.rewards import CORRECT_EXACT, CORRECT_NUMERIC, FORMAT_PER_TAG, TAGS
+
+    pairs = [(c, round(FORMAT_PER_TAG * k, 10)) for c in (0.0, CORRECT_NUMERIC, CORRECT_EXACT) for k in range(len(TAGS) + 1)]
+    assert len(pairs) == 15 and len({round(c + f, 10) for c, f in pairs}) == 15
     for arm, runs in load_experiment("gdpo").items():
         for run in runs:
             for row in run.rows:
                 a, v = row["post_r1/distinct_advantages"], row["post_r1/distinct_reward_vectors"]
-                assert math.isnan(a) == math.isnan(v) and (math.isnan(a) or 2 <= a <= v), (arm, run.seed, row["step"])
+                assert (math.isnan(a) and math.isnan(v)) or 2 <= a == v, (arm, run.seed, row["step"], a, v)
+
+
+def test_rho_k3_and_k2_train_alike_at_mu_1():
+    """At μ = 1, ρ = 1 in value and ∇(ρ·k3) = k3·∇log π_θ + ∇k3 = (log π_θ - log π_ref)·∇log π_θ = ∇(k2): the same
+    gradient, so the two runs sample the same completions and differ only by float rounding."""
+    runs = load_experiment("kl")
+    assert EXPERIMENTS["kl"].config("k2", 0).mu == 1
+    for a, b in zip(runs["rho_k3"], runs["k2"]):
+        for x, y in zip(a.rows, b.rows):
+            assert x["reward"] == y["reward"] and x["completions/mean_length"] == y["completions/mean_length"]
+            assert math.isclose(x["grad_norm"], y["grad_norm"], rel_tol=1e-4), (a.seed, x["step"])
+    k3 = runs["k3"][0].rows
+    assert any(x["grad_norm"] != y["grad_norm"] for x, y in zip(k3, runs["k2"][0].rows))   # k3 is another gradient
 
 
 def test_the_lora_runs_count_their_trainable_parameters_and_measure_their_memory():
@@ -98,6 +119,9 @@ def test_the_lora_runs_count_their_trainable_parameters_and_measure_their_memory
         for run in arm:
             p = run.summary["post_r1"]
             assert p["fresh_process"] and 0 < p["maxrss_start_bytes"] <= p["maxrss_after_load_bytes"] <= p["maxrss_end_bytes"]
+            # the peak is this process image's own: before torch is imported it is tens of MiB, not the parent's
+            # (getrusage's ru_maxrss, carried over through fork and exec, read 758 MiB there)
+            assert p["maxrss_start_bytes"] < 100 * 2**20 < p["maxrss_after_load_bytes"]
     other = load_experiment("gdpo")["sum_then_normalize"][0].summary["post_r1"]
     assert other["maxrss_end_bytes"] is None       # a run in a shared process records no memory (choice 3)
 

@@ -28,12 +28,14 @@ Choices made here (1-9 tested in tests/test_course_post_r1.py):
    right and wrong completions, measured by the gallery's callback) and `EXTRA_METRICS` here: the cumulative
    generated completions (with dynamic sampling a step generates more than N·G), the number of distinct
    advantage values per group (GDPO's argument: summing the rewards before normalising can give two different
-   reward vectors the same advantage) and the number of distinct reward vectors per group, its upper bound.
+   reward vectors the same advantage) and the number of distinct reward vectors per group, its upper bound
+   (with the course's correctness and format rewards no two reward vectors have the same sum, so both
+   aggregations reach that bound: the test checks the arithmetic and the runs).
 3. The LoRA experiment's runs (`Experiment.fresh_process`) each train in a fresh Python process
-   (multiprocessing "spawn"), so the peak resident memory (`ru_maxrss` of that process, read at its start,
-   after the model loads and at the end) is the run's own, not a previous run's; the other runs train one
-   after another in the command's process (a fresh process costs about 20 s of imports on the loaded course
-   machine) and record no memory (None): a shared process's peak would be any earlier run's.
+   (multiprocessing "spawn"), so the peak resident memory (VmHWM of that process image, `_maxrss_bytes`, read
+   at its start, after the model loads and at the end) is the run's own, not a previous run's; the other runs train one
+   after another in the command's process (a fresh process added about 13 s per run, spawn and imports, in a
+   4-run check at load 5-7) and record no memory (None): a shared process's peak would be any earlier run's.
    The trainable parameters are counted on the policy at the first step (after peft added its adapters), and
    "train_state_mb" is by count: trainable parameters × 16 bytes (fp32 weight, gradient and AdamW's two
    moments). The frozen weights are in memory too and are not in that number.
@@ -54,7 +56,10 @@ Choices made here (1-9 tested in tests/test_course_post_r1.py):
    clipping and KL terms, the seed), not learning from the reward.
 7. The KL experiment measures the drift with the gallery's kl_to_start (k3 of the sampling policy to the
    starting model), the same measure in every arm; the engine's `kl` is the term β multiplies, which is the
-   chosen estimator (k2, k3 or ρ·k3) and so not comparable across arms.
+   chosen estimator (k2, k3 or ρ·k3) and so not comparable across arms. At μ = 1 (this experiment) ρ = 1 in
+   value and ∇(ρ·k3) = k3·∇log π_θ + ∇k3 = (log π_θ - log π_ref)·∇log π_θ = ∇k2: the ρ·k3 and k2 arms take
+   the same gradient and differ by float rounding only (the test checks it on the runs); k3's gradient differs.
+   ρ·k3 differs from k2 only once ρ ≠ 1, with μ > 1.
 8. The mismatch experiment samples from a copy of the policy with Gaussian noise on every weight
    (sampler_perturbation "noise:σ"), with σ chosen so that TRL's sampling/sampling_logp_difference/mean is far
    above the bf16 copy's: in 2-step runs bf16 and σ = 1e-3 gave about 0.002, σ = 1e-2 about 0.09 (the noisy
@@ -270,10 +275,22 @@ def distinct_per_group(advantages: Any, rewards_per_func: Mapping[str, Any], G: 
 
 
 def _maxrss_bytes() -> int:
+    """The peak resident memory of this process image: VmHWM of /proc/self/status on Linux (choice 3).
+
+    Not getrusage's ru_maxrss: Linux carries it over from the parent through fork and exec, so a process that
+    multiprocessing spawns from a large parent starts with the parent's peak (measured: 758 MiB at the start
+    of every run spawned by a command that had trained 40 runs). VmHWM belongs to the memory map, which exec
+    replaces. Elsewhere (macOS), ru_maxrss in bytes.
+    """
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024                     # "VmHWM:   123456 kB"
     import resource
 
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(rss if sys.platform == "darwin" else rss * 1024)      # Linux reports KiB, macOS bytes
+    return int(rss if sys.platform == "darwin" else rss * 1024)
 
 
 def run_arm(name: str, arm: str, seed: int, out: str | Path, *, steps: int | None = None, eval_n: int | None = None,
@@ -516,7 +533,7 @@ QUANTITIES: dict[str, tuple[str, Callable[[RunRecord], float]]] = {
     "trainable_params": ("trainable parameters", lambda r: float(r.summary["post_r1"]["trainable_params"])),
     "train_state_mb": ("trainable parameters × 16 bytes (weight, gradient, AdamW's 2 moments), MiB",
                        lambda r: r.summary["post_r1"]["trainable_params"] * 16 / 2**20),
-    "peak_rss_mb": ("peak resident memory of the run's process (ru_maxrss), MiB",
+    "peak_rss_mb": ("peak resident memory of the run's process (VmHWM), MiB",
                     lambda r: r.summary["post_r1"]["maxrss_end_bytes"] / 2**20),
     "rss_growth_mb": ("peak resident memory minus the peak after loading the model, MiB",
                       lambda r: (r.summary["post_r1"]["maxrss_end_bytes"]
