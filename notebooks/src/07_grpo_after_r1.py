@@ -908,7 +908,8 @@ print(f"Qwen2.5-1.5B: trained state of full fine-tuning {16 * full_qwen / 2**30:
 # LoRA (r = 8 on every projection) trains a small share of the weights, and its trained state (weights, gradients
 # and AdamW's two moments of what is trained) shrinks in proportion. The whole process's peak memory does not: on a
 # model of a million parameters the weights are a few megabytes, and the process is mostly PyTorch and Python; the
-# LoRA runs peak *higher* (peft's own import and the adapter layers' activations), the paired interval above 0. The
+# LoRA runs peak *higher*, the paired interval above 0 (most likely what peft adds, its import and its extra layers,
+# outweighs the few megabytes of optimizer state it saves at this size). The
 # saving is real where the weights dominate: the last line counts the same for Qwen2.5-1.5B (16 bytes per trained
 # parameter, as notebook 06's planner counts them). Held-out accuracy at lr × 10: the paired interval holds 0, as
 # "LoRA Without Regret" predicts for RL.
