@@ -51,6 +51,7 @@ ORDER = [
     ("course/memory.py", "Memory accounting (course wing)"),
     ("course/widgets.py", "Sliders (course wing)"),
     ("course/gallery.py", "The gallery of failing runs (course wing)"),
+    ("course/post_r1.py", "Measured runs of the post-R1 variants (course wing)"),
     ("course/evaluation.py", "Sampled evaluation, pass@k and maj@k (course wing)"),
     ("trl/compare.py", "Golden comparison with TRL's GRPOTrainer"),
     ("trl/recipe.py", "The same run on TRL"),
@@ -58,6 +59,10 @@ ORDER = [
 CODE = {   # (module, item) -> the functions that implement it, where the item's text names none of them
     ("course/gallery.py", 1): ["GallerySpec", "SPECS", "config_diff"], ("course/gallery.py", 2): ["EXTRA_METRICS", "run_spec"],
     ("course/gallery.py", 4): ["SPECS"], ("course/gallery.py", 5): ["run_spec", "load_run"],
+    ("course/post_r1.py", 1): ["Experiment", "EXPERIMENTS", "regenerate"],
+    ("course/post_r1.py", 2): ["EXTRA_METRICS", "distinct_per_group"], ("course/post_r1.py", 3): ["run_arm_fresh"],
+    ("course/post_r1.py", 5): ["accuracy_at_budget"], ("course/post_r1.py", 7): ["EXPERIMENTS"],
+    ("course/post_r1.py", 8): ["MISMATCH_NOISE"], ("course/post_r1.py", 9): ["run_arm"],
     ("precision.py", 1): ["resolve_precision", "Precision"], ("precision.py", 2): ["Precision"],
     ("precision.py", 3): ["Precision"], ("precision.py", 4): ["resolve_precision"],
     ("config.py", 1): ["GRPOConfig"], ("config.py", 3): ["B", "total_steps", "N_per_rank", "replace"],

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from grpo_lib.course.exercises import checking as ck
-from grpo_lib.course.exercises import ex01, ex02, ex03, ex04, ex05, ex06
+from grpo_lib.course.exercises import ex01, ex02, ex03, ex04, ex05, ex06, ex07
 from grpo_lib.course.evaluation import fisher_exact_2x2
 
 
@@ -103,6 +103,19 @@ EXERCISES = {
               "once per row"),
              (lambda n, b, T, B, bw, P, kv: sum(n * b + B * kv * (P + s + 1) for s in range(T)) / bw,
               "the t - 1 generated before")]),
+    "7.1": (ex07.check_offpolicy_kl, ex07.KL_KEY, ex07.KL_NUDGE,
+            lambda pt, po, pr: (float((po * (pr / pt - torch.log(pr / pt) - 1)).sum()),
+                                float((pt * torch.log(pt / pr)).sum())),
+            [(lambda pt, po, pr: (float((pt * torch.log(pt / pr)).sum()),) * 2, "plain k3 on tokens from π_old"),
+             (lambda pt, po, pr: (float((po * (pr / pt - torch.log(pr / pt) - 1)).sum()),) * 2,
+              "needs the importance weight")]),
+    "7.2": (ex07.check_entropy_change_pg, ex07.ENTROPY_KEY, ex07.ENTROPY_NUDGE,
+            lambda z, A, eta: float(-sum(p * (lp - (z.softmax(-1) * z.log_softmax(-1)).sum()) * eta * p
+                                         * (a - (z.softmax(-1) * A).sum())
+                                         for p, lp, a in zip(z.softmax(-1), z.log_softmax(-1), A))),
+            [(lambda z, A, eta: float(-eta * ((z.softmax(-1) * z.log_softmax(-1) * A).sum()
+                                              - (z.softmax(-1) * z.log_softmax(-1)).sum() * (z.softmax(-1) * A).sum())),
+              "natural-gradient step")]),
     "5.2": (ex05.check_maj_two_answers, ex05.MAJ_KEY, ex05.MAJ_NUDGE,
             lambda n, c, k: sum(math.comb(c, t) * math.comb(n - c, k - t) * (2 * t > k) for t in range(k + 1)) / math.comb(n, k)
             + (math.comb(c, k // 2) * math.comb(n - c, k // 2) / math.comb(n, k) / 2 if k % 2 == 0 else 0.0),

@@ -155,7 +155,7 @@ def _notebook_imports_and_checkers(source):
     checkers = {node.func.id for node in ast.walk(tree) if isinstance(node, ast.Call)
                 and isinstance(node.func, ast.Name) and node.func.id.startswith("check_")
                 and node.args and isinstance(node.args[0], ast.Name) and node.args[0].id.startswith("my_")}
-    modules = [importlib.import_module(f"grpo_lib.course.exercises.ex0{n}") for n in range(1, 7)]
+    modules = [importlib.import_module(f"grpo_lib.course.exercises.ex0{n}") for n in range(1, 8)]
     return imported, {name: next(getattr(m, name) for m in modules if hasattr(m, name)) for name in checkers}
 
 

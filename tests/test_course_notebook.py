@@ -5,7 +5,7 @@ import re
 import pytest
 import torch
 
-from grpo_lib.course.notebook import markdown_table, run_torchrun, show_source, source_of
+from grpo_lib.course.notebook import markdown_table, run_torchrun, show_lines, show_source, source_lines, source_of
 from grpo_lib.toy import ToyPolicy, score_answer
 
 
@@ -28,6 +28,27 @@ def test_show_source_prints_outside_ipython(capsys):
     show_source(score_answer)
     out = capsys.readouterr().out
     assert "def score_answer" in out and "return 2.0 if" in out
+
+
+def test_source_lines_shows_the_matching_lines_numbered_as_in_the_file():
+    import inspect
+
+    from grpo_lib.loss import grpo_loss
+    lines, first = inspect.getsourcelines(grpo_loss)
+    i = next(k for k, line in enumerate(lines) if 'if loss_type == "cispo":   # sg' in line)
+    text = source_lines(grpo_loss, 'if loss_type == "cispo":   # sg', after=1)
+    shown = text.splitlines()
+    assert len(shown) == 2 and shown[0].startswith(f"{first + i}  if loss_type")       # dedented to the piece
+    assert shown[1].split(None, 1)[1] == lines[i + 1].strip()
+    two = source_lines(grpo_loss, "def grpo_loss(", 'if loss_type == "cispo":   # sg').splitlines()
+    assert len(two) == 3 and two[1] == "..."                                          # a gap is marked
+    with pytest.raises(ValueError, match="contains 'no such line'"):
+        source_lines(grpo_loss, "no such line")
+
+
+def test_show_lines_prints_outside_ipython(capsys):
+    show_lines(score_answer, "def score_answer")
+    assert "def score_answer(answer: str) -> float:" in capsys.readouterr().out
 
 
 def test_markdown_table_formats_floats_tensors_and_escapes_pipes():

@@ -54,7 +54,7 @@ def stamps():
 
 
 def test_every_notebook_is_read():
-    assert len(NOTEBOOKS) == 6 and all(CODE.values())
+    assert len(NOTEBOOKS) == 7 and all(CODE.values())
     assert "group_advantages" in CODE["01_worked_example_2plus3"]
 
 

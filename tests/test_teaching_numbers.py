@@ -190,3 +190,14 @@ def test_the_gallery_answers_are_the_committed_runs():
     assert (f"({avg(mu[:10], 'clip_ratio/region_mean'):.2%} first 10 steps, {avg(mu[-10:], 'clip_ratio/region_mean'):.2%} "
             f"last 10)") in GUIDE
     assert f"({avg(mu[-10:], 'kl'):.3f} vs {avg(h[-10:], 'kl'):.3f}, last 10 steps)" in GUIDE
+
+
+def test_exercise_7_answers_in_the_guide_are_the_references():
+    """docs/teaching.md's worked answers to 7.1 and 7.2 quote what the checkers' references compute."""
+    from grpo_lib.course.exercises.ex07 import ENTROPY_CASES, KL_CASES, entropy_change_pg, offpolicy_kl
+
+    e_k3, e_rho_k3 = offpolicy_kl(*KL_CASES[0][1]).tolist()
+    assert f"p_ref = [0.25, 0.75]: ({e_k3:.6f}, {e_rho_k3:.6f}), and KL(π_θ‖π_ref) =" in GUIDE
+    assert f"0.5 ln 2 + 0.5 ln(2/3) = {e_rho_k3:.6f}" in GUIDE
+    assert f"η = 0.1: −{-entropy_change_pg(*ENTROPY_CASES[0][1]):.7f}" in GUIDE
+    assert entropy_change_pg(*ENTROPY_CASES[1][1]) > 0          # "with A = [0, 0, 1] ... the change is positive"

@@ -3,6 +3,9 @@
 - `show_source(obj)` prints a library function's code in the notebook, so a lesson can walk through
   code that is too long to retype. The notebook then shows the tested code itself,
   never a copy that could drift.
+- `show_lines(obj, *patterns, after=0)` shows only the lines of a long function that carry one idea (the lines
+  containing a pattern, and `after` lines after each), numbered as in its file: the few lines of `grpo_loss` that
+  an option adds, read from the tested code.
 - `markdown_table(header, rows)` turns a small sweep (a loop over cases) into a table that renders
   on GitHub, so the numbers in the prose come from code that runs in CI.
 
@@ -67,6 +70,56 @@ def show_source(obj: Any) -> None:
         print(src)
         return
     display(Code(src, language="python"))
+
+
+def source_lines(obj: Any, *patterns: str, after: int = 0) -> str:
+    """The lines of `obj`'s source that contain one of `patterns`, each with `after` lines after it, numbered as in
+    the file; "..." marks the lines left out between two pieces.
+
+    Raises:
+        ValueError: no pattern, or a pattern that no line of the source contains (the code changed: the notebook
+            must not show a stale excerpt).
+
+    Used by: `show_lines`
+    """
+    if not patterns:
+        raise ValueError("source_lines needs at least one pattern")
+    lines, first = inspect.getsourcelines(obj)
+    width = len(str(first + len(lines)))
+    keep: set[int] = set()
+    for pattern in patterns:
+        found = [i for i, line in enumerate(lines) if pattern in line]
+        if not found:
+            raise ValueError(f"no line of {getattr(obj, '__qualname__', obj)!r} contains {pattern!r}")
+        for i in found:
+            keep.update(range(i, min(i + after + 1, len(lines))))
+    indent = min(len(lines[i]) - len(lines[i].lstrip()) for i in keep if lines[i].strip())
+    out, previous = [], None
+    for i in sorted(keep):
+        if previous is not None and i != previous + 1:
+            out.append("...")
+        out.append(f"{first + i:>{width}}  {lines[i][indent:].rstrip()}")
+        previous = i
+    return "\n".join(out)
+
+
+def show_lines(obj: Any, *patterns: str, after: int = 0) -> None:
+    """Display the lines of `obj`'s source containing `patterns` (see `source_lines`), highlighted when IPython is here.
+
+    Taught in: notebooks/07_grpo_after_r1.ipynb
+    """
+    text = source_lines(obj, *patterns, after=after)
+    try:
+        import pygments  # noqa: F401
+        from IPython import get_ipython
+        from IPython.display import Code, display
+    except ImportError:
+        print(text)
+        return
+    if get_ipython() is None:
+        print(text)
+        return
+    display(Code(text, language="python"))
 
 
 def _cell(value: Any, floatfmt: str) -> str:
