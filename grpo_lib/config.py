@@ -150,6 +150,10 @@ class GRPOConfig:
     dynamic_sampling_max_draws: int = option(10,
         "with dynamic_sampling: draws of N prompts (G completions each) per step at most, the first included, so at "
         "most (this - 1)·N·G extra generations (verl's max_num_gen_batches; the DAPO recipe uses 10); >= 2")
+    mask_truncated_completions: bool = option(False,
+        "DAPO's overlong filtering: a completion cut at max_completion_length without an EOS keeps its reward and its "
+        "place in its group's advantages, but none of its tokens enters the loss (nor the token count 'dapo' divides "
+        "by); completions/clipped_ratio counts them (TRL: mask_truncated_completions)")
     temperature: float = option(1.0,
         "sampling temperature τ > 0 of the rollouts; log-probs use the same τ-scaled logits, so ρ compares like with "
         "like", symbol="τ")

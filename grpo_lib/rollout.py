@@ -423,6 +423,8 @@ class ScoredRollout:
             for a sampler other than the policy; None (the engine's own sampler) = no correction.
         metrics: extra per-step metrics of the options that built this batch, already combined over the ranks
             (`grpo_lib.dynamic_sampling`, `grpo_lib.sampler`); empty when those options are off.
+        mask_truncated: DAPO's overlong filtering (GRPOConfig.mask_truncated_completions): `mask` leaves out every
+            token of a completion cut without an EOS; its reward and advantage are unchanged.
     """
 
     rollout: Rollout
@@ -436,10 +438,15 @@ class ScoredRollout:
     scoring_seconds: float = 0.0
     is_weights: Tensor | None = None
     metrics: dict[str, float] = field(default_factory=dict)
+    mask_truncated: bool = False
 
     @property
     def mask(self) -> Tensor:
-        """(B, T) completion mask"""
+        """(B, T) the tokens the loss reads: the completion mask, without the truncated completions' rows when
+        mask_truncated (TRL's completion_mask * ~is_truncated)"""
+        if self.mask_truncated:
+            m = self.rollout.completion_mask                                           # (B, T)
+            return m * (~self.rollout.truncated).unsqueeze(1).to(m.dtype)
         return self.rollout.completion_mask
 
 

@@ -266,6 +266,7 @@ def train(cfg: GRPOConfig, *, model: nn.Module | None = None, tokenizer: Any = N
                                           temperature=cfg.temperature, need_old=cfg.mu > 1,
                                           chunk_size=cfg.micro_batch_size, scores=drawn.scores,
                                           multi_objective_aggregation=cfg.multi_objective_aggregation)
+                    batch.mask_truncated = cfg.mask_truncated_completions   # DAPO: cut completions leave the loss
                     # a perturbed sampler: its log-probs against the trainer's, the correction weights
                     metrics.update(sampler_correction(
                         batch, model, sampler, temperature=cfg.temperature,
