@@ -279,3 +279,15 @@ def test_bad_options_are_refused_naming_the_option_before_any_training(argv, opt
 
 def test_run_folders_are_experiment_arm_seed():
     assert run_folder(POST_R1_DIR, "kl", "k2", 1) == POST_R1_DIR / "kl" / "k2" / "seed1"
+
+
+def test_the_chosen_starts_are_what_the_experiments_need():
+    """dynamic: about half the groups are flat in the plain arm (choice 5); mismatch: the noisy sampler's log-probs
+    differ from the policy's by far more than a bf16 copy's ~0.002 (choice 8), in every seed."""
+    for run in load_experiment("dynamic")["plain"]:
+        flat = run.series("frac_reward_zero_std")
+        assert sum(flat) / len(flat) >= 0.4 and flat[0] >= 0.3, (run.seed, flat)
+    for arm in ("perturbed", "corrected"):
+        for run in load_experiment("mismatch")[arm]:
+            assert min(run.series("sampling/sampling_logp_difference/mean")) > 0.02, (arm, run.seed)
+    assert all("sampling/sampling_logp_difference/mean" not in row for row in load_experiment("mismatch")["exact"][0].rows)
