@@ -64,7 +64,8 @@ def test_every_comparison_of_the_cache_has_all_seeds_and_an_interval_around_its_
     for name, exp in EXPERIMENTS.items():
         runs = load_experiment(name)
         for m in exp.metrics:     # an option's metrics (sampling/*, dynamic_sampling/*) exist only in its arms
-            assert any(m in rec.rows[0] for recs in runs.values() for rec in recs), f"{name}: no run logs {m}"
+            assert m == post_r1.EVAL_METRIC or any(m in rec.rows[0] for recs in runs.values() for rec in recs), \
+                f"{name}: no run logs {m}"
         rows = compare(name)
         assert [r["arm"] for r in rows] == [*exp.arms, *(f"{a} - {list(exp.arms)[0]}" for a in list(exp.arms)[1:])]
         for r in rows:
@@ -132,7 +133,19 @@ def test_plot_experiment_draws_one_panel_per_metric():
         assert len(fig.axes) == len(exp.metrics) and [ax.get_title() for ax in fig.axes] == list(exp.metrics)
         runs = load_experiment(name)
         for ax, metric in zip(fig.axes, exp.metrics):   # one curve per arm that logs the metric
-            assert len(ax.lines) == sum(any(metric in row for row in recs[0].rows) for recs in runs.values())
+            assert len(ax.lines) == sum(metric == post_r1.EVAL_METRIC or any(metric in row for row in recs[0].rows)
+                                        for recs in runs.values())
+
+
+def test_the_evaluations_are_placed_at_their_step_or_their_generations():
+    run = RunRecord("dynamic", 0, rows=[{"step": s, "post_r1/generations": g} for s, g in ((1, 384), (2, 640))],
+                    summary={"post_r1": {"evals": [{"step": 0, "strict_accuracy": 0.5}, {"step": 2, "strict_accuracy": 0.7}]}})
+    assert run.eval_points() == ([0.0, 2.0], [0.5, 0.7])
+    assert run.eval_points("post_r1/generations") == ([0.0, 640.0], [0.5, 0.7])
+    plain = load_experiment("dynamic")["plain"][0]
+    xs, ys = plain.eval_points("post_r1/generations")     # every 2 steps of N·G = 128 generations, before included
+    assert xs == [256.0 * k for k in range(7)] and ys[0] == plain.summary["accuracy_before"] \
+        and ys[-1] == plain.summary["accuracy_after"]
 
 
 def test_load_experiment_names_the_command_when_the_cache_is_missing(tmp_path):
@@ -266,3 +279,15 @@ def test_bad_options_are_refused_naming_the_option_before_any_training(argv, opt
 
 def test_run_folders_are_experiment_arm_seed():
     assert run_folder(POST_R1_DIR, "kl", "k2", 1) == POST_R1_DIR / "kl" / "k2" / "seed1"
+
+
+def test_the_chosen_starts_are_what_the_experiments_need():
+    """dynamic: about half the groups are flat in the plain arm (choice 5); mismatch: the noisy sampler's log-probs
+    differ from the policy's by far more than a bf16 copy's ~0.002 (choice 8), in every seed."""
+    for run in load_experiment("dynamic")["plain"]:
+        flat = run.series("frac_reward_zero_std")
+        assert sum(flat) / len(flat) >= 0.4 and flat[0] >= 0.3, (run.seed, flat)
+    for arm in ("perturbed", "corrected"):
+        for run in load_experiment("mismatch")[arm]:
+            assert min(run.series("sampling/sampling_logp_difference/mean")) > 0.02, (arm, run.seed)
+    assert all("sampling/sampling_logp_difference/mean" not in row for row in load_experiment("mismatch")["exact"][0].rows)

@@ -97,6 +97,9 @@ POST_R1_DIR = Path(__file__).resolve().parents[1] / "assets" / "post_r1"
 COMMON = {k: v for k, v in gallery.COMMON.items() if k != "steps"}
 """settings shared by every run (on top of the tiny preset): the gallery's, the step count is the experiment's"""
 
+EVAL_METRIC = "eval/strict_accuracy"
+"""the name plot_experiment gives the held-out evaluations (`RunRecord.eval_points`; the engine's W&B name)"""
+
 EXTRA_METRICS = {
     "post_r1/generations": "completions generated up to and including this step (with dynamic sampling, every "
                            "draw's; else N·G per step)",
@@ -195,7 +198,7 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
         "Dynamic sampling spends extra generations to fill the batch with groups that teach something. Per "
         "generated completion (not per step), does it reach a higher held-out accuracy?",
         {"plain": {}, "dynamic": {"dynamic_sampling": True, "dynamic_sampling_max_draws": 4}},
-        SEEDS, 12, ("accuracy", "frac_reward_zero_std", "post_r1/generations", "dynamic_sampling/draws"),
+        SEEDS, 12, ("eval/strict_accuracy", "accuracy", "frac_reward_zero_std", "dynamic_sampling/draws"),
         "eval_accuracy_at_budget", common={"reward_funcs": ("correctness",), "temperature": 0.5, "eval_every": 2},
         x="post_r1/generations", also=("eval_accuracy_end", "generations_total")),
     Experiment(
@@ -461,6 +464,17 @@ class RunRecord:
         """The metric over steps (NaN where a step lacks it)."""
         return [float(r[metric]) if r.get(metric) is not None else math.nan for r in self.rows]
 
+    def eval_points(self, x: str = "step") -> tuple[list[float], list[float]]:
+        """The held-out evaluations (before training, every eval_every steps, after): (x, strict accuracy).
+
+        x "step" gives the step (0 = before training); a per-step metric gives its value at that step (0 before
+        training), e.g. the cumulative generations.
+        """
+        at = {0: 0.0, **{r["step"]: float(r.get(x, math.nan)) for r in self.rows}} if x != "step" else None
+        evals = self.summary["post_r1"]["evals"]
+        xs = [float(e["step"]) if at is None else at.get(e["step"], math.nan) for e in evals]
+        return xs, [e["strict_accuracy"] for e in evals]
+
 
 def load_experiment(name: str, root: str | Path = POST_R1_DIR) -> dict[str, list[RunRecord]]:
     """arm -> one RunRecord per seed found (in the experiment's seed order).
@@ -610,7 +624,8 @@ def plot_experiment(name: str, metrics: Sequence[str] | None = None, root: str |
     """One panel per metric: per arm the mean over seeds and the min-max band, against the experiment's x.
 
     With x a metric (dynamic sampling: cumulative generations) the curve is at each step's mean x over seeds.
-    Steps where a metric is NaN (e.g. the held-out accuracy between evaluations) are left out.
+    EVAL_METRIC draws the held-out evaluations (`RunRecord.eval_points`, before training included). Steps where
+    a metric is NaN are left out, and so is an arm that does not log it (sampling/* without a perturbed sampler).
 
     Taught in: notebooks/07_grpo_after_r1.ipynb
     """
@@ -624,22 +639,29 @@ def plot_experiment(name: str, metrics: Sequence[str] | None = None, root: str |
     axes = fig.subplots(1, len(metrics), squeeze=False)[0]
     for ax, metric in zip(axes, metrics):
         for i, (arm, recs) in enumerate(runs.items()):
-            n = min(len(r.rows) for r in recs)
-            y = np.array([r.series(metric)[:n] for r in recs], dtype=float)
-            x = (np.arange(1, n + 1, dtype=float) if exp.x == "step"
-                 else np.nanmean(np.array([r.series(exp.x)[:n] for r in recs], dtype=float), axis=0))
+            if metric == EVAL_METRIC:
+                points = [r.eval_points(exp.x) for r in recs]
+                n = min(len(p[0]) for p in points)
+                x = np.nanmean(np.array([p[0][:n] for p in points], dtype=float), axis=0)
+                y = np.array([p[1][:n] for p in points], dtype=float)
+            else:
+                n = min(len(r.rows) for r in recs)
+                y = np.array([r.series(metric)[:n] for r in recs], dtype=float)
+                x = (np.arange(1, n + 1, dtype=float) if exp.x == "step"
+                     else np.nanmean(np.array([r.series(exp.x)[:n] for r in recs], dtype=float), axis=0))
             keep = ~np.all(np.isnan(y), axis=0)
             if not keep.any():
                 continue
             color = f"C{i}"
             with np.errstate(all="ignore"):
-                ax.plot(x[keep], np.nanmean(y[:, keep], axis=0), color=color, label=f"{arm} ({len(recs)} seeds)")
+                ax.plot(x[keep], np.nanmean(y[:, keep], axis=0), color=color, label=f"{arm} ({len(recs)} seeds)",
+                        marker="o" if metric == EVAL_METRIC else None, markersize=3)
                 ax.fill_between(x[keep], np.nanmin(y[:, keep], axis=0), np.nanmax(y[:, keep], axis=0), color=color,
                                 alpha=0.2, linewidth=0)
         ax.set_title(metric, fontsize=9)
         ax.set_xlabel("generated completions" if exp.x == "post_r1/generations" else exp.x)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
+    max(axes, key=lambda ax: len(ax.lines)).legend(fontsize=8)      # the panel where every arm has a curve
     fig.suptitle(exp.title, fontsize=10)
     return fig
 
