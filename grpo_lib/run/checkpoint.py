@@ -626,6 +626,7 @@ FIELDS_ADDED_LATER: dict[str, Any] = {
     "lora_alpha": 32.0, "lora_dropout": 0.0,
     "lora_target_modules": ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
     "lora_lr_multiplier": 10.0,
+    "mask_truncated_completions": False,       # DAPO's overlong filtering (off by default)
 }
 """config fields newer than some checkpoints -> the value an older checkpoint's run had (choice 5)"""
 
