@@ -399,8 +399,9 @@ show_lines(informative_groups, "return ~_flat(rewards, G)")
 # %% [markdown]
 # **The soft overlong penalty.** A completion cut at the length budget $L_{max}$ has no answer, and a reward of 0
 # for it is noise: it says nothing about the tokens it did write. DAPO masks truncated completions out of the loss
-# (TRL: `mask_truncated_completions=True`; this course's engine keeps them, and its TRL recipe passes False to match)
-# and adds a length penalty that starts $L_{cache}$ tokens before the budget:
+# (`mask_truncated_completions=True`, the same name here and in TRL, off by default in both: the cut completion keeps
+# its reward and its place in its group's advantages, and only its tokens leave the loss) and adds a length penalty
+# that starts $L_{cache}$ tokens before the budget:
 #
 # $$R_{len}(|y|) = \begin{cases} 0 & |y| \le L_{max} - L_{cache}\\ \frac{(L_{max}-L_{cache}) - |y|}{L_{cache}} &
 # L_{max} - L_{cache} < |y| \le L_{max}\\ -1 & |y| > L_{max}\end{cases}$$
