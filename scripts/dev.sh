@@ -66,36 +66,51 @@ case "$cmd" in
     # one after the other left a core idle most of the time. OMP_NUM_THREADS=1 keeps each process's own torch
     # work on one thread (2 spinning OpenMP threads beside a busy core run 2.6-3.2x slower: docs/performance.md
     # (e)); train() still takes both cores for a step when the other side is idle (grpo_lib/threads.py).
-    # The notebooks' output goes to a log, shown when the unit tests are done; a notebook that fails leaves its
+    # Lane 2's output goes to a log, shown when the unit tests are done; a notebook that fails leaves its
     # executed copy in test-artifacts/failed-notebooks/ (conftest.py at the root).
     # GRPO_RUN_CACHE: a fresh folder for this command only. A notebook's train() with exactly the settings of a
     # run that already finished in this command (the student copy after its instructor copy) copies that run
     # instead of training again, and run_torchrun restores a torchrun job that finished with the same command
     # line and inputs (grpo_lib/runcache.py); every training and every job still runs once per command.
+    # Two lanes, balanced by measured time (the fresh-clone run of 2026-12-07 21:24: unit tests 601 s beside
+    # notebooks 446 s): lane 1 the unit tests but LANE2_TESTS, lane 2 every notebook, then LANE2_TESTS (the
+    # TRL learning runs, the gallery's regeneration, the browser test).
+    LANE2_TESTS=(tests/test_trl_recipe.py tests/test_course_gallery.py tests/test_browser_sliders.py)
     run_cache=$(mktemp -d -t grpo-run-cache.XXXXXX)
     nb_log=$(mktemp -t grpo-notebooks.XXXXXX)
     t_nb=$SECONDS
-    GRPO_RUN_CACHE=$run_cache OMP_NUM_THREADS=1 \
-      "$VENV/bin/python" -m pytest --nbmake --nbmake-timeout=900 notebooks -q > "$nb_log" 2>&1 &
+    (
+      status=0
+      GRPO_RUN_CACHE=$run_cache OMP_NUM_THREADS=1 \
+        "$VENV/bin/python" -m pytest --nbmake --nbmake-timeout=900 notebooks -q || status=$?
+      phase "notebooks (all, instructor and student copies; lane 2)" $(( SECONDS - t_nb )) \
+        $([ $status = 0 ] && echo ok || echo FAILED)
+      t2=$SECONDS; s2=0
+      OMP_NUM_THREADS=1 "$VENV/bin/python" -m pytest "${LANE2_TESTS[@]}" -q "$@" || s2=$?
+      [ $s2 = 5 ] && s2=0                              # 5: "$@" selected none of them
+      phase "unit tests after the notebooks (lane 2: ${#LANE2_TESTS[@]} files)" $(( SECONDS - t2 )) \
+        $([ $s2 = 0 ] && echo ok || echo FAILED)
+      [ $status = 0 ] && [ $s2 = 0 ]
+    ) > "$nb_log" 2>&1 &
     nb_pid=$!
-    trap 'kill $nb_pid 2>/dev/null || true; rm -rf "$run_cache"' EXIT
-    echo "notebooks: running beside the unit tests (pid $nb_pid, output in $nb_log, shown after the unit tests)"
+    trap 'pkill -P $nb_pid 2>/dev/null || true; kill $nb_pid 2>/dev/null || true; rm -rf "$run_cache"' EXIT
+    echo "lane 2 (every notebook, then ${LANE2_TESTS[*]}): running beside the unit tests (output in $nb_log," \
+         "shown after them)"
     t=$SECONDS; status=ok
-    OMP_NUM_THREADS=1 "$VENV/bin/python" -m pytest tests -q "$@" || status=FAILED
-    phase "unit tests (beside the notebooks)" $(( SECONDS - t )) $status
+    ignore=(); for f in "${LANE2_TESTS[@]}"; do ignore+=(--ignore="$f"); done
+    OMP_NUM_THREADS=1 "$VENV/bin/python" -m pytest tests "${ignore[@]}" -q --durations=15 "$@" || status=FAILED
+    phase "unit tests (lane 1, beside lane 2)" $(( SECONDS - t )) $status
     if [ $status != ok ]; then
-      echo "unit tests failed: stopping the notebooks (partial output in $nb_log)" >&2
+      echo "unit tests failed: stopping lane 2 (partial output in $nb_log)" >&2
       exit 1
     fi
-    echo "--- notebooks (started with the unit tests; following their output until they finish) ---"
+    echo "--- lane 2 (started with the unit tests; following its output until it finishes) ---"
     if tail --version 2>/dev/null | grep -q GNU; then
       tail -n +1 -f --pid=$nb_pid "$nb_log"
     fi
     status=0
     wait $nb_pid || status=$?
     tail --version 2>/dev/null | grep -q GNU || cat "$nb_log"
-    phase "notebooks (all, instructor and student copies; beside the unit tests)" $(( SECONDS - t_nb )) \
-      $([ $status = 0 ] && echo ok || echo FAILED)
     exit $status
     ;;
   lab)
