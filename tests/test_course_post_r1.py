@@ -32,7 +32,8 @@ def _comparable(config):
 
 # --- 1. the committed cache ------------------------------------------------------------------------------------
 def test_the_experiments_are_the_contract_s_in_order():
-    assert list(EXPERIMENTS) == ["gspo", "cispo", "dynamic", "kl", "mismatch", "random_reward", "gdpo", "lora"]
+    assert list(EXPERIMENTS) == ["gspo", "cispo", "dynamic", "kl", "mismatch", "random_reward", "gdpo", "lora",
+                                "clip_higher"]
     for exp in EXPERIMENTS.values():
         assert exp.claim in QUANTITIES and set(exp.also) <= set(QUANTITIES)
         assert len(exp.seeds) >= 3 and len(exp.arms) >= 2

@@ -234,6 +234,13 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
         "as accurate?",
         {"full": {}, "lora": {"lora_r": 8}}, SEEDS, 12, ("reward", "accuracy", "grad_norm", "gallery/kl_to_start"),
         "eval_accuracy_end", also=("trainable_params", "train_state_mb", "peak_rss_mb", "rss_growth_mb"), fresh_process=True),
+    Experiment(
+        "clip_higher", "DAPO's clip-higher (ε_high = 0.28 above ε = 0.2) vs the symmetric clip, μ = 4",
+        "With μ = 4 updates per batch the upper clip silences tokens with A > 0 once ρ > 1 + ε. Raising only the "
+        "upper bound to 1.28: does the policy's entropy fall less, and does it end more accurate?",
+        {"clip": {"loss_type": "dapo"}, "clip_higher": {"loss_type": "dapo", "epsilon_high": 0.28}},
+        SEEDS, 12, ("entropy", "clip_ratio/high_mean", "clip_ratio/low_mean", "reward"), "entropy_end",
+        common={"mu": 4}, also=("clip_high_mean", "eval_accuracy_end")),
 )}
 """every experiment by name, in the notebook's order"""
 
@@ -540,6 +547,10 @@ QUANTITIES: dict[str, tuple[str, Callable[[RunRecord], float]]] = {
     "clip_fraction_mean": ("clip_ratio/region_mean, mean over steps",
                            lambda r: _nanmean(r.series("clip_ratio/region_mean"))),
     "grad_norm_mean": ("grad_norm (before clipping), mean over steps", lambda r: _nanmean(r.series("grad_norm"))),
+    "entropy_end": ("entropy of the policy (nats per token), mean of the last 5 steps",
+                    lambda r: _mean_last(r.series("entropy"))),
+    "clip_high_mean": ("clip_ratio/high_mean (tokens clipped from above), mean over steps",
+                       lambda r: _nanmean(r.series("clip_ratio/high_mean"))),
     "distinct_advantages": ("distinct advantage values per non-flat group, mean over steps",
                             lambda r: _nanmean(r.series("post_r1/distinct_advantages"))),
     "logp_diff_mean": ("sampling/sampling_logp_difference/mean, mean over steps",

@@ -1048,8 +1048,28 @@ markdown_table(["advantage", "−η Cov(log π, A)", "real ΔH"], cov_rows, floa
 # DAPO's clip-higher ($\epsilon_{high} > \epsilon$, `epsilon_high=0.28`) attacks exactly the second case's
 # obstacle: when a batch is reused (μ > 1), a rare token with $A > 0$ hits the upper clip after a small absolute
 # gain ($\rho \le 1 + \epsilon$ of a small probability), so its push is cut first; a higher upper clip lets rare good
-# tokens grow, which keeps the entropy up. At μ = 1 no clip binds and `epsilon_high` changes nothing. The committed
-# runs have no clip-higher arm: exercise 7.6 measures it.
+# tokens grow, which keeps the entropy up. At μ = 1 no clip binds and `epsilon_high` changes nothing, so the
+# measured run is at μ = 4.
+
+# %%
+ask("clip_higher")
+
+# %%
+clip_higher = look("clip_higher")
+verdict(clip_higher)
+
+# %%
+ent_end, high = clip_higher["entropy_end"], clip_higher["clip_high_mean"]
+print(f"entropy, mean of the last 5 steps: clip {ent_end['clip']['mean']:.4f}, clip-higher "
+      f"{ent_end['clip_higher']['mean']:.4f} nats per token; tokens clipped from above, mean over the steps: "
+      f"{high['clip']['mean']:.3%} vs {high['clip_higher']['mean']:.3%}")
+
+# %% [markdown]
+# Clip-higher did what its mechanism says: fewer tokens with $A > 0$ were silenced by the upper clip (the
+# `clip_high_mean` interval excludes 0). The entropy did not follow, at this scale: its paired interval holds 0,
+# and so does the accuracy's. On the tiny model the upper clip binds on a fraction of a percent of the tokens (the
+# line above), too few to move the entropy in 12 steps; DAPO measured its effect on a 32B model over thousands of
+# steps, where the clip binds far more often. Exercise 7.6 asks what a longer run would take to show it.
 
 # %% jupyter={"source_hidden": true}
 H, H4 = ent["healthy (μ = 1), gallery"], ent["μ = 4, gallery"]
@@ -1058,7 +1078,14 @@ check("9 · entropy collapse",
       ("it falls further at μ = 4", H4[1] / H4[0] < H[1] / H[0]),
       ("the first-order prediction is within 1% of the real change, in both cases",
        all(abs(pr - re) < 0.01 * abs(re) for _, pr, re in cov_rows)),
-      ("a likely good action lowers the entropy, a rare good action raises it", cov_rows[0][2] < 0 < cov_rows[1][2]))
+      ("a likely good action lowers the entropy, a rare good action raises it", cov_rows[0][2] < 0 < cov_rows[1][2]),
+      complete("clip_higher"),
+      ("clip-higher silences fewer tokens from above: the paired interval is below 0",
+       clip_higher["clip_high_mean"]["clip_higher - clip"]["hi"] < 0),
+      ("the upper clip binds on under 1% of the tokens in both arms",
+       all(high[arm]["mean"] < 0.01 for arm in ("clip", "clip_higher"))),
+      ("entropy at the end and held-out accuracy: the paired intervals hold 0",
+       holds_zero(clip_higher, "entropy_end", "clip_higher") and holds_zero(clip_higher, "eval_accuracy_end", "clip_higher")))
 
 # %% [markdown]
 # ## 10 · ProRL: the outer loop, used on purpose
@@ -1174,10 +1201,11 @@ check_entropy_change_pg(my_entropy_change_pg);
 # **7.5 · Your own control.** Pick one measured comparison above whose interval excludes 0 and say what a
 # random-reward run of the same recipe would need to show for the difference to be credited to the variant.
 #
-# **7.6 · Clip-higher and the entropy.** Train the tiny preset twice for 40 steps at μ = 4, once as it is and once
-# with `--epsilon-high 0.28` (`python -m grpo_lib --preset tiny --mu 4 --steps 40 --report-to none --output-dir
-# runs/ch`), and plot `entropy` and `clip_ratio/high_mean` from the two `metrics.jsonl`. Which tokens does the higher
-# clip let through, and does the entropy fall less? One seed is an anecdote: how many would you need?
+# **7.6 · Clip-higher and the entropy.** Section 9's 12-step runs found no difference in entropy. Train the tiny
+# preset twice for 40 steps at μ = 4, once as it is and once with `--epsilon-high 0.28` (`python -m grpo_lib --preset
+# tiny --mu 4 --steps 40 --report-to none --output-dir runs/ch`), and plot `entropy` and `clip_ratio/high_mean` from
+# the two `metrics.jsonl`. Which tokens does the higher clip let through, and does the entropy fall less over 40
+# steps? One seed is an anecdote: how many would you need?
 
 # %% [markdown]
 # ## Quiz: check yourself
