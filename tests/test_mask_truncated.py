@@ -14,6 +14,7 @@ import pytest
 import torch
 from transformers import Qwen2ForCausalLM
 
+from grpo_lib.advantages import compute_advantages
 from grpo_lib.config import GRPOConfig
 from grpo_lib.models import tiny_qwen2_config
 from grpo_lib.rollout import generate_completions, score_rollout
@@ -60,8 +61,9 @@ def test_the_mask_drops_exactly_the_rows_without_an_eos_as_trl_does(rollout_and_
     expected = rollout.completion_mask * (~truncated).unsqueeze(1).to(rollout.completion_mask.dtype)  # TRL's line
     assert torch.equal(batch.mask, expected)
     assert batch.mask.sum(-1).tolist() == [0, 3, 0, 0, 0, 0, 5, 0]
-    rewards_before, adv_before = batch.rewards.clone(), batch.advantages.clone()
-    assert torch.equal(batch.rewards, rewards_before) and torch.equal(batch.advantages, adv_before)
+    # the cut rows stay in their groups' advantages: A is the whole batch's, and some cut row has A != 0
+    assert torch.equal(batch.advantages, compute_advantages(batch.rewards, rollout.G))
+    assert (batch.advantages[truncated] != 0).any()
 
 
 @pytest.mark.parametrize("loss_type", ["grpo", "dr_grpo"])
@@ -97,7 +99,8 @@ def test_every_row_cut_leaves_no_gradient(rollout_and_model):
     cfg = GRPOConfig.tiny(beta=0.04, loss_type="dapo", max_completion_length=8)
     ref = copy.deepcopy(base)
     batch.logp_ref = score_rollout(full, ["3", "0"], {"chars": chars_reward}, ref_model=ref).logp_ref
-    stats = policy_update(copy.deepcopy(base), torch.optim.SGD(base.parameters(), lr=0.0), batch, cfg)
+    model = copy.deepcopy(base)
+    stats = policy_update(model, torch.optim.SGD(model.parameters(), lr=0.0), batch, cfg)
     assert stats["loss"] == 0.0 and stats["grad_norm"] == 0.0
 
 
