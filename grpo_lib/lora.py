@@ -126,15 +126,21 @@ def check_target_modules(model: nn.Module, cfg: Any) -> None:
                          f"layers are {names}")
 
 
-def describe(cfg: Any, model: nn.Module) -> str:
+def describe(cfg: Any, model: nn.Module, lr: float | None = None) -> str:
     """The start-up line of a LoRA run: r, α, the targets, trainable of all parameters of `model`, the lr used.
+
+    Args:
+        lr: the learning rate the optimizer really gets, when something other than the config set it (the TRL
+            recipe's `--trl learning_rate=...` override); None: the config's lr × lora_lr_multiplier.
 
     Used by: `apply_lora`, grpo_lib.trl.recipe
     """
     total, trainable = count_parameters(model), count_parameters(model, trainable_only=True)
+    rule = f"{cfg.lr:g} × lora_lr_multiplier {cfg.lora_lr_multiplier:g} = {cfg.optimizer_lr:g}"
+    used = rule if lr is None or lr == cfg.optimizer_lr else f"{lr:g} (set by --trl learning_rate, not {rule})"
     return (f"LoRA: r = {cfg.lora_r}, α = {cfg.lora_alpha:g} (scale α/r = {cfg.lora_alpha / cfg.lora_r:g}) on "
             f"{', '.join(cfg.lora_target_modules)}: {trainable:,} trainable of {total:,} parameters; AdamW lr = "
-            f"{cfg.lr:g} × lora_lr_multiplier {cfg.lora_lr_multiplier:g} = {cfg.optimizer_lr:g}")
+            f"{used}")
 
 
 def peft_model_of(model: nn.Module) -> Any:

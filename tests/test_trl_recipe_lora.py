@@ -33,11 +33,12 @@ def lora_cfg(**overrides):
                               "lora_alpha": 8.0, **overrides})
 
 
-def build(cfg, tmp_path):
+def build(cfg, tmp_path, overrides=None):
     model, tok = load_policy("tiny", device="cpu")
     dataset = trl_recipe.training_dataset(cfg, tok, load_problems("addition", "train"))
     rewards = [trl_recipe._named(n, f) for n, f in reward_functions(cfg.reward_funcs).items()]
-    return trl_recipe.make_trainer(cfg, trl_recipe.trl_args(cfg, tmp_path), model, tok, dataset, rewards)
+    args = trl_recipe.trl_args(cfg, tmp_path, overrides=overrides)
+    return trl_recipe.make_trainer(cfg, args, model, tok, dataset, rewards)
 
 
 @needs_peft
@@ -70,6 +71,20 @@ def test_the_recipe_s_trainer_trains_r_times_d_in_plus_d_out_per_target_at_lr_ti
     optimizer = trainer.create_optimizer()
     assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([2e-4] * len(optimizer.param_groups))
     assert sum(p.numel() for g in optimizer.param_groups for p in g["params"]) == by_hand
+
+
+@needs_peft
+def test_the_start_up_line_names_a_trl_learning_rate_override_instead_of_the_multiplier(needs_trl, tmp_path, capsys):
+    """`--trl learning_rate=3e-4` wins over lr × lora_lr_multiplier (overrides win, `trl_args`); the LoRA line
+    says the rate AdamW really gets, and where it came from."""
+    cfg = lora_cfg(lr=2e-5)
+    trainer = build(cfg, tmp_path, overrides={"learning_rate": 3e-4})
+    line = capsys.readouterr().out
+    assert "AdamW lr = 0.0003 (set by --trl learning_rate, not 2e-05 × lora_lr_multiplier 10 = 0.0002)" in line
+    optimizer = trainer.create_optimizer()
+    assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([3e-4] * len(optimizer.param_groups))
+    # the same rate as the config's rule: the rule, as before
+    assert lora.describe(cfg, trainer.model, lr=cfg.optimizer_lr).endswith("AdamW lr = 2e-05 × lora_lr_multiplier 10 = 0.0002")
 
 
 @needs_peft

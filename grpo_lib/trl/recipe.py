@@ -506,7 +506,7 @@ def make_trainer(cfg: GRPOConfig, args: Any, model: Any, tokenizer: Any, dataset
     trainer = GRPOTrainer(model=model, reward_funcs=list(reward_funcs), args=args, train_dataset=dataset,
                           processing_class=tokenizer, callbacks=list(callbacks), peft_config=peft_config)
     if cfg.lora_r and trainer.accelerator.is_main_process:
-        print(lora.describe(cfg, model), flush=True)
+        print(lora.describe(cfg, model, lr=args.learning_rate), flush=True)   # a --trl override shown as such
     return trainer
 
 
