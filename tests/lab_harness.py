@@ -60,7 +60,8 @@ def clear_outputs(src: Path, dst: Path) -> None:
 
 
 class JupyterLab:
-    """`bash scripts/dev.sh lab` on 127.0.0.1:<free port>, serving `root`, with a random token.
+    """`bash scripts/dev.sh lab` on 127.0.0.1 (the port it binds, from a free one on), serving `root`, with a random
+    token.
 
     `root=None` serves what the README's command serves (notebooks/, GRPO_LAB_ROOT unset).
     """
@@ -113,20 +114,42 @@ class JupyterLab:
         env.pop("MPLBACKEND", None)                      # Agg in the kernel would make every plot vanish
         return env
 
+    def _bound_port(self) -> int | None:
+        """The port the server really listens on, from the server file it writes once bound
+        (jpserver-<pid>.json in our private runtime folder); None before that."""
+        for info in self.runtime_dir.glob("jpserver-*.json"):
+            try:
+                return int(json.loads(info.read_text(encoding="utf-8"))["port"])
+            except (OSError, ValueError, KeyError):
+                return None                              # being written: read it on the next poll
+        return None
+
     def start(self, timeout: float = 120.0) -> None:
-        """Start the server and wait until /api/status answers; raise with the log if it does not."""
+        """Start the server and wait until /api/status answers; raise with the log if it does not.
+
+        The port: `free_port()` is only a starting point. Another process may take it between our probe and the
+        server's bind (ZMQ kernels bind ephemeral ports too), so the server may move on to the next free port
+        (port_retries) and we read the port it bound from its server file before polling it.
+        """
         self._log = open(self.log_path, "w", encoding="utf-8")
         self.proc = subprocess.Popen(
             ["bash", str(DEV_SH), "lab", "--no-browser", "--ip=127.0.0.1", f"--port={self.port}",
-             "--ServerApp.port_retries=0", f"--IdentityProvider.token={self.token}"],
+             "--ServerApp.port_retries=50", f"--IdentityProvider.token={self.token}"],
             cwd=REPO, env=self._env(), stdout=self._log, stderr=subprocess.STDOUT,
             start_new_session=True,                      # own process group: stop() kills the whole group
         )
         deadline = time.monotonic() + timeout
+        bound = None
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"JupyterLab exited with code {self.proc.returncode} before answering "
                                    f"on {self.url}.\n--- lab.log ---\n{self.log_tail()}")
+            if bound is None:
+                bound = self._bound_port()
+                if bound is None:
+                    time.sleep(0.25)
+                    continue
+                self.port = bound
             try:
                 with urllib.request.urlopen(f"{self.url}/api/status?token={self.token}", timeout=2) as r:
                     if r.status == 200:
