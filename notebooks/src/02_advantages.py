@@ -380,11 +380,30 @@ markdown_table(["p (right)", "flat groups, G = 4", "G = 12 (tutorial)", "G = 64 
                floatfmt=".3f")
 
 # %% [markdown]
-# **Real questions are not equally hard.** The formula treats every question alike: one $p$ for all. Notebook
-# 05's run says otherwise: in its first 10 steps the batch accuracy is 0.61, where the formula predicts 2% flat
-# groups at $G = 8$, and it logs 23%. Measure why on the same tiny model, before training: sample 32
-# completions for each of 32 training questions, estimate each question's own accuracy, and cut each
-# question's 32 answers into 4 groups of $G = 8$.
+# **Real questions are not equally hard.** The formula treats every question alike: one $p$ for all. A training
+# run says otherwise. The cell below reads the first 10 steps of the healthy run of notebook 05's gallery (the
+# tiny preset with $G = 8$, committed in `grpo_lib/assets/gallery/healthy/`) and puts the share of flat groups
+# it logged next to what the formula predicts at its batch accuracy.
+
+# %%
+from grpo_lib.course.gallery import load_run
+
+healthy = load_run("healthy")
+first10, G_run = healthy["metrics"][:10], healthy["summary"]["config"]["G"]
+acc_run = sum(m["accuracy"] for m in first10) / len(first10)
+flat_logged = sum(m["frac_reward_zero_std"] for m in first10) / len(first10)
+flat_formula = acc_run**G_run + (1 - acc_run) ** G_run
+print(f"first 10 steps, G = {G_run}: batch accuracy {acc_run:.3f}; flat groups: formula at that accuracy "
+      f"{flat_formula:.1%}, logged {flat_logged:.1%} ({flat_logged / flat_formula:.0f}x the formula)")
+
+# %% jupyter={"source_hidden": true}
+check("2.4 · the formula against a real run",
+      ("the run's groups are of G = 8", G_run == 8),
+      ("the run logs over 5x the flat groups the formula predicts at its accuracy", flat_logged > 5 * flat_formula))
+
+# %% [markdown]
+# Measure why on the same tiny model, before training: sample 32 completions for each of 32 training questions,
+# estimate each question's own accuracy, and cut each question's 32 answers into 4 groups of $G = 8$.
 
 # %%
 from math import comb
