@@ -216,7 +216,8 @@ def gdpo_advantages(rewards_per_func: Any, weights: Any = None, std_floor: float
     Returns:
         A, (N, G); a group flat in every function gets exactly 0.
 
-    Used by: `grpo_lib.rollout.score_rollout` (multi_objective_aggregation="normalize_then_sum")
+    Used by: `grpo_lib.rollout.score_rollout` (multi_objective_aggregation="normalize_then_sum");
+    notebooks/07_grpo_after_r1.ipynb compares it with the summed reward
     """
     per = [_as_rewards(r) for r in (rewards_per_func if not isinstance(rewards_per_func, Tensor)
                                     or rewards_per_func.ndim != 3 else rewards_per_func.unbind(0))]

@@ -123,7 +123,7 @@ def informative_groups(rewards: Tensor, G: int, rewards_per_func: Mapping[str, T
         rewards_per_func: name -> (B,), for GDPO.
         aggregation: the config's multi_objective_aggregation.
 
-    Used by: `sample_groups`
+    Used by: `sample_groups` (notebooks/07_grpo_after_r1.ipynb shows it on four hand-made groups)
     """
     if rewards.numel() % G:
         raise ValueError(f"{rewards.numel()} rewards do not make whole groups of G = {G}")

@@ -1,4 +1,4 @@
-"""Issue 12's exercises (1.1, 2.1, 2.2, 3.2, 4.1, 4.2, 6.2), exercises 5.1 and 5.2, and their progressive hints.
+"""The fill-in exercises of notebooks 01-06 (1.1, 2.1, 2.2, 3.2, 4.1, 4.2, 5.1, 5.2, 6.2) and their progressive hints.
 
 Each checker, both ways: it accepts an answer written independently of its reference, rejects each plausible
 wrong answer with the nudge that names it, never raises whatever the answer does, and keeps its key step (the
@@ -188,7 +188,7 @@ def test_hint_levels_and_unknown_exercises(capsys):
 
 
 def test_a_checker_without_key_step_prints_exactly_as_before(capsys):
-    """run_cases without key_step: the messages of the checkers that predate issue 12 are unchanged."""
+    """run_cases without key_step: the messages of the checkers written before progressive hints are unchanged."""
     kw = dict(exercise="9.1", blank_hint="b", error_hint="e", read=lambda g, c: g, matches=lambda a, b: a == b,
               hint=lambda c, v: "h", show=str, success="ok")
     for _ in range(ck.SHOW_KEY_STEP_AFTER + 1):

@@ -116,7 +116,7 @@ def test_a_failed_job_runs_once_and_raises_with_its_status_and_stderr(tmp_path, 
     assert capsys.readouterr().out == ""                        # no "starting it once more" note
 
 
-# --- check(...): the one collapsed check of a lesson section (issue 12, item 4) ---------------------------------
+# --- check(...): the one collapsed check of a lesson section ----------------------------------------------------
 def test_check_lists_what_it_verified_collapsed():
     import torch
 

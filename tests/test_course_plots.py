@@ -367,7 +367,7 @@ def test_loss_type_panel_count_and_errors():
         plots.loss_type_token_weights({"grpo": [0.1, -0.1]}, [3, 5], [1])
 
 
-# --- issue 12: notebook 01's baseline figure, notebook 02's accuracy spread -------------------------------------
+# --- notebook 01's baseline figure, notebook 02's accuracy spread -----------------------------------------------
 def test_variance_vs_baseline_draws_the_curve_and_the_points_on_fixed_axes():
     b = np.linspace(-1, 3, 5)
     v = (b - 0.9) ** 2 / 10 + 0.07

@@ -1,4 +1,4 @@
-"""Run All on a student copy shows no answer (issue 12).
+"""Run All on a student copy shows no answer.
 
 For each notebook, the text a learner sees after running the student copy top to bottom, that is the
 committed lesson outputs plus what each blank exercise cell prints when it runs (executed here: the notebook's

@@ -141,8 +141,10 @@ def _reward_funcs(spec: GallerySpec) -> dict[str, Any] | None:
     raise ValueError(f"gallery spec {spec.name!r}: unknown reward {spec.reward!r} (known: 'r1_strict')")
 
 
-class _Extras:
+class ExtraMetrics:
     """The callback of choice 2: adds EXTRA_METRICS to every step, measured on the step's batch.
+
+    Used by: `run_spec`; grpo_lib.course.post_r1 subclasses it.
 
     The KL is measured for the policy that sampled the batch (π_θ before this step's update): the callback keeps
     a frozen copy of π_θ from the previous step (the starting model at step 1). So it is the engine's `kl`
@@ -207,7 +209,7 @@ def run_spec(spec: GallerySpec, out: str | Path, *, steps: int | None = None, ev
         sink = io.StringIO()
         with contextlib.redirect_stdout(sink if quiet else sys.stdout), contextlib.redirect_stderr(sink if quiet else sys.stderr):
             model, tok = load_tiny_model()
-            extras = _Extras(model, cfg.temperature)
+            extras = ExtraMetrics(model, cfg.temperature)
             result = train(cfg, model=model, tokenizer=tok, reward_funcs=_reward_funcs(spec), callback=extras)
         seconds = time.perf_counter() - t0
         by_step = {row["step"]: row for row in extras.rows}
@@ -215,7 +217,7 @@ def run_spec(spec: GallerySpec, out: str | Path, *, steps: int | None = None, ev
                    for rec in result.history]
         summary = dict(result.summary)
         summary["config"] = {**summary["config"], "output_dir": None}   # the temporary folder means nothing
-        summary["gallery"] = {"spec": spec.name, "reward": spec.reward, "overrides": _jsonable(spec.overrides),
+        summary["gallery"] = {"spec": spec.name, "reward": spec.reward, "overrides": jsonable_overrides(spec.overrides),
                               "train_call_seconds": seconds}
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.jsonl").write_text("".join(json.dumps(rec) + "\n" for rec in metrics))
@@ -223,7 +225,11 @@ def run_spec(spec: GallerySpec, out: str | Path, *, steps: int | None = None, ev
     return {"metrics": metrics, "summary": summary, "seconds": seconds}
 
 
-def _jsonable(values: Mapping[str, Any]) -> dict[str, Any]:
+def jsonable_overrides(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Config overrides as JSON writes them back (tuples as lists), for a run's summary.
+
+    Used by: `run_spec`, grpo_lib.course.post_r1
+    """
     return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
 
 

@@ -89,7 +89,7 @@ from pathlib import Path
 from typing import Any
 
 from grpo_lib.course import gallery
-from grpo_lib.course.gallery import _Extras, _jsonable
+from grpo_lib.course.gallery import ExtraMetrics, jsonable_overrides
 
 POST_R1_DIR = Path(__file__).resolve().parents[1] / "assets" / "post_r1"
 """where the committed runs live: <experiment>/<arm>/seed<k>/metrics.jsonl and summary.json"""
@@ -246,7 +246,7 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
 
 
 # --- one run --------------------------------------------------------------------------------------------------
-class _PostR1Extras(_Extras):
+class _PostR1Extras(ExtraMetrics):
     """The gallery's callback (choice 2 there) plus EXTRA_METRICS and the trainable-parameter count (choices 2, 3)."""
 
     def __init__(self, model: Any, temperature: float, G: int):
@@ -343,7 +343,7 @@ def run_arm(name: str, arm: str, seed: int, out: str | Path, *, steps: int | Non
         summary = dict(result.summary)
         summary["config"] = {**summary["config"], "output_dir": None}   # the temporary folder means nothing
         summary["post_r1"] = {
-            "experiment": name, "arm": arm, "seed": seed, "overrides": _jsonable({**exp.common, **exp.arms[arm]}),
+            "experiment": name, "arm": arm, "seed": seed, "overrides": jsonable_overrides({**exp.common, **exp.arms[arm]}),
             "reward": reward, "evals": [{"step": e["step"], "strict_accuracy": e["strict_accuracy"]} for e in result.evals],
             "trainable_params": extras.trainable, "fresh_process": fresh,
             "maxrss_start_bytes": rss_start if fresh else None,
@@ -440,7 +440,7 @@ def regenerate(only: Sequence[str] | None = None, out: str | Path = POST_R1_DIR,
                     summary = json.loads((done[key] / "summary.json").read_text())
                     first = summary["post_r1"]
                     summary["post_r1"] = {**first, "experiment": name, "arm": arm,
-                                          "overrides": _jsonable({**exp.common, **exp.arms[arm]}),
+                                          "overrides": jsonable_overrides({**exp.common, **exp.arms[arm]}),
                                           "same_run_as": f"{first['experiment']}/{first['arm']}/seed{seed}"}
                     (folder / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
                     log(f"{name}/{arm}/seed{seed}: the same run as {summary['post_r1']['same_run_as']} (copied)")
