@@ -380,13 +380,6 @@ class GRPOConfig:
                  "autocast_adapter_dtype) while 'pure' promises the trainable weights and AdamW state in dtype, and "
                  "pure-bf16 AdamW rounds small updates away; use precision='mixed' (fp32 adapters and AdamW state, "
                  "bf16 autocast)")
-            need(self.resume is None,
-                 f"resume with lora_r={self.lora_r}: resuming a LoRA run is not supported (a checkpoint would need the "
-                 "base weights and the adapters apart, and its AdamW state of the adapters only); start the run again")
-            need(self.save_every == 0 and not self.save_on_stop,
-                 f"save_every={self.save_every} / save_on_stop={self.save_on_stop} with lora_r={self.lora_r}: a LoRA run "
-                 "cannot be resumed, so its checkpoints would be of no use; the final model/ (adapters merged into the "
-                 "weights) is still saved. Leave save_every=0 and save_on_stop off")
             need(self.lr * self.lora_lr_multiplier <= LR_MAX,
                  f"lr × lora_lr_multiplier = {self.lr:g} × {self.lora_lr_multiplier:g} must be <= {LR_MAX:g}")
         need(self.scale_rewards in SCALE_REWARDS,

@@ -30,9 +30,13 @@ Choices made here (1-5 tested in tests/test_lora.py):
    peft's merge_and_unload), so it loads with `AutoModelForCausalLM.from_pretrained` like any other run's;
    no adapter files are written. TrainResult.model is that merged model.
 5. peft is an optional dependency (the [lora] extra): a LoRA run without it stops before the model loads,
-   with the install command (`require_peft`). Checkpoints and --resume are refused with LoRA by the config,
-   before anything loads (resuming would need the base weights and the adapters apart), and so is precision
-   'pure' (peft keeps the adapters in fp32).
+   with the install command (`require_peft`). Precision 'pure' is refused with LoRA by the config, before
+   anything loads (peft keeps the adapters in fp32).
+6. Checkpoints of a LoRA run (grpo_lib.run.checkpoint choice 9) hold the adapters apart (`adapter_state`) and,
+   in model/, the merged model (`merged_state_dict`: what `merge_adapters` would give, computed without
+   touching the training model), so a checkpoint's model/ loads with from_pretrained like any other. The base
+   weights are not saved: LoRA never changes them, so a resumed run rebuilds them from the starting model
+   (checked by its fingerprint) and loads the adapters (`load_adapter_state`).
 """
 
 from __future__ import annotations
@@ -191,6 +195,68 @@ def reference_model(model: nn.Module, dtype: torch.dtype | None, first_iteration
     if is_lora(model) and first_iteration:
         return AdaptersOff(model)
     return frozen_copy(model, dtype)
+
+
+def adapter_names(model: nn.Module) -> list[str]:
+    """The names of the adapter parameters (every lora_A / lora_B) of an adapted model, in parameter order."""
+    return [n for n, _ in model.named_parameters() if ".lora_" in n]
+
+
+def adapter_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The adapters of `model` by parameter name, detached and contiguous (what a checkpoint saves, choice 6).
+
+    Used by: grpo_lib.run.checkpoint.save_checkpoint
+    """
+    return {n: p.detach().contiguous() for n, p in model.named_parameters() if ".lora_" in n}
+
+
+def load_adapter_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Copy saved adapters into the adapted `model` in place (choice 6).
+
+    Raises:
+        ValueError: the names or shapes are not exactly those of the model's adapters (another r, other
+            target modules), naming the first differences.
+
+    Used by: grpo_lib.run.checkpoint.Checkpoint.load_model
+    """
+    params = dict(model.named_parameters())
+    want = set(adapter_names(model))
+    missing, unexpected = sorted(want - set(state)), sorted(set(state) - want)
+    if missing or unexpected:
+        raise ValueError(f"the saved adapters do not fit this model's (missing {missing[:3]}, unexpected "
+                         f"{unexpected[:3]})")
+    wrong = [f"{n}: saved {tuple(t.shape)}, model {tuple(params[n].shape)}" for n, t in state.items()
+             if t.shape != params[n].shape]
+    if wrong:
+        raise ValueError(f"the saved adapters do not fit this model's shapes ({'; '.join(wrong[:3])})")
+    with torch.no_grad():
+        for n, t in state.items():
+            params[n].copy_(t)
+
+
+def merged_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The state dict of the merged model, W + (α/r)·B A in every adapted layer, under the plain model's names;
+    `model` is not changed (choice 6). Equal to the state dict of `merge_adapters(model)`.
+
+    Used by: grpo_lib.run.checkpoint.save_checkpoint (a LoRA checkpoint's model/)
+    """
+    from peft.tuners.lora import LoraLayer
+
+    deltas = {}
+    for name, module in model.named_modules():
+        if isinstance(module, LoraLayer):
+            for adapter in module.active_adapters:
+                delta = module.get_delta_weight(adapter)
+                key = f"{name}.weight"
+                deltas[key] = deltas[key] + delta if key in deltas else delta
+    merged = {}
+    with torch.no_grad():
+        for key, value in model.state_dict().items():
+            if ".lora_" in key:
+                continue
+            key = key.replace(".base_layer.", ".")
+            merged[key] = value + deltas[key].to(value.dtype) if key in deltas else value
+    return merged
 
 
 def merge_adapters(model: nn.Module) -> nn.Module:

@@ -208,8 +208,7 @@ def test_lora_changes_only_the_learning_rate_of_trl_s_config(needs_trl, tmp_path
     (["--lora-r", "8", "peft missing"], 1, 'error: LoRA needs peft: pip install -e ".[lora]"'),
     (["--lora-r", "8", "--resume", "runs/x"], 1, "error: python -m grpo_lib.trl.recipe does not resume"),
     (["--lora-r", "8", "--precision", "pure", "--dtype", "bfloat16"], 2, "lora_r=8 with precision='pure'"),
-    (["--lora-r", "8", "--save-every", "2"], 2, "save_every=2 / save_on_stop=False with lora_r=8"),
-], ids=["outer-iterations", "no-peft", "resume", "pure", "save-every"])
+], ids=["outer-iterations", "no-peft", "resume", "pure"])
 def test_lora_combinations_trl_cannot_run_are_refused_before_loading(needs_trl, tmp_path, monkeypatch, capsys,
                                                                      extra, status, message):
     if "peft missing" in extra:

@@ -56,6 +56,11 @@ Choices made here (1-7 tested in tests/test_checkpoint.py, the 2-process case in
    refused. A format-1 manifest (sizes only, written before checksums) still loads, with a printed
    warning that its files cannot be verified byte for byte. A damaged trainer_state.json (not JSON, or
    without its step, config, history ...) is refused naming the file.
+9. LoRA runs (lora_r > 0): model/ holds the merged model (W + (α/r)·B A, so it loads with from_pretrained
+   like any checkpoint's model/) and `ADAPTERS_FILE` the adapters alone; optimizer.pt holds AdamW's state
+   of the adapters. The base weights are not saved (LoRA never changes them): a resumed LoRA run rebuilds
+   them from its starting model, which must be the run's (the fingerprint of the base weights recorded in
+   the checkpoint, checked at every LoRA resume), then loads the adapters. tests/test_lora_resume.py.
 """
 
 from __future__ import annotations
@@ -73,10 +78,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import nn
 
-from grpo_lib import dist
+from grpo_lib import dist, lora
 from grpo_lib.models import frozen_copy
 from grpo_lib.run.layout import CHECKPOINTS_SUBDIR, MODEL_SUBDIR, checkpoint_dir
 
@@ -85,6 +90,8 @@ STATE_FILE = "trainer_state.json"
 MODEL_FILE = "model.safetensors"
 """format 1 (older checkpoints): π_θ as one safetensors file at the top of the checkpoint"""
 REFERENCE_FILE = "reference.safetensors"
+ADAPTERS_FILE = "adapters.safetensors"
+"""LoRA runs: the adapters (every lora_A / lora_B) by parameter name (choice 9)"""
 OPTIMIZER_FILE = "optimizer.pt"
 SCHEDULER_FILE = "scheduler.pt"
 FORMAT_VERSION = 2
@@ -140,7 +147,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_pretrained_model(model: nn.Module, tokenizer: Any, folder: str | os.PathLike, dtype: str | None = None) -> Path:
+def save_pretrained_model(model: nn.Module, tokenizer: Any, folder: str | os.PathLike, dtype: str | None = None,
+                          state_dict: dict[str, torch.Tensor] | None = None) -> Path:
     """`save_pretrained` of the model (config, generation config, safetensors) and its tokenizer into `folder`.
 
     `AutoModelForCausalLM.from_pretrained(folder)` and `AutoTokenizer.from_pretrained(folder)` load it.
@@ -151,8 +159,17 @@ def save_pretrained_model(model: nn.Module, tokenizer: Any, folder: str | os.Pat
         folder: where to write.
         dtype: None keeps the parameters' dtype (fp32 master weights in mixed precision); "bfloat16" or
             "float32" saves a converted copy (the model itself is not changed).
+        state_dict: the weights to write instead of the model's own (a LoRA run's merged weights, choice 9;
+            not with dtype).
     """
     folder = Path(folder)
+    if state_dict is not None:
+        if dtype is not None:
+            raise ValueError("save_pretrained_model: pass state_dict or dtype, not both")
+        model.save_pretrained(folder, state_dict=state_dict)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(folder)
+        return folder
     to_save = model
     if dtype is not None and next(model.parameters()).dtype != getattr(torch, dtype):
         import copy
@@ -196,7 +213,10 @@ def save_checkpoint(output_dir: str | os.PathLike, step: int, *, model: nn.Modul
         tmp = final.parent / f".tmp-{final.name}-{os.getpid()}"
         try:
             tmp.mkdir()
-            if hasattr(model, "save_pretrained"):                   # a transformers model: loadable with from_pretrained
+            if lora.is_lora(model):                                 # merged model + the adapters apart (choice 9)
+                save_pretrained_model(model, tokenizer, tmp / MODEL_SUBDIR, state_dict=lora.merged_state_dict(model))
+                save_file(lora.adapter_state(model), str(tmp / ADAPTERS_FILE))
+            elif hasattr(model, "save_pretrained"):                 # a transformers model: loadable with from_pretrained
                 save_pretrained_model(model, tokenizer, tmp / MODEL_SUBDIR)
             else:                                                   # any other torch module: its weights only
                 save_model(model, str(tmp / MODEL_FILE))
@@ -487,22 +507,45 @@ class Checkpoint:
             return "none"
         return "initial" if self.reference_is_initial else "saved"
 
-    def check_fingerprint(self, start_fingerprint: float, requested: Any = None) -> None:
-        """Refuse to rebuild π_ref ("initial") from a starting model whose weights fingerprint is not the
-        one recorded here (grpo_lib.run.lifecycle.weights_fingerprint)."""
+    def check_fingerprint(self, start_fingerprint: float, requested: Any = None, lora_run: bool = False) -> None:
+        """Refuse to rebuild π_ref ("initial"), or a LoRA run's base weights (`lora_run`, choice 9), from a
+        starting model whose weights fingerprint is not the one recorded here
+        (grpo_lib.run.lifecycle.weights_fingerprint)."""
         saved = self.state.get("start_fingerprint")
         if saved is not None and not math.isclose(saved, start_fingerprint, rel_tol=1e-6):
+            what = (f"{self.path.name} is a LoRA checkpoint: it holds the adapters, and its base weights are the "
+                    f"starting model's" if lora_run else
+                    f"{self.path.name} was taken in the first outer iteration, where π_ref is the starting model, so "
+                    f"π_ref was not saved")
             raise CheckpointError(
-                f"--resume {requested or self.requested or self.path}: {self.path.name} was taken in the first outer "
-                f"iteration, where π_ref is the starting model, so π_ref was not saved; but the model this run starts "
+                f"--resume {requested or self.requested or self.path}: {what}; but the model this run starts "
                 f"from is not that model (weights fingerprint {start_fingerprint:.6g}, saved {saved:.6g}). Resume with "
                 f"the same --model (or the same model passed to train()).")
 
     def load_model(self, model: nn.Module) -> None:
         """Copy the saved π_θ weights into `model` (same architecture), with safetensors: exactly the
-        weight files the manifest lists (choice 8)."""
+        weight files the manifest lists (choice 8). A LoRA model gets the saved adapters and keeps its base
+        weights, the starting model's (choice 9)."""
         folder = self.path / MODEL_SUBDIR
-        listed = sorted(self.path / n for n in read_manifest(self.path)["files"]
+        files = read_manifest(self.path)["files"]
+        if lora.is_lora(model) or ADAPTERS_FILE in files:
+            where = f"--resume {self.requested or self.path}: {self.path.name}"
+            if ADAPTERS_FILE not in files:
+                raise CheckpointError(f"{where} holds no LoRA adapters (written by a run without LoRA); resume it "
+                                      "without --lora-r")
+            if not lora.is_lora(model):
+                raise CheckpointError(f"{where} holds LoRA adapters; resume it with the run's --lora-r")
+            path = self.path / ADAPTERS_FILE
+            try:
+                state = load_file(str(path), device=str(next(model.parameters()).device))
+            except Exception as e:
+                raise _unreadable(path, e) from e
+            try:
+                lora.load_adapter_state(model, state)
+            except ValueError as e:
+                raise CheckpointError(f"{path}: {e}") from e
+            return
+        listed = sorted(self.path / n for n in files
                         if n.startswith(f"{MODEL_SUBDIR}/") and n.endswith(".safetensors"))
         if listed:
             _load_pretrained_weights(model, folder, listed)

@@ -45,7 +45,7 @@ from grpo_lib.data import build_prompt, check_prompts_fit, load_problems, max_co
 from grpo_lib.dynamic_sampling import draw_problems
 from grpo_lib.evaluation import EvalResult, evaluate
 from grpo_lib.lora import apply_lora, merge_adapters, reference_model, require_peft
-from grpo_lib.models import count_parameters, frozen_copy, load_policy
+from grpo_lib.models import count_parameters, load_policy
 from grpo_lib.precision import dtype_name, resolve_precision
 from grpo_lib.rewards import reward_functions
 from grpo_lib.rollout import RewardFunc, ScoredRollout, set_gradient_checkpointing
@@ -259,10 +259,12 @@ class Run:
         self.start_fingerprint = dist.all_gather_objects(weights_fingerprint(model))[0]
         start_reference = None
         if ckpt is not None:
-            if ckpt.reference_needed(cfg.beta, cfg.steps) == "initial":
-                ckpt.check_fingerprint(self.start_fingerprint, cfg.resume)
-                start_reference = frozen_copy(model, precision.reference_dtype)   # before the checkpoint's weights
-            ckpt.load_model(model)                   # π_θ as it was after step ckpt.step
+            initial = ckpt.reference_needed(cfg.beta, cfg.steps) == "initial"
+            if initial or cfg.lora_r:                # LoRA: the base weights come from the starting model
+                ckpt.check_fingerprint(self.start_fingerprint, cfg.resume, lora_run=bool(cfg.lora_r))
+            if initial:                              # before the checkpoint's weights (LoRA: the adapters off)
+                start_reference = reference_model(model, precision.reference_dtype, first_iteration=True)
+            ckpt.load_model(model)                   # π_θ as it was after step ckpt.step (LoRA: its adapters)
         if cfg.gradient_checkpointing:
             set_gradient_checkpointing(model, True)  # for the updates; generation switches it off
         # every prompt plus max_completion_length must fit the model's context
@@ -460,12 +462,16 @@ class Run:
 
 def weights_fingerprint(model: nn.Module) -> float:
     """A cheap number that identifies a model's weights: Σ over parameters of Σ w·(1 + position/numel), in fp64.
+    LoRA adapters are left out: with LoRA it identifies the base weights, what a LoRA checkpoint does not hold.
 
-    Recorded in checkpoints whose π_ref is the starting model (not saved), and compared on resume (choice 2).
+    Recorded in checkpoints whose π_ref is the starting model (not saved) and in LoRA checkpoints, and compared
+    on resume (choice 2).
     """
     total = 0.0
     with torch.no_grad():
-        for p in model.parameters():
+        for name, p in model.named_parameters():
+            if ".lora_" in name:
+                continue
             w = p.detach().reshape(-1).double()
             ramp = torch.linspace(1.0, 2.0, w.numel(), dtype=torch.float64, device=w.device)
             total += float((w * ramp).sum())
