@@ -11,7 +11,7 @@ while W itself is frozen. Trainable parameters: r·(d_in + d_out) per target mod
     ref = reference_model(model, dtype, first_iteration=True)   # the base model: adapters off, no copy
     model = merge_adapters(model)        # W ← W + (α / r)·B A, then a plain model that saves like any other
 
-Choices made here (1-5 tested in tests/test_lora.py):
+Choices made here (1-5 tested in tests/test_lora.py, 6 in tests/test_lora_resume.py):
 1. The engine keeps the transformers model that peft adapts in place (`apply_lora` returns
    `PeftModel.get_base_model()`), not the PeftModel wrapper: generation, the log-prob passes and the save
    see the same module class as without LoRA; the PeftModel is kept beside it to switch the adapters off
@@ -197,9 +197,9 @@ def reference_model(model: nn.Module, dtype: torch.dtype | None, first_iteration
     return frozen_copy(model, dtype)
 
 
-def adapter_names(model: nn.Module) -> list[str]:
-    """The names of the adapter parameters (every lora_A / lora_B) of an adapted model, in parameter order."""
-    return [n for n, _ in model.named_parameters() if ".lora_" in n]
+def is_adapter(name: str) -> bool:
+    """True for the name of an adapter parameter or state-dict entry (a lora_A / lora_B of any layer)."""
+    return ".lora_" in name
 
 
 def adapter_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -207,7 +207,7 @@ def adapter_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
     Used by: grpo_lib.run.checkpoint.save_checkpoint
     """
-    return {n: p.detach().contiguous() for n, p in model.named_parameters() if ".lora_" in n}
+    return {n: p.detach().contiguous() for n, p in model.named_parameters() if is_adapter(n)}
 
 
 def load_adapter_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
@@ -220,7 +220,7 @@ def load_adapter_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None
     Used by: grpo_lib.run.checkpoint.Checkpoint.load_model
     """
     params = dict(model.named_parameters())
-    want = set(adapter_names(model))
+    want = {n for n in params if is_adapter(n)}
     missing, unexpected = sorted(want - set(state)), sorted(set(state) - want)
     if missing or unexpected:
         raise ValueError(f"the saved adapters do not fit this model's (missing {missing[:3]}, unexpected "
@@ -242,17 +242,12 @@ def merged_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """
     from peft.tuners.lora import LoraLayer
 
-    deltas = {}
-    for name, module in model.named_modules():
-        if isinstance(module, LoraLayer):
-            for adapter in module.active_adapters:
-                delta = module.get_delta_weight(adapter)
-                key = f"{name}.weight"
-                deltas[key] = deltas[key] + delta if key in deltas else delta
-    merged = {}
     with torch.no_grad():
+        deltas = {f"{name}.weight": sum(module.get_delta_weight(a) for a in module.active_adapters)
+                  for name, module in model.named_modules() if isinstance(module, LoraLayer)}
+        merged = {}
         for key, value in model.state_dict().items():
-            if ".lora_" in key:
+            if is_adapter(key):
                 continue
             key = key.replace(".base_layer.", ".")
             merged[key] = value + deltas[key].to(value.dtype) if key in deltas else value

@@ -44,7 +44,7 @@ from grpo_lib.config import GRPOConfig
 from grpo_lib.data import build_prompt, check_prompts_fit, load_problems, max_context
 from grpo_lib.dynamic_sampling import draw_problems
 from grpo_lib.evaluation import EvalResult, evaluate
-from grpo_lib.lora import apply_lora, merge_adapters, reference_model, require_peft
+from grpo_lib.lora import apply_lora, is_adapter, merge_adapters, reference_model, require_peft
 from grpo_lib.models import count_parameters, load_policy
 from grpo_lib.precision import dtype_name, resolve_precision
 from grpo_lib.rewards import reward_functions
@@ -470,7 +470,7 @@ def weights_fingerprint(model: nn.Module) -> float:
     total = 0.0
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if ".lora_" in name:
+            if is_adapter(name):
                 continue
             w = p.detach().reshape(-1).double()
             ramp = torch.linspace(1.0, 2.0, w.numel(), dtype=torch.float64, device=w.device)
